@@ -1,0 +1,67 @@
+"""Where shopml keeps its state, resolved once from the environment into a typed object.
+
+`SHOPML_HOME` (default `~/.shopml`) holds the MLflow SQLite store, MLflow artifacts, generated
+data and the BentoML home. `MLFLOW_TRACKING_URI` wins over the default tracking store.
+`SHOPML_DATASETS` points at the public benchmark data (default `../shared/datasets`
+beside the repository root).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    tracking_uri: str
+    artifact_root: Path
+    datasets_dir: Path
+    redis_url: str | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """Default folder for generated stores."""
+        return self.home / "data"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.home / "bentoml"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.tracking_uri
+
+    def ensure_dirs(self) -> Settings:
+        for path in (self.home, self.artifact_root, self.data_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def default_datasets_dir() -> Path:
+    """`../shared/datasets` seen from the repository root, or from the working directory."""
+    for base in (REPO_ROOT, Path.cwd()):
+        candidate = (base / ".." / "shared" / "datasets").resolve()
+        if candidate.is_dir():
+            return candidate
+    return (REPO_ROOT / ".." / "shared" / "datasets").resolve()
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings from the environment (or the mapping given, for tests)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("SHOPML_HOME") or Path.home() / ".shopml").expanduser().resolve()
+    tracking_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
+    datasets = env.get("SHOPML_DATASETS")
+    datasets_dir = Path(datasets).expanduser().resolve() if datasets else default_datasets_dir()
+    return Settings(
+        home=home,
+        tracking_uri=tracking_uri,
+        artifact_root=home / "mlartifacts",
+        datasets_dir=datasets_dir,
+        redis_url=env.get("SHOPML_REDIS_URL") or None,
+    )

@@ -93,8 +93,13 @@ INTERACTIONS = TableSchema(
         Column("event", "string", "One of view, add_to_cart, purchase.", allowed=EVENTS),
         Column("quantity", "int", "Units (1 for views).", non_negative=True),
         Column("session_id", "id", "Browsing session.", required=False, nullable=True),
-        Column("rating", "float", "Explicit rating when the source has one.", required=False,
-               nullable=True),
+        Column(
+            "rating",
+            "float",
+            "Explicit rating when the source has one.",
+            required=False,
+            nullable=True,
+        ),
     ),
 )
 
@@ -124,10 +129,19 @@ PAYMENTS = TableSchema(
         Column("amount", "float", "Amount in `currency`.", non_negative=True),
         Column("currency", "string", "ISO 4217 code.", allowed=CURRENCIES),
         Column("is_fraud", "bool", "Confirmed fraud (false until proven otherwise)."),
-        Column("label_time", "timestamp", "When the fraud label became known; empty if never "
-               "reported.", nullable=True),
-        Column("fraud_scenario", "int", "Simulated fraud mechanism, 0 for genuine.",
-               required=False, non_negative=True),
+        Column(
+            "label_time",
+            "timestamp",
+            "When the fraud label became known; empty if never reported.",
+            nullable=True,
+        ),
+        Column(
+            "fraud_scenario",
+            "int",
+            "Simulated fraud mechanism, 0 for genuine.",
+            required=False,
+            non_negative=True,
+        ),
     ),
     unique=("transaction_id",),
 )
@@ -183,8 +197,11 @@ def _to_id(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
         if frac.any():
             problems.add(col.name, "ids must be integers or strings, got fractional numbers", frac)
             return s
-        out = pd.Series(np.where(null, None, s.fillna(0).astype("int64").astype(str)),
-                        index=s.index, dtype=object)
+        out = pd.Series(
+            np.where(null, None, s.fillna(0).astype("int64").astype(str)),
+            index=s.index,
+            dtype=object,
+        )
     else:
         out = s.astype(object).where(~null, None)
         out = out.map(lambda v: v if v is None or isinstance(v, str) else str(v))
@@ -221,11 +238,13 @@ def _to_timestamp(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
 
 def _to_number(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
     null = s.isna().to_numpy()
+    unparsed = np.zeros(len(s), dtype=bool)
     if pd.api.types.is_bool_dtype(s):
         s = s.astype("int64")
     if not pd.api.types.is_numeric_dtype(s):
         converted = pd.to_numeric(s, errors="coerce")
-        problems.add(col.name, "not a number", converted.isna().to_numpy() & ~null)
+        unparsed = converted.isna().to_numpy() & ~null
+        problems.add(col.name, "not a number", unparsed)
         s = converted
     if col.kind == "int":
         values = s.to_numpy(dtype="float64")
@@ -241,7 +260,7 @@ def _to_number(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
     if col.non_negative:
         problems.add(col.name, "negative value", values < 0)
     if not col.nullable:
-        problems.add(col.name, "missing value", np.isnan(values))
+        problems.add(col.name, "missing value", np.isnan(values) & ~unparsed)
         if col.kind == "int" and not np.isnan(values).any():
             out = out.astype("int64")
     return out
@@ -250,8 +269,18 @@ def _to_number(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
 def _to_bool(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
     if pd.api.types.is_bool_dtype(s):
         return s.astype(bool)
-    mapping = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False,
-               "t": True, "f": False, "1.0": True, "0.0": False}
+    mapping = {
+        "true": True,
+        "false": False,
+        "1": True,
+        "0": False,
+        "yes": True,
+        "no": False,
+        "t": True,
+        "f": False,
+        "1.0": True,
+        "0.0": False,
+    }
     text = s.astype(str).str.strip().str.lower()
     out = text.map(mapping)
     bad = out.isna().to_numpy()

@@ -57,7 +57,9 @@ class Store:
 
     def fingerprint(self) -> dict[str, dict[str, object]]:
         """Content hash and row count per table: two stores with equal fingerprints hold equal data."""
-        return {t: {"rows": int(len(df)), "sha256": table_hash(df)} for t, df in self.tables().items()}
+        return {
+            t: {"rows": int(len(df)), "sha256": table_hash(df)} for t, df in self.tables().items()
+        }
 
     def fingerprint_id(self) -> str:
         """One short id for the whole store's content (used to tell whether runs saw the same data)."""

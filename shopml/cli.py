@@ -1,0 +1,149 @@
+"""The `shopml` command line. Commands stay thin: parse options, call a job, print the outcome.
+
+Errors shopml raises on purpose (`ShopmlError`) are printed as one message and exit with code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from shopml.errors import ShopmlError
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+app = typer.Typer(
+    name="shopml",
+    help="Recommendations, fraud scores and demand forecasts for online stores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(
+    help="Train a model family, track it in MLflow and register it.", no_args_is_help=True
+)
+bench_app = typer.Typer(help="Run a benchmark and write its numbers as JSON.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(bench_app, name="bench")
+
+
+@app.command("run")
+def run_cmd(
+    scale: str = typer.Option("small", help="Size of the generated default store."),
+    seed: int = typer.Option(0, help="Seed of the generated store."),
+) -> None:
+    """The main job, end to end on the built-in generated store."""
+    from shopml.main_job import run_main_job
+
+    run_main_job(scale=scale, seed=seed)
+
+
+@app.command("validate")
+def validate_cmd(
+    path: Path = typer.Argument(..., help="Store folder of <table>.parquet files."),
+) -> None:
+    """Check a store folder against the data contract and print its tables."""
+    from features.store import Store
+
+    store = Store.read(path)
+    for table, rows in store.row_counts().items():
+        typer.echo(f"{table:<12} {rows:>12,} rows  ok")
+    typer.echo(f"fingerprint {store.fingerprint_id()}")
+
+
+@app.command("profile")
+def profile_cmd(
+    source: str = typer.Option(
+        "generated", help="generated | store | files | online_retail | movielens | fraud_handbook"
+    ),
+    path: Path | None = typer.Option(None, help="Folder or file for store/files/real sources."),
+    scale: str = typer.Option("small", help="Scale, for the generated source."),
+    seed: int = typer.Option(0, help="Seed, for the generated source."),
+) -> None:
+    """Load a data source, validate it and log its data profile as an MLflow run."""
+    from features.sources import load_source
+
+    from training.profile_job import log_profile
+
+    source_cfg = _source_config(source, path, scale, seed)
+    store = load_source(source_cfg)
+    run_id, profile = log_profile(store, source_cfg)
+    for table, info in profile["tables"].items():
+        typer.echo(f"{table:<12} {info['rows']:>12,} rows")
+    typer.echo(f"profile logged to MLflow run {run_id}")
+
+
+@app.command("ui")
+def ui_cmd(port: int = typer.Option(5000, help="Port on 127.0.0.1.")) -> None:
+    """Start the MLflow UI on 127.0.0.1 over shopml's tracking store."""
+    from shopml.settings import load_settings
+
+    settings = load_settings().ensure_dirs()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        settings.tracking_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (tracking store {settings.tracking_uri})")
+    os.execv(sys.executable, cmd)
+
+
+def _source_config(kind: str, path: Path | None, scale: str, seed: int):
+    """Build a validated `SourceConfig` from command-line options."""
+    from features.sources import SourceConfig
+    from pydantic import TypeAdapter, ValidationError
+
+    from shopml.config import describe_validation_error
+    from shopml.errors import ConfigError
+
+    data: dict[str, object] = {"kind": kind}
+    if kind == "generated":
+        data.update(scale=scale, seed=seed)
+    elif path is not None:
+        data["path"] = str(path)
+    try:
+        return TypeAdapter(SourceConfig).validate_python(data)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, "--source")) from None
+
+
+def main() -> None:
+    """Console entry point: run the Typer app, turning ShopmlError into a clean message."""
+    from shopml.log import setup_logging
+
+    setup_logging(os.environ.get("SHOPML_LOG_LEVEL", "WARNING"))
+    try:
+        app(standalone_mode=False)
+    except ShopmlError as err:
+        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None
+    except FileExistsError as err:
+        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None
+    except typer.Exit as exit_:
+        raise SystemExit(exit_.exit_code) from None
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        raise SystemExit(130) from None
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            raise SystemExit(err.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Every run records config, seed, data fingerprint, commit and versions; models register."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+
+from features.store import Store
+
+
+@pytest.fixture
+def store() -> Store:
+    products = pd.DataFrame(
+        {"product_id": ["p1", "p2"], "category": ["a", "b"], "price": [1.0, 2.0]}
+    )
+    return Store(products=products, name="unit").validated()
+
+
+def test_run_records_config_seed_fingerprint_commit_and_versions(tmp_shopml_home, store):
+    from training.tracking import start_run
+
+    with start_run("fraud", config={"seed": 7, "model": {"lr": 0.1}}, store=store) as run:
+        mlflow.log_metric("average_precision", 0.5)
+    data = mlflow.get_run(run.info.run_id).data
+    assert data.params["model.lr"] == "0.1"
+    assert data.tags["seed"] == "7"
+    assert data.tags["data.fingerprint"] == store.fingerprint_id()
+    assert data.params["data.rows.products"] == "2"
+    assert data.tags["git.commit"]
+    assert data.tags["version.lightgbm"] != "absent"
+    assert mlflow.get_experiment(run.info.experiment_id).name == "shopml-fraud"
+    # the tracking store lives under SHOPML_HOME, not in the working directory
+    assert (tmp_shopml_home / "mlflow.db").exists()
+    config = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/config.json")
+    assert config == {"seed": 7, "model": {"lr": 0.1}}
+
+
+def test_first_registered_version_becomes_champion_and_downloads_native(tmp_shopml_home, tmp_path):
+    from training.tracking import (
+        champion_version,
+        download_native,
+        log_native_model,
+        register_model,
+        start_run,
+    )
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "weights.json").write_text(json.dumps([1, 2, 3]))
+    versions = []
+    for _ in range(2):
+        with start_run("recommender", config={"seed": 1}):
+            uri = log_native_model(model_dir, family="recommender", loader="json:loads")
+            versions.append(register_model(uri, family="recommender"))
+    assert versions == ["1", "2"]
+    assert champion_version("recommender") == "1"  # later versions wait for promotion
+    native = download_native("recommender", dst=tmp_path / "dl")
+    assert json.loads((native / "weights.json").read_text()) == [1, 2, 3]
+
+
+def test_unknown_family_is_rejected(tmp_shopml_home):
+    from training.tracking import start_run
+
+    with pytest.raises(ValueError, match="family must be one of"), start_run("weather"):
+        pass
+
+
+def test_bad_loader_fails_when_logging_not_when_serving(tmp_shopml_home, tmp_path):
+    from training.tracking import log_native_model, start_run
+
+    with start_run("forecast"), pytest.raises((ValueError, ModuleNotFoundError, AttributeError)):
+        log_native_model(tmp_path, family="forecast", loader="json:no_such_loader")

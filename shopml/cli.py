@@ -124,25 +124,10 @@ def main() -> None:
 
     setup_logging(os.environ.get("SHOPML_LOG_LEVEL", "WARNING"))
     try:
-        app(standalone_mode=False)
-    except ShopmlError as err:
+        app()  # standalone: usage errors print click's message and exit 2
+    except (ShopmlError, FileExistsError) as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
         raise SystemExit(2) from None
-    except FileExistsError as err:
-        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
-        raise SystemExit(2) from None
-    except typer.Exit as exit_:
-        raise SystemExit(exit_.exit_code) from None
-    except typer.Abort:
-        typer.secho("aborted", err=True)
-        raise SystemExit(130) from None
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            raise SystemExit(err.exit_code) from None
-        raise
 
 
 if __name__ == "__main__":

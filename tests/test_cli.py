@@ -1,0 +1,72 @@
+"""The command line: every command has working --help; bad input gives one message and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import pandas as pd
+import typer.main
+from typer.testing import CliRunner
+
+from shopml.cli import app
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        yield path
+        if isinstance(command, click.Group):
+            yield from all_commands(command, path)
+
+
+def test_every_command_has_help():
+    root = typer.main.get_command(app)
+    runner = CliRunner()
+    paths = list(all_commands(root))
+    assert ("run",) in paths and ("validate",) in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
+
+
+def shopml(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "shopml.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_validate_reports_contract_errors_without_traceback(tmp_path):
+    folder = tmp_path / "store"
+    folder.mkdir()
+    pd.DataFrame(
+        {"product_id": ["a", "a"], "category": ["x", "y"], "price": [1.0, -2.0]}
+    ).to_parquet(folder / "products.parquet")
+    result = shopml("validate", str(folder))
+    assert result.returncode == 2
+    assert "products.product_id: duplicate id in 1 row" in result.stderr
+    assert "products.price: negative value in 1 row" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_prints_tables_of_a_good_store(tmp_path):
+    folder = tmp_path / "store"
+    folder.mkdir()
+    pd.DataFrame(
+        {"product_id": ["a", "b"], "category": ["x", "y"], "price": [1.0, 2.0]}
+    ).to_parquet(folder / "products.parquet")
+    result = shopml("validate", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert "products" in result.stdout and "2 rows" in result.stdout
+
+
+def test_unknown_option_is_a_usage_error():
+    result = shopml("validate", "--no-such-option")
+    assert result.returncode == 2
+    assert "No such option" in result.stderr

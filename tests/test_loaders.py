@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -186,3 +193,244 @@ def test_online_retail_missing_column_and_bad_date(tmp_path):
     _write_retail(file, ["1,A,x,2,yesterday,1.0,1.0,UK"])
     with pytest.raises(DataError, match="InvoiceDate"):
         online_retail.load(file)
+
+
+# ---------------------------------------------------------------- generic sources: files
+
+
+def _tiny_store():
+    from features.store import Store
+
+    products = pd.DataFrame(
+        {"product_id": ["007", "p2"], "category": ["toys", "books"], "price": [9.5, 0.0]}
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2"],
+            "signup_at": pd.to_datetime(["2024-01-01 10:00", "2024-02-01 11:30"]),
+            "country": ["FR", None],
+        }
+    )
+    interactions = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c2"],
+            "product_id": ["007", "p2", "007"],
+            "timestamp": pd.to_datetime(["2024-03-01 10:00", "2024-03-01 10:05", "2024-03-02 00:00"]),
+            "event": ["view", "purchase", "add_to_cart"],
+            "quantity": [1, 2, 1],
+        }
+    )
+    order_lines = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2"],
+            "customer_id": ["c1", None],
+            "product_id": ["p2", "007"],
+            "timestamp": pd.to_datetime(["2024-03-01 10:06", "2024-03-03 00:00"]),
+            "quantity": [2, -1],
+            "unit_price": [4.25, 9.5],
+            "country": ["FR", "DE"],
+        }
+    )
+    payments = pd.DataFrame(
+        {
+            "transaction_id": ["t1", "t2"],
+            "timestamp": pd.to_datetime(["2024-03-01 10:06:01", "2024-03-03 00:00:00"]),
+            "customer_id": ["c1", "c2"],
+            "card_id": ["k1", "k2"],
+            "terminal_id": ["web", "web"],
+            "amount": [8.5, 9.5],
+            "currency": ["EUR", "EUR"],
+            "is_fraud": [False, True],
+            "label_time": pd.to_datetime([None, "2024-03-10"]),
+        }
+    )
+    return Store(products, customers, interactions, order_lines, payments, name="tiny").validated()
+
+
+def _assert_same(a, b):
+    assert set(a.tables()) == set(b.tables())
+    for table, df in a.tables().items():
+        other = b.tables()[table][df.columns]
+        pd.testing.assert_frame_equal(df, other, check_dtype=True)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "csv.gz"])
+def test_files_round_trip(tmp_path, fmt):
+    from features.loaders import files
+
+    store = _tiny_store()
+    files.save(store, tmp_path / "shop", fmt=fmt)
+    back = files.load(tmp_path / "shop")
+    assert back.name == "shop"
+    _assert_same(store, back)
+    assert back.products["product_id"].tolist() == ["007", "p2"]  # leading zeros kept
+
+
+def test_files_rename_and_subset(tmp_path):
+    from features.loaders import files
+
+    (tmp_path / "products.csv").write_text("sku,cat,price\nA,x,1.5\nB,y,2\n")
+    (tmp_path / "notes.txt").write_text("ignored")
+    store = files.load(tmp_path, columns={"products": {"sku": "product_id", "cat": "category"}})
+    assert store.products["product_id"].tolist() == ["A", "B"]
+    assert store.products["price"].tolist() == [1.5, 2.0]
+    assert list(store.tables()) == ["products"]
+    with pytest.raises(DataError, match="payments"):
+        files.load(tmp_path, tables=["products", "payments"])
+    with pytest.raises(DataError, match="'sku_id'"):
+        files.load(tmp_path, columns={"products": {"sku_id": "product_id"}})
+
+
+def test_files_bad_input_names_table_and_column(tmp_path):
+    from features.loaders import files
+
+    (tmp_path / "order_lines.csv").write_text(
+        "order_id,customer_id,product_id,timestamp,quantity\no1,c1,p1,2024-01-01,1\n"
+    )
+    with pytest.raises(DataError, match=r"order_lines\.unit_price: required column is missing"):
+        files.load(tmp_path)
+    (tmp_path / "order_lines.csv").write_text(
+        "order_id,customer_id,product_id,timestamp,quantity,unit_price\n"
+        "o1,c1,p1,2024-01-01,1,2.0\no2,c1,p1,not a date,1,2.0\n"
+    )
+    with pytest.raises(DataError, match=r"order_lines\.timestamp: unparseable timestamp in 1 row"):
+        files.load(tmp_path)
+    (tmp_path / "order_lines.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match="several files"):
+        files.load(tmp_path)
+    with pytest.raises(DataError, match="no table file"):
+        files.load(_empty(tmp_path))
+
+
+def _empty(tmp_path: Path) -> Path:
+    folder = tmp_path / "empty"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+# ---------------------------------------------------------------- generic sources: SQL
+
+
+def _fill_database(url: str, store) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for table, df in store.tables().items():
+            df.rename(columns={"product_id": "sku"} if table == "products" else {}).to_sql(
+                f"shop_{table}", conn, index=False, if_exists="replace"
+            )
+    engine.dispose()
+
+
+def _check_sql_source(url: str) -> None:
+    from features.loaders import sql
+
+    store = _tiny_store()
+    _fill_database(url, store)
+    queries = {t: f"SELECT * FROM shop_{t}" for t in store.tables() if t != "products"}
+    back = sql.load(
+        url,
+        queries=queries,
+        tables={"products": "shop_products"},
+        columns={"products": {"sku": "product_id"}},
+    )
+    _assert_same(store, back)
+    only_fraud = sql.load(
+        url, queries={"payments": "SELECT * FROM shop_payments WHERE is_fraud ORDER BY 1"}
+    )
+    assert only_fraud.payments["transaction_id"].tolist() == ["t2"]
+    with pytest.raises(DataError, match="'payments'.*failed"):
+        sql.load(url, queries={"payments": "SELECT * FROM no_such_table"})
+    with pytest.raises(DataError, match=r"payments\.amount: required column is missing"):
+        sql.load(url, queries={"payments": "SELECT transaction_id FROM shop_payments"})
+
+
+def test_sqlite_query_source(tmp_path):
+    _check_sql_source(f"sqlite:///{tmp_path / 'shop.db'}")
+
+
+def test_sql_errors_hide_password_and_name_tables():
+    from features.loaders import sql
+
+    with pytest.raises(DataError, match="unknown table"):
+        sql.load("sqlite://", queries={"orders": "SELECT 1"})
+    with pytest.raises(DataError) as err:
+        sql.load("postgresql+psycopg://me:s3cret@127.0.0.1:1/db", queries={"payments": "SELECT 1"})
+    assert "s3cret" not in str(err.value) and "***" in str(err.value)
+
+
+def test_postgresql_query_source(postgres_url):
+    _check_sql_source(postgres_url)
+
+
+# ---------------------------------------------------------------- a real PostgreSQL for the test
+
+
+def _pg_bin() -> Path | None:
+    """The folder of PostgreSQL's server binaries (initdb, pg_ctl), newest version first."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version, reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+def _version(path: str) -> int:
+    part = Path(path).parts[-3]
+    return int(part) if part.isdigit() else 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on a free loopback port, stopped and deleted afterwards.
+
+    Needs the server binaries (Debian: `apt-get install -y postgresql`). PostgreSQL refuses to
+    run as root, so as root the server runs as the `postgres` user (or `nobody`) via runuser.
+    """
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
+        )
+    run_as: list[str] = []
+    root = tempfile.mkdtemp(prefix="shopml-pg-")  # under /tmp so another user can reach it
+    if os.geteuid() == 0:
+        user = "postgres"
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            user = "nobody"
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        shutil.chown(root, user=user)
+        run_as = ["runuser", "-u", user, "--"]
+    data, port = os.path.join(root, "data"), _free_port()
+    pg_ctl = [*run_as, str(bin_dir / "pg_ctl"), "-D", data]
+    try:
+        subprocess.run(
+            [*run_as, str(bin_dir / "initdb"), "-D", data, "-A", "trust", "-U", "shopml",
+             "-E", "UTF8", "--no-sync"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        subprocess.run(
+            [*pg_ctl, "-o", f"-k {root} -h 127.0.0.1 -p {port} -F", "-l",
+             os.path.join(root, "log"), "-w", "-t", "60", "start"],
+            check=True, capture_output=True, timeout=90,
+        )  # fmt: skip
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        log = Path(root, "log")
+        detail = log.read_text()[-2000:] if log.exists() else getattr(err, "stderr", b"")
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL from {bin_dir}: {err}\n{detail}")
+    try:
+        yield f"postgresql+psycopg://shopml@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)

@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from shopml.errors import DataError
 
@@ -184,13 +186,38 @@ class _Problems:
             raise DataError("\n  - ".join([head, *self.items]))
 
 
+def _int_strings(values: np.ndarray) -> np.ndarray:
+    """Decimal strings (object array) of int64 ids; repeated ids are converted only once."""
+    codes, uniques = pd.factorize(values)
+    if 2 * len(uniques) > len(values):
+        return values.astype(str).astype(object)
+    return uniques.astype(str).astype(object)[codes]
+
+
+def _as_str_objects(s: pd.Series, null: np.ndarray) -> pd.Series:
+    """Object series of `str` (None where null); skips the per-value pass when all are str."""
+    out = s.astype(object).where(~null, None)
+    if pd.api.types.infer_dtype(out, skipna=True) not in ("string", "empty"):
+        out = out.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    return out
+
+
+def _blank(out: pd.Series) -> np.ndarray:
+    """True where a str value is empty or only whitespace (Arrow's vectorised trim when possible)."""
+    try:
+        trimmed = pc.utf8_trim_whitespace(pa.array(out, type=pa.string(), from_pandas=True))
+        return pc.equal(trimmed, "").fill_null(False).to_numpy(zero_copy_only=False)
+    except (pa.ArrowException, TypeError, ValueError):  # e.g. lone surrogates
+        return (out.str.strip() == "").to_numpy(dtype=bool)
+
+
 def _to_id(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
     null = s.isna().to_numpy()
     if pd.api.types.is_bool_dtype(s):
         problems.add(col.name, f"ids must be integers or strings, got {s.dtype}")
         return s
     if pd.api.types.is_integer_dtype(s):
-        out = s.astype("int64").astype(str)
+        out = pd.Series(_int_strings(s.to_numpy(dtype="int64")), index=s.index, dtype=object)
     elif pd.api.types.is_float_dtype(s):
         values = s.to_numpy(dtype="float64")
         frac = ~null & (values != np.floor(np.where(null, 0.0, values)))
@@ -198,19 +225,17 @@ def _to_id(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
             problems.add(col.name, "ids must be integers or strings, got fractional numbers", frac)
             return s
         out = pd.Series(
-            np.where(null, None, s.fillna(0).astype("int64").astype(str)),
+            np.where(null, None, _int_strings(s.fillna(0).to_numpy(dtype="int64"))),
             index=s.index,
             dtype=object,
         )
     else:
-        out = s.astype(object).where(~null, None)
-        out = out.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+        out = _as_str_objects(s, null)
         if not null.all():
-            stripped = out.str.strip()
-            empty = (stripped == "").to_numpy(dtype=bool) & ~null
+            empty = _blank(out) & ~null
             if empty.any():
                 null = null | empty
-                out = stripped.where(~empty, None)
+                out = out.str.strip().where(~empty, None)
     if not col.nullable:
         problems.add(col.name, "null or empty id", null)
     return out.astype(object)
@@ -290,9 +315,7 @@ def _to_bool(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
 
 def _to_string(s: pd.Series, col: Column, problems: _Problems) -> pd.Series:
     null = s.isna().to_numpy()
-    out = s.astype(object).where(~null, None)
-    if not null.all():
-        out = out.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    out = _as_str_objects(s, null)
     if not col.nullable:
         problems.add(col.name, "missing value", null)
     if col.allowed is not None:
@@ -340,7 +363,10 @@ def validate(table: str, df: pd.DataFrame) -> pd.DataFrame:
         out[col.name] = _CONVERTERS[col.kind](out[col.name], col, problems)
     for name in schema.unique:
         if name in out.columns:
-            dup = out[name].duplicated(keep="first").to_numpy() & out[name].notna().to_numpy()
+            # int ids map one-to-one to their strings: checking the ints is much faster
+            source = df[name] if pd.api.types.is_integer_dtype(df[name]) else out[name]
+            dup = pd.Series(source.to_numpy()).duplicated(keep="first").to_numpy()
+            dup &= out[name].notna().to_numpy()
             problems.add(name, "duplicate id", dup)
     problems.raise_if_any()
     if table == "products" and "available" not in out.columns:

@@ -1,0 +1,111 @@
+"""The built-in store generator: a coherent simulated shop, so shopml runs anywhere without downloads.
+
+    from features.generator import GeneratorConfig, generate
+    store = generate(GeneratorConfig(scale="tiny", seed=0))
+
+Customers in taste segments browse a long-tail catalog with weekly and yearly seasonality and
+promotions; sessions turn views into carts into orders (with returns and guest checkouts); card
+payments carry fraud from compromised terminals, compromised cards and unusually large amounts,
+labelled after an investigation delay. Same config, same tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+
+from features.generator.calendar import NS_PER_DAY, day_intensity
+from features.generator.catalog import make_catalog
+from features.generator.config import SCALES, GeneratorConfig, Scale, ScaleSpec
+from features.generator.customers import make_customers, make_segments
+from features.generator.ids import make_ids
+from features.generator.orders import make_orders, order_lines_frame
+from features.generator.payments import make_payments
+from features.generator.promotions import make_promotions
+from features.generator.sessions import ProductSampler, simulate_sessions
+from features.store import Store
+
+__all__ = ["SCALES", "GeneratorConfig", "Scale", "ScaleSpec", "generate"]
+
+EVENT_NAMES = np.array(["view", "add_to_cart", "purchase"], dtype=object)
+_STREAMS = ("catalog", "customers", "promotions", "sessions", "orders", "returns", "payments")
+
+
+class _Stages:
+    """Prints one line per finished stage when asked to (the generator's progress report)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        if self.enabled:
+            now = time.perf_counter()
+            print(
+                f"  generate: {name:<13} {now - t:6.2f}s  (total {now - self.t0:6.2f}s)", flush=True
+            )
+
+
+def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Store:
+    """Simulate a shop described by `cfg` and return its five canonical tables."""
+    cfg = cfg or GeneratorConfig()
+    spec = cfg.spec()
+    days = spec.days
+    # One independent stream per part, so changing one part leaves the others' draws unchanged.
+    rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in
+                               np.random.SeedSequence(cfg.seed).spawn(len(_STREAMS))), strict=True))  # fmt: skip
+    t0_ns = int(np.datetime64(cfg.start, "ns").astype("int64"))
+    end_ns = t0_ns + days * NS_PER_DAY
+    stages = _Stages(progress)
+
+    with stages.stage("catalog"):
+        catalog = make_catalog(rngs["catalog"], spec.products, spec.categories, days,
+                               cfg.zipf_exponent)  # fmt: skip
+        promos = make_promotions(rngs["promotions"], catalog, days, cfg.promo_share,
+                                 cfg.promo_elasticity)  # fmt: skip
+        base = day_intensity(cfg.start, days, cfg.yearly_growth)
+        day_weights = base * (1.0 + promos.mass)  # promotions bring extra traffic
+        day_weights /= base.mean()
+    with stages.stage("customers"):
+        segments = make_segments(rngs["customers"], catalog, spec.segments)
+        customers = make_customers(rngs["customers"], catalog, segments, spec.customers,
+                                   cfg.start, days, base)  # fmt: skip
+    with stages.stage("sessions"):
+        sampler = ProductSampler(catalog, customers, segments, promos)
+        events = simulate_sessions(rngs["sessions"], t0_ns, days, spec.sessions_per_customer_day,
+                                   day_weights, sampler)  # fmt: skip
+    with stages.stage("orders"):
+        orders = make_orders(rngs["orders"], events, sampler, t0_ns, days, day_weights,
+                             cfg.guest_order_share)  # fmt: skip
+        order_lines = order_lines_frame(rngs["returns"], orders, customers.ids, customers.country,
+                                        catalog.ids, end_ns, cfg.return_rate)  # fmt: skip
+    with stages.stage("payments"):
+        payments = make_payments(rngs["payments"], cfg, spec, customers, orders, t0_ns)
+    with stages.stage("tables"):
+        session_ids = make_ids("S", events.n_sessions, 8)
+        interactions = pd.DataFrame(
+            {
+                "customer_id": customers.ids[events.customer],
+                "product_id": catalog.ids[events.product],
+                "timestamp": events.ts.astype("datetime64[ns]"),
+                "event": EVENT_NAMES[events.event],
+                "quantity": events.quantity.astype(np.int64),
+                "session_id": session_ids[events.session],
+            }
+        )
+        store = Store(
+            products=catalog.to_frame(cfg.start),
+            customers=customers.to_frame(segments),
+            interactions=interactions,
+            order_lines=order_lines,
+            payments=payments,
+            name=f"generated-{cfg.scale}-seed{cfg.seed}",
+        )
+    return store

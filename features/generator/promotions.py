@@ -1,0 +1,101 @@
+"""Promotions: product and category windows that cut the price and lift demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.generator.catalog import Catalog
+
+
+@dataclass
+class Promotions:
+    """Discounted (product, day) pairs, sorted by key = product * days + day."""
+
+    days: int
+    key: np.ndarray
+    product: np.ndarray
+    day: np.ndarray
+    discount: np.ndarray  # fraction off the list price
+    lift: np.ndarray  # demand multiplier
+    weight: np.ndarray  # extra demand: popularity x (lift - 1)
+    day_start: (
+        np.ndarray
+    )  # rows of day d (in `by_day` order) are by_day[day_start[d]:day_start[d+1]]
+    by_day: np.ndarray
+    by_day_cum: np.ndarray  # cumulative weight in by_day order
+    mass: np.ndarray  # total extra demand per day
+
+    def discount_of(self, product: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Discount applying to each (product, day); 0 when no promotion runs."""
+        if self.key.size == 0:
+            return np.zeros(product.size)
+        k = product.astype(np.int64) * self.days + day
+        pos = np.searchsorted(self.key, k).clip(0, self.key.size - 1)
+        return np.where(self.key[pos] == k, self.discount[pos], 0.0)
+
+    def sample(self, rng: np.random.Generator, day: np.ndarray) -> np.ndarray:
+        """A promoted product for each given day (days must have mass > 0)."""
+        lo = self.day_start[day]
+        hi = self.day_start[day + 1]
+        base = np.where(lo > 0, self.by_day_cum[np.maximum(lo - 1, 0)], 0.0)
+        target = base + rng.random(day.size) * (self.by_day_cum[hi - 1] - base)
+        pos = np.searchsorted(self.by_day_cum, target, side="right")
+        pos = np.clip(pos, lo, hi - 1)
+        return self.product[self.by_day[pos]]
+
+
+def make_promotions(
+    rng: np.random.Generator, catalog: Catalog, days: int, share: float, elasticity: float
+) -> Promotions:
+    n = catalog.n
+    # Product promotions: on an average day about `share` of the products are discounted,
+    # popular products more often.
+    mean_len = 8.5
+    n_promos = rng.poisson(share * n * days / mean_len)
+    pick_p = np.sqrt(catalog.popularity)
+    pick_p /= pick_p.sum()
+    prod = rng.choice(n, n_promos, p=pick_p)
+    length = rng.integers(3, 15, n_promos)
+    first = rng.integers(-7, days, n_promos)
+    disc = np.round(rng.uniform(0.1, 0.4, n_promos), 2)
+    # Category promotions: about one a month, a few days, the whole category.
+    n_cat = rng.poisson(days / 30)
+    cats = rng.integers(0, catalog.category_names.size, n_cat)
+    cat_len = rng.integers(3, 8, n_cat)
+    cat_first = rng.integers(0, days, n_cat)
+    cat_disc = np.round(rng.uniform(0.1, 0.25, n_cat), 2)
+    members = [np.flatnonzero(catalog.category == c) for c in cats]
+    prod = np.concatenate([prod, *[np.full(m.size, 0) + m for m in members]]).astype(np.int64)
+    length = np.concatenate(
+        [length, *[np.full(m.size, ln) for m, ln in zip(members, cat_len, strict=True)]]
+    )
+    first = np.concatenate(
+        [first, *[np.full(m.size, f) for m, f in zip(members, cat_first, strict=True)]]
+    )
+    disc = np.concatenate(
+        [disc, *[np.full(m.size, d) for m, d in zip(members, cat_disc, strict=True)]]
+    )
+
+    # Expand windows to (product, day) rows, keep the best discount per pair.
+    rows = np.repeat(np.arange(prod.size), length)
+    offset = np.arange(rows.size) - np.repeat(np.cumsum(length) - length, length)
+    p, d, x = prod[rows], first[rows] + offset, disc[rows]
+    keep = (d >= 0) & (d < days)
+    p, d, x = p[keep], d[keep], x[keep]
+    key = p * days + d
+    order = np.lexsort((-x, key))
+    key, p, d, x = key[order], p[order], d[order], x[order]
+    first_of_key = np.concatenate([[True], key[1:] != key[:-1]]) if key.size else key.astype(bool)
+    key, p, d, x = key[first_of_key], p[first_of_key], d[first_of_key], x[first_of_key]
+    on_sale = catalog.on_sale(p, d)
+    key, p, d, x = key[on_sale], p[on_sale], d[on_sale], x[on_sale]
+
+    lift = (1.0 - x) ** -elasticity
+    weight = catalog.popularity[p] * (lift - 1.0)
+    by_day = np.argsort(d, kind="stable")
+    day_start = np.searchsorted(d[by_day], np.arange(days + 1))
+    by_day_cum = np.cumsum(weight[by_day])
+    mass = np.bincount(d, weights=weight, minlength=days)
+    return Promotions(days, key, p, d, x, lift, weight, day_start, by_day, by_day_cum, mass)

@@ -1,0 +1,247 @@
+"""The customer x product interaction matrix that every recommender trains on.
+
+Events come from `interactions` (views, add-to-carts, purchases) and `order_lines` (sold units;
+returns and cancellations, i.e. negative quantities, and guest lines are dropped: they are not
+interest). Each event gets a weight (event kind x quantity factor x time decay); exact duplicate
+events count once; cells are summed or maxed. Id mappings are sorted, so the same data gives
+the same matrix, and they are saved with the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import Field, field_validator
+
+from features.store import Store
+from shopml.config import ConfigModel
+from shopml.errors import DataError
+
+EVENT_COLUMNS = ["customer_id", "product_id", "timestamp", "event", "quantity"]
+
+
+class InteractionConfig(ConfigModel):
+    """How raw events become matrix weights."""
+
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+    )
+    quantity_weighting: Literal["none", "log", "linear"] = "none"
+    half_life_days: float | None = Field(default=None, gt=0)
+    aggregate: Literal["sum", "max"] = "sum"
+    binary: bool = False
+    min_customer_products: int = Field(default=1, ge=1)
+    min_product_customers: int = Field(default=1, ge=1)
+    as_of: datetime | None = None
+    purchases_from: Literal["auto", "interactions", "order_lines"] = "auto"
+    exclude_products: list[str] = Field(default_factory=list)
+
+    @field_validator("event_weights")
+    @classmethod
+    def _known_events(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - {"view", "add_to_cart", "purchase"})
+        if unknown:
+            raise ValueError(f"unknown event(s) {unknown}; use view, add_to_cart, purchase")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("event weights must be >= 0")
+        return value
+
+
+@dataclass
+class InteractionMatrix:
+    """CSR customer x product weights (float32) with the id mappings of its rows and columns."""
+
+    matrix: sp.csr_matrix
+    customer_ids: np.ndarray
+    product_ids: np.ndarray
+    as_of: np.datetime64 | None = None
+    last_seen_days: sp.csr_matrix | None = None  # same pattern: days since epoch of last event
+
+    def __post_init__(self) -> None:
+        self.matrix = sp.csr_matrix(self.matrix, dtype=np.float32)
+        self.matrix.sort_indices()
+        self.customer_ids = np.asarray(self.customer_ids).astype(str)
+        self.product_ids = np.asarray(self.product_ids).astype(str)
+        if self.matrix.shape != (len(self.customer_ids), len(self.product_ids)):
+            raise DataError(
+                f"matrix shape {self.matrix.shape} does not match "
+                f"{len(self.customer_ids)} customers x {len(self.product_ids)} products"
+            )
+        self.customer_index = {c: i for i, c in enumerate(self.customer_ids.tolist())}
+        self.product_index = {p: i for i, p in enumerate(self.product_ids.tolist())}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    @property
+    def nnz(self) -> int:
+        return int(self.matrix.nnz)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        m = self.matrix
+        np.savez(
+            folder / "interactions.npz",
+            data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape),
+            customer_ids=self.customer_ids, product_ids=self.product_ids,
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, folder: str | Path) -> InteractionMatrix:
+        with np.load(Path(folder) / "interactions.npz", allow_pickle=False) as z:
+            m = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+            return cls(m, z["customer_ids"], z["product_ids"])
+
+
+def events_frame(
+    source: Store | pd.DataFrame, cfg: InteractionConfig | None = None
+) -> pd.DataFrame:
+    """All interest events as one frame (customer_id, product_id, timestamp, event, quantity).
+
+    Purchases come from order_lines when the store has them (`purchases_from="auto"`), else from
+    purchase interactions; negative-quantity lines and guest lines are dropped; duplicates once.
+    """
+    cfg = cfg or InteractionConfig()
+    if isinstance(source, pd.DataFrame):
+        frames = [_interaction_events(source, purchases=True)]
+    else:
+        has_lines = source.order_lines is not None and len(source.order_lines) > 0
+        use_lines = cfg.purchases_from == "order_lines" or (
+            cfg.purchases_from == "auto" and has_lines
+        )
+        if cfg.purchases_from == "order_lines" and not has_lines:
+            raise DataError("purchases_from='order_lines' but the store has no order_lines")
+        frames = []
+        if source.interactions is not None:
+            frames.append(_interaction_events(source.interactions, purchases=not use_lines))
+        if use_lines:
+            frames.append(_order_line_events(source.order_lines))
+        if not frames:
+            raise DataError("the store has neither interactions nor order_lines to recommend from")
+    events = pd.concat(frames, ignore_index=True)
+    if cfg.exclude_products:
+        events = events[~events["product_id"].isin(cfg.exclude_products)]
+    if cfg.as_of is not None:
+        events = events[events["timestamp"] < pd.Timestamp(cfg.as_of)]
+    return events.drop_duplicates(EVENT_COLUMNS).reset_index(drop=True)
+
+
+def _interaction_events(df: pd.DataFrame, purchases: bool) -> pd.DataFrame:
+    missing = [c for c in ("customer_id", "product_id") if c not in df.columns]
+    if missing:
+        raise DataError(f"interactions: missing column(s) {missing}")
+    out = pd.DataFrame(
+        {
+            "customer_id": df["customer_id"].astype(str).to_numpy(),
+            "product_id": df["product_id"].astype(str).to_numpy(),
+            "timestamp": pd.to_datetime(df["timestamp"]).to_numpy()
+            if "timestamp" in df
+            else np.datetime64("1970-01-01", "ns"),
+            "event": df["event"].to_numpy() if "event" in df else "purchase",
+            "quantity": df["quantity"].to_numpy(dtype="int64") if "quantity" in df else 1,
+        }
+    )
+    if not purchases:
+        out = out[out["event"] != "purchase"]
+    return out[df["customer_id"].notna().to_numpy()[out.index]]
+
+
+def _order_line_events(df: pd.DataFrame) -> pd.DataFrame:
+    keep = (df["quantity"].to_numpy() > 0) & df["customer_id"].notna().to_numpy()
+    lines = df[keep]
+    return pd.DataFrame(
+        {
+            "customer_id": lines["customer_id"].astype(str).to_numpy(),
+            "product_id": lines["product_id"].astype(str).to_numpy(),
+            "timestamp": pd.to_datetime(lines["timestamp"]).to_numpy(),
+            "event": "purchase",
+            "quantity": lines["quantity"].to_numpy(dtype="int64"),
+        }
+    )
+
+
+def event_weights(events: pd.DataFrame, cfg: InteractionConfig, as_of=None) -> np.ndarray:
+    """One weight per event: event kind x quantity factor x 0.5 ** (age / half-life)."""
+    kinds = events["event"].to_numpy()
+    w = np.zeros(len(events), dtype=np.float64)
+    for kind, weight in cfg.event_weights.items():
+        w[kinds == kind] = weight
+    qty = np.maximum(events["quantity"].to_numpy(dtype="float64"), 1.0)
+    if cfg.quantity_weighting == "log":
+        w *= 1.0 + np.log(qty)
+    elif cfg.quantity_weighting == "linear":
+        w *= qty
+    if cfg.half_life_days is not None and len(events):
+        ts = events["timestamp"].to_numpy(dtype="datetime64[ns]")
+        ref = np.datetime64(as_of, "ns") if as_of is not None else ts.max()
+        age_days = (ref - ts).astype("timedelta64[s]").astype("float64") / 86400.0
+        w *= np.power(0.5, np.maximum(age_days, 0.0) / cfg.half_life_days)
+    return w
+
+
+def build_matrix(
+    source: Store | pd.DataFrame,
+    cfg: InteractionConfig | None = None,
+    *,
+    customer_ids=None,
+    product_ids=None,
+) -> InteractionMatrix:
+    """Build the weighted customer x product matrix.
+
+    `source` is a Store or an events frame (as from `events_frame`, e.g. a split's train part).
+    Fixed `customer_ids` / `product_ids` pin the id mappings (events outside them are dropped);
+    otherwise they are the sorted ids that pass the minimum-count filters.
+    """
+    cfg = cfg or InteractionConfig()
+    events = events_frame(source, cfg) if isinstance(source, Store) else source
+    if cfg.as_of is not None and not isinstance(source, Store):
+        events = events[events["timestamp"] < pd.Timestamp(cfg.as_of)]
+    w = event_weights(events, cfg, as_of=cfg.as_of)
+    events = events.assign(_w=w)[w > 0]
+    if customer_ids is None and product_ids is None:
+        events = _min_count_filter(events, cfg)
+    customers = np.sort(events["customer_id"].unique()) if customer_ids is None else customer_ids
+    products = np.sort(events["product_id"].unique()) if product_ids is None else product_ids
+    customers = np.asarray(customers).astype(str)
+    products = np.asarray(products).astype(str)
+    rows = pd.Index(customers).get_indexer(events["customer_id"])
+    cols = pd.Index(products).get_indexer(events["product_id"])
+    keep = (rows >= 0) & (cols >= 0)
+    rows, cols, vals = rows[keep], cols[keep], events["_w"].to_numpy()[keep]
+    shape = (len(customers), len(products))
+    ts = events["timestamp"].to_numpy(dtype="datetime64[ns]")[keep]
+    days = ts.astype("datetime64[s]").astype("float64") / 86400.0
+    cells = pd.DataFrame({"r": rows, "c": cols, "v": vals, "d": days})
+    agg = cells.groupby(["r", "c"], sort=True).agg(v=("v", cfg.aggregate), d=("d", "max"))
+    r = agg.index.get_level_values(0).to_numpy()
+    c = agg.index.get_level_values(1).to_numpy()
+    v = np.ones(len(agg)) if cfg.binary else np.maximum(agg["v"].to_numpy(), 1e-30)
+    m = sp.csr_matrix((v.astype(np.float32), (r, c)), shape=shape, dtype=np.float32)
+    last = sp.csr_matrix((agg["d"].to_numpy(), (r, c)), shape=shape, dtype=np.float64)
+    as_of = np.datetime64(cfg.as_of, "ns") if cfg.as_of is not None else None
+    return InteractionMatrix(m, customers, products, as_of=as_of, last_seen_days=last)
+
+
+def _min_count_filter(events: pd.DataFrame, cfg: InteractionConfig) -> pd.DataFrame:
+    """Drop rare products and customers (a few passes, as one removal can expose another)."""
+    if cfg.min_customer_products <= 1 and cfg.min_product_customers <= 1:
+        return events
+    for _ in range(5):
+        pairs = events[["customer_id", "product_id"]].drop_duplicates()
+        per_product = pairs["product_id"].value_counts()
+        per_customer = pairs["customer_id"].value_counts()
+        ok_p = per_product.index[per_product >= cfg.min_product_customers]
+        ok_c = per_customer.index[per_customer >= cfg.min_customer_products]
+        before = len(events)
+        events = events[events["product_id"].isin(ok_p) & events["customer_id"].isin(ok_c)]
+        if len(events) == before:
+            break
+    return events

@@ -1,0 +1,51 @@
+"""Implicit-feedback ALS (Hu, Koren & Volinsky) trained by `implicit`, with exact fold-in."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from features.interactions import InteractionMatrix
+from models.recommenders.factors import FactorRecommender
+
+
+class ALSRecommender(FactorRecommender):
+    """Confidence = alpha * weight; a new customer's vector is solved from their products."""
+
+    name = "als"
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 10.0,
+                 iterations: int = 15, random_state: int = 42, num_threads: int = 1):  # fmt: skip
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.random_state = random_state
+        self.num_threads = num_threads
+
+    def _fit(self, X: sp.csr_matrix, matrix: InteractionMatrix) -> None:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        model = AlternatingLeastSquares(
+            factors=self.factors, regularization=self.regularization, alpha=self.alpha,
+            iterations=self.iterations, random_state=self.random_state,
+            num_threads=self.num_threads, calculate_training_loss=False,
+        )  # fmt: skip
+        model.fit(X, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+
+    def _fold_in(self, X: sp.csr_matrix) -> np.ndarray:
+        Y = self.item_factors_.astype(np.float64)
+        YtY = Y.T @ Y
+        reg = self.regularization * np.eye(Y.shape[1])
+        out = np.zeros((X.shape[0], Y.shape[1]), np.float32)
+        for r in range(X.shape[0]):
+            lo, hi = X.indptr[r], X.indptr[r + 1]
+            if lo == hi:
+                continue
+            Yi = Y[X.indices[lo:hi]]
+            c = self.alpha * X.data[lo:hi].astype(np.float64)
+            A = YtY + (Yi.T * (c - 1.0)) @ Yi + reg
+            out[r] = np.linalg.solve(A, Yi.T @ c)
+        return out

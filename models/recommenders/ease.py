@@ -1,0 +1,57 @@
+"""EASE: a closed-form item-item linear autoencoder (Steck, 2019), with optional dropout
+denoising (the DLAE variant: a per-item penalty p/(1-p) * diag(G)). Strong on dense data such as
+MovieLens; one n_items x n_items inverse, so meant for catalogs up to ~20k products."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from features.interactions import InteractionMatrix
+from models.recommenders.base import Recommender
+
+MAX_ITEMS = 20_000
+
+
+class EASERecommender(Recommender):
+    """B = argmin ||X - XB||^2 + l2 ||B||^2 (diag(B) = 0); scores are X_u @ B."""
+
+    name = "ease"
+
+    def __init__(self, l2: float = 300.0, dropout: float = 0.0):
+        self.l2 = l2
+        self.dropout = dropout
+
+    def _fit(self, X: sp.csr_matrix, matrix: InteractionMatrix) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.l2 <= 0:
+            raise ValueError(f"l2 must be > 0, got {self.l2}")
+        n = X.shape[1]
+        if n > MAX_ITEMS:
+            raise ValueError(f"EASE needs a dense {n}x{n} matrix; use at most {MAX_ITEMS} products")
+        G = (X.T @ X).toarray().astype(np.float64)
+        diag = np.diag(G).copy()
+        G[np.diag_indices(n)] += self.l2 + self.dropout / (1.0 - self.dropout) * diag
+        P = np.linalg.inv(G)
+        B = P / (-np.diag(P))[None, :]
+        B[np.diag_indices(n)] = 0.0
+        self.B_ = np.ascontiguousarray(B, dtype=np.float32)
+
+    def _scores_items(self, X: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(X @ self.B_, dtype=np.float32)
+
+    def _score_one(self, row: int) -> np.ndarray:
+        lo, hi = self.user_items_.indptr[row], self.user_items_.indptr[row + 1]
+        idx = self.user_items_.indices[lo:hi]
+        w = self.user_items_.data[lo:hi]
+        return w @ self.B_[idx]
+
+    def _similar_scores(self, item: int) -> np.ndarray:
+        return self.B_[item].copy()
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"B": self.B_}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.B_ = np.ascontiguousarray(arrays["B"], dtype=np.float32)

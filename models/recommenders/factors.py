@@ -1,0 +1,39 @@
+"""Shared inference of matrix-factorisation models: one dot product per customer."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from models.recommenders.base import Recommender
+
+
+class FactorRecommender(Recommender):
+    """Scores are user_factors_ @ item_factors_.T (contiguous float32)."""
+
+    def _scores_known(self, rows: np.ndarray) -> np.ndarray:
+        return self.user_factors_[rows] @ self.item_factors_.T
+
+    def _score_one(self, row: int) -> np.ndarray:
+        return self.item_factors_ @ self.user_factors_[row]
+
+    def _scores_items(self, X: sp.csr_matrix) -> np.ndarray:
+        return self._fold_in(X) @ self.item_factors_.T
+
+    def _fold_in(self, X: sp.csr_matrix) -> np.ndarray:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        norms = np.linalg.norm(self.item_factors_, axis=1)
+        self._unit_items = self.item_factors_ / np.maximum(norms, 1e-12)[:, None]
+
+    def _similar_scores(self, item: int) -> np.ndarray:
+        return self._unit_items @ self._unit_items[item]
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)

@@ -1,0 +1,137 @@
+"""Where a job's data comes from: one typed `SourceConfig`, one `load_source(cfg) -> Store`.
+
+Kinds and their fields:
+- `generated` (scale, seed): the built-in simulated shop, cached as Parquet under
+  `<SHOPML_HOME>/data/<scale>-seed<seed>` and reused next time;
+- `store` (path): a folder written by `Store.write`;
+- `files` (path, columns): a folder of `<table>.parquet|csv|csv.gz`;
+- `sql` (url, queries and/or tables, columns): SQL queries through SQLAlchemy;
+- `online_retail`, `movielens`, `fraud_handbook` (path, optional): the public datasets,
+  by default from `SHOPML_DATASETS`.
+`columns` renames source columns per table: `{table: {source column: contract column}}`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from features.store import Store
+from shopml.config import ConfigModel
+from shopml.errors import DataError
+from shopml.settings import Settings, load_settings
+
+Kind = Literal[
+    "generated", "store", "files", "sql", "online_retail", "movielens", "fraud_handbook"
+]  # fmt: skip
+GENERATOR_CONFIG = "generator.json"
+
+# The fields each kind accepts (besides `kind` and `name`), and those it requires.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "generated": ("scale", "seed"),
+    "store": ("path",),
+    "files": ("path", "columns"),
+    "sql": ("url", "queries", "tables", "columns"),
+    "online_retail": ("path",),
+    "movielens": ("path",),
+    "fraud_handbook": ("path",),
+}
+REQUIRED: dict[str, tuple[str, ...]] = {"store": ("path",), "files": ("path",), "sql": ("url",)}
+
+
+class SourceConfig(ConfigModel):
+    """A data source; `kind` says which, and only that kind's fields may be set."""
+
+    kind: Kind = "generated"
+    name: str | None = Field(default=None, description="Store name (defaults per kind).")
+    scale: Literal["tiny", "small", "medium", "large"] = "small"
+    seed: int = Field(default=0, ge=0)
+    path: Path | None = None
+    url: str | None = Field(default=None, description="SQLAlchemy database URL.")
+    queries: dict[str, str] = Field(default_factory=dict, description="table -> SQL query")
+    tables: dict[str, str] = Field(default_factory=dict, description="table -> database table")
+    columns: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="table -> {source column: contract column}"
+    )
+
+    @model_validator(mode="after")
+    def _fields_match_kind(self) -> SourceConfig:
+        allowed = {"kind", "name", *FIELDS[self.kind]}
+        stray = sorted(set(self.model_fields_set) - allowed)
+        if stray:
+            raise ValueError(
+                f"source kind '{self.kind}' does not take {stray}; it takes {list(FIELDS[self.kind])}"
+            )
+        missing = [f for f in REQUIRED.get(self.kind, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"source kind '{self.kind}' needs {missing}")
+        if self.kind == "sql" and not (self.queries or self.tables):
+            raise ValueError("source kind 'sql' needs `queries` or `tables` (per contract table)")
+        return self
+
+    def describe(self) -> str:
+        """A short label for logs (never the database password)."""
+        if self.kind == "generated":
+            return f"generated {self.scale} seed {self.seed}"
+        if self.kind == "sql":
+            from features.loaders.sql import safe_url
+
+            return f"sql {safe_url(self.url or '')}"
+        return f"{self.kind} {self.path}" if self.path else self.kind
+
+
+def load_source(cfg: SourceConfig, settings: Settings | None = None) -> Store:
+    """Load the store `cfg` describes; every table comes back validated."""
+    if cfg.kind == "generated":
+        store = generated(cfg.scale, cfg.seed, settings)
+    elif cfg.kind == "store":
+        store = Store.read(cfg.path)
+    elif cfg.kind == "files":
+        from features.loaders import files
+
+        store = files.load(cfg.path, columns=cfg.columns)
+    elif cfg.kind == "sql":
+        from features.loaders import sql
+
+        store = sql.load(cfg.url, queries=cfg.queries, tables=cfg.tables, columns=cfg.columns)
+    else:
+        from importlib import import_module
+
+        store = import_module(f"features.loaders.{cfg.kind}").load(cfg.path)
+    if cfg.name:
+        store.name = cfg.name
+    return store
+
+
+def generated_dir(scale: str, seed: int, settings: Settings | None = None) -> Path:
+    """The cache folder of a generated store."""
+    return (settings or load_settings()).data_dir / f"{scale}-seed{seed}"
+
+
+def generated(scale: str, seed: int, settings: Settings | None = None) -> Store:
+    """The generated store for (scale, seed): read from the cache, or generated and cached.
+
+    The cache is reused only if it was made from the same generator config (saved beside it);
+    delete the folder to force a new generation after changing the generator's code.
+    """
+    from features.generator import GeneratorConfig, generate
+
+    cfg = GeneratorConfig(scale=scale, seed=seed)
+    folder = generated_dir(scale, seed, settings)
+    wanted = cfg.model_dump(mode="json")
+    if (folder / GENERATOR_CONFIG).is_file():
+        try:
+            if json.loads((folder / GENERATOR_CONFIG).read_text()) == wanted:
+                return Store.read(folder)
+        except (DataError, ValueError, OSError):
+            pass  # unreadable or stale cache: generate again below
+    store = generate(cfg).validated()
+    try:
+        store.write(folder, overwrite=True)
+        (folder / GENERATOR_CONFIG).write_text(json.dumps(wanted, indent=2, sort_keys=True))
+    except OSError:
+        pass  # a read-only home (or a concurrent writer) still gets its data, just not cached
+    return store

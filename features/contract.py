@@ -188,8 +188,17 @@ class _Problems:
 
 def _int_strings(values: np.ndarray) -> np.ndarray:
     """Decimal strings (object array) of int64 ids; repeated ids are converted only once."""
+    n = len(values)
+    if n == 0:
+        return values.astype(object)
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo < n // 2:  # dense, repeated ids: a lookup table over the range, no hashing
+        labels = np.arange(lo, hi + 1, dtype="int64").astype(str).astype(object)
+        return labels[values - lo]
+    if hi - lo < n:  # dense and mostly distinct
+        return values.astype(str).astype(object)
     codes, uniques = pd.factorize(values)
-    if 2 * len(uniques) > len(values):
+    if 2 * len(uniques) > n:
         return values.astype(str).astype(object)
     return uniques.astype(str).astype(object)[codes]
 

@@ -1,0 +1,52 @@
+"""Benchmark: time each real-data loader on the files of SHOPML_DATASETS (median of N runs).
+
+    .venv/bin/python -m experiments.bench_loaders [--repeat 3]
+
+Prints one line per loader: rows per table and the median / min wall time in seconds. Loaders
+whose files are absent are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from features.loaders import fraud_handbook, movielens, online_retail
+from features.profile import profile
+from shopml.errors import DataError
+
+LOADERS = {
+    "online_retail": online_retail.load,
+    "movielens": movielens.load,
+    "fraud_handbook": fraud_handbook.load,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    for name, load in LOADERS.items():
+        times = []
+        try:
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                store = load()
+                times.append(time.perf_counter() - t)
+        except DataError as err:
+            print(f"{name:15s} skipped: {err}")
+            continue
+        t = time.perf_counter()
+        profile(store)
+        prof = time.perf_counter() - t
+        rows = ", ".join(f"{k}={v:,}" for k, v in store.row_counts().items())
+        print(
+            f"{name:15s} load median {statistics.median(times):6.2f} s  min {min(times):6.2f} s "
+            f"(n={len(times)})  profile {prof:5.2f} s  rows: {rows}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -215,7 +215,9 @@ def _tiny_store():
         {
             "customer_id": ["c1", "c1", "c2"],
             "product_id": ["007", "p2", "007"],
-            "timestamp": pd.to_datetime(["2024-03-01 10:00", "2024-03-01 10:05", "2024-03-02 00:00"]),
+            "timestamp": pd.to_datetime(
+                ["2024-03-01 10:00", "2024-03-01 10:05", "2024-03-02 00:00"]
+            ),
             "event": ["view", "purchase", "add_to_cart"],
             "quantity": [1, 2, 1],
         }
@@ -393,7 +395,12 @@ def postgres_url():
 
     Needs the server binaries (Debian: `apt-get install -y postgresql`). PostgreSQL refuses to
     run as root, so as root the server runs as the `postgres` user (or `nobody`) via runuser.
+    `SHOPML_TEST_POSTGRES_URL` (a SQLAlchemy URL) uses an existing server instead.
     """
+    existing = os.environ.get("SHOPML_TEST_POSTGRES_URL")
+    if existing:
+        yield existing
+        return
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip(

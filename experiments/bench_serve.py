@@ -1,0 +1,230 @@
+"""`shopml bench serve`: latency and throughput of the built services, against `/livez`.
+
+Starts each built Bento on a free loopback port (one at a time, so they do not compete),
+records the cold start (process start to `/readyz`), warms it, then a separate client process
+(`experiments.bench_client`) measures p50/p99 latency at concurrency 1 and throughput at
+concurrency 8 for `/score` or `/recommend` and for `/livez` of the same server. The runs are
+interleaved in rounds so that a busy machine slows every endpoint alike. Request counts and
+durations are bounded. JSON:
+`{"livez": {p50_ms, p99_ms, rps_c8}, "fraud": {p50_ms, p99_ms, rps_c8, errors, ...},
+"recommend": {p50_ms, p99_ms, rps_c8, errors, ...}}` (`livez` is the fraud server's; the
+recommend entry also carries its own server's livez figures).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from serving import runner
+from shopml.errors import ShopmlError
+from shopml.settings import Settings, load_settings
+
+ROUNDS = 4
+C1_REQUESTS = 2000  # per endpoint, split over the rounds
+C8_REQUESTS = 8000
+WARMUP = 400
+MAX_SECONDS = 25.0  # per scenario chunk
+TARGETS = {
+    "fraud": {"p50": 1.3, "p99": 2.0, "rps": 0.8, "rps_min": 800.0},
+    "recommend": {"p50": 1.5, "p99": 2.0, "rps": 0.7, "rps_min": 0.0},
+    "cold_start_s": 10.0,
+}
+
+
+def payment_bodies(n: int, seed: int = 0) -> list[str]:
+    """`n` distinct payments over a realistic key space, in time order (each updates state)."""
+    rng = np.random.default_rng(seed)
+    start = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=2)
+    customers = rng.integers(0, 3000, n)
+    terminals = rng.integers(0, 800, n)
+    amounts = np.round(rng.lognormal(3.5, 1.0, n), 2)
+    gaps = np.cumsum(rng.exponential(0.5, n))
+    out = []
+    for i in range(n):
+        c = int(customers[i])
+        out.append(
+            json.dumps(
+                {
+                    "transaction_id": f"bench-{seed}-{i}",
+                    "timestamp": (start + timedelta(seconds=float(gaps[i]))).isoformat(),
+                    "customer_id": f"BC{c:06d}",
+                    "card_id": f"BK{c:06d}",
+                    "terminal_id": f"BT{int(terminals[i]):05d}",
+                    "amount": float(amounts[i]),
+                    "currency": "EUR",
+                }
+            )
+        )
+    return out
+
+
+def recommend_bodies(settings: Settings, n: int = 500, seed: int = 0) -> list[str]:
+    """k=20 with filters on (purchased hidden, only available, two excluded products)."""
+    from serving.model_store import load_native, use_bentoml_home
+
+    use_bentoml_home(settings)
+    import bentoml
+
+    model = load_native(bentoml.models.get("shopml-recommender:latest"), "recommender").obj
+    rng = np.random.default_rng(seed)
+    customers = np.asarray(model.customer_ids_)
+    products = np.asarray(model.product_ids_)
+    out = []
+    for _ in range(n):
+        body = {
+            "customer_id": str(customers[rng.integers(len(customers))]),
+            "k": 20,
+            "exclude": [str(p) for p in products[rng.integers(len(products), size=2)]],
+            "only_available": True,
+            "exclude_purchased": True,
+        }
+        out.append(json.dumps(body))
+    return out
+
+
+def _plan(port: int, path: str, bodies: list[str], offset: int) -> list[dict]:
+    """Interleaved rounds: livez c1, endpoint c1, livez c8, endpoint c8."""
+    scenarios = []
+    for _ in range(ROUNDS):
+        for name, p, b, conc, n in (
+            ("livez_c1", "/livez", None, 1, C1_REQUESTS // ROUNDS),
+            ("ep_c1", path, bodies, 1, C1_REQUESTS // ROUNDS),
+            ("livez_c8", "/livez", None, 8, C8_REQUESTS // ROUNDS),
+            ("ep_c8", path, bodies, 8, C8_REQUESTS // ROUNDS),
+        ):
+            sc = {
+                "name": name,
+                "path": p,
+                "method": "GET" if b is None else "POST",
+                "concurrency": conc,
+                "requests": n,
+                "max_seconds": MAX_SECONDS,
+            }
+            if b is not None:
+                sc["bodies"] = b
+                sc["offset"] = offset
+                offset += n
+            scenarios.append(sc)
+    return scenarios
+
+
+def _client(port: int, scenarios: list[dict]) -> list[dict]:
+    plan = json.dumps({"host": runner.HOST, "port": port, "scenarios": scenarios})
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.bench_client"],
+        input=plan,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise ShopmlError(f"bench client failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def _summary(results: list[dict], name: str) -> dict:
+    chunks = [r for r in results if r["name"] == name]
+    lat = np.array([x for r in chunks for x in r["latencies_ms"]])
+    done = sum(r["completed"] for r in chunks)
+    secs = sum(r["elapsed_s"] for r in chunks)
+    return {
+        "p50_ms": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
+        "rps": round(done / secs, 1) if secs else 0.0,
+        "errors": sum(r["errors"] for r in chunks),
+        "samples": [s for r in chunks for s in r["error_samples"]][:3],
+    }
+
+
+def bench_service(service: str, settings: Settings, bodies: list[str], path: str) -> dict:
+    """Start one built service, warm it, measure it and its own /livez; stop it."""
+    server = runner.start(service, settings=settings)
+    try:
+        cold = server.wait_ready(timeout=120)
+        warm = [
+            {"name": "warm", "path": path, "method": "POST", "bodies": bodies,
+             "concurrency": 4, "requests": WARMUP, "max_seconds": MAX_SECONDS},
+            {"name": "warm", "path": "/livez", "concurrency": 4, "requests": WARMUP,
+             "max_seconds": MAX_SECONDS},
+        ]  # fmt: skip
+        results = _client(server.port, warm + _plan(server.port, path, bodies, WARMUP))
+    finally:
+        server.stop()
+    lz1, lz8 = _summary(results, "livez_c1"), _summary(results, "livez_c8")
+    ep1, ep8 = _summary(results, "ep_c1"), _summary(results, "ep_c8")
+    warm_errors = _summary(results, "warm")["errors"]
+    return {
+        "livez": {"p50_ms": lz1["p50_ms"], "p99_ms": lz1["p99_ms"], "rps_c8": lz8["rps"],
+                  "errors": lz1["errors"] + lz8["errors"]},
+        "endpoint": {"p50_ms": ep1["p50_ms"], "p99_ms": ep1["p99_ms"], "rps_c8": ep8["rps"],
+                     "errors": ep1["errors"] + ep8["errors"] + warm_errors,
+                     "cold_start_s": round(cold, 2),
+                     "error_samples": ep1["samples"] + ep8["samples"]},
+    }  # fmt: skip
+
+
+def check_targets(result: dict) -> dict[str, bool]:
+    """Which targets the run met (ratios against the same server's /livez)."""
+    checks = {}
+    for name, livez in (("fraud", result["livez"]), ("recommend", result["recommend"])):
+        t, ep = TARGETS[name], result[name]
+        if name == "recommend":
+            livez = {k: ep[f"livez_{k}"] for k in ("p50_ms", "p99_ms", "rps_c8")}
+        checks[f"{name} p50 <= {t['p50']}x livez"] = ep["p50_ms"] <= t["p50"] * livez["p50_ms"]
+        checks[f"{name} p99 <= {t['p99']}x livez"] = ep["p99_ms"] <= t["p99"] * livez["p99_ms"]
+        checks[f"{name} rps_c8 >= {t['rps']}x livez"] = ep["rps_c8"] >= t["rps"] * livez["rps_c8"]
+        if t["rps_min"]:
+            checks[f"{name} rps_c8 >= {t['rps_min']:.0f}"] = ep["rps_c8"] >= t["rps_min"]
+        checks[f"{name} 0 errors"] = ep["errors"] == 0
+        checks[f"{name} cold start < {TARGETS['cold_start_s']:.0f} s"] = (
+            ep["cold_start_s"] < TARGETS["cold_start_s"]
+        )
+    return checks
+
+
+def run(out: str | Path | None = None, settings: Settings | None = None) -> dict:
+    """Benchmark both built services; writes the JSON to `out` and returns it."""
+    settings = settings or load_settings()
+    for service in ("fraud", "recommend"):
+        if not runner.bento_exists(service, settings):
+            raise ShopmlError(f"no built {service} service: run `shopml build` first")
+    n_payments = WARMUP + C1_REQUESTS + C8_REQUESTS
+    fraud = bench_service("fraud", settings, payment_bodies(n_payments), "/score")
+    rec = bench_service("recommend", settings, recommend_bodies(settings), "/recommend")
+    result = {
+        "livez": {k: fraud["livez"][k] for k in ("p50_ms", "p99_ms", "rps_c8")},
+        "fraud": fraud["endpoint"],
+        "recommend": {
+            **rec["endpoint"],
+            **{f"livez_{k}": rec["livez"][k] for k in ("p50_ms", "p99_ms", "rps_c8")},
+        },
+    }
+    if out is not None:
+        Path(out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def report_lines(result: dict) -> list[str]:
+    """A printable table: every figure beside its target."""
+    lv, fr, rc = result["livez"], result["fraud"], result["recommend"]
+    lines = [
+        f"{'endpoint':<22}{'p50 ms':>9}{'p99 ms':>9}{'rps c=8':>10}{'errors':>8}{'cold s':>8}",
+        f"{'fraud server /livez':<22}{lv['p50_ms']:>9}{lv['p99_ms']:>9}{lv['rps_c8']:>10}",
+        f"{'/score':<22}{fr['p50_ms']:>9}{fr['p99_ms']:>9}{fr['rps_c8']:>10}{fr['errors']:>8}"
+        f"{fr['cold_start_s']:>8}",
+        f"{'storefront /livez':<22}{rc['livez_p50_ms']:>9}{rc['livez_p99_ms']:>9}"
+        f"{rc['livez_rps_c8']:>10}",
+        f"{'/recommend':<22}{rc['p50_ms']:>9}{rc['p99_ms']:>9}{rc['rps_c8']:>10}{rc['errors']:>8}"
+        f"{rc['cold_start_s']:>8}",
+        "",
+    ]
+    for check, ok in check_targets(result).items():
+        lines.append(f"  [{'met' if ok else 'MISSED'}] {check}")
+    return lines

@@ -1,0 +1,129 @@
+"""`shopml build`: champions from the MLflow registry into the BentoML store, then the Bentos.
+
+Each family's `champion` is downloaded, its native folder copied into a BentoML model labelled
+with the MLflow name, version and run id (reused when that version was imported before), and
+the two Bentos are built: `shopml-recommend` (recommender + optional forecast) and
+`shopml-fraud`. Building needs no network: no Python packages are resolved or locked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving.model_store import import_champion, use_bentoml_home
+from serving.registry import (
+    FAMILIES,
+    Champion,
+    download_run_artifact,
+    fetch_champion,
+    list_run_artifacts,
+    resolve_loader,
+)
+from shopml.errors import RegistryError
+from shopml.log import get_logger
+from shopml.settings import REPO_ROOT, Settings, load_settings
+
+log = get_logger("serving.build")
+
+BENTOS = {
+    "recommend": (
+        "serving.recommend_service:RecommendService",
+        "shopml-recommend",
+        ("recommender",),
+    ),
+    "fraud": ("serving.fraud_service:FraudService", "shopml-fraud", ("fraud",)),
+}
+INCLUDE = ["serving/**/*.py", "models/**/*.py", "features/**/*.py", "shopml/**/*.py"]
+EXCLUDE = ["**/__pycache__", "**/*.pyc"]
+FORECAST_HORIZON = 28
+
+
+@dataclass
+class BuildReport:
+    models: dict[str, str] = field(default_factory=dict)  # family -> "bentoml tag (MLflow vN, run)"
+    missing: dict[str, str] = field(default_factory=dict)  # family -> what to do
+    bentos: dict[str, str] = field(default_factory=dict)  # service -> bento tag
+    skipped: dict[str, str] = field(default_factory=dict)  # service -> why
+
+
+def build(
+    settings: Settings | None = None,
+    services: tuple[str, ...] = ("recommend", "fraud"),
+) -> BuildReport:
+    """Import every available champion and build the requested Bentos; RegistryError if none."""
+    settings = (settings or load_settings()).ensure_dirs()
+    use_bentoml_home(settings)
+    import bentoml
+
+    report = BuildReport()
+    with tempfile.TemporaryDirectory(prefix="shopml-build-") as tmp:
+        for family in FAMILIES:
+            try:
+                champion = fetch_champion(family, settings, Path(tmp) / family)
+            except RegistryError as err:
+                report.missing[family] = str(err)
+                continue
+            extra = _forecast_table(champion, settings, Path(tmp)) if family == "forecast" else None
+            model = import_champion(champion, extra)
+            report.models[family] = (
+                f"{model.tag} (MLflow {champion.name} v{champion.version}, run {champion.run_id[:8]})"
+            )
+    for service in services:
+        if service not in BENTOS:
+            raise RegistryError(f"unknown service {service!r}; expected one of {sorted(BENTOS)}")
+        target, name, needs = BENTOS[service]
+        lacking = [f for f in needs if f not in report.models]
+        if lacking:
+            report.skipped[service] = report.missing[lacking[0]]
+            continue
+        bento = bentoml.bentos.build(
+            target,
+            name=name,
+            include=INCLUDE,
+            exclude=EXCLUDE,
+            build_ctx=str(REPO_ROOT),
+            labels={"project": "shopml", "service": service},
+            description=f"shopml {service} service",
+        )
+        report.bentos[service] = str(bento.tag)
+    if not report.bentos:
+        reasons = "; ".join(report.skipped.values()) or "no service requested"
+        raise RegistryError(f"no Bento could be built: {reasons}")
+    return report
+
+
+def _forecast_table(champion: Champion, settings: Settings, tmp: Path) -> dict[str, Path] | None:
+    """The served forecast arrays: from the run's Parquet forecast, else predicted once here."""
+    import pandas as pd
+
+    from serving.storefront import write_forecast_table
+
+    out = tmp / "forecast-table"
+    out.mkdir(exist_ok=True)
+    frame = None
+    for path in _parquet_artifacts(champion.run_id, settings):
+        local = download_run_artifact(champion.run_id, path, tmp / "forecast-artifact", settings)
+        if local is not None:
+            candidate = pd.read_parquet(local)
+            if {"product_id", "date", "p10", "p50", "p90"} <= set(candidate.columns):
+                frame = candidate
+                break
+    if frame is None:
+        model = resolve_loader(champion.loader)(champion.native_dir)
+        horizon = int(getattr(model, "horizon", None) or FORECAST_HORIZON)
+        frame = model.predict(horizon)
+    generated = str(pd.Timestamp(frame["date"].min()).date() - pd.Timedelta(days=1))
+    write_forecast_table(frame, out, generated_at=generated)
+    return {"forecast.npz": out / "forecast.npz"}
+
+
+def _parquet_artifacts(run_id: str, settings: Settings, folder: str | None = None) -> list[str]:
+    found = []
+    for path in list_run_artifacts(run_id, settings, folder):
+        if path.endswith(".parquet") and "forecast" in path:
+            found.append(path)
+        elif "." not in Path(path).name and path.count("/") < 3:
+            found += _parquet_artifacts(run_id, settings, path)
+    return found

@@ -1,0 +1,94 @@
+"""shopml's Prometheus counters, exported beside BentoML's own on `/metrics`.
+
+Every counter carries the model version as a label, so a dashboard can split decisions,
+fallbacks and degraded answers by the model that produced them. Label children are cached:
+an increment on the hot path is one dict lookup and one `inc()`.
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+_counters: dict[str, object] = {}
+_children: dict[tuple, object] = {}
+
+
+def _counter(name: str, doc: str, labels: list[str]):
+    if name not in _counters:
+        _counters[name] = bentoml.metrics.Counter(name=name, documentation=doc, labelnames=labels)
+    return _counters[name]
+
+
+def _gauge(name: str, doc: str, labels: list[str]):
+    if name not in _counters:
+        _counters[name] = bentoml.metrics.Gauge(name=name, documentation=doc, labelnames=labels)
+    return _counters[name]
+
+
+FAMILY_DOC = "Models loaded by this server (value 1), by family, MLflow version and run."
+
+
+def model_loaded(family: str, model_version: str, run_id: str) -> None:
+    gauge = _gauge("shopml_model_info", FAMILY_DOC, ["family", "model_version", "run_id"])
+    gauge.labels(family=family, model_version=model_version, run_id=run_id).set(1)
+
+
+def _inc(name: str, doc: str, amount: float = 1.0, **labels: str) -> None:
+    key = (name, *labels.values())
+    child = _children.get(key)
+    if child is None:
+        child = _counter(name, doc, list(labels)).labels(**labels)
+        _children[key] = child
+    child.inc(amount)
+
+
+def fraud_decision(decision: str, model_version: str) -> None:
+    _inc(
+        "shopml_fraud_decisions_total",
+        "Fraud decisions by decision and model version.",
+        decision=decision,
+        model_version=model_version,
+    )
+
+
+def fraud_degraded(reason: str, model_version: str) -> None:
+    _inc(
+        "shopml_fraud_degraded_total",
+        "Fraud answers scored without full online features (e.g. Redis unreachable).",
+        reason=reason,
+        model_version=model_version,
+    )
+
+
+def fraud_labels(count: int, model_version: str) -> None:
+    _inc(
+        "shopml_fraud_labels_total",
+        "Late fraud labels received.",
+        amount=float(count),
+        model_version=model_version,
+    )
+
+
+def recommendation(endpoint: str, source: str, fallback: bool, model_version: str) -> None:
+    _inc(
+        "shopml_recommendations_total",
+        "Recommendation answers by endpoint and the model or fallback that produced them.",
+        endpoint=endpoint,
+        source=source,
+        model_version=model_version,
+    )
+    if fallback:
+        _inc(
+            "shopml_recommendation_fallbacks_total",
+            "Recommendation answers produced by a fallback (cold customer, fold-in, popularity).",
+            source=source,
+            model_version=model_version,
+        )
+
+
+def forecast_request(model_version: str) -> None:
+    _inc(
+        "shopml_forecast_requests_total",
+        "Forecast requests answered.",
+        model_version=model_version,
+    )

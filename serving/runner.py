@@ -1,0 +1,154 @@
+"""Run built Bentos locally on 127.0.0.1: start, wait for `/readyz`, stop.
+
+Used by `shopml serve`, the main job, the load benchmark and the end-to-end test. The server
+always binds to loopback (BentoML would otherwise listen on 0.0.0.0).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving.model_store import use_bentoml_home
+from shopml.errors import ShopmlError
+from shopml.settings import Settings, load_settings
+
+HOST = "127.0.0.1"
+SERVICES = {
+    "recommend": "shopml-recommend",
+    "fraud": "shopml-fraud",
+}
+SOURCES = {
+    "recommend": "serving.recommend_service:RecommendService",
+    "fraud": "serving.fraud_service:FraudService",
+}
+DEFAULT_PORTS = {"recommend": 3001, "fraud": 3002}
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def bentoml_executable() -> str:
+    path = Path(sys.executable).with_name("bentoml")
+    return str(path) if path.exists() else "bentoml"
+
+
+def server_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["BENTOML_HOME"] = str(use_bentoml_home(settings))
+    env["SHOPML_HOME"] = str(settings.home)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Server:
+    """One `bentoml serve` process bound to 127.0.0.1:port."""
+
+    service: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    started: float = field(default_factory=time.perf_counter)
+    ready_seconds: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Poll `/readyz` until 200; returns seconds from process start. Raises if it dies."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise ShopmlError(
+                    f"the {self.service} server stopped during start-up (exit "
+                    f"{self.process.returncode}):\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        self.ready_seconds = time.perf_counter() - self.started
+                        return self.ready_seconds
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise ShopmlError(
+            f"the {self.service} server was not ready within {timeout:.0f} s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server and its workers (its own process group only)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+def bento_exists(service: str, settings: Settings) -> bool:
+    return (Path(use_bentoml_home(settings)) / "bentos" / SERVICES[service] / "latest").exists()
+
+
+def start(
+    service: str,
+    port: int | None = None,
+    settings: Settings | None = None,
+    env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+    from_source: bool = False,
+) -> Server:
+    """Start the built Bento of `service` on 127.0.0.1 (not yet ready: call `wait_ready`)."""
+    if service not in SERVICES:
+        raise ShopmlError(f"unknown service {service!r}; expected one of {sorted(SERVICES)}")
+    settings = settings or load_settings()
+    if not from_source and not bento_exists(service, settings):
+        raise ShopmlError(
+            f"no Bento {SERVICES[service]} in {settings.bentoml_home}: run `shopml build` first"
+        )
+    port = port or free_port()
+    target = SOURCES[service] if from_source else f"{SERVICES[service]}:latest"
+    log_dir = Path(log_dir or settings.home / "logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{service}-{port}.log"
+    cmd = [bentoml_executable(), "serve", target, "--host", HOST, "--port", str(port)]
+    log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child process
+    process = subprocess.Popen(
+        cmd,
+        env=server_env(settings, env),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log_file.close()
+    return Server(service=service, port=port, process=process, log_path=log_path)

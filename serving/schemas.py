@@ -1,0 +1,99 @@
+"""Typed requests and answers of the storefront service (recommendations and forecasts).
+
+Field constraints live here, so that a bad request is refused with a 4xx naming the field
+before any model runs. Unknown fields are refused too (a misspelt filter would otherwise be
+silently ignored).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_K = 200
+Id = str
+
+
+def _id(description: str):
+    return Field(..., min_length=1, max_length=128, description=description)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(Strict):
+    """Products for a customer at page render."""
+
+    customer_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Customer id; omit for an anonymous session (recent products or popularity)",
+    )
+    k: int = Field(20, ge=1, le=MAX_K, description=f"How many products (1..{MAX_K})")
+    exclude: list[str] = Field(
+        default_factory=list, max_length=1000, description="Product ids never to show"
+    )
+    categories: list[str] | None = Field(
+        None, max_length=200, description="Only products of these categories"
+    )
+    only_available: bool = Field(True, description="Only products currently available")
+    exclude_purchased: bool = Field(True, description="Hide products the customer already bought")
+    recent_product_ids: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Products the visitor just interacted with (session / new customer fold-in)",
+    )
+
+
+class Item(BaseModel):
+    product_id: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    customer_id: str | None
+    items: list[Item]
+    model: str = Field(description="The primary model of the served recommender (e.g. als)")
+    source: str = Field(description="Which model or fallback produced this list")
+    fallback: bool = Field(description="True when the primary model could not answer itself")
+    model_version: str = Field(description="MLflow registered model and version")
+
+
+class SimilarRequest(Strict):
+    """Products similar to the one on a product page."""
+
+    product_id: str = _id("The product on the page")
+    k: int = Field(20, ge=1, le=MAX_K, description=f"How many products (1..{MAX_K})")
+
+
+class SimilarResponse(BaseModel):
+    product_id: str
+    items: list[Item]
+    model: str
+    source: str
+    model_version: str
+
+
+class ForecastRequest(Strict):
+    """The latest demand forecast of one or more products."""
+
+    product_ids: list[str] = Field(..., min_length=1, max_length=500)
+    days: int | None = Field(
+        None, ge=1, le=366, description="Only the first N forecast days (default: all)"
+    )
+
+
+class ProductForecast(BaseModel):
+    product_id: str
+    dates: list[str]
+    p10: list[float]
+    p50: list[float]
+    p90: list[float]
+    flags: list[str]
+
+
+class ForecastResponse(BaseModel):
+    forecasts: list[ProductForecast]
+    model_version: str
+    generated_at: str = Field(description="Last day of the data the forecast was made from")

@@ -1,0 +1,88 @@
+"""What both services share: BentoML service options, model references, error mapping, logs.
+
+Logs: BentoML's access log is off (it records client addresses) and its exception log is
+filtered so that a refused request never writes the request body (payments carry customer and
+card ids) into the server log: client errors become one line naming the fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+
+import bentoml
+from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable, UnprocessableEntity
+from pydantic import ValidationError
+
+from serving.fastpath import Unavailable
+from serving.model_store import model_tag
+from shopml.errors import ShopmlError, UnknownEntity
+from shopml.log import redact, setup_logging
+
+setup_logging(os.environ.get("SHOPML_LOG_LEVEL", "INFO"))
+
+
+def service_config(workers_env: str, default_workers: int = 1) -> dict:
+    """Options of `@bentoml.service`: workers from the environment, one thread, no access log."""
+    workers = int(
+        os.environ.get(workers_env) or os.environ.get("SHOPML_WORKERS") or default_workers
+    )
+    return {
+        "workers": workers,
+        "threads": 1,
+        "traffic": {"timeout": 10},
+        "logging": {"access": {"enabled": False}},
+        "metrics": {"enabled": True, "namespace": "bentoml_service"},
+    }
+
+
+def optional_model(family: str):
+    """A `BentoModel` reference when the store has the family's model, else None.
+
+    A missing model must not make BentoML try to download it (it would look for a cloud);
+    the service then stops start-up with a message naming the command to run.
+    """
+    try:
+        bentoml.models.get(model_tag(family))
+    except bentoml.exceptions.NotFound:
+        return None
+    return bentoml.models.BentoModel(model_tag(family))
+
+
+@contextmanager
+def api_errors():
+    """Map shopml's named errors to BentoML's 4xx exceptions (the message names the value)."""
+    try:
+        yield
+    except Unavailable as exc:
+        raise ServiceUnavailable(str(exc)) from None
+    except UnknownEntity as exc:
+        raise NotFound(str(exc)) from None
+    except ValidationError as exc:
+        raise InvalidArgument(str(exc)) from None
+    except (ShopmlError, ValueError) as exc:
+        raise UnprocessableEntity(str(exc)) from None
+
+
+class _NoPayloadInLogs(logging.Filter):
+    """Turn BentoML's traceback of a refused request into one redacted line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        if isinstance(exc, ValidationError):
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+            record.msg = f"{record.getMessage()}: invalid request fields {fields}"
+        elif isinstance(exc, bentoml.exceptions.BentoMLException) and exc.error_code < 500:
+            record.msg = f"{record.getMessage()}: {redact(str(exc))}"
+        else:
+            return True
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoPayloadInLogs())

@@ -1,0 +1,152 @@
+"""The storefront's answers (recommendations, similar products, forecasts) from loaded models.
+
+Pure logic with no BentoML in it: requests are already-validated pydantic objects, answers
+are plain dicts shaped like the response schemas (serialised directly on the hot path). The
+recommender is used only through its interface (`recommend_with_context` when the model is a
+fallback chain, else `recommend_one` / `recommend_for_items`, and `similar_items`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from models.recommenders import RecommendFilters
+from serving import metrics
+from serving.schemas import ForecastRequest, RecommendRequest, SimilarRequest
+from shopml.errors import UnknownEntity
+
+FORECAST_FILE = "forecast.npz"
+
+
+def _items(rec) -> list[dict]:
+    ids = rec.product_ids.tolist()
+    scores = np.asarray(rec.scores, dtype=np.float64).tolist()
+    return [{"product_id": p, "score": s} for p, s in zip(ids, scores, strict=True)]
+
+
+class Recommendations:
+    """Recommendations and similar products from one loaded recommender."""
+
+    def __init__(self, model, model_version: str) -> None:
+        self.model = model
+        self.model_version = model_version
+        primary = getattr(model, "primary", None)
+        self.primary_name = getattr(primary, "name", None) or getattr(model, "name", "model")
+        self.with_context = hasattr(model, "recommend_with_context")
+
+    def recommend(self, req: RecommendRequest) -> dict:
+        filters = RecommendFilters(
+            exclude_purchased=req.exclude_purchased,
+            exclude_ids=tuple(req.exclude),
+            categories=tuple(req.categories) if req.categories is not None else None,
+            only_available=req.only_available,
+        )
+        customer = req.customer_id
+        model = self.model
+        if self.with_context:
+            hint = req.categories[0] if req.categories and len(req.categories) == 1 else None
+            rec = model.recommend_with_context(
+                customer or "", req.k, filters, recent_product_ids=req.recent_product_ids,
+                category=hint,
+            )  # fmt: skip
+        elif customer is not None and customer in model.customer_index_:
+            rec = model.recommend_one(customer, req.k, filters)
+        elif req.recent_product_ids:
+            rec = model.recommend_for_items(req.recent_product_ids, req.k, filters)
+        else:
+            rec = model.recommend_one(customer or "", req.k, filters)
+        source = rec.source
+        fallback = source != self.primary_name
+        metrics.recommendation("recommend", source, fallback, self.model_version)
+        return {
+            "customer_id": customer,
+            "items": _items(rec),
+            "model": self.primary_name,
+            "source": source,
+            "fallback": fallback,
+            "model_version": self.model_version,
+        }
+
+    def similar(self, req: SimilarRequest) -> dict:
+        rec = self.model.similar_items([req.product_id], req.k)[0]  # UnknownEntity -> 404
+        source = rec.source if rec.source != "fallback" else self.primary_name
+        metrics.recommendation("similar", source, False, self.model_version)
+        return {
+            "product_id": req.product_id,
+            "items": _items(rec),
+            "model": self.primary_name,
+            "source": source,
+            "model_version": self.model_version,
+        }
+
+
+class Forecasts:
+    """The latest P10/P50/P90 forecast table, kept as arrays indexed by product."""
+
+    def __init__(self, folder: Path, model_version: str) -> None:
+        with np.load(Path(folder) / FORECAST_FILE, allow_pickle=False) as z:
+            self.product_ids = z["product_ids"].astype(str)
+            self.dates = z["dates"].astype(str).tolist()
+            self.p10 = z["p10"]
+            self.p50 = z["p50"]
+            self.p90 = z["p90"]
+            self.flags = z["flags"].astype(str)
+            self.generated_at = str(z["generated_at"]) if "generated_at" in z.files else ""
+        self.index = {p: i for i, p in enumerate(self.product_ids.tolist())}
+        self.model_version = model_version
+
+    def forecast(self, req: ForecastRequest) -> dict:
+        unknown = [p for p in req.product_ids if p not in self.index]
+        if unknown:
+            raise UnknownEntity("product (no forecast)", unknown)
+        days = req.days or len(self.dates)
+        out = []
+        for p in req.product_ids:
+            i = self.index[p]
+            out.append(
+                {
+                    "product_id": p,
+                    "dates": self.dates[:days],
+                    "p10": self.p10[i, :days].tolist(),
+                    "p50": self.p50[i, :days].tolist(),
+                    "p90": self.p90[i, :days].tolist(),
+                    "flags": self.flags[i, :days].tolist(),
+                }
+            )
+        metrics.forecast_request(self.model_version)
+        return {
+            "forecasts": out,
+            "model_version": self.model_version,
+            "generated_at": self.generated_at,
+        }
+
+
+def write_forecast_table(frame, folder: Path, generated_at: str = "") -> Path:
+    """Save a forecast table (product_id, date, p10, p50, p90[, flag]) as the served arrays.
+
+    Used by `shopml build`, never per request. Products x dates must form a full grid.
+    """
+    frame = frame.sort_values(["product_id", "date"])
+    products = frame["product_id"].astype(str).unique()
+    dates = np.sort(frame["date"].unique())
+    n, h = len(products), len(dates)
+    if len(frame) != n * h:
+        raise ValueError(f"forecast table is not a full grid: {len(frame)} rows for {n}x{h}")
+    flags = (
+        frame["flag"].astype(str).to_numpy() if "flag" in frame else np.full(len(frame), "model")
+    )
+    day_strings = np.datetime_as_string(np.asarray(dates, dtype="datetime64[D]"))
+    path = Path(folder) / FORECAST_FILE
+    np.savez(
+        path,
+        product_ids=products.astype(str),
+        dates=day_strings.astype(str),
+        p10=frame["p10"].to_numpy(float).reshape(n, h),
+        p50=frame["p50"].to_numpy(float).reshape(n, h),
+        p90=frame["p90"].to_numpy(float).reshape(n, h),
+        flags=flags.reshape(n, h).astype(str),
+        generated_at=np.array(generated_at),
+    )
+    return path

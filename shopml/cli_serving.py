@@ -1,0 +1,115 @@
+"""Serving commands: `shopml build`, `shopml serve`, `shopml bench serve`.
+
+Registered on the main app by `register(app, bench_app)`; heavy imports happen inside each
+command so that `shopml --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import typer
+
+from shopml.errors import ShopmlError
+
+
+def build_cmd(
+    service: str = typer.Argument(
+        "all", help="recommend | fraud | all: which Bentos to build after importing the champions."
+    ),
+) -> None:
+    """Import each family's MLflow champion into the BentoML store and build the Bentos."""
+    from shopml.settings import load_settings
+
+    settings = load_settings()
+    os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home))
+    from serving.build import build
+
+    services = ("recommend", "fraud") if service == "all" else (service,)
+    report = build(settings, services)
+    for family, text in report.models.items():
+        typer.echo(f"model   {family:<12} {text}")
+    for family, why in report.missing.items():
+        typer.echo(f"missing {family:<12} {why}")
+    for svc, tag in report.bentos.items():
+        typer.echo(f"bento   {svc:<12} {tag}")
+    for svc, why in report.skipped.items():
+        typer.secho(f"skipped {svc:<12} {why}", fg=typer.colors.YELLOW)
+    typer.echo(f"BentoML home: {os.environ['BENTOML_HOME']}")
+
+
+def serve_cmd(
+    service: str = typer.Argument("all", help="recommend | fraud | all"),
+    port: int = typer.Option(
+        3001, help="Port of the first service on 127.0.0.1 (fraud: +1 with all)."
+    ),
+    redis_url: str | None = typer.Option(
+        None,
+        "--redis-url",
+        help="Online fraud features in Redis (default: SHOPML_REDIS_URL or in-process).",
+    ),
+    workers: int | None = typer.Option(
+        None, help="Worker processes per service (more than 1 for fraud needs Redis)."
+    ),
+) -> None:
+    """Run the built services on 127.0.0.1 until Ctrl-C."""
+    from serving import runner
+    from shopml.settings import load_settings
+
+    settings = load_settings()
+    names = ("recommend", "fraud") if service == "all" else (service,)
+    env: dict[str, str] = {}
+    if redis_url:
+        env["SHOPML_REDIS_URL"] = redis_url
+    if workers:
+        env["SHOPML_WORKERS"] = str(workers)
+        if workers > 1 and "fraud" in names and not (redis_url or settings.redis_url):
+            raise ShopmlError(
+                "several fraud workers need shared online features: set SHOPML_REDIS_URL "
+                "or pass --redis-url"
+            )
+    servers = []
+    try:
+        for i, name in enumerate(names):
+            server = runner.start(name, port + i, settings=settings, env=env)
+            servers.append(server)
+        for server in servers:
+            seconds = server.wait_ready(timeout=120)
+            typer.echo(f"{server.service:<10} ready on {server.url} in {seconds:.1f} s "
+                       f"(logs: {server.log_path})")  # fmt: skip
+        typer.echo("Ctrl-C to stop")
+        stop = {"now": False}
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+        while not stop["now"] and all(s.process.poll() is None for s in servers):
+            time.sleep(0.5)
+        for server in servers:
+            if server.process.poll() is not None:
+                typer.secho(f"{server.service} stopped:\n{server.log_tail()}", fg=typer.colors.RED)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def bench_serve_cmd(
+    out: Path = typer.Option(Path("bench-serve.json"), "--out", help="Where to write the JSON."),
+) -> None:
+    """Load-test the built services on loopback: p50/p99 at c=1 and rps at c=8 vs /livez."""
+    from experiments.bench_serve import report_lines, run
+
+    result = run(out)
+    for line in report_lines(result):
+        typer.echo(line)
+    typer.echo(json.dumps(result))
+    typer.echo(f"written to {out}")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("build")(build_cmd)
+    app.command("serve")(serve_cmd)
+    bench_app.command("serve")(bench_serve_cmd)

@@ -18,7 +18,10 @@ COUNTRIES = np.array(
 COUNTRY_P = np.array([0.72, 0.05, 0.05, 0.04, 0.03, 0.03, 0.02, 0.02, 0.02, 0.01, 0.01])
 CURRENCY_OF = {"GB": "GBP", "US": "USD", "CH": "CHF", "SE": "SEK"}  # others pay in EUR
 N_FAVOURITES = 12
-PREFERRED_WEIGHT = 12.0  # how much more a segment likes its preferred categories
+FAVOURITES_PER_SEED = 3  # a favourite product and two of its bundle mates
+PREFERRED_WEIGHT = 30.0  # how much more a segment likes its preferred categories
+POPULARITY_EXPONENT = 0.7  # how much of the global popularity a segment shares
+TASTE_SIGMA = 1.2  # spread of a segment's own liking of single products (log scale)
 
 
 @dataclass
@@ -63,17 +66,18 @@ class Customers:
 
 def make_segments(rng: np.random.Generator, catalog: Catalog, n_segments: int) -> Segments:
     n_cat = catalog.category_names.size
+    # 2-3 preferred categories per segment, dealt round a shuffled list so that segments
+    # overlap as little as the number of categories allows.
     preferred = np.zeros((n_segments, n_cat), dtype=bool)
     cycle = rng.permutation(n_cat)
+    n_pref = 2 + (rng.random(n_segments) < 0.5)
+    slot = np.concatenate([[0], np.cumsum(n_pref)])
     for s in range(n_segments):
-        k = 2 + int(rng.random() < 0.5)
-        first = cycle[s % n_cat]
-        others = rng.choice(np.setdiff1d(np.arange(n_cat), [first]), k - 1, replace=False)
-        preferred[s, [first, *others]] = True
+        preferred[s, cycle[np.arange(slot[s], slot[s + 1]) % n_cat]] = True
     cat_w = np.where(preferred, PREFERRED_WEIGHT, 1.0)
     # segment x product: global popularity (flattened a little), category taste, product taste
-    taste = np.exp(0.8 * rng.standard_normal((n_segments, catalog.n)))
-    w = catalog.popularity[None, :] ** 0.85 * cat_w[:, catalog.category] * taste
+    taste = np.exp(TASTE_SIGMA * rng.standard_normal((n_segments, catalog.n)))
+    w = catalog.popularity[None, :] ** POPULARITY_EXPONENT * cat_w[:, catalog.category] * taste
     w /= w.sum(axis=1, keepdims=True)
     cum = (np.cumsum(w, axis=1) + np.arange(n_segments)[:, None]).ravel()
     names = np.array([f"segment_{s:02d}" for s in range(n_segments)], dtype=object)
@@ -108,13 +112,22 @@ def make_customers(
     activity = rng.lognormal(0.0, 0.9, n_customers)
     activity /= activity.mean()
 
-    # Personal favourites drawn from the segment's taste, staples twice as likely.
-    draws = segments.sample(rng, np.repeat(segment, 3 * N_FAVOURITES), catalog.n)
-    draws = draws.reshape(n_customers, 3 * N_FAVOURITES)
-    keep_p = np.where(catalog.staple[draws], 1.0, 0.5)
-    score = rng.random(draws.shape) * keep_p
-    best = np.argsort(-score, axis=1)[:, :N_FAVOURITES]
-    favourites = np.take_along_axis(draws, best, axis=1)
+    # Personal favourites: a few products drawn from the segment's taste (staples twice as
+    # likely), each with some of its bundle mates, so that people who like one product of a
+    # bundle like the others too.
+    n_seeds = N_FAVOURITES // FAVOURITES_PER_SEED
+    draws = segments.sample(rng, np.repeat(segment, 3 * n_seeds), catalog.n)
+    draws = draws.reshape(n_customers, 3 * n_seeds)
+    score = rng.random(draws.shape) * np.where(catalog.staple[draws], 1.0, 0.5)
+    best = np.argsort(-score, axis=1)[:, :n_seeds]
+    seeds = np.take_along_axis(draws, best, axis=1)
+    b = catalog.bundle_of[seeds][:, :, None]
+    k = (rng.random((n_customers, n_seeds, FAVOURITES_PER_SEED)) * catalog.bundle_size[b]).astype(
+        np.int64
+    )
+    mates = catalog.bundle_members[catalog.bundle_start[b] + k]
+    mates[:, :, 0] = seeds
+    favourites = mates.transpose(0, 2, 1).reshape(n_customers, N_FAVOURITES)  # seeds first
 
     ids = make_ids("C", n_customers, 6)
     return Customers(ids, segment, country, signup_ns, first_day, activity, favourites)

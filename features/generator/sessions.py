@@ -23,7 +23,7 @@ from features.generator.promotions import Promotions
 
 VIEW, CART, PURCHASE = 0, 1, 2
 # where a session's anchor comes from (when it is not a promotion)
-P_FAVOURITE, P_SEGMENT = 0.4, 0.45  # the rest: global best-sellers
+P_FAVOURITE, P_SEGMENT = 0.4, 0.5  # the rest: global best-sellers
 # where the other products of a session come from
 P_BUNDLE, P_MORE_SEGMENT = 0.5, 0.3  # the rest: personal favourites
 MEAN_EXTRA_ITEMS = 2.3

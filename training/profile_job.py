@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import mlflow
-from features.profile import profile as build_profile
 from pydantic import BaseModel
 
+from features.profile import flat_metrics
+from features.profile import profile as build_profile
 from features.store import Store
 from shopml.settings import Settings
 from training.tracking import start_run
@@ -21,6 +22,5 @@ def log_profile(
         "data", config=config, store=store, run_name=f"profile-{store.name}", settings=settings
     ) as run:
         mlflow.log_dict(profile, "profile.json")
-        metrics = {f"rows.{t}": float(info["rows"]) for t, info in profile["tables"].items()}
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(flat_metrics(profile))
     return run.info.run_id, profile

@@ -1,0 +1,116 @@
+"""Tiny trained-and-registered models for the serving tests (the family jobs where they exist).
+
+Each `train_*` registers `shopml-<family>` in the MLflow store the environment points at and
+returns the job's `TrainResult`; `offline_*` loads the champion back for comparisons.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+
+FORECAST_DAYS = 14
+
+
+def _job(name: str):
+    try:
+        return importlib.import_module(f"training.{name}_job")
+    except ModuleNotFoundError:
+        return None
+
+
+def train_recommender(store):
+    job = _job("recommender")
+    cfg = job.RecommenderJobConfig.model_validate(
+        {
+            "source": {"kind": "generated", "scale": "tiny", "seed": 0},
+            "model": {"kind": "als", "params": {"factors": 8, "iterations": 5}},
+            "fallback": True,
+            "k": 10,
+        }
+    )
+    return job.train(cfg, store=store)
+
+
+def train_fraud(store):
+    job = _job("fraud")
+    if job is None:
+        return None
+    cfg = job.FraudJobConfig.model_validate(
+        {"source": {"kind": "generated", "scale": "tiny", "seed": 0}, **_fraud_overrides(job)}
+    )
+    return job.train(cfg, store=store)
+
+
+def _fraud_overrides(job) -> dict:
+    """Small-model settings, only for the fields the job's config has."""
+    fields = job.FraudJobConfig.model_fields
+    out = {}
+    if "model" in fields:
+        out["model"] = {}
+    return {k: v for k, v in out.items() if v}
+
+
+def train_forecast(store):
+    job = _job("forecast")
+    if job is not None:
+        cfg = job.ForecastJobConfig.model_validate(
+            {
+                "source": {"kind": "generated", "scale": "tiny", "seed": 0},
+                **_forecast_overrides(job),
+            }
+        )
+        return job.train(cfg, store=store)
+    return _register_forecast_directly(store)
+
+
+def _forecast_overrides(job) -> dict:
+    fields = job.ForecastJobConfig.model_fields
+    out = {}
+    if "horizon" in fields:
+        out["horizon"] = FORECAST_DAYS
+    return out
+
+
+def _register_forecast_directly(store):
+    from features.demand import build_panel
+    from models.forecast import SeasonalNaive
+    from training.tracking import TrainResult, log_native_model, register_model, start_run
+
+    panel = build_panel(store.order_lines, store.products)
+    model = SeasonalNaive().fit(panel)
+    with tempfile.TemporaryDirectory() as tmp, start_run("forecast", config={"seed": 0}) as run:
+        native = Path(tmp) / "native"
+        model.save(native)
+        uri = log_native_model(native, family="forecast", loader="models.forecast:load_forecaster")
+        version = register_model(uri, family="forecast")
+    return TrainResult(family="forecast", run_id=run.info.run_id, metrics={}, model_version=version)
+
+
+def offline_forecast():
+    """The champion forecast table as serving answers it (the run's Parquet, else predicted)."""
+    import numpy as np
+    import pandas as pd
+
+    from serving.build import _forecast_table
+    from serving.registry import fetch_champion
+    from shopml.settings import load_settings
+
+    settings = load_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        champion = fetch_champion("forecast", settings, Path(tmp) / "c")
+        files = _forecast_table(champion, settings, Path(tmp))
+        with np.load(files["forecast.npz"], allow_pickle=False) as z:
+            products = z["product_ids"].astype(str)
+            dates = z["dates"].astype(str)
+            n, h = z["p50"].shape
+            return pd.DataFrame(
+                {
+                    "product_id": np.repeat(products, h),
+                    "date": np.tile(dates, n),
+                    "p10": z["p10"].ravel(),
+                    "p50": z["p50"].ravel(),
+                    "p90": z["p90"].ravel(),
+                }
+            )

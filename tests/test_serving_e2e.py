@@ -1,0 +1,286 @@
+"""End to end on tiny generated data: train, register, `shopml build`, serve on loopback, call.
+
+One module-scoped pipeline (train the three families, build the Bentos, start a real
+redis-server and both services once); each test then calls the running servers and checks
+the answers against the offline models, the 4xx answers to bad requests, and that stopping
+Redis turns fraud answers degraded instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from serving import runner
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+
+# ---------------------------------------------------------------- the pipeline (once per module)
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serving-e2e") / "home"
+    home.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SHOPML_HOME", str(home))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    mp.setenv("BENTOML_HOME", str(home / "bentoml"))
+    mp.setenv("OPENBLAS_NUM_THREADS", "1")
+    mp.delenv("SHOPML_REDIS_URL", raising=False)
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def store():
+    from features.generator import GeneratorConfig, generate
+
+    return generate(GeneratorConfig(scale="tiny", seed=0))
+
+
+@pytest.fixture(scope="module")
+def trained(home, store):
+    import serving_models
+
+    return {
+        "recommender": serving_models.train_recommender(store),
+        "fraud": serving_models.train_fraud(store),
+        "forecast": serving_models.train_forecast(store),
+    }
+
+
+def _cli(*args, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "shopml.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def built(trained):
+    out = _cli("build")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    port = runner.free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.time() + 10
+    import redis
+
+    while time.time() < deadline:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    yield {"url": url, "proc": proc}
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def servers(built, redis_url, home):
+    rec = runner.start("recommend", log_dir=home / "logs")
+    fraud = None
+    if runner.bento_exists("fraud", runner.load_settings()):
+        env = {"SHOPML_REDIS_URL": redis_url["url"]}
+        fraud = runner.start("fraud", env=env, log_dir=home / "logs")
+    try:
+        rec.wait_ready(120)
+        if fraud is not None:
+            fraud.wait_ready(120)
+        with httpx.Client(timeout=10) as client:
+            yield {"recommend": rec, "fraud": fraud, "client": client}
+    finally:
+        rec.stop()
+        if fraud is not None:
+            fraud.stop()
+
+
+def post(servers, service, path, payload=None, content=None):
+    url = servers[service].url + path
+    if content is not None:
+        return servers["client"].post(
+            url, content=content, headers={"content-type": "application/json"}
+        )
+    return servers["client"].post(url, json=payload)
+
+
+# ------------------------------------------------------------------------------- build + health
+def test_build_imports_each_champion_with_its_mlflow_version(built, trained, home):
+    for family, result in trained.items():
+        if result is None:  # family job not there yet
+            continue
+        assert f"MLflow shopml-{family} v{result.model_version}" in built
+        model_yaml = next((home / "bentoml" / "models" / f"shopml-{family}").glob("*/model.yaml"))
+        text = model_yaml.read_text()
+        assert f"mlflow_version: '{result.model_version}'" in text
+        assert result.run_id in text
+    assert "shopml-recommend:" in built
+    assert ("shopml-fraud:" in built) == (trained["fraud"] is not None)
+
+
+def test_probes_openapi_and_metrics(servers):
+    client = servers["client"]
+    for service in ("recommend", "fraud"):
+        if servers[service] is None:
+            continue
+        url = servers[service].url
+        assert client.get(url + "/livez").status_code == 200
+        assert client.get(url + "/readyz").status_code == 200
+        spec = client.get(url + "/docs.json").json()
+        assert servers[service].ready_seconds < 60
+        paths = set(spec["paths"])
+        expected = (
+            {"/recommend", "/similar", "/forecast"}
+            if service == "recommend"
+            else {"/score", "/labels"}
+        )
+        assert expected <= paths
+    post(servers, "recommend", "/recommend", {"customer_id": "nobody", "k": 3})
+    text = client.get(servers["recommend"].url + "/metrics").text
+    assert "shopml_recommendation_fallbacks_total" in text
+    assert 'model_version="shopml-recommender/1"' in text
+
+
+# ------------------------------------------------------------------------------ recommendations
+@pytest.fixture(scope="module")
+def offline_recommender(built):
+    from models.recommenders import Recommender
+    from training.tracking import download_native
+
+    return Recommender.load(download_native("recommender"))
+
+
+def test_recommend_agrees_with_the_offline_model(servers, offline_recommender):
+    from models.recommenders import RecommendFilters
+
+    model = offline_recommender
+    for customer in model.customer_ids_[:5].tolist():
+        r = post(
+            servers,
+            "recommend",
+            "/recommend",
+            {"customer_id": customer, "k": 10, "only_available": False},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        expected = model.recommend_one(customer, 10, RecommendFilters(only_available=False))
+        assert [i["product_id"] for i in body["items"]] == expected.product_ids.tolist()
+        assert body["source"] == body["model"] and body["fallback"] is False
+        assert body["model_version"] == "shopml-recommender/1"
+
+
+def test_recommend_filters_apply(servers, offline_recommender):
+    model = offline_recommender
+    customer = model.customer_ids_[0]
+    first = post(servers, "recommend", "/recommend", {"customer_id": customer, "k": 5}).json()
+    excluded = [first["items"][0]["product_id"]]
+    category = str(model.categories_[model.category_codes_[0]])
+    r = post(servers, "recommend", "/recommend",
+             {"customer_id": customer, "k": 5, "exclude": excluded, "categories": [category]})  # fmt: skip
+    items = [i["product_id"] for i in r.json()["items"]]
+    assert excluded[0] not in items
+    allowed = set(model.product_ids_[model.category_codes_ == model.category_codes_[0]].tolist())
+    assert set(items) <= allowed
+
+
+def test_unknown_customer_gets_the_fallback_list(servers):
+    r = post(servers, "recommend", "/recommend", {"customer_id": "never-seen", "k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["fallback"] is True and body["source"].startswith("popularity")
+    assert len(body["items"]) == 5
+
+
+def test_recent_products_fold_in_for_a_new_customer(servers, offline_recommender):
+    recent = offline_recommender.product_ids_[:3].tolist()
+    body = post(servers, "recommend", "/recommend", {"recent_product_ids": recent, "k": 5}).json()
+    assert body["source"].endswith("fold-in") and body["fallback"] is True
+    assert not set(recent) & {i["product_id"] for i in body["items"]}
+
+
+def test_similar_agrees_and_unknown_product_is_a_404_naming_it(servers, offline_recommender):
+    product = offline_recommender.product_ids_[0]
+    r = post(servers, "recommend", "/similar", {"product_id": product, "k": 5})
+    assert r.status_code == 200
+    expected = offline_recommender.similar_items([product], 5)[0].product_ids.tolist()
+    assert [i["product_id"] for i in r.json()["items"]] == expected
+    r = post(servers, "recommend", "/similar", {"product_id": "no-such-product"})
+    assert r.status_code == 404 and "no-such-product" in r.text
+
+
+def test_forecast_answers_p10_p50_p90(servers, trained, store):
+    import serving_models
+
+    offline = serving_models.offline_forecast()
+    products = offline["product_id"].astype(str).unique()[:2].tolist()
+    r = post(servers, "recommend", "/forecast", {"product_ids": products})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == f"shopml-forecast/{trained['forecast'].model_version}"
+    for fc, product in zip(body["forecasts"], products, strict=True):
+        rows = offline[offline["product_id"].astype(str) == product].sort_values("date")
+        assert fc["product_id"] == product
+        np.testing.assert_allclose(fc["p50"], rows["p50"].to_numpy(), rtol=1e-6)
+        assert all(
+            lo <= mid <= hi for lo, mid, hi in zip(fc["p10"], fc["p50"], fc["p90"], strict=True)
+        )
+    r = post(servers, "recommend", "/forecast", {"product_ids": ["no-such-product"]})
+    assert r.status_code == 404 and "no-such-product" in r.text
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"customer_id": "x", "k": 1000}, "k"),
+        ({"customer_id": "x", "k": 0}, "k"),
+        ({"customer_id": "x", "k": "many"}, "k"),
+        ({"customer_id": "x", "exclude": "P1"}, "exclude"),
+        ({"customer_id": "x", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_recommend_requests_are_4xx_naming_the_field(servers, payload, field):
+    r = post(servers, "recommend", "/recommend", payload)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]
+
+
+def test_malformed_json_is_a_400(servers):
+    r = post(servers, "recommend", "/recommend", content=b'{"customer_id": "x", "k": ')
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = post(servers, "recommend", "/similar", content=b"not json")
+    assert 400 <= r.status_code < 500

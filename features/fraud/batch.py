@@ -1,0 +1,317 @@
+"""Point-in-time fraud features for a whole payments table, vectorised (sort + cumulative sums).
+
+Every payment gets the features the online path would have produced when it arrived: the stream
+order is by timestamp, ties kept in input order; windows are found with `searchsorted` on a
+(key, time) composite, sums with cumulative sums (extended precision, so the two paths agree to
+~1e-12), maxima with a sparse-table range maximum, labels by the time they became known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.fraud.definition import ID_COLUMNS, FeatureSet, window_label
+from shopml.errors import DataError
+
+MS = 1000
+_REQUIRED = ("timestamp", "amount", "customer_id", "terminal_id")
+
+
+@dataclass
+class PreparedPayments:
+    """Payments as plain arrays in stream order (`order[i]` = input row of stream position i)."""
+
+    order: np.ndarray
+    t_ms: np.ndarray
+    amount: np.ndarray
+    codes: dict[str, np.ndarray]
+    n_codes: dict[str, int]
+    is_fraud: np.ndarray
+    known_ms: np.ndarray
+
+
+def to_ms(ts: pd.Series | np.ndarray) -> np.ndarray:
+    """Naive-UTC datetimes -> int64 milliseconds since the epoch (floored)."""
+    values = np.asarray(ts, dtype="datetime64[ns]").view("int64")
+    return values // 1_000_000
+
+
+def label_known_ms(t_ms: np.ndarray, label_time: pd.Series | None, delay_s: int) -> np.ndarray:
+    """When each label became known: `label_time`, else `timestamp + delay`; never before t + 1 ms."""
+    known = t_ms + int(delay_s) * MS
+    if label_time is not None:
+        lt = np.asarray(label_time, dtype="datetime64[ns]")
+        has = ~np.isnat(lt)
+        known = np.where(has, lt.view("int64") // 1_000_000, known)
+    return np.maximum(known, t_ms + 1)
+
+
+def prepare(payments: pd.DataFrame, fs: FeatureSet) -> PreparedPayments:
+    missing = [c for c in _REQUIRED if c not in payments.columns]
+    if "card" in fs.entities and "card_id" not in payments.columns:
+        missing.append("card_id")
+    if missing:
+        raise DataError(f"payments: required column(s) missing for fraud features: {missing}")
+    t_all = to_ms(payments["timestamp"])
+    order = np.argsort(t_all, kind="stable")
+    t_ms = t_all[order]
+    amount = payments["amount"].to_numpy(dtype="float64")[order]
+    codes: dict[str, np.ndarray] = {}
+    n_codes: dict[str, int] = {}
+    for e in dict.fromkeys((*fs.entities, *fs.fraud_entities, "terminal")):
+        col = payments[ID_COLUMNS[e]]
+        if e == "card" and "customer" in codes and col.equals(payments["customer_id"]):
+            codes[e], n_codes[e] = codes["customer"], n_codes["customer"]
+            continue
+        c, uniques = pd.factorize(col)
+        codes[e], n_codes[e] = c.astype("int64")[order], len(uniques)
+    if "is_fraud" in payments.columns:
+        is_fraud = payments["is_fraud"].to_numpy(dtype=bool)[order]
+    else:
+        is_fraud = np.zeros(len(order), dtype=bool)
+    label_time = payments["label_time"].to_numpy()[order] if "label_time" in payments else None
+    known = label_known_ms(t_ms, label_time, fs.label_delay)
+    return PreparedPayments(order, t_ms, amount, codes, n_codes, is_fraud, known)
+
+
+def range_max_many(values: np.ndarray, queries: list[tuple[np.ndarray, np.ndarray]]) -> list:
+    """`range_max` for several query sets at once (the sparse-table levels are built once)."""
+    sizes = [q[0].shape[0] for q in queries]
+    res = range_max(values, np.concatenate([q[0] for q in queries]),
+                    np.concatenate([q[1] for q in queries]))  # fmt: skip
+    return np.split(res, np.cumsum(sizes)[:-1])
+
+
+def range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """max(values[lo:hi + 1]) for every query (lo <= hi), with a level-by-level sparse table."""
+    out = np.empty(lo.shape[0], dtype="float64")
+    length = hi - lo + 1
+    k = np.zeros(length.shape[0], dtype="int8")
+    if length.size:
+        k64 = np.floor(np.log2(np.maximum(length, 1))).astype("int64")
+        # guard against float rounding at exact powers of two
+        k64 -= (1 << k64) > length
+        k64 += (1 << (k64 + 1)) <= length
+        k = k64.astype("int8")
+    level = values.astype("float64", copy=True)
+    groups = np.argsort(k, kind="stable")
+    bounds = np.searchsorted(k[groups], np.arange(int(k.max(initial=0)) + 2))
+    for j in range(len(bounds) - 1):
+        idx = groups[bounds[j] : bounds[j + 1]]
+        if idx.size:
+            out[idx] = np.maximum(level[lo[idx]], level[hi[idx] - (1 << j) + 1])
+        step = 1 << j
+        if j + 1 < len(bounds) - 1:
+            level = np.maximum(level[:-step], level[step:])
+    return out
+
+
+def argsort_codes(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Stable argsort of small non-negative int codes with 16-bit radix passes (fast in numpy)."""
+    if n_codes <= 1 << 16:
+        return np.argsort(codes.astype(np.uint16), kind="stable")
+    lo = np.argsort((codes & 0xFFFF).astype(np.uint16), kind="stable")
+    if n_codes <= 1 << 32:
+        hi = np.argsort((codes[lo] >> 16).astype(np.uint16), kind="stable")
+        return lo[hi]
+    return np.argsort(codes, kind="stable")
+
+
+class _Entity:
+    """One key's payments sorted by (key, stream position), with window boundary helpers."""
+
+    def __init__(self, codes, n_codes: int, t_ms, amount, span: int, pad: int):
+        self.perm = argsort_codes(codes, n_codes)
+        self.keys = codes[self.perm]
+        self.t = t_ms[self.perm]
+        self.amount = amount[self.perm]
+        self.t0 = int(t_ms[0]) if t_ms.size else 0
+        self.span, self.pad = span, pad
+        self.c = self.keys * span + (self.t - self.t0 + pad)
+        self.pos = np.arange(codes.shape[0], dtype="int64")
+        # per-key running sums (small magnitudes, so window differences keep ~1e-13 precision)
+        self.cum = pd.Series(self.amount).groupby(self.keys, sort=True).cumsum().to_numpy()
+        self.seg0 = np.searchsorted(self.keys, self.keys, side="left")
+        self._starts: dict[int, np.ndarray] = {}
+
+    def start(self, back_ms: int) -> np.ndarray:
+        """First sorted position of the same key with time > t - back_ms."""
+        if back_ms not in self._starts:
+            self._starts[back_ms] = np.searchsorted(self.c, self.c - back_ms, side="right")
+        return self._starts[back_ms]
+
+    def window_sum(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """Sum of amounts over sorted positions [start, end] (same key, start <= end)."""
+        before = np.where(start > self.seg0, self.cum[np.maximum(start - 1, 0)], 0.0)
+        return self.cum[end] - before
+
+    def int_window(self, flags: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Windowed count of `flags` (sorted order) over [start, pos]."""
+        cs = np.zeros(flags.shape[0] + 1, dtype="int64")
+        np.cumsum(flags, out=cs[1:])
+        return (cs[self.pos + 1] - cs[start]).astype("float64")
+
+
+def compute_batch(payments: pd.DataFrame, fs: FeatureSet | None = None) -> pd.DataFrame:
+    """Feature frame (one row per payment, same index and order as `payments`)."""
+    fs = fs or FeatureSet()
+    cols = compute_columns(payments, fs)
+    return pd.DataFrame(cols, index=payments.index, columns=list(fs.names), copy=False)
+
+
+def compute_columns(payments: pd.DataFrame, fs: FeatureSet | None = None) -> dict[str, np.ndarray]:
+    """Feature columns (name -> float64 array) in the row order of `payments`."""
+    fs = fs or FeatureSet()
+    p = prepare(payments, fs)
+    return compute_prepared(p, fs, target=p.order)
+
+
+def to_matrix(cols: dict[str, np.ndarray], names, rows: np.ndarray | None = None) -> np.ndarray:
+    """Stack the named columns (optionally only `rows`) into a C-ordered float64 matrix."""
+    names = list(names)
+    n = len(next(iter(cols.values()))) if rows is None else len(rows)
+    out = np.empty((n, len(names)), dtype="float64")
+    for j, name in enumerate(names):
+        out[:, j] = cols[name] if rows is None else cols[name][rows]
+    return out
+
+
+class _Columns(dict):
+    """Output columns; `put(name, dest, values)` scatters values to output rows `dest`."""
+
+    def __init__(self, n: int, target: np.ndarray | None):
+        super().__init__()
+        self.n, self.target = n, target
+
+    def put(self, name: str, dest: np.ndarray | None, values) -> None:
+        values = np.asarray(values, dtype="float64")
+        if dest is None:
+            dest = self.target
+        if dest is None:
+            self[name] = values.copy()
+        else:
+            out = np.empty(self.n, dtype="float64")
+            out[dest] = values
+            self[name] = out
+
+
+def compute_prepared(
+    p: PreparedPayments, fs: FeatureSet, target: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Feature columns in `fs.names` order; row i of stream order goes to row `target[i]`
+    (stream order itself when `target` is None)."""
+    n = p.t_ms.shape[0]
+    X = _Columns(n, target)
+    if n == 0:
+        return {name: np.empty(0) for name in fs.names}
+    t, a = p.t_ms, p.amount
+    t0 = int(t[0])
+    pad = fs.horizon * MS + 1
+    fraud_known = p.known_ms[p.is_fraud]
+    t_max = max(int(t[-1]), int(fraud_known.max(initial=t[-1])))
+    span = t_max - t0 + 2 * pad + 1
+    if max(p.n_codes.values()) * span >= 2**62:
+        raise DataError("payments span too long a time for millisecond window keys")
+
+    hours = t // (3600 * MS)
+    X.put("amount", None, a)
+    X.put("hour", None, hours % 24)
+    X.put("is_night", None, (hours % 24) <= fs.night_last_hour)
+    X.put("is_weekend", None, ((t // (86400 * MS)) + 3) % 7 >= 5)
+
+    ents: dict[str, _Entity] = {}
+    for e in dict.fromkeys((*fs.entities, *fs.fraud_entities)):
+        same = [o for o in ents if p.codes[o] is p.codes[e]]
+        ents[e] = ents[same[0]] if same else _Entity(p.codes[e], p.n_codes[e], t, a, span, pad)
+
+    for ent in ents.values():
+        ent.dest = ent.perm if target is None else target[ent.perm]
+    for e in fs.entities:
+        ent = ents[e]
+        perm, pos = ent.dest, ent.pos
+        maxima = range_max_many(ent.amount, [(ent.start(w * MS), pos) for w in fs.windows])
+        for w, wmax in zip(fs.windows, maxima, strict=True):
+            lab = _lab(w)
+            start = ent.start(w * MS)
+            count = (pos - start + 1).astype("float64")
+            X.put(f"{e}_count_{lab}", perm, count)
+            X.put(f"{e}_amount_mean_{lab}", perm, ent.window_sum(start, pos) / count)
+            X.put(f"{e}_amount_max_{lab}", perm, wmax)
+
+    firsts: dict[int, np.ndarray] = {}
+    for e in fs.pair_entities:
+        ent = ents[e]
+        perm, pos = ent.dest, ent.pos
+        prev_same = np.zeros(n, dtype=bool)
+        prev_same[1:] = ent.keys[1:] == ent.keys[:-1]
+        since = np.full(n, np.nan)
+        since[1:] = (ent.t[1:] - ent.t[:-1]) / MS
+        since[~prev_same] = np.nan
+        X.put(f"{e}_secs_since_prev", perm, since)
+        if id(p.codes[e]) not in firsts:
+            firsts[id(p.codes[e])] = _first_pairs(p.codes[e], p.n_codes[e], p.codes["terminal"],
+                                                  p.n_codes["terminal"])  # fmt: skip
+        first = firsts[id(p.codes[e])]
+        X.put(f"{e}_new_terminal", None, first)
+        fs_sorted = first[ent.perm].astype("int64")
+        cs = np.cumsum(fs_sorted)
+        seg0 = np.searchsorted(ent.keys, ent.keys, side="left")
+        X.put(f"{e}_terminals_ever", perm, cs - cs[seg0] + fs_sorted[seg0])
+        for w in fs.pair_windows:
+            X.put(
+                f"{e}_new_terminals_{_lab(w)}", perm, ent.int_window(fs_sorted, ent.start(w * MS))
+            )
+
+    cust = ents["customer"]
+    perm, pos = cust.dest, cust.pos
+    start = cust.start(fs.usual_window * MS)
+    n_prev = pos - start
+    s_prev = cust.window_sum(start, pos) - cust.amount
+    with np.errstate(divide="ignore", invalid="ignore"):
+        usual = np.where(n_prev > 0, s_prev / np.maximum(n_prev, 1), np.nan)
+        to_usual = np.where(usual > 0, cust.amount / usual, np.nan)
+        has_prev = n_prev > 0
+        prev_max = np.full(n, np.nan)
+        prev_max[has_prev] = range_max(cust.amount, start[has_prev], pos[has_prev] - 1)
+        to_prev_max = np.where(prev_max > 0, cust.amount / prev_max, np.nan)
+    X.put("customer_amount_to_usual", perm, to_usual)
+    X.put("customer_amount_to_prev_max", perm, to_prev_max)
+    spikes = (to_usual > fs.spike_ratio).astype("int64")  # NaN compares False
+    for w in fs.spike_windows:
+        X.put(f"customer_spikes_{_lab(w)}", perm, cust.int_window(spikes, cust.start(w * MS)))
+
+    delay = fs.label_delay * MS
+    for e in fs.fraud_entities:
+        ent = ents[e]
+        perm, pos = ent.dest, ent.pos
+        end = np.minimum(ent.start(delay), pos + 1)
+        fk = p.codes[e][p.is_fraud]
+        cf = np.sort(fk * span + (p.known_ms[p.is_fraud] - t0 + pad))
+        known_end = np.searchsorted(cf, ent.c, side="right")
+        for w in fs.fraud_windows:
+            lab = _lab(w)
+            cnt = (end - ent.start(delay + w * MS)).astype("float64")
+            frauds = (known_end - np.searchsorted(cf, ent.c - w * MS, side="right")).astype(
+                "float64"
+            )
+            X.put(f"{e}_delayed_count_{lab}", perm, cnt)
+            X.put(f"{e}_known_frauds_{lab}", perm, frauds)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                X.put(f"{e}_fraud_rate_{lab}", perm, np.where(cnt > 0, frauds / cnt, 0.0))
+    return {name: X[name] for name in fs.names}
+
+
+def _first_pairs(codes: np.ndarray, n_codes: int, term: np.ndarray, n_term: int) -> np.ndarray:
+    """True where a (key, terminal) pair occurs for the first time in the stream."""
+    o = argsort_codes(term, n_term)
+    o = o[argsort_codes(codes[o], n_codes)]
+    k, tt = codes[o], term[o]
+    first = np.ones(codes.shape[0], dtype=bool)
+    first[o[1:]] = (k[1:] != k[:-1]) | (tt[1:] != tt[:-1])
+    return first
+
+
+_lab = window_label

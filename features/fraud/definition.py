@@ -1,0 +1,161 @@
+"""The fraud feature set, declared once as plain objects and shared by the batch and online paths.
+
+A payment at time t sees (1) the payments of its customer, card and terminal in windows
+(t - w, t] *including itself* (as in the fraud-detection handbook: its amount is known at
+checkout) but never payments that follow it in the stream, and (2) fraud labels only once they
+are known: at `label_time`, or at `timestamp + label_delay` when `label_time` is empty, and never
+before the payment that carries the label plus one millisecond. Times are whole milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from shopml.errors import ConfigError
+
+HOUR = 3600
+DAY = 86400
+
+ENTITIES = ("customer", "card", "terminal")
+ID_COLUMNS = {"customer": "customer_id", "card": "card_id", "terminal": "terminal_id"}
+PAIR_ENTITIES = ("customer", "card")  # entities whose first-time terminals are tracked
+
+
+def window_label(seconds: int) -> str:
+    """`3600 -> '1h'`, `86400 -> '1d'`, `604800 -> '7d'`; readable and stable feature-name parts."""
+    if seconds % DAY == 0:
+        return f"{seconds // DAY}d"
+    if seconds % HOUR == 0:
+        return f"{seconds // HOUR}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Windows, keys, aggregations and label delay of the fraud features (seconds everywhere)."""
+
+    windows: tuple[int, ...] = (HOUR, DAY, 7 * DAY, 30 * DAY)
+    entities: tuple[str, ...] = ENTITIES
+    pair_windows: tuple[int, ...] = (7 * DAY, 30 * DAY)
+    fraud_entities: tuple[str, ...] = ("customer", "terminal")
+    fraud_windows: tuple[int, ...] = (DAY, 7 * DAY, 30 * DAY)
+    label_delay: int = 7 * DAY
+    usual_window: int = 30 * DAY
+    spike_ratio: float = 3.0
+    spike_windows: tuple[int, ...] = (DAY, 7 * DAY, 14 * DAY)
+    night_last_hour: int = 6
+    name: str = "shopml-fraud"
+    _names: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for attr in ("windows", "pair_windows", "fraud_windows", "spike_windows"):
+            values = getattr(self, attr)
+            object.__setattr__(self, attr, tuple(int(v) for v in values))
+            if any(v <= 0 for v in getattr(self, attr)):
+                raise ConfigError(
+                    f"FeatureSet.{attr}: windows must be positive seconds, got {values}"
+                )
+        object.__setattr__(self, "entities", tuple(self.entities))
+        object.__setattr__(self, "fraud_entities", tuple(self.fraud_entities))
+        for e in (*self.entities, *self.fraud_entities):
+            if e not in ENTITIES:
+                raise ConfigError(f"FeatureSet: unknown entity '{e}'; expected one of {ENTITIES}")
+        if "customer" not in self.entities:
+            raise ConfigError("FeatureSet.entities must include 'customer'")
+        if self.usual_window not in self.windows:
+            raise ConfigError(
+                f"FeatureSet.usual_window={self.usual_window} must be one of windows {self.windows}"
+            )
+        if self.label_delay < 0:
+            raise ConfigError(f"FeatureSet.label_delay must be >= 0, got {self.label_delay}")
+        object.__setattr__(self, "_names", tuple(self._build_names()))
+
+    # ----------------------------------------------------------------- names
+    def _build_names(self) -> list[str]:
+        names = ["amount", "hour", "is_night", "is_weekend"]
+        for e in self.entities:
+            for w in self.windows:
+                lab = window_label(w)
+                names += [f"{e}_count_{lab}", f"{e}_amount_mean_{lab}", f"{e}_amount_max_{lab}"]
+        for e in self.pair_entities:
+            names += [f"{e}_secs_since_prev", f"{e}_new_terminal", f"{e}_terminals_ever"]
+            names += [f"{e}_new_terminals_{window_label(w)}" for w in self.pair_windows]
+        names += ["customer_amount_to_usual", "customer_amount_to_prev_max"]
+        names += [f"customer_spikes_{window_label(w)}" for w in self.spike_windows]
+        for e in self.fraud_entities:
+            for w in self.fraud_windows:
+                lab = window_label(w)
+                names += [f"{e}_delayed_count_{lab}", f"{e}_known_frauds_{lab}",
+                          f"{e}_fraud_rate_{lab}"]  # fmt: skip
+        return names
+
+    @property
+    def pair_entities(self) -> tuple[str, ...]:
+        return tuple(e for e in PAIR_ENTITIES if e in self.entities)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Feature names in the order of every feature vector."""
+        return self._names
+
+    @property
+    def n_features(self) -> int:
+        return len(self._names)
+
+    def index(self, name: str) -> int:
+        try:
+            return self._names.index(name)
+        except ValueError:
+            raise ConfigError(f"feature '{name}' is not in feature set {self.version}") from None
+
+    @property
+    def horizon(self) -> int:
+        """How far back (seconds) any feature looks at past payments."""
+        back = max((*self.windows, *self.pair_windows, *self.spike_windows))
+        if self.fraud_entities:
+            back = max(back, self.label_delay + max(self.fraud_windows))
+        return back
+
+    # ----------------------------------------------------------- round trip
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("_names", None)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSet:
+        allowed = set(cls().to_dict())
+        unknown = set(d) - allowed
+        if unknown:
+            raise ConfigError(f"FeatureSet: unknown fields {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @property
+    def version(self) -> str:
+        """`name@hash` of the whole definition: logged with every model trained on it."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return f"{self.name}@{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+# The 15 baseline features of the handbook's chapter 3, in our names.
+HANDBOOK_BASELINE = (
+    "amount",
+    "is_weekend",
+    "is_night",
+    "customer_count_1d",
+    "customer_amount_mean_1d",
+    "customer_count_7d",
+    "customer_amount_mean_7d",
+    "customer_count_30d",
+    "customer_amount_mean_30d",
+    "terminal_delayed_count_1d",
+    "terminal_fraud_rate_1d",
+    "terminal_delayed_count_7d",
+    "terminal_fraud_rate_7d",
+    "terminal_delayed_count_30d",
+    "terminal_fraud_rate_30d",
+)

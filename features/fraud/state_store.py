@@ -1,0 +1,147 @@
+"""Per-key online state for fraud features, behind a small store interface (like Feast's online store).
+
+`EntityState` holds one customer's, card's or terminal's recent payments (times, amounts, flags),
+its known-fraud label times, last payment time and (customers, cards) the terminals ever used.
+`InMemoryStateStore` keeps live objects in a dict (one process); `RedisStateStore` keeps each key
+as one compact binary value (struct + raw arrays, no pickle) so several workers share it; one
+MGET reads a payment's keys and one pipelined write stores them back.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from shopml.errors import DataError
+
+
+class EntityState:
+    """Recent history of one key, trimmed to the feature horizon as new payments arrive."""
+
+    __slots__ = ("times", "amounts", "spikes", "newpair", "frauds", "terminals", "last_ms")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []  # payment times (ms), ascending
+        self.amounts: list[float] = []
+        self.spikes: list[int] = []  # customer: 1 where amount > spike_ratio x usual amount
+        self.newpair: list[int] = []  # customer/card: 1 where the terminal was used the first time
+        self.frauds: list[int] = []  # times (ms) at which fraud labels became known, ascending
+        self.terminals: set[str] = set()  # customer/card: terminals ever used
+        self.last_ms: int = -1
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EntityState) and all(
+            getattr(self, s) == getattr(other, s) for s in self.__slots__
+        )
+
+    # ---------------------------------------------------------------- binary
+    _HEAD = struct.Struct("<BqIIIII")  # version, last_ms, n, n_spikes, n_newpair, n_frauds, n_term
+    VERSION = 1
+
+    def to_bytes(self) -> bytes:
+        terms = "\x1f".join(self.terminals).encode() if self.terminals else b""
+        head = self._HEAD.pack(self.VERSION, self.last_ms, len(self.times), len(self.spikes),
+                               len(self.newpair), len(self.frauds), len(terms))  # fmt: skip
+        return b"".join((head, array("q", self.times).tobytes(), array("d", self.amounts).tobytes(),
+                         bytes(self.spikes), bytes(self.newpair),
+                         array("q", self.frauds).tobytes(), terms))  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> EntityState:
+        h = cls._HEAD
+        try:
+            version, last_ms, n, ns, nn, nf, nt = h.unpack_from(blob, 0)
+        except struct.error as err:
+            raise DataError(f"fraud state: corrupt value ({len(blob)} bytes): {err}") from None
+        if version != cls.VERSION:
+            raise DataError(f"fraud state: unknown encoding version {version}")
+        st = cls()
+        st.last_ms = last_ms
+        o = h.size
+        a = array("q")
+        a.frombytes(blob[o : o + 8 * n])
+        st.times = a.tolist()
+        o += 8 * n
+        d = array("d")
+        d.frombytes(blob[o : o + 8 * n])
+        st.amounts = d.tolist()
+        o += 8 * n
+        st.spikes = list(blob[o : o + ns])
+        o += ns
+        st.newpair = list(blob[o : o + nn])
+        o += nn
+        f = array("q")
+        f.frombytes(blob[o : o + 8 * nf])
+        st.frauds = f.tolist()
+        o += 8 * nf
+        if nt:
+            st.terminals = set(blob[o : o + nt].decode().split("\x1f"))
+        return st
+
+
+class StateStore(Protocol):
+    """Where online feature state lives: read a payment's keys, write them back."""
+
+    def online_read(self, keys: Sequence[str]) -> list[EntityState | None]: ...
+
+    def online_write_batch(self, items: Mapping[str, EntityState]) -> None: ...
+
+
+class InMemoryStateStore:
+    """Default store: live `EntityState` objects in a dict (mutated in place, nothing encoded)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, EntityState] = {}
+
+    def online_read(self, keys: Sequence[str]) -> list[EntityState | None]:
+        get = self._data.get
+        return [get(k) for k in keys]
+
+    def online_write_batch(self, items: Mapping[str, EntityState]) -> None:
+        self._data.update(items)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class RedisStateStore:
+    """Shared store: one binary value per key in Redis (redis-py), one round trip per read or write.
+
+    `ttl_seconds` expires keys nobody paid with for that long (default 400 days) so that state
+    cannot grow without bound; concurrent writers of the same key follow last-writer-wins.
+    """
+
+    def __init__(self, url: str = "redis://localhost:6379/0", prefix: str = "shopml:fraud:",
+                 ttl_seconds: int | None = 400 * 86400, client=None):  # fmt: skip
+        if client is None:
+            import redis
+
+            client = redis.Redis.from_url(url)
+        self.client = client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+
+    def online_read(self, keys: Sequence[str]) -> list[EntityState | None]:
+        p = self.prefix
+        blobs = self.client.mget([p + k for k in keys])
+        return [None if b is None else EntityState.from_bytes(b) for b in blobs]
+
+    def online_write_batch(self, items: Mapping[str, EntityState]) -> None:
+        if not items:
+            return
+        p = self.prefix
+        pipe = self.client.pipeline(transaction=False)
+        for k, st in items.items():
+            pipe.set(p + k, st.to_bytes(), ex=self.ttl_seconds)
+        pipe.execute()
+
+    def clear(self) -> None:
+        """Delete every key under this store's prefix."""
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+        for i in range(0, len(keys), 1000):
+            self.client.delete(*keys[i : i + 1000])

@@ -55,7 +55,7 @@ class GeneratorConfig(ConfigModel):
 
     # Demand
     yearly_growth: float = Field(default=0.1, ge=-0.9, le=5.0)
-    zipf_exponent: float = Field(default=0.9, gt=0.0, le=3.0)
+    zipf_exponent: float = Field(default=1.0, gt=0.0, le=3.0)
     promo_share: float = Field(default=0.02, ge=0.0, le=0.5)
     promo_elasticity: float = Field(default=2.0, ge=0.0, le=10.0)
     # Orders

@@ -30,6 +30,10 @@ bench_app = typer.Typer(help="Run a benchmark and write its numbers as JSON.", n
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
 
+from shopml.cli_experiments import register as _register_experiments  # noqa: E402
+
+_register_experiments(app)  # runs, compare, promote, rollback, retrain, reproduce
+
 from shopml.cli_serving import register as _register_serving  # noqa: E402
 
 _register_serving(app, bench_app)  # build, serve, bench serve

@@ -1,0 +1,221 @@
+"""CLI commands for experiments: runs, compare, promote, rollback, retrain, reproduce.
+
+Exit codes (for cron jobs and CI): 0 success / promoted, 3 the gate refused (trained or checked
+but not promoted, or `compare --strict` on different data), 2 error (bad input, missing run or
+model, unreachable tracking server).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import typer
+
+from shopml.errors import RegistryError, ShopmlError
+
+FAMILY_HELP = "Model family: recommender, fraud or forecast."
+EXIT_GATE_FAILED = 3
+
+
+def _mlflow_errors(fn):
+    """Turn MLflow's errors (server down, bad request) into a RegistryError: message, exit 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as err:
+            raise RegistryError(f"MLflow: {err.message}") from None
+
+    return wrapper
+
+
+@_mlflow_errors
+def runs_cmd(
+    family: str = typer.Argument(..., help=FAMILY_HELP),
+    sort: str | None = typer.Option(
+        None,
+        "--sort",
+        help="Metric to sort by (direction from the family: 'wape' ascends), or -METRIC / 'METRIC ASC'.",
+    ),
+    filter_string: str | None = typer.Option(
+        None, "--filter", help='MLflow search filter, e.g. "metrics.average_precision > 0.7".'
+    ),
+    fmt: str = typer.Option("table", "--format", help="table | csv | markdown"),
+    limit: int = typer.Option(20, "--limit", help="At most this many runs."),
+) -> None:
+    """List a family's runs with key metrics, differing parameters, data fingerprint and model version."""
+    from training.families import family_spec
+    from training.runs import list_runs, render_csv, render_markdown, table_rows
+
+    if fmt not in ("table", "csv", "markdown"):
+        from shopml.errors import ConfigError
+
+        raise ConfigError(f"--format must be table, csv or markdown, got {fmt!r}")
+    runs = list_runs(family, sort=sort, filter_string=filter_string, limit=limit)
+    header, rows = table_rows(runs, family_spec(family))
+    if fmt == "csv":
+        typer.echo(render_csv(header, rows), nl=False)
+    elif fmt == "markdown":
+        typer.echo(render_markdown(header, rows), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"shopml-{family}: {len(rows)} run(s)")
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i < 6 else "right", no_wrap=i == 0)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+
+
+@_mlflow_errors
+def compare_cmd(
+    runs: list[str] = typer.Argument(
+        ..., help="Two or more run ids (or unique id prefixes / run names)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="HTML report path (default compare-<ids>.html)."
+    ),
+    log: bool = typer.Option(
+        True, "--log/--no-log", help="Log the report to MLflow (experiment shopml-comparisons)."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 3 when the runs were not evaluated on the same data."
+    ),
+) -> None:
+    """Metric deltas side by side, whether the runs saw the same data, and overlaid plots in HTML."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.compare import compare_runs, log_comparison
+    from training.report_html import write_report
+    from training.runs import format_number
+
+    comparison = compare_runs(list(runs))
+    console = Console()
+    table = Table(title=f"{comparison.family}: deltas against {comparison.baseline.short_id}")
+    table.add_column("metric")
+    for r in comparison.runs:
+        table.add_column(r.short_id, justify="right")
+    for r in comparison.runs[1:]:
+        table.add_column(f"Δ {r.short_id}", justify="right")
+    for m in comparison.metric_names():
+        cells = [format_number(r.metrics.get(m)) for r in comparison.runs]
+        for r in comparison.runs[1:]:
+            d, better = comparison.delta(r, m), comparison.better(r, m)
+            text = "" if d is None else f"{d:+.4g}"
+            if better is not None and text:
+                text = f"[green]{text}[/green]" if better else f"[red]{text}[/red]"
+            cells.append(text)
+        table.add_row(m, *cells)
+    console.print(table)
+    if comparison.same_data:
+        console.print(f"same data: every run saw data fingerprint {comparison.fingerprints[0]}")
+    else:
+        shown = ", ".join(f"{r.short_id}={r.fingerprint or 'none'}" for r in comparison.runs)
+        console.print(f"[red]DIFFERENT data[/red] ({shown}): deltas are not comparable")
+    path = out or Path("compare-" + "-".join(r.short_id for r in comparison.runs) + ".html")
+    write_report(comparison, path)
+    typer.echo(f"report written to {path}")
+    if log:
+        run_id = log_comparison(comparison, path)
+        typer.echo(f"report logged to MLflow run {run_id} (experiment shopml-comparisons)")
+    if strict and not comparison.same_data:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@_mlflow_errors
+def promote_cmd(
+    family: str = typer.Argument(..., help=FAMILY_HELP),
+    run: str = typer.Argument(..., help="Challenger run id (or unique prefix / run name)."),
+    force: bool = typer.Option(
+        False, "--force", help="Promote even if the gate fails (needs --reason)."
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why the gate is overridden; recorded as a tag."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only run the gate and print it."),
+) -> None:
+    """Make a run's model the family's @champion if it beats the champion on the same data (exit 3 if not)."""
+    from training.promotion import evaluate_gate, promote
+
+    if dry_run:
+        decision = evaluate_gate(family, run)
+        typer.echo(decision.explain())
+        if not (decision.gate_passed or decision.first or decision.already_champion):
+            raise typer.Exit(EXIT_GATE_FAILED)
+        return
+    decision = promote(family, run, force=force, reason=reason)
+    typer.echo(decision.explain())
+    if not (decision.promoted or decision.already_champion):
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@_mlflow_errors
+def rollback_cmd(
+    family: str = typer.Argument(..., help=FAMILY_HELP),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why; recorded on the demoted version."
+    ),
+) -> None:
+    """Point @champion back at @previous-champion."""
+    from training.promotion import rollback
+
+    typer.echo(rollback(family, reason=reason).explain())
+
+
+def retrain_cmd(
+    family: str = typer.Argument(..., help=FAMILY_HELP),
+    config: Path | None = typer.Option(
+        None, "--config", help="Job config (default experiments/configs/<family>.toml)."
+    ),
+) -> None:
+    """Train on fresh data, compare with the champion, promote if the gate passes.
+
+    Exit codes: 0 promoted (or first model), 3 trained but not promoted (gate failed), 2 error.
+    """
+    from training.retrain import EXIT_ERROR, retrain
+
+    try:
+        outcome = retrain(family, config_path=config)
+    except ShopmlError:
+        raise
+    except Exception as err:  # a cron job needs exit code 2 for every failure, with the traceback
+        traceback.print_exc(file=sys.stderr)
+        typer.secho(f"error: retrain {family} failed: {err}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_ERROR) from None
+    typer.echo(outcome.explain())
+    raise typer.Exit(outcome.exit_code)
+
+
+@_mlflow_errors
+def reproduce_cmd(
+    run: str = typer.Argument(..., help="Run id (or unique prefix / run name) to re-run."),
+    tolerance: float = typer.Option(
+        1e-6, help="Largest metric difference still called reproduced."
+    ),
+) -> None:
+    """Re-run a run from its logged config and seed; exit 3 if the data or the metrics differ."""
+    from training.retrain import reproduce
+
+    rep = reproduce(run)
+    typer.echo(rep.explain())
+    if not rep.same_data or rep.max_abs_diff() > tolerance:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the experiment commands to the `shopml` app."""
+    app.command("runs")(runs_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("promote")(promote_cmd)
+    app.command("rollback")(rollback_cmd)
+    app.command("retrain")(retrain_cmd)
+    app.command("reproduce")(reproduce_cmd)

@@ -1,0 +1,234 @@
+"""Champion / challenger promotion, rollback and retraining against a real MLflow server."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow_server import log_run, run_cli, tiny_store
+from pydantic import BaseModel
+
+from shopml.errors import ConfigError, RegistryError
+
+pytest_plugins = ["mlflow_server"]  # the real MLflow server fixtures
+
+GOOD = {"average_precision": 0.70, "calibration_error": 0.020, "review_rate": 0.010}
+
+
+def aliases(family: str = "fraud") -> dict[str, str]:
+    model = MlflowClient().get_registered_model(f"shopml-{family}")
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def version_tags(version: str, family: str = "fraud") -> dict[str, str]:
+    return MlflowClient().get_model_version(f"shopml-{family}", version).tags
+
+
+def test_first_model_becomes_champion_even_if_registered_by_promote(mlflow_env):
+    from training.promotion import promote
+
+    run = log_run("fraud", GOOD, native_model=True, register=False)  # a model, not registered
+    decision = promote("fraud", run[:10])  # an id prefix is enough
+    assert decision.first and decision.promoted
+    assert aliases() == {"champion": decision.version}
+    assert "first model" in decision.explain()
+
+
+def test_better_challenger_moves_the_alias_and_keeps_previous(mlflow_env, monkeypatch, capsys):
+    log_run("fraud", GOOD)
+    challenger = log_run("fraud", {**GOOD, "average_precision": 0.75})
+    code, out = run_cli(["promote", "fraud", challenger], monkeypatch, capsys)
+    assert code == 0, out
+    assert aliases() == {"champion": "2", "previous-champion": "1"}
+    assert "promoted" in out and "[pass] primary average_precision" in out
+    tags = version_tags("2")
+    assert tags["promotion.kind"] == "gate" and tags["promotion.previous_version"] == "1"
+
+
+def test_worse_challenger_is_refused_and_says_why(mlflow_env, monkeypatch, capsys):
+    log_run("fraud", GOOD)
+    challenger = log_run("fraud", {**GOOD, "average_precision": 0.65})
+    code, out = run_cli(["promote", "fraud", challenger], monkeypatch, capsys)
+    assert code == 3
+    assert "NOT promoted" in out
+    assert "[FAIL] primary average_precision" in out and "0.65 vs champion 0.7" in out
+    assert aliases() == {"champion": "1"}
+
+
+def test_improvement_below_margin_is_refused(mlflow_env):
+    from training.promotion import promote
+
+    log_run("fraud", GOOD)
+    challenger = log_run("fraud", {**GOOD, "average_precision": 0.702})  # margin is 0.005
+    decision = promote("fraud", challenger)
+    assert not decision.promoted
+    assert [c.name for c in decision.failed] == ["primary average_precision"]
+    assert "margin 0.005" in decision.failed[0].detail
+
+
+def test_guard_regression_is_refused_even_with_a_better_primary(mlflow_env):
+    from training.promotion import promote
+
+    log_run("fraud", GOOD)
+    challenger = log_run("fraud", {**GOOD, "average_precision": 0.80, "calibration_error": 0.05})
+    decision = promote("fraud", challenger)
+    assert not decision.promoted
+    assert [c.name for c in decision.failed] == ["guard calibration_error"]
+    assert "rise 0.03" in decision.failed[0].detail
+    assert aliases() == {"champion": "1"}
+
+
+def test_lower_is_better_family_and_target_guards(mlflow_env):
+    from training.promotion import promote
+
+    base = {"wape": 0.50, "coverage_p10_p90": 0.80, "bias": 0.01}
+    log_run("forecast", base)
+    off_band = log_run("forecast", {**base, "wape": 0.40, "coverage_p10_p90": 0.60})
+    decision = promote("forecast", off_band)
+    assert [c.name for c in decision.failed] == ["guard coverage_p10_p90"]
+    better = log_run("forecast", {**base, "wape": 0.45, "bias": -0.02})
+    assert promote("forecast", better).promoted
+
+
+def test_different_data_refuses_the_comparison(mlflow_env, monkeypatch, capsys):
+    log_run("fraud", GOOD, data=0)
+    challenger = log_run("fraud", {**GOOD, "average_precision": 0.9}, data=1)
+    code, out = run_cli(["promote", "fraud", challenger], monkeypatch, capsys)
+    assert code == 3
+    assert "[FAIL] same data" in out and "not comparable" in out
+    assert tiny_store(1).fingerprint_id() in out
+    assert aliases() == {"champion": "1"}
+
+
+def test_force_requires_a_reason_and_records_it(mlflow_env, monkeypatch, capsys):
+    log_run("fraud", GOOD, data=0)
+    challenger = log_run("fraud", {**GOOD, "average_precision": 0.60}, data=1)
+    code, out = run_cli(["promote", "fraud", challenger, "--force"], monkeypatch, capsys)
+    assert code == 2 and "--reason" in out
+    assert aliases() == {"champion": "1"}
+    reason = "new data source; old champion cannot be evaluated on it"
+    code, out = run_cli(
+        ["promote", "fraud", challenger, "--force", "--reason", reason], monkeypatch, capsys
+    )
+    assert code == 0, out
+    assert aliases() == {"champion": "2", "previous-champion": "1"}
+    tags = version_tags("2")
+    assert tags["promotion.reason"] == reason and tags["promotion.forced"] == "true"
+
+
+def test_rollback_restores_previous_versions_step_by_step(mlflow_env, monkeypatch, capsys):
+    from training.promotion import promote, rollback
+
+    log_run("fraud", GOOD)
+    for ap in (0.75, 0.80):
+        assert promote("fraud", log_run("fraud", {**GOOD, "average_precision": ap})).promoted
+    assert aliases() == {"champion": "3", "previous-champion": "2"}
+    code, out = run_cli(["rollback", "fraud", "--reason", "bad canary"], monkeypatch, capsys)
+    assert code == 0, out
+    assert aliases() == {"champion": "2", "previous-champion": "1"}
+    assert version_tags("3")["rollback.reason"] == "bad canary"
+    rollback("fraud")
+    assert aliases() == {"champion": "1"}
+    with pytest.raises(RegistryError, match="no @previous-champion"):
+        rollback("fraud")
+    code, out = run_cli(["rollback", "fraud"], monkeypatch, capsys)
+    assert code == 2 and "previous-champion" in out
+
+
+def test_promote_rejects_runs_of_another_family_and_unknown_runs(mlflow_env, monkeypatch, capsys):
+    from training.promotion import promote
+
+    run = log_run("recommender", {"ndcg_at_20": 0.1})
+    with pytest.raises(ConfigError, match="belongs to family 'recommender'"):
+        promote("fraud", run)
+    code, out = run_cli(
+        ["promote", "fraud", "0123456789abcdef0123456789abcdef"], monkeypatch, capsys
+    )
+    assert code == 2 and "unknown run" in out
+    code, out = run_cli(["promote", "weather", run], monkeypatch, capsys)
+    assert code == 2 and "unknown model family" in out
+
+
+# --- retrain and reproduce, with a stand-in job module -----------------------------------------
+
+
+class FraudJobConfig(BaseModel):
+    seed: int = 0
+    quality: float
+    data_variant: int = 0
+
+
+def _fake_fraud_job() -> types.ModuleType:
+    """A job module with the real interface whose metrics come from its config."""
+    from training.tracking import TrainResult
+
+    module = types.ModuleType("training.fraud_job")
+
+    def train(config, settings=None):
+        metrics = {**GOOD, "average_precision": config.quality}
+        run_id = log_run("fraud", metrics, data=config.data_variant, config=config.model_dump())
+        version = MlflowClient().get_run(run_id).data.tags.get("shopml.model_version")
+        return TrainResult(family="fraud", run_id=run_id, metrics=metrics, model_version=version)
+
+    def evaluate(config, model_uri, settings=None):
+        from training.tracking import start_run
+
+        name, version = model_uri.removeprefix("models:/").split("/")
+        source = MlflowClient().get_model_version(name, version).tags["run_id"]
+        metrics = MlflowClient().get_run(source).data.metrics  # "scores" the same on any data
+        with start_run("fraud", config=config, store=tiny_store(config.data_variant)) as run:
+            mlflow.log_metrics(metrics)
+        return TrainResult(family="fraud", run_id=run.info.run_id, metrics=metrics)
+
+    module.FraudJobConfig = FraudJobConfig
+    module.train, module.evaluate = train, evaluate
+    return module
+
+
+def test_retrain_exit_codes_promote_refuse_and_evaluate_champion_on_fresh_data(
+    mlflow_env, monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setitem(sys.modules, "training.fraud_job", _fake_fraud_job())
+
+    def config(quality: float, variant: int):
+        path = tmp_path / f"fraud-{quality}-{variant}.toml"
+        path.write_text(f"seed = 3\nquality = {quality}\ndata_variant = {variant}\n")
+        return str(path)
+
+    code, out = run_cli(["retrain", "fraud", "--config", config(0.70, 0)], monkeypatch, capsys)
+    assert code == 0 and "first model" in out, out
+    # fresh data: the champion is evaluated on it first, then the worse challenger is refused
+    code, out = run_cli(["retrain", "fraud", "--config", config(0.60, 1)], monkeypatch, capsys)
+    assert code == 3, out
+    assert "evaluated champion v1 on the same data" in out and "[pass] same data" in out
+    code, out = run_cli(["retrain", "fraud", "--config", config(0.80, 1)], monkeypatch, capsys)
+    assert code == 0, out
+    assert aliases() == {"champion": "3", "previous-champion": "1"}
+    # a bad config is an error (2), naming the field
+    bad = tmp_path / "bad.toml"
+    bad.write_text('quality = "high"\n')
+    code, out = run_cli(["retrain", "fraud", "--config", str(bad)], monkeypatch, capsys)
+    assert code == 2 and "quality" in out
+
+
+def test_retrain_without_a_job_module_is_an_error(mlflow_env, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "training.forecast_job", None)
+    code, out = run_cli(["retrain", "forecast"], monkeypatch, capsys)
+    assert code == 2
+    assert "forecast training job is not available" in out
+
+
+def test_reproduce_reruns_from_logged_config_and_checks_data(mlflow_env, monkeypatch, capsys):
+    module = _fake_fraud_job()
+    monkeypatch.setitem(sys.modules, "training.fraud_job", module)
+    original = module.train(FraudJobConfig(seed=5, quality=0.7, data_variant=1)).run_id
+    code, out = run_cli(["reproduce", original], monkeypatch, capsys)
+    assert code == 0, out
+    assert "same data" in out
+    reruns = mlflow.search_runs(
+        experiment_names=["shopml-fraud"], filter_string=f"tags.`shopml.reproduces` = '{original}'"
+    )
+    assert len(reruns) == 1 and reruns["params.seed"].iloc[0] == "5"

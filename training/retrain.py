@@ -1,0 +1,217 @@
+"""Scheduled retraining and reproduction, on top of each family's job module.
+
+`retrain`: train the family with its current config on fresh data, make sure the champion has
+metrics on the same data (by evaluating it with the job's optional `evaluate` hook), then run
+the promotion gate. `reproduce`: re-run a run from its logged `config.json` (same seed) and
+check that it saw the same data.
+
+Job modules are imported lazily by name, `training.<family>_job`, exposing
+`<Family>JobConfig`, `train(config, settings=None) -> TrainResult` and optionally
+`evaluate(config, model_uri, settings=None) -> TrainResult` (metrics of an existing model on the
+data and split `config` describes, logged as a run with `start_run`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from shopml.config import load_config, parse_config
+from shopml.errors import ConfigError, RegistryError
+from shopml.settings import REPO_ROOT, Settings
+from training.families import check_family
+from training.promotion import (
+    EVALUATED_VERSION_TAG,
+    Decision,
+    alias_version,
+    champion_evidence,
+    ensure_version,
+    promote,
+)
+from training.runs import FINGERPRINT_TAG, RUN_KIND_TAG, client, family_of_run, resolve_run
+from training.tracking import CHAMPION, TrainResult, registered_model_name
+
+# exit codes of `shopml retrain` (and `shopml promote`), for cron jobs
+EXIT_PROMOTED = 0
+EXIT_ERROR = 2
+EXIT_NOT_PROMOTED = 3
+
+CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
+
+
+@dataclass
+class RetrainOutcome:
+    """The new run, the champion evaluation (if one was needed) and the promotion decision."""
+
+    family: str
+    result: TrainResult
+    decision: Decision
+    champion_eval_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        promoted = self.decision.promoted or self.decision.already_champion
+        return EXIT_PROMOTED if promoted else EXIT_NOT_PROMOTED
+
+    def explain(self) -> str:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(self.result.metrics.items())[:8])
+        lines = [f"trained {self.family}: run {self.result.run_id[:8]} ({metrics})", *self.notes]
+        lines.append(self.decision.explain())
+        return "\n".join(lines)
+
+
+def job_module(family: str) -> ModuleType:
+    """`training.<family>_job`, or a ConfigError saying it is not available."""
+    family = check_family(family)
+    name = f"training.{family}_job"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name == name:
+            raise ConfigError(
+                f"the {family} training job is not available: module {name} "
+                f"(training/{family}_job.py) does not exist"
+            ) from None
+        raise
+    if not callable(getattr(module, "train", None)):
+        raise ConfigError(f"{name} has no train(config, settings=None) function")
+    return module
+
+
+def config_class(module: ModuleType, family: str) -> type:
+    """The job's `<Family>JobConfig` pydantic model."""
+    name = f"{family.capitalize()}JobConfig"
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise ConfigError(f"{module.__name__} has no {name} config class")
+    return cls
+
+
+def default_config_path(family: str) -> Path:
+    return CONFIG_DIR / f"{check_family(family)}.toml"
+
+
+def load_job_config(family: str, path: str | Path | None = None):
+    """The job module and its validated config from `path` (default experiments/configs/<family>.toml)."""
+    module = job_module(family)
+    cls = config_class(module, family)
+    path = Path(path) if path is not None else default_config_path(family)
+    return module, load_config(path, cls)
+
+
+def retrain(
+    family: str, *, config_path: str | Path | None = None, settings: Settings | None = None
+) -> RetrainOutcome:
+    """Train on fresh data, evaluate the champion on the same data if needed, promote if the gate passes."""
+    family = check_family(family)
+    module, config = load_job_config(family, config_path)
+    mlflow_client = client(settings)
+    had_champion = alias_version(family, CHAMPION, mlflow_client) is not None
+    result: TrainResult = module.train(config, settings=settings)
+    run = mlflow_client.get_run(result.run_id)
+    if result.model_version is None:
+        result.model_version = ensure_version(family, run, mlflow_client)
+    notes: list[str] = []
+    champion = alias_version(family, CHAMPION, mlflow_client)
+    eval_run_id = None
+    fingerprint = run.data.tags.get(FINGERPRINT_TAG)
+    if champion is not None and str(champion.version) != str(result.model_version):
+        evidence, _ = champion_evidence(family, champion, fingerprint, mlflow_client)
+        if evidence is None:
+            eval_run_id = evaluate_champion(
+                module, config, family, str(champion.version), settings, notes
+            )
+    decision = promote(family, result.run_id, settings=settings)
+    if not had_champion and (decision.already_champion or decision.first):
+        decision.first, decision.already_champion, decision.promoted = True, False, True
+    return RetrainOutcome(family, result, decision, eval_run_id, notes)
+
+
+def evaluate_champion(
+    module, config, family: str, version: str, settings, notes: list[str]
+) -> str | None:
+    """Score the champion on the challenger's data with the job's `evaluate` hook (if it has one)."""
+    evaluate = getattr(module, "evaluate", None)
+    if not callable(evaluate):
+        notes.append(
+            f"champion v{version} has no metrics on this data and {module.__name__} offers no "
+            "evaluate(config, model_uri) hook to compute them"
+        )
+        return None
+    uri = f"models:/{registered_model_name(family)}/{version}"
+    out = evaluate(config, model_uri=uri, settings=settings)
+    run_id = out.run_id if isinstance(out, TrainResult) else str(out)
+    mlflow_client = client(settings)
+    mlflow_client.set_tag(run_id, RUN_KIND_TAG, "evaluation")
+    mlflow_client.set_tag(run_id, EVALUATED_VERSION_TAG, version)
+    notes.append(f"evaluated champion v{version} on the same data: run {run_id[:8]}")
+    return run_id
+
+
+@dataclass
+class Reproduction:
+    original_run_id: str
+    result: TrainResult
+    original_fingerprint: str | None
+    fingerprint: str | None
+    metric_diffs: dict[str, tuple[float | None, float | None]]
+
+    @property
+    def same_data(self) -> bool:
+        return bool(self.fingerprint) and self.fingerprint == self.original_fingerprint
+
+    def max_abs_diff(self) -> float:
+        diffs = [
+            abs(a - b) for a, b in self.metric_diffs.values() if a is not None and b is not None
+        ]
+        return max(diffs, default=0.0)
+
+    def explain(self) -> str:
+        head = f"reproduced run {self.original_run_id[:8]} as run {self.result.run_id[:8]}: " + (
+            "same data"
+            if self.same_data
+            else f"DIFFERENT data ({self.original_fingerprint} -> {self.fingerprint})"
+        )
+        lines = [head]
+        for m, (a, b) in sorted(self.metric_diffs.items()):
+            shown_a = "-" if a is None else f"{a:.6g}"
+            shown_b = "-" if b is None else f"{b:.6g}"
+            lines.append(f"  {m}: {shown_a} -> {shown_b}")
+        return "\n".join(lines)
+
+
+def reproduce(run_ref: str, *, settings: Settings | None = None) -> Reproduction:
+    """Re-run a run from its logged config (same seed) and compare its data fingerprint and metrics."""
+    mlflow_client = client(settings)
+    run = resolve_run(run_ref, None, mlflow_client)
+    family = family_of_run(run, mlflow_client)
+    if family is None:
+        raise ConfigError(f"run {run.info.run_id[:8]} belongs to no model family")
+    module = job_module(family)
+    cls = config_class(module, family)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow_client.download_artifacts(run.info.run_id, "config.json", tmp)
+        except Exception as err:  # noqa: BLE001 - MLflow raises several kinds for a missing file
+            raise RegistryError(
+                f"run {run.info.run_id[:8]} has no config.json artifact: {err}"
+            ) from None
+        data = json.loads(Path(local).read_text())
+    config = parse_config(data, cls, source=f"run {run.info.run_id[:8]} config.json")
+    result: TrainResult = module.train(config, settings=settings)
+    mlflow_client.set_tag(result.run_id, "shopml.reproduces", run.info.run_id)
+    new = mlflow_client.get_run(result.run_id)
+    names = set(run.data.metrics) | set(new.data.metrics)
+    diffs = {m: (run.data.metrics.get(m), new.data.metrics.get(m)) for m in names}
+    return Reproduction(
+        original_run_id=run.info.run_id,
+        result=result,
+        original_fingerprint=run.data.tags.get(FINGERPRINT_TAG),
+        fingerprint=new.data.tags.get(FINGERPRINT_TAG),
+        metric_diffs=diffs,
+    )

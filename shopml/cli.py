@@ -38,6 +38,10 @@ from shopml.cli_serving import register as _register_serving  # noqa: E402
 
 _register_serving(app, bench_app)  # build, serve, bench serve
 
+from shopml.cli_generate import generate_cmd  # noqa: E402
+
+app.command("generate")(generate_cmd)
+
 
 @app.command("run")
 def run_cmd(

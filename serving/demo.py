@@ -1,0 +1,85 @@
+"""The serving steps of the README's main job: build, serve, call every endpoint once, stop.
+
+`build_serve_and_call(store, settings, step)` is called by `shopml/main_job.py` after the three
+families are trained and registered. It prints each request and its answer, so a newcomer sees
+what the storefront and the checkout get back.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from datetime import UTC, datetime
+
+import httpx
+
+from serving import runner
+from serving.build import build
+from shopml.settings import Settings, load_settings
+
+
+def example_requests(store) -> dict[str, list[tuple[str, dict]]]:
+    """One request per endpoint, with ids taken from the store."""
+    inter = store.interactions
+    customer = str(inter["customer_id"].iloc[0])
+    product = str(inter["product_id"].iloc[0])
+    recent = inter["product_id"].astype(str).drop_duplicates().head(3).tolist()
+    calls: dict[str, list[tuple[str, dict]]] = {
+        "recommend": [
+            ("/recommend", {"customer_id": customer, "k": 5, "only_available": True}),
+            ("/recommend", {"customer_id": "new-visitor", "recent_product_ids": recent, "k": 5}),
+            ("/similar", {"product_id": product, "k": 5}),
+            ("/forecast", {"product_ids": [product], "days": 7}),
+        ]
+    }
+    if store.payments is not None and len(store.payments):
+        p = store.payments.iloc[-1]
+        payment = {
+            "transaction_id": "demo-1",
+            "timestamp": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+            "customer_id": str(p["customer_id"]),
+            "card_id": str(p["card_id"]),
+            "terminal_id": str(p["terminal_id"]),
+            "amount": float(p["amount"]),
+            "currency": str(p.get("currency", "EUR")),
+        }
+        calls["fraud"] = [
+            ("/score", payment),
+            ("/labels", {"labels": [{"transaction_id": "demo-1", "is_fraud": False}]}),
+        ]
+    return calls
+
+
+def build_serve_and_call(store, settings: Settings | None = None, step=None) -> dict:
+    """Build the Bentos, start them on free loopback ports, call each endpoint once, stop."""
+    settings = settings or load_settings()
+    step = step or (lambda title: nullcontext())
+    with step("Build: import the MLflow champions into BentoML and build the Bentos"):
+        report = build(settings)
+        for family, text in report.models.items():
+            print(f"    model {family:<12} {text}")
+        for svc, tag in report.bentos.items():
+            print(f"    bento {svc:<12} {tag}")
+    answers: dict = {}
+    for service, calls in example_requests(store).items():
+        if service not in report.bentos:
+            continue
+        with step(f"Serve {service} on 127.0.0.1 and call each endpoint once"):
+            server = runner.start(service, settings=settings)
+            try:
+                seconds = server.wait_ready(120)
+                print(f"    {service} ready on {server.url} in {seconds:.1f} s")
+                with httpx.Client(timeout=10) as client:
+                    for path, payload in calls:
+                        r = client.post(server.url + path, json=payload)
+                        answers[path] = r.json()
+                        print(f"    POST {path} {json.dumps(payload)}")
+                        print(f"      -> {r.status_code} {_short(r.json())}")
+            finally:
+                server.stop()
+    return answers
+
+
+def _short(answer, limit: int = 600) -> str:
+    text = json.dumps(answer)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,92 @@
+"""Typed requests and answers of the fraud service (checkout scoring and late labels).
+
+A payment with a missing id, a negative or non-numeric amount, an unparseable timestamp or an
+unknown currency is refused with a 400 naming the field. Timestamps may carry a time zone
+(converted to UTC) or be naive (taken as UTC); without one the server's clock is used.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from features.contract import CURRENCIES
+
+Currency = Literal[CURRENCIES]  # type: ignore[valid-type]
+Decision = Literal["approve", "review", "decline"]
+
+
+def _id(description: str, default=...):
+    return Field(default, min_length=1, max_length=128, description=description)
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+class PaymentRequest(BaseModel):
+    """One card payment at checkout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: str = _id("Unique id of the payment")
+    timestamp: datetime | None = Field(None, description="When it happened (default: now, UTC)")
+    customer_id: str = _id("Customer id")
+    card_id: str | None = _id("Card / payment instrument id (default: the customer id)", None)
+    terminal_id: str = _id("Terminal, merchant or device id")
+    amount: float = Field(..., ge=0, le=1e9, allow_inf_nan=False, description="Amount, >= 0")
+    currency: Currency = Field("EUR", description=f"ISO 4217 code, one of {', '.join(CURRENCIES)}")
+
+    _utc = field_validator("timestamp")(classmethod(lambda cls, v: naive_utc(v)))
+
+
+class Reason(BaseModel):
+    code: str = Field(description="Stable machine code (feature or rule)")
+    text: str = Field(description="What it means, for a reviewer")
+
+
+class ScoreResponse(BaseModel):
+    transaction_id: str
+    probability: float = Field(description="Calibrated probability of fraud")
+    risk_score: int = Field(ge=0, le=1000, description="round(1000 x probability)")
+    decision: Decision
+    reasons: list[Reason]
+    model_version: str = Field(description="MLflow registered model and version")
+    latency_ms: float = Field(description="Server time spent on this payment (the budget used)")
+    degraded: bool = Field(description="True when online features were unavailable")
+    degraded_reason: str | None = None
+
+
+class Label(BaseModel):
+    """A late fraud label (chargeback, confirmed fraud, or cleared)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_id: str = _id("The payment the label is about")
+    is_fraud: bool
+    label_time: datetime | None = Field(None, description="When it became known (default: now)")
+
+    _utc = field_validator("label_time")(classmethod(lambda cls, v: naive_utc(v)))
+
+
+class LabelsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[Label] = Field(..., min_length=1, max_length=10_000)
+
+
+class LabelsResponse(BaseModel):
+    accepted: int
+    unknown_transactions: list[str] = Field(
+        description="Labels whose payment this server never scored (kept for training only)"
+    )
+    degraded: bool
+    model_version: str
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)

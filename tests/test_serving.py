@@ -1,0 +1,165 @@
+"""Serving pieces without a server: request schemas, the hot path's error mapping, loaders,
+the forecast table and the registry's missing-champion message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from serving.fastpath import FastRoutes, Unavailable, error_response, json_handler
+from serving.fraud_schemas import LabelsRequest, PaymentRequest
+from serving.registry import check_loader, fetch_champion, missing_champion_message
+from serving.schemas import ForecastRequest, RecommendRequest
+from serving.storefront import Forecasts, write_forecast_table
+from shopml.errors import RegistryError, UnknownEntity
+
+PAYMENT = {
+    "transaction_id": "t1",
+    "customer_id": "c1",
+    "terminal_id": "x1",
+    "amount": 12.5,
+    "timestamp": "2024-03-01T10:00:00+01:00",
+}
+
+
+def fields(exc: ValidationError) -> set[str]:
+    return {".".join(str(p) for p in e["loc"]) for e in exc.errors()}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount": -1}, "amount"),
+        ({"amount": "a lot"}, "amount"),
+        ({"amount": None}, "amount"),
+        ({"currency": "XYZ"}, "currency"),
+        ({"timestamp": "yesterday"}, "timestamp"),
+        ({"transaction_id": ""}, "transaction_id"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_bad_payment_names_the_field(change, field):
+    with pytest.raises(ValidationError) as err:
+        PaymentRequest.model_validate_json(json.dumps({**PAYMENT, **change}))
+    assert field in fields(err.value)
+
+
+def test_missing_payment_field_is_named():
+    body = {k: v for k, v in PAYMENT.items() if k != "customer_id"}
+    with pytest.raises(ValidationError) as err:
+        PaymentRequest.model_validate(body)
+    assert fields(err.value) == {"customer_id"}
+
+
+def test_payment_timestamp_with_a_zone_becomes_naive_utc():
+    p = PaymentRequest.model_validate_json(json.dumps(PAYMENT))
+    assert p.timestamp == pd.Timestamp("2024-03-01 09:00:00").to_pydatetime()
+    assert p.card_id is None and p.currency == "EUR"
+
+
+def test_labels_request_bounds():
+    assert (
+        len(
+            LabelsRequest.model_validate(
+                {"labels": [{"transaction_id": "t", "is_fraud": True}]}
+            ).labels
+        )
+        == 1
+    )
+    with pytest.raises(ValidationError):
+        LabelsRequest.model_validate({"labels": []})
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"), [({"k": 0}, "k"), ({"k": 201}, "k"), ({"exclude": "x"}, "exclude")]
+)
+def test_recommend_request_bounds(payload, field):
+    with pytest.raises(ValidationError) as err:
+        RecommendRequest.model_validate(payload)
+    assert fields(err.value) == {field}
+
+
+def test_error_mapping_gives_4xx_with_the_name_and_a_quiet_500():
+    with pytest.raises(ValidationError) as err:
+        RecommendRequest.model_validate_json(b'{"k": 999}')
+    status, body = error_response(err.value)
+    assert status == 400 and "k:" in json.loads(body)["error"]
+    status, body = error_response(UnknownEntity("product", ["P9"]))
+    assert status == 404 and json.loads(body)["ids"] == ["P9"]
+    assert error_response(Unavailable("no forecast"))[0] == 503
+    assert error_response(ValueError("bad k"))[0] == 422
+    status, body = error_response(RuntimeError("secret card 4111 1111 1111 1111"))
+    assert status == 500 and b"4111" not in body
+
+
+def test_fast_route_answers_and_passes_other_routes_on():
+    class Routes(FastRoutes):
+        routes = {}
+
+    Routes.register("/echo", json_handler(ForecastRequest, lambda r: {"n": len(r.product_ids)}))
+    passed = []
+
+    async def inner(scope, receive, send):
+        passed.append(scope["path"])
+
+    app = Routes(inner)
+    sent = []
+
+    async def call(path, body):
+        msgs = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            return msgs.pop(0)
+
+        async def send(m):
+            sent.append(m)
+
+        await app({"type": "http", "method": "POST", "path": path}, receive, send)
+
+    asyncio.run(call("/echo", b'{"product_ids": ["a", "b"]}'))
+    asyncio.run(call("/other", b"{}"))
+    asyncio.run(call("/echo", b'{"product_ids": []}'))
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"]) == {"n": 2}
+    assert passed == ["/other"]
+    assert sent[2]["status"] == 400 and "product_ids" in json.loads(sent[3]["body"])["error"]
+
+
+def test_only_shopml_model_loaders_are_accepted():
+    assert check_loader("models.recommenders:Recommender.load")
+    for bad in ("os:system", "models.recommenders", "builtins:eval"):
+        with pytest.raises(RegistryError):
+            check_loader(bad)
+
+
+def test_missing_champion_says_which_command_to_run(tmp_shopml_home):
+    with pytest.raises(RegistryError) as err:
+        fetch_champion("fraud")
+    assert "shopml train fraud" in str(err.value) and "shopml promote" in str(err.value)
+    assert "shopml train forecast" in missing_champion_message("forecast")
+
+
+def test_forecast_table_round_trip(tmp_path):
+    dates = pd.date_range("2024-01-01", periods=3)
+    frame = pd.DataFrame(
+        {
+            "product_id": np.repeat(["b", "a"], 3),
+            "date": np.tile(dates, 2),
+            "p10": np.arange(6.0),
+            "p50": np.arange(6.0) + 1,
+            "p90": np.arange(6.0) + 2,
+            "flag": "model",
+        }
+    )
+    write_forecast_table(frame, tmp_path, generated_at="2023-12-31")
+    fc = Forecasts(tmp_path, "shopml-forecast/1")
+    out = fc.forecast(ForecastRequest(product_ids=["a"], days=2))
+    assert out["forecasts"][0]["dates"] == ["2024-01-01", "2024-01-02"]
+    assert out["forecasts"][0]["p50"] == [4.0, 5.0]
+    assert out["generated_at"] == "2023-12-31"
+    with pytest.raises(UnknownEntity, match="zzz"):
+        fc.forecast(ForecastRequest(product_ids=["zzz"]))

@@ -75,7 +75,8 @@ class OnlineFeatures:
         return [f"{e[:2]}:{ids[s]}" for e, s in zip(self._ents, self._slot, strict=True)]
 
     def compute(self, t: int, amount: float, customer: str, card: str, terminal: str,
-                out, record: bool = True, label_known_ms: int | None = None) -> int:  # fmt: skip
+                out, record: bool = True, label_known_ms: int | None = None,
+                transaction_id: str | None = None) -> int:  # fmt: skip
         """Fill `out` with the features of a payment at `t` ms; return the `unseen` bit mask.
 
         `record=False` leaves the state as it was (a what-if score). `label_known_ms` (replay
@@ -176,7 +177,8 @@ class OnlineFeatures:
                     insort(fr, label_known_ms)
                     record_undo[4] = True
         if record:
-            self.store.online_write_batch(dict(zip(keys, states, strict=True)))
+            pay = None if transaction_id is None else (transaction_id, customer, terminal, t)
+            self.store.online_write_batch(dict(zip(keys, states, strict=True)), pay)
         else:
             self._undo(undo)
         return unseen

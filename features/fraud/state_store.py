@@ -82,25 +82,41 @@ class EntityState:
 
 
 class StateStore(Protocol):
-    """Where online feature state lives: read a payment's keys, write them back."""
+    """Where online feature state lives: read a payment's keys, write them back (with, optionally,
+    the payment's (customer, terminal, time) under its id so that a late label can find them)."""
 
     def online_read(self, keys: Sequence[str]) -> list[EntityState | None]: ...
 
-    def online_write_batch(self, items: Mapping[str, EntityState]) -> None: ...
+    def online_write_batch(
+        self, items: Mapping[str, EntityState], payment: tuple[str, str, str, int] | None = None
+    ) -> None: ...
+
+    def lookup_payment(self, transaction_id: str) -> tuple[str, str, int] | None: ...
 
 
 class InMemoryStateStore:
     """Default store: live `EntityState` objects in a dict (mutated in place, nothing encoded)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_payments: int = 2_000_000) -> None:
         self._data: dict[str, EntityState] = {}
+        self._payments: dict[str, tuple[str, str, int]] = {}  # insertion-ordered, oldest first
+        self.max_payments = max_payments
 
     def online_read(self, keys: Sequence[str]) -> list[EntityState | None]:
         get = self._data.get
         return [get(k) for k in keys]
 
-    def online_write_batch(self, items: Mapping[str, EntityState]) -> None:
+    def online_write_batch(self, items: Mapping[str, EntityState],
+                           payment: tuple[str, str, str, int] | None = None) -> None:  # fmt: skip
         self._data.update(items)
+        if payment is not None:
+            pays = self._payments
+            pays[payment[0]] = payment[1:]
+            if len(pays) > self.max_payments:
+                del pays[next(iter(pays))]
+
+    def lookup_payment(self, transaction_id: str) -> tuple[str, str, int] | None:
+        return self._payments.get(transaction_id)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -131,14 +147,25 @@ class RedisStateStore:
         blobs = self.client.mget([p + k for k in keys])
         return [None if b is None else EntityState.from_bytes(b) for b in blobs]
 
-    def online_write_batch(self, items: Mapping[str, EntityState]) -> None:
-        if not items:
+    def online_write_batch(self, items: Mapping[str, EntityState],
+                           payment: tuple[str, str, str, int] | None = None) -> None:  # fmt: skip
+        if not items and payment is None:
             return
         p = self.prefix
         pipe = self.client.pipeline(transaction=False)
         for k, st in items.items():
             pipe.set(p + k, st.to_bytes(), ex=self.ttl_seconds)
+        if payment is not None:
+            tx, customer, terminal, t_ms = payment
+            pipe.set(f"{p}tx:{tx}", f"{customer}\x1f{terminal}\x1f{t_ms}", ex=self.ttl_seconds)
         pipe.execute()
+
+    def lookup_payment(self, transaction_id: str) -> tuple[str, str, int] | None:
+        blob = self.client.get(f"{self.prefix}tx:{transaction_id}")
+        if blob is None:
+            return None
+        customer, terminal, t_ms = blob.decode().split("\x1f")
+        return customer, terminal, int(t_ms)
 
     def clear(self) -> None:
         """Delete every key under this store's prefix."""

@@ -1,0 +1,23 @@
+"""Fraud scoring: LightGBM scorer with calibration and reasons, a logistic baseline, decision
+policy, rule layer and the one-call `FraudEngine` used at checkout."""
+
+from models.fraud.baseline import LogisticBaseline
+from models.fraud.calibration import Calibrator
+from models.fraud.engine import FraudDecision, FraudEngine, LabelReport, validate_payment
+from models.fraud.policy import DecisionPolicy, RuleLayer
+from models.fraud.reasons import Reason, describe
+from models.fraud.scorer import FraudScorer
+
+__all__ = [
+    "Calibrator",
+    "DecisionPolicy",
+    "FraudDecision",
+    "FraudEngine",
+    "FraudScorer",
+    "LabelReport",
+    "LogisticBaseline",
+    "Reason",
+    "RuleLayer",
+    "describe",
+    "validate_payment",
+]

@@ -1,0 +1,254 @@
+"""One call from a raw payment to a decision: online features + calibrated score + policy + rules.
+
+`FraudEngine.score(payment)` validates the payment, computes its features from per-key state
+(recording it), scores it, applies the rule layer and the decision policy and returns a
+`FraudDecision` with reasons. If the state store fails the payment is scored as if all its keys
+were new and the decision is flagged `degraded`. No MLflow or BentoML here: serving wraps it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.contract import CURRENCIES
+from features.fraud.definition import FeatureSet
+from features.fraud.labels import append_labels
+from features.fraud.online import UNSEEN, OnlineFeatures
+from features.fraud.state_store import InMemoryStateStore, StateStore
+from models.fraud.policy import APPROVE, DecisionPolicy, RuleLayer, stricter
+from models.fraud.reasons import Reason
+from models.fraud.scorer import FraudScorer
+from shopml.errors import DataError
+
+ENGINE_FILE = "engine.json"
+_EPOCH = datetime(1970, 1, 1)
+_ONE_MS = timedelta(milliseconds=1)
+_CURRENCIES = frozenset(CURRENCIES)
+_UNSEEN_REASONS = {
+    e: Reason(f"unseen:{e}", f"first payment seen from this {e} (no history)") for e in UNSEEN
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FraudDecision:
+    transaction_id: str
+    probability: float
+    risk_score: int  # round(1000 x probability)
+    decision: str  # approve | review | decline
+    reasons: tuple[Reason, ...]
+    degraded: bool = False
+    degraded_reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"transaction_id": self.transaction_id, "probability": self.probability,
+                "risk_score": self.risk_score, "decision": self.decision,
+                "reasons": [r.to_dict() for r in self.reasons], "degraded": self.degraded,
+                "degraded_reason": self.degraded_reason}  # fmt: skip
+
+
+@dataclass
+class LabelReport:
+    accepted: int
+    unknown_transactions: list[str] = field(default_factory=list)
+    stored_at: str | None = None
+
+
+def to_ms(value, field_name: str = "timestamp") -> int:
+    """datetime / pandas Timestamp / ISO string / None (now) -> epoch milliseconds (UTC)."""
+    if value is None:
+        return (datetime.now(UTC).replace(tzinfo=None) - _EPOCH) // _ONE_MS
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise DataError(f"payment.{field_name}: unparseable timestamp {value!r}") from None
+    if isinstance(value, pd.Timestamp):
+        if value is pd.NaT:
+            raise DataError(f"payment.{field_name}: missing timestamp")
+        if value.tzinfo is not None:
+            value = value.tz_convert("UTC").tz_localize(None)
+        return value.value // 1_000_000
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return (value - _EPOCH) // _ONE_MS
+    if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            raise DataError(f"payment.{field_name}: missing timestamp")
+        return int(value.astype("datetime64[ms]").astype("int64"))
+    raise DataError(f"payment.{field_name}: unparseable timestamp {value!r}")
+
+
+def _id(payment: Mapping, name: str, default=None) -> str:
+    v = payment.get(name, default)
+    if v is None or isinstance(v, float) and math.isnan(v):
+        raise DataError(f"payment.{name}: missing id")
+    v = v if isinstance(v, str) else str(v)
+    if not v.strip():
+        raise DataError(f"payment.{name}: empty id")
+    return v
+
+
+def validate_payment(payment: Mapping) -> tuple[str, int, float, str, str, str]:
+    """(transaction_id, t_ms, amount, customer, card, terminal) or a DataError naming the field."""
+    if not isinstance(payment, Mapping):
+        raise DataError(f"payment must be a mapping of fields, got {type(payment).__name__}")
+    tx = _id(payment, "transaction_id")
+    customer = _id(payment, "customer_id")
+    terminal = _id(payment, "terminal_id")
+    card = payment.get("card_id")
+    card = customer if card is None else _id(payment, "card_id")
+    amount = payment.get("amount")
+    if amount is None:
+        raise DataError("payment.amount: missing")
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        try:
+            amount = float(amount)
+        except (TypeError, ValueError):
+            raise DataError(f"payment.amount: not a number ({amount!r})") from None
+    amount = float(amount)
+    if not math.isfinite(amount) or amount < 0:
+        raise DataError(f"payment.amount: must be a finite number >= 0, got {amount}")
+    currency = payment.get("currency", "EUR")
+    if currency not in _CURRENCIES:
+        raise DataError(f"payment.currency: unknown currency {currency!r}; expected one of "
+                        f"{', '.join(CURRENCIES)}")  # fmt: skip
+    return tx, to_ms(payment.get("timestamp")), amount, customer, card, terminal
+
+
+class FraudEngine:
+    """Features online state + scorer + rules + policy behind `score(payment)`."""
+
+    def __init__(self, scorer: FraudScorer, feature_set: FeatureSet | None = None,
+                 store: StateStore | None = None, policy: DecisionPolicy | None = None,
+                 rules: RuleLayer | None = None, explain: str = "auto", top_reasons: int = 3,
+                 labels_dir: str | Path | None = None):  # fmt: skip
+        self.scorer = scorer
+        self.feature_set = feature_set or FeatureSet()
+        if list(scorer.feature_names_) != list(self.feature_set.names):
+            raise DataError(
+                f"scorer was trained on {len(scorer.feature_names_)} features that differ from "
+                f"feature set {self.feature_set.version}"
+            )
+        self.features = OnlineFeatures(self.feature_set, store)
+        self.policy = policy or DecisionPolicy()
+        self.rules = rules or RuleLayer()
+        if explain not in ("auto", "always", "never"):
+            raise DataError(f"explain must be auto, always or never, got {explain!r}")
+        self.explain = explain
+        self.top_reasons = top_reasons
+        self.labels_dir = labels_dir
+        self._x = self.features.new_vector()
+        self._fallback = OnlineFeatures(self.feature_set, InMemoryStateStore())
+
+    @property
+    def store(self) -> StateStore:
+        return self.features.store
+
+    def score(self, payment: Mapping, record: bool = True) -> FraudDecision:
+        """Validate, featurise (recording the payment), score and decide one raw payment."""
+        tx, t, amount, customer, card, terminal = validate_payment(payment)
+        return self.score_fields(tx, t, amount, customer, card, terminal, record)
+
+    def score_fields(self, tx: str, t: int, amount: float, customer: str, card: str,
+                     terminal: str, record: bool = True) -> FraudDecision:  # fmt: skip
+        x = self._x
+        degraded_reason = None
+        try:
+            unseen = self.features.compute(t, amount, customer, card, terminal, x, record=record,
+                                           transaction_id=tx)  # fmt: skip
+        except DataError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any store failure degrades, never fails checkout
+            degraded_reason = f"feature state unavailable: {type(err).__name__}"
+            self._fallback.store.clear()
+            unseen = self._fallback.compute(t, amount, customer, card, terminal, x, record=False)
+        p = self.scorer.predict_one(x)
+        decision = self.policy.decide(p, amount)
+        reasons: list[Reason] = []
+        for hit in self.rules.check(customer, card, terminal, amount):
+            decision = stricter(decision, hit.action)
+            reasons.append(hit.reason)
+        if self.explain == "always" or (self.explain == "auto" and decision != APPROVE):
+            reasons.extend(self.scorer.explain(x, self.top_reasons))
+        if unseen:
+            reasons.extend(r for e, r in _UNSEEN_REASONS.items() if unseen & UNSEEN[e])
+        if degraded_reason:
+            reasons.append(Reason("degraded", degraded_reason))
+        return FraudDecision(tx, p, int(round(p * 1000)), decision, tuple(reasons),
+                             degraded_reason is not None, degraded_reason)  # fmt: skip
+
+    def predict_frame(self, payments: pd.DataFrame) -> pd.DataFrame:
+        """Score a frame of raw payments in time order without recording them (generic use)."""
+        order = np.argsort(pd.to_datetime(payments["timestamp"]).to_numpy(), kind="stable")
+        rows = payments.to_dict("records")
+        out = [None] * len(rows)
+        for i in order:
+            out[i] = self.score(rows[i], record=False).to_dict()
+        return pd.DataFrame(out, index=payments.index)
+
+    # ------------------------------------------------------------ labels
+    def ingest_labels(self, labels: Iterable[Mapping] | pd.DataFrame) -> LabelReport:
+        """Late labels (transaction_id, is_fraud, [label_time], [customer_id, terminal_id]):
+        frauds update the online customer/terminal risk from their label time; every label is
+        appended to `labels_dir` (when set) for the next training."""
+        rows = labels.to_dict("records") if isinstance(labels, pd.DataFrame) else list(labels)
+        now = to_ms(None)
+        unknown, accepted, stored = [], 0, []
+        for row in rows:
+            tx = _id(row, "transaction_id")
+            flag = row.get("is_fraud")
+            if not isinstance(flag, bool | np.bool_):
+                raise DataError(f"label.is_fraud: must be true or false, got {flag!r}")
+            lt = row.get("label_time")
+            known = now if lt is None or lt is pd.NaT else to_ms(lt, "label_time")
+            accepted += 1
+            stored.append({"transaction_id": tx, "is_fraud": bool(flag),
+                           "label_time": _EPOCH + known * _ONE_MS})  # fmt: skip
+            if not flag:
+                continue
+            if row.get("customer_id") is not None and row.get("terminal_id") is not None:
+                customer, terminal = str(row["customer_id"]), str(row["terminal_id"])
+            else:
+                found = self.store.lookup_payment(tx)
+                if found is None:
+                    unknown.append(tx)
+                    continue
+                customer, terminal, _ = found
+            self.features.add_fraud_label(customer, terminal, known)
+        where = None
+        if self.labels_dir is not None and stored:
+            where = str(append_labels(pd.DataFrame(stored), self.labels_dir))
+        return LabelReport(accepted, unknown, where)
+
+    # --------------------------------------------------------- save/load
+    def save(self, path: str | Path) -> Path:
+        """Scorer files + `engine.json` (feature set and its version, policy, rules)."""
+        path = Path(path)
+        self.scorer.save(path)
+        meta = {"feature_set": self.feature_set.to_dict(),
+                "feature_version": self.feature_set.version,
+                "policy": self.policy.to_dict(), "rules": self.rules.to_dict(),
+                "explain": self.explain, "top_reasons": self.top_reasons}  # fmt: skip
+        (path / ENGINE_FILE).write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, store: StateStore | None = None,
+             labels_dir: str | Path | None = None) -> FraudEngine:  # fmt: skip
+        path = Path(path)
+        if not (path / ENGINE_FILE).is_file():
+            raise DataError(f"{path} holds no saved FraudEngine ({ENGINE_FILE} missing)")
+        meta = json.loads((path / ENGINE_FILE).read_text())
+        fs = FeatureSet.from_dict(meta["feature_set"])
+        return cls(FraudScorer.load(path), fs, store, DecisionPolicy(**meta["policy"]),
+                   RuleLayer.from_dict(meta["rules"]), meta.get("explain", "auto"),
+                   meta.get("top_reasons", 3), labels_dir)  # fmt: skip

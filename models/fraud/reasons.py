@@ -1,0 +1,95 @@
+"""Feature names -> sentences a fraud reviewer understands (used for reason codes)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+_UNITS = {"h": ("hour", "hours"), "d": ("day", "days"), "m": ("minute", "minutes"),
+          "s": ("second", "seconds")}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One reason behind a score: a stable code, words for a reviewer, and its weight
+    (log-odds contribution for model reasons; 0 for rule hits and facts)."""
+
+    code: str
+    text: str
+    weight: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "text": self.text, "weight": round(self.weight, 4)}
+
+
+def _window(lab: str) -> str:
+    n, u = int(lab[:-1]), lab[-1]
+    one, many = _UNITS[u]
+    return f"last {one}" if n == 1 else f"last {n} {many}"
+
+
+def _num(v: float) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "n/a"
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}"
+
+
+def _duration(secs: float) -> str:
+    if secs < 120:
+        return f"{secs:.0f} seconds"
+    if secs < 7200:
+        return f"{secs / 60:.0f} minutes"
+    if secs < 172800:
+        return f"{secs / 3600:.1f} hours"
+    return f"{secs / 86400:.1f} days"
+
+
+_PATTERNS: list[tuple[re.Pattern, object]] = [
+    (re.compile(r"^(\w+?)_count_(\w+)$"), lambda e, w, v: f"{_num(v)} payments by this {e} in the {_window(w)}"),
+    (re.compile(r"^(\w+?)_amount_mean_(\w+)$"), lambda e, w, v: f"average amount {_num(v)} for this {e} over the {_window(w)}"),
+    (re.compile(r"^(\w+?)_amount_max_(\w+)$"), lambda e, w, v: f"largest amount {_num(v)} for this {e} over the {_window(w)}"),
+    (re.compile(r"^(\w+?)_new_terminals_(\w+)$"), lambda e, w, v: f"{_num(v)} terminals used by this {e} for the first time in the {_window(w)}"),
+    (re.compile(r"^(\w+?)_delayed_count_(\w+)$"), lambda e, w, v: f"{_num(v)} payments of this {e} in the {_window(w)} before the label delay"),
+    (re.compile(r"^(\w+?)_known_frauds_(\w+)$"), lambda e, w, v: f"{_num(v)} confirmed frauds of this {e} reported in the {_window(w)}"),
+    (re.compile(r"^(\w+?)_fraud_rate_(\w+)$"), lambda e, w, v: f"{100 * v:.0f}% of this {e}'s payments in a {_window(w)[5:]} window (before the label delay) were fraud"),
+    (re.compile(r"^customer_spikes_(\w+)$"), lambda w, v: f"{_num(v)} unusually large payments by this customer in the {_window(w)}"),
+]  # fmt: skip
+
+
+def describe(name: str, value: float) -> str:
+    """A short sentence for feature `name` taking `value`."""
+    if name == "amount":
+        return f"amount {_num(value)}"
+    if name == "hour":
+        return f"payment at {int(value):02d}:00 UTC"
+    if name == "is_night":
+        return "payment at night (00:00-06:59)" if value else "payment during the day"
+    if name == "is_weekend":
+        return "payment on a weekend" if value else "payment on a weekday"
+    if name == "customer_amount_to_usual":
+        if math.isnan(value):
+            return "no recent payments to compare the amount with"
+        return f"amount is {value:.1f}x this customer's usual amount"
+    if name == "customer_amount_to_prev_max":
+        if math.isnan(value):
+            return "no recent payments to compare the amount with"
+        return f"amount is {value:.1f}x this customer's largest payment in 30 days"
+    m = re.match(r"^(\w+?)_secs_since_prev$", name)
+    if m:
+        if math.isnan(value):
+            return f"first payment seen from this {m.group(1)}"
+        return f"{_duration(value)} since this {m.group(1)}'s previous payment"
+    m = re.match(r"^(\w+?)_new_terminal$", name)
+    if m:
+        e = m.group(1)
+        return (f"first payment of this {e} at this terminal" if value
+                else f"this {e} has paid at this terminal before")  # fmt: skip
+    m = re.match(r"^(\w+?)_terminals_ever$", name)
+    if m:
+        return f"this {m.group(1)} has used {_num(value)} different terminals"
+    for pattern, fmt in _PATTERNS:
+        m = pattern.match(name)
+        if m:
+            return fmt(*m.groups(), value)
+    return f"{name.replace('_', ' ')} = {_num(value)}"

@@ -208,3 +208,33 @@ def test_popularity_ranks_by_customers():
     m = build_matrix(pd.concat([ev, extra]), InteractionConfig())
     model = PopularityRecommender().fit(m)
     assert model.popular(k=1).product_ids.tolist() == ["b3"]
+
+
+def test_candidate_cache_gives_the_same_answers(matrix, tmp_path):
+    plain = EASERecommender(l2=1.0).fit(matrix, PRODUCTS)
+    cached = EASERecommender(l2=1.0).fit(matrix, PRODUCTS).precompute(n=3)
+    filters = [
+        RecommendFilters(),
+        RecommendFilters(categories=("books",)),
+        RecommendFilters(only_available=True, exclude_ids=("a1",)),
+    ]
+    ids = [f"c{i}" for i in range(12)] + ["stranger"]
+
+    def same(a, b):  # equal scores; equal ids except among tied scores (cross-block zeros)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+        if len(a):
+            untied = a.scores > a.scores[-1] + 1e-6
+            assert a.product_ids[untied].tolist() == b.product_ids[untied].tolist()
+
+    for f in filters:
+        for k in (1, 2, 5):  # k=5 > n: falls back to full scoring
+            for a, b in zip(plain.recommend(ids, k, f), cached.recommend(ids, k, f), strict=True):
+                same(a, b)
+            for cid in ids:
+                same(plain.recommend_one(cid, k, f), cached.recommend_one(cid, k, f))
+    cached.save(tmp_path / "m")
+    again = Recommender.load(tmp_path / "m")
+    assert again.candidates_ is not None
+    assert again.recommend_one("c0", 2).product_ids.tolist() == (
+        cached.recommend_one("c0", 2).product_ids.tolist()
+    )

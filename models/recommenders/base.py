@@ -120,6 +120,7 @@ class Recommender:
         self.user_items_.sort_indices()
         self.popularity_ = np.diff(self.user_items_.tocsc().indptr).astype(np.float32)
         self._set_catalog(products)
+        self.candidates_ = None
         self._fit(self.user_items_, matrix)
         self._prepare()
         return self
@@ -225,6 +226,10 @@ class Recommender:
         row = self.customer_index_.get(customer_id)
         if row is None:
             return self._unknown_customer(k, filters)
+        if self.candidates_ is not None and filters.exclude_purchased:
+            rec = self._from_candidates(row, k, filters)
+            if rec is not None:
+                return rec
         scores = self._score_one(row)
         if filters.exclude_purchased:
             scores[
@@ -234,6 +239,59 @@ class Recommender:
         if blocked is not None:
             scores[blocked] = -np.inf
         return self._finish(scores, k, self.name)
+
+    # ---- candidate cache --------------------------------------------------------------------
+    def precompute(self, n: int = 100, block: int = BLOCK) -> Recommender:
+        """Keep each known customer's top-n (purchased products excluded), best first.
+
+        Requests with `exclude_purchased` are then answered from this list (other filters are
+        applied to it); when fewer than k candidates survive the filters, the model scores the
+        customer in full as before. Answers equal the uncached ones for k <= n.
+        """
+        self._check_fitted()
+        self.candidates_ = None
+        n = min(check_k(n), self.n_items)
+        rows = np.arange(len(self.customer_ids_))
+        idx = np.zeros((len(rows), n), np.int32)
+        scores = np.full((len(rows), n), -np.inf, np.float32)
+        for start in range(0, len(rows), block):
+            i, sc = self.top_k_block(rows[start : start + block], n, DEFAULT_FILTERS)
+            idx[start : start + len(i), : i.shape[1]] = i
+            scores[start : start + len(i), : i.shape[1]] = sc
+        self.candidate_scores_ = scores
+        self.candidate_counts_ = (scores > -np.inf).sum(axis=1).astype(np.int32)
+        self.candidates_ = np.where(scores > -np.inf, idx, 0).astype(np.int32)
+        return self
+
+    def _from_candidates(self, row: int, k: int, filters: RecommendFilters):
+        cand = self.candidates_[row]
+        count = self.candidate_counts_[row]
+        blocked = self._blocked(filters)
+        if blocked is None:
+            if count < k:
+                return None
+            return Recommendations(
+                self.product_ids_[cand[:k]], self.candidate_scores_[row, :k], self.name
+            )
+        keep = np.flatnonzero(~blocked[cand[:count]])[:k]
+        if len(keep) < k:
+            return None
+        top = cand[keep]
+        return Recommendations(self.product_ids_[top], self.candidate_scores_[row, keep], self.name)
+
+    def _block_from_candidates(self, rows: np.ndarray, k: int, filters: RecommendFilters):
+        cand = self.candidates_[rows]
+        scores = self.candidate_scores_[rows]
+        blocked = self._blocked(filters)
+        bad = scores == -np.inf
+        if blocked is not None:
+            bad = bad | blocked[cand]
+        order = np.argsort(bad, axis=1, kind="stable")[:, :k]
+        idx = np.take_along_axis(cand, order, axis=1)
+        sc = np.where(np.take_along_axis(bad, order, axis=1), -np.inf,
+                      np.take_along_axis(scores, order, axis=1))  # fmt: skip
+        short = np.flatnonzero((~bad).sum(axis=1) < k)
+        return idx.astype(np.int64), sc.astype(np.float32), short
 
     def recommend(
         self, customer_ids, k: int = 10, filters: RecommendFilters = DEFAULT_FILTERS
@@ -260,6 +318,19 @@ class Recommender:
         self, rows: np.ndarray, k: int, filters: RecommendFilters = DEFAULT_FILTERS
     ) -> tuple[np.ndarray, np.ndarray]:
         """Item indices and scores (n, k) of known customer rows; -inf marks missing slots."""
+        if (
+            self.candidates_ is not None
+            and filters.exclude_purchased
+            and k <= self.candidates_.shape[1]
+        ):
+            idx, sc, short = self._block_from_candidates(rows, k, filters)
+            if len(short):
+                self_cands, self.candidates_ = self.candidates_, None
+                try:
+                    idx[short], sc[short] = self.top_k_block(rows[short], k, filters)
+                finally:
+                    self.candidates_ = self_cands
+            return idx, sc
         scores = np.asarray(self._scores_known(rows), dtype=np.float32)
         if not scores.flags.writeable or not scores.flags.c_contiguous:
             scores = np.ascontiguousarray(scores).copy()
@@ -356,6 +427,8 @@ class Recommender:
             "categories": self.categories_.astype(str),
             "available": self.available_,
         }
+        if getattr(self, "candidates_", None) is not None:
+            arrays.update(candidates=self.candidates_, candidate_scores=self.candidate_scores_)
         arrays.update({f"m_{k}": v for k, v in self._state().items()})
         np.savez(folder / "arrays.npz", **arrays)
         meta = {"format": FORMAT_VERSION, "class": self.name, "params": self._json_params()}
@@ -394,6 +467,12 @@ class Recommender:
         model.categories_ = arrays["categories"].astype(str)
         model.available_ = arrays["available"]
         model._set_state({k[2:]: v for k, v in arrays.items() if k.startswith("m_")})
+        model.candidates_ = arrays.get("candidates")
+        if model.candidates_ is not None:
+            model.candidate_scores_ = arrays["candidate_scores"]
+            model.candidate_counts_ = (
+                (model.candidate_scores_ > -np.inf).sum(axis=1).astype(np.int32)
+            )
         model._prepare()
         return model
 

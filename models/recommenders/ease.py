@@ -13,6 +13,18 @@ from models.recommenders.base import Recommender
 MAX_ITEMS = 20_000
 
 
+def _spd_inverse(G: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite matrix via Cholesky (about 2x faster than LU)."""
+    from scipy.linalg import lapack
+
+    c, info = lapack.dpotrf(np.asfortranarray(G), lower=False, overwrite_a=True, clean=False)
+    if info == 0:
+        inv, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+        if info == 0:
+            return np.triu(inv) + np.triu(inv, 1).T
+    return np.linalg.inv(G)
+
+
 class EASERecommender(Recommender):
     """B = argmin ||X - XB||^2 + l2 ||B||^2 (diag(B) = 0); scores are X_u @ B."""
 
@@ -33,7 +45,7 @@ class EASERecommender(Recommender):
         G = (X.T @ X).toarray().astype(np.float64)
         diag = np.diag(G).copy()
         G[np.diag_indices(n)] += self.l2 + self.dropout / (1.0 - self.dropout) * diag
-        P = np.linalg.inv(G)
+        P = _spd_inverse(G)
         B = P / (-np.diag(P))[None, :]
         B[np.diag_indices(n)] = 0.0
         self.B_ = np.ascontiguousarray(B, dtype=np.float32)

@@ -1,0 +1,275 @@
+"""`shopml train recommender`: load data, build the interaction matrix, split, fit, evaluate,
+log to MLflow (config, metrics, recall@k/coverage plots, the native model with its id mappings)
+and register the model. With `search.trials > 0`, hyperparameters are drawn at random from
+`search.space`, each trial is a nested run scored on a validation split cut from the training
+part (never the test part), and the best trial's parameters are used for the final model.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from features.interactions import InteractionConfig, InteractionMatrix, build_matrix, events_frame
+from features.sources import SourceConfig, load_source
+from features.store import Store
+from models.recommenders import (
+    BlendRecommender,
+    FallbackRecommender,
+    PopularityRecommender,
+    Recommender,
+    make_model,
+)
+from shopml.config import ConfigModel
+from shopml.errors import ConfigError, DataError
+from shopml.settings import Settings
+from training.recommender_eval import Truth, truth_from_events
+from training.recommender_eval import evaluate as evaluate_model
+from training.splits import Split, stratified_split, temporal_split
+from training.tracking import (
+    TrainResult,
+    log_curve,
+    log_figure,
+    log_native_model,
+    register_model,
+    start_run,
+)
+
+FAMILY = "recommender"
+LOADER = "models.recommenders:Recommender.load"
+CURVE_KS = (1, 5, 10, 20, 50, 100)
+
+
+class ModelConfig(ConfigModel):
+    """One model: `kind` (popularity, als, bpr, item_knn, ease) and its parameters."""
+
+    kind: Literal["popularity", "als", "bpr", "item_knn", "ease"] = "ease"
+    params: dict = Field(default_factory=dict)
+    weight: float = 1.0  # used inside a blend
+
+
+class SplitConfig(ConfigModel):
+    """temporal: train before `cutoff` (default: `test_days` before the last event), test on
+    new products bought after it. stratified: each `by` group's events split `ratio` at random."""
+
+    kind: Literal["temporal", "stratified"] = "temporal"
+    cutoff: datetime | None = None
+    test_days: float = Field(default=14.0, gt=0)
+    ratio: float = Field(default=0.75, gt=0, lt=1)
+    by: Literal["product_id", "customer_id"] = "product_id"
+    seed: int = 42
+
+
+class SearchConfig(ConfigModel):
+    """Random search over `space` (parameter -> list of choices; `model.` / `interactions.`)."""
+
+    trials: int = Field(default=0, ge=0)
+    space: dict[str, list] = Field(default_factory=dict)
+    seed: int = 0
+
+
+class RecommenderJobConfig(ConfigModel):
+    source: SourceConfig = Field(default_factory=lambda: SourceConfig(kind="generated"))
+    interactions: InteractionConfig = Field(default_factory=InteractionConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    blend_with: list[ModelConfig] = Field(default_factory=list)
+    fallback: bool = True
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    k: int = Field(default=20, gt=0)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    precompute_top_n: int = Field(default=100, ge=0)  # served candidates per customer; 0 = off
+    seed: int = 0
+    register_model: bool = True
+
+
+# ---- data ------------------------------------------------------------------------------------
+def split_events(events: pd.DataFrame, cfg: SplitConfig) -> tuple[Split, pd.Timestamp | None]:
+    """The job's split, and the cut-off (decay reference) when temporal."""
+    if len(events) == 0:
+        raise DataError("no interaction events to train a recommender on")
+    if cfg.kind == "stratified":
+        return stratified_split(events, cfg.ratio, cfg.by, cfg.seed), None
+    cutoff = pd.Timestamp(cfg.cutoff) if cfg.cutoff else (
+        events["timestamp"].max() - pd.Timedelta(days=cfg.test_days)
+    )  # fmt: skip
+    return temporal_split(events, cutoff, only_new=True), cutoff
+
+
+def _matrix(events: pd.DataFrame, cfg: InteractionConfig, as_of) -> InteractionMatrix:
+    if cfg.half_life_days is not None and as_of is not None and cfg.as_of is None:
+        cfg = cfg.model_copy(update={"as_of": pd.Timestamp(as_of).to_pydatetime()})
+    return build_matrix(events, cfg)
+
+
+def build_model(config: RecommenderJobConfig) -> Recommender:
+    """The configured model: one kind, or a blend, wrapped in the fallback chain if asked."""
+    model = make_model(config.model.kind, **config.model.params)
+    if config.blend_with:
+        parts = [model] + [make_model(m.kind, **m.params) for m in config.blend_with]
+        weights = [config.model.weight] + [m.weight for m in config.blend_with]
+        model = BlendRecommender(parts, weights=weights)
+    if config.fallback:
+        model = FallbackRecommender(model, PopularityRecommender(mode="trending"))
+    return model
+
+
+def _with_overrides(config: RecommenderJobConfig, overrides: dict) -> RecommenderJobConfig:
+    data = config.model_dump(mode="json", exclude_unset=True)
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section == "model":
+            data.setdefault("model", {}).setdefault("params", {})[name] = value
+        elif section == "interactions":
+            data.setdefault("interactions", {})[name] = value
+        else:
+            raise ConfigError(f"search.space: {key!r} must start with 'model.' or 'interactions.'")
+    return RecommenderJobConfig.model_validate(data)
+
+
+# ---- job -------------------------------------------------------------------------------------
+def train(
+    config: RecommenderJobConfig, settings: Settings | None = None, store: Store | None = None
+) -> TrainResult:
+    """Run the whole job and return its TrainResult (run id, metrics, registered version)."""
+    store = store if store is not None else load_source(config.source, settings)
+    events = events_frame(store, config.interactions)
+    split, cutoff = split_events(events, config.split)
+    with start_run(FAMILY, config=config, store=store, settings=settings) as run:
+        mlflow.log_params({"split.train_events": len(split.train),
+                           "split.test_events": len(split.test)})  # fmt: skip
+        if config.search.trials > 0:
+            best = _search(config, split.train, store.products)
+            config = _with_overrides(config, best)
+            mlflow.log_dict({"best": best}, "search/best.json")
+            mlflow.log_params({f"best.{k}": v for k, v in best.items()})
+        matrix = _matrix(split.train, config.interactions, cutoff)
+        truth = truth_from_events(split.test, matrix)
+        model = build_model(config)
+        start = time.perf_counter()
+        model.fit(matrix, store.products)
+        fit_seconds = time.perf_counter() - start
+        metrics = _evaluate_and_log(model, truth, config.k)
+        metrics["train_seconds"] = fit_seconds
+        mlflow.log_metric("train_seconds", fit_seconds)
+        mlflow.log_params({"matrix.customers": matrix.shape[0], "matrix.products": matrix.shape[1]})
+        if config.precompute_top_n:
+            model.precompute(config.precompute_top_n)
+        version = None
+        with tempfile.TemporaryDirectory() as tmp:
+            native = Path(tmp) / "native"
+            model.save(native)
+            (native / "interactions.json").write_text(
+                json.dumps(config.interactions.model_dump(mode="json"), indent=2)
+            )
+            uri = log_native_model(native, family=FAMILY, loader=LOADER,
+                                   metadata_extra={"k": config.k})  # fmt: skip
+        if config.register_model:
+            version = register_model(uri, family=FAMILY)
+        fingerprint = store.fingerprint_id()
+        return TrainResult(
+            family=FAMILY, run_id=run.info.run_id, metrics=metrics, model_version=version,
+            data_fingerprint=fingerprint, artifacts={"model_uri": uri},
+        )  # fmt: skip
+
+
+def evaluate(
+    config: RecommenderJobConfig, model_uri: str, settings: Settings | None = None
+) -> TrainResult:
+    """Metrics of an existing (registered) model on the data and split `config` describes."""
+    store = load_source(config.source, settings)
+    events = events_frame(store, config.interactions)
+    split, _ = split_events(events, config.split)
+    with start_run(FAMILY, config=config, store=store, settings=settings,
+                   run_name="evaluate", tags={"evaluated.model_uri": model_uri}) as run:  # fmt: skip
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+        native = local / "artifacts" / "native" if (local / "artifacts").is_dir() else local
+        model = Recommender.load(native)
+        ids = InteractionMatrix(model.user_items_, model.customer_ids_, model.product_ids_)
+        metrics = _evaluate_and_log(model, truth_from_events(split.test, ids), config.k)
+        return TrainResult(family=FAMILY, run_id=run.info.run_id, metrics=metrics,
+                           data_fingerprint=store.fingerprint_id())  # fmt: skip
+
+
+def _metric_name(key: str) -> str:
+    return key.replace("@", "_at_")
+
+
+def _evaluate_and_log(model: Recommender, truth: Truth, k: int) -> dict[str, float]:
+    if truth.matrix.nnz == 0:
+        raise DataError("the test part has no purchases of customers known in training")
+    metrics = {_metric_name(key): v for key, v in evaluate_model(model, truth, k).items()}
+    metrics["test_customers"] = metrics.pop("users")
+    mlflow.log_metrics(metrics)
+    curve = {kk: evaluate_model(model, truth, kk) for kk in CURVE_KS}
+    ks = list(curve)
+    for name in ("recall", "coverage", "ndcg"):
+        values = [curve[kk][f"{name}@{kk}"] for kk in ks]
+        log_curve(f"{name}_at_k", ks, values)
+    _plot(ks, curve)
+    return metrics
+
+
+def _plot(ks, curve) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].plot(ks, [curve[k][f"recall@{k}"] for k in ks], marker="o")
+    ax[0].set(xlabel="k", ylabel="recall@k", title="Recall at k", xscale="log")
+    ax[1].plot(ks, [curve[k][f"coverage@{k}"] for k in ks], marker="o", color="tab:orange")
+    ax[1].set(xlabel="k", ylabel="catalog coverage@k", title="Coverage at k", xscale="log")
+    fig.tight_layout()
+    log_figure(fig, "plots/recall_coverage_at_k.png")
+
+
+def _search(config: RecommenderJobConfig, train_events: pd.DataFrame, products) -> dict:
+    """Random search on a validation split of the training part; one nested run per trial."""
+    if not config.search.space:
+        raise ConfigError("search.trials > 0 needs search.space (parameter -> list of choices)")
+    inner, inner_cut = split_events(train_events, config.split)
+    rng = np.random.default_rng(config.search.seed)
+    keys = sorted(config.search.space)
+    seen, best, best_score = set(), None, -np.inf
+    key_metric = f"ndcg_at_{config.k}"
+    experiment_id = mlflow.active_run().info.experiment_id
+    for trial in range(config.search.trials):
+        choice = {k: config.search.space[k][rng.integers(len(config.search.space[k]))]
+                  for k in keys}  # fmt: skip
+        marker = json.dumps(choice, sort_keys=True, default=str)
+        if marker in seen and len(seen) < _space_size(config.search.space):
+            continue
+        seen.add(marker)
+        trial_cfg = _with_overrides(config, choice)
+        with mlflow.start_run(run_name=f"trial-{trial}", nested=True, experiment_id=experiment_id):
+            mlflow.log_params({f"trial.{k}": v for k, v in choice.items()})
+            matrix = _matrix(inner.train, trial_cfg.interactions, inner_cut)
+            truth = truth_from_events(inner.test, matrix)
+            if truth.matrix.nnz == 0:
+                raise DataError("validation part of the training data has no test purchases")
+            model = build_model(trial_cfg).fit(matrix, products)
+            metrics = {
+                _metric_name(k): v for k, v in evaluate_model(model, truth, config.k).items()
+            }
+            mlflow.log_metrics({f"val_{k}": v for k, v in metrics.items()})
+            if metrics[key_metric] > best_score:
+                best, best_score = choice, metrics[key_metric]
+    mlflow.log_metric(f"best_val_{key_metric}", best_score)
+    return best or {}
+
+
+def _space_size(space: dict[str, list]) -> int:
+    size = 1
+    for values in space.values():
+        size *= max(len(values), 1)
+    return size

@@ -29,7 +29,11 @@ from features.generator.promotions import make_promotions
 from features.generator.sessions import ProductSampler, simulate_sessions
 from features.store import Store
 
-__all__ = ["SCALES", "GeneratorConfig", "Scale", "ScaleSpec", "generate"]
+__all__ = ["GENERATOR_VERSION", "SCALES", "GeneratorConfig", "Scale", "ScaleSpec", "generate"]
+
+# Bumped whenever the same config would give different tables (caches of generated stores
+# should key on it together with the config).
+GENERATOR_VERSION = 1
 
 EVENT_NAMES = np.array(["view", "add_to_cart", "purchase"], dtype=object)
 _STREAMS = ("catalog", "customers", "promotions", "sessions", "orders", "returns", "payments")

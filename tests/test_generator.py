@@ -285,3 +285,21 @@ def test_write_and_read_round_trip(store: Store, tmp_path) -> None:
     path = store.write(tmp_path / "tiny")
     back = Store.read(path)
     assert back.fingerprint_id() == store.fingerprint_id()
+
+
+def test_cli_generate_writes_a_store_and_refuses_to_overwrite(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from shopml.cli import app
+    from shopml.errors import ShopmlError
+
+    out = tmp_path / "store"
+    runner = CliRunner()
+    args = ["generate", "--scale", "tiny", "--days", "30", "--out", str(out), "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "interactions" in result.output and "MB" in result.output
+    assert len(Store.read(out).customers) == SCALES["tiny"].customers
+    again = runner.invoke(app, args)
+    assert isinstance(again.exception, ShopmlError) and "--force" in str(again.exception)
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0

@@ -3,7 +3,13 @@ policy, rule layer and the one-call `FraudEngine` used at checkout."""
 
 from models.fraud.baseline import LogisticBaseline
 from models.fraud.calibration import Calibrator
-from models.fraud.engine import FraudDecision, FraudEngine, LabelReport, validate_payment
+from models.fraud.engine import (
+    FraudDecision,
+    FraudEngine,
+    LabelReport,
+    ingest_labels,
+    validate_payment,
+)
 from models.fraud.policy import DecisionPolicy, RuleLayer
 from models.fraud.reasons import Reason, describe
 from models.fraud.scorer import FraudScorer
@@ -19,5 +25,6 @@ __all__ = [
     "Reason",
     "RuleLayer",
     "describe",
+    "ingest_labels",
     "validate_payment",
 ]

@@ -197,37 +197,8 @@ class FraudEngine:
 
     # ------------------------------------------------------------ labels
     def ingest_labels(self, labels: Iterable[Mapping] | pd.DataFrame) -> LabelReport:
-        """Late labels (transaction_id, is_fraud, [label_time], [customer_id, terminal_id]):
-        frauds update the online customer/terminal risk from their label time; every label is
-        appended to `labels_dir` (when set) for the next training."""
-        rows = labels.to_dict("records") if isinstance(labels, pd.DataFrame) else list(labels)
-        now = to_ms(None)
-        unknown, accepted, stored = [], 0, []
-        for row in rows:
-            tx = _id(row, "transaction_id")
-            flag = row.get("is_fraud")
-            if not isinstance(flag, bool | np.bool_):
-                raise DataError(f"label.is_fraud: must be true or false, got {flag!r}")
-            lt = row.get("label_time")
-            known = now if lt is None or lt is pd.NaT else to_ms(lt, "label_time")
-            accepted += 1
-            stored.append({"transaction_id": tx, "is_fraud": bool(flag),
-                           "label_time": _EPOCH + known * _ONE_MS})  # fmt: skip
-            if not flag:
-                continue
-            if row.get("customer_id") is not None and row.get("terminal_id") is not None:
-                customer, terminal = str(row["customer_id"]), str(row["terminal_id"])
-            else:
-                found = self.store.lookup_payment(tx)
-                if found is None:
-                    unknown.append(tx)
-                    continue
-                customer, terminal, _ = found
-            self.features.add_fraud_label(customer, terminal, known)
-        where = None
-        if self.labels_dir is not None and stored:
-            where = str(append_labels(pd.DataFrame(stored), self.labels_dir))
-        return LabelReport(accepted, unknown, where)
+        """Late labels: see `ingest_labels`; stored under `labels_dir` when it is set."""
+        return ingest_labels(labels, self.features, self.labels_dir)
 
     # --------------------------------------------------------- save/load
     def save(self, path: str | Path) -> Path:
@@ -252,3 +223,43 @@ class FraudEngine:
         return cls(FraudScorer.load(path), fs, store, DecisionPolicy(**meta["policy"]),
                    RuleLayer.from_dict(meta["rules"]), meta.get("explain", "auto"),
                    meta.get("top_reasons", 3), labels_dir)  # fmt: skip
+
+
+def ingest_labels(labels: Iterable[Mapping] | pd.DataFrame, features: OnlineFeatures,
+                  labels_dir: str | Path | None = None) -> LabelReport:  # fmt: skip
+    """Late labels (transaction_id, is_fraud, [label_time], [customer_id, terminal_id]).
+
+    Frauds count in the online customer and terminal risk from their label time (default now);
+    the payment's customer and terminal come from the row or from the payment record the store
+    kept when it was scored. Every label is appended to `labels_dir` for the next training.
+    """
+    rows = labels.to_dict("records") if isinstance(labels, pd.DataFrame) else list(labels)
+    now = to_ms(None)
+    unknown, stored = [], []
+    for row in rows:
+        tx = _id(row, "transaction_id")
+        flag = row.get("is_fraud")
+        if isinstance(flag, str) and flag.strip().lower() in ("true", "false", "1", "0"):
+            flag = flag.strip().lower() in ("true", "1")
+        if not isinstance(flag, bool | np.bool_ | int | np.integer) or flag not in (0, 1):
+            raise DataError(f"label.is_fraud: must be true or false, got {flag!r}")
+        lt = row.get("label_time")
+        missing = lt is None or lt is pd.NaT or (isinstance(lt, float) and math.isnan(lt))
+        known = now if missing else to_ms(lt, "label_time")
+        stored.append({"transaction_id": tx, "is_fraud": bool(flag),
+                       "label_time": _EPOCH + known * _ONE_MS})  # fmt: skip
+        if not flag:
+            continue
+        if row.get("customer_id") is not None and row.get("terminal_id") is not None:
+            customer, terminal = str(row["customer_id"]), str(row["terminal_id"])
+        else:
+            found = features.store.lookup_payment(tx)
+            if found is None:
+                unknown.append(tx)
+                continue
+            customer, terminal, _ = found
+        features.add_fraud_label(customer, terminal, known)
+    where = None
+    if labels_dir is not None and stored:
+        where = str(append_labels(pd.DataFrame(stored), labels_dir))
+    return LabelReport(len(stored), unknown, where)

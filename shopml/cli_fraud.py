@@ -1,0 +1,91 @@
+"""CLI commands of fraud scoring: `shopml train fraud`, `shopml bench fraud-handbook` and
+`shopml fraud ingest-labels FILE`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "fraud.toml"
+
+fraud_app = typer.Typer(help="Fraud scoring utilities (late labels).", no_args_is_help=True)
+
+
+def train_fraud_cmd(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Fraud job config (TOML)."),
+) -> None:
+    """Build point-in-time features, train + calibrate the fraud scorer, evaluate, register."""
+    from shopml.config import load_config
+    from training.fraud_job import FraudJobConfig, train
+
+    cfg = load_config(config, FraudJobConfig)
+    result = train(cfg)
+    m = result.metrics
+    k = cfg.card_precision_k
+    typer.echo(
+        f"fraud run {result.run_id}: AUC {m.get('auc_roc', float('nan')):.3f}, "
+        f"AP {m.get('average_precision', float('nan')):.3f}, "
+        f"CP@{k} {m.get(f'card_precision_at_{k}', float('nan')):.3f}, "
+        f"Brier {m.get('brier_score', float('nan')):.5f}, "
+        f"review rate {m.get('review_rate', float('nan')):.4f}, "
+        f"savings {m.get('savings', float('nan')):.2f}"
+    )
+    typer.echo(f"model version {result.model_version}")
+
+
+def bench_fraud_handbook_cmd(
+    out: Path | None = typer.Option(None, "--out", help="Write the JSON result here."),
+    path: Path | None = typer.Option(
+        None, "--path", help="transactions.parquet (default: datasets)."
+    ),
+) -> None:
+    """Fraud handbook chapter-3 protocol: baselines vs LightGBM, feature and latency timings."""
+    from experiments.fraud_handbook import run
+
+    result = run(out, path=path)
+    typer.echo(json.dumps({k: v for k, v in result.items() if k != "variants"}, indent=2))
+
+
+def ingest_labels_cmd(
+    file: Path = typer.Argument(
+        ...,
+        help="CSV or Parquet: transaction_id, is_fraud, [label_time], [customer_id, terminal_id].",
+    ),  # fmt: skip
+    labels_dir: Path | None = typer.Option(
+        None, help="Labels table folder (default: $SHOPML_HOME/fraud/labels)."
+    ),  # fmt: skip
+    redis_url: str | None = typer.Option(
+        None,
+        help="Online state in Redis (default: settings "
+        "redis_url; without one only the table is updated).",
+    ),  # fmt: skip
+) -> None:
+    """Store late fraud labels for the next training and update the online risk state."""
+    import pandas as pd
+
+    from features.fraud.online import OnlineFeatures
+    from features.fraud.state_store import InMemoryStateStore, RedisStateStore
+    from models.fraud.engine import ingest_labels
+    from shopml.errors import DataError
+    from shopml.settings import load_settings
+
+    if not file.is_file():
+        raise DataError(f"labels file {file} does not exist")
+    df = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+    settings = load_settings()
+    labels_dir = labels_dir or Path(settings.home) / "fraud" / "labels"
+    url = redis_url or settings.redis_url
+    store = RedisStateStore(url) if url else InMemoryStateStore()
+    report = ingest_labels(df, OnlineFeatures(store=store), labels_dir)
+    typer.echo(f"{report.accepted} labels stored in {report.stored_at}; online state "
+               f"{'updated in ' + url if url else 'not configured (no redis_url)'}; "
+               f"{len(report.unknown_transactions)} frauds without a known payment")  # fmt: skip
+
+
+def register(app: typer.Typer, train_app: typer.Typer, bench_app: typer.Typer) -> None:
+    train_app.command("fraud")(train_fraud_cmd)
+    bench_app.command("fraud-handbook")(bench_fraud_handbook_cmd)
+    fraud_app.command("ingest-labels")(ingest_labels_cmd)
+    app.add_typer(fraud_app, name="fraud")

@@ -48,6 +48,7 @@ def runs_cmd(
     ),
     fmt: str = typer.Option("table", "--format", help="table | csv | markdown"),
     limit: int = typer.Option(20, "--limit", help="At most this many runs."),
+    nested: bool = typer.Option(False, "--nested", help="Include child runs (search trials)."),
 ) -> None:
     """List a family's runs with key metrics, differing parameters, data fingerprint and model version."""
     from training.families import family_spec
@@ -57,7 +58,7 @@ def runs_cmd(
         from shopml.errors import ConfigError
 
         raise ConfigError(f"--format must be table, csv or markdown, got {fmt!r}")
-    runs = list_runs(family, sort=sort, filter_string=filter_string, limit=limit)
+    runs = list_runs(family, sort=sort, filter_string=filter_string, limit=limit, nested=nested)
     header, rows = table_rows(runs, family_spec(family))
     if fmt == "csv":
         typer.echo(render_csv(header, rows), nl=False)
@@ -69,7 +70,8 @@ def runs_cmd(
 
         table = Table(title=f"shopml-{family}: {len(rows)} run(s)")
         for i, col in enumerate(header):
-            table.add_column(col, justify="left" if i < 6 else "right", no_wrap=i == 0)
+            left = i < header.index("model") + 1
+            table.add_column(col, justify="left" if left else "right", no_wrap=i == 0)
         for row in rows:
             table.add_row(*row)
         Console().print(table)

@@ -1,16 +1,16 @@
 """A real MLflow tracking server for the experiment tests, started once per test session.
 
-Import the fixtures into a test module (`from mlflow_server import mlflow_env, log_run`); the
-server process is shared by every module that does (a module-level singleton), listens on a free
-loopback port with a SQLite backend under a temporary folder, and stops at the end of the session.
-`mlflow_env` points shopml at it and empties the shopml registry and experiments before each test.
+Load it from a test module with `pytest_plugins = ["mlflow_server"]`. The server process is one
+per session (a module-level singleton), listens on a free loopback port with a SQLite backend under
+a temporary folder, and stops at the end of the session. `mlflow_env` points shopml at it and
+starts each test without shopml models or experiments. Helpers that log runs the way the
+jobs do live in `experiment_runs.py`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -24,7 +24,6 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -50,22 +49,11 @@ def _stop() -> None:
     _SERVER.pop("url_pending", None)
     proc = _SERVER.pop("proc", None)
     if proc is not None:
-        # the server forks uvicorn (and possibly job workers) into its own process group:
-        # stop the whole group, or the children outlive the test session
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=10)
-                time.sleep(0.2)
-            except subprocess.TimeoutExpired:
-                continue
-            try:
-                os.killpg(proc.pid, 0)  # anything left in the group?
-            except ProcessLookupError:
-                break
+        # a throwaway server: kill its whole process group (uvicorn and any workers it forked)
+        # at once, without waiting for a graceful shutdown
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
     folder = _SERVER.pop("dir", None)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
@@ -151,7 +139,7 @@ def mlflow_server() -> str:
 
 @pytest.fixture
 def mlflow_env(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """shopml pointed at the server, with the shopml registry and experiments emptied."""
+    """shopml pointed at the server, with no shopml registered model or experiment left."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -165,94 +153,6 @@ def mlflow_env(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         if model.name.startswith("shopml-"):
             client.delete_registered_model(model.name)
     for exp in client.search_experiments():
-        if exp.name.startswith("shopml-"):
-            for run in client.search_runs([exp.experiment_id], max_results=5000):
-                client.delete_run(run.info.run_id)
+        if exp.name.startswith("shopml-"):  # one request instead of deleting run by run
+            client.rename_experiment(exp.experiment_id, f"old-{exp.experiment_id}-{exp.name}")
     return mlflow_server
-
-
-def tiny_store(variant: int = 0):
-    """A two-product store; a different `variant` gives different data (another fingerprint)."""
-    from features.store import Store
-
-    products = pd.DataFrame(
-        {"product_id": ["p1", "p2"], "category": ["a", "b"], "price": [1.0, 2.0 + variant]}
-    )
-    return Store(products=products, name=f"tiny{variant}").validated()
-
-
-def log_run(
-    family: str,
-    metrics: dict[str, float],
-    *,
-    data: int = 0,
-    name: str | None = None,
-    curves: dict[str, tuple[list[float], list[float]]] | None = None,
-    config: dict | None = None,
-    register: bool = True,
-    native_model: bool = False,
-) -> str:
-    """A run the way the jobs log one: config, data fingerprint, metrics, curves and a model.
-
-    By default the model is a tiny artifact registered directly (a handful of requests, like
-    `training.tracking.register_model` does it: tags run_id and data.fingerprint, first version
-    becomes champion); `native_model=True` logs it with the real `log_native_model` (slower).
-    """
-    import mlflow
-
-    from training.tracking import log_curve, log_native_model, register_model, start_run
-
-    store = tiny_store(data)
-    config = config or {"seed": 0, "variant": name or "run"}
-    with start_run(family, config=config, store=store, run_name=name) as run:
-        mlflow.log_metrics(metrics)
-        for curve, (x, y) in (curves or {}).items():
-            log_curve(curve, x, y)
-        if native_model:
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "weights.json").write_text(json.dumps(metrics))
-                uri = log_native_model(tmp, family=family, loader="json:loads")
-            if register:
-                register_model(uri, family=family)
-        else:
-            mlflow.log_dict(metrics, "model/weights.json")
-            if register:
-                _register_tiny(family, run.info.run_id, store.fingerprint_id())
-        return run.info.run_id
-
-
-def _register_tiny(family: str, run_id: str, fingerprint: str) -> str:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    name = f"shopml-{family}"
-    with contextlib.suppress(MlflowException):  # exists already
-        client.create_registered_model(name)
-    mv = client.create_model_version(
-        name,
-        source=f"runs:/{run_id}/model",
-        run_id=run_id,
-        tags={"run_id": run_id, "data.fingerprint": fingerprint},
-    )
-    try:
-        client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        client.set_registered_model_alias(name, "champion", mv.version)
-    client.set_tag(run_id, "shopml.model_version", mv.version)
-    return str(mv.version)
-
-
-def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> tuple[int, str]:
-    """Run `shopml ARGS` in-process the way the console script does; returns (exit code, output)."""
-    from shopml.cli import main
-
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["shopml", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err

@@ -111,14 +111,18 @@ def run_versions(family: str, mlflow_client: MlflowClient) -> dict[str, tuple[st
     name = registered_model_name(family)
     try:
         versions = mlflow_client.search_model_versions(f"name='{name}'")
+        alias_map = mlflow_client.get_registered_model(name).aliases  # search omits aliases
     except MlflowException:
         return {}
+    by_version: dict[str, list[str]] = {}
+    for alias, version in alias_map.items():
+        by_version.setdefault(str(version), []).append(alias)
     out: dict[str, tuple[str, list[str]]] = {}
     for mv in versions:
         run_id = mv.run_id or (mv.tags or {}).get("run_id")
         # keep the newest version if a run was registered twice
         if run_id and (run_id not in out or int(mv.version) > int(out[run_id][0])):
-            out[run_id] = (str(mv.version), sorted(mv.aliases or []))
+            out[run_id] = (str(mv.version), sorted(by_version.get(str(mv.version), [])))
     return out
 
 
@@ -181,9 +185,13 @@ def list_runs(
     sort: str | None = None,
     filter_string: str | None = None,
     limit: int = 50,
+    nested: bool = False,
     settings: Settings | None = None,
 ) -> list[RunInfo]:
-    """The family's runs, newest first unless `sort` says otherwise, filtered with MLflow syntax."""
+    """The family's runs, newest first unless `sort` says otherwise, filtered with MLflow syntax.
+
+    Child runs (hyperparameter-search trials) are left out unless `nested`.
+    """
     spec = family_spec(family)
     if limit <= 0:
         raise ConfigError(f"--limit must be positive, got {limit}")
@@ -196,12 +204,14 @@ def list_runs(
             [exp_id],
             filter_string=filter_string or "",
             run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=limit,
+            max_results=limit if nested else min(_SEARCH_CAP, limit * 10),
             order_by=_order_by(sort, spec),
         )
     except MlflowException as err:
         what = f"--filter {filter_string!r}" if filter_string else f"--sort {sort!r}"
         raise ConfigError(f"{what} is not a valid MLflow search: {err.message}") from None
+    if not nested:
+        runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][:limit]
     versions = run_versions(family, mlflow_client)
     return [to_info(r, family, versions) for r in runs]
 
@@ -215,7 +225,10 @@ def table_rows(runs: list[RunInfo], spec: FamilySpec) -> tuple[list[str], list[l
             seen.update(dict.fromkeys(sorted(r.metrics)))
         metric_cols = list(seen)[:6]
     param_cols = differing_params(runs)[:MAX_PARAM_COLUMNS]
+    show_kind = any(r.kind != "training" for r in runs)
     header = ["run", "name", "started", "status", "data", "model", *metric_cols, *param_cols]
+    if show_kind:
+        header.insert(2, "kind")
     rows = []
     for r in runs:
         model = ""
@@ -231,6 +244,8 @@ def table_rows(runs: list[RunInfo], spec: FamilySpec) -> tuple[list[str], list[l
             *(format_number(r.metrics.get(m)) for m in metric_cols),
             *(r.params.get(p, "") for p in param_cols),
         ]
+        if show_kind:
+            row.insert(2, r.kind)
         rows.append(row)
     return header, rows
 

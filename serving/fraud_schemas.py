@@ -47,6 +47,7 @@ class PaymentRequest(BaseModel):
 class Reason(BaseModel):
     code: str = Field(description="Stable machine code (feature or rule)")
     text: str = Field(description="What it means, for a reviewer")
+    weight: float = Field(0.0, description="Log-odds contribution (0 for rules and facts)")
 
 
 class ScoreResponse(BaseModel):

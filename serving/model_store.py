@@ -7,6 +7,7 @@ given at run time. Each BentoML model carries labels and metadata naming its MLf
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 from dataclasses import dataclass
@@ -104,13 +105,18 @@ def stored_model(ref, family: str):
     return stored
 
 
-def load_native(stored, family: str) -> LoadedModel:
-    """Rebuild the native object of a stored BentoML model with its recorded shopml loader."""
+def load_native(stored, family: str, **kwargs) -> LoadedModel:
+    """Rebuild the native object of a stored BentoML model with its recorded shopml loader.
+
+    `kwargs` go to the loader when it accepts them (e.g. the fraud engine's state store).
+    """
     loader = stored.info.metadata.get("shopml.loader")
     if not loader:
         raise RegistryError(f"BentoML model {stored.tag} has no shopml.loader metadata")
     path = Path(stored.path)
-    obj = resolve_loader(loader)(path / NATIVE)
+    fn = resolve_loader(loader)
+    accepted = inspect.signature(fn).parameters
+    obj = fn(path / NATIVE, **{k: v for k, v in kwargs.items() if k in accepted})
     labels = stored.info.labels
     return LoadedModel(
         family=family,

@@ -284,3 +284,128 @@ def test_malformed_json_is_a_400(servers):
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     r = post(servers, "recommend", "/similar", content=b"not json")
     assert 400 <= r.status_code < 500
+
+
+# ------------------------------------------------------------------------------------- fraud
+def payments(store, n=12, prefix="e2e"):
+    """The last `n` tiny-store payments as new checkout requests (known customers/terminals)."""
+    rows = store.payments.sort_values("timestamp").tail(n)
+    out = []
+    for i, r in enumerate(rows.itertuples()):
+        out.append(
+            {
+                "transaction_id": f"{prefix}-{i}",
+                "timestamp": (r.timestamp + np.timedelta64(30, "D")).isoformat(),
+                "customer_id": str(r.customer_id),
+                "card_id": str(r.card_id),
+                "terminal_id": str(r.terminal_id),
+                "amount": float(r.amount),
+                "currency": "EUR",
+            }
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def offline_engine(built):
+    from features.fraud.state_store import InMemoryStateStore
+    from models.fraud import FraudEngine
+    from training.tracking import download_native
+
+    return FraudEngine.load(download_native("fraud"), store=InMemoryStateStore())
+
+
+def test_score_agrees_with_the_offline_engine(servers, store, offline_engine):
+    """The same stream of payments gives the same probabilities online and offline."""
+    stream = payments(store, prefix="agree")
+    for p in stream:
+        r = post(servers, "fraud", "/score", p)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        expected = offline_engine.score(p)
+        assert body["probability"] == pytest.approx(expected.probability, rel=1e-9, abs=1e-12)
+        assert body["risk_score"] == expected.risk_score
+        assert body["decision"] == expected.decision in ("approve", "review", "decline")
+        assert [x["code"] for x in body["reasons"]] == [x.code for x in expected.reasons]
+        assert body["degraded"] is False and body["model_version"].startswith("shopml-fraud/")
+        assert 0 <= body["latency_ms"] < 1000
+
+
+def test_the_payment_updates_the_online_features(servers):
+    p = {
+        "transaction_id": "seen-1",
+        "customer_id": "brand-new",
+        "terminal_id": "T-new",
+        "amount": 10.0,
+    }
+    first = post(servers, "fraud", "/score", p).json()
+    second = post(servers, "fraud", "/score", {**p, "transaction_id": "seen-2"}).json()
+    assert "unseen:customer" in [r["code"] for r in first["reasons"]]
+    assert "unseen:customer" not in [r["code"] for r in second["reasons"]]
+
+
+def test_labels_are_accepted_and_unknown_ones_listed(servers, home):
+    r = post(servers, "fraud", "/labels",
+             {"labels": [{"transaction_id": "seen-1", "is_fraud": True},
+                         {"transaction_id": "never-scored", "is_fraud": True}]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 2 and body["unknown_transactions"] == ["never-scored"]
+    assert list((home / "labels" / "fraud").glob("*.parquet"))
+
+
+GOOD = {"transaction_id": "bad-1", "customer_id": "c", "terminal_id": "t", "amount": 5.0}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({k: v for k, v in GOOD.items() if k != "amount"}, "amount"),
+        ({k: v for k, v in GOOD.items() if k != "transaction_id"}, "transaction_id"),
+        ({**GOOD, "amount": -5}, "amount"),
+        ({**GOOD, "amount": "five"}, "amount"),
+        ({**GOOD, "currency": "ZZZ"}, "currency"),
+        ({**GOOD, "timestamp": "last tuesday"}, "timestamp"),
+        ({**GOOD, "customer_id": 12}, "customer_id"),
+    ],
+)
+def test_bad_payments_are_400_naming_the_field(servers, payload, field):
+    r = post(servers, "fraud", "/score", payload)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]
+
+
+def test_unknown_customer_is_scored_with_the_fact_among_its_reasons(servers):
+    r = post(
+        servers, "fraud", "/score", {**GOOD, "transaction_id": "u-1", "customer_id": "nobody-knows"}
+    )
+    assert r.status_code == 200
+    assert "unseen:customer" in [x["code"] for x in r.json()["reasons"]]
+
+
+def test_malformed_payment_json_is_a_400(servers):
+    r = post(servers, "fraud", "/score", content=b'{"transaction_id": "x", ')
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+
+
+def test_redis_stopped_gives_degraded_answers_not_errors(servers, redis_url):
+    """Last test of the module: Redis goes away mid-run."""
+    redis_url["proc"].terminate()
+    redis_url["proc"].wait(5)
+    for i in range(5):
+        r = post(servers, "fraud", "/score", {**GOOD, "transaction_id": f"down-{i}"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["degraded"] is True and body["degraded_reason"]
+        assert 0.0 <= body["probability"] <= 1.0
+    r = post(
+        servers, "fraud", "/labels", {"labels": [{"transaction_id": "down-0", "is_fraud": True}]}
+    )
+    assert r.status_code == 200 and r.json()["degraded"] is True
+    metrics = servers["client"].get(servers["fraud"].url + "/metrics").text
+    line = next(
+        x
+        for x in metrics.splitlines()
+        if x.startswith("shopml_fraud_degraded_total") and "online_features" in x
+    )
+    assert float(line.rsplit(" ", 1)[1]) >= 5

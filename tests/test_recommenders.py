@@ -168,10 +168,10 @@ def test_fold_in_for_a_new_customer(name, matrix):
 
 @pytest.mark.parametrize("name", sorted(PERSONAL))
 def test_similar_items_stay_in_block(name, matrix):
-    if name == "category_popularity":
-        pytest.skip("similarity by category, checked below")
-    model = PERSONAL[name]().fit(matrix, PRODUCTS)
-    assert set(model.similar_items(["a1"], k=3)[0].product_ids) <= set(A) - {"a1"}
+    model = PERSONAL[name]().fit(matrix, PRODUCTS)  # category popularity: same category first
+    rec = model.similar_items(["a1"], k=3)[0]
+    assert set(rec.product_ids) <= set(A) - {"a1"}
+    assert rec.source == (model.primary.name if name == "fallback" else model.name)
 
 
 def test_empty_and_single_product_training_sets_raise(matrix):

@@ -148,6 +148,12 @@ class FallbackRecommender(_Composite):
                 r.source = self.primary.name
         return recs
 
+    def similar_items(self, product_ids, k: int = 10) -> list[Recommendations]:
+        recs = super().similar_items(product_ids, k)
+        for r in recs:
+            r.source = self.primary.name
+        return recs
+
     def recommend_with_context(
         self,
         customer_id: str,

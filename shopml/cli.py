@@ -46,6 +46,10 @@ from shopml.cli_fraud import register as _register_fraud  # noqa: E402
 
 _register_fraud(app, train_app, bench_app)  # train fraud, bench fraud-handbook, fraud ingest-labels
 
+from shopml.cli_recommender import register as _register_recommender  # noqa: E402
+
+_register_recommender(train_app, bench_app)  # train recommender, bench recs-movielens/-online-retail
+
 
 @app.command("run")
 def run_cmd(

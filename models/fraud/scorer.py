@@ -174,7 +174,8 @@ class FraudScorer:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probability of fraud for each row (1-D)."""
-        return self.calibrator_.transform(self.decision_function(X))
+        raw = self.decision_function(X)
+        return self.calibrator_.transform(raw)
 
     def fast_predictor(self, contrib: bool = False) -> FastPredictor:
         self._check_fitted()

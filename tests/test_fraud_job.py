@@ -1,0 +1,76 @@
+"""`shopml train fraud` on the tiny generated store, with MLflow in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from shopml.cli import app
+from shopml.config import load_config
+from shopml.errors import ConfigError, DataError
+from training.fraud_job import FraudJobConfig, SplitConfig, time_split
+
+CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "fraud.toml"
+
+
+def test_default_config_loads_and_rejects_unknown_keys(tmp_path):
+    cfg = load_config(CONFIG, FraudJobConfig)
+    assert cfg.source.kind == "generated" and cfg.features.label_delay_days == 7
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nnum_leafs = 3\n")
+    with pytest.raises(ConfigError, match="num_leafs"):
+        load_config(bad, FraudJobConfig)
+
+
+def test_time_split_is_ordered_and_leaves_the_delay_gap():
+    day = np.repeat(np.arange(60), 10)
+    parts = time_split(
+        day, SplitConfig(warmup_days=5, calibration_days=7, delay_days=7, test_days=7)
+    )
+    assert day[parts["train"]].min() == 5 and day[parts["train"]].max() == 38
+    assert day[parts["calibration"]].min() == 39 and day[parts["calibration"]].max() == 45
+    assert day[parts["test"]].min() == 53
+    with pytest.raises(DataError, match="too few"):
+        time_split(np.arange(20), SplitConfig())
+
+
+def test_train_fraud_job_logs_metrics_plots_and_registers(tmp_shopml_home):
+    import mlflow
+
+    from training.fraud_job import train
+
+    cfg = load_config(CONFIG, FraudJobConfig)
+    cfg.source.scale = "tiny"
+    cfg.model.num_boost_round = 30
+    result = train(cfg)
+    for name in ("auc_roc", "average_precision", "card_precision_at_100", "brier_score",
+                 "calibration_error", "review_rate", "savings", "precision_at_threshold"):  # fmt: skip
+        assert name in result.metrics
+    assert result.model_version == "1"
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["fraud.feature_version"].startswith("shopml-fraud@")
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert {"plots/pr_curve.png", "plots/roc_curve.png", "plots/calibration.png",
+            "plots/score_distribution.png"} <= arts  # fmt: skip
+
+    from models.fraud import FraudEngine
+    from training.tracking import download_native
+
+    engine = FraudEngine.load(download_native("fraud"))
+    d = engine.score({"transaction_id": "x", "timestamp": "2024-01-01T00:00:00",
+                      "customer_id": "c", "terminal_id": "t", "amount": 10.0})  # fmt: skip
+    assert d.decision in ("approve", "review", "decline")
+
+
+def test_cli_ingest_labels_writes_the_labels_table(tmp_shopml_home, tmp_path):
+    f = tmp_path / "labels.csv"
+    f.write_text("transaction_id,is_fraud,label_time,customer_id,terminal_id\n"
+                 "t1,true,2024-01-02T00:00:00,c1,m1\nt2,false,,c2,m2\n")  # fmt: skip
+    res = CliRunner().invoke(app, ["fraud", "ingest-labels", str(f),
+                                   "--labels-dir", str(tmp_path / "lab")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "2 labels stored" in res.output
+    assert list((tmp_path / "lab").glob("labels-*.parquet"))

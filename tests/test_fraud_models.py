@@ -1,0 +1,246 @@
+"""Fraud scorer, baseline, calibration, reasons, policy, rules, engine, labels and metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.fraud.labels import apply_labels, read_labels
+from features.transactions import FeatureSet, compute_batch
+from models.fraud import (
+    DecisionPolicy,
+    FraudEngine,
+    FraudScorer,
+    LogisticBaseline,
+    RuleLayer,
+    describe,
+    validate_payment,
+)
+from shopml.errors import ConfigError, DataError, NotFittedError
+from training.fraud_metrics import (
+    brier_score,
+    card_precision_at_k,
+    decision_costs,
+    expected_calibration_error,
+)
+
+pytest_plugins = ["fraud_helpers"]
+
+
+def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    logit = -4.0 + 2.0 * X[:, 0] + 1.0 * X[:, 1]
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def toy_scorer():
+    X, y = _toy(6000, 0)
+    Xc, yc = _toy(4000, 1)
+    sc = FraudScorer(["a", "b", "c", "d"], num_boost_round=40, num_threads=1,
+                     scale_pos_weight=20.0, calibration="platt")  # fmt: skip
+    return sc.fit(X, y, Xc, yc)
+
+
+def test_calibration_improves_brier_on_held_out(toy_scorer):
+    X, y = _toy(4000, 2)
+    raw = 1 / (1 + np.exp(-toy_scorer.decision_function(X)))
+    assert brier_score(y, toy_scorer.predict_proba(X)) < brier_score(y, raw)
+    iso = FraudScorer(["a", "b", "c", "d"], num_boost_round=40, num_threads=1,
+                      scale_pos_weight=20.0, calibration="isotonic")  # fmt: skip
+    iso.fit(*_toy(6000, 0), *_toy(4000, 1))
+    assert brier_score(y, iso.predict_proba(X)) < brier_score(y, raw)
+
+
+def test_scorer_save_load_round_trip_and_fast_path(toy_scorer, tmp_path):
+    X, _ = _toy(50, 3)
+    loaded = FraudScorer.load(toy_scorer.save(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict_proba(X), toy_scorer.predict_proba(X), rtol=1e-12)
+    one = [loaded.predict_one(np.ascontiguousarray(x)) for x in X]
+    np.testing.assert_allclose(one, toy_scorer.predict_proba(X), rtol=1e-9)
+    assert not list(tmp_path.rglob("*.pkl"))
+
+
+def test_scorer_errors():
+    with pytest.raises(NotFittedError):
+        FraudScorer(["a"]).predict_proba(np.zeros((1, 1)))
+    X, y = _toy(500, 0)
+    sc = FraudScorer(["a", "b", "c", "d"], num_boost_round=5, num_threads=1).fit(X, y)
+    with pytest.raises(DataError, match="3 features, but the scorer expects 4"):
+        sc.predict_proba(np.zeros((2, 3)))
+    with pytest.raises(DataError, match="single class"):
+        FraudScorer(num_boost_round=2).fit(X, np.zeros(len(X), dtype=bool))
+
+
+def test_explain_gives_top_positive_contributions_in_words(toy_scorer):
+    x = np.array([3.0, 2.0, 0.0, 0.0])
+    reasons = toy_scorer.explain(x, top=2)
+    assert reasons[0].code == "a" and reasons[0].weight > 0
+    text = describe("terminal_fraud_rate_7d", 0.25)
+    assert (
+        text
+        == "25% of this terminal's payments in a 7 days window (before the label delay) were fraud"
+    )
+    assert (
+        describe("customer_amount_to_usual", 5.0) == "amount is 5.0x this customer's usual amount"
+    )
+    assert describe("customer_count_1h", 3) == "3 payments by this customer in the last hour"
+
+
+def test_logistic_baseline_round_trip(tmp_path):
+    X, y = _toy(2000, 0)
+    X[::10, 2] = np.nan
+    lr = LogisticBaseline(["a", "b", "c", "d"]).fit(X, y)
+    again = LogisticBaseline.load(lr.save(tmp_path / "lr"))
+    np.testing.assert_allclose(again.predict_proba(X[:20]), lr.predict_proba(X[:20]))
+    assert again.predict_one(list(X[0])) == pytest.approx(lr.predict_proba(X[:1])[0])
+
+
+def test_decision_policy_thresholds_and_cost():
+    pol = DecisionPolicy(review_threshold=0.3, decline_threshold=0.8)
+    assert [pol.decide(p) for p in (0.1, 0.3, 0.79, 0.8)] == [
+        "approve",
+        "review",
+        "review",
+        "decline",
+    ]
+    assert list(pol.decide_many(np.array([0.1, 0.5, 0.9]))) == ["approve", "review", "decline"]
+    cost = DecisionPolicy(mode="cost", review_cost=5.0, decline_cost_ratio=0.3)
+    assert cost.decide(0.01, 20.0) == "approve"  # expected loss 0.2 < review 5
+    assert cost.decide(0.2, 100.0) == "review"  # loss 20 > review ~6
+    assert cost.decide(0.95, 1000.0) == "decline"
+    with pytest.raises(ConfigError):
+        DecisionPolicy(review_threshold=0.9, decline_threshold=0.5)
+
+
+@pytest.fixture(scope="module")
+def engine_parts():
+    from fraud_helpers import synthetic_payments
+
+    fs = FeatureSet()
+    df = synthetic_payments(3000, seed=4, fraud_rate=0.08)
+    X = compute_batch(df, fs).to_numpy()
+    y = df["is_fraud"].to_numpy()
+    half = len(df) // 2
+    sc = FraudScorer(list(fs.names), feature_version=fs.version, num_boost_round=20,
+                     num_threads=1).fit(X[:half], y[:half], X[half:], y[half:])  # fmt: skip
+    return fs, sc
+
+
+def _payment(**kw):
+    p = {"transaction_id": "p1", "timestamp": "2024-03-01T10:00:00", "customer_id": "c1",
+         "card_id": "k1", "terminal_id": "m1", "amount": 25.0, "currency": "EUR"}  # fmt: skip
+    p.update(kw)
+    return p
+
+
+def test_engine_scores_unseen_entities_with_reasons_and_rule_hits(engine_parts, tmp_path):
+    fs, sc = engine_parts
+    rules = RuleLayer(blocked_cards={"stolen"}, max_amount=1000.0)
+    eng = FraudEngine(sc, fs, rules=rules)
+    d = eng.score(_payment())
+    assert 0.0 <= d.probability <= 1.0 and d.risk_score == round(d.probability * 1000)
+    codes = [r.code for r in d.reasons]
+    assert {"unseen:customer", "unseen:card", "unseen:terminal"} <= set(codes)
+    d2 = eng.score(_payment(transaction_id="p2", card_id="stolen", amount=5000.0))
+    assert d2.decision == "decline"
+    codes = [r.code for r in d2.reasons]
+    assert "rule:blocked_card" in codes and "rule:max_amount" in codes
+    assert "unseen:customer" not in codes  # c1 paid before
+    assert all(r.text and "_" not in r.text for r in d2.reasons)
+    loaded = FraudEngine.load(eng.save(tmp_path / "engine"))
+    assert loaded.rules.blocked_cards == {"stolen"}
+    assert loaded.feature_set.version == fs.version
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"transaction_id": None}, "transaction_id"),
+        ({"transaction_id": "  "}, "transaction_id"),
+        ({"amount": -1.0}, "amount"),
+        ({"amount": "ten"}, "amount"),
+        ({"amount": float("nan")}, "amount"),
+        ({"timestamp": "yesterday-ish"}, "timestamp"),
+        ({"currency": "XYZ"}, "currency"),
+        ({"customer_id": None}, "customer_id"),
+    ],
+)
+def test_bad_payments_name_the_field(change, field):
+    with pytest.raises(DataError, match=f"payment.{field}"):
+        validate_payment(_payment(**change))
+
+
+def test_valid_payment_conversions():
+    tx, t, amount, cust, card, term = validate_payment(
+        _payment(timestamp="2024-03-01T11:00:00+01:00", amount="12.5", card_id=None)
+    )
+    assert t == pd.Timestamp("2024-03-01 10:00").value // 1_000_000
+    assert amount == 12.5 and card == cust == "c1"
+
+
+class _BrokenStore:
+    def online_read(self, keys):
+        raise ConnectionError("redis down")
+
+    def online_write_batch(self, items, payment=None):
+        raise ConnectionError("redis down")
+
+    def lookup_payment(self, tx):
+        return None
+
+
+def test_engine_degrades_when_state_store_fails(engine_parts):
+    fs, sc = engine_parts
+    d = FraudEngine(sc, fs, store=_BrokenStore()).score(_payment())
+    assert d.degraded and "unavailable" in d.degraded_reason
+    assert any(r.code == "degraded" for r in d.reasons)
+
+
+def test_ingest_labels_updates_online_risk_and_stores_table(engine_parts, tmp_path):
+    fs, sc = engine_parts
+    eng = FraudEngine(sc, fs, labels_dir=tmp_path / "labels", explain="always")
+    i = fs.index("terminal_known_frauds_1d")
+    eng.score(_payment(transaction_id="a1", timestamp="2024-03-01T10:00:00"))
+    rep = eng.ingest_labels([
+        {"transaction_id": "a1", "is_fraud": True, "label_time": "2024-03-01T12:00:00"},
+        {"transaction_id": "zz", "is_fraud": True},
+        {"transaction_id": "a2", "is_fraud": False},
+    ])  # fmt: skip
+    assert rep.accepted == 3 and rep.unknown_transactions == ["zz"]
+    eng.score(_payment(transaction_id="a3", customer_id="c9", card_id="k9",
+                       timestamp="2024-03-01T13:00:00"))  # fmt: skip
+    assert eng._x[i] == 1
+    stored = read_labels(tmp_path / "labels")
+    assert sorted(stored["transaction_id"]) == ["a1", "a2", "zz"]
+    pay = pd.DataFrame({"transaction_id": ["a1", "b"], "is_fraud": [False, False],
+                        "label_time": pd.Series([pd.NaT, pd.NaT], dtype="datetime64[ns]")})  # fmt: skip
+    merged = apply_labels(pay, stored)
+    assert merged["is_fraud"].tolist() == [True, False]
+    with pytest.raises(DataError, match="is_fraud"):
+        eng.ingest_labels([{"transaction_id": "x", "is_fraud": "maybe"}])
+
+
+def test_card_precision_at_k_known_answer():
+    day = [0, 0, 0, 0, 1, 1, 1]
+    card = ["a", "a", "b", "c", "a", "b", "c"]
+    y = [0, 1, 0, 0, 1, 0, 1]
+    s = [0.1, 0.9, 0.8, 0.2, 0.99, 0.5, 0.4]
+    # day 0: cards by max score a(0.9, fraud), b(0.8) -> top-2 precision 1/2
+    # day 1: a was detected on day 0 and is left out; top-2 = b, c -> 1/2
+    assert card_precision_at_k(day, card, y, s, k=2) == pytest.approx(0.5)
+    assert card_precision_at_k(day, card, y, s, k=2, remove_detected=False) == pytest.approx(0.5)
+    assert card_precision_at_k([0, 0], ["a", "b"], [1, 0], [0.9, 0.1], k=1) == 1.0
+
+
+def test_calibration_error_and_costs():
+    y = np.array([0, 0, 1, 1])
+    assert expected_calibration_error(y, np.array([0.0, 0.0, 1.0, 1.0]), bins=2) == 0.0
+    c = decision_costs(np.array([1, 0, 1]), np.array([100.0, 50.0, 10.0]),
+                       ["decline", "review", "approve"], review_cost=2.0, review_recall=1.0,
+                       decline_cost_ratio=0.5)  # fmt: skip
+    assert c["expected_cost"] == pytest.approx(10.0 + 2.0)
+    assert c["baseline_cost"] == 110.0 and c["savings"] == pytest.approx(98.0)

@@ -52,6 +52,7 @@ def server_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    env["SHOPML_SERVING_PROCESS"] = "1"
     env.update(extra or {})
     return env
 

@@ -19,6 +19,13 @@ FAMILY_HELP = "Model family: recommender, fraud or forecast."
 EXIT_GATE_FAILED = 3
 
 
+def _console():
+    """A rich console; wide when piped (a file or a pager should get whole cells, not ellipses)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=400)
+
+
 def _mlflow_errors(fn):
     """Turn MLflow's errors (server down, bad request) into a RegistryError: message, exit 2."""
     import functools
@@ -65,7 +72,6 @@ def runs_cmd(
     elif fmt == "markdown":
         typer.echo(render_markdown(header, rows), nl=False)
     else:
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"shopml-{family}: {len(rows)} run(s)")
@@ -74,7 +80,7 @@ def runs_cmd(
             table.add_column(col, justify="left" if left else "right", no_wrap=i == 0)
         for row in rows:
             table.add_row(*row)
-        Console().print(table)
+        _console().print(table)
 
 
 @_mlflow_errors
@@ -93,7 +99,6 @@ def compare_cmd(
     ),
 ) -> None:
     """Metric deltas side by side, whether the runs saw the same data, and overlaid plots in HTML."""
-    from rich.console import Console
     from rich.table import Table
 
     from training.compare import compare_runs, log_comparison
@@ -101,7 +106,7 @@ def compare_cmd(
     from training.runs import format_number
 
     comparison = compare_runs(list(runs))
-    console = Console()
+    console = _console()
     table = Table(title=f"{comparison.family}: deltas against {comparison.baseline.short_id}")
     table.add_column("metric")
     for r in comparison.runs:

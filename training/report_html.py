@@ -30,9 +30,9 @@ CURVE_STYLE: dict[str, dict] = {
         "y": "observed fraud rate",
         "diagonal": True,
     },
-    "recall_at_k": {"title": "Recall@k", "x": "k", "y": "recall"},
-    "coverage_at_k": {"title": "Catalog coverage@k", "x": "k", "y": "coverage"},
-    "ndcg_at_k": {"title": "nDCG@k", "x": "k", "y": "nDCG"},
+    "recall_at_k": {"title": "Recall@k", "x": "k", "y": "recall", "xscale": "log"},
+    "coverage_at_k": {"title": "Catalog coverage@k", "x": "k", "y": "coverage", "xscale": "log"},
+    "ndcg_at_k": {"title": "nDCG@k", "x": "k", "y": "nDCG", "xscale": "log"},
     "error_by_horizon": {"title": "Error by horizon", "x": "horizon (days ahead)", "y": "error"},
     "wape_by_horizon": {"title": "WAPE by horizon", "x": "horizon (days ahead)", "y": "WAPE"},
 }
@@ -210,6 +210,10 @@ def _curve_png(c: Comparison, name: str) -> str:
             )
     if style.get("diagonal"):
         ax.plot([0, 1], [0, 1], color="#999", linestyle=":", linewidth=1, label="ideal")
+    if style.get("xscale") and all(
+        v > 0 for r in c.curves.values() if name in r for v in r[name].x
+    ):
+        ax.set_xscale(style["xscale"])
     ax.set_title(style["title"])
     ax.set_xlabel(style["x"])
     ax.set_ylabel(style["y"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,50 @@ def evaluate_champion(
     return run_id
 
 
+def logged_config(data: dict, cls: type, source: str):
+    """Parse a logged config.json. A full dump also lists optional fields left at their empty
+    default (null, {}, []), which some configs reject when set (e.g. `path` for a generated
+    source); on failure those are dropped (only where they equal the default) and parsed again."""
+    try:
+        return parse_config(data, cls, source=source)
+    except ConfigError:
+        return parse_config(_drop_empty_defaults(data, cls), cls, source=source)
+
+
+def _drop_empty_defaults(data: dict, model: type) -> dict:
+    fields = getattr(model, "model_fields", {})
+    out = {}
+    for name, value in data.items():
+        field = fields.get(name)
+        if field is None:
+            out[name] = value
+            continue
+        sub = _model_in(field.annotation)
+        if isinstance(value, dict) and sub is not None:
+            value = _drop_empty_defaults(value, sub)
+        if value in (None, {}, []) and not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            if default == value or (default is None and value is None):
+                continue
+        out[name] = value
+    return out
+
+
+def _model_in(annotation):
+    """The pydantic model class inside an annotation (`Model`, `Model | None`), if any."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
 @dataclass
 class Reproduction:
     original_run_id: str
@@ -166,8 +211,11 @@ class Reproduction:
         return bool(self.fingerprint) and self.fingerprint == self.original_fingerprint
 
     def max_abs_diff(self) -> float:
+        """Largest difference over the result metrics (timings are expected to differ)."""
         diffs = [
-            abs(a - b) for a, b in self.metric_diffs.values() if a is not None and b is not None
+            abs(a - b)
+            for m, (a, b) in self.metric_diffs.items()
+            if a is not None and b is not None and not is_timing(m)
         ]
         return max(diffs, default=0.0)
 
@@ -177,12 +225,22 @@ class Reproduction:
             if self.same_data
             else f"DIFFERENT data ({self.original_fingerprint} -> {self.fingerprint})"
         )
+        head += f", largest metric difference {self.max_abs_diff():.3g}"
         lines = [head]
         for m, (a, b) in sorted(self.metric_diffs.items()):
             shown_a = "-" if a is None else f"{a:.6g}"
             shown_b = "-" if b is None else f"{b:.6g}"
-            lines.append(f"  {m}: {shown_a} -> {shown_b}")
+            note = "  (timing, not compared)" if is_timing(m) else ""
+            lines.append(f"  {m}: {shown_a} -> {shown_b}{note}")
         return "\n".join(lines)
+
+
+_TIMING = re.compile(r"(seconds|latency|throughput|_ms$|_per_s$|_s$)")
+
+
+def is_timing(metric: str) -> bool:
+    """Metrics that measure time or speed, which no rerun reproduces exactly."""
+    return bool(_TIMING.search(metric))
 
 
 def reproduce(run_ref: str, *, settings: Settings | None = None) -> Reproduction:
@@ -202,7 +260,9 @@ def reproduce(run_ref: str, *, settings: Settings | None = None) -> Reproduction
                 f"run {run.info.run_id[:8]} has no config.json artifact: {err}"
             ) from None
         data = json.loads(Path(local).read_text())
-    config = parse_config(data, cls, source=f"run {run.info.run_id[:8]} config.json")
+    config = logged_config(data, cls, f"run {run.info.run_id[:8]} config.json")
+    if "register_model" in type(config).model_fields:  # a rerun is a check, not a new version
+        config = config.model_copy(update={"register_model": False})
     result: TrainResult = module.train(config, settings=settings)
     mlflow_client.set_tag(result.run_id, "shopml.reproduces", run.info.run_id)
     new = mlflow_client.get_run(result.run_id)

@@ -145,7 +145,7 @@ class _Entity:
 
     def window_sum(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Sum of amounts over sorted positions [start, end] (same key, start <= end)."""
-        before = np.where(start > self.seg0, self.cum[np.maximum(start - 1, 0)], 0.0)
+        before = np.where(start > self.seg0[start], self.cum[np.maximum(start - 1, 0)], 0.0)
         return self.cum[end] - before
 
     def int_window(self, flags: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -288,6 +288,15 @@ def compute_prepared(
         ent = ents[e]
         perm, pos = ent.dest, ent.pos
         end = np.minimum(ent.start(delay), pos + 1)
+        if e == "customer":
+            lo = ent.start(delay + max(fs.fraud_windows) * MS)
+            cnt = end - lo
+            has = cnt > 0
+            mean = np.full(n, np.nan)
+            mean[has] = ent.window_sum(lo[has], end[has] - 1) / cnt[has]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(mean > 0, ent.amount / mean, np.nan)
+            X.put("customer_amount_to_delayed_mean", perm, ratio)
         fk = p.codes[e][p.is_fraud]
         cf = np.sort(fk * span + (p.known_ms[p.is_fraud] - t0 + pad))
         known_end = np.searchsorted(cf, ent.c, side="right")

@@ -85,6 +85,10 @@ class FeatureSet:
             names += [f"{e}_secs_since_prev", f"{e}_new_terminal", f"{e}_terminals_ever"]
             names += [f"{e}_new_terminals_{window_label(w)}" for w in self.pair_windows]
         names += ["customer_amount_to_usual", "customer_amount_to_prev_max"]
+        if "customer" in self.fraud_entities and self.fraud_windows:
+            # amount vs the customer's mean before the label delay: a card compromised in the
+            # last days has not yet inflated that mean
+            names.append("customer_amount_to_delayed_mean")
         names += [f"customer_spikes_{window_label(w)}" for w in self.spike_windows]
         for e in self.fraud_entities:
             for w in self.fraud_windows:

@@ -62,6 +62,8 @@ class OnlineFeatures:
             for e in fs.fraud_entities
         }  # fmt: skip
         self._fraud_back = max(fs.fraud_windows) * _MS if fs.fraud_windows else 0
+        has_dm = "customer_amount_to_delayed_mean" in fs.names
+        self._delayed_mean = ix("customer_amount_to_delayed_mean") if has_dm else -1
         self._delay = fs.label_delay * _MS
         self._hour, self._night, self._weekend = ix("hour"), ix("is_night"), ix("is_weekend")
         self._amount = ix("amount")
@@ -167,6 +169,10 @@ class OnlineFeatures:
                     del fr[: bisect_right(fr, t - self._fraud_back)]
                 hi = bisect_right(times, t - self._delay, 0, end)
                 known = bisect_right(fr, t)
+                if e == "customer":
+                    lo = bisect_right(times, t - self._delay - self._fraud_back, 0, end)
+                    mean = sum(amounts[lo:hi]) / (hi - lo) if hi > lo else NAN
+                    out[self._delayed_mean] = amount / mean if mean > 0 else NAN
                 for w, ic, ik, ir in fwin:
                     cnt = hi - bisect_right(times, t - self._delay - w, 0, end)
                     k = known - bisect_right(fr, t - w)

@@ -227,3 +227,57 @@ def test_reproduce_reruns_from_logged_config_and_checks_data(mlflow_env, monkeyp
         experiment_names=["shopml-fraud"], filter_string=f"tags.`shopml.reproduces` = '{original}'"
     )
     assert len(reruns) == 1 and reruns["params.seed"].iloc[0] == "5"
+
+
+# --- configuration (no server needed) ----------------------------------------------------------
+
+
+def test_promotion_config_overrides_fields_and_names_bad_ones(tmp_path):
+    from training.families import family_spec, load_specs
+
+    path = tmp_path / "promotion.toml"
+    path.write_text('[fraud]\nmargin = 0.02\nprimary = "auc_roc"\n')
+    specs = load_specs(path)
+    assert specs["fraud"].margin == 0.02 and specs["fraud"].primary == "auc_roc"
+    assert [g.metric for g in specs["fraud"].guards] == ["calibration_error", "review_rate"]
+    assert specs["forecast"].direction == "lower"  # untouched families keep their defaults
+    path.write_text('[forecast]\ndirection = "down"\n')
+    with pytest.raises(ConfigError, match=r"\[forecast\].*direction"):
+        load_specs(path)
+    path.write_text('[fraud]\nguards = [{ metric = "bias", direction = "target" }]\n')
+    with pytest.raises(ConfigError, match="needs a `target`"):
+        load_specs(path)
+    with pytest.raises(ConfigError, match="unknown model family 'weather'"):
+        family_spec("weather")
+    # the shipped file parses and matches what the jobs log
+    shipped = load_specs()
+    assert shipped["recommender"].primary == "ndcg_at_20"
+    assert shipped["fraud"].primary == "average_precision"
+    assert shipped["forecast"].primary == "wape"
+
+
+def test_logged_config_dumps_parse_back_even_with_unset_optional_fields():
+    from pydantic import model_validator
+
+    from shopml.config import ConfigModel
+    from training.retrain import is_timing, logged_config
+
+    class Source(ConfigModel):
+        kind: str = "generated"
+        path: str | None = None
+        queries: dict[str, str] = {}
+
+        @model_validator(mode="after")
+        def _only_own_fields(self):
+            if self.kind == "generated" and {"path", "queries"} & self.model_fields_set:
+                raise ValueError("generated takes no path or queries")
+            return self
+
+    class Job(ConfigModel):
+        source: Source = Source()
+        seed: int = 0
+
+    dumped = Job(seed=4).model_dump(mode="json")  # what start_run logs as config.json
+    assert dumped["source"]["path"] is None
+    assert logged_config(dumped, Job, "config.json") == Job(seed=4)
+    assert is_timing("train_seconds") and is_timing("predict_p50_ms") and not is_timing("wape")

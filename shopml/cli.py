@@ -42,6 +42,10 @@ from shopml.cli_generate import generate_cmd  # noqa: E402
 
 app.command("generate")(generate_cmd)
 
+from shopml.cli_forecast import register as _register_forecast  # noqa: E402
+
+_register_forecast(train_app, bench_app)  # train forecast, bench forecast-online-retail
+
 from shopml.cli_fraud import register as _register_fraud  # noqa: E402
 
 _register_fraud(app, train_app, bench_app)  # train fraud, bench fraud-handbook, fraud ingest-labels

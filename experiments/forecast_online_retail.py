@@ -1,0 +1,100 @@
+"""Benchmark: daily demand of the 500 best-selling Online Retail products, h=28, 3 rolling folds.
+
+Every shopml forecaster and the `mlforecast` library's LightGBM (peer) run in the same backtest
+(`training.backtest`): each fold's panel is rebuilt from the order lines known at its origin and
+all models are scored on the days the shop was open. Numbers are means over folds.
+Targets (issue 5): LightGBM WAPE <= 0.9 x the best other model, P10-P90 coverage 0.75-0.85,
+|bias| < 0.10, panel build + fit < 30 s per fold, predicting 500 x 28 < 2 s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from features.demand import PanelConfig, build_panel
+from features.loaders.online_retail import load, non_product_codes
+from models.forecast import LightGBMForecaster, MovingAverage, SeasonalNaive
+from training.backtest import backtest
+
+TOP_N = 500
+HORIZON = 28
+FOLDS = 3
+COUNTRY = "GB"
+KEYS = ("wape", "mase", "rmsse", "bias", "pinball_loss", "pinball_loss_scaled", "coverage_p10_p90",
+        "fit_seconds", "predict_seconds", "build_plus_fit_seconds")  # fmt: skip
+LGBM_PARAMS = {"horizon": HORIZON, "point": "unbiased"}
+
+
+def models(include_peer: bool = True) -> dict:
+    out = {
+        "seasonal_naive": lambda: SeasonalNaive(),
+        "moving_average": lambda: MovingAverage(window=28),
+        "moving_average_7": lambda: MovingAverage(window=7),
+        "lightgbm": lambda: LightGBMForecaster(**LGBM_PARAMS),
+    }
+    if include_peer:
+        from experiments.forecast_peers import MLForecastLGBM
+
+        out["mlforecast_lgbm"] = lambda: MLForecastLGBM(horizon=HORIZON)
+    return out
+
+
+def run(out: Path | None = None, path: Path | None = None, include_peer: bool = True) -> dict:
+    """Run the benchmark; write and return the JSON result described in issue 5."""
+    t0 = time.perf_counter()
+    store = load(path)
+    lines = store.order_lines
+    lines = lines[~lines["product_id"].isin(set(non_product_codes(store.products)))]
+    cfg = PanelConfig(top_n=TOP_N, country=COUNTRY)
+    full = build_panel(lines, store.products, cfg)
+    load_seconds = time.perf_counter() - t0
+    result = backtest(lines, store.products, models(include_peer), n_folds=FOLDS,
+                      horizon=HORIZON, panel_config=cfg, full_panel=full,
+                      log=lambda m: print(m, flush=True))  # fmt: skip
+    summary = result.summary()
+    rows = [{"model": name, **{k: round(agg[k], 4) for k in KEYS}} for name, agg in summary.items()]
+    ours = summary["lightgbm"]
+    others = {m: a["wape"] for m, a in summary.items() if m != "lightgbm"}
+    best_other = min(others, key=others.get)
+    best_name = min(summary, key=lambda m: summary[m]["wape"])
+    best = summary[best_name]
+    folds = [
+        {"origin": str(f.origin.date()), "build_seconds": round(f.build_seconds, 2),
+         **{f"{m}_wape": round(f.metrics[m]["overall"]["wape"], 4) for m in f.metrics},
+         "lightgbm_bias": round(f.metrics["lightgbm"]["overall"]["bias"], 4),
+         "lightgbm_coverage": round(f.metrics["lightgbm"]["overall"]["coverage_p10_p90"], 4),
+         "lightgbm_fit_seconds": round(f.fit_seconds["lightgbm"], 2),
+         "lightgbm_predict_seconds": round(f.predict_seconds["lightgbm"], 3)}
+        for f in result.folds
+    ]  # fmt: skip
+    payload = {
+        "best": {"model": best_name, "wape": round(best["wape"], 4), "mase": round(best["mase"], 4),
+                 "coverage_p10_p90": round(best["coverage_p10_p90"], 4)},
+        "models": rows,
+        "train_seconds": round(ours["build_plus_fit_seconds"], 2),
+        "predict_seconds": round(ours["predict_seconds"], 3),
+        "targets": {
+            "wape_ratio_vs_best_other": round(ours["wape"] / others[best_other], 4),
+            "best_other_model": best_other,
+            "wape_ratio_max": 0.9,
+            "coverage_p10_p90": [0.75, 0.85],
+            "abs_bias_max": 0.10,
+            "train_seconds_max": 30.0,
+            "predict_seconds_max": 2.0,
+        },
+        "lightgbm_by_week": {w: {k: round(v[k], 4) for k in ("wape", "bias", "coverage_p10_p90")}
+                             for w, v in result.breakdown("lightgbm", "week").items()},  # fmt: skip
+        "folds": folds,
+        "setup": {"products": int(full.n_products), "horizon": HORIZON, "folds": FOLDS,
+                  "panel_days": len(full.dates), "closed_weekdays": list(full.closed_weekdays),
+                  "load_seconds": round(load_seconds, 2),
+                  "note": "train_seconds = panel build + LightGBM fit per fold (mean), "
+                          "predict_seconds = LightGBM predict of all products x 28 days"},
+    }  # fmt: skip
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2))
+    return payload

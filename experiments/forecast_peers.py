@@ -1,0 +1,89 @@
+"""Peer library forecasters used only in benchmarks: Nixtla's mlforecast with LightGBM.
+
+Wrapped in the shopml `Forecaster` interface so the backtest scores it like our own models. It is
+used the way the library is normally used: a regular daily series per product (closed days are
+zero), recursive forecasting with lags, rolling means and date features comparable to ours, a
+tweedie LightGBM, and mlforecast's own conformal intervals (80%) for P10/P90.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from models.forecast.base import FLAG_MODEL, Forecaster, as_panel, assemble, check_horizon
+from shopml.errors import ShopmlError
+
+
+class MLForecastLGBM(Forecaster):
+    """mlforecast + LightGBM peer (not persisted: benchmark only)."""
+
+    name = "mlforecast_lgbm"
+
+    def __init__(self, horizon: int = 28, n_estimators: int = 200, learning_rate: float = 0.07,
+                 objective: str = "tweedie", intervals: bool = True, seed: int = 0):  # fmt: skip
+        self.horizon = horizon
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.objective = objective
+        self.intervals = intervals
+        self.seed = seed
+
+    def _frame(self, panel) -> pd.DataFrame:
+        df = panel.to_frame(observed_only=False)
+        first = np.repeat(panel.first_observed(), len(panel.dates))
+        day = np.tile(np.arange(len(panel.dates)), panel.n_products)
+        df = df[day >= first]
+        return pd.DataFrame({"unique_id": df["product_id"].astype(str), "ds": df["date"],
+                             "y": df["units"].fillna(0.0).to_numpy()})  # fmt: skip
+
+    def fit(self, panel) -> MLForecastLGBM:
+        import lightgbm as lgb
+        from mlforecast import MLForecast
+        from mlforecast.lag_transforms import RollingMean, RollingStd
+        from mlforecast.utils import PredictionIntervals
+
+        panel = as_panel(panel)
+        model = lgb.LGBMRegressor(
+            objective=self.objective, n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate, num_leaves=31, min_child_samples=100,
+            subsample=0.8, subsample_freq=1, colsample_bytree=0.8, n_jobs=1,
+            random_state=self.seed, verbosity=-1,
+        )  # fmt: skip
+        self.mlf_ = MLForecast(
+            models={"lgbm": model},
+            freq="D",
+            lags=[1, 7, 14, 28],
+            lag_transforms={
+                1: [RollingMean(7), RollingMean(28), RollingStd(28)],
+                7: [RollingMean(7), RollingMean(28)],
+            },
+            date_features=["dayofweek", "month", "day"],
+        )
+        intervals = PredictionIntervals(n_windows=2, h=self.horizon) if self.intervals else None
+        self.mlf_.fit(self._frame(panel), prediction_intervals=intervals)
+        self.panel_ = panel
+        return self
+
+    def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
+        horizon = check_horizon(horizon, self.horizon)
+        panel = self._check_fitted()
+        rows = self._rows(product_ids)
+        level = [80] if self.intervals else None
+        out = self.mlf_.predict(horizon, level=level)
+        ids = panel.product_ids[rows]
+        wide = lambda c: (  # noqa: E731
+            out.pivot(index="unique_id", columns="ds", values=c).reindex(ids).to_numpy(float)
+        )
+        p50 = np.nan_to_num(wide("lgbm"))
+        p10 = np.nan_to_num(wide("lgbm-lo-80")) if self.intervals else p50
+        p90 = np.nan_to_num(wide("lgbm-hi-80")) if self.intervals else p50
+        flags = np.full(len(rows), FLAG_MODEL)
+        return assemble(panel, rows, horizon, p10, p50, p90, flags)
+
+    def save(self, path):
+        raise ShopmlError("the mlforecast peer is a benchmark-only model and is not saved")
+
+    @classmethod
+    def load(cls, path):
+        raise ShopmlError("the mlforecast peer is a benchmark-only model and is not saved")

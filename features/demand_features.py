@@ -1,0 +1,248 @@
+"""Origin-anchored demand features for direct multi-horizon forecasting.
+
+A row describes (product p, forecast origin t, horizon h): every history feature is computed from
+days <= t only (the origin), calendar features describe the target day t + h. Rolling statistics
+run over *observed* days (closed days and days before the first sale are skipped, never read as
+zeros). Names are deterministic and readable, e.g. `rolling_mean_window28`, `same_weekday_mean_weeks4`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from features.demand import DemandPanel
+
+WINDOWS = (7, 14, 28, 56, 112)
+SAME_WEEKDAY_WEEKS = 4
+PRICE_LONG_WINDOW = 364
+CATEGORICAL = ("product", "category")
+
+
+def feature_names(windows: tuple[int, ...] = WINDOWS) -> list[str]:
+    """All feature names in column order."""
+    names = ["product", "category", "horizon"]
+    names += [f"rolling_mean_window{w}" for w in windows]
+    names += ["rolling_std_window28", "rolling_zero_share_window28", "rolling_max_window28"]
+    names += [
+        "same_weekday_last", f"same_weekday_mean_weeks{SAME_WEEKDAY_WEEKS}",
+        "trend_mean7_over_mean28", "trend_mean28_over_mean112",
+        "days_since_last_sale", "age_days", "observed_days",
+        "price_mean_window364", "price_ratio_window28",
+        "orders_mean_window7", "orders_mean_window28", "units_per_order_window28",
+        "shop_mean_window7", "shop_trend_mean7_over_mean28",
+        "target_day_of_week", "target_day_of_month", "target_month", "target_is_holiday",
+    ]  # fmt: skip
+    return names
+
+
+@lru_cache(maxsize=32)
+def _holiday_set(country: str | None, first_year: int, last_year: int) -> frozenset:
+    if not country:
+        return frozenset()
+    try:
+        import holidays
+
+        days = holidays.country_holidays(country, years=range(first_year, last_year + 1))
+    except (KeyError, NotImplementedError, AttributeError):
+        return frozenset()
+    return frozenset(pd.Timestamp(d) for d in days)
+
+
+def holiday_flags(dates: pd.DatetimeIndex, country: str | None) -> np.ndarray:
+    """1.0 on public holidays of `country` (ISO code), 0.0 otherwise or when country unknown."""
+    if len(dates) == 0:
+        return np.zeros(0)
+    hs = _holiday_set(country, int(dates.year.min()), int(dates.year.max()))
+    return np.array([d in hs for d in dates], dtype=np.float64)
+
+
+def _cum(x: np.ndarray) -> np.ndarray:
+    """Cumulative sums along days with a leading zero column: window (a, b] = C[b+1] - C[a+1]."""
+    out = np.zeros((x.shape[0], x.shape[1] + 1))
+    np.cumsum(x, axis=1, out=out[:, 1:])
+    return out
+
+
+@dataclass
+class FeatureState:
+    """Precomputed cumulative arrays of a panel so features at any origin cost O(products)."""
+
+    panel: DemandPanel
+    product_codes: np.ndarray  # integer code of each panel row for the `product` feature
+    category_codes: np.ndarray
+
+    def __post_init__(self) -> None:
+        u = self.panel.units
+        obs = ~np.isnan(u)
+        x = np.where(obs, u, 0.0)
+        self.cs = _cum(x)
+        self.cs2 = _cum(x * x)
+        self.cn = _cum(obs.astype(np.float64))
+        self.cz = _cum((obs & (x == 0)).astype(np.float64))
+        pr = self.panel.price
+        pobs = ~np.isnan(pr)
+        self.cp = _cum(np.where(pobs, pr, 0.0))
+        self.cpn = _cum(pobs.astype(np.float64))
+        n_d = u.shape[1]
+        day = np.arange(n_d)
+        self.first = self.panel.first_observed()
+        last_sale = np.where(x > 0, day[None, :], -1)
+        self.last_sale = np.maximum.accumulate(last_sale, axis=1)
+        # same weekday mean over the last k weeks ending at each day (observed days only)
+        sw_sum = np.zeros_like(x)
+        sw_n = np.zeros_like(x)
+        for k in range(SAME_WEEKDAY_WEEKS):
+            s = 7 * k
+            if s >= n_d:
+                break
+            sw_sum[:, s:] += x[:, : n_d - s]
+            sw_n[:, s:] += obs[:, : n_d - s]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.same_wd_mean = np.where(sw_n > 0, sw_sum / np.maximum(sw_n, 1), np.nan)
+        self.x = np.where(obs, u, np.nan)
+        orders = self.panel.orders
+        self.co = None if orders is None else _cum(np.where(obs, np.nan_to_num(orders), 0.0))
+        shop = x.sum(axis=0)
+        shop_open = self.panel.open_days.astype(np.float64)
+        self.shop_cs = np.concatenate([[0.0], np.cumsum(shop * shop_open)])
+        self.shop_cn = np.concatenate([[0.0], np.cumsum(shop_open)])
+        # rolling max over 28 days, computed lazily per origin (cheap: products x 28)
+
+    def _window(self, c: np.ndarray, t: int, w: int) -> np.ndarray:
+        return c[:, t + 1] - c[:, max(t + 1 - w, 0)]
+
+    def _mean(self, t: int, w: int) -> np.ndarray:
+        n = self._window(self.cn, t, w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, self._window(self.cs, t, w) / np.maximum(n, 1), np.nan)
+
+    def origin_block(self, t: int) -> tuple[list[str], np.ndarray]:
+        """Per-product features known at origin day index t: (names, array[products, k])."""
+        cols: dict[str, np.ndarray] = {}
+        for w in WINDOWS:
+            cols[f"rolling_mean_window{w}"] = self._mean(t, w)
+        n28 = self._window(self.cn, t, 28)
+        m28 = cols["rolling_mean_window28"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = self._window(self.cs2, t, 28) / np.maximum(n28, 1) - m28**2
+            cols["rolling_std_window28"] = np.where(n28 > 1, np.sqrt(np.maximum(var, 0)), np.nan)
+            cols["rolling_zero_share_window28"] = np.where(
+                n28 > 0, self._window(self.cz, t, 28) / np.maximum(n28, 1), np.nan
+            )
+        seg = self.x[:, max(t - 27, 0) : t + 1]
+        has = ~np.isnan(seg).all(axis=1)
+        cols["rolling_max_window28"] = np.where(has, np.nanmax(np.where(np.isnan(seg), -1, seg),
+                                                               axis=1), np.nan)  # fmt: skip
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cols["trend_mean7_over_mean28"] = (cols["rolling_mean_window7"] + 0.1) / (m28 + 0.1)
+            cols["trend_mean28_over_mean112"] = (m28 + 0.1) / (cols["rolling_mean_window112"] + 0.1)
+        last = self.last_sale[:, t]
+        cols["days_since_last_sale"] = np.where(last >= 0, t - last, np.nan).astype(np.float64)
+        cols["age_days"] = (t - self.first).astype(np.float64)
+        cols["observed_days"] = self.cn[:, t + 1]
+        pn = self._window(self.cpn, t, PRICE_LONG_WINDOW)
+        pn28 = self._window(self.cpn, t, 28)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p_long = np.where(pn > 0, self._window(self.cp, t, PRICE_LONG_WINDOW) / pn, np.nan)
+            p28 = np.where(pn28 > 0, self._window(self.cp, t, 28) / pn28, np.nan)
+            cols["price_mean_window364"] = p_long
+            cols["price_ratio_window28"] = p28 / p_long
+        n7 = self._window(self.cn, t, 7)
+        if self.co is None:
+            nan = np.full(len(n28), np.nan)
+            o7 = o28 = upo = nan
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                o7 = np.where(n7 > 0, self._window(self.co, t, 7) / np.maximum(n7, 1), np.nan)
+                o_sum = self._window(self.co, t, 28)
+                o28 = np.where(n28 > 0, o_sum / np.maximum(n28, 1), np.nan)
+                upo = np.where(
+                    o_sum > 0, self._window(self.cs, t, 28) / np.maximum(o_sum, 1), np.nan
+                )
+        cols["orders_mean_window7"] = o7
+        cols["orders_mean_window28"] = o28
+        cols["units_per_order_window28"] = upo
+        sn7 = self.shop_cn[t + 1] - self.shop_cn[max(t - 6, 0)]
+        sn28 = self.shop_cn[t + 1] - self.shop_cn[max(t - 27, 0)]
+        s7 = (self.shop_cs[t + 1] - self.shop_cs[max(t - 6, 0)]) / max(sn7, 1)
+        s28 = (self.shop_cs[t + 1] - self.shop_cs[max(t - 27, 0)]) / max(sn28, 1)
+        n_p = self.x.shape[0]
+        cols["shop_mean_window7"] = np.full(n_p, s7)
+        cols["shop_trend_mean7_over_mean28"] = np.full(n_p, (s7 + 1) / (s28 + 1))
+        names = list(cols)
+        return names, np.column_stack([cols[n] for n in names])
+
+    def rows(self, t: int, horizon: int, target_dates: pd.DatetimeIndex) -> np.ndarray:
+        """Feature matrix for every product x horizon 1..H at origin t (row = p * H + h - 1).
+
+        `target_dates` are the H calendar days after the origin (may lie past the panel end).
+        """
+        n_p = self.x.shape[0]
+        o_names, o_block = self.origin_block(t)
+        hs = np.arange(1, horizon + 1)
+        ref = t + hs - 7 * np.ceil(hs / 7).astype(int)  # same weekday, last week at or before t
+        ok = ref >= 0
+        sw_last = np.full((n_p, horizon), np.nan)
+        sw_mean = np.full((n_p, horizon), np.nan)
+        sw_last[:, ok] = self.x[:, ref[ok]]
+        sw_mean[:, ok] = self.same_wd_mean[:, ref[ok]]
+        cal = np.column_stack([
+            target_dates.dayofweek, target_dates.day, target_dates.month,
+            holiday_flags(target_dates, self.panel.country),
+        ]).astype(np.float64)  # fmt: skip
+        blk = {n: o_block[:, i] for i, n in enumerate(o_names)}
+        out = np.empty((n_p, horizon, len(feature_names())), dtype=np.float64)
+        for j, name in enumerate(feature_names()):
+            if name == "product":
+                out[:, :, j] = self.product_codes[:, None]
+            elif name == "category":
+                out[:, :, j] = self.category_codes[:, None]
+            elif name == "horizon":
+                out[:, :, j] = hs[None, :]
+            elif name == "same_weekday_last":
+                out[:, :, j] = sw_last
+            elif name.startswith("same_weekday_mean"):
+                out[:, :, j] = sw_mean
+            elif name.startswith("target_"):
+                k = ["target_day_of_week", "target_day_of_month", "target_month",
+                     "target_is_holiday"].index(name)  # fmt: skip
+                out[:, :, j] = cal[None, :, k]
+            else:
+                out[:, :, j] = blk[name][:, None]
+        return out.reshape(n_p * horizon, -1)
+
+
+def training_rows(
+    state: FeatureState,
+    horizon: int,
+    origins: list[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stack features and targets of several origins: (X, y, origin_index, horizon).
+
+    Only rows whose target day is observed (shop open, product on sale) and whose product has at
+    least one observed day by the origin are kept.
+    """
+    panel = state.panel
+    n_d = len(panel.dates)
+    xs, ys, os_, hs_ = [], [], [], []
+    for t in origins:
+        h_eff = min(horizon, n_d - 1 - t)
+        if h_eff <= 0:
+            continue
+        dates = panel.dates[t + 1 : t + 1 + h_eff]
+        X = state.rows(t, h_eff, dates)
+        y = panel.units[:, t + 1 : t + 1 + h_eff].reshape(-1)
+        alive = np.repeat(state.first <= t, h_eff)
+        keep = ~np.isnan(y) & alive
+        xs.append(X[keep])
+        ys.append(y[keep])
+        os_.append(np.full(int(keep.sum()), t))
+        hs_.append(np.tile(np.arange(1, h_eff + 1), panel.n_products)[keep])
+    if not xs:
+        k = len(feature_names())
+        return np.empty((0, k)), np.empty(0), np.empty(0, int), np.empty(0, int)
+    return np.vstack(xs), np.concatenate(ys), np.concatenate(os_), np.concatenate(hs_)

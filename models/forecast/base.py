@@ -1,0 +1,148 @@
+"""The forecaster interface shared by every demand model, and helpers they all use.
+
+`fit(panel)` learns from a `DemandPanel` (or its long table); `predict(horizon)` forecasts the next
+`horizon` calendar days after the panel end for every product (or `product_ids`) and returns one row
+per product and day: product_id, date, p10, p50, p90, flag. `flag` is "model" for a normal forecast,
+"short_history" when a product had too little history and got the fallback baseline, and "closed"
+for a day the shop is closed (all quantiles 0). `save(dir)`/`load(dir)` use JSON + npz (+ LightGBM
+text), never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.demand import DemandPanel
+from shopml.errors import ConfigError, DataError, NotFittedError
+
+OUTPUT_COLUMNS = ("product_id", "date", "p10", "p50", "p90", "flag")
+FLAG_MODEL, FLAG_SHORT, FLAG_CLOSED = "model", "short_history", "closed"
+
+
+def as_panel(data) -> DemandPanel:
+    """Accept a DemandPanel or a long table (validated: duplicates raise DataError)."""
+    if isinstance(data, DemandPanel):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return DemandPanel.from_frame(data)
+    raise DataError(f"expected a DemandPanel or DataFrame, got {type(data).__name__}")
+
+
+def check_horizon(horizon, max_horizon: int | None = None) -> int:
+    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer):
+        raise ConfigError(f"horizon must be a positive integer, got {horizon!r}")
+    if horizon <= 0:
+        raise ConfigError(f"horizon must be a positive integer, got {horizon}")
+    if max_horizon is not None and horizon > max_horizon:
+        raise ConfigError(
+            f"horizon {horizon} is longer than the {max_horizon} days the model was trained for"
+        )
+    return int(horizon)
+
+
+def save_panel(panel: DemandPanel, path: Path) -> None:
+    np.savez_compressed(
+        path / "panel.npz",
+        product_ids=np.array([str(p) for p in panel.product_ids], dtype=str),
+        categories=np.array([str(c) for c in panel.categories], dtype=str),
+        dates=panel.dates.values.astype("datetime64[D]").astype(np.int64),
+        units=panel.units, price=panel.price, open_days=panel.open_days,
+        **({} if panel.orders is None else {"orders": panel.orders}),
+    )  # fmt: skip
+    meta = {"closed_weekdays": list(panel.closed_weekdays), "country": panel.country}
+    (path / "panel.json").write_text(json.dumps(meta))
+
+
+def load_panel(path: Path) -> DemandPanel:
+    with np.load(path / "panel.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads((path / "panel.json").read_text())
+    dates = pd.DatetimeIndex(arrays["dates"].astype("datetime64[D]").astype("datetime64[ns]"))
+    return DemandPanel(
+        arrays["product_ids"].astype(object), arrays["categories"].astype(object), dates,
+        arrays["units"], arrays["price"], arrays["open_days"], tuple(meta["closed_weekdays"]),
+        meta["country"], arrays.get("orders"),
+    )  # fmt: skip
+
+
+def empirical_band(panel: DemandPanel, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, 10% and 90% quantiles of each product's observed days in the last `window` days."""
+    seg = panel.units[:, -window:]
+    has = ~np.isnan(seg).all(axis=1)
+    filled = np.where(has[:, None], seg, 0.0)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.where(has, np.nanmean(filled, axis=1), 0.0)
+            q10 = np.where(has, np.nanquantile(filled, 0.1, axis=1), 0.0)
+            q90 = np.where(has, np.nanquantile(filled, 0.9, axis=1), 0.0)
+    return mean, q10, q90
+
+
+def assemble(
+    panel: DemandPanel,
+    rows: np.ndarray,
+    horizon: int,
+    p10: np.ndarray,
+    p50: np.ndarray,
+    p90: np.ndarray,
+    flags: np.ndarray,
+) -> pd.DataFrame:
+    """Output table from [len(rows), horizon] arrays; closed days get zeros and flag 'closed'."""
+    dates, open_ = panel.future_dates(horizon)
+    n = len(rows)
+    lo = np.clip(np.minimum(p10, p50), 0.0, None)
+    mid = np.clip(p50, 0.0, None)
+    hi = np.maximum(np.clip(p90, 0.0, None), mid)
+    lo = np.minimum(lo, mid)
+    flag = np.broadcast_to(np.asarray(flags, dtype=object)[:, None], (n, horizon)).copy()
+    closed = ~open_
+    lo[:, closed] = mid[:, closed] = hi[:, closed] = 0.0
+    flag[:, closed] = FLAG_CLOSED
+    return pd.DataFrame({
+        "product_id": np.repeat(panel.product_ids[rows], horizon),
+        "date": np.tile(dates.values, n),
+        "p10": lo.ravel(), "p50": mid.ravel(), "p90": hi.ravel(),
+        "flag": flag.ravel(),
+    })  # fmt: skip
+
+
+class Forecaster(ABC):
+    """One interface for every demand model (see module docstring for the output table)."""
+
+    name: str = "forecaster"
+
+    @abstractmethod
+    def fit(self, panel) -> Forecaster: ...
+
+    @abstractmethod
+    def predict(self, horizon: int, product_ids=None) -> pd.DataFrame: ...
+
+    @abstractmethod
+    def save(self, path) -> Path: ...
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path) -> Forecaster: ...
+
+    # helpers ---------------------------------------------------------------------------------
+    def _check_fitted(self) -> DemandPanel:
+        panel = getattr(self, "panel_", None)
+        if panel is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or load() first")
+        return panel
+
+    def _rows(self, product_ids) -> np.ndarray:
+        panel = self._check_fitted()
+        if product_ids is None:
+            return np.arange(panel.n_products)
+        if isinstance(product_ids, str):
+            product_ids = [product_ids]
+        return panel.positions(product_ids)

@@ -1,0 +1,112 @@
+"""Baseline forecasters: weekly seasonal naive and moving average.
+
+Both read the last observed days of each product (closed days skipped) and give an empirical
+P10-P90 band from the same recent days, so every model can be compared on the same metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.demand import DemandPanel
+from models.forecast.base import (
+    FLAG_MODEL,
+    FLAG_SHORT,
+    Forecaster,
+    as_panel,
+    assemble,
+    check_horizon,
+    empirical_band,
+    load_panel,
+    save_panel,
+)
+from shopml.errors import ConfigError
+
+
+class _Baseline(Forecaster):
+    kind = ""
+
+    def __init__(self, window: int = 28, min_history: int = 7):
+        self.window = window
+        self.min_history = min_history
+
+    def _params(self) -> dict:
+        return {"window": self.window, "min_history": self.min_history}
+
+    def fit(self, panel) -> _Baseline:
+        if self.window < 1:
+            raise ConfigError(f"window must be >= 1, got {self.window}")
+        self.panel_ = as_panel(panel)
+        return self
+
+    def _flags(self, panel: DemandPanel, rows: np.ndarray) -> np.ndarray:
+        short = panel.n_observed()[rows] < self.min_history
+        return np.where(short, FLAG_SHORT, FLAG_MODEL)
+
+    def save(self, path) -> Path:
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_panel(self.panel_, path)
+        (path / "forecaster.json").write_text(
+            json.dumps({"kind": self.kind, "params": self._params()})
+        )
+        return path
+
+    @classmethod
+    def load(cls, path) -> _Baseline:
+        path = Path(path)
+        meta = json.loads((path / "forecaster.json").read_text())
+        model = cls(**meta["params"])
+        model.panel_ = load_panel(path)
+        return model
+
+
+class MovingAverage(_Baseline):
+    """Mean of the last `window` observed days, flat over the horizon; band = their 10%/90% quantiles."""
+
+    name = kind = "moving_average"
+
+    def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
+        horizon = check_horizon(horizon)
+        panel = self._check_fitted()
+        rows = self._rows(product_ids)
+        mean, q10, q90 = empirical_band(panel, self.window)
+        rep = lambda a: np.repeat(a[rows, None], horizon, axis=1)  # noqa: E731
+        return assemble(
+            panel, rows, horizon, rep(q10), rep(mean), rep(q90), self._flags(panel, rows)
+        )
+
+
+class SeasonalNaive(_Baseline):
+    """Weekly seasonal naive: each day repeats the last observed same weekday (band from the last
+    `window` days); a weekday never observed falls back to the moving average."""
+
+    name = kind = "seasonal_naive"
+
+    def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
+        horizon = check_horizon(horizon)
+        panel = self._check_fitted()
+        rows = self._rows(product_ids)
+        mean, q10, q90 = empirical_band(panel, self.window)
+        u = panel.units[rows]
+        n_d = u.shape[1]
+        p50 = np.repeat(mean[rows, None], horizon, axis=1)
+        for h in range(1, horizon + 1):
+            filled = np.zeros(len(rows), dtype=bool)
+            for k in range(int(np.ceil(h / 7)), int(np.ceil(h / 7)) + 8):
+                d = n_d - 1 + h - 7 * k
+                if d < 0:
+                    break
+                v = u[:, d]
+                take = ~filled & ~np.isnan(v)
+                p50[take, h - 1] = v[take]
+                filled |= take
+                if filled.all():
+                    break
+        rep = lambda a: np.repeat(a[rows, None], horizon, axis=1)  # noqa: E731
+        return assemble(panel, rows, horizon, rep(q10), p50, rep(q90), self._flags(panel, rows))

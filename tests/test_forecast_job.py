@@ -1,0 +1,66 @@
+"""`shopml train forecast` on the tiny generated store, with MLflow in tmp_path."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+
+from shopml.config import load_config, parse_config
+from shopml.errors import ConfigError
+from training.forecast_job import ForecastJobConfig, train
+
+
+def test_default_config_file_parses():
+    from shopml.cli_forecast import DEFAULT_CONFIG
+
+    cfg = load_config(DEFAULT_CONFIG, ForecastJobConfig)
+    assert cfg.model.kind == "lightgbm" and cfg.horizon == 28
+
+
+def test_bad_config_names_the_field():
+    with pytest.raises(ConfigError, match="horizon"):
+        parse_config({"horizon": 0}, ForecastJobConfig)
+    with pytest.raises(ConfigError, match="kind"):
+        parse_config({"model": {"kind": "prophet"}}, ForecastJobConfig)
+
+
+def test_train_forecast_job_end_to_end(tmp_shopml_home, tmp_path):
+    cfg = parse_config({
+        "source": {"kind": "generated", "scale": "tiny", "seed": 0},
+        "horizon": 14, "n_folds": 2, "top_n": 40, "plot_top_products": 2,
+        "output": str(tmp_path / "forecast.parquet"),
+        "model": {"kind": "lightgbm", "params": {"n_estimators": 30, "min_child_samples": 20,
+                                                 "min_origin_history": 14}},
+    }, ForecastJobConfig)  # fmt: skip
+    result = train(cfg)
+    assert result.family == "forecast" and result.model_version == "1"
+    for key in (
+        "wape",
+        "mase",
+        "rmsse",
+        "bias",
+        "pinball_loss",
+        "coverage_p10_p90",
+        "seasonal_naive.wape",
+        "moving_average.wape",
+        "wape.week1",
+        "wape.week2",
+    ):
+        assert key in result.metrics, key
+    fc = pd.read_parquet(tmp_path / "forecast.parquet")
+    assert list(fc.columns) == ["product_id", "date", "p10", "p50", "p90", "flag"]
+    assert fc["product_id"].nunique() == 40 and fc.groupby("product_id").size().eq(14).all()
+    assert (fc["p10"] <= fc["p50"]).all() and (fc["p50"] <= fc["p90"]).all()
+
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["data.fingerprint"] == result.data_fingerprint
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
+    assert artifacts == {"plots/actual_vs_forecast_top_products.png", "plots/error_by_horizon.png"}
+    from models.forecast import load_forecaster
+    from training.tracking import download_native
+
+    model = load_forecaster(download_native("forecast", dst=tmp_path / "dl"))
+    again = model.predict(14)
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), fc.reset_index(drop=True),
+                                  check_dtype=False)  # fmt: skip

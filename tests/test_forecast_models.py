@@ -1,0 +1,178 @@
+"""One contract test over every forecaster, plus LightGBM's direct multi-horizon behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.demand import DemandPanel
+from models.forecast import (
+    FORECASTERS,
+    OUTPUT_COLUMNS,
+    LightGBMForecaster,
+    MovingAverage,
+    SeasonalNaive,
+    load_forecaster,
+    make_forecaster,
+)
+from shopml.errors import ConfigError, DataError, NotFittedError, UnknownEntity
+
+H = 14
+
+
+def weekly_panel(n_products: int = 8, n_days: int = 140, seed: int = 0) -> DemandPanel:
+    """Demand with a strong Monday peak, closed Saturdays, and one product launched 4 days ago."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2024-01-01", periods=n_days)  # starts on a Monday
+    level = rng.uniform(1, 6, (n_products, 1))
+    profile = np.where(dates.dayofweek == 0, 4.0, 1.0)[None, :]
+    units = rng.poisson(level * profile).astype(float)
+    open_ = dates.dayofweek != 5
+    units[:, ~open_] = np.nan
+    units[-1, :-4] = np.nan  # the newcomer: 4 days of history
+    units[-1, -4:] = 3.0
+    price = np.where(np.isnan(units), np.nan, 2.0)
+    orders = np.where(np.isnan(units), np.nan, np.minimum(units, 2.0))
+    ids = np.array([f"p{i}" for i in range(n_products)], dtype=object)
+    cats = np.array(["a", "b"] * (n_products // 2), dtype=object)
+    return DemandPanel(ids, cats, dates, units, price, open_, (5,), "GB", orders)
+
+
+def small_lgbm(**kw) -> LightGBMForecaster:
+    params = dict(horizon=H, n_estimators=40, min_child_samples=20, origin_step=7,
+                  min_origin_history=21)  # fmt: skip
+    params.update(kw)
+    return LightGBMForecaster(**params)
+
+
+FACTORIES = {
+    "lightgbm": small_lgbm,
+    "seasonal_naive": SeasonalNaive,
+    "moving_average": MovingAverage,
+}
+
+
+@pytest.fixture(scope="module")
+def panel() -> DemandPanel:
+    return weekly_panel()
+
+
+@pytest.fixture(scope="module", params=sorted(FACTORIES))
+def fitted(request, panel):
+    return request.param, FACTORIES[request.param]().fit(panel)
+
+
+def test_every_kind_is_covered():
+    assert set(FACTORIES) == set(FORECASTERS)
+
+
+def test_output_shape_order_and_quantiles(fitted, panel):
+    name, model = fitted
+    fc = model.predict(H)
+    assert tuple(fc.columns) == OUTPUT_COLUMNS
+    assert len(fc) == panel.n_products * H
+    assert fc.groupby("product_id").size().eq(H).all()
+    assert (fc["p10"] >= 0).all()
+    assert (fc["p10"] <= fc["p50"]).all() and (fc["p50"] <= fc["p90"]).all()
+    assert fc["date"].min() == panel.end + pd.Timedelta(days=1)
+    closed = pd.to_datetime(fc["date"]).dt.dayofweek == 5
+    assert (fc.loc[closed, "flag"] == "closed").all()
+    assert (fc.loc[closed, ["p10", "p50", "p90"]] == 0).all().all()
+    assert (fc.loc[~closed, "p90"] > 0).any()
+
+
+def test_save_load_round_trip_is_identical(fitted, tmp_path):
+    name, model = fitted
+    model.save(tmp_path / name)
+    assert not list((tmp_path / name).glob("*.pkl"))
+    again = load_forecaster(tmp_path / name)
+    assert type(again) is type(model)
+    pd.testing.assert_frame_equal(model.predict(H), again.predict(H))
+
+
+def test_bad_horizon_unknown_product_and_unfitted(fitted):
+    name, model = fitted
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="horizon"):
+            model.predict(bad)
+    with pytest.raises(UnknownEntity, match="nope"):
+        model.predict(3, product_ids=["p0", "nope"])
+    with pytest.raises(NotFittedError):
+        type(model)().predict(3)
+
+
+def test_subset_of_products(fitted):
+    name, model = fitted
+    fc = model.predict(7, product_ids=["p1", "p0"])
+    assert list(fc["product_id"].unique()) == ["p1", "p0"]
+    full = model.predict(7)
+    sub = full[full["product_id"].isin(["p0", "p1"])].set_index(["product_id", "date"])
+    mine = fc.set_index(["product_id", "date"]).loc[sub.index]
+    np.testing.assert_allclose(mine["p50"], sub["p50"])
+
+
+def test_duplicated_rows_are_an_error(panel):
+    frame = panel.to_frame()
+    dup = pd.concat([frame, frame.iloc[[5]]], ignore_index=True)
+    for factory in FACTORIES.values():
+        with pytest.raises(DataError, match="duplicated"):
+            factory().fit(dup)
+
+
+def test_short_history_gets_flagged_baseline(fitted, panel):
+    name, model = fitted
+    fc = model.predict(H)
+    newcomer = fc[(fc["product_id"] == "p7") & (fc["flag"] != "closed")]
+    others = fc[(fc["product_id"] != "p7") & (fc["flag"] != "closed")]
+    assert (newcomer["flag"] == "short_history").all()
+    assert (others["flag"] == "model").all()
+    assert np.allclose(newcomer["p50"], 3.0)  # moving average of its 4 days
+
+
+def test_fit_accepts_long_table(panel):
+    fc = MovingAverage().fit(panel.to_frame()).predict(3)
+    assert len(fc) == panel.n_products * 3
+
+
+def test_make_forecaster_unknown_kind():
+    with pytest.raises(ConfigError, match="unknown forecaster kind"):
+        make_forecaster("prophet")
+    assert isinstance(make_forecaster("moving_average", window=7), MovingAverage)
+
+
+def test_seasonal_naive_repeats_last_week(panel):
+    fc = SeasonalNaive().fit(panel).predict(7, product_ids=["p0"])
+    last_week = panel.units[0, -7:]
+    got = fc["p50"].to_numpy()
+    open_ = ~np.isnan(last_week)
+    np.testing.assert_allclose(got[open_], last_week[open_])
+
+
+def test_lightgbm_is_direct_multi_horizon(panel):
+    """Direct strategy: a shorter horizon gives exactly the first days of a longer one (no
+    recursion feeds forecasts back), and the weekly peak is forecast at every horizon."""
+    model = small_lgbm().fit(panel)
+    long = model.predict(H)
+    short = model.predict(5)
+    merged = short.merge(long, on=["product_id", "date"], suffixes=("_s", "_l"))
+    np.testing.assert_allclose(merged["p50_s"], merged["p50_l"])
+    fc = long[long["flag"] == "model"].copy()
+    dow = pd.to_datetime(fc["date"]).dt.dayofweek
+    monday = fc[dow == 0].groupby("product_id")["p50"].mean()
+    other = fc[(dow != 0)].groupby("product_id")["p50"].mean()
+    assert (monday > 1.8 * other).all()
+    with pytest.raises(ConfigError, match="trained for"):
+        model.predict(H + 1)
+
+
+def test_lightgbm_quantiles_cover_held_out_days():
+    panel = weekly_panel(n_products=12, n_days=196, seed=3)
+    history = panel.cut(panel.dates[-H - 1])
+    fc = small_lgbm().fit(history).predict(H)
+    actual = panel.to_frame()
+    actual = actual[actual["date"] > history.end].dropna(subset=["units"])
+    m = actual.merge(fc[fc["flag"] == "model"], on=["product_id", "date"])
+    cover = ((m["units"] >= m["p10"]) & (m["units"] <= m["p90"])).mean()
+    assert 0.6 <= cover <= 0.97
+    assert abs(m["p50"].sum() / m["units"].sum() - 1) < 0.25

@@ -1,0 +1,220 @@
+"""`shopml train forecast`: backtest, refit, register and publish the next-H-days demand forecast.
+
+Steps: load the store, build the daily demand panel (`features.demand`), run a rolling-origin
+backtest of the configured model beside the baselines, log metrics (overall, by horizon week, by
+category), curves and plots to MLflow, refit the model on all days, log it as a native model and
+register it, then write the forecast of the next `horizon` days as Parquet and log it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from features.demand import DemandPanel, PanelConfig, build_panel, store_country
+from features.sources import SourceConfig, load_source
+from models.forecast import make_forecaster
+from shopml.config import ConfigModel
+from shopml.errors import DataError
+from shopml.settings import Settings, load_settings
+from training.backtest import BacktestResult, backtest
+from training.tracking import (
+    TrainResult,
+    log_curve,
+    log_figure,
+    log_native_model,
+    register_model,
+    start_run,
+)
+
+FAMILY = "forecast"
+LOADER = "models.forecast:load_forecaster"
+
+
+class ForecastModelConfig(ConfigModel):
+    """The forecaster to train: a kind and its constructor parameters."""
+
+    kind: Literal["lightgbm", "seasonal_naive", "moving_average"] = "lightgbm"
+    params: dict = Field(default_factory=dict)
+
+
+class ForecastJobConfig(ConfigModel):
+    """Everything `shopml train forecast` needs (see experiments/configs/forecast.toml)."""
+
+    seed: int = 0
+    source: SourceConfig = Field(default_factory=lambda: SourceConfig(kind="generated"))
+    horizon: int = Field(28, ge=1, le=366)
+    n_folds: int = Field(3, ge=1, le=52)
+    top_n: int | None = Field(None, ge=1, description="forecast only the N best-selling products")
+    country: str | None = Field(None, description="ISO code for holidays; default from the data")
+    exclude_categories: list[str] = Field(default_factory=lambda: ["non_product"])
+    model: ForecastModelConfig = Field(default_factory=ForecastModelConfig)
+    baselines: list[Literal["seasonal_naive", "moving_average"]] = Field(
+        default_factory=lambda: ["seasonal_naive", "moving_average"]
+    )
+    plot_top_products: int = Field(6, ge=0, le=24)
+    register_model: bool = True
+    output: Path | None = Field(None, description="where to write the forecast Parquet")
+
+
+def _factory(kind: str, params: dict, horizon: int, seed: int):
+    params = dict(params)
+    if kind == "lightgbm":
+        params.setdefault("horizon", horizon)
+        params.setdefault("seed", seed)
+
+    def make():
+        return make_forecaster(kind, **params)
+
+    return make
+
+
+def _flat_metrics(result: BacktestResult, primary: str) -> dict[str, float]:
+    summary = result.summary()
+    out: dict[str, float] = {}
+    for key, value in summary[primary].items():
+        out[key] = value
+    for name, agg in summary.items():
+        if name == primary:
+            continue
+        for key in ("wape", "mase", "bias", "coverage_p10_p90"):
+            out[f"{name}.{key}"] = agg[key]
+    for week, m in result.breakdown(primary, "week").items():
+        out[f"wape.week{week}"] = m["wape"]
+        out[f"bias.week{week}"] = m["bias"]
+    for cat, m in result.breakdown(primary, "category").items():
+        safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in cat)
+        out[f"wape.category.{safe}"] = m["wape"]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+def _plot_top_products(result: BacktestResult, model: str, panel: DemandPanel, k: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fold = result.folds[-1]
+    frame = fold.frames[model]
+    top = frame.groupby("product_id")["y"].sum().sort_values(ascending=False).head(k).index
+    n = max(len(top), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(10, 2.4 * n), squeeze=False)
+    start = fold.origin - pd.Timedelta(days=3 * result.horizon)
+    for ax, pid in zip(axes[:, 0], top, strict=False):
+        row = panel.positions([pid])[0]
+        hist = pd.Series(panel.units[row], index=panel.dates)
+        hist = hist[
+            (hist.index > start) & (hist.index <= fold.origin + pd.Timedelta(days=result.horizon))
+        ]
+        ax.plot(hist.index, hist.to_numpy(), color="black", lw=1, label="actual")
+        f = frame[frame["product_id"] == pid].sort_values("date")
+        ax.plot(f["date"], f["p50"], color="tab:blue", lw=1.5, label="P50")
+        ax.fill_between(
+            f["date"], f["p10"], f["p90"], color="tab:blue", alpha=0.25, label="P10-P90"
+        )
+        ax.axvline(fold.origin, color="grey", ls="--", lw=0.8)
+        ax.set_title(f"product {pid}", fontsize=9)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_error_by_horizon(result: BacktestResult):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for model in result.models:
+        df = pd.concat([f.frames[model] for f in result.folds])
+        g = df.groupby("horizon").apply(
+            lambda x: np.abs(x["y"] - x["p50"]).sum() / max(x["y"].sum(), 1e-9),
+            include_groups=False,
+        )
+        ax.plot(g.index, g.to_numpy(), marker=".", label=model)
+    ax.set_xlabel("days after the forecast origin")
+    ax.set_ylabel("WAPE")
+    ax.set_title("Backtest error by horizon (mean over folds)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def load_demand(config: ForecastJobConfig, settings: Settings | None = None):
+    """(store, order_lines, products, panel config) of the configured source."""
+    store = load_source(config.source, settings)
+    if store.order_lines is None:
+        raise DataError(f"source {config.source.describe()} has no order_lines table to forecast")
+    lines = store.order_lines
+    products = store.products
+    if products is not None and config.exclude_categories:
+        drop = products.loc[products["category"].isin(config.exclude_categories), "product_id"]
+        lines = lines[~lines["product_id"].isin(set(drop.astype(str)))]
+    country = config.country or store_country(lines, store.customers)
+    return store, lines, products, PanelConfig(top_n=config.top_n, country=country)
+
+
+def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainResult:
+    """Backtest, refit, register and publish the forecast (see module docstring)."""
+    settings = settings or load_settings()
+    store, lines, products, panel_cfg = load_demand(config, settings)
+    panel = build_panel(lines, products, panel_cfg)
+    primary = config.model.kind
+    factories = {primary: _factory(primary, config.model.params, config.horizon, config.seed)}
+    for name in config.baselines:
+        if name != primary:
+            factories[name] = _factory(name, {}, config.horizon, config.seed)
+
+    with start_run(FAMILY, config=config, store=store, settings=settings) as run:
+        result = backtest(lines, products, factories, n_folds=config.n_folds,
+                          horizon=config.horizon, panel_config=panel_cfg, full_panel=panel)  # fmt: skip
+        metrics = _flat_metrics(result, primary)
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict({"summary": result.summary(),
+                         "by_week": result.breakdown(primary, "week"),
+                         "by_category": result.breakdown(primary, "category"),
+                         "origins": [str(f.origin.date()) for f in result.folds]},
+                        "backtest/summary.json")  # fmt: skip
+        by_h = pd.concat([f.frames[primary] for f in result.folds]).groupby("horizon")
+        mae = by_h.apply(lambda x: np.abs(x["y"] - x["p50"]).mean(), include_groups=False)
+        wape_h = by_h.apply(
+            lambda x: np.abs(x["y"] - x["p50"]).sum() / max(x["y"].sum(), 1e-9),
+            include_groups=False,
+        )
+        log_curve("error_by_horizon", mae.index, mae.to_numpy())
+        log_curve("wape_by_horizon", wape_h.index, wape_h.to_numpy())
+        if config.plot_top_products:
+            log_figure(_plot_top_products(result, primary, panel, config.plot_top_products),
+                       "plots/actual_vs_forecast_top_products.png")  # fmt: skip
+        log_figure(_plot_error_by_horizon(result), "plots/error_by_horizon.png")
+
+        final = factories[primary]().fit(panel)
+        forecast = final.predict(config.horizon)
+        out = config.output or (settings.home / "forecasts" / f"forecast-{run.info.run_id}.parquet")
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        forecast.to_parquet(out, index=False)
+        mlflow.log_artifact(str(out), "forecast")
+        mlflow.log_metrics({"forecast.products": float(panel.n_products),
+                            "forecast.units_p50": float(forecast["p50"].sum())})  # fmt: skip
+        version = None
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = final.save(Path(tmp) / "model")
+            (model_dir / "job.json").write_text(json.dumps({"horizon": config.horizon,
+                                                            "metrics": metrics}))  # fmt: skip
+            uri = log_native_model(model_dir, family=FAMILY, loader=LOADER,
+                                   metadata_extra={"shopml.horizon": config.horizon})  # fmt: skip
+        if config.register_model:
+            version = register_model(uri, family=FAMILY)
+        return TrainResult(
+            family=FAMILY, run_id=run.info.run_id, metrics=metrics, model_version=version,
+            data_fingerprint=store.fingerprint_id(), artifacts={"forecast": str(out), "model": uri},
+        )  # fmt: skip

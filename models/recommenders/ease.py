@@ -14,15 +14,17 @@ MAX_ITEMS = 20_000
 
 
 def _spd_inverse(G: np.ndarray) -> np.ndarray:
-    """Inverse of a symmetric positive definite matrix via Cholesky (about 2x faster than LU)."""
+    """Inverse of a symmetric positive definite matrix via Cholesky in float32 (about 4x
+    faster than a float64 LU inverse; ranking needs no more precision), float64 LU if that fails."""
     from scipy.linalg import lapack
 
-    c, info = lapack.dpotrf(np.asfortranarray(G), lower=False, overwrite_a=True, clean=False)
+    c, info = lapack.spotrf(np.asfortranarray(G, dtype=np.float32), lower=False,
+                            overwrite_a=True, clean=False)  # fmt: skip
     if info == 0:
-        inv, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+        inv, info = lapack.spotri(c, lower=False, overwrite_c=True)
         if info == 0:
             return np.triu(inv) + np.triu(inv, 1).T
-    return np.linalg.inv(G)
+    return np.linalg.inv(G.astype(np.float64))
 
 
 class EASERecommender(Recommender):
@@ -42,7 +44,7 @@ class EASERecommender(Recommender):
         n = X.shape[1]
         if n > MAX_ITEMS:
             raise ValueError(f"EASE needs a dense {n}x{n} matrix; use at most {MAX_ITEMS} products")
-        G = (X.T @ X).toarray().astype(np.float64)
+        G = (X.T @ X).toarray().astype(np.float32)
         diag = np.diag(G).copy()
         G[np.diag_indices(n)] += self.l2 + self.dropout / (1.0 - self.dropout) * diag
         P = _spd_inverse(G)

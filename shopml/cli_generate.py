@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -36,9 +35,7 @@ def generate_cmd(
     t0 = time.perf_counter()
     store = generate(cfg, progress=not quiet)
     t_gen = time.perf_counter() - t0
-    if out.exists():
-        shutil.rmtree(out)
-    store.write(out)
+    store.write(out, overwrite=force)  # atomic: a failed write leaves the old folder in place
     t_all = time.perf_counter() - t0
     for table, rows in store.row_counts().items():
         typer.echo(f"{table:<13} {rows:>12,} rows")

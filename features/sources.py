@@ -114,14 +114,14 @@ def generated_dir(scale: str, seed: int, settings: Settings | None = None) -> Pa
 def generated(scale: str, seed: int, settings: Settings | None = None) -> Store:
     """The generated store for (scale, seed): read from the cache, or generated and cached.
 
-    The cache is reused only if it was made from the same generator config (saved beside it);
-    delete the folder to force a new generation after changing the generator's code.
+    The cache is reused only if it was made from the same generator config and generator version
+    (both saved beside it): bump `GENERATOR_VERSION` whenever the simulation changes.
     """
-    from features.generator import GeneratorConfig, generate
+    from features.generator import GENERATOR_VERSION, GeneratorConfig, generate
 
     cfg = GeneratorConfig(scale=scale, seed=seed)
     folder = generated_dir(scale, seed, settings)
-    wanted = cfg.model_dump(mode="json")
+    wanted = cfg.model_dump(mode="json") | {"generator_version": GENERATOR_VERSION}
     if (folder / GENERATOR_CONFIG).is_file():
         try:
             if json.loads((folder / GENERATOR_CONFIG).read_text()) == wanted:

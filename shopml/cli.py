@@ -15,6 +15,9 @@ import typer
 from shopml.errors import ShopmlError
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# MLflow sets its own log level on import and draws progress bars; keep the jobs' output readable
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 app = typer.Typer(
     name="shopml",
@@ -52,18 +55,43 @@ _register_fraud(app, train_app, bench_app)  # train fraud, bench fraud-handbook,
 
 from shopml.cli_recommender import register as _register_recommender  # noqa: E402
 
-_register_recommender(train_app, bench_app)  # train recommender, bench recs-movielens/-online-retail
+_register_recommender(
+    train_app, bench_app
+)  # train recommender, bench recs-movielens/-online-retail
 
 
 @app.command("run")
 def run_cmd(
     scale: str = typer.Option("small", help="Size of the generated default store."),
     seed: int = typer.Option(0, help="Seed of the generated store."),
+    serve: bool = typer.Option(True, help="Build, serve and call the endpoints after training."),
 ) -> None:
-    """The main job, end to end on the built-in generated store."""
+    """The main job: generate, validate, profile, train and register all families, build, serve, call."""
     from shopml.main_job import run_main_job
 
-    run_main_job(scale=scale, seed=seed)
+    run_main_job(scale=scale, seed=seed, serve=serve)
+
+
+@bench_app.command("generator")
+def bench_generator_cmd(
+    out: Path | None = typer.Option(None, help="Write the numbers as JSON here."),
+    scales: str = typer.Option("tiny,small,medium,large", help="Comma-separated scales."),
+) -> None:
+    """Time and size of the built-in store generator at each scale."""
+    from experiments.bench_generator import run
+
+    run(out, scales=tuple(s.strip() for s in scales.split(",") if s.strip()))
+
+
+@bench_app.command("loaders")
+def bench_loaders_cmd(
+    out: Path | None = typer.Option(None, help="Write the numbers as JSON here."),
+    repeat: int = typer.Option(3, min=1, help="Runs per loader (the median is reported)."),
+) -> None:
+    """Time each real-data loader on the files of SHOPML_DATASETS."""
+    from experiments.bench_loaders import run
+
+    run(out, repeat)
 
 
 @app.command("validate")
@@ -90,7 +118,6 @@ def profile_cmd(
 ) -> None:
     """Load a data source, validate it and log its data profile as an MLflow run."""
     from features.sources import load_source
-
     from training.profile_job import log_profile
 
     source_cfg = _source_config(source, path, scale, seed)
@@ -125,9 +152,9 @@ def ui_cmd(port: int = typer.Option(5000, help="Port on 127.0.0.1.")) -> None:
 
 def _source_config(kind: str, path: Path | None, scale: str, seed: int):
     """Build a validated `SourceConfig` from command-line options."""
-    from features.sources import SourceConfig
     from pydantic import TypeAdapter, ValidationError
 
+    from features.sources import SourceConfig
     from shopml.config import describe_validation_error
     from shopml.errors import ConfigError
 

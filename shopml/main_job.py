@@ -20,11 +20,11 @@ def step(title: str):
     typer.echo(f"    done in {time.perf_counter() - started:.1f} s")
 
 
-def run_main_job(scale: str = "small", seed: int = 0) -> None:
+def run_main_job(scale: str = "small", seed: int = 0, serve: bool = True) -> None:
     from features.sources import load_source
-
     from shopml.settings import load_settings
     from training.profile_job import log_profile
+    from training.tracking import FAMILIES, champion_version
 
     settings = load_settings().ensure_dirs()
     typer.echo(f"shopml home: {settings.home}   tracking: {settings.tracking_uri}")
@@ -36,13 +36,47 @@ def run_main_job(scale: str = "small", seed: int = 0) -> None:
     with step("Log the data profile to MLflow"):
         run_id, _ = log_profile(store, source, settings)
         typer.echo(f"    run {run_id} in experiment shopml-data")
+    for family in FAMILIES:
+        with step(f"Train {family} (experiments/configs/{family}.toml on this store), register it"):
+            result = train_family(family, source, settings)
+            shown = "  ".join(f"{k}={v:.4g}" for k, v in _headline(family, result.metrics))
+            typer.echo(f"    run {result.run_id}  {shown}")
+            typer.echo(
+                f"    registered shopml-{family} version {result.model_version} "
+                f"(champion: version {champion_version(family)})"
+            )
+    if serve:
+        from serving.demo import build_serve_and_call
+
+        build_serve_and_call(store, settings, step)
     _next_steps()
+
+
+HEADLINES = {
+    "recommender": ("ndcg_at_20", "recall_at_20", "coverage_at_20"),
+    "fraud": ("auc_roc", "average_precision", "card_precision_at_100"),
+    "forecast": ("wape", "mase", "coverage_p10_p90"),
+}
+
+
+def _headline(family: str, metrics: dict[str, float]):
+    return [(k, metrics[k]) for k in HEADLINES[family] if k in metrics]
+
+
+def train_family(family: str, source, settings):
+    """Train one family with its default config, reading the main job's store."""
+    from training.retrain import load_job_config
+
+    module, config = load_job_config(family)
+    config.source = source
+    return module.train(config, settings)
 
 
 def source_config(data: dict):
     """Validate a mapping into a `SourceConfig` (a class or a tagged union of classes)."""
-    from features.sources import SourceConfig
     from pydantic import TypeAdapter
+
+    from features.sources import SourceConfig
 
     return TypeAdapter(SourceConfig).validate_python(data)
 
@@ -50,4 +84,9 @@ def source_config(data: dict):
 def _next_steps() -> None:
     typer.echo("\nNext:")
     typer.echo("  shopml ui                      # browse runs in the MLflow UI on 127.0.0.1:5000")
+    typer.echo("  shopml runs fraud              # list runs with their key metrics")
+    typer.echo(
+        "  shopml retrain fraud           # retrain, compare with the champion, promote if better"
+    )
+    typer.echo("  shopml serve all               # serve the champions on 127.0.0.1")
     typer.echo("  shopml --help                  # every command")

@@ -7,8 +7,12 @@ native folder directly. `predict` takes a DataFrame and calls the model's `predi
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import mlflow.pyfunc
+
+# the wrapper takes and returns DataFrames whose columns depend on the family: no type hints
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
 
 class NativeModel(mlflow.pyfunc.PythonModel):

@@ -137,6 +137,8 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
     cols = compute_columns(pay, fs)
     feature_seconds = time.perf_counter() - t0
     feature_cpu = time.process_time() - c0
+    _say(f"features: {len(pay):,} payments x {fs.n_features} in {feature_seconds:.2f} s "
+         f"(cpu {feature_cpu:.2f} s)")  # fmt: skip
     day = ((pay["timestamp"] - START).dt.days).to_numpy()
     y = pay["is_fraud"].to_numpy(dtype=bool)
     customer = pay["customer_id"].to_numpy()
@@ -153,6 +155,7 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
     pub = PUBLISHED["logistic regression"]
     row["protocol_check_within_0.01"] = all(abs(row[k] - pub[k]) <= 0.01 for k in pub)
     variants.append(row)
+    _say(f"LR 15 features: {row}")
     lgb15 = FraudScorer(list(HANDBOOK_BASELINE), num_threads=1, **CANDIDATES["lgb-a"]
                         | {"neg_sample_rate": 1.0}).fit(B_tr, y[tr])  # fmt: skip
     variants.append(_evaluate("LightGBM, 15 handbook features", y, lgb15.predict_proba(B_te),
@@ -174,6 +177,7 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
         sc, _, secs = fit_full(params, s_val)
         val[name] = _evaluate(name, y, sc.predict_proba(to_matrix(cols, fs.names, vte)), day,
                               customer, vte, train_seconds=round(secs, 1))  # fmt: skip
+        _say(f"validation {val[name]}")
     best_name = max(val, key=lambda k: _score(val[k]))
     scorer, hist, train_seconds = fit_full(CANDIDATES[best_name], s_test)
     X_te = to_matrix(cols, fs.names, te)
@@ -189,6 +193,8 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
                                                         "card_precision@100")}
                                  for k, v in val.items()})  # fmt: skip
     variants.append(full)
+    _say(f"full model: {full['model']} AUC {full['auc_roc']} AP {full['average_precision']} "
+         f"CP@100 {full['card_precision@100']} train {train_seconds:.1f} s")  # fmt: skip
 
     # --- one payment end to end (in-process), over the whole test week --------------------
     engine = FraudEngine(scorer, fs)
@@ -240,6 +246,10 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2))
     return result
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
 
 
 def _print_table(result: dict) -> None:

@@ -17,6 +17,7 @@ from features.transactions import (
     InMemoryStateStore,
     OnlineFeatures,
     RedisStateStore,
+    bootstrap_online,
     compute_batch,
     replay_frame,
 )
@@ -212,3 +213,20 @@ def test_feature_set_round_trip_and_version():
     again = FeatureSet.from_dict(fs.to_dict())
     assert again == fs and again.version == fs.version
     assert FeatureSet().version != fs.version
+
+
+def test_bootstrap_then_replay_of_the_horizon_matches_batch(make_payments):
+    fs = FeatureSet(label_delay=3 * DAY)
+    df = make_payments(3000, days=80, seed=5).sort_values("timestamp", kind="stable")
+    df = df.reset_index(drop=True)
+    day = (df["timestamp"] - df["timestamp"].min()).dt.days.to_numpy()
+    B = compute_batch(df, fs).to_numpy()
+    online = OnlineFeatures(fs)
+    bootstrap_online(online, df[day < 20])
+    rest = df[day >= 20]
+    X, order = replay_frame(rest, fs, online.store)
+    check = day[rest.index[order]] >= 20 + fs.replay_days + 1
+    got, want = X[check], B[rest.index[order]][check]
+    bad = ~np.isclose(got, want, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert check.sum() > 500
+    assert not bad.any(), [fs.names[j] for j in np.flatnonzero(bad.any(axis=0))]

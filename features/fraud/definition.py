@@ -124,6 +124,13 @@ class FeatureSet:
             back = max(back, self.label_delay + max(self.fraud_windows))
         return back
 
+    @property
+    def replay_days(self) -> int:
+        """Days of payments an online state must have seen for every feature to equal batch
+        (spike flags look back at the usual amount before them)."""
+        back = max(self.horizon, max(self.spike_windows, default=0) + self.usual_window)
+        return -(-back // DAY)
+
     # ----------------------------------------------------------- round trip
     def to_dict(self) -> dict:
         d = asdict(self)

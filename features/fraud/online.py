@@ -72,6 +72,11 @@ class OnlineFeatures:
         """A preallocated float64 feature vector to pass as `out`."""
         return np.zeros(self.fs.n_features, dtype="float64")
 
+    @staticmethod
+    def key_prefix(entity: str) -> str:
+        """State keys are `<prefix><id>`: `cu:` customers, `ca:` cards, `te:` terminals."""
+        return f"{entity[:2]}:"
+
     def keys(self, customer: str, card: str, terminal: str) -> list[str]:
         ids = (customer, card, terminal)
         return [f"{e[:2]}:{ids[s]}" for e, s in zip(self._ents, self._slot, strict=True)]

@@ -81,18 +81,24 @@ def test_compare_flags_different_data_and_strict_refuses(mlflow_env, monkeypatch
     assert code == 3 and "DIFFERENT data" in text
 
 
-def test_compare_without_curves_falls_back_to_metrics(mlflow_env, tmp_path):
+def test_compare_without_curves_falls_back_to_metrics_and_lower_is_better_sorts_up(
+    mlflow_env, tmp_path
+):
     from training.compare import compare_runs
     from training.report_html import write_report
+    from training.runs import list_runs
 
     a = log_run("forecast", {"wape": 0.50, "bias": 0.05}, register=False)
-    b = log_run("forecast", {"wape": 0.45, "bias": 0.01}, register=False)
+    b = log_run("forecast", {"wape": 0.30, "bias": 0.01}, register=False)
+    log_run("forecast", {"wape": 0.40, "bias": 0.0}, register=False)
     comparison = compare_runs([a, b])
     assert comparison.metric_names()[:2] == ["wape", "bias"]  # primary first, then guards
     assert comparison.better(comparison.runs[1], "wape") is True  # lower is better
     assert comparison.better(comparison.runs[1], "bias") is True  # closer to 0 is better
     html = write_report(comparison, tmp_path / "f.html").read_text()
     assert "comparing metrics only" in html and html.count("data:image/png;base64,") == 1
+    assert [r.metrics["wape"] for r in list_runs("forecast", sort="wape")] == [0.3, 0.4, 0.5]
+    assert [r.metrics["wape"] for r in list_runs("forecast", sort="wape DESC")] == [0.5, 0.4, 0.3]
 
 
 def test_compare_refuses_runs_of_different_families(mlflow_env):
@@ -143,12 +149,3 @@ def test_runs_lists_sorts_filters_and_formats(mlflow_env, monkeypatch, capsys):
         ["runs", "fraud", "--filter", "metrics.average_precision >>"], monkeypatch, capsys
     )
     assert code == 2 and "--filter" in text
-
-
-def test_lower_is_better_metrics_sort_ascending(mlflow_env):
-    from training.runs import list_runs
-
-    for wape in (0.5, 0.3, 0.4):
-        log_run("forecast", {"wape": wape}, register=False)
-    assert [r.metrics["wape"] for r in list_runs("forecast", sort="wape")] == [0.3, 0.4, 0.5]
-    assert [r.metrics["wape"] for r in list_runs("forecast", sort="wape DESC")] == [0.5, 0.4, 0.3]

@@ -48,20 +48,17 @@ def test_better_challenger_moves_the_alias_and_keeps_previous(mlflow_env, monkey
     assert tags["promotion.kind"] == "gate" and tags["promotion.previous_version"] == "1"
 
 
-def test_worse_challenger_is_refused_and_says_why(mlflow_env, monkeypatch, capsys):
-    log_run("fraud", GOOD)
-    challenger = log_run("fraud", {**GOOD, "average_precision": 0.65})
-    code, out = run_cli(["promote", "fraud", challenger], monkeypatch, capsys)
-    assert code == 3
-    assert "NOT promoted" in out
-    assert "[FAIL] primary average_precision" in out and "0.65 vs champion 0.7" in out
-    assert aliases() == {"champion": "1"}
-
-
-def test_small_gains_and_guard_regressions_are_refused(mlflow_env):
+def test_worse_challenger_small_gain_or_guard_regression_is_refused_and_says_why(
+    mlflow_env, monkeypatch, capsys
+):
     from training.promotion import promote
 
     log_run("fraud", GOOD)
+    worse = log_run("fraud", {**GOOD, "average_precision": 0.65})
+    code, out = run_cli(["promote", "fraud", worse], monkeypatch, capsys)
+    assert code == 3
+    assert "NOT promoted" in out
+    assert "[FAIL] primary average_precision" in out and "0.65 vs champion 0.7" in out
     small = log_run("fraud", {**GOOD, "average_precision": 0.702})  # margin is 0.005
     decision = promote("fraud", small)
     assert not decision.promoted
@@ -88,7 +85,9 @@ def test_lower_is_better_family_and_target_guards(mlflow_env):
     assert promote("forecast", better).promoted
 
 
-def test_different_data_refuses_the_comparison(mlflow_env, monkeypatch, capsys):
+def test_different_data_is_refused_and_force_needs_a_reason_that_is_recorded(
+    mlflow_env, monkeypatch, capsys
+):
     log_run("fraud", GOOD, data=0)
     challenger = log_run("fraud", {**GOOD, "average_precision": 0.9}, data=1)
     code, out = run_cli(["promote", "fraud", challenger], monkeypatch, capsys)
@@ -96,11 +95,6 @@ def test_different_data_refuses_the_comparison(mlflow_env, monkeypatch, capsys):
     assert "[FAIL] same data" in out and "not comparable" in out
     assert tiny_store(1).fingerprint_id() in out
     assert aliases() == {"champion": "1"}
-
-
-def test_force_requires_a_reason_and_records_it(mlflow_env, monkeypatch, capsys):
-    log_run("fraud", GOOD, data=0)
-    challenger = log_run("fraud", {**GOOD, "average_precision": 0.60}, data=1)
     code, out = run_cli(["promote", "fraud", challenger, "--force"], monkeypatch, capsys)
     assert code == 2 and "--reason" in out
     assert aliases() == {"champion": "1"}

@@ -40,11 +40,11 @@ def grids() -> dict[str, list[Candidate]]:
             Candidate("als", {"factors": f, "regularization": 0.1, "alpha": a, "iterations": 15})
             for f, a in itertools.product([16, 32, 64], [2.0, 5.0, 10.0])
         ],
-        "bpr": [
+        "bpr": [  # implicit's BPR wants small steps here; larger ones fall below popularity
             Candidate(
-                "bpr", {"factors": f, "learning_rate": 0.01, "regularization": r, "iterations": 200}
+                "bpr", {"factors": 100, "learning_rate": lr, "regularization": r, "iterations": 200}
             )
-            for f, r in [(64, 0.001), (128, 0.01)]
+            for lr, r in itertools.product([0.002, 0.005], [0.001, 0.01])
         ],  # fmt: skip
         "ease": [
             Candidate("ease", {"l2": l2, "dropout": p})

@@ -48,8 +48,8 @@ def grids() -> dict[str, list[Candidate]]:
             Candidate("als", {"factors": f, "regularization": 0.1, "alpha": a}, _hl(h))
             for f, a, h in itertools.product([64, 128], [10.0, 20.0], [None, 30.0])
         ],
-        "bpr": [Candidate("bpr", {"factors": 64, "learning_rate": 0.05, "regularization": 0.01,
-                                  "iterations": 100})],
+        "bpr": [Candidate("bpr", {"factors": 64, "learning_rate": lr, "regularization": 0.01,
+                                  "iterations": 100}) for lr in (0.005, 0.01)],
         "ease": [
             Candidate("ease", {"l2": l2}, _hl(h))
             for l2, h in itertools.product([50.0, 100.0, 200.0, 400.0], HALF_LIVES)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.interactions import InteractionConfig, build_matrix, events_frame
 from features.store import Store
@@ -114,3 +116,32 @@ def test_min_counts_and_matrix_round_trip(tmp_path):
     again = type(m).load(tmp_path)
     assert (again.matrix != m.matrix).nnz == 0
     assert again.product_ids.tolist() == m.product_ids.tolist()
+
+
+@st.composite
+def _event_frames(draw):
+    n = draw(st.integers(1, 40))
+    customers = draw(st.lists(st.sampled_from(["u1", "u2", "u3", "u4"]), min_size=n, max_size=n))
+    products = draw(st.lists(st.sampled_from(["p1", "p2", "p3"]), min_size=n, max_size=n))
+    events = draw(st.lists(st.sampled_from(["view", "add_to_cart", "purchase"]), min_size=n,
+                           max_size=n))  # fmt: skip
+    days = draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
+    return pd.DataFrame({
+        "customer_id": customers, "product_id": products,
+        "timestamp": [pd.Timestamp("2024-01-01") + pd.Timedelta(days=d) for d in days],
+        "event": events, "quantity": 1,
+    })  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(_event_frames())
+def test_matrix_total_weight_equals_event_weights(ev):
+    cfg = InteractionConfig(event_weights={"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0})
+    m = build_matrix(ev, cfg)
+    expected = ev["event"].map(cfg.event_weights).sum()
+    assert float(m.matrix.sum()) == pytest.approx(expected)
+    assert m.customer_ids.tolist() == sorted(set(ev["customer_id"]))
+    assert m.product_ids.tolist() == sorted(set(ev["product_id"]))
+    binary = build_matrix(ev, cfg.model_copy(update={"binary": True}))
+    assert set(binary.matrix.data.tolist()) == {1.0}
+    assert binary.nnz == len(ev[["customer_id", "product_id"]].drop_duplicates())

@@ -276,7 +276,7 @@ def gate_checks(
 def evaluate_gate(
     family: str, run_ref: str, *, spec: FamilySpec | None = None, settings: Settings | None = None
 ) -> Decision:
-    """Run the gate for `run_ref` against the current champion without changing anything.
+    """Run the gate for `run_ref` against the current champion without moving any alias.
 
     Registers the run's model if it is not registered yet (a run needs a version to be promoted).
     """

@@ -57,8 +57,6 @@ def bootstrap_online(online: OnlineFeatures, payments) -> int:
     customer/card has used, its last payment time, and fraud labels that become known later —
     from older payments (bulk, instead of replaying years of history). Replay at least
     `fs.replay_days` of payments after these. Returns the number of keys written."""
-    from bisect import insort
-
     from features.fraud.definition import ID_COLUMNS
     from features.fraud.state_store import EntityState
 
@@ -90,9 +88,10 @@ def bootstrap_online(online: OnlineFeatures, payments) -> int:
             todo = [prefix + str(k) for k in ids]
             missing = [k for k in dict.fromkeys(todo) if k not in items]
             items.update(zip(missing, online.store.online_read(missing), strict=True))
-            for k, when in zip(todo, known[keep].tolist(), strict=True):
+            tx = t_ms[fraud][keep].tolist()
+            for k, when, at in zip(todo, known[keep].tolist(), tx, strict=True):
                 if items[k] is None:
                     items[k] = EntityState()
-                insort(items[k].frauds, int(when))
+                items[k].add_fraud(int(when), int(at))
     online.store.online_write_batch(items)
     return len(items)

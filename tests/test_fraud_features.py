@@ -173,6 +173,7 @@ def test_state_round_trips_through_bytes():
     st_ = EntityState()
     st_.times, st_.amounts = [1, 2, 3], [1.5, 2.25, 0.0]
     st_.spikes, st_.newpair, st_.frauds = [0, 1, 0], [1, 0, 1], [10, 20]
+    st_.fraud_tx = [5, 6]
     st_.terminals, st_.last_ms = {"m1", "m 2"}, 3
     assert EntityState.from_bytes(st_.to_bytes()) == st_
     with pytest.raises(DataError):

@@ -298,8 +298,20 @@ def compute_prepared(
                 ratio = np.where(mean > 0, ent.amount / mean, np.nan)
             X.put("customer_amount_to_delayed_mean", perm, ratio)
         fk = p.codes[e][p.is_fraud]
-        cf = np.sort(fk * span + (p.known_ms[p.is_fraud] - t0 + pad))
+        fo = np.lexsort((p.known_ms[p.is_fraud], fk))
+        cf = fk[fo] * span + (p.known_ms[p.is_fraud][fo] - t0 + pad)
+        ftx = p.t_ms[p.is_fraud][fo].astype("float64")
         known_end = np.searchsorted(cf, ent.c, side="right")
+        if fs.fraud_windows:
+            lo = np.searchsorted(cf, ent.c - max(fs.fraud_windows) * MS, side="right")
+            has = known_end > lo
+            last = np.full(n, np.nan)
+            first = np.full(n, np.nan)
+            if has.any() and ftx.size:
+                last[has] = range_max(ftx, lo[has], known_end[has] - 1)
+                first[has] = -range_max(-ftx, lo[has], known_end[has] - 1)
+            X.put(f"{e}_secs_since_last_fraud", perm, (ent.t - last) / MS)
+            X.put(f"{e}_secs_since_first_fraud", perm, (ent.t - first) / MS)
         for w in fs.fraud_windows:
             lab = _lab(w)
             cnt = (end - ent.start(delay + w * MS)).astype("float64")

@@ -95,6 +95,10 @@ class FeatureSet:
                 lab = window_label(w)
                 names += [f"{e}_delayed_count_{lab}", f"{e}_known_frauds_{lab}",
                           f"{e}_fraud_rate_{lab}"]  # fmt: skip
+            if self.fraud_windows:
+                # age of the newest / oldest fraud payment among labels known in the longest
+                # window: tells an ongoing compromise from one that has ended
+                names += [f"{e}_secs_since_last_fraud", f"{e}_secs_since_first_fraud"]
         return names
 
     @property

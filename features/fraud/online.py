@@ -9,7 +9,7 @@ the window's size. Everything is plain Python lists and floats: no pandas, no nu
 from __future__ import annotations
 
 import math
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,6 +62,8 @@ class OnlineFeatures:
             for e in fs.fraud_entities
         }  # fmt: skip
         self._fraud_back = max(fs.fraud_windows) * _MS if fs.fraud_windows else 0
+        self._fraud_age = {e: (ix(f"{e}_secs_since_last_fraud"), ix(f"{e}_secs_since_first_fraud"))
+                           for e in fs.fraud_entities} if fs.fraud_windows else {}  # fmt: skip
         has_dm = "customer_amount_to_delayed_mean" in fs.names
         self._delayed_mean = ix("customer_amount_to_delayed_mean") if has_dm else -1
         self._delay = fs.label_delay * _MS
@@ -169,9 +171,10 @@ class OnlineFeatures:
                     out[idx] = sum(spikes[bisect_right(times, t - w, 0, end) : end])
             fwin = self._fraud.get(e)
             if fwin is not None:
-                fr = st.frauds
+                fr, ftx = st.frauds, st.fraud_tx
                 if fr and fr[0] <= t - self._fraud_back:
-                    del fr[: bisect_right(fr, t - self._fraud_back)]
+                    k = bisect_right(fr, t - self._fraud_back)
+                    del fr[:k], ftx[:k]
                 hi = bisect_right(times, t - self._delay, 0, end)
                 known = bisect_right(fr, t)
                 if e == "customer":
@@ -184,8 +187,15 @@ class OnlineFeatures:
                     out[ic] = cnt
                     out[ik] = k
                     out[ir] = k / cnt if cnt > 0 else 0.0
+                i_last, i_first = self._fraud_age[e]
+                if known > 0:
+                    sl = ftx[:known]
+                    out[i_last] = (t - max(sl)) / _MS
+                    out[i_first] = (t - min(sl)) / _MS
+                else:
+                    out[i_last] = out[i_first] = NAN
                 if label_known_ms is not None and record:
-                    insort(fr, label_known_ms)
+                    st.add_fraud(label_known_ms, t)
                     record_undo[4] = True
         if record:
             pay = None if transaction_id is None else (transaction_id, customer, terminal, t)
@@ -206,15 +216,17 @@ class OnlineFeatures:
             if added_terminal is not None:
                 st.terminals.discard(added_terminal)
 
-    def add_fraud_label(self, customer: str, terminal: str, known_ms: int) -> None:
-        """File a confirmed fraud: it counts in the customer's and terminal's risk from `known_ms`."""
+    def add_fraud_label(self, customer: str, terminal: str, known_ms: int,
+                        tx_ms: int | None = None) -> None:  # fmt: skip
+        """File a confirmed fraud (payment made at `tx_ms`, default `known_ms`): it counts in the
+        customer's and terminal's risk from `known_ms`."""
         ids = {"customer": customer, "terminal": terminal}
         keys = [f"{e[:2]}:{ids[e]}" for e in self.fs.fraud_entities]
         states = self.store.online_read(keys)
         items = {}
         for k, st in zip(keys, states, strict=True):
             st = st if st is not None else EntityState()
-            insort(st.frauds, int(known_ms))
+            st.add_fraud(int(known_ms), int(known_ms if tx_ms is None else tx_ms))
             items[k] = st
         self.store.online_write_batch(items)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -20,7 +21,8 @@ from shopml.errors import DataError
 class EntityState:
     """Recent history of one key, trimmed to the feature horizon as new payments arrive."""
 
-    __slots__ = ("times", "amounts", "spikes", "newpair", "frauds", "terminals", "last_ms")
+    __slots__ = ("times", "amounts", "spikes", "newpair", "frauds", "fraud_tx", "terminals",
+                 "last_ms")  # fmt: skip
 
     def __init__(self) -> None:
         self.times: list[int] = []  # payment times (ms), ascending
@@ -28,8 +30,15 @@ class EntityState:
         self.spikes: list[int] = []  # customer: 1 where amount > spike_ratio x usual amount
         self.newpair: list[int] = []  # customer/card: 1 where the terminal was used the first time
         self.frauds: list[int] = []  # times (ms) at which fraud labels became known, ascending
+        self.fraud_tx: list[int] = []  # payment time (ms) of each of those frauds
         self.terminals: set[str] = set()  # customer/card: terminals ever used
         self.last_ms: int = -1
+
+    def add_fraud(self, known_ms: int, tx_ms: int) -> None:
+        """File a fraud label known from `known_ms` about a payment made at `tx_ms`."""
+        i = bisect_right(self.frauds, known_ms)
+        self.frauds.insert(i, known_ms)
+        self.fraud_tx.insert(i, tx_ms)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, EntityState) and all(
@@ -38,7 +47,7 @@ class EntityState:
 
     # ---------------------------------------------------------------- binary
     _HEAD = struct.Struct("<BqIIIII")  # version, last_ms, n, n_spikes, n_newpair, n_frauds, n_term
-    VERSION = 1
+    VERSION = 2
 
     def to_bytes(self) -> bytes:
         terms = "\x1f".join(self.terminals).encode() if self.terminals else b""
@@ -46,7 +55,8 @@ class EntityState:
                                len(self.newpair), len(self.frauds), len(terms))  # fmt: skip
         return b"".join((head, array("q", self.times).tobytes(), array("d", self.amounts).tobytes(),
                          bytes(self.spikes), bytes(self.newpair),
-                         array("q", self.frauds).tobytes(), terms))  # fmt: skip
+                         array("q", self.frauds).tobytes(), array("q", self.fraud_tx).tobytes(),
+                         terms))  # fmt: skip
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> EntityState:
@@ -75,6 +85,10 @@ class EntityState:
         f = array("q")
         f.frombytes(blob[o : o + 8 * nf])
         st.frauds = f.tolist()
+        o += 8 * nf
+        ft = array("q")
+        ft.frombytes(blob[o : o + 8 * nf])
+        st.fraud_tx = ft.tolist()
         o += 8 * nf
         if nt:
             st.terminals = set(blob[o : o + nt].decode().split("\x1f"))

@@ -250,15 +250,18 @@ def ingest_labels(labels: Iterable[Mapping] | pd.DataFrame, features: OnlineFeat
                        "label_time": _EPOCH + known * _ONE_MS})  # fmt: skip
         if not flag:
             continue
+        tx_ms = None
         if row.get("customer_id") is not None and row.get("terminal_id") is not None:
             customer, terminal = str(row["customer_id"]), str(row["terminal_id"])
+            if row.get("timestamp") is not None:
+                tx_ms = to_ms(row["timestamp"])
         else:
             found = features.store.lookup_payment(tx)
             if found is None:
                 unknown.append(tx)
                 continue
-            customer, terminal, _ = found
-        features.add_fraud_label(customer, terminal, known)
+            customer, terminal, tx_ms = found
+        features.add_fraud_label(customer, terminal, known, tx_ms)
     where = None
     if labels_dir is not None and stored:
         where = str(append_labels(pd.DataFrame(stored), labels_dir))

@@ -80,6 +80,13 @@ def describe(name: str, value: float) -> str:
         if math.isnan(value):
             return f"first payment seen from this {m.group(1)}"
         return f"{_duration(value)} since this {m.group(1)}'s previous payment"
+    m = re.match(r"^(\w+?)_secs_since_(last|first)_fraud$", name)
+    if m:
+        e, which = m.groups()
+        if math.isnan(value):
+            return f"no confirmed fraud of this {e} reported in the last 30 days"
+        word = "latest" if which == "last" else "earliest"
+        return f"the {word} confirmed fraud of this {e} was {_duration(value)} ago"
     m = re.match(r"^(\w+?)_new_terminal$", name)
     if m:
         e = m.group(1)

@@ -24,7 +24,7 @@ FOLDS = 3
 COUNTRY = "GB"
 KEYS = ("wape", "mase", "rmsse", "bias", "pinball_loss", "pinball_loss_scaled", "coverage_p10_p90",
         "fit_seconds", "predict_seconds", "build_plus_fit_seconds")  # fmt: skip
-LGBM_PARAMS = {"horizon": HORIZON, "point": "unbiased"}
+LGBM_PARAMS = {"horizon": HORIZON}
 
 
 def models(include_peer: bool = True) -> dict:

@@ -28,6 +28,7 @@ import pandas as pd
 from features.fraud.batch import compute_columns, to_matrix
 from features.fraud.definition import HANDBOOK_BASELINE, FeatureSet
 from features.loaders import fraud_handbook
+from features.transactions import bootstrap_online
 from models.fraud import FraudEngine, FraudScorer, LogisticBaseline
 from training.fraud_metrics import (
     auc_roc,
@@ -50,15 +51,23 @@ TARGETS = {"average_precision": 0.75, "card_precision@100": 0.32, "auc_roc": 0.8
            "predict_p99_ms": 1.0}  # fmt: skip
 WARMUP_DAYS = 37  # 30-day windows + 7-day delay: the first day all features are complete
 
-# Candidate settings for the full model, compared on the validation run only.
+# Candidate settings for the full model, compared on the validation run only. `known_filter`
+# trains like the protocol tests: without payments of customers with a fraud already known.
+_B = dict(
+    num_boost_round=400,
+    learning_rate=0.05,
+    num_leaves=15,
+    min_data_in_leaf=200,
+    feature_fraction=0.5,
+    bagging_fraction=0.8,
+    lambda_l2=10.0,
+    neg_sample_rate=0.1,
+)
 CANDIDATES = {
-    "lgb-a": dict(num_boost_round=400, learning_rate=0.05, num_leaves=31, min_data_in_leaf=100,
-                  feature_fraction=0.7, bagging_fraction=0.5, neg_sample_rate=0.1),
-    "lgb-b": dict(num_boost_round=400, learning_rate=0.05, num_leaves=15, min_data_in_leaf=200,
-                  feature_fraction=0.5, bagging_fraction=0.8, lambda_l2=10.0, neg_sample_rate=0.1),
-    "lgb-c": dict(num_boost_round=600, learning_rate=0.03, num_leaves=31, min_data_in_leaf=100,
-                  feature_fraction=0.7, bagging_fraction=0.8, neg_sample_rate=0.2),
-}  # fmt: skip
+    "lgb-b": _B,
+    "lgb-b-filtered": _B | {"known_filter": True},
+    "lgb-b-filtered-neg30": _B | {"known_filter": True, "neg_sample_rate": 0.3},
+}
 
 
 def protocol_split(day, customer, y, train_start: int, train_days: int = 7, delay: int = 7,
@@ -89,9 +98,14 @@ def _score(m: dict) -> float:
     return m["average_precision"] + m["card_precision@100"]
 
 
-def _latency(engine: FraudEngine, pay: pd.DataFrame, warm_rows, test_rows, known_ms) -> dict:
-    """Warm the online state with history, then time engine.score on every test-week payment."""
+def _latency(engine: FraudEngine, pay: pd.DataFrame, old_rows, warm_rows, test_rows,
+             known_ms) -> dict:  # fmt: skip
+    """Load old history in bulk, replay the recent days through the online path, then time
+    engine.score on every test-week payment (wall clock and this thread's CPU time)."""
     feats = engine.features
+    t0 = time.perf_counter()
+    bootstrap_online(feats, pay.iloc[old_rows])
+    bootstrap_seconds = time.perf_counter() - t0
     t_ms = pay["timestamp"].to_numpy().astype("datetime64[ms]").astype("int64")
     cust, card = pay["customer_id"].to_numpy(), pay["card_id"].to_numpy()
     term, amount = pay["terminal_id"].to_numpy(), pay["amount"].to_numpy()
@@ -102,26 +116,34 @@ def _latency(engine: FraudEngine, pay: pd.DataFrame, warm_rows, test_rows, known
         feats.compute(int(t_ms[i]), float(amount[i]), cust[i], card[i], term[i], buf,
                       label_known_ms=int(known_ms[i]) if fraud[i] else None)  # fmt: skip
     warm_seconds = time.perf_counter() - t0
-    stamps = pay["timestamp"].dt.to_pydatetime()
-    payments = [{"transaction_id": str(pay["transaction_id"].iat[i]), "timestamp": stamps[i],
+    stamps = pd.DatetimeIndex(pay["timestamp"].to_numpy()[test_rows]).to_pydatetime()
+    payments = [{"transaction_id": str(pay["transaction_id"].iat[i]), "timestamp": stamps[j],
                  "customer_id": cust[i], "card_id": card[i], "terminal_id": term[i],
-                 "amount": float(amount[i]), "currency": "EUR"} for i in test_rows.tolist()]  # fmt: skip
+                 "amount": float(amount[i]), "currency": "EUR"}
+                for j, i in enumerate(test_rows.tolist())]  # fmt: skip
     times = np.empty(len(payments))
+    cpu = np.empty(len(payments))
+    thread_ns = time.thread_time_ns
     probs = np.empty(len(payments))
     clock = time.perf_counter
     gc.disable()
     try:
         for j, payment in enumerate(payments):
+            c = thread_ns()
             s = clock()
             d = engine.score(payment)
             times[j] = clock() - s
+            cpu[j] = thread_ns() - c
             probs[j] = d.probability
             i = test_rows[j]
             if fraud[i]:
                 feats.add_fraud_label(cust[i], term[i], int(known_ms[i]))
     finally:
         gc.enable()
-    return {"warm_payments": len(warm_rows), "warm_seconds": round(warm_seconds, 2),
+    return {"bootstrap_payments": len(old_rows), "bootstrap_seconds": round(bootstrap_seconds, 2),
+            "warm_payments": len(warm_rows), "warm_seconds": round(warm_seconds, 2),
+            "cpu_p50_ms": round(float(np.percentile(cpu, 50)) / 1e6, 4),
+            "cpu_p99_ms": round(float(np.percentile(cpu, 99)) / 1e6, 4),
             "timed_payments": len(payments),
             "predict_p50_ms": round(float(np.percentile(times, 50)) * 1e3, 4),
             "predict_p99_ms": round(float(np.percentile(times, 99)) * 1e3, 4),
@@ -156,15 +178,20 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
     row["protocol_check_within_0.01"] = all(abs(row[k] - pub[k]) <= 0.01 for k in pub)
     variants.append(row)
     _say(f"LR 15 features: {row}")
-    lgb15 = FraudScorer(list(HANDBOOK_BASELINE), num_threads=1, **CANDIDATES["lgb-a"]
+    lgb15 = FraudScorer(list(HANDBOOK_BASELINE), num_threads=1, **_B
                         | {"neg_sample_rate": 1.0}).fit(B_tr, y[tr])  # fmt: skip
     variants.append(_evaluate("LightGBM, 15 handbook features", y, lgb15.predict_proba(B_te),
                               day, customer, te, features=15, history_days=7))  # fmt: skip
 
     # --- full features, longest history; settings chosen on the validation run -------------
+    known = cols["customer_known_frauds_30d"]
+
     def fit_full(params: dict, s: int) -> tuple[FraudScorer, np.ndarray, float]:
+        params = dict(params)
         hist = np.flatnonzero((day >= WARMUP_DAYS) & (day < s))  # booster: up to the train week
         cal = np.flatnonzero((day >= s) & (day < s + 7))  # calibrator: the (later) train week
+        if params.pop("known_filter", False):
+            hist, cal = hist[known[hist] == 0], cal[known[cal] == 0]
         t = time.perf_counter()
         sc = FraudScorer(list(fs.names), feature_version=fs.version, num_threads=1,
                          scale_pos_weight=1.0, calibration="platt", **params)  # fmt: skip
@@ -178,7 +205,10 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
         val[name] = _evaluate(name, y, sc.predict_proba(to_matrix(cols, fs.names, vte)), day,
                               customer, vte, train_seconds=round(secs, 1))  # fmt: skip
         _say(f"validation {val[name]}")
-    best_name = max(val, key=lambda k: _score(val[k]))
+    # best on validation; a candidate within 0.002 of it that trains faster wins
+    top = max(_score(v) for v in val.values())
+    best_name = min((k for k in val if _score(val[k]) >= top - 0.002),
+                    key=lambda k: val[k]["train_seconds"])  # fmt: skip
     scorer, hist, train_seconds = fit_full(CANDIDATES[best_name], s_test)
     X_te = to_matrix(cols, fs.names, te)
     p_te = scorer.predict_proba(X_te)
@@ -201,12 +231,12 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
     test_week = np.flatnonzero((day >= s_test + 14) & (day < s_test + 21))
     order = np.argsort(pay["timestamp"].to_numpy(), kind="stable")
     first_test = int(np.searchsorted(day[order], s_test + 14))
-    warm_start = int(np.searchsorted(day[order], s_test + 14 - WARMUP_DAYS - 1))
-    warm_rows = order[warm_start:first_test]
+    warm_start = int(np.searchsorted(day[order], s_test + 14 - fs.replay_days - 1))
+    old_rows, warm_rows = order[:warm_start], order[warm_start:first_test]
     test_week = order[first_test : first_test + len(test_week)]
     known_ms = (pay["timestamp"].to_numpy().astype("datetime64[ms]").astype("int64")
                 + fs.label_delay * 1000)  # fmt: skip
-    lat = _latency(engine, pay, warm_rows, test_week, known_ms)
+    lat = _latency(engine, pay, old_rows, warm_rows, test_week, known_ms)
     online_p = pd.Series(lat.pop("probs"), index=test_week)
     parity = float(np.max(np.abs(online_p.loc[te].to_numpy() - p_te)))
 
@@ -222,6 +252,8 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
         "train_seconds": round(train_seconds, 2),
         "predict_p50_ms": lat["predict_p50_ms"],
         "predict_p99_ms": lat["predict_p99_ms"],
+        "predict_cpu_p50_ms": lat["cpu_p50_ms"],
+        "predict_cpu_p99_ms": lat["cpu_p99_ms"],
         "predict": lat,
         "online_vs_batch_max_abs_diff": parity,
         "published": PUBLISHED,
@@ -266,7 +298,8 @@ def _print_table(result: dict) -> None:
     print(f"features {result['feature_seconds']:.2f} s (target <= {t['feature_seconds']}), "
           f"train {result['train_seconds']:.1f} s (<= {t['train_seconds']}), "
           f"predict p50 {result['predict_p50_ms']:.3f} ms (<= {t['predict_p50_ms']}), "
-          f"p99 {result['predict_p99_ms']:.3f} ms (<= {t['predict_p99_ms']})")  # fmt: skip
+          f"p99 {result['predict_p99_ms']:.3f} ms (<= {t['predict_p99_ms']}); thread CPU time p50 "
+          f"{result['predict_cpu_p50_ms']:.3f} ms, p99 {result['predict_cpu_p99_ms']:.3f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

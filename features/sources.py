@@ -60,7 +60,13 @@ class SourceConfig(ConfigModel):
     @model_validator(mode="after")
     def _fields_match_kind(self) -> SourceConfig:
         allowed = {"kind", "name", *FIELDS[self.kind]}
-        stray = sorted(set(self.model_fields_set) - allowed)
+        defaults = type(self).model_fields
+        # a field set to its default is as good as unset: logged configs (every field) load back
+        stray = sorted(
+            f
+            for f in set(self.model_fields_set) - allowed
+            if getattr(self, f) != defaults[f].get_default(call_default_factory=True)
+        )
         if stray:
             raise ValueError(
                 f"source kind '{self.kind}' does not take {stray}; it takes {list(FIELDS[self.kind])}"

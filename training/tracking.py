@@ -101,9 +101,22 @@ def package_versions() -> dict[str, str]:
 def _config_dict(config: BaseModel | dict | None) -> dict[str, Any]:
     if config is None:
         return {}
-    if isinstance(config, BaseModel):
-        return config.model_dump(mode="json")
-    return dict(config)
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+    return _mask_urls(data)
+
+
+def _mask_urls(data: Any) -> Any:
+    """Database URLs lose their password before a config is logged."""
+    from features.loaders.sql import safe_url
+
+    if isinstance(data, dict):
+        return {
+            k: safe_url(v) if k == "url" and isinstance(v, str) else _mask_urls(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [_mask_urls(v) for v in data]
+    return data
 
 
 @contextmanager

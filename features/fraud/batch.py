@@ -77,36 +77,38 @@ def prepare(payments: pd.DataFrame, fs: FeatureSet) -> PreparedPayments:
     return PreparedPayments(order, t_ms, amount, codes, n_codes, is_fraud, known)
 
 
-def range_max_many(values: np.ndarray, queries: list[tuple[np.ndarray, np.ndarray]]) -> list:
-    """`range_max` for several query sets at once (the sparse-table levels are built once)."""
-    sizes = [q[0].shape[0] for q in queries]
-    res = range_max(values, np.concatenate([q[0] for q in queries]),
-                    np.concatenate([q[1] for q in queries]))  # fmt: skip
-    return np.split(res, np.cumsum(sizes)[:-1])
+class RangeMax:
+    """Range maxima over one array: level k holds the max of the 2^k values ending at each
+    position, built lazily; a query [lo, hi] is max(level_k[hi], level_k[lo + 2^k - 1])."""
+
+    def __init__(self, values: np.ndarray):
+        self.levels = [np.asarray(values, dtype="float64")]
+
+    def _level(self, j: int) -> np.ndarray:
+        while len(self.levels) <= j:
+            prev, step = self.levels[-1], 1 << (len(self.levels) - 1)
+            nxt = prev.copy()
+            np.maximum(prev[step:], prev[:-step], out=nxt[step:])
+            self.levels.append(nxt)
+        return self.levels[j]
+
+    def query(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """max(values[lo:hi + 1]) for every query (lo <= hi)."""
+        out = np.empty(lo.shape[0], dtype="float64")
+        if not lo.size:
+            return out
+        k = (np.frexp((hi - lo + 1).astype("float64"))[1] - 1).astype("int8")  # floor(log2)
+        for j in range(int(k.max()) + 1):
+            sel = np.flatnonzero(k == j)
+            if sel.size:
+                level = self._level(j)
+                out[sel] = np.maximum(level[hi[sel]], level[lo[sel] + ((1 << j) - 1)])
+        return out
 
 
 def range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """max(values[lo:hi + 1]) for every query (lo <= hi), with a level-by-level sparse table."""
-    out = np.empty(lo.shape[0], dtype="float64")
-    length = hi - lo + 1
-    k = np.zeros(length.shape[0], dtype="int8")
-    if length.size:
-        k64 = np.floor(np.log2(np.maximum(length, 1))).astype("int64")
-        # guard against float rounding at exact powers of two
-        k64 -= (1 << k64) > length
-        k64 += (1 << (k64 + 1)) <= length
-        k = k64.astype("int8")
-    level = values.astype("float64", copy=True)
-    groups = np.argsort(k, kind="stable")
-    bounds = np.searchsorted(k[groups], np.arange(int(k.max(initial=0)) + 2))
-    for j in range(len(bounds) - 1):
-        idx = groups[bounds[j] : bounds[j + 1]]
-        if idx.size:
-            out[idx] = np.maximum(level[lo[idx]], level[hi[idx] - (1 << j) + 1])
-        step = 1 << j
-        if j + 1 < len(bounds) - 1:
-            level = np.maximum(level[:-step], level[step:])
-    return out
+    """max(values[lo:hi + 1]) for every query (lo <= hi)."""
+    return RangeMax(values).query(lo, hi)
 
 
 def argsort_codes(codes: np.ndarray, n_codes: int) -> np.ndarray:
@@ -136,6 +138,12 @@ class _Entity:
         self.cum = pd.Series(self.amount).groupby(self.keys, sort=True).cumsum().to_numpy()
         self.seg0 = np.searchsorted(self.keys, self.keys, side="left")
         self._starts: dict[int, np.ndarray] = {}
+        self._rmax: RangeMax | None = None
+
+    def rmax(self) -> RangeMax:
+        if self._rmax is None:
+            self._rmax = RangeMax(self.amount)
+        return self._rmax
 
     def start(self, back_ms: int) -> np.ndarray:
         """First sorted position of the same key with time > t - back_ms."""
@@ -232,14 +240,14 @@ def compute_prepared(
     for e in fs.entities:
         ent = ents[e]
         perm, pos = ent.dest, ent.pos
-        maxima = range_max_many(ent.amount, [(ent.start(w * MS), pos) for w in fs.windows])
-        for w, wmax in zip(fs.windows, maxima, strict=True):
+        rmax = ent.rmax()
+        for w in fs.windows:
             lab = _lab(w)
             start = ent.start(w * MS)
             count = (pos - start + 1).astype("float64")
             X.put(f"{e}_count_{lab}", perm, count)
             X.put(f"{e}_amount_mean_{lab}", perm, ent.window_sum(start, pos) / count)
-            X.put(f"{e}_amount_max_{lab}", perm, wmax)
+            X.put(f"{e}_amount_max_{lab}", perm, rmax.query(start, pos))
 
     firsts: dict[int, np.ndarray] = {}
     for e in fs.pair_entities:
@@ -258,7 +266,7 @@ def compute_prepared(
         X.put(f"{e}_new_terminal", None, first)
         fs_sorted = first[ent.perm].astype("int64")
         cs = np.cumsum(fs_sorted)
-        seg0 = np.searchsorted(ent.keys, ent.keys, side="left")
+        seg0 = ent.seg0
         X.put(f"{e}_terminals_ever", perm, cs - cs[seg0] + fs_sorted[seg0])
         for w in fs.pair_windows:
             X.put(
@@ -275,7 +283,7 @@ def compute_prepared(
         to_usual = np.where(usual > 0, cust.amount / usual, np.nan)
         has_prev = n_prev > 0
         prev_max = np.full(n, np.nan)
-        prev_max[has_prev] = range_max(cust.amount, start[has_prev], pos[has_prev] - 1)
+        prev_max[has_prev] = cust.rmax().query(start[has_prev], pos[has_prev] - 1)
         to_prev_max = np.where(prev_max > 0, cust.amount / prev_max, np.nan)
     X.put("customer_amount_to_usual", perm, to_usual)
     X.put("customer_amount_to_prev_max", perm, to_prev_max)
@@ -304,6 +312,7 @@ def compute_prepared(
         known_end = np.searchsorted(cf, ent.c, side="right")
         if fs.fraud_windows:
             lo = np.searchsorted(cf, ent.c - max(fs.fraud_windows) * MS, side="right")
+            known_start = {max(fs.fraud_windows): lo}
             has = known_end > lo
             last = np.full(n, np.nan)
             first = np.full(n, np.nan)
@@ -315,9 +324,9 @@ def compute_prepared(
         for w in fs.fraud_windows:
             lab = _lab(w)
             cnt = (end - ent.start(delay + w * MS)).astype("float64")
-            frauds = (known_end - np.searchsorted(cf, ent.c - w * MS, side="right")).astype(
-                "float64"
-            )
+            if w not in known_start:
+                known_start[w] = np.searchsorted(cf, ent.c - w * MS, side="right")
+            frauds = (known_end - known_start[w]).astype("float64")
             X.put(f"{e}_delayed_count_{lab}", perm, cnt)
             X.put(f"{e}_known_frauds_{lab}", perm, frauds)
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -28,6 +28,8 @@ class FoldResult:
     build_seconds: float
     fit_seconds: dict[str, float]
     predict_seconds: dict[str, float]
+    fit_cpu_seconds: dict[str, float]
+    build_cpu_seconds: float
     metrics: dict[str, dict]
     frames: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
 
@@ -52,6 +54,9 @@ class BacktestResult:
             agg["predict_seconds"] = float(np.mean([f.predict_seconds[m] for f in self.folds]))
             agg["build_plus_fit_seconds"] = agg["fit_seconds"] + float(
                 np.mean([f.build_seconds for f in self.folds])
+            )
+            agg["build_plus_fit_cpu_seconds"] = float(
+                np.mean([f.fit_cpu_seconds[m] + f.build_cpu_seconds for f in self.folds])
             )
             out[m] = agg
         return out
@@ -100,20 +105,20 @@ def backtest(
     lines = order_lines[order_lines["product_id"].astype(str).isin(keep)]
     folds = []
     for i, origin in enumerate(rolling_origins(full.dates, n_folds, horizon, step), start=1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fold_cfg = PanelConfig(
             closed_weekday_share=cfg.closed_weekday_share, end=origin, country=cfg.country
         )
         history = build_panel(
             lines[lines["timestamp"] < origin + pd.Timedelta(days=1)], products, fold_cfg
         )
-        build = time.perf_counter() - t0
-        fit_s, pred_s, metrics, frames = {}, {}, {}, {}
+        build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+        fit_s, pred_s, fit_cpu, metrics, frames = {}, {}, {}, {}, {}
         for name, factory in models.items():
             model = factory()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model.fit(history)
-            fit_s[name] = time.perf_counter() - t0
+            fit_s[name], fit_cpu[name] = time.perf_counter() - t0, time.process_time() - c0
             t0 = time.perf_counter()
             fc = model.predict(horizon)
             pred_s[name] = time.perf_counter() - t0
@@ -126,5 +131,7 @@ def backtest(
                 log(f"fold {i} ({origin.date()}) {name}: wape {o['wape']:.3f} bias "
                     f"{o['bias']:+.3f} coverage {o['coverage_p10_p90']:.3f} fit "
                     f"{fit_s[name]:.1f}s predict {pred_s[name]:.2f}s")  # fmt: skip
-        folds.append(FoldResult(i, origin, build, fit_s, pred_s, metrics, frames))
+        folds.append(
+            FoldResult(i, origin, build, fit_s, pred_s, fit_cpu, build_cpu, metrics, frames)
+        )
     return BacktestResult(folds, horizon)

@@ -129,39 +129,50 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
     return {"benchmark": proto.name, "k": k, "best": _best(best_row, k), "models": rows}
 
 
-def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data):
-    """Blend the best personalised model with the runner-up of a different kind (same data)."""
+def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int = 3):
+    """Greedy forward blend on validation: start from the best personalised model, add the
+    model and weight that most improve validation nDCG, stop when nothing improves."""
     k = proto.k
-    personal = [n for n in chosen if n != "popularity" and not n.startswith("popularity")]
+    personal = [n for n in chosen if not n.startswith("popularity")]
     ranked = sorted(personal, key=lambda n: chosen[n][1][f"ndcg@{k}"], reverse=True)
-    lead = ranked[0] if ranked else None
-    if lead is None:
+    if not ranked:
         return None
+    lead = ranked[0]
     lead_model = chosen[lead][2]
-    partners = [
+    pool = [
         n for n in ranked[1:]
         if np.array_equal(chosen[n][2].product_ids_, lead_model.product_ids_)
         and np.array_equal(chosen[n][2].customer_ids_, lead_model.customer_ids_)
     ]  # fmt: skip
-    if not partners:
-        return None
-    best = None
     m, truth = val_data.get(chosen[lead][0].interactions)
-    for partner in partners[:2]:
-        for w in proto.blend_weights:
-            blend = BlendRecommender([chosen[lead][2], chosen[partner][2]], weights=[1.0, w])
-            blend.fit(m, proto.products)  # parts are already fitted on this matrix
-            metrics = evaluate(blend, truth, k)
-            proto.log(f"  val blend {lead} + {w:g}*{partner:<40} ndcg@{k}="
-                      f"{metrics[f'ndcg@{k}']:.4f} cov={metrics[f'coverage@{k}']:.3f}")  # fmt: skip
-            if best is None or _score(metrics, k, proto.min_coverage) > _score(
-                best[2], k, proto.min_coverage
-            ):
-                best = ((lead, partner), (1.0, w), metrics)
-    if best is not None and _score(best[2], k, proto.min_coverage) <= _score(
-        chosen[lead][1], k, proto.min_coverage
-    ):
+    names, weights, current = [lead], [1.0], chosen[lead][1]
+    best = None
+    while pool and len(names) < max_parts:
+        step = None
+        for partner in pool:
+            for w in proto.blend_weights:
+                parts = [chosen[n][2] for n in [*names, partner]]
+                blend = BlendRecommender(parts, weights=[*weights, w])
+                blend.fit(m, proto.products)  # parts are already fitted
+                metrics = evaluate(blend, truth, k)
+                proto.log(f"  val blend {' + '.join(names)} + {w:g}*{partner:<30} ndcg@{k}="
+                          f"{metrics[f'ndcg@{k}']:.4f} cov={metrics[f'coverage@{k}']:.3f}")  # fmt: skip
+                if step is None or _score(metrics, k, proto.min_coverage) > _score(
+                    step[2], k, proto.min_coverage
+                ):
+                    step = (partner, w, metrics)
+        if step is None or _score(step[2], k, proto.min_coverage) <= _score(
+            current, k, proto.min_coverage
+        ):
+            break
+        names.append(step[0])
+        weights.append(step[1])
+        current = step[2]
+        pool.remove(step[0])
+        best = (tuple(names), tuple(weights), current)
+    if best is None:
         proto.log("blend: no gain over the best single model on validation")
+        return None
     return best
 
 

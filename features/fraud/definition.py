@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 
 from shopml.errors import ConfigError
 
+# Bump when the meaning of an existing feature changes (new features change the names anyway).
+FEATURE_CODE_VERSION = 2
+
 HOUR = 3600
 DAY = 86400
 
@@ -152,7 +155,8 @@ class FeatureSet:
     @property
     def version(self) -> str:
         """`name@hash` of the whole definition: logged with every model trained on it."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        blob = json.dumps({"definition": self.to_dict(), "features": list(self._names),
+                           "code": FEATURE_CODE_VERSION}, sort_keys=True).encode()  # fmt: skip
         return f"{self.name}@{hashlib.sha256(blob).hexdigest()[:10]}"
 
 

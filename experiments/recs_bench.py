@@ -53,6 +53,7 @@ class Protocol:
     as_of_test: object = None  # decay reference of the final model (the test cut-off)
     as_of_val: object = None
     min_coverage: float = 0.0
+    blend_cpu_budget: float | None = None  # max summed validation fit CPU seconds of a blend
     blend_weights: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7, 1.0)
     log: Callable[[str], None] = print
 
@@ -90,8 +91,11 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
         best = None
         for cand in candidates:
             m, truth = val_data.get(cand.interactions)
+            cpu = time.process_time()
             model = make_model(cand.kind, **cand.params).fit(m, proto.products)
+            fit_cpu = time.process_time() - cpu
             metrics = evaluate(model, truth, k)
+            metrics["fit_cpu_seconds"] = fit_cpu
             log(f"  val {cand.label():<70} ndcg@{k}={metrics[f'ndcg@{k}']:.4f} "
                 f"cov={metrics[f'coverage@{k}']:.3f}")  # fmt: skip
             if best is None or _score(metrics, k, proto.min_coverage) > _score(
@@ -147,9 +151,18 @@ def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int =
     m, truth = val_data.get(chosen[lead][0].interactions)
     names, weights, current = [lead], [1.0], chosen[lead][1]
     best = None
+
+    def cost(ns) -> float:
+        return sum(chosen[n][1].get("fit_cpu_seconds", 0.0) for n in ns)
+
     while pool and len(names) < max_parts:
         step = None
         for partner in pool:
+            if proto.blend_cpu_budget is not None and cost([*names, partner]) > (
+                proto.blend_cpu_budget
+            ):
+                proto.log(f"  blend: {partner} skipped (training budget)")
+                continue
             for w in proto.blend_weights:
                 parts = [chosen[n][2] for n in [*names, partner]]
                 blend = BlendRecommender(parts, weights=[*weights, w])

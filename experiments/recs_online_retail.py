@@ -28,6 +28,9 @@ PUBLISHED = [  # reference rows of issue 3 (same protocol)
 ]
 TARGET = {"ndcg@20": 0.11, "recall@20": 0.105, "coverage@20": 0.30, "train_seconds": 10.0}
 HALF_LIVES = [None, 15.0, 30.0, 60.0]
+# A blend's parts must fit in <= 5 CPU seconds on the validation part (measured), half the
+# 10 s training target, so that the final fit stays under it on a busy shared machine.
+BLEND_CPU_BUDGET = 5.0
 
 
 def _hl(h):
@@ -72,7 +75,7 @@ def protocol(path: Path | None = None, log=print) -> Protocol:
         name="recs-online-retail", k=K, base_interactions=base, train=outer.train,
         test=outer.test, fit=inner.train, val=inner.test, products=store.products,
         as_of_test=CUTOFF.to_pydatetime(), as_of_val=VAL_CUTOFF.to_pydatetime(),
-        min_coverage=TARGET["coverage@20"], log=log,
+        min_coverage=TARGET["coverage@20"], blend_cpu_budget=BLEND_CPU_BUDGET, log=log,
     )  # fmt: skip
 
 
@@ -87,7 +90,7 @@ def run(out: Path | None = None, path: Path | None = None, quick: bool = False) 
     report["targets"] = TARGET
     report["protocol"] = ("temporal split at 2011-11-09, known customers, new products only, "
                           "k=20; validation cut 2011-10-09; selection: best val nDCG@20 with val "
-                          "coverage@20 >= 0.30")  # fmt: skip
+                          "coverage@20 >= 0.30, blends within a 5 CPU-second fit budget")  # fmt: skip
     report["note"] = "timings measured on a shared 2-core machine under load (pessimistic)"
     print_table(report, PUBLISHED, ["ndcg@20", "recall@20", "map@20", "hit_rate@20",
                                     "coverage@20"])  # fmt: skip

@@ -35,17 +35,23 @@ class ALSRecommender(FactorRecommender):
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
 
+    def _prepare(self) -> None:
+        super()._prepare()
+        self._YtY = None
+
     def _fold_in(self, X: sp.csr_matrix) -> np.ndarray:
-        Y = self.item_factors_.astype(np.float64)
-        YtY = Y.T @ Y
-        reg = self.regularization * np.eye(Y.shape[1])
-        out = np.zeros((X.shape[0], Y.shape[1]), np.float32)
+        if getattr(self, "_YtY", None) is None:  # cached: the same for every new customer
+            Y = self.item_factors_.astype(np.float64)
+            self._YtY = Y.T @ Y + self.regularization * np.eye(Y.shape[1])
+        YtY = self._YtY
+        Y = self.item_factors_
+        out = np.zeros((X.shape[0], YtY.shape[0]), np.float32)
         for r in range(X.shape[0]):
             lo, hi = X.indptr[r], X.indptr[r + 1]
             if lo == hi:
                 continue
-            Yi = Y[X.indices[lo:hi]]
+            Yi = Y[X.indices[lo:hi]].astype(np.float64)
             c = self.alpha * X.data[lo:hi].astype(np.float64)
-            A = YtY + (Yi.T * (c - 1.0)) @ Yi + reg
+            A = YtY + (Yi.T * (c - 1.0)) @ Yi
             out[r] = np.linalg.solve(A, Yi.T @ c)
         return out

@@ -132,3 +132,20 @@ def test_features_at_origin_ignore_future_data(seed, n_days, data):
     past = full.cut(full.dates[t])
     without = FeatureState(past, codes, np.zeros(4)).rows(t, 14, dates)
     np.testing.assert_array_equal(with_future, without)
+
+
+@pytest.mark.realdata
+def test_online_retail_panel_closed_days(datasets_dir):
+    from features.loaders.online_retail import load, non_product_codes
+
+    store = load(datasets_dir / "online-retail" / "online_retail.csv.gz")
+    lines = store.order_lines
+    lines = lines[~lines["product_id"].isin(set(non_product_codes(store.products)))]
+    panel = build_panel(lines, store.products, PanelConfig(top_n=50, country="GB"))
+    assert panel.closed_weekdays == (5,)  # the shop sells nothing on Saturdays
+    assert panel.dates[0] == pd.Timestamp("2010-12-01") and panel.end == pd.Timestamp("2011-12-09")
+    closed = set(panel.dates[~panel.open_days].date)
+    assert pd.Timestamp("2010-12-28").date() in closed  # Christmas break
+    assert pd.Timestamp("2011-12-08").date() not in closed
+    observed = panel.units[~np.isnan(panel.units)]
+    assert (observed >= 0).all() and observed.sum() > 100_000

@@ -65,6 +65,10 @@ def build(
             except RegistryError as err:
                 report.missing[family] = str(err)
                 continue
+            problem = _load_problem(champion)
+            if problem:
+                report.missing[family] = problem
+                continue
             extra = _forecast_table(champion, settings, Path(tmp)) if family == "forecast" else None
             model = import_champion(champion, extra)
             report.models[family] = (
@@ -92,6 +96,22 @@ def build(
         reasons = "; ".join(report.skipped.values()) or "no service requested"
         raise RegistryError(f"no Bento could be built: {reasons}")
     return report
+
+
+def _load_problem(champion: Champion) -> str | None:
+    """Why this code cannot load the champion (e.g. a changed feature set), or None.
+
+    Checked at build time so that a stale model stops `shopml build`, not a server start-up.
+    """
+    try:
+        resolve_loader(champion.loader)(champion.native_dir)
+    except Exception as err:  # noqa: BLE001 - any failure means "cannot serve this model"
+        return (
+            f"{champion.name} v{champion.version} cannot be loaded by this code "
+            f"({type(err).__name__}: {err}); retrain it with `shopml train {champion.family}` "
+            "or promote a compatible version with `shopml promote`"
+        )
+    return None
 
 
 def _forecast_table(champion: Champion, settings: Settings, tmp: Path) -> dict[str, Path] | None:

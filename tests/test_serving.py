@@ -163,3 +163,17 @@ def test_forecast_table_round_trip(tmp_path):
     assert out["generated_at"] == "2023-12-31"
     with pytest.raises(UnknownEntity, match="zzz"):
         fc.forecast(ForecastRequest(product_ids=["zzz"]))
+
+
+def test_build_without_champions_stops_with_the_commands_to_run(tmp_shopml_home):
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "shopml.cli", "build"],
+        capture_output=True, text=True, timeout=300, env={**os.environ}, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "shopml train recommender" in out.stderr and "shopml train fraud" in out.stderr
+    assert "Traceback" not in out.stderr

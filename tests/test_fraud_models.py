@@ -244,3 +244,24 @@ def test_calibration_error_and_costs():
                        decline_cost_ratio=0.5)  # fmt: skip
     assert c["expected_cost"] == pytest.approx(10.0 + 2.0)
     assert c["baseline_cost"] == 110.0 and c["savings"] == pytest.approx(98.0)
+
+
+def test_engine_on_redis_finds_the_payment_of_a_late_label(engine_parts, redis_url):
+    from features.transactions import RedisStateStore
+
+    fs, sc = engine_parts
+    store = RedisStateStore(redis_url, prefix="test:engine:")
+    store.clear()
+    eng = FraudEngine(sc, fs, store=store)
+    eng.score(_payment(transaction_id="r1", timestamp="2024-03-01T10:00:00"))
+    assert store.lookup_payment("r1") == (
+        "c1",
+        "m1",
+        pd.Timestamp("2024-03-01 10:00").value // 10**6,
+    )
+    rep = eng.ingest_labels([{"transaction_id": "r1", "is_fraud": True,
+                              "label_time": "2024-03-01T11:00:00"}])  # fmt: skip
+    assert rep.unknown_transactions == []
+    eng.score(_payment(transaction_id="r2", customer_id="c2", card_id="k2",
+                       timestamp="2024-03-01T12:00:00"))  # fmt: skip
+    assert eng._x[fs.index("terminal_known_frauds_1d")] == 1

@@ -66,6 +66,11 @@ class FraudService:
             from models.fraud import FraudEngine
 
             engine = FraudEngine(engine, store=Breaker(store), labels_dir=labels_dir)
+        history = os.environ.get("SHOPML_FRAUD_HISTORY")
+        if history:
+            from serving.history import warm_state
+
+            warm_state(engine, history)
         self.checkout = Checkout(engine, loaded.version_label, labels_dir)
         self._warm(engine)
         metrics.model_loaded("fraud", loaded.version_label, loaded.mlflow_run_id)

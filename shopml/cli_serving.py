@@ -55,6 +55,9 @@ def serve_cmd(
     workers: int | None = typer.Option(
         None, help="Worker processes per service (more than 1 for fraud needs Redis)."
     ),
+    history: Path | None = typer.Option(
+        None, "--history", help="Store folder whose recent payments warm the online fraud features."
+    ),
 ) -> None:
     """Run the built services on 127.0.0.1 until Ctrl-C."""
     from serving import runner
@@ -65,6 +68,10 @@ def serve_cmd(
     env: dict[str, str] = {}
     if redis_url:
         env["SHOPML_REDIS_URL"] = redis_url
+    if history:
+        if not history.is_dir():
+            raise ShopmlError(f"--history {history}: not a store folder")
+        env["SHOPML_FRAUD_HISTORY"] = str(history.resolve())
     if workers:
         env["SHOPML_WORKERS"] = str(workers)
         if workers > 1 and "fraud" in names and not (redis_url or settings.redis_url):

@@ -177,3 +177,26 @@ def test_build_without_champions_stops_with_the_commands_to_run(tmp_shopml_home)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "shopml train recommender" in out.stderr and "shopml train fraud" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_history_warms_the_online_features(tmp_path):
+    from features.fraud.batch import compute_batch
+    from features.fraud.definition import FeatureSet
+    from features.generator import GeneratorConfig, generate
+    from features.store import Store
+    from models.fraud import FraudEngine, FraudScorer
+    from serving.history import warm_state
+
+    pay = generate(GeneratorConfig(scale="tiny", seed=0)).payments.sort_values("timestamp")
+    fs = FeatureSet()
+    X, y = compute_batch(pay, fs).to_numpy(), pay["is_fraud"].to_numpy(bool)
+    scorer = FraudScorer(list(fs.names), num_boost_round=5, min_data_in_leaf=20, num_threads=1)
+    engine = FraudEngine(scorer.fit(X, y, X, y), fs)
+    Store(payments=pay).write(tmp_path / "store")
+    last = pay.iloc[-1]
+    payment = {"transaction_id": "next", "timestamp": last["timestamp"], "amount": 10.0,
+               "customer_id": last["customer_id"], "card_id": last["card_id"],
+               "terminal_id": last["terminal_id"]}  # fmt: skip
+    assert "unseen:customer" in [r.code for r in engine.score(payment, record=False).reasons]
+    assert warm_state(engine, tmp_path / "store") > 0
+    assert "unseen:customer" not in [r.code for r in engine.score(payment, record=False).reasons]

@@ -99,6 +99,7 @@ def serve_cmd(
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan a server
         for server in servers:
             server.stop()
 

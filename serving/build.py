@@ -8,6 +8,7 @@ the two Bentos are built: `shopml-recommend` (recommender + optional forecast) a
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,24 +75,30 @@ def build(
             report.models[family] = (
                 f"{model.tag} (MLflow {champion.name} v{champion.version}, run {champion.run_id[:8]})"
             )
-    for service in services:
-        if service not in BENTOS:
-            raise RegistryError(f"unknown service {service!r}; expected one of {sorted(BENTOS)}")
-        target, name, needs = BENTOS[service]
-        lacking = [f for f in needs if f not in report.models]
-        if lacking:
-            report.skipped[service] = report.missing[lacking[0]]
-            continue
-        bento = bentoml.bentos.build(
-            target,
-            name=name,
-            include=INCLUDE,
-            exclude=EXCLUDE,
-            build_ctx=str(REPO_ROOT),
-            labels={"project": "shopml", "service": service},
-            description=f"shopml {service} service",
-        )
-        report.bentos[service] = str(bento.tag)
+    os.environ["SHOPML_BUILD_FAMILIES"] = ",".join(report.models)  # what the Bentos may use
+    try:
+        for service in services:
+            if service not in BENTOS:
+                raise RegistryError(
+                    f"unknown service {service!r}; expected one of {sorted(BENTOS)}"
+                )
+            target, name, needs = BENTOS[service]
+            lacking = [f for f in needs if f not in report.models]
+            if lacking:
+                report.skipped[service] = report.missing[lacking[0]]
+                continue
+            bento = bentoml.bentos.build(
+                target,
+                name=name,
+                include=INCLUDE,
+                exclude=EXCLUDE,
+                build_ctx=str(REPO_ROOT),
+                labels={"project": "shopml", "service": service},
+                description=f"shopml {service} service",
+            )
+            report.bentos[service] = str(bento.tag)
+    finally:
+        os.environ.pop("SHOPML_BUILD_FAMILIES", None)
     if not report.bentos:
         reasons = "; ".join(report.skipped.values()) or "no service requested"
         raise RegistryError(f"no Bento could be built: {reasons}")

@@ -17,7 +17,6 @@ import bentoml  # noqa: E402
 from serving import metrics  # noqa: E402
 from serving.fastpath import FastRoutes, Unavailable, json_handler  # noqa: E402
 from serving.model_store import load_native, stored_model  # noqa: E402
-from serving.registry import missing_champion_message  # noqa: E402
 from serving.schemas import (  # noqa: E402
     ForecastRequest,
     ForecastResponse,
@@ -77,7 +76,10 @@ class RecommendService:
 
     def _forecast(self, request: ForecastRequest) -> dict:
         if self.forecasts is None:
-            raise Unavailable(missing_champion_message("forecast") + ", then `shopml build`")
+            raise Unavailable(
+                "this Bento has no forecast model (`shopml build` said why): train one with "
+                "`shopml train forecast` or promote one with `shopml promote`, then `shopml build`"
+            )
         return self.forecasts.forecast(request)
 
     @bentoml.api(route="/recommend")

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 if os.environ.get("SHOPML_SERVING_PROCESS") == "1" and "sklearn" not in sys.modules:
     # LightGBM imports scikit-learn for its optional estimator API, which serving never uses;
@@ -44,17 +45,46 @@ def service_config(workers_env: str, default_workers: int = 1) -> dict:
     }
 
 
-def optional_model(family: str):
-    """A `BentoModel` reference when the store has the family's model, else None.
+def bento_model_tags() -> dict[str, str] | None:
+    """Model name -> exact tag recorded in the Bento this code is served from (None: not a Bento).
 
-    A missing model must not make BentoML try to download it (it would look for a cloud);
-    the service then stops start-up with a message naming the command to run.
+    BentoML resolves a `BentoModel("name:latest")` against the store at start-up; pinning the
+    tags the Bento was built with keeps a Bento serving exactly the models it was built with.
     """
+    import yaml
+
+    manifest = Path(__file__).resolve().parents[2] / "bento.yaml"
+    if not manifest.is_file():
+        return None
+    info = yaml.safe_load(manifest.read_text()) or {}
+    tags = {}
+    for svc in info.get("services") or []:
+        for model in svc.get("models") or []:
+            tag = str(model["tag"])
+            tags[tag.split(":")[0]] = tag
+    return tags
+
+
+def optional_model(family: str):
+    """A `BentoModel` reference to the family's model, or None when there is none to serve.
+
+    In a built Bento: the exact model it was built with. At build time: the newest imported
+    model, unless `shopml build` skipped the family (`SHOPML_BUILD_FAMILIES`). A missing model
+    must not make BentoML try to download it (it would look for a cloud); the service then
+    stops start-up with a message naming the command to run.
+    """
+    pinned = bento_model_tags()
+    if pinned is not None:
+        tag = pinned.get(model_tag(family).split(":")[0])
+        return bentoml.models.BentoModel(tag) if tag else None
+    allowed = os.environ.get("SHOPML_BUILD_FAMILIES")
+    if allowed is not None and family not in allowed.split(","):
+        return None
     try:
-        bentoml.models.get(model_tag(family))
+        stored = bentoml.models.get(model_tag(family))
     except bentoml.exceptions.NotFound:
         return None
-    return bentoml.models.BentoModel(model_tag(family))
+    return bentoml.models.BentoModel(str(stored.tag))
 
 
 @contextmanager

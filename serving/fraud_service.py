@@ -90,7 +90,7 @@ class FraudService:
                                 record=False)  # fmt: skip
         engine.scorer.explain(engine.features.new_vector())
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:  # async: no thread hop per probe
         return self.ready
 
     @bentoml.api(route="/score")

@@ -71,7 +71,7 @@ class RecommendService:
             extra={"recommender": loaded.version_label, "forecast": bool(self.forecasts)},
         )
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:  # async: no thread hop per probe
         return self.ready
 
     def _forecast(self, request: ForecastRequest) -> dict:

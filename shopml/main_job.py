@@ -63,12 +63,18 @@ def _headline(family: str, metrics: dict[str, float]):
     return [(k, metrics[k]) for k in HEADLINES[family] if k in metrics]
 
 
+# a tiny store spans 90 days: one 14-day backtest fold instead of three of 28
+SCALE_OVERRIDES = {"tiny": {"forecast": {"horizon": 14, "n_folds": 1}}}
+
+
 def train_family(family: str, source, settings):
     """Train one family with its default config, reading the main job's store."""
     from training.retrain import load_job_config
 
     module, config = load_job_config(family)
     config.source = source
+    for key, value in SCALE_OVERRIDES.get(source.scale, {}).get(family, {}).items():
+        setattr(config, key, value)
     return module.train(config, settings)
 
 

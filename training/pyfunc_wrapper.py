@@ -12,7 +12,7 @@ import warnings
 import mlflow.pyfunc
 
 # the wrapper takes and returns DataFrames whose columns depend on the family: no type hints
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
 
 class NativeModel(mlflow.pyfunc.PythonModel):

@@ -74,3 +74,40 @@ def test_cli_ingest_labels_writes_the_labels_table(tmp_shopml_home, tmp_path):
     assert res.exit_code == 0, res.output
     assert "2 labels stored" in res.output
     assert list((tmp_path / "lab").glob("labels-*.parquet"))
+
+
+def _tiny(tmp_path, seed: int) -> Path:
+    """A fraud config file on the tiny generated store with source seed `seed`, quick to train."""
+    text = CONFIG.read_text().replace('scale = "small"\nseed = 0', f'scale = "tiny"\nseed = {seed}')
+    text = text.replace("num_boost_round = 300", "num_boost_round = 30")
+    path = tmp_path / f"fraud-{seed}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_evaluate_scores_a_registered_model_on_other_data_without_registering(
+    tmp_shopml_home, tmp_path
+):
+    import mlflow
+
+    from training.fraud_job import evaluate, train
+
+    trained = train(load_config(_tiny(tmp_path, 0), FraudJobConfig))
+    assert trained.model_version == "1"
+    other = load_config(_tiny(tmp_path, 1), FraudJobConfig)
+    out = evaluate(other, "models:/shopml-fraud/1")
+    run = mlflow.get_run(out.run_id)
+    assert "average_precision" in run.data.metrics and "calibration_error" in run.data.metrics
+    assert out.metrics["average_precision"] == pytest.approx(run.data.metrics["average_precision"])
+    fingerprint = run.data.tags["data.fingerprint"]
+    assert fingerprint == out.data_fingerprint != trained.data_fingerprint
+    assert out.model_version is None
+    versions = mlflow.MlflowClient().search_model_versions("name='shopml-fraud'")
+    assert [str(v.version) for v in versions] == ["1"]
+
+    # `shopml retrain fraud` on the other seed: the champion gets evaluated by the hook, and the
+    # gate decides (0 promoted, 3 kept); never an error or a note about a missing hook
+    res = CliRunner().invoke(app, ["retrain", "fraud", "--config", str(_tiny(tmp_path, 1))])
+    assert res.exit_code in (0, 3), res.output
+    assert "evaluated champion v1 on the same data" in res.output
+    assert "no evaluate" not in res.output

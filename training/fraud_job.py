@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -21,6 +22,7 @@ from pydantic import Field
 from features.fraud.batch import compute_columns, to_matrix
 from features.fraud.definition import DAY, FeatureSet
 from features.sources import SourceConfig, load_source
+from features.store import Store
 from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, RuleLayer
 from shopml.config import ConfigModel
 from shopml.errors import DataError
@@ -28,6 +30,7 @@ from shopml.settings import Settings
 from training.fraud_metrics import calibration_curve, fraud_metrics
 from training.tracking import (
     TrainResult,
+    configure,
     log_curve,
     log_figure,
     log_native_model,
@@ -158,22 +161,66 @@ def _plots(y: np.ndarray, p: np.ndarray) -> None:
     log_figure(fig, "plots/score_distribution.png")
 
 
-def train(config: FraudJobConfig | None = None, settings: Settings | None = None) -> TrainResult:
-    """Build features, fit + calibrate the scorer, evaluate on the test period, log and register."""
-    config = config or FraudJobConfig()
+@dataclass
+class Prepared:
+    """A store's payments with their feature columns, day numbers, labels and time split."""
+
+    store: Store
+    cols: dict
+    day: np.ndarray
+    y: np.ndarray
+    parts: dict[str, np.ndarray]
+    feature_seconds: float
+
+
+def prepare(config: FraudJobConfig, fs: FeatureSet, settings: Settings | None = None,
+            labelled: tuple[str, ...] = ("train", "calibration", "test")) -> Prepared:  # fmt: skip
+    """Load the configured source, compute `fs` features and split by time; each period in
+    `labelled` must hold some fraud (metrics and training need both classes)."""
     store = load_source(config.source, settings)
     store.require("payments")
     pay = store.payments
-    fs = config.features.feature_set()
     t0 = time.perf_counter()
     cols = compute_columns(pay, fs)
     feature_seconds = time.perf_counter() - t0
     day = ((pay["timestamp"] - pay["timestamp"].min().normalize()).dt.days).to_numpy()
     parts = time_split(day, config.split)
     y = pay["is_fraud"].to_numpy(dtype=bool)
-    for name, rows in parts.items():
-        if not y[rows].any():
+    for name in labelled:
+        if not y[parts[name]].any():
             raise DataError(f"the {name} period has no fraud labels; use a longer or larger store")
+    return Prepared(store, cols, day, y, parts, feature_seconds)
+
+
+def score_test(scorer: FraudScorer, fs: FeatureSet, policy: DecisionPolicy, data: Prepared,
+               k: int) -> dict[str, float]:  # fmt: skip
+    """Score the test period with `scorer` + `policy`, log every test metric and the plots."""
+    te = data.parts["test"]
+    pay = data.store.payments
+    X = to_matrix(data.cols, fs.names, te)
+    p = scorer.predict_proba(X)
+    raw_p = 1.0 / (1.0 + np.exp(-scorer.decision_function(X)))
+    amount = pay["amount"].to_numpy()[te]
+    decisions = policy.decide_many(p, amount)
+    metrics = fraud_metrics(data.y[te], p, day=data.day[te], card=pay["card_id"].to_numpy()[te],
+                            amount=amount, decisions=decisions,
+                            threshold=policy.review_threshold, policy=policy, k=k)  # fmt: skip
+    metrics["brier_score_uncalibrated"] = float(np.mean((raw_p - data.y[te]) ** 2))
+    metrics["feature_seconds"] = data.feature_seconds
+    clean = {k: float(v) for k, v in metrics.items() if v == v}
+    mlflow.log_metrics(clean)
+    mlflow.set_tags({"fraud.feature_version": fs.version,
+                     "fraud.review_threshold": str(policy.review_threshold),
+                     "fraud.decline_threshold": str(policy.decline_threshold)})  # fmt: skip
+    _plots(data.y[te], p)
+    return clean
+
+
+def train(config: FraudJobConfig | None = None, settings: Settings | None = None) -> TrainResult:
+    """Build features, fit + calibrate the scorer, evaluate on the test period, log and register."""
+    config = config or FraudJobConfig()
+    fs = config.features.feature_set()
+    data = prepare(config, fs, settings)
     m, pc = config.model, config.policy
     scorer = FraudScorer(list(fs.names), feature_version=fs.version,
                          num_boost_round=m.num_boost_round, learning_rate=m.learning_rate,
@@ -185,30 +232,16 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
     policy = DecisionPolicy(pc.mode, pc.review_threshold, pc.decline_threshold, pc.review_cost,
                             pc.review_recall, pc.decline_cost_ratio)  # fmt: skip
     rules = RuleLayer(max_amount=pc.max_amount, review_amount=pc.review_amount)
-    X = {k: to_matrix(cols, fs.names, rows) for k, rows in parts.items()}
-    with start_run("fraud", config=config, store=store, settings=settings) as run:
+    parts, y = data.parts, data.y
+    X = {k: to_matrix(data.cols, fs.names, parts[k]) for k in ("train", "calibration")}
+    with start_run("fraud", config=config, store=data.store, settings=settings) as run:
         t0 = time.perf_counter()
         scorer.fit(X["train"], y[parts["train"]], X["calibration"], y[parts["calibration"]])
         train_seconds = time.perf_counter() - t0
-        te = parts["test"]
-        p = scorer.predict_proba(X["test"])
-        raw_p = 1.0 / (1.0 + np.exp(-scorer.decision_function(X["test"])))
-        amount = pay["amount"].to_numpy()[te]
-        decisions = policy.decide_many(p, amount)
-        metrics = fraud_metrics(y[te], p, day=day[te], card=pay["card_id"].to_numpy()[te],
-                                amount=amount, decisions=decisions,
-                                threshold=policy.review_threshold, policy=policy,
-                                k=config.card_precision_k)  # fmt: skip
-        metrics["brier_score_uncalibrated"] = float(np.mean((raw_p - y[te]) ** 2))
-        metrics |= {"feature_seconds": feature_seconds, "train_seconds": train_seconds,
-                    "n_train": float(len(parts["train"])),
-                    "n_calibration": float(len(parts["calibration"]))}  # fmt: skip
-        clean = {k: float(v) for k, v in metrics.items() if v == v}
-        mlflow.log_metrics(clean)
-        mlflow.set_tags({"fraud.feature_version": fs.version,
-                         "fraud.review_threshold": str(policy.review_threshold),
-                         "fraud.decline_threshold": str(policy.decline_threshold)})  # fmt: skip
-        _plots(y[te], p)
+        extra = {"train_seconds": train_seconds, "n_train": float(len(parts["train"])),
+                 "n_calibration": float(len(parts["calibration"]))}  # fmt: skip
+        mlflow.log_metrics(extra)
+        clean = score_test(scorer, fs, policy, data, config.card_precision_k) | extra
         version = None
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = FraudEngine(scorer, fs, policy=policy, rules=rules).save(Path(tmp) / "m")
@@ -221,5 +254,34 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
                                                "review_threshold": policy.review_threshold,
                                                "decline_threshold": policy.decline_threshold})  # fmt: skip
     return TrainResult(family="fraud", run_id=run.info.run_id, metrics=clean,
-                       model_version=version, data_fingerprint=store.fingerprint_id(),
+                       model_version=version, data_fingerprint=data.store.fingerprint_id(),
                        artifacts={"model_uri": uri})  # fmt: skip
+
+
+def evaluate(
+    config: FraudJobConfig, model_uri: str, settings: Settings | None = None
+) -> TrainResult:
+    """Test-period metrics of an existing model (e.g. the champion) on the data and split of
+    `config`, logged under the names `train` uses; nothing is trained or registered.
+
+    The model is scored as it would be deployed: with its own feature set and decision policy
+    (saved with it), so `config.features`, `config.model` and `config.policy` are not used.
+    """
+    configure(settings)
+    engine = _load_engine(model_uri)
+    fs = engine.feature_set
+    data = prepare(config, fs, settings, labelled=("test",))
+    with start_run("fraud", config=config, store=data.store, settings=settings,
+                   run_name="evaluate", tags={"evaluated.model_uri": model_uri}) as run:  # fmt: skip
+        metrics = score_test(engine.scorer, fs, engine.policy, data, config.card_precision_k)
+    return TrainResult(family="fraud", run_id=run.info.run_id, metrics=metrics,
+                       data_fingerprint=data.store.fingerprint_id(),
+                       artifacts={"model_uri": model_uri})  # fmt: skip
+
+
+def _load_engine(model_uri: str) -> FraudEngine:
+    """The native FraudEngine inside a logged/registered model (`models:/shopml-fraud/3`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        native = local / "artifacts" / "native" if (local / "artifacts").is_dir() else local
+        return FraudEngine.load(native)  # the loader LOADER names

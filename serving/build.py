@@ -39,6 +39,7 @@ BENTOS = {
 INCLUDE = ["serving/**/*.py", "models/**/*.py", "features/**/*.py", "shopml/**/*.py"]
 EXCLUDE = ["**/__pycache__", "**/*.pyc"]
 FORECAST_HORIZON = 28
+KEEP_BENTOS = 3  # older builds of a service are deleted (models stay in the store)
 
 
 @dataclass
@@ -97,12 +98,22 @@ def build(
                 description=f"shopml {service} service",
             )
             report.bentos[service] = str(bento.tag)
+            _prune(name, keep=KEEP_BENTOS)
     finally:
         os.environ.pop("SHOPML_BUILD_FAMILIES", None)
     if not report.bentos:
         reasons = "; ".join(report.skipped.values()) or "no service requested"
         raise RegistryError(f"no Bento could be built: {reasons}")
     return report
+
+
+def _prune(name: str, keep: int) -> None:
+    """Delete all but the `keep` newest Bentos of `name`."""
+    import bentoml
+
+    bentos = sorted(bentoml.bentos.list(name), key=lambda b: b.info.creation_time, reverse=True)
+    for old in bentos[keep:]:
+        bentoml.bentos.delete(str(old.tag))
 
 
 def _load_problem(champion: Champion) -> str | None:

@@ -278,7 +278,7 @@ def compute_prepared(
     start = cust.start(fs.usual_window * MS)
     n_prev = pos - start
     s_prev = cust.window_sum(start, pos) - cust.amount
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         usual = np.where(n_prev > 0, s_prev / np.maximum(n_prev, 1), np.nan)
         to_usual = np.where(usual > 0, cust.amount / usual, np.nan)
         has_prev = n_prev > 0

@@ -64,3 +64,41 @@ def test_train_forecast_job_end_to_end(tmp_shopml_home, tmp_path):
     again = model.predict(14)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), fc.reset_index(drop=True),
                                   check_dtype=False)  # fmt: skip
+
+
+def _tiny_config(seed: int, tmp_path, kind: str = "lightgbm") -> ForecastJobConfig:
+    params = {"n_estimators": 30, "min_child_samples": 20, "min_origin_history": 14}
+    return parse_config({
+        "source": {"kind": "generated", "scale": "tiny", "seed": seed},
+        "horizon": 14, "n_folds": 2, "top_n": 40, "plot_top_products": 0,
+        "output": str(tmp_path / f"forecast-{seed}.parquet"),
+        "model": {"kind": kind, "params": params if kind == "lightgbm" else {}},
+    }, ForecastJobConfig)  # fmt: skip
+
+
+def test_evaluate_scores_a_registered_model_on_other_data_without_registering(
+    tmp_shopml_home, tmp_path
+):
+    from training.forecast_job import evaluate
+    from training.retrain import is_timing
+
+    # known answer: a seasonal naive model only remembers history, so scoring the registered one
+    # on its own data and folds reproduces the training run's backtest exactly
+    naive = train(_tiny_config(0, tmp_path, "seasonal_naive"))
+    same = evaluate(_tiny_config(0, tmp_path, "seasonal_naive"), "models:/shopml-forecast/1")
+    assert same.metrics.keys() == naive.metrics.keys() - {"forecast.products", "forecast.units_p50"}
+    for key, value in same.metrics.items():
+        if not is_timing(key):
+            assert value == pytest.approx(naive.metrics[key]), key
+
+    trained = train(_tiny_config(0, tmp_path))
+    out = evaluate(_tiny_config(1, tmp_path), f"models:/shopml-forecast/{trained.model_version}")
+    run = mlflow.get_run(out.run_id)
+    for key in ("wape", "coverage_p10_p90", "bias", "seasonal_naive.wape", "wape.week2"):
+        assert key in run.data.metrics, key
+    assert out.metrics["wape"] == pytest.approx(run.data.metrics["wape"])
+    assert run.data.tags["data.fingerprint"] == out.data_fingerprint != trained.data_fingerprint
+    assert run.data.tags["evaluated.model_uri"] == "models:/shopml-forecast/2"
+    assert out.model_version is None and "forecast" not in out.artifacts
+    versions = mlflow.MlflowClient().search_model_versions("name='shopml-forecast'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]

@@ -8,6 +8,7 @@ register it, then write the forecast of the next `horizon` days as Parquet and l
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -20,13 +21,15 @@ from pydantic import Field
 
 from features.demand import DemandPanel, PanelConfig, build_panel, store_country
 from features.sources import SourceConfig, load_source
-from models.forecast import make_forecaster
+from models.forecast import load_forecaster, make_forecaster
+from models.forecast.base import Forecaster, as_panel
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
 from training.backtest import BacktestResult, backtest
 from training.tracking import (
     TrainResult,
+    configure,
     log_curve,
     log_figure,
     log_native_model,
@@ -162,6 +165,38 @@ def load_demand(config: ForecastJobConfig, settings: Settings | None = None):
     return store, lines, products, PanelConfig(top_n=config.top_n, country=country)
 
 
+def _factories(config: ForecastJobConfig, primary: str) -> dict:
+    """Factories of the configured baselines (all but `primary`), in config order."""
+    return {name: _factory(name, {}, config.horizon, config.seed)
+            for name in config.baselines if name != primary}  # fmt: skip
+
+
+def _log_backtest(
+    result: BacktestResult, primary: str, panel: DemandPanel, config: ForecastJobConfig
+) -> dict[str, float]:
+    """Log the backtest of `primary` (metrics, summary, curves, plots); return the metrics."""
+    metrics = _flat_metrics(result, primary)
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict({"summary": result.summary(),
+                     "by_week": result.breakdown(primary, "week"),
+                     "by_category": result.breakdown(primary, "category"),
+                     "origins": [str(f.origin.date()) for f in result.folds]},
+                    "backtest/summary.json")  # fmt: skip
+    by_h = pd.concat([f.frames[primary] for f in result.folds]).groupby("horizon")
+    mae = by_h.apply(lambda x: np.abs(x["y"] - x["p50"]).mean(), include_groups=False)
+    wape_h = by_h.apply(
+        lambda x: np.abs(x["y"] - x["p50"]).sum() / max(x["y"].sum(), 1e-9),
+        include_groups=False,
+    )
+    log_curve("error_by_horizon", mae.index, mae.to_numpy())
+    log_curve("wape_by_horizon", wape_h.index, wape_h.to_numpy())
+    if config.plot_top_products:
+        log_figure(_plot_top_products(result, primary, panel, config.plot_top_products),
+                   "plots/actual_vs_forecast_top_products.png")  # fmt: skip
+    log_figure(_plot_error_by_horizon(result), "plots/error_by_horizon.png")
+    return metrics
+
+
 def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainResult:
     """Backtest, refit, register and publish the forecast (see module docstring)."""
     settings = settings or load_settings()
@@ -169,32 +204,12 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
     panel = build_panel(lines, products, panel_cfg)
     primary = config.model.kind
     factories = {primary: _factory(primary, config.model.params, config.horizon, config.seed)}
-    for name in config.baselines:
-        if name != primary:
-            factories[name] = _factory(name, {}, config.horizon, config.seed)
+    factories |= _factories(config, primary)
 
     with start_run(FAMILY, config=config, store=store, settings=settings) as run:
         result = backtest(lines, products, factories, n_folds=config.n_folds,
                           horizon=config.horizon, panel_config=panel_cfg, full_panel=panel)  # fmt: skip
-        metrics = _flat_metrics(result, primary)
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict({"summary": result.summary(),
-                         "by_week": result.breakdown(primary, "week"),
-                         "by_category": result.breakdown(primary, "category"),
-                         "origins": [str(f.origin.date()) for f in result.folds]},
-                        "backtest/summary.json")  # fmt: skip
-        by_h = pd.concat([f.frames[primary] for f in result.folds]).groupby("horizon")
-        mae = by_h.apply(lambda x: np.abs(x["y"] - x["p50"]).mean(), include_groups=False)
-        wape_h = by_h.apply(
-            lambda x: np.abs(x["y"] - x["p50"]).sum() / max(x["y"].sum(), 1e-9),
-            include_groups=False,
-        )
-        log_curve("error_by_horizon", mae.index, mae.to_numpy())
-        log_curve("wape_by_horizon", wape_h.index, wape_h.to_numpy())
-        if config.plot_top_products:
-            log_figure(_plot_top_products(result, primary, panel, config.plot_top_products),
-                       "plots/actual_vs_forecast_top_products.png")  # fmt: skip
-        log_figure(_plot_error_by_horizon(result), "plots/error_by_horizon.png")
+        metrics = _log_backtest(result, primary, panel, config)
 
         final = factories[primary]().fit(panel)
         forecast = final.predict(config.horizon)
@@ -218,3 +233,64 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
             family=FAMILY, run_id=run.info.run_id, metrics=metrics, model_version=version,
             data_fingerprint=store.fingerprint_id(), artifacts={"forecast": str(out), "model": uri},
         )  # fmt: skip
+
+
+class _Fixed:
+    """A fitted forecaster used as is inside a backtest: `fit` does not train, it only gives the
+    model the fold's history to forecast from (its `panel_`, the state every forecaster predicts
+    from); the learned part (LightGBM booster, calibration, id maps) stays the champion's."""
+
+    def __init__(self, model: Forecaster):
+        self.model = model
+
+    def fit(self, panel) -> _Fixed:
+        self.model_ = copy.copy(self.model)
+        self.model_.panel_ = as_panel(panel)
+        return self
+
+    def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
+        return self.model_.predict(horizon, product_ids)
+
+
+def evaluate(
+    config: ForecastJobConfig, model_uri: str, settings: Settings | None = None
+) -> TrainResult:
+    """Backtest metrics of an existing fitted model (e.g. the champion) on `config`'s data and
+    folds, under the names `train` logs; nothing is refitted, published or registered.
+
+    Every fold is the one `train` would run (same origins, history rebuilt from the order lines
+    known at the origin), but instead of fitting a new model the saved one forecasts from that
+    history without retraining, as it does in production when fed new data; the baselines are
+    fitted per fold as in `train`, so `<baseline>.wape` etc. are comparable too. The model's
+    longest horizon must cover `config.horizon`. Caveat: when the new data extends the data the
+    model was trained on, folds ending before its training end (tag `forecast.model_train_end`)
+    were seen in training and flatter it; tag `forecast.folds_after_model_end` counts the folds
+    that are truly out of sample (retrain at least `horizon` days after the model's training
+    end and the last fold is one).
+    """
+    settings = configure(settings)
+    model = _load_model(model_uri)
+    store, lines, products, panel_cfg = load_demand(config, settings)
+    panel = build_panel(lines, products, panel_cfg)
+    name = getattr(model, "name", config.model.kind)
+    factories = {name: lambda: _Fixed(model)} | _factories(config, name)
+    model_end = model.panel_.dates[-1]
+    with start_run(FAMILY, config=config, store=store, settings=settings, run_name="evaluate",
+                   tags={"evaluated.model_uri": model_uri}) as run:  # fmt: skip
+        result = backtest(lines, products, factories, n_folds=config.n_folds,
+                          horizon=config.horizon, panel_config=panel_cfg, full_panel=panel)  # fmt: skip
+        mlflow.set_tags({"forecast.model_train_end": str(model_end.date()),
+                         "forecast.folds_after_model_end":
+                             str(sum(f.origin >= model_end for f in result.folds))})  # fmt: skip
+        metrics = _log_backtest(result, name, panel, config)
+    return TrainResult(family=FAMILY, run_id=run.info.run_id, metrics=metrics,
+                       data_fingerprint=store.fingerprint_id(),
+                       artifacts={"model_uri": model_uri})  # fmt: skip
+
+
+def _load_model(model_uri: str) -> Forecaster:
+    """The native forecaster inside a logged/registered model (`models:/shopml-forecast/3`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        native = local / "artifacts" / "native" if (local / "artifacts").is_dir() else local
+        return load_forecaster(native)  # the loader LOADER names

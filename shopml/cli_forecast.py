@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_CONFIG = (
-    Path(__file__).resolve().parent.parent / "experiments" / "configs" / "forecast.toml"
-)
+from shopml.settings import CONFIG_DIR
+
+DEFAULT_CONFIG = CONFIG_DIR / "forecast.toml"
 
 
 def train_forecast_cmd(

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "fraud.toml"
+from shopml.settings import CONFIG_DIR
+
+DEFAULT_CONFIG = CONFIG_DIR / "fraud.toml"
 
 fraud_app = typer.Typer(help="Fraud scoring utilities (late labels).", no_args_is_help=True)
 

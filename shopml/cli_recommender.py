@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_CONFIG = (
-    Path(__file__).resolve().parent.parent / "experiments" / "configs" / "recommender.toml"
-)
+from shopml.settings import CONFIG_DIR
+
+DEFAULT_CONFIG = CONFIG_DIR / "recommender.toml"
 
 
 def train_recommender_cmd(

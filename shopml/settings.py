@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "experiments" / "configs"  # default job configs, one per family
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from pydantic import Field, model_validator
 
 from shopml.config import ConfigModel, parse_config
 from shopml.errors import ConfigError
-from shopml.settings import REPO_ROOT
+from shopml.settings import CONFIG_DIR
 
 FAMILY_NAMES = ("recommender", "fraud", "forecast")
-PROMOTION_CONFIG = REPO_ROOT / "experiments" / "configs" / "promotion.toml"
+PROMOTION_CONFIG = CONFIG_DIR / "promotion.toml"
 
 
 class Guard(ConfigModel):

@@ -23,7 +23,7 @@ from types import ModuleType
 
 from shopml.config import load_config, parse_config
 from shopml.errors import ConfigError, RegistryError
-from shopml.settings import REPO_ROOT, Settings
+from shopml.settings import CONFIG_DIR, Settings
 from training.families import check_family
 from training.promotion import (
     EVALUATED_VERSION_TAG,
@@ -40,8 +40,6 @@ from training.tracking import CHAMPION, TrainResult, registered_model_name
 EXIT_PROMOTED = 0
 EXIT_ERROR = 2
 EXIT_NOT_PROMOTED = 3
-
-CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
 
 
 @dataclass

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from contextlib import nullcontext
-from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
+import pandas as pd
 
 from serving import runner
 from serving.build import build
@@ -23,6 +24,10 @@ def example_requests(store) -> dict[str, list[tuple[str, dict]]]:
     inter = store.interactions
     customer = str(inter["customer_id"].iloc[0])
     product = str(inter["product_id"].iloc[0])
+    if store.order_lines is not None and len(store.order_lines):
+        # the best seller: it is among the products the forecaster covers
+        units = store.order_lines.groupby("product_id")["quantity"].sum()
+        product = str(units.idxmax())
     recent = inter["product_id"].astype(str).drop_duplicates().head(3).tolist()
     calls: dict[str, list[tuple[str, dict]]] = {
         "recommend": [
@@ -36,7 +41,8 @@ def example_requests(store) -> dict[str, list[tuple[str, dict]]]:
         p = store.payments.iloc[-1]
         payment = {
             "transaction_id": "demo-1",
-            "timestamp": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+            # a minute after the store's last payment, as the replayed online state expects
+            "timestamp": (p["timestamp"] + pd.Timedelta(minutes=1)).isoformat(timespec="seconds"),
             "customer_id": str(p["customer_id"]),
             "card_id": str(p["card_id"]),
             "terminal_id": str(p["terminal_id"]),
@@ -50,8 +56,13 @@ def example_requests(store) -> dict[str, list[tuple[str, dict]]]:
     return calls
 
 
-def build_serve_and_call(store, settings: Settings | None = None, step=None) -> dict:
-    """Build the Bentos, start them on free loopback ports, call each endpoint once, stop."""
+def build_serve_and_call(
+    store, settings: Settings | None = None, step=None, history: Path | None = None
+) -> dict:
+    """Build the Bentos, start them on free loopback ports, call each endpoint once, stop.
+
+    `history` (a store folder) warms the fraud service's online features from recent payments.
+    """
     settings = settings or load_settings()
     step = step or (lambda title: nullcontext())
     with step("Build: import the MLflow champions into BentoML and build the Bentos"):
@@ -65,7 +76,8 @@ def build_serve_and_call(store, settings: Settings | None = None, step=None) -> 
         if service not in report.bentos:
             continue
         with step(f"Serve {service} on 127.0.0.1 and call each endpoint once"):
-            server = runner.start(service, settings=settings)
+            env = {"SHOPML_FRAUD_HISTORY": str(history)} if history and service == "fraud" else None
+            server = runner.start(service, settings=settings, env=env)
             try:
                 seconds = server.wait_ready(120)
                 print(f"    {service} ready on {server.url} in {seconds:.1f} s")

@@ -46,9 +46,11 @@ def run_main_job(scale: str = "small", seed: int = 0, serve: bool = True) -> Non
                 f"(champion: version {champion_version(family)})"
             )
     if serve:
+        from features.sources import generated_dir
         from serving.demo import build_serve_and_call
 
-        build_serve_and_call(store, settings, step)
+        history = generated_dir(source.scale, source.seed, settings)
+        build_serve_and_call(store, settings, step, history=history if history.is_dir() else None)
     _next_steps()
 
 

@@ -54,15 +54,13 @@ def run_main_job(scale: str = "small", seed: int = 0, serve: bool = True) -> Non
     _next_steps()
 
 
-HEADLINES = {
-    "recommender": ("ndcg_at_20", "recall_at_20", "coverage_at_20"),
-    "fraud": ("auc_roc", "average_precision", "card_precision_at_100"),
-    "forecast": ("wape", "mase", "coverage_p10_p90"),
-}
-
-
 def _headline(family: str, metrics: dict[str, float]):
-    return [(k, metrics[k]) for k in HEADLINES[family] if k in metrics]
+    """The family's primary, guard and key metrics, as the promotion gate declares them."""
+    from training.families import family_spec
+
+    spec = family_spec(family)
+    names = [spec.primary, *(g.metric for g in spec.guards), *spec.key_metrics]
+    return [(k, metrics[k]) for k in dict.fromkeys(names) if k in metrics]
 
 
 # a tiny store spans 90 days: one 14-day backtest fold instead of three of 28

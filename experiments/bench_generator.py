@@ -54,12 +54,18 @@ def bench_scale(scale: str, seed: int = 0, write: bool = True) -> dict:
     return result
 
 
-def run(out: Path | None = None, scales: tuple[str, ...] = tuple(SCALES), seed: int = 0,
-        write: bool = True) -> dict:  # fmt: skip
+def run(
+    out: Path | None = None,
+    scales: tuple[str, ...] = tuple(SCALES),
+    seed: int = 0,
+    write: bool = True,
+) -> dict:
     """Time every scale; print a table and return (and optionally save) the numbers as JSON."""
     results = []
-    print(f"{'scale':<7} {'interactions':>12} {'order_lines':>11} {'payments':>10} {'frauds':>7} "
-          f"{'gen s':>6} {'cpu s':>6} {'write s':>7} {'cpu s':>6} {'MB':>7} {'rss MB':>7}")  # fmt: skip
+    print(
+        f"{'scale':<7} {'interactions':>12} {'order_lines':>11} {'payments':>10} {'frauds':>7} "
+        f"{'gen s':>6} {'cpu s':>6} {'write s':>7} {'cpu s':>6} {'MB':>7} {'rss MB':>7}"
+    )
     for scale in scales:
         r = bench_scale(scale, seed, write)
         results.append(r)

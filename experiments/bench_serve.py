@@ -155,11 +155,23 @@ def bench_service(service: str, settings: Settings, bodies: list[str], path: str
     try:
         cold = server.wait_ready(timeout=120)
         warm = [
-            {"name": "warm", "path": path, "method": "POST", "bodies": bodies,
-             "concurrency": 4, "requests": WARMUP, "max_seconds": MAX_SECONDS},
-            {"name": "warm", "path": "/livez", "concurrency": 4, "requests": WARMUP,
-             "max_seconds": MAX_SECONDS},
-        ]  # fmt: skip
+            {
+                "name": "warm",
+                "path": path,
+                "method": "POST",
+                "bodies": bodies,
+                "concurrency": 4,
+                "requests": WARMUP,
+                "max_seconds": MAX_SECONDS,
+            },
+            {
+                "name": "warm",
+                "path": "/livez",
+                "concurrency": 4,
+                "requests": WARMUP,
+                "max_seconds": MAX_SECONDS,
+            },
+        ]
         results = _client(server.port, warm + _plan(server.port, path, bodies, WARMUP))
     finally:
         server.stop()
@@ -167,13 +179,21 @@ def bench_service(service: str, settings: Settings, bodies: list[str], path: str
     ep1, ep8 = _summary(results, "ep_c1"), _summary(results, "ep_c8")
     warm_errors = _summary(results, "warm")["errors"]
     return {
-        "livez": {"p50_ms": lz1["p50_ms"], "p99_ms": lz1["p99_ms"], "rps_c8": lz8["rps"],
-                  "errors": lz1["errors"] + lz8["errors"]},
-        "endpoint": {"p50_ms": ep1["p50_ms"], "p99_ms": ep1["p99_ms"], "rps_c8": ep8["rps"],
-                     "errors": ep1["errors"] + ep8["errors"] + warm_errors,
-                     "cold_start_s": round(cold, 2),
-                     "error_samples": ep1["samples"] + ep8["samples"]},
-    }  # fmt: skip
+        "livez": {
+            "p50_ms": lz1["p50_ms"],
+            "p99_ms": lz1["p99_ms"],
+            "rps_c8": lz8["rps"],
+            "errors": lz1["errors"] + lz8["errors"],
+        },
+        "endpoint": {
+            "p50_ms": ep1["p50_ms"],
+            "p99_ms": ep1["p99_ms"],
+            "rps_c8": ep8["rps"],
+            "errors": ep1["errors"] + ep8["errors"] + warm_errors,
+            "cold_start_s": round(cold, 2),
+            "error_samples": ep1["samples"] + ep8["samples"],
+        },
+    }
 
 
 def check_targets(result: dict) -> dict[str, bool]:

@@ -22,8 +22,19 @@ TOP_N = 500
 HORIZON = 28
 FOLDS = 3
 COUNTRY = "GB"
-KEYS = ("wape", "mase", "rmsse", "bias", "pinball_loss", "pinball_loss_scaled", "coverage_p10_p90",
-        "fit_seconds", "predict_seconds", "build_plus_fit_seconds", "build_plus_fit_cpu_seconds")  # fmt: skip
+KEYS = (
+    "wape",
+    "mase",
+    "rmsse",
+    "bias",
+    "pinball_loss",
+    "pinball_loss_scaled",
+    "coverage_p10_p90",
+    "fit_seconds",
+    "predict_seconds",
+    "build_plus_fit_seconds",
+    "build_plus_fit_cpu_seconds",
+)
 LGBM_PARAMS = {"horizon": HORIZON}
 
 
@@ -50,9 +61,16 @@ def run(out: Path | None = None, path: Path | None = None, include_peer: bool = 
     cfg = PanelConfig(top_n=TOP_N, country=COUNTRY)
     full = build_panel(lines, store.products, cfg)
     load_seconds = time.perf_counter() - t0
-    result = backtest(lines, store.products, models(include_peer), n_folds=FOLDS,
-                      horizon=HORIZON, panel_config=cfg, full_panel=full,
-                      log=lambda m: print(m, flush=True))  # fmt: skip
+    result = backtest(
+        lines,
+        store.products,
+        models(include_peer),
+        n_folds=FOLDS,
+        horizon=HORIZON,
+        panel_config=cfg,
+        full_panel=full,
+        log=lambda m: print(m, flush=True),
+    )
     summary = result.summary()
     rows = [{"model": name, **{k: round(agg[k], 4) for k in KEYS}} for name, agg in summary.items()]
     ours = summary["lightgbm"]
@@ -61,18 +79,25 @@ def run(out: Path | None = None, path: Path | None = None, include_peer: bool = 
     best_name = min(summary, key=lambda m: summary[m]["wape"])
     best = summary[best_name]
     folds = [
-        {"origin": str(f.origin.date()), "build_seconds": round(f.build_seconds, 2),
-         **{f"{m}_wape": round(f.metrics[m]["overall"]["wape"], 4) for m in f.metrics},
-         "lightgbm_bias": round(f.metrics["lightgbm"]["overall"]["bias"], 4),
-         "lightgbm_coverage": round(f.metrics["lightgbm"]["overall"]["coverage_p10_p90"], 4),
-         "lightgbm_fit_seconds": round(f.fit_seconds["lightgbm"], 2),
-         "lightgbm_fit_cpu_seconds": round(f.fit_cpu_seconds["lightgbm"], 2),
-         "lightgbm_predict_seconds": round(f.predict_seconds["lightgbm"], 3)}
+        {
+            "origin": str(f.origin.date()),
+            "build_seconds": round(f.build_seconds, 2),
+            **{f"{m}_wape": round(f.metrics[m]["overall"]["wape"], 4) for m in f.metrics},
+            "lightgbm_bias": round(f.metrics["lightgbm"]["overall"]["bias"], 4),
+            "lightgbm_coverage": round(f.metrics["lightgbm"]["overall"]["coverage_p10_p90"], 4),
+            "lightgbm_fit_seconds": round(f.fit_seconds["lightgbm"], 2),
+            "lightgbm_fit_cpu_seconds": round(f.fit_cpu_seconds["lightgbm"], 2),
+            "lightgbm_predict_seconds": round(f.predict_seconds["lightgbm"], 3),
+        }
         for f in result.folds
-    ]  # fmt: skip
+    ]
     payload = {
-        "best": {"model": best_name, "wape": round(best["wape"], 4), "mase": round(best["mase"], 4),
-                 "coverage_p10_p90": round(best["coverage_p10_p90"], 4)},
+        "best": {
+            "model": best_name,
+            "wape": round(best["wape"], 4),
+            "mase": round(best["mase"], 4),
+            "coverage_p10_p90": round(best["coverage_p10_p90"], 4),
+        },
         "models": rows,
         "train_seconds": round(ours["build_plus_fit_seconds"], 2),
         "train_cpu_seconds": round(ours["build_plus_fit_cpu_seconds"], 2),
@@ -86,17 +111,24 @@ def run(out: Path | None = None, path: Path | None = None, include_peer: bool = 
             "train_seconds_max": 30.0,
             "predict_seconds_max": 2.0,
         },
-        "lightgbm_by_week": {w: {k: round(v[k], 4) for k in ("wape", "bias", "coverage_p10_p90")}
-                             for w, v in result.breakdown("lightgbm", "week").items()},  # fmt: skip
+        "lightgbm_by_week": {
+            w: {k: round(v[k], 4) for k in ("wape", "bias", "coverage_p10_p90")}
+            for w, v in result.breakdown("lightgbm", "week").items()
+        },
         "folds": folds,
-        "setup": {"products": int(full.n_products), "horizon": HORIZON, "folds": FOLDS,
-                  "panel_days": len(full.dates), "closed_weekdays": list(full.closed_weekdays),
-                  "load_seconds": round(load_seconds, 2),
-                  "note": "train_seconds = panel build + LightGBM fit per fold (mean, wall clock; "
-                          "train_cpu_seconds = the same in CPU time of this process, which is "
-                          "what it costs without other jobs on the machine), predict_seconds "
-                          "= LightGBM predict of all products x 28 days"},
-    }  # fmt: skip
+        "setup": {
+            "products": int(full.n_products),
+            "horizon": HORIZON,
+            "folds": FOLDS,
+            "panel_days": len(full.dates),
+            "closed_weekdays": list(full.closed_weekdays),
+            "load_seconds": round(load_seconds, 2),
+            "note": "train_seconds = panel build + LightGBM fit per fold (mean, wall clock; "
+            "train_cpu_seconds = the same in CPU time of this process, which is "
+            "what it costs without other jobs on the machine), predict_seconds "
+            "= LightGBM predict of all products x 28 days",
+        },
+    }
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,16 @@ class MLForecastLGBM(Forecaster):
 
     name = "mlforecast_lgbm"
 
-    def __init__(self, horizon: int = 28, n_estimators: int = 200, learning_rate: float = 0.07,
-                 objective: str = "tweedie", intervals: bool = True, seed: int = 0,
-                 min_lag: int = 7):  # fmt: skip
+    def __init__(
+        self,
+        horizon: int = 28,
+        n_estimators: int = 200,
+        learning_rate: float = 0.07,
+        objective: str = "tweedie",
+        intervals: bool = True,
+        seed: int = 0,
+        min_lag: int = 7,
+    ):
         self.horizon = horizon
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -45,8 +52,13 @@ class MLForecastLGBM(Forecaster):
         first = np.repeat(start, n_d)
         day = np.tile(np.arange(n_d), panel.n_products)
         df = df[day >= first]
-        return pd.DataFrame({"unique_id": df["product_id"].astype(str), "ds": df["date"],
-                             "y": df["units"].fillna(0.0).to_numpy()})  # fmt: skip
+        return pd.DataFrame(
+            {
+                "unique_id": df["product_id"].astype(str),
+                "ds": df["date"],
+                "y": df["units"].fillna(0.0).to_numpy(),
+            }
+        )
 
     def fit(self, panel) -> MLForecastLGBM:
         import lightgbm as lgb
@@ -56,11 +68,18 @@ class MLForecastLGBM(Forecaster):
 
         panel = as_panel(panel)
         model = lgb.LGBMRegressor(
-            objective=self.objective, n_estimators=self.n_estimators,
-            learning_rate=self.learning_rate, num_leaves=31, min_child_samples=100,
-            subsample=0.8, subsample_freq=1, colsample_bytree=0.8, n_jobs=1,
-            random_state=self.seed, verbosity=-1,
-        )  # fmt: skip
+            objective=self.objective,
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=31,
+            min_child_samples=100,
+            subsample=0.8,
+            subsample_freq=1,
+            colsample_bytree=0.8,
+            n_jobs=1,
+            random_state=self.seed,
+            verbosity=-1,
+        )
         self.mlf_ = MLForecast(
             models={"lgbm": model},
             freq="D",

@@ -40,15 +40,33 @@ from training.fraud_metrics import (
 START = pd.Timestamp("2018-04-01")
 TRAIN_START = pd.Timestamp("2018-07-25")
 PUBLISHED = {
-    "logistic regression": {"auc_roc": 0.871, "average_precision": 0.606, "card_precision@100": 0.291},
+    "logistic regression": {
+        "auc_roc": 0.871,
+        "average_precision": 0.606,
+        "card_precision@100": 0.291,
+    },
     "random forest": {"auc_roc": 0.867, "average_precision": 0.658, "card_precision@100": 0.287},
     "XGBoost": {"auc_roc": 0.862, "average_precision": 0.639, "card_precision@100": 0.273},
-    "decision tree (depth 2)": {"auc_roc": 0.763, "average_precision": 0.496, "card_precision@100": 0.241},
-    "XGBoost tuned (ch. 5)": {"auc_roc": 0.869, "average_precision": 0.687, "card_precision@100": 0.303},
-}  # fmt: skip
-TARGETS = {"average_precision": 0.75, "card_precision@100": 0.32, "auc_roc": 0.875,
-           "feature_seconds": 3.0, "train_seconds": 60.0, "predict_p50_ms": 0.2,
-           "predict_p99_ms": 1.0}  # fmt: skip
+    "decision tree (depth 2)": {
+        "auc_roc": 0.763,
+        "average_precision": 0.496,
+        "card_precision@100": 0.241,
+    },
+    "XGBoost tuned (ch. 5)": {
+        "auc_roc": 0.869,
+        "average_precision": 0.687,
+        "card_precision@100": 0.303,
+    },
+}
+TARGETS = {
+    "average_precision": 0.75,
+    "card_precision@100": 0.32,
+    "auc_roc": 0.875,
+    "feature_seconds": 3.0,
+    "train_seconds": 60.0,
+    "predict_p50_ms": 0.2,
+    "predict_p99_ms": 1.0,
+}
 WARMUP_DAYS = 37  # 30-day windows + 7-day delay: the first day all features are complete
 
 # Candidate settings for the full model, compared on the validation run only. `known_filter`
@@ -70,8 +88,9 @@ CANDIDATES = {
 }
 
 
-def protocol_split(day, customer, y, train_start: int, train_days: int = 7, delay: int = 7,
-                   test_days: int = 7) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def protocol_split(
+    day, customer, y, train_start: int, train_days: int = 7, delay: int = 7, test_days: int = 7
+) -> tuple[np.ndarray, np.ndarray]:
     """(training-week rows, test rows without known-compromised customers) as in the handbook."""
     day = np.asarray(day)
     train = np.flatnonzero((day >= train_start) & (day < train_start + train_days))
@@ -87,19 +106,24 @@ def protocol_split(day, customer, y, train_start: int, train_days: int = 7, dela
 
 
 def _evaluate(name: str, y, s, day, customer, rows, **extra) -> dict:
-    return {"model": name,
-            "auc_roc": round(auc_roc(y[rows], s), 4),
-            "average_precision": round(average_precision(y[rows], s), 4),
-            "card_precision@100": round(card_precision_at_k(day[rows], customer[rows], y[rows], s, 100), 4),
-            **extra}  # fmt: skip
+    return {
+        "model": name,
+        "auc_roc": round(auc_roc(y[rows], s), 4),
+        "average_precision": round(average_precision(y[rows], s), 4),
+        "card_precision@100": round(
+            card_precision_at_k(day[rows], customer[rows], y[rows], s, 100), 4
+        ),
+        **extra,
+    }
 
 
 def _score(m: dict) -> float:
     return m["average_precision"] + m["card_precision@100"]
 
 
-def _latency(engine: FraudEngine, pay: pd.DataFrame, old_rows, warm_rows, test_rows,
-             known_ms) -> dict:  # fmt: skip
+def _latency(
+    engine: FraudEngine, pay: pd.DataFrame, old_rows, warm_rows, test_rows, known_ms
+) -> dict:
     """Load old history in bulk, replay the recent days through the online path, then time
     engine.score on every test-week payment (wall clock and this thread's CPU time)."""
     feats = engine.features
@@ -113,14 +137,29 @@ def _latency(engine: FraudEngine, pay: pd.DataFrame, old_rows, warm_rows, test_r
     buf = feats.new_vector()
     t0 = time.perf_counter()
     for i in warm_rows.tolist():
-        feats.compute(int(t_ms[i]), float(amount[i]), cust[i], card[i], term[i], buf,
-                      label_known_ms=int(known_ms[i]) if fraud[i] else None)  # fmt: skip
+        feats.compute(
+            int(t_ms[i]),
+            float(amount[i]),
+            cust[i],
+            card[i],
+            term[i],
+            buf,
+            label_known_ms=int(known_ms[i]) if fraud[i] else None,
+        )
     warm_seconds = time.perf_counter() - t0
     stamps = pd.DatetimeIndex(pay["timestamp"].to_numpy()[test_rows]).to_pydatetime()
-    payments = [{"transaction_id": str(pay["transaction_id"].iat[i]), "timestamp": stamps[j],
-                 "customer_id": cust[i], "card_id": card[i], "terminal_id": term[i],
-                 "amount": float(amount[i]), "currency": "EUR"}
-                for j, i in enumerate(test_rows.tolist())]  # fmt: skip
+    payments = [
+        {
+            "transaction_id": str(pay["transaction_id"].iat[i]),
+            "timestamp": stamps[j],
+            "customer_id": cust[i],
+            "card_id": card[i],
+            "terminal_id": term[i],
+            "amount": float(amount[i]),
+            "currency": "EUR",
+        }
+        for j, i in enumerate(test_rows.tolist())
+    ]
     times = np.empty(len(payments))
     cpu = np.empty(len(payments))
     thread_ns = time.thread_time_ns
@@ -140,14 +179,19 @@ def _latency(engine: FraudEngine, pay: pd.DataFrame, old_rows, warm_rows, test_r
                 feats.add_fraud_label(cust[i], term[i], int(known_ms[i]))
     finally:
         gc.enable()
-    return {"bootstrap_payments": len(old_rows), "bootstrap_seconds": round(bootstrap_seconds, 2),
-            "warm_payments": len(warm_rows), "warm_seconds": round(warm_seconds, 2),
-            "cpu_p50_ms": round(float(np.percentile(cpu, 50)) / 1e6, 4),
-            "cpu_p99_ms": round(float(np.percentile(cpu, 99)) / 1e6, 4),
-            "timed_payments": len(payments),
-            "predict_p50_ms": round(float(np.percentile(times, 50)) * 1e3, 4),
-            "predict_p99_ms": round(float(np.percentile(times, 99)) * 1e3, 4),
-            "predict_mean_ms": round(float(times.mean()) * 1e3, 4), "probs": probs}  # fmt: skip
+    return {
+        "bootstrap_payments": len(old_rows),
+        "bootstrap_seconds": round(bootstrap_seconds, 2),
+        "warm_payments": len(warm_rows),
+        "warm_seconds": round(warm_seconds, 2),
+        "cpu_p50_ms": round(float(np.percentile(cpu, 50)) / 1e6, 4),
+        "cpu_p99_ms": round(float(np.percentile(cpu, 99)) / 1e6, 4),
+        "timed_payments": len(payments),
+        "predict_p50_ms": round(float(np.percentile(times, 50)) * 1e3, 4),
+        "predict_p99_ms": round(float(np.percentile(times, 99)) * 1e3, 4),
+        "predict_mean_ms": round(float(times.mean()) * 1e3, 4),
+        "probs": probs,
+    }
 
 
 def run(out: Path | None = None, path: Path | None = None) -> dict:
@@ -159,8 +203,10 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
     cols = compute_columns(pay, fs)
     feature_seconds = time.perf_counter() - t0
     feature_cpu = time.process_time() - c0
-    _say(f"features: {len(pay):,} payments x {fs.n_features} in {feature_seconds:.2f} s "
-         f"(cpu {feature_cpu:.2f} s)")  # fmt: skip
+    _say(
+        f"features: {len(pay):,} payments x {fs.n_features} in {feature_seconds:.2f} s "
+        f"(cpu {feature_cpu:.2f} s)"
+    )
     day = ((pay["timestamp"] - START).dt.days).to_numpy()
     y = pay["is_fraud"].to_numpy(dtype=bool)
     customer = pay["customer_id"].to_numpy()
@@ -172,16 +218,35 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
     tr, te = protocol_split(day, customer, y, s_test)
     B_tr, B_te = to_matrix(cols, HANDBOOK_BASELINE, tr), to_matrix(cols, HANDBOOK_BASELINE, te)
     lr = LogisticBaseline(list(HANDBOOK_BASELINE)).fit(B_tr, y[tr])
-    row = _evaluate("logistic regression, 15 handbook features", y, lr.predict_proba(B_te), day,
-                    customer, te, features=15, history_days=7)  # fmt: skip
+    row = _evaluate(
+        "logistic regression, 15 handbook features",
+        y,
+        lr.predict_proba(B_te),
+        day,
+        customer,
+        te,
+        features=15,
+        history_days=7,
+    )
     pub = PUBLISHED["logistic regression"]
     row["protocol_check_within_0.01"] = all(abs(row[k] - pub[k]) <= 0.01 for k in pub)
     variants.append(row)
     _say(f"LR 15 features: {row}")
-    lgb15 = FraudScorer(list(HANDBOOK_BASELINE), num_threads=1, **_B
-                        | {"neg_sample_rate": 1.0}).fit(B_tr, y[tr])  # fmt: skip
-    variants.append(_evaluate("LightGBM, 15 handbook features", y, lgb15.predict_proba(B_te),
-                              day, customer, te, features=15, history_days=7))  # fmt: skip
+    lgb15 = FraudScorer(
+        list(HANDBOOK_BASELINE), num_threads=1, **_B | {"neg_sample_rate": 1.0}
+    ).fit(B_tr, y[tr])
+    variants.append(
+        _evaluate(
+            "LightGBM, 15 handbook features",
+            y,
+            lgb15.predict_proba(B_te),
+            day,
+            customer,
+            te,
+            features=15,
+            history_days=7,
+        )
+    )
 
     # --- full features, longest history; settings chosen on the validation run -------------
     known = cols["customer_known_frauds_30d"]
@@ -193,8 +258,14 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
         if params.pop("known_filter", False):
             hist, cal = hist[known[hist] == 0], cal[known[cal] == 0]
         t = time.perf_counter()
-        sc = FraudScorer(list(fs.names), feature_version=fs.version, num_threads=1,
-                         scale_pos_weight=1.0, calibration="platt", **params)  # fmt: skip
+        sc = FraudScorer(
+            list(fs.names),
+            feature_version=fs.version,
+            num_threads=1,
+            scale_pos_weight=1.0,
+            calibration="platt",
+            **params,
+        )
         sc.fit(to_matrix(cols, fs.names, hist), y[hist], to_matrix(cols, fs.names, cal), y[cal])
         return sc, hist, time.perf_counter() - t
 
@@ -202,29 +273,49 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
     val = {}
     for name, params in CANDIDATES.items():
         sc, _, secs = fit_full(params, s_val)
-        val[name] = _evaluate(name, y, sc.predict_proba(to_matrix(cols, fs.names, vte)), day,
-                              customer, vte, train_seconds=round(secs, 1))  # fmt: skip
+        val[name] = _evaluate(
+            name,
+            y,
+            sc.predict_proba(to_matrix(cols, fs.names, vte)),
+            day,
+            customer,
+            vte,
+            train_seconds=round(secs, 1),
+        )
         _say(f"validation {val[name]}")
     # best on validation; a candidate within 0.002 of it that trains faster wins
     top = max(_score(v) for v in val.values())
-    best_name = min((k for k in val if _score(val[k]) >= top - 0.002),
-                    key=lambda k: val[k]["train_seconds"])  # fmt: skip
+    best_name = min(
+        (k for k in val if _score(val[k]) >= top - 0.002), key=lambda k: val[k]["train_seconds"]
+    )
     scorer, hist, train_seconds = fit_full(CANDIDATES[best_name], s_test)
     X_te = to_matrix(cols, fs.names, te)
     p_te = scorer.predict_proba(X_te)
     raw = 1.0 / (1.0 + np.exp(-scorer.decision_function(X_te)))
-    full = _evaluate(f"LightGBM, full features ({fs.n_features}), {best_name}", y, p_te, day,
-                     customer, te, features=fs.n_features, history_days=int(s_test + 7 - WARMUP_DAYS),
-                     brier=round(brier_score(y[te], p_te), 6),
-                     brier_uncalibrated=round(brier_score(y[te], raw), 6),
-                     train_rows=int(len(hist)), train_seconds=round(train_seconds, 2),
-                     chosen_on_validation=best_name,
-                     validation={k: {m: v[m] for m in ("auc_roc", "average_precision",
-                                                        "card_precision@100")}
-                                 for k, v in val.items()})  # fmt: skip
+    full = _evaluate(
+        f"LightGBM, full features ({fs.n_features}), {best_name}",
+        y,
+        p_te,
+        day,
+        customer,
+        te,
+        features=fs.n_features,
+        history_days=int(s_test + 7 - WARMUP_DAYS),
+        brier=round(brier_score(y[te], p_te), 6),
+        brier_uncalibrated=round(brier_score(y[te], raw), 6),
+        train_rows=int(len(hist)),
+        train_seconds=round(train_seconds, 2),
+        chosen_on_validation=best_name,
+        validation={
+            k: {m: v[m] for m in ("auc_roc", "average_precision", "card_precision@100")}
+            for k, v in val.items()
+        },
+    )
     variants.append(full)
-    _say(f"full model: {full['model']} AUC {full['auc_roc']} AP {full['average_precision']} "
-         f"CP@100 {full['card_precision@100']} train {train_seconds:.1f} s")  # fmt: skip
+    _say(
+        f"full model: {full['model']} AUC {full['auc_roc']} AP {full['average_precision']} "
+        f"CP@100 {full['card_precision@100']} train {train_seconds:.1f} s"
+    )
 
     # --- one payment end to end (in-process), over the whole test week --------------------
     engine = FraudEngine(scorer, fs)
@@ -234,15 +325,18 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
     warm_start = int(np.searchsorted(day[order], s_test + 14 - fs.replay_days - 1))
     old_rows, warm_rows = order[:warm_start], order[warm_start:first_test]
     test_week = order[first_test : first_test + len(test_week)]
-    known_ms = (pay["timestamp"].to_numpy().astype("datetime64[ms]").astype("int64")
-                + fs.label_delay * 1000)  # fmt: skip
+    known_ms = (
+        pay["timestamp"].to_numpy().astype("datetime64[ms]").astype("int64") + fs.label_delay * 1000
+    )
     lat = _latency(engine, pay, old_rows, warm_rows, test_week, known_ms)
     online_p = pd.Series(lat.pop("probs"), index=test_week)
     parity = float(np.max(np.abs(online_p.loc[te].to_numpy() - p_te)))
 
     best = max(variants, key=_score)
     result = {
-        "best": {k: best[k] for k in ("model", "auc_roc", "average_precision", "card_precision@100")},
+        "best": {
+            k: best[k] for k in ("model", "auc_roc", "average_precision", "card_precision@100")
+        },
         "variants": variants,
         "feature_seconds": round(feature_seconds, 3),
         "feature_cpu_seconds": round(feature_cpu, 3),
@@ -268,11 +362,14 @@ def run(out: Path | None = None, path: Path | None = None) -> dict:
             "predict_p50_ms": lat["predict_p50_ms"] <= TARGETS["predict_p50_ms"],
             "predict_p99_ms": lat["predict_p99_ms"] <= TARGETS["predict_p99_ms"],
         },
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "note": "shared 2-core machine; timings are pessimistic under load"},
+        "machine": {
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+            "note": "shared 2-core machine; timings are pessimistic under load",
+        },
         "run_at": datetime.now().isoformat(timespec="seconds"),
         "total_seconds": round(time.perf_counter() - t_all, 1),
-    }  # fmt: skip
+    }
     _print_table(result)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -287,19 +384,27 @@ def _say(msg: str) -> None:
 def _print_table(result: dict) -> None:
     print(f"{'model':<58} {'AUC ROC':>8} {'AP':>8} {'CP@100':>8}")
     for name, m in PUBLISHED.items():
-        print(f"{'published: ' + name:<58} {m['auc_roc']:>8.3f} {m['average_precision']:>8.3f} "
-              f"{m['card_precision@100']:>8.3f}")  # fmt: skip
+        print(
+            f"{'published: ' + name:<58} {m['auc_roc']:>8.3f} {m['average_precision']:>8.3f} "
+            f"{m['card_precision@100']:>8.3f}"
+        )
     for v in result["variants"]:
-        print(f"{'shopml: ' + v['model']:<58} {v['auc_roc']:>8.3f} {v['average_precision']:>8.3f} "
-              f"{v['card_precision@100']:>8.3f}")  # fmt: skip
+        print(
+            f"{'shopml: ' + v['model']:<58} {v['auc_roc']:>8.3f} {v['average_precision']:>8.3f} "
+            f"{v['card_precision@100']:>8.3f}"
+        )
     t = result["targets"]
-    print(f"{'targets':<58} {t['auc_roc']:>8.3f} {t['average_precision']:>8.3f} "
-          f"{t['card_precision@100']:>8.3f}")  # fmt: skip
-    print(f"features {result['feature_seconds']:.2f} s (target <= {t['feature_seconds']}), "
-          f"train {result['train_seconds']:.1f} s (<= {t['train_seconds']}), "
-          f"predict p50 {result['predict_p50_ms']:.3f} ms (<= {t['predict_p50_ms']}), "
-          f"p99 {result['predict_p99_ms']:.3f} ms (<= {t['predict_p99_ms']}); thread CPU time p50 "
-          f"{result['predict_cpu_p50_ms']:.3f} ms, p99 {result['predict_cpu_p99_ms']:.3f} ms")  # fmt: skip
+    print(
+        f"{'targets':<58} {t['auc_roc']:>8.3f} {t['average_precision']:>8.3f} "
+        f"{t['card_precision@100']:>8.3f}"
+    )
+    print(
+        f"features {result['feature_seconds']:.2f} s (target <= {t['feature_seconds']}), "
+        f"train {result['train_seconds']:.1f} s (<= {t['train_seconds']}), "
+        f"predict p50 {result['predict_p50_ms']:.3f} ms (<= {t['predict_p50_ms']}), "
+        f"p99 {result['predict_p99_ms']:.3f} ms (<= {t['predict_p99_ms']}); thread CPU time p50 "
+        f"{result['predict_cpu_p50_ms']:.3f} ms, p99 {result['predict_cpu_p99_ms']:.3f} ms"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,8 +23,15 @@ from models.recommenders import BlendRecommender, Recommender, make_model
 from training.recommender_eval import Truth, evaluate, measure_speed, truth_from_events
 
 CANDIDATES = 100  # per-customer candidates precomputed for serving
-METRIC_KEYS = ("map", "ndcg@{k}", "precision@{k}", "recall@{k}", "map@{k}", "hit_rate@{k}",
-               "coverage@{k}")  # fmt: skip
+METRIC_KEYS = (
+    "map",
+    "ndcg@{k}",
+    "precision@{k}",
+    "recall@{k}",
+    "map@{k}",
+    "hit_rate@{k}",
+    "coverage@{k}",
+)
 
 
 @dataclass
@@ -96,8 +103,10 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
             fit_cpu = time.process_time() - cpu
             metrics = evaluate(model, truth, k)
             metrics["fit_cpu_seconds"] = fit_cpu
-            log(f"  val {cand.label():<70} ndcg@{k}={metrics[f'ndcg@{k}']:.4f} "
-                f"cov={metrics[f'coverage@{k}']:.3f}")  # fmt: skip
+            log(
+                f"  val {cand.label():<70} ndcg@{k}={metrics[f'ndcg@{k}']:.4f} "
+                f"cov={metrics[f'coverage@{k}']:.3f}"
+            )
             if best is None or _score(metrics, k, proto.min_coverage) > _score(
                 best[1], k, proto.min_coverage
             ):
@@ -121,8 +130,11 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
         parts = []
         for n in names:  # each part on its own interaction setting (same id mappings)
             cand = chosen[n][0]
-            parts.append(make_model(cand.kind, **cand.params).fit(
-                test_data.get(cand.interactions)[0], proto.products))  # fmt: skip
+            parts.append(
+                make_model(cand.kind, **cand.params).fit(
+                    test_data.get(cand.interactions)[0], proto.products
+                )
+            )
         model = BlendRecommender(parts, weights=list(weights)).fit(m, proto.products)
         fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
         label = " + ".join(
@@ -144,10 +156,11 @@ def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int =
     lead = ranked[0]
     lead_model = chosen[lead][2]
     pool = [
-        n for n in ranked[1:]
+        n
+        for n in ranked[1:]
         if np.array_equal(chosen[n][2].product_ids_, lead_model.product_ids_)
         and np.array_equal(chosen[n][2].customer_ids_, lead_model.customer_ids_)
-    ]  # fmt: skip
+    ]
     m, truth = val_data.get(chosen[lead][0].interactions)
     names, weights, current = [lead], [1.0], chosen[lead][1]
     best = None
@@ -168,8 +181,10 @@ def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int =
                 blend = BlendRecommender(parts, weights=[*weights, w])
                 blend.fit(m, proto.products)  # parts are already fitted
                 metrics = evaluate(blend, truth, k)
-                proto.log(f"  val blend {' + '.join(names)} + {w:g}*{partner:<30} ndcg@{k}="
-                          f"{metrics[f'ndcg@{k}']:.4f} cov={metrics[f'coverage@{k}']:.3f}")  # fmt: skip
+                proto.log(
+                    f"  val blend {' + '.join(names)} + {w:g}*{partner:<30} ndcg@{k}="
+                    f"{metrics[f'ndcg@{k}']:.4f} cov={metrics[f'coverage@{k}']:.3f}"
+                )
                 if step is None or _score(metrics, k, proto.min_coverage) > _score(
                     step[2], k, proto.min_coverage
                 ):
@@ -212,8 +227,15 @@ def _report_row(kind, label, model, truth, fit_s, val_metrics, k, fit_cpu=None) 
 
 
 def _best(row: dict, k: int) -> dict:
-    keys = ["map", f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"map@{k}", f"hit_rate@{k}",
-            f"coverage@{k}"]  # fmt: skip
+    keys = [
+        "map",
+        f"ndcg@{k}",
+        f"precision@{k}",
+        f"recall@{k}",
+        f"map@{k}",
+        f"hit_rate@{k}",
+        f"coverage@{k}",
+    ]
     return {"model": row["model"], "setting": row["setting"], **{key: row[key] for key in keys}}
 
 

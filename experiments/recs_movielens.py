@@ -17,15 +17,30 @@ from training.splits import stratified_split
 K = 10
 PUBLISHED = [  # microsoft/recommenders benchmark, README and examples/06_benchmarks
     {"model": "BiVAE", "map": 0.146, "ndcg@10": 0.475, "precision@10": 0.412, "recall@10": 0.219},
-    {"model": "BPR(Cornac)", "map": 0.132, "ndcg@10": 0.442, "precision@10": 0.388,
-     "recall@10": 0.213},
-    {"model": "LightGCN", "map": 0.089, "ndcg@10": 0.420, "precision@10": 0.380,
-     "recall@10": 0.144},
+    {
+        "model": "BPR(Cornac)",
+        "map": 0.132,
+        "ndcg@10": 0.442,
+        "precision@10": 0.388,
+        "recall@10": 0.213,
+    },
+    {
+        "model": "LightGCN",
+        "map": 0.089,
+        "ndcg@10": 0.420,
+        "precision@10": 0.380,
+        "recall@10": 0.144,
+    },
     {"model": "NCF", "map": 0.108, "ndcg@10": 0.396, "precision@10": 0.347, "recall@10": 0.181},
     {"model": "SAR", "map": 0.111, "ndcg@10": 0.382, "precision@10": 0.331, "recall@10": 0.176},
-    {"model": "ALS(Spark)", "map": 0.005, "ndcg@10": 0.044, "precision@10": 0.048,
-     "recall@10": 0.018},
-]  # fmt: skip
+    {
+        "model": "ALS(Spark)",
+        "map": 0.005,
+        "ndcg@10": 0.044,
+        "precision@10": 0.048,
+        "recall@10": 0.018,
+    },
+]
 TARGET = {"ndcg@10": 0.49}
 
 
@@ -45,7 +60,7 @@ def grids() -> dict[str, list[Candidate]]:
                 "bpr", {"factors": 100, "learning_rate": lr, "regularization": r, "iterations": 200}
             )
             for lr, r in itertools.product([0.002, 0.005], [0.001, 0.01])
-        ],  # fmt: skip
+        ],
         "ease": [
             Candidate("ease", {"l2": l2, "dropout": p})
             for l2, p in itertools.product([100.0, 200.0, 300.0, 500.0], [0.0, 0.25, 0.5])
@@ -62,9 +77,16 @@ def protocol(path: Path | None = None, log=print) -> Protocol:
     outer = stratified_split(events, ratio=0.75, by="product_id", seed=42)
     inner = stratified_split(outer.train, ratio=0.75, by="product_id", seed=42)
     return Protocol(
-        name="recs-movielens", k=K, base_interactions=base, train=outer.train, test=outer.test,
-        fit=inner.train, val=inner.test, products=store.products, log=log,
-    )  # fmt: skip
+        name="recs-movielens",
+        k=K,
+        base_interactions=base,
+        train=outer.train,
+        test=outer.test,
+        fit=inner.train,
+        val=inner.test,
+        products=store.products,
+        log=log,
+    )
 
 
 def run(out: Path | None = None, path: Path | None = None, quick: bool = False) -> dict:
@@ -76,8 +98,10 @@ def run(out: Path | None = None, path: Path | None = None, quick: bool = False) 
     report = run_protocol(proto, g)
     report["published"] = PUBLISHED
     report["targets"] = TARGET
-    report["protocol"] = ("python_stratified_split by item, ratio 0.75, seed 42; k=10; seen "
-                          "items removed; validation = same split of the training part")  # fmt: skip
+    report["protocol"] = (
+        "python_stratified_split by item, ratio 0.75, seed 42; k=10; seen "
+        "items removed; validation = same split of the training part"
+    )
     report["note"] = "timings measured on a shared 2-core machine under load (pessimistic)"
     print_table(report, PUBLISHED, ["map", "ndcg@10", "precision@10", "recall@10"])
     write_report(report, out)

@@ -40,8 +40,9 @@ def _hl(h):
 def grids() -> dict[str, list[Candidate]]:
     return {
         "popularity": [Candidate("popularity", {})],
-        "trending": [Candidate("popularity", {"mode": "trending", "window_days": w})
-                     for w in (14.0, 30.0)],
+        "trending": [
+            Candidate("popularity", {"mode": "trending", "window_days": w}) for w in (14.0, 30.0)
+        ],
         "category_pop": [Candidate("popularity", {"mode": "category"})],
         "item_knn": [
             Candidate("item_knn", {"similarity": s, "K": k}, _hl(h))
@@ -51,13 +52,18 @@ def grids() -> dict[str, list[Candidate]]:
             Candidate("als", {"factors": f, "regularization": 0.1, "alpha": a}, _hl(h))
             for f, a, h in itertools.product([64, 128], [10.0, 20.0], [None, 30.0])
         ],
-        "bpr": [Candidate("bpr", {"factors": 64, "learning_rate": lr, "regularization": 0.01,
-                                  "iterations": 100}) for lr in (0.005, 0.01)],
+        "bpr": [
+            Candidate(
+                "bpr",
+                {"factors": 64, "learning_rate": lr, "regularization": 0.01, "iterations": 100},
+            )
+            for lr in (0.005, 0.01)
+        ],
         "ease": [
             Candidate("ease", {"l2": l2}, _hl(h))
             for l2, h in itertools.product([50.0, 100.0, 200.0, 400.0], HALF_LIVES)
         ],
-    }  # fmt: skip
+    }
 
 
 def protocol(path: Path | None = None, log=print) -> Protocol:
@@ -65,18 +71,29 @@ def protocol(path: Path | None = None, log=print) -> Protocol:
 
     store = online_retail.load(path)
     base = InteractionConfig(
-        event_weights={"purchase": 1.0}, aggregate="max", purchases_from="order_lines",
+        event_weights={"purchase": 1.0},
+        aggregate="max",
+        purchases_from="order_lines",
         exclude_products=online_retail.non_product_codes(store.products),
-    )  # fmt: skip
+    )
     events = events_frame(store, base)
     outer = temporal_split(events, CUTOFF, only_new=True)
     inner = temporal_split(outer.train, VAL_CUTOFF, only_new=True)
     return Protocol(
-        name="recs-online-retail", k=K, base_interactions=base, train=outer.train,
-        test=outer.test, fit=inner.train, val=inner.test, products=store.products,
-        as_of_test=CUTOFF.to_pydatetime(), as_of_val=VAL_CUTOFF.to_pydatetime(),
-        min_coverage=TARGET["coverage@20"], blend_cpu_budget=BLEND_CPU_BUDGET, log=log,
-    )  # fmt: skip
+        name="recs-online-retail",
+        k=K,
+        base_interactions=base,
+        train=outer.train,
+        test=outer.test,
+        fit=inner.train,
+        val=inner.test,
+        products=store.products,
+        as_of_test=CUTOFF.to_pydatetime(),
+        as_of_val=VAL_CUTOFF.to_pydatetime(),
+        min_coverage=TARGET["coverage@20"],
+        blend_cpu_budget=BLEND_CPU_BUDGET,
+        log=log,
+    )
 
 
 def run(out: Path | None = None, path: Path | None = None, quick: bool = False) -> dict:
@@ -88,11 +105,12 @@ def run(out: Path | None = None, path: Path | None = None, quick: bool = False) 
     report = run_protocol(proto, g)
     report["published"] = PUBLISHED
     report["targets"] = TARGET
-    report["protocol"] = ("temporal split at 2011-11-09, known customers, new products only, "
-                          "k=20; validation cut 2011-10-09; selection: best val nDCG@20 with val "
-                          "coverage@20 >= 0.30, blends within a 5 CPU-second fit budget")  # fmt: skip
+    report["protocol"] = (
+        "temporal split at 2011-11-09, known customers, new products only, "
+        "k=20; validation cut 2011-10-09; selection: best val nDCG@20 with val "
+        "coverage@20 >= 0.30, blends within a 5 CPU-second fit budget"
+    )
     report["note"] = "timings measured on a shared 2-core machine under load (pessimistic)"
-    print_table(report, PUBLISHED, ["ndcg@20", "recall@20", "map@20", "hit_rate@20",
-                                    "coverage@20"])  # fmt: skip
+    print_table(report, PUBLISHED, ["ndcg@20", "recall@20", "map@20", "hit_rate@20", "coverage@20"])
     write_report(report, out)
     return report

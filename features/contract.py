@@ -22,8 +22,19 @@ Kind = Literal["id", "string", "int", "float", "timestamp", "bool"]
 
 EVENTS = ("view", "add_to_cart", "purchase")
 CURRENCIES = (
-    "EUR", "GBP", "USD", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "CAD", "AUD", "JPY",
-)  # fmt: skip
+    "EUR",
+    "GBP",
+    "USD",
+    "CHF",
+    "SEK",
+    "NOK",
+    "DKK",
+    "PLN",
+    "CZK",
+    "CAD",
+    "AUD",
+    "JPY",
+)
 
 
 @dataclass(frozen=True)

@@ -116,19 +116,30 @@ class DemandPanel:
             raise DataError(f"panel has no day on or before {end.date()}")
         keep = ~np.isnan(self.units[:, :n]).all(axis=1)
         return DemandPanel(
-            self.product_ids[keep], self.categories[keep], self.dates[:n],
-            self.units[keep, :n], self.price[keep, :n], self.open_days[:n],
-            self.closed_weekdays, self.country,
+            self.product_ids[keep],
+            self.categories[keep],
+            self.dates[:n],
+            self.units[keep, :n],
+            self.price[keep, :n],
+            self.open_days[:n],
+            self.closed_weekdays,
+            self.country,
             None if self.orders is None else self.orders[keep, :n],
-        )  # fmt: skip
+        )
 
     def subset(self, product_ids) -> DemandPanel:
         pos = self.positions(product_ids)
         return DemandPanel(
-            self.product_ids[pos], self.categories[pos], self.dates, self.units[pos],
-            self.price[pos], self.open_days, self.closed_weekdays, self.country,
+            self.product_ids[pos],
+            self.categories[pos],
+            self.dates,
+            self.units[pos],
+            self.price[pos],
+            self.open_days,
+            self.closed_weekdays,
+            self.country,
             None if self.orders is None else self.orders[pos],
-        )  # fmt: skip
+        )
 
     def future_dates(self, horizon: int) -> tuple[pd.DatetimeIndex, np.ndarray]:
         """The next `horizon` calendar days after the panel and whether the shop opens on each."""
@@ -139,14 +150,16 @@ class DemandPanel:
     def to_frame(self, observed_only: bool = True) -> pd.DataFrame:
         """Long table with PANEL_COLUMNS (only observed cells unless `observed_only=False`)."""
         n_p, n_d = self.units.shape
-        df = pd.DataFrame({
-            "product_id": np.repeat(self.product_ids, n_d),
-            "date": np.tile(self.dates.values, n_p),
-            "units": self.units.ravel(),
-            "open": np.tile(self.open_days, n_p),
-            "price": self.price.ravel(),
-            "category": np.repeat(self.categories, n_d),
-        })  # fmt: skip
+        df = pd.DataFrame(
+            {
+                "product_id": np.repeat(self.product_ids, n_d),
+                "date": np.tile(self.dates.values, n_p),
+                "units": self.units.ravel(),
+                "open": np.tile(self.open_days, n_p),
+                "price": self.price.ravel(),
+                "category": np.repeat(self.categories, n_d),
+            }
+        )
         if observed_only:
             first = np.repeat(self.first_observed(), n_d)
             day = np.tile(np.arange(n_d), n_p)
@@ -222,8 +235,10 @@ def _net_cancellations(lines: pd.DataFrame) -> pd.DataFrame:
     matched = pd.merge_asof(
         neg[["timestamp", "customer_id", "product_id", "quantity"]],
         keyed[["timestamp", "customer_id", "product_id", "_row"]],
-        on="timestamp", by=["customer_id", "product_id"], direction="backward",
-    )  # fmt: skip
+        on="timestamp",
+        by=["customer_id", "product_id"],
+        direction="backward",
+    )
     matched = matched.dropna(subset=["_row"])
     take = matched.groupby(matched["_row"].astype(np.int64))["quantity"].sum()
     units = sales["units"].to_numpy()
@@ -276,8 +291,9 @@ def build_panel(
     closed_wd, closed = detect_closed(volume, config.closed_weekday_share)
 
     sales = _net_cancellations(lines)
-    sales = sales.assign(day=sales["timestamp"].dt.normalize(), revenue=sales["quantity"]
-                         * sales["unit_price"])  # fmt: skip
+    sales = sales.assign(
+        day=sales["timestamp"].dt.normalize(), revenue=sales["quantity"] * sales["unit_price"]
+    )
     agg = sales.groupby(["product_id", "day"], sort=False).agg(
         units=("units", "sum"),
         qty=("quantity", "sum"),
@@ -329,8 +345,19 @@ def store_country(order_lines: pd.DataFrame, customers: pd.DataFrame | None = No
     if top.iloc[0] < 0.5:
         return None
     name = top.index[0].strip()
-    aliases = {"united kingdom": "GB", "uk": "GB", "great britain": "GB", "germany": "DE",
-               "france": "FR", "netherlands": "NL", "spain": "ES", "italy": "IT",
-               "united states": "US", "usa": "US", "eire": "IE", "ireland": "IE"}  # fmt: skip
+    aliases = {
+        "united kingdom": "GB",
+        "uk": "GB",
+        "great britain": "GB",
+        "germany": "DE",
+        "france": "FR",
+        "netherlands": "NL",
+        "spain": "ES",
+        "italy": "IT",
+        "united states": "US",
+        "usa": "US",
+        "eire": "IE",
+        "ireland": "IE",
+    }
     code = aliases.get(name.lower(), name.upper() if len(name) == 2 else None)
     return code

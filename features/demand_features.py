@@ -28,14 +28,25 @@ def feature_names(windows: tuple[int, ...] = WINDOWS) -> list[str]:
     names += [f"rolling_mean_window{w}" for w in windows]
     names += ["rolling_std_window28", "rolling_zero_share_window28", "rolling_max_window28"]
     names += [
-        "same_weekday_last", f"same_weekday_mean_weeks{SAME_WEEKDAY_WEEKS}",
-        "trend_mean7_over_mean28", "trend_mean28_over_mean112",
-        "days_since_last_sale", "age_days", "observed_days",
-        "price_mean_window364", "price_ratio_window28",
-        "orders_mean_window7", "orders_mean_window28", "units_per_order_window28",
-        "shop_mean_window7", "shop_trend_mean7_over_mean28",
-        "target_day_of_week", "target_day_of_month", "target_month", "target_is_holiday",
-    ]  # fmt: skip
+        "same_weekday_last",
+        f"same_weekday_mean_weeks{SAME_WEEKDAY_WEEKS}",
+        "trend_mean7_over_mean28",
+        "trend_mean28_over_mean112",
+        "days_since_last_sale",
+        "age_days",
+        "observed_days",
+        "price_mean_window364",
+        "price_ratio_window28",
+        "orders_mean_window7",
+        "orders_mean_window28",
+        "units_per_order_window28",
+        "shop_mean_window7",
+        "shop_trend_mean7_over_mean28",
+        "target_day_of_week",
+        "target_day_of_month",
+        "target_month",
+        "target_is_holiday",
+    ]
     return names
 
 
@@ -135,8 +146,9 @@ class FeatureState:
             )
         seg = self.x[:, max(t - 27, 0) : t + 1]
         has = ~np.isnan(seg).all(axis=1)
-        cols["rolling_max_window28"] = np.where(has, np.nanmax(np.where(np.isnan(seg), -1, seg),
-                                                               axis=1), np.nan)  # fmt: skip
+        cols["rolling_max_window28"] = np.where(
+            has, np.nanmax(np.where(np.isnan(seg), -1, seg), axis=1), np.nan
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             cols["trend_mean7_over_mean28"] = (cols["rolling_mean_window7"] + 0.1) / (m28 + 0.1)
             cols["trend_mean28_over_mean112"] = (m28 + 0.1) / (cols["rolling_mean_window112"] + 0.1)
@@ -190,10 +202,14 @@ class FeatureState:
         sw_mean = np.full((n_p, horizon), np.nan)
         sw_last[:, ok] = self.x[:, ref[ok]]
         sw_mean[:, ok] = self.same_wd_mean[:, ref[ok]]
-        cal = np.column_stack([
-            target_dates.dayofweek, target_dates.day, target_dates.month,
-            holiday_flags(target_dates, self.panel.country),
-        ]).astype(np.float64)  # fmt: skip
+        cal = np.column_stack(
+            [
+                target_dates.dayofweek,
+                target_dates.day,
+                target_dates.month,
+                holiday_flags(target_dates, self.panel.country),
+            ]
+        ).astype(np.float64)
         blk = {n: o_block[:, i] for i, n in enumerate(o_names)}
         out = np.empty((n_p, horizon, len(feature_names())), dtype=np.float64)
         for j, name in enumerate(feature_names()):
@@ -208,8 +224,12 @@ class FeatureState:
             elif name.startswith("same_weekday_mean"):
                 out[:, :, j] = sw_mean
             elif name.startswith("target_"):
-                k = ["target_day_of_week", "target_day_of_month", "target_month",
-                     "target_is_holiday"].index(name)  # fmt: skip
+                k = [
+                    "target_day_of_week",
+                    "target_day_of_month",
+                    "target_month",
+                    "target_is_holiday",
+                ].index(name)
                 out[:, :, j] = cal[None, :, k]
             else:
                 out[:, :, j] = blk[name][:, None]

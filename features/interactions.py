@@ -90,9 +90,13 @@ class InteractionMatrix:
         m = self.matrix
         np.savez(
             folder / "interactions.npz",
-            data=m.data, indices=m.indices, indptr=m.indptr, shape=np.array(m.shape),
-            customer_ids=self.customer_ids, product_ids=self.product_ids,
-        )  # fmt: skip
+            data=m.data,
+            indices=m.indices,
+            indptr=m.indptr,
+            shape=np.array(m.shape),
+            customer_ids=self.customer_ids,
+            product_ids=self.product_ids,
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> InteractionMatrix:

@@ -24,9 +24,7 @@ from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
 
-Kind = Literal[
-    "generated", "store", "files", "sql", "online_retail", "movielens", "fraud_handbook"
-]  # fmt: skip
+Kind = Literal["generated", "store", "files", "sql", "online_retail", "movielens", "fraud_handbook"]
 GENERATOR_CONFIG = "generator.json"
 
 # The fields each kind accepts (besides `kind` and `name`), and those it requires.

@@ -43,12 +43,18 @@ def replay_frame(payments, fs: FeatureSet | None = None, store: StateStore | Non
     p = prepare(payments, fs)
     online = OnlineFeatures(fs, store)
     o = p.order
-    known = [int(k) if f else None for k, f in zip(p.known_ms.tolist(), p.is_fraud.tolist(),
-                                                    strict=True)]  # fmt: skip
+    known = [
+        int(k) if f else None for k, f in zip(p.known_ms.tolist(), p.is_fraud.tolist(), strict=True)
+    ]
     card = payments["card_id"] if "card_id" in payments else payments["customer_id"]
-    X = online.replay(p.t_ms.tolist(), p.amount.tolist(),
-                      payments["customer_id"].to_numpy()[o].tolist(), card.to_numpy()[o].tolist(),
-                      payments["terminal_id"].to_numpy()[o].tolist(), known)  # fmt: skip
+    X = online.replay(
+        p.t_ms.tolist(),
+        p.amount.tolist(),
+        payments["customer_id"].to_numpy()[o].tolist(),
+        card.to_numpy()[o].tolist(),
+        payments["terminal_id"].to_numpy()[o].tolist(),
+        known,
+    )
     return X, o
 
 

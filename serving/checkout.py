@@ -44,9 +44,13 @@ class Checkout:
         started = time.perf_counter()
         customer = req.customer_id
         d = self.engine.score_fields(
-            req.transaction_id, epoch_ms(req.timestamp), req.amount, customer,
-            req.card_id or customer, req.terminal_id,
-        )  # fmt: skip
+            req.transaction_id,
+            epoch_ms(req.timestamp),
+            req.amount,
+            customer,
+            req.card_id or customer,
+            req.terminal_id,
+        )
         version = self.model_version
         metrics.fraud_decision(d.decision, version)
         if d.degraded:
@@ -75,8 +79,10 @@ class Checkout:
             unknown = []
             accepted = self._store_only(rows)
             metrics.fraud_degraded("labels", self.model_version)
-            log.warning("labels stored for training only: online store unavailable",
-                        extra={"error_type": type(exc).__name__, "labels": len(rows)})  # fmt: skip
+            log.warning(
+                "labels stored for training only: online store unavailable",
+                extra={"error_type": type(exc).__name__, "labels": len(rows)},
+            )
         metrics.fraud_labels(accepted, self.model_version)
         return {
             "accepted": accepted,

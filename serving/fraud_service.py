@@ -58,9 +58,11 @@ class FraudService:
         store, kind = make_store(settings.redis_url)
         labels_dir = settings.home / "labels" / "fraud"
         loaded = load_native(
-            stored_model(type(self).fraud_ref, "fraud"), "fraud",
-            store=Breaker(store), labels_dir=labels_dir,
-        )  # fmt: skip
+            stored_model(type(self).fraud_ref, "fraud"),
+            "fraud",
+            store=Breaker(store),
+            labels_dir=labels_dir,
+        )
         engine = loaded.obj
         if not hasattr(engine, "score_fields"):  # a bare scorer: wrap it in the engine
             from models.fraud import FraudEngine
@@ -86,8 +88,9 @@ class FraudService:
         from serving.checkout import epoch_ms
 
         for _ in range(2):
-            engine.score_fields("warm-up", epoch_ms(None), 1.0, "warm-up", "warm-up", "warm-up",
-                                record=False)  # fmt: skip
+            engine.score_fields(
+                "warm-up", epoch_ms(None), 1.0, "warm-up", "warm-up", "warm-up", record=False
+            )
         engine.scorer.explain(engine.features.new_vector())
 
     async def __is_ready__(self) -> bool:  # async: no thread hop per probe

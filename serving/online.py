@@ -74,8 +74,10 @@ class Breaker:
             out = fn(*args)
         except self._errors as exc:
             if not self._down_until:
-                log.warning("online feature store unreachable: fraud answers are degraded",
-                            extra={"error_type": type(exc).__name__})  # fmt: skip
+                log.warning(
+                    "online feature store unreachable: fraud answers are degraded",
+                    extra={"error_type": type(exc).__name__},
+                )
             self._down_until = time.monotonic() + self.retry_after
             raise StoreUnavailable(
                 f"online feature store unreachable ({type(exc).__name__})"

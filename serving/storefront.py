@@ -48,9 +48,12 @@ class Recommendations:
         if self.with_context:
             hint = req.categories[0] if req.categories and len(req.categories) == 1 else None
             rec = model.recommend_with_context(
-                customer or "", req.k, filters, recent_product_ids=req.recent_product_ids,
+                customer or "",
+                req.k,
+                filters,
+                recent_product_ids=req.recent_product_ids,
                 category=hint,
-            )  # fmt: skip
+            )
         elif customer is not None and customer in model.customer_index_:
             rec = model.recommend_one(customer, req.k, filters)
         elif req.recent_product_ids:

@@ -54,15 +54,15 @@ def ingest_labels_cmd(
     file: Path = typer.Argument(
         ...,
         help="CSV or Parquet: transaction_id, is_fraud, [label_time], [customer_id, terminal_id].",
-    ),  # fmt: skip
+    ),
     labels_dir: Path | None = typer.Option(
         None, help="Labels table folder (default: $SHOPML_HOME/fraud/labels)."
-    ),  # fmt: skip
+    ),
     redis_url: str | None = typer.Option(
         None,
         help="Online state in Redis (default: settings "
         "redis_url; without one only the table is updated).",
-    ),  # fmt: skip
+    ),
 ) -> None:
     """Store late fraud labels for the next training and update the online risk state."""
     import pandas as pd
@@ -81,9 +81,11 @@ def ingest_labels_cmd(
     url = redis_url or settings.redis_url
     store = RedisStateStore(url) if url else InMemoryStateStore()
     report = ingest_labels(df, OnlineFeatures(store=store), labels_dir)
-    typer.echo(f"{report.accepted} labels stored in {report.stored_at}; online state "
-               f"{'updated in ' + url if url else 'not configured (no redis_url)'}; "
-               f"{len(report.unknown_transactions)} frauds without a known payment")  # fmt: skip
+    typer.echo(
+        f"{report.accepted} labels stored in {report.stored_at}; online state "
+        f"{'updated in ' + url if url else 'not configured (no redis_url)'}; "
+        f"{len(report.unknown_transactions)} frauds without a known payment"
+    )
 
 
 def register(app: typer.Typer, train_app: typer.Typer, bench_app: typer.Typer) -> None:

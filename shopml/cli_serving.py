@@ -86,8 +86,10 @@ def serve_cmd(
             servers.append(server)
         for server in servers:
             seconds = server.wait_ready(timeout=120)
-            typer.echo(f"{server.service:<10} ready on {server.url} in {seconds:.1f} s "
-                       f"(logs: {server.log_path})")  # fmt: skip
+            typer.echo(
+                f"{server.service:<10} ready on {server.url} in {seconds:.1f} s "
+                f"(logs: {server.log_path})"
+            )
         typer.echo("Ctrl-C to stop")
         stop = {"now": False}
         signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

@@ -12,8 +12,14 @@ import pandas as pd
 import pytest
 
 
-def synthetic_payments(n: int = 2000, days: int = 50, customers: int = 25, terminals: int = 30,
-                       seed: int = 0, fraud_rate: float = 0.05) -> pd.DataFrame:  # fmt: skip
+def synthetic_payments(
+    n: int = 2000,
+    days: int = 50,
+    customers: int = 25,
+    terminals: int = 30,
+    seed: int = 0,
+    fraud_rate: float = 0.05,
+) -> pd.DataFrame:
     """A shuffled stream with repeated timestamps, several cards per customer, and fraud labels
     of which half have a label_time (the rest fall back to the label delay)."""
     rng = np.random.default_rng(seed)
@@ -23,16 +29,20 @@ def synthetic_payments(n: int = 2000, days: int = 50, customers: int = 25, termi
     t = t.to_numpy()
     t[10] = t[11] = t[9]  # simultaneous payments
     cust = rng.integers(0, customers, n).astype(str)
-    df = pd.DataFrame({
-        "transaction_id": [f"T{i}" for i in range(n)],
-        "timestamp": t,
-        "customer_id": np.char.add("C", cust),
-        "card_id": np.char.add(np.char.add("K", cust), (rng.random(n) < 0.2).astype(int).astype(str)),
-        "terminal_id": np.char.add("M", rng.integers(0, terminals, n).astype(str)),
-        "amount": np.round(rng.gamma(2.0, 30.0, n), 2),
-        "currency": "EUR",
-        "is_fraud": rng.random(n) < fraud_rate,
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "transaction_id": [f"T{i}" for i in range(n)],
+            "timestamp": t,
+            "customer_id": np.char.add("C", cust),
+            "card_id": np.char.add(
+                np.char.add("K", cust), (rng.random(n) < 0.2).astype(int).astype(str)
+            ),
+            "terminal_id": np.char.add("M", rng.integers(0, terminals, n).astype(str)),
+            "amount": np.round(rng.gamma(2.0, 30.0, n), 2),
+            "currency": "EUR",
+            "is_fraud": rng.random(n) < fraud_rate,
+        }
+    )
     lt = df["timestamp"] + pd.to_timedelta(rng.integers(0, 20 * 86400, n), unit="s")
     lt[rng.random(n) < 0.5] = pd.NaT
     df["label_time"] = lt
@@ -60,8 +70,9 @@ def redis_url():
     port = _free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=port)

@@ -82,11 +82,21 @@ def launch() -> None:
     port = _free_port()
     log = open(folder / "server.log", "wb")  # noqa: SIM115 - kept open for the process lifetime
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--default-artifact-root", str(folder / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--default-artifact-root",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     # start_new_session: its own process group, so stopping it never signals the test runner
     # no background job runner: it forks several huey workers the tests never use
     env = {

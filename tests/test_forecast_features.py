@@ -16,9 +16,14 @@ D = pd.Timestamp("2024-01-01")  # a Monday
 
 
 def _line(day, product, qty, customer="c1", price=2.0, hour=10, order="o"):
-    return {"order_id": order, "customer_id": customer, "product_id": product,
-            "timestamp": D + pd.Timedelta(days=day, hours=hour), "quantity": qty,
-            "unit_price": price}  # fmt: skip
+    return {
+        "order_id": order,
+        "customer_id": customer,
+        "product_id": product,
+        "timestamp": D + pd.Timedelta(days=day, hours=hour),
+        "quantity": qty,
+        "unit_price": price,
+    }
 
 
 @pytest.fixture
@@ -46,8 +51,9 @@ def test_panel_nets_cancellations_zero_fills_and_marks_closed_days(lines):
     assert list(panel.product_ids) == ["A", "B", "C"]
     assert len(panel.dates) == 21
     closed = [d.date() for d in panel.dates[~panel.open_days]]
-    assert closed == [pd.Timestamp(x).date() for x in
-                      ("2024-01-06", "2024-01-10", "2024-01-13", "2024-01-20")]  # fmt: skip
+    assert closed == [
+        pd.Timestamp(x).date() for x in ("2024-01-06", "2024-01-10", "2024-01-13", "2024-01-20")
+    ]
     a = panel.units[0]
     assert a[0] == 3 and a[1] == 3 and a[2] == 0 and a[3] == 0 and a[4] == 0
     assert np.isnan(a[5])  # Saturday: closed, not zero demand
@@ -116,8 +122,9 @@ def _random_panel(seed: int, n_products: int, n_days: int) -> DemandPanel:
     units[:, ~open_] = np.nan
     price = np.where(np.isnan(units) | (units == 0), np.nan, rng.uniform(1, 3, units.shape))
     ids = np.array([f"p{i}" for i in range(n_products)], dtype=object)
-    return DemandPanel(ids, np.array(["x"] * n_products, dtype=object), dates, units, price,
-                       open_, (5,), "GB")  # fmt: skip
+    return DemandPanel(
+        ids, np.array(["x"] * n_products, dtype=object), dates, units, price, open_, (5,), "GB"
+    )
 
 
 @settings(max_examples=25, deadline=None)

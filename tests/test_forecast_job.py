@@ -26,13 +26,21 @@ def test_bad_config_names_the_field():
 
 
 def test_train_forecast_job_end_to_end(tmp_shopml_home, tmp_path):
-    cfg = parse_config({
-        "source": {"kind": "generated", "scale": "tiny", "seed": 0},
-        "horizon": 14, "n_folds": 2, "top_n": 40, "plot_top_products": 2,
-        "output": str(tmp_path / "forecast.parquet"),
-        "model": {"kind": "lightgbm", "params": {"n_estimators": 30, "min_child_samples": 20,
-                                                 "min_origin_history": 14}},
-    }, ForecastJobConfig)  # fmt: skip
+    cfg = parse_config(
+        {
+            "source": {"kind": "generated", "scale": "tiny", "seed": 0},
+            "horizon": 14,
+            "n_folds": 2,
+            "top_n": 40,
+            "plot_top_products": 2,
+            "output": str(tmp_path / "forecast.parquet"),
+            "model": {
+                "kind": "lightgbm",
+                "params": {"n_estimators": 30, "min_child_samples": 20, "min_origin_history": 14},
+            },
+        },
+        ForecastJobConfig,
+    )
     result = train(cfg)
     assert result.family == "forecast" and result.model_version == "1"
     for key in (
@@ -62,18 +70,25 @@ def test_train_forecast_job_end_to_end(tmp_shopml_home, tmp_path):
 
     model = load_forecaster(download_native("forecast", dst=tmp_path / "dl"))
     again = model.predict(14)
-    pd.testing.assert_frame_equal(again.reset_index(drop=True), fc.reset_index(drop=True),
-                                  check_dtype=False)  # fmt: skip
+    pd.testing.assert_frame_equal(
+        again.reset_index(drop=True), fc.reset_index(drop=True), check_dtype=False
+    )
 
 
 def _tiny_config(seed: int, tmp_path, kind: str = "lightgbm") -> ForecastJobConfig:
     params = {"n_estimators": 30, "min_child_samples": 20, "min_origin_history": 14}
-    return parse_config({
-        "source": {"kind": "generated", "scale": "tiny", "seed": seed},
-        "horizon": 14, "n_folds": 2, "top_n": 40, "plot_top_products": 0,
-        "output": str(tmp_path / f"forecast-{seed}.parquet"),
-        "model": {"kind": kind, "params": params if kind == "lightgbm" else {}},
-    }, ForecastJobConfig)  # fmt: skip
+    return parse_config(
+        {
+            "source": {"kind": "generated", "scale": "tiny", "seed": seed},
+            "horizon": 14,
+            "n_folds": 2,
+            "top_n": 40,
+            "plot_top_products": 0,
+            "output": str(tmp_path / f"forecast-{seed}.parquet"),
+            "model": {"kind": kind, "params": params if kind == "lightgbm" else {}},
+        },
+        ForecastJobConfig,
+    )
 
 
 def test_evaluate_scores_a_registered_model_on_other_data_without_registering(

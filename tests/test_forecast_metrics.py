@@ -41,8 +41,14 @@ def test_pinball_and_coverage_by_hand():
 def _panel(units, start="2024-01-01", ids=("a",)):
     units = np.atleast_2d(np.asarray(units, float))
     dates = pd.date_range(start, periods=units.shape[1])
-    return DemandPanel(np.array(ids, dtype=object), np.array(["c"] * len(ids), dtype=object),
-                       dates, units, np.full(units.shape, np.nan), np.ones(len(dates), bool))  # fmt: skip
+    return DemandPanel(
+        np.array(ids, dtype=object),
+        np.array(["c"] * len(ids), dtype=object),
+        dates,
+        units,
+        np.full(units.shape, np.nan),
+        np.ones(len(dates), bool),
+    )
 
 
 def test_seasonal_scales_by_hand():
@@ -56,8 +62,15 @@ def test_seasonal_scales_by_hand():
 def test_evaluation_frame_mase_rmsse_and_breakdowns():
     full = _panel([[1, 2, 3, 4, 5, 6, 7, 8, 2, 4, np.nan, 0]])
     hist = full.cut(full.dates[7])  # scale: |8 - 1| = 7
-    fc = pd.DataFrame({"product_id": "a", "date": full.dates[8:12], "p10": [0.0] * 4,
-                       "p50": [1.0, 1.0, 1.0, 1.0], "p90": [3.0] * 4})  # fmt: skip
+    fc = pd.DataFrame(
+        {
+            "product_id": "a",
+            "date": full.dates[8:12],
+            "p10": [0.0] * 4,
+            "p50": [1.0, 1.0, 1.0, 1.0],
+            "p90": [3.0] * 4,
+        }
+    )
     df = evaluation_frame(fc, full, hist)
     assert list(df["horizon"]) == [1, 2, 4]  # day 3 was not observed: not scored
     m = summarize(df)
@@ -66,11 +79,13 @@ def test_evaluation_frame_mase_rmsse_and_breakdowns():
     assert m["mase"] == pytest.approx((5 / 3) / 7)
     assert m["rmsse"] == pytest.approx(np.sqrt(((1 + 9 + 1) / 3) / 49))
     assert m["coverage_p10_p90"] == pytest.approx(2 / 3)
-    expected_pinball = np.mean([
-        np.mean([0.1 * 2, 0.1 * 4, 0.9 * 0]),
-        np.mean([0.5 * 1, 0.5 * 3, 0.5 * 1]),
-        np.mean([0.1 * 1, 0.9 * 1, 0.1 * 3]),
-    ])  # fmt: skip
+    expected_pinball = np.mean(
+        [
+            np.mean([0.1 * 2, 0.1 * 4, 0.9 * 0]),
+            np.mean([0.5 * 1, 0.5 * 3, 0.5 * 1]),
+            np.mean([0.1 * 1, 0.9 * 1, 0.1 * 3]),
+        ]
+    )
     assert m["pinball_loss"] == pytest.approx(expected_pinball)
     out = evaluate(df)
     assert set(out["by_week"]) == {1}
@@ -96,8 +111,16 @@ def test_backtest_rebuilds_history_per_fold_and_scores_every_model():
         for p in ("x", "y", "z"):
             q = int(rng.poisson(3 if ts.dayofweek else 9))
             if q:
-                rows.append({"order_id": f"o{day}{p}", "customer_id": "c", "product_id": p,
-                             "timestamp": ts, "quantity": q, "unit_price": 1.0})  # fmt: skip
+                rows.append(
+                    {
+                        "order_id": f"o{day}{p}",
+                        "customer_id": "c",
+                        "product_id": p,
+                        "timestamp": ts,
+                        "quantity": q,
+                        "unit_price": 1.0,
+                    }
+                )
     lines = pd.DataFrame(rows)
     models = {"seasonal_naive": SeasonalNaive, "moving_average": MovingAverage}
     result = backtest(lines, None, models, n_folds=2, horizon=7)

@@ -40,8 +40,9 @@ def weekly_panel(n_products: int = 8, n_days: int = 140, seed: int = 0) -> Deman
 
 
 def small_lgbm(**kw) -> LightGBMForecaster:
-    params = dict(horizon=H, n_estimators=40, min_child_samples=20, origin_step=7,
-                  min_origin_history=21)  # fmt: skip
+    params = dict(
+        horizon=H, n_estimators=40, min_child_samples=20, origin_step=7, min_origin_history=21
+    )
     params.update(kw)
     return LightGBMForecaster(**params)
 

@@ -32,21 +32,32 @@ def _frame(rows) -> pd.DataFrame:
     """rows: (time string, customer, terminal, amount, is_fraud[, label_time])"""
     out = []
     for i, r in enumerate(rows):
-        out.append({"transaction_id": f"t{i}", "timestamp": pd.Timestamp(r[0]), "customer_id": r[1],
-                    "card_id": r[1], "terminal_id": r[2], "amount": float(r[3]), "currency": "EUR",
-                    "is_fraud": bool(r[4]),
-                    "label_time": pd.Timestamp(r[5]) if len(r) > 5 else pd.NaT})  # fmt: skip
+        out.append(
+            {
+                "transaction_id": f"t{i}",
+                "timestamp": pd.Timestamp(r[0]),
+                "customer_id": r[1],
+                "card_id": r[1],
+                "terminal_id": r[2],
+                "amount": float(r[3]),
+                "currency": "EUR",
+                "is_fraud": bool(r[4]),
+                "label_time": pd.Timestamp(r[5]) if len(r) > 5 else pd.NaT,
+            }
+        )
     return pd.DataFrame(out)
 
 
 def test_hand_made_stream_known_answers():
-    df = _frame([
-        ("2024-01-01 10:00", "a", "m1", 10, False),
-        ("2024-01-01 10:30", "a", "m2", 30, False),
-        ("2024-01-01 12:00", "a", "m1", 200, False),
-        ("2024-01-03 02:00", "b", "m1", 5, False),   # Wednesday, night
-        ("2024-01-06 12:00", "a", "m1", 50, False),  # Saturday
-    ])  # fmt: skip
+    df = _frame(
+        [
+            ("2024-01-01 10:00", "a", "m1", 10, False),
+            ("2024-01-01 10:30", "a", "m2", 30, False),
+            ("2024-01-01 12:00", "a", "m1", 200, False),
+            ("2024-01-03 02:00", "b", "m1", 5, False),  # Wednesday, night
+            ("2024-01-06 12:00", "a", "m1", 50, False),  # Saturday
+        ]
+    )
     X = compute_batch(df)
     assert X["customer_count_1h"].tolist() == [1, 2, 1, 1, 1]
     assert X["customer_count_1d"].tolist() == [1, 2, 3, 1, 1]
@@ -74,14 +85,16 @@ def test_simultaneous_payments_see_only_earlier_rows_of_the_stream():
 
 def test_fraud_label_counts_only_once_known():
     fs = FeatureSet(label_delay=7 * DAY)
-    df = _frame([
-        ("2024-01-01 10:00", "a", "m", 10, True),                       # known at 01-08 10:00
-        ("2024-01-05 10:00", "b", "m", 10, False),                      # not yet known
-        ("2024-01-08 10:00", "c", "m", 10, False),                      # known exactly now
-        ("2024-01-09 09:00", "d", "n", 10, True, "2024-01-09 12:00"),   # label_time given
-        ("2024-01-09 11:00", "e", "n", 10, False),
-        ("2024-01-09 13:00", "f", "n", 10, False),
-    ])  # fmt: skip
+    df = _frame(
+        [
+            ("2024-01-01 10:00", "a", "m", 10, True),  # known at 01-08 10:00
+            ("2024-01-05 10:00", "b", "m", 10, False),  # not yet known
+            ("2024-01-08 10:00", "c", "m", 10, False),  # known exactly now
+            ("2024-01-09 09:00", "d", "n", 10, True, "2024-01-09 12:00"),  # label_time given
+            ("2024-01-09 11:00", "e", "n", 10, False),
+            ("2024-01-09 13:00", "f", "n", 10, False),
+        ]
+    )
     X = compute_batch(df, fs)
     assert X["terminal_known_frauds_7d"].tolist() == [0, 0, 1, 0, 0, 1]
     # a payment's own label never feeds its features, even if known at once
@@ -98,8 +111,9 @@ def test_no_leak_future_rows_do_not_change_past_features(make_payments):
     past = df[df["timestamp"] < cut]
     X_past = compute_batch(past)
     # labels: past rows whose labels are known only later must not matter for past features
-    np.testing.assert_allclose(X_past.to_numpy(), X_all.loc[past.index].to_numpy(), rtol=1e-9,
-                               atol=1e-9, equal_nan=True)  # fmt: skip
+    np.testing.assert_allclose(
+        X_past.to_numpy(), X_all.loc[past.index].to_numpy(), rtol=1e-9, atol=1e-9, equal_nan=True
+    )
 
 
 def _brute_counts(df: pd.DataFrame, w: int) -> list[int]:
@@ -117,16 +131,32 @@ def _brute_counts(df: pd.DataFrame, w: int) -> list[int]:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 20 * 24), st.sampled_from("abc"), st.sampled_from("xyz"),
-                          st.floats(0, 500, allow_nan=False)), min_size=1, max_size=40))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 20 * 24),
+            st.sampled_from("abc"),
+            st.sampled_from("xyz"),
+            st.floats(0, 500, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_window_counts_sums_and_max_equal_brute_force(rows):
-    df = pd.DataFrame({
-        "transaction_id": [str(i) for i in range(len(rows))],
-        "timestamp": [pd.Timestamp("2024-01-01") + pd.Timedelta(hours=r[0]) for r in rows],
-        "customer_id": [r[1] for r in rows], "card_id": [r[1] for r in rows],
-        "terminal_id": [r[2] for r in rows], "amount": [r[3] for r in rows],
-        "currency": "EUR", "is_fraud": False, "label_time": pd.NaT,
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "transaction_id": [str(i) for i in range(len(rows))],
+            "timestamp": [pd.Timestamp("2024-01-01") + pd.Timedelta(hours=r[0]) for r in rows],
+            "customer_id": [r[1] for r in rows],
+            "card_id": [r[1] for r in rows],
+            "terminal_id": [r[2] for r in rows],
+            "amount": [r[3] for r in rows],
+            "currency": "EUR",
+            "is_fraud": False,
+            "label_time": pd.NaT,
+        }
+    )
     X = compute_batch(df)
     for w, lab in ((3600, "1h"), (DAY, "1d"), (7 * DAY, "7d")):
         assert X[f"customer_count_{lab}"].astype(int).tolist() == _brute_counts(df, w)
@@ -205,8 +235,16 @@ def test_late_label_raises_terminal_risk_online():
 
 def test_missing_columns_are_named():
     with pytest.raises(DataError, match="terminal_id"):
-        compute_batch(pd.DataFrame({"timestamp": [pd.Timestamp("2024-01-01")], "amount": [1.0],
-                                    "customer_id": ["a"], "card_id": ["a"]}))  # fmt: skip
+        compute_batch(
+            pd.DataFrame(
+                {
+                    "timestamp": [pd.Timestamp("2024-01-01")],
+                    "amount": [1.0],
+                    "customer_id": ["a"],
+                    "card_id": ["a"],
+                }
+            )
+        )
 
 
 def test_feature_set_round_trip_and_version():

@@ -46,31 +46,53 @@ def test_train_fraud_job_logs_metrics_plots_and_registers(tmp_shopml_home):
     cfg.source.scale = "tiny"
     cfg.model.num_boost_round = 30
     result = train(cfg)
-    for name in ("auc_roc", "average_precision", "card_precision_at_100", "brier_score",
-                 "calibration_error", "review_rate", "savings", "precision_at_threshold"):  # fmt: skip
+    for name in (
+        "auc_roc",
+        "average_precision",
+        "card_precision_at_100",
+        "brier_score",
+        "calibration_error",
+        "review_rate",
+        "savings",
+        "precision_at_threshold",
+    ):
         assert name in result.metrics
     assert result.model_version == "1"
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["fraud.feature_version"].startswith("shopml-fraud@")
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
-    assert {"plots/pr_curve.png", "plots/roc_curve.png", "plots/calibration.png",
-            "plots/score_distribution.png"} <= arts  # fmt: skip
+    assert {
+        "plots/pr_curve.png",
+        "plots/roc_curve.png",
+        "plots/calibration.png",
+        "plots/score_distribution.png",
+    } <= arts
 
     from models.fraud import FraudEngine
     from training.tracking import download_native
 
     engine = FraudEngine.load(download_native("fraud"))
-    d = engine.score({"transaction_id": "x", "timestamp": "2024-01-01T00:00:00",
-                      "customer_id": "c", "terminal_id": "t", "amount": 10.0})  # fmt: skip
+    d = engine.score(
+        {
+            "transaction_id": "x",
+            "timestamp": "2024-01-01T00:00:00",
+            "customer_id": "c",
+            "terminal_id": "t",
+            "amount": 10.0,
+        }
+    )
     assert d.decision in ("approve", "review", "decline")
 
 
 def test_cli_ingest_labels_writes_the_labels_table(tmp_shopml_home, tmp_path):
     f = tmp_path / "labels.csv"
-    f.write_text("transaction_id,is_fraud,label_time,customer_id,terminal_id\n"
-                 "t1,true,2024-01-02T00:00:00,c1,m1\nt2,false,,c2,m2\n")  # fmt: skip
-    res = CliRunner().invoke(app, ["fraud", "ingest-labels", str(f),
-                                   "--labels-dir", str(tmp_path / "lab")])  # fmt: skip
+    f.write_text(
+        "transaction_id,is_fraud,label_time,customer_id,terminal_id\n"
+        "t1,true,2024-01-02T00:00:00,c1,m1\nt2,false,,c2,m2\n"
+    )
+    res = CliRunner().invoke(
+        app, ["fraud", "ingest-labels", str(f), "--labels-dir", str(tmp_path / "lab")]
+    )
     assert res.exit_code == 0, res.output
     assert "2 labels stored" in res.output
     assert list((tmp_path / "lab").glob("labels-*.parquet"))

@@ -40,8 +40,13 @@ def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def toy_scorer():
     X, y = _toy(6000, 0)
     Xc, yc = _toy(4000, 1)
-    sc = FraudScorer(["a", "b", "c", "d"], num_boost_round=40, num_threads=1,
-                     scale_pos_weight=20.0, calibration="platt")  # fmt: skip
+    sc = FraudScorer(
+        ["a", "b", "c", "d"],
+        num_boost_round=40,
+        num_threads=1,
+        scale_pos_weight=20.0,
+        calibration="platt",
+    )
     return sc.fit(X, y, Xc, yc)
 
 
@@ -49,8 +54,13 @@ def test_calibration_improves_brier_on_held_out(toy_scorer):
     X, y = _toy(4000, 2)
     raw = 1 / (1 + np.exp(-toy_scorer.decision_function(X)))
     assert brier_score(y, toy_scorer.predict_proba(X)) < brier_score(y, raw)
-    iso = FraudScorer(["a", "b", "c", "d"], num_boost_round=40, num_threads=1,
-                      scale_pos_weight=20.0, calibration="isotonic")  # fmt: skip
+    iso = FraudScorer(
+        ["a", "b", "c", "d"],
+        num_boost_round=40,
+        num_threads=1,
+        scale_pos_weight=20.0,
+        calibration="isotonic",
+    )
     iso.fit(*_toy(6000, 0), *_toy(4000, 1))
     assert brier_score(y, iso.predict_proba(X)) < brier_score(y, raw)
 
@@ -125,14 +135,22 @@ def engine_parts():
     X = compute_batch(df, fs).to_numpy()
     y = df["is_fraud"].to_numpy()
     half = len(df) // 2
-    sc = FraudScorer(list(fs.names), feature_version=fs.version, num_boost_round=20,
-                     num_threads=1).fit(X[:half], y[:half], X[half:], y[half:])  # fmt: skip
+    sc = FraudScorer(
+        list(fs.names), feature_version=fs.version, num_boost_round=20, num_threads=1
+    ).fit(X[:half], y[:half], X[half:], y[half:])
     return fs, sc
 
 
 def _payment(**kw):
-    p = {"transaction_id": "p1", "timestamp": "2024-03-01T10:00:00", "customer_id": "c1",
-         "card_id": "k1", "terminal_id": "m1", "amount": 25.0, "currency": "EUR"}  # fmt: skip
+    p = {
+        "transaction_id": "p1",
+        "timestamp": "2024-03-01T10:00:00",
+        "customer_id": "c1",
+        "card_id": "k1",
+        "terminal_id": "m1",
+        "amount": 25.0,
+        "currency": "EUR",
+    }
     p.update(kw)
     return p
 
@@ -205,19 +223,29 @@ def test_ingest_labels_updates_online_risk_and_stores_table(engine_parts, tmp_pa
     eng = FraudEngine(sc, fs, labels_dir=tmp_path / "labels", explain="always")
     i = fs.index("terminal_known_frauds_1d")
     eng.score(_payment(transaction_id="a1", timestamp="2024-03-01T10:00:00"))
-    rep = eng.ingest_labels([
-        {"transaction_id": "a1", "is_fraud": True, "label_time": "2024-03-01T12:00:00"},
-        {"transaction_id": "zz", "is_fraud": True},
-        {"transaction_id": "a2", "is_fraud": False},
-    ])  # fmt: skip
+    rep = eng.ingest_labels(
+        [
+            {"transaction_id": "a1", "is_fraud": True, "label_time": "2024-03-01T12:00:00"},
+            {"transaction_id": "zz", "is_fraud": True},
+            {"transaction_id": "a2", "is_fraud": False},
+        ]
+    )
     assert rep.accepted == 3 and rep.unknown_transactions == ["zz"]
-    eng.score(_payment(transaction_id="a3", customer_id="c9", card_id="k9",
-                       timestamp="2024-03-01T13:00:00"))  # fmt: skip
+    eng.score(
+        _payment(
+            transaction_id="a3", customer_id="c9", card_id="k9", timestamp="2024-03-01T13:00:00"
+        )
+    )
     assert eng._x[i] == 1
     stored = read_labels(tmp_path / "labels")
     assert sorted(stored["transaction_id"]) == ["a1", "a2", "zz"]
-    pay = pd.DataFrame({"transaction_id": ["a1", "b"], "is_fraud": [False, False],
-                        "label_time": pd.Series([pd.NaT, pd.NaT], dtype="datetime64[ns]")})  # fmt: skip
+    pay = pd.DataFrame(
+        {
+            "transaction_id": ["a1", "b"],
+            "is_fraud": [False, False],
+            "label_time": pd.Series([pd.NaT, pd.NaT], dtype="datetime64[ns]"),
+        }
+    )
     merged = apply_labels(pay, stored)
     assert merged["is_fraud"].tolist() == [True, False]
     with pytest.raises(DataError, match="is_fraud"):
@@ -239,9 +267,14 @@ def test_card_precision_at_k_known_answer():
 def test_calibration_error_and_costs():
     y = np.array([0, 0, 1, 1])
     assert expected_calibration_error(y, np.array([0.0, 0.0, 1.0, 1.0]), bins=2) == 0.0
-    c = decision_costs(np.array([1, 0, 1]), np.array([100.0, 50.0, 10.0]),
-                       ["decline", "review", "approve"], review_cost=2.0, review_recall=1.0,
-                       decline_cost_ratio=0.5)  # fmt: skip
+    c = decision_costs(
+        np.array([1, 0, 1]),
+        np.array([100.0, 50.0, 10.0]),
+        ["decline", "review", "approve"],
+        review_cost=2.0,
+        review_recall=1.0,
+        decline_cost_ratio=0.5,
+    )
     assert c["expected_cost"] == pytest.approx(10.0 + 2.0)
     assert c["baseline_cost"] == 110.0 and c["savings"] == pytest.approx(98.0)
 
@@ -259,9 +292,13 @@ def test_engine_on_redis_finds_the_payment_of_a_late_label(engine_parts, redis_u
         "m1",
         pd.Timestamp("2024-03-01 10:00").value // 10**6,
     )
-    rep = eng.ingest_labels([{"transaction_id": "r1", "is_fraud": True,
-                              "label_time": "2024-03-01T11:00:00"}])  # fmt: skip
+    rep = eng.ingest_labels(
+        [{"transaction_id": "r1", "is_fraud": True, "label_time": "2024-03-01T11:00:00"}]
+    )
     assert rep.unknown_transactions == []
-    eng.score(_payment(transaction_id="r2", customer_id="c2", card_id="k2",
-                       timestamp="2024-03-01T12:00:00"))  # fmt: skip
+    eng.score(
+        _payment(
+            transaction_id="r2", customer_id="c2", card_id="k2", timestamp="2024-03-01T12:00:00"
+        )
+    )
     assert eng._x[fs.index("terminal_known_frauds_1d")] == 1

@@ -422,15 +422,39 @@ def postgres_url():
     pg_ctl = [*run_as, str(bin_dir / "pg_ctl"), "-D", data]
     try:
         subprocess.run(
-            [*run_as, str(bin_dir / "initdb"), "-D", data, "-A", "trust", "-U", "shopml",
-             "-E", "UTF8", "--no-sync"],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+            [
+                *run_as,
+                str(bin_dir / "initdb"),
+                "-D",
+                data,
+                "-A",
+                "trust",
+                "-U",
+                "shopml",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         subprocess.run(
-            [*pg_ctl, "-o", f"-k {root} -h 127.0.0.1 -p {port} -F", "-l",
-             os.path.join(root, "log"), "-w", "-t", "60", "start"],
-            check=True, capture_output=True, timeout=90,
-        )  # fmt: skip
+            [
+                *pg_ctl,
+                "-o",
+                f"-k {root} -h 127.0.0.1 -p {port} -F",
+                "-l",
+                os.path.join(root, "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
         log = Path(root, "log")
         detail = log.read_text()[-2000:] if log.exists() else getattr(err, "stderr", b"")

@@ -31,10 +31,16 @@ def test_run_protocol_reports_every_model_and_the_best():
     outer = stratified_split(ev, 0.75, seed=42)
     inner = stratified_split(outer.train, 0.75, seed=42)
     proto = Protocol(
-        name="tiny", k=5, base_interactions=InteractionConfig(event_weights={"purchase": 1.0}),
-        train=outer.train, test=outer.test, fit=inner.train, val=inner.test, products=None,
+        name="tiny",
+        k=5,
+        base_interactions=InteractionConfig(event_weights={"purchase": 1.0}),
+        train=outer.train,
+        test=outer.test,
+        fit=inner.train,
+        val=inner.test,
+        products=None,
         log=lambda *_: None,
-    )  # fmt: skip
+    )
     grids = {
         "popularity": [Candidate("popularity", {})],
         "ease": [Candidate("ease", {"l2": l2}) for l2 in (1.0, 10.0)],
@@ -44,8 +50,17 @@ def test_run_protocol_reports_every_model_and_the_best():
     names = [row["model"] for row in report["models"]]
     assert names[:3] == ["popularity", "ease", "item_knn"]
     for row in report["models"]:
-        for key in ("ndcg@5", "recall@5", "map", "map@5", "coverage@5", "train_seconds",
-                    "batch_customers_per_s", "single_p50_ms", "single_p99_ms"):  # fmt: skip
+        for key in (
+            "ndcg@5",
+            "recall@5",
+            "map",
+            "map@5",
+            "coverage@5",
+            "train_seconds",
+            "batch_customers_per_s",
+            "single_p50_ms",
+            "single_p99_ms",
+        ):
             assert key in row, key
     best = report["best"]
     assert best["model"] in names
@@ -55,9 +70,15 @@ def test_run_protocol_reports_every_model_and_the_best():
 
 
 def test_test_only_products_count_in_recall():
-    train = pd.DataFrame({"customer_id": ["u", "u", "v"], "product_id": ["a", "b", "a"],
-                          "timestamp": pd.Timestamp("2024-01-01"), "event": "purchase",
-                          "quantity": 1})  # fmt: skip
+    train = pd.DataFrame(
+        {
+            "customer_id": ["u", "u", "v"],
+            "product_id": ["a", "b", "a"],
+            "timestamp": pd.Timestamp("2024-01-01"),
+            "event": "purchase",
+            "quantity": 1,
+        }
+    )
     test = pd.DataFrame({"customer_id": ["v", "v", "stranger"], "product_id": ["b", "new", "a"]})
     m = build_matrix(train, InteractionConfig())
     truth = truth_from_events(test, m)

@@ -20,8 +20,15 @@ def _events(n_products=20, seed=0):
     for p in range(n_products):
         n = int(rng.integers(1, 30))
         for c in rng.choice(200, size=n, replace=False):
-            rows.append((f"c{c}", f"p{p}", pd.Timestamp("2024-01-01") + pd.Timedelta(hours=int(
-                rng.integers(0, 2000))), "purchase", 1))  # fmt: skip
+            rows.append(
+                (
+                    f"c{c}",
+                    f"p{p}",
+                    pd.Timestamp("2024-01-01") + pd.Timedelta(hours=int(rng.integers(0, 2000))),
+                    "purchase",
+                    1,
+                )
+            )
     return pd.DataFrame(
         rows, columns=["customer_id", "product_id", "timestamp", "event", "quantity"]
     )
@@ -73,16 +80,25 @@ def test_temporal_split_never_leaks_the_future():
 
 def test_matrix_weights_dedupes_and_ignores_returns():
     t = pd.Timestamp("2024-03-01")
-    interactions = pd.DataFrame({
-        "customer_id": ["u1", "u1", "u1", "u2"], "product_id": ["p1", "p1", "p2", "p1"],
-        "timestamp": [t, t, t, t], "event": ["view", "view", "add_to_cart", "purchase"],
-        "quantity": [1, 1, 1, 1],
-    })  # fmt: skip
-    lines = pd.DataFrame({
-        "order_id": ["o1", "o2", "o3"], "customer_id": ["u1", "u1", None],
-        "product_id": ["p3", "p2", "p1"], "timestamp": [t, t, t], "quantity": [2, -1, 5],
-        "unit_price": [1.0, 1.0, 1.0],
-    })  # fmt: skip
+    interactions = pd.DataFrame(
+        {
+            "customer_id": ["u1", "u1", "u1", "u2"],
+            "product_id": ["p1", "p1", "p2", "p1"],
+            "timestamp": [t, t, t, t],
+            "event": ["view", "view", "add_to_cart", "purchase"],
+            "quantity": [1, 1, 1, 1],
+        }
+    )
+    lines = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": ["u1", "u1", None],
+            "product_id": ["p3", "p2", "p1"],
+            "timestamp": [t, t, t],
+            "quantity": [2, -1, 5],
+            "unit_price": [1.0, 1.0, 1.0],
+        }
+    )
     store = Store(interactions=interactions, order_lines=lines)
     cfg = InteractionConfig(event_weights={"view": 1, "add_to_cart": 3, "purchase": 5})
     ev = events_frame(store, cfg)
@@ -97,11 +113,15 @@ def test_matrix_weights_dedupes_and_ignores_returns():
 
 
 def test_half_life_halves_weight_per_half_life():
-    ev = pd.DataFrame({
-        "customer_id": ["u", "u"], "product_id": ["old", "new"],
-        "timestamp": [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-11")],
-        "event": "purchase", "quantity": 1,
-    })  # fmt: skip
+    ev = pd.DataFrame(
+        {
+            "customer_id": ["u", "u"],
+            "product_id": ["old", "new"],
+            "timestamp": [pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-11")],
+            "event": "purchase",
+            "quantity": 1,
+        }
+    )
     m = build_matrix(ev, InteractionConfig(event_weights={"purchase": 1}, half_life_days=10))
     row = dict(zip(m.product_ids, m.matrix.toarray()[0], strict=True))
     assert row["new"] == pytest.approx(1.0) and row["old"] == pytest.approx(0.5)
@@ -123,14 +143,19 @@ def _event_frames(draw):
     n = draw(st.integers(1, 40))
     customers = draw(st.lists(st.sampled_from(["u1", "u2", "u3", "u4"]), min_size=n, max_size=n))
     products = draw(st.lists(st.sampled_from(["p1", "p2", "p3"]), min_size=n, max_size=n))
-    events = draw(st.lists(st.sampled_from(["view", "add_to_cart", "purchase"]), min_size=n,
-                           max_size=n))  # fmt: skip
+    events = draw(
+        st.lists(st.sampled_from(["view", "add_to_cart", "purchase"]), min_size=n, max_size=n)
+    )
     days = draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
-    return pd.DataFrame({
-        "customer_id": customers, "product_id": products,
-        "timestamp": [pd.Timestamp("2024-01-01") + pd.Timedelta(days=d) for d in days],
-        "event": events, "quantity": 1,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "customer_id": customers,
+            "product_id": products,
+            "timestamp": [pd.Timestamp("2024-01-01") + pd.Timedelta(days=d) for d in days],
+            "event": events,
+            "quantity": 1,
+        }
+    )
 
 
 @settings(max_examples=40, deadline=None)

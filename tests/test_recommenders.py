@@ -202,9 +202,15 @@ def test_fallback_chain_names_its_source(matrix):
 
 def test_popularity_ranks_by_customers():
     ev = _events()
-    extra = pd.DataFrame({"customer_id": ["c0", "c1", "c2"], "product_id": ["b3"] * 3,
-                          "timestamp": pd.Timestamp("2024-02-01"), "event": "purchase",
-                          "quantity": 1})  # fmt: skip
+    extra = pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1", "c2"],
+            "product_id": ["b3"] * 3,
+            "timestamp": pd.Timestamp("2024-02-01"),
+            "event": "purchase",
+            "quantity": 1,
+        }
+    )
     m = build_matrix(pd.concat([ev, extra]), InteractionConfig())
     model = PopularityRecommender().fit(m)
     assert model.popular(k=1).product_ids.tolist() == ["b3"]

@@ -172,8 +172,12 @@ def test_build_without_champions_stops_with_the_commands_to_run(tmp_shopml_home)
 
     out = subprocess.run(
         [sys.executable, "-m", "shopml.cli", "build"],
-        capture_output=True, text=True, timeout=300, env={**os.environ}, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+        check=False,
+    )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "shopml train recommender" in out.stderr and "shopml train fraud" in out.stderr
     assert "Traceback" not in out.stderr
@@ -194,9 +198,14 @@ def test_history_warms_the_online_features(tmp_path):
     engine = FraudEngine(scorer.fit(X, y, X, y), fs)
     Store(payments=pay).write(tmp_path / "store")
     last = pay.iloc[-1]
-    payment = {"transaction_id": "next", "timestamp": last["timestamp"], "amount": 10.0,
-               "customer_id": last["customer_id"], "card_id": last["card_id"],
-               "terminal_id": last["terminal_id"]}  # fmt: skip
+    payment = {
+        "transaction_id": "next",
+        "timestamp": last["timestamp"],
+        "amount": 10.0,
+        "customer_id": last["customer_id"],
+        "card_id": last["card_id"],
+        "terminal_id": last["terminal_id"],
+    }
     assert "unseen:customer" in [r.code for r in engine.score(payment, record=False).reasons]
     assert warm_state(engine, tmp_path / "store") > 0
     assert "unseen:customer" not in [r.code for r in engine.score(payment, record=False).reasons]

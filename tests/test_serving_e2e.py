@@ -210,8 +210,12 @@ def test_recommend_filters_apply(servers, offline_recommender):
     first = post(servers, "recommend", "/recommend", {"customer_id": customer, "k": 5}).json()
     excluded = [first["items"][0]["product_id"]]
     category = str(model.categories_[model.category_codes_[0]])
-    r = post(servers, "recommend", "/recommend",
-             {"customer_id": customer, "k": 5, "exclude": excluded, "categories": [category]})  # fmt: skip
+    r = post(
+        servers,
+        "recommend",
+        "/recommend",
+        {"customer_id": customer, "k": 5, "exclude": excluded, "categories": [category]},
+    )
     items = [i["product_id"] for i in r.json()["items"]]
     assert excluded[0] not in items
     allowed = set(model.product_ids_[model.category_codes_ == model.category_codes_[0]].tolist())
@@ -345,9 +349,17 @@ def test_the_payment_updates_the_online_features(servers):
 
 
 def test_labels_are_accepted_and_unknown_ones_listed(servers, home):
-    r = post(servers, "fraud", "/labels",
-             {"labels": [{"transaction_id": "seen-1", "is_fraud": True},
-                         {"transaction_id": "never-scored", "is_fraud": True}]})  # fmt: skip
+    r = post(
+        servers,
+        "fraud",
+        "/labels",
+        {
+            "labels": [
+                {"transaction_id": "seen-1", "is_fraud": True},
+                {"transaction_id": "never-scored", "is_fraud": True},
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["accepted"] == 2 and body["unknown_transactions"] == ["never-scored"]

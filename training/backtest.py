@@ -128,9 +128,11 @@ def backtest(
             metrics[name] = evaluate(frame)
             if log:
                 o = metrics[name]["overall"]
-                log(f"fold {i} ({origin.date()}) {name}: wape {o['wape']:.3f} bias "
+                log(
+                    f"fold {i} ({origin.date()}) {name}: wape {o['wape']:.3f} bias "
                     f"{o['bias']:+.3f} coverage {o['coverage_p10_p90']:.3f} fit "
-                    f"{fit_s[name]:.1f}s predict {pred_s[name]:.2f}s")  # fmt: skip
+                    f"{fit_s[name]:.1f}s predict {pred_s[name]:.2f}s"
+                )
         folds.append(
             FoldResult(i, origin, build, fit_s, pred_s, fit_cpu, build_cpu, metrics, frames)
         )

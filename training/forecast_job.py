@@ -167,8 +167,11 @@ def load_demand(config: ForecastJobConfig, settings: Settings | None = None):
 
 def _factories(config: ForecastJobConfig, primary: str) -> dict:
     """Factories of the configured baselines (all but `primary`), in config order."""
-    return {name: _factory(name, {}, config.horizon, config.seed)
-            for name in config.baselines if name != primary}  # fmt: skip
+    return {
+        name: _factory(name, {}, config.horizon, config.seed)
+        for name in config.baselines
+        if name != primary
+    }
 
 
 def _log_backtest(
@@ -177,11 +180,15 @@ def _log_backtest(
     """Log the backtest of `primary` (metrics, summary, curves, plots); return the metrics."""
     metrics = _flat_metrics(result, primary)
     mlflow.log_metrics(metrics)
-    mlflow.log_dict({"summary": result.summary(),
-                     "by_week": result.breakdown(primary, "week"),
-                     "by_category": result.breakdown(primary, "category"),
-                     "origins": [str(f.origin.date()) for f in result.folds]},
-                    "backtest/summary.json")  # fmt: skip
+    mlflow.log_dict(
+        {
+            "summary": result.summary(),
+            "by_week": result.breakdown(primary, "week"),
+            "by_category": result.breakdown(primary, "category"),
+            "origins": [str(f.origin.date()) for f in result.folds],
+        },
+        "backtest/summary.json",
+    )
     by_h = pd.concat([f.frames[primary] for f in result.folds]).groupby("horizon")
     mae = by_h.apply(lambda x: np.abs(x["y"] - x["p50"]).mean(), include_groups=False)
     wape_h = by_h.apply(
@@ -191,8 +198,10 @@ def _log_backtest(
     log_curve("error_by_horizon", mae.index, mae.to_numpy())
     log_curve("wape_by_horizon", wape_h.index, wape_h.to_numpy())
     if config.plot_top_products:
-        log_figure(_plot_top_products(result, primary, panel, config.plot_top_products),
-                   "plots/actual_vs_forecast_top_products.png")  # fmt: skip
+        log_figure(
+            _plot_top_products(result, primary, panel, config.plot_top_products),
+            "plots/actual_vs_forecast_top_products.png",
+        )
     log_figure(_plot_error_by_horizon(result), "plots/error_by_horizon.png")
     return metrics
 
@@ -207,8 +216,15 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
     factories |= _factories(config, primary)
 
     with start_run(FAMILY, config=config, store=store, settings=settings) as run:
-        result = backtest(lines, products, factories, n_folds=config.n_folds,
-                          horizon=config.horizon, panel_config=panel_cfg, full_panel=panel)  # fmt: skip
+        result = backtest(
+            lines,
+            products,
+            factories,
+            n_folds=config.n_folds,
+            horizon=config.horizon,
+            panel_config=panel_cfg,
+            full_panel=panel,
+        )
         metrics = _log_backtest(result, primary, panel, config)
 
         final = factories[primary]().fit(panel)
@@ -218,21 +234,34 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
         out.parent.mkdir(parents=True, exist_ok=True)
         forecast.to_parquet(out, index=False)
         mlflow.log_artifact(str(out), "forecast")
-        mlflow.log_metrics({"forecast.products": float(panel.n_products),
-                            "forecast.units_p50": float(forecast["p50"].sum())})  # fmt: skip
+        mlflow.log_metrics(
+            {
+                "forecast.products": float(panel.n_products),
+                "forecast.units_p50": float(forecast["p50"].sum()),
+            }
+        )
         version = None
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = final.save(Path(tmp) / "model")
-            (model_dir / "job.json").write_text(json.dumps({"horizon": config.horizon,
-                                                            "metrics": metrics}))  # fmt: skip
-            uri = log_native_model(model_dir, family=FAMILY, loader=LOADER,
-                                   metadata_extra={"shopml.horizon": config.horizon})  # fmt: skip
+            (model_dir / "job.json").write_text(
+                json.dumps({"horizon": config.horizon, "metrics": metrics})
+            )
+            uri = log_native_model(
+                model_dir,
+                family=FAMILY,
+                loader=LOADER,
+                metadata_extra={"shopml.horizon": config.horizon},
+            )
         if config.register_model:
             version = register_model(uri, family=FAMILY)
         return TrainResult(
-            family=FAMILY, run_id=run.info.run_id, metrics=metrics, model_version=version,
-            data_fingerprint=store.fingerprint_id(), artifacts={"forecast": str(out), "model": uri},
-        )  # fmt: skip
+            family=FAMILY,
+            run_id=run.info.run_id,
+            metrics=metrics,
+            model_version=version,
+            data_fingerprint=store.fingerprint_id(),
+            artifacts={"forecast": str(out), "model": uri},
+        )
 
 
 class _Fixed:
@@ -275,17 +304,39 @@ def evaluate(
     name = getattr(model, "name", config.model.kind)
     factories = {name: lambda: _Fixed(model)} | _factories(config, name)
     model_end = model.panel_.dates[-1]
-    with start_run(FAMILY, config=config, store=store, settings=settings, run_name="evaluate",
-                   tags={"evaluated.model_uri": model_uri}) as run:  # fmt: skip
-        result = backtest(lines, products, factories, n_folds=config.n_folds,
-                          horizon=config.horizon, panel_config=panel_cfg, full_panel=panel)  # fmt: skip
-        mlflow.set_tags({"forecast.model_train_end": str(model_end.date()),
-                         "forecast.folds_after_model_end":
-                             str(sum(f.origin >= model_end for f in result.folds))})  # fmt: skip
+    with start_run(
+        FAMILY,
+        config=config,
+        store=store,
+        settings=settings,
+        run_name="evaluate",
+        tags={"evaluated.model_uri": model_uri},
+    ) as run:
+        result = backtest(
+            lines,
+            products,
+            factories,
+            n_folds=config.n_folds,
+            horizon=config.horizon,
+            panel_config=panel_cfg,
+            full_panel=panel,
+        )
+        mlflow.set_tags(
+            {
+                "forecast.model_train_end": str(model_end.date()),
+                "forecast.folds_after_model_end": str(
+                    sum(f.origin >= model_end for f in result.folds)
+                ),
+            }
+        )
         metrics = _log_backtest(result, name, panel, config)
-    return TrainResult(family=FAMILY, run_id=run.info.run_id, metrics=metrics,
-                       data_fingerprint=store.fingerprint_id(),
-                       artifacts={"model_uri": model_uri})  # fmt: skip
+    return TrainResult(
+        family=FAMILY,
+        run_id=run.info.run_id,
+        metrics=metrics,
+        data_fingerprint=store.fingerprint_id(),
+        artifacts={"model_uri": model_uri},
+    )
 
 
 def _load_model(model_uri: str) -> Forecaster:

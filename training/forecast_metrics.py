@@ -58,8 +58,15 @@ def seasonal_scales(history: DemandPanel, season: int = 7) -> pd.DataFrame:
 
 def _per_product_scaled(df: pd.DataFrame) -> tuple[float, float]:
     err = df["p50"].to_numpy() - df["y"].to_numpy()
-    g = pd.DataFrame({"product_id": df["product_id"].to_numpy(), "ae": np.abs(err), "se": err**2,
-                      "s1": df["mase_scale"].to_numpy(), "s2": df["rmsse_scale"].to_numpy()})  # fmt: skip
+    g = pd.DataFrame(
+        {
+            "product_id": df["product_id"].to_numpy(),
+            "ae": np.abs(err),
+            "se": err**2,
+            "s1": df["mase_scale"].to_numpy(),
+            "s2": df["rmsse_scale"].to_numpy(),
+        }
+    )
     per = g.groupby("product_id", sort=False).agg(
         ae=("ae", "mean"), se=("se", "mean"), s1=("s1", "first"), s2=("s2", "first")
     )

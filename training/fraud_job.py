@@ -173,8 +173,12 @@ class Prepared:
     feature_seconds: float
 
 
-def prepare(config: FraudJobConfig, fs: FeatureSet, settings: Settings | None = None,
-            labelled: tuple[str, ...] = ("train", "calibration", "test")) -> Prepared:  # fmt: skip
+def prepare(
+    config: FraudJobConfig,
+    fs: FeatureSet,
+    settings: Settings | None = None,
+    labelled: tuple[str, ...] = ("train", "calibration", "test"),
+) -> Prepared:
     """Load the configured source, compute `fs` features and split by time; each period in
     `labelled` must hold some fraud (metrics and training need both classes)."""
     store = load_source(config.source, settings)
@@ -192,8 +196,9 @@ def prepare(config: FraudJobConfig, fs: FeatureSet, settings: Settings | None = 
     return Prepared(store, cols, day, y, parts, feature_seconds)
 
 
-def score_test(scorer: FraudScorer, fs: FeatureSet, policy: DecisionPolicy, data: Prepared,
-               k: int) -> dict[str, float]:  # fmt: skip
+def score_test(
+    scorer: FraudScorer, fs: FeatureSet, policy: DecisionPolicy, data: Prepared, k: int
+) -> dict[str, float]:
     """Score the test period with `scorer` + `policy`, log every test metric and the plots."""
     te = data.parts["test"]
     pay = data.store.payments
@@ -202,16 +207,28 @@ def score_test(scorer: FraudScorer, fs: FeatureSet, policy: DecisionPolicy, data
     raw_p = 1.0 / (1.0 + np.exp(-scorer.decision_function(X)))
     amount = pay["amount"].to_numpy()[te]
     decisions = policy.decide_many(p, amount)
-    metrics = fraud_metrics(data.y[te], p, day=data.day[te], card=pay["card_id"].to_numpy()[te],
-                            amount=amount, decisions=decisions,
-                            threshold=policy.review_threshold, policy=policy, k=k)  # fmt: skip
+    metrics = fraud_metrics(
+        data.y[te],
+        p,
+        day=data.day[te],
+        card=pay["card_id"].to_numpy()[te],
+        amount=amount,
+        decisions=decisions,
+        threshold=policy.review_threshold,
+        policy=policy,
+        k=k,
+    )
     metrics["brier_score_uncalibrated"] = float(np.mean((raw_p - data.y[te]) ** 2))
     metrics["feature_seconds"] = data.feature_seconds
     clean = {k: float(v) for k, v in metrics.items() if v == v}
     mlflow.log_metrics(clean)
-    mlflow.set_tags({"fraud.feature_version": fs.version,
-                     "fraud.review_threshold": str(policy.review_threshold),
-                     "fraud.decline_threshold": str(policy.decline_threshold)})  # fmt: skip
+    mlflow.set_tags(
+        {
+            "fraud.feature_version": fs.version,
+            "fraud.review_threshold": str(policy.review_threshold),
+            "fraud.decline_threshold": str(policy.decline_threshold),
+        }
+    )
     _plots(data.y[te], p)
     return clean
 
@@ -222,15 +239,30 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
     fs = config.features.feature_set()
     data = prepare(config, fs, settings)
     m, pc = config.model, config.policy
-    scorer = FraudScorer(list(fs.names), feature_version=fs.version,
-                         num_boost_round=m.num_boost_round, learning_rate=m.learning_rate,
-                         num_leaves=m.num_leaves, min_data_in_leaf=m.min_data_in_leaf,
-                         feature_fraction=m.feature_fraction, bagging_fraction=m.bagging_fraction,
-                         lambda_l2=m.lambda_l2, scale_pos_weight=m.scale_pos_weight,
-                         neg_sample_rate=m.neg_sample_rate, calibration=m.calibration,
-                         num_threads=m.num_threads, random_state=config.seed)  # fmt: skip
-    policy = DecisionPolicy(pc.mode, pc.review_threshold, pc.decline_threshold, pc.review_cost,
-                            pc.review_recall, pc.decline_cost_ratio)  # fmt: skip
+    scorer = FraudScorer(
+        list(fs.names),
+        feature_version=fs.version,
+        num_boost_round=m.num_boost_round,
+        learning_rate=m.learning_rate,
+        num_leaves=m.num_leaves,
+        min_data_in_leaf=m.min_data_in_leaf,
+        feature_fraction=m.feature_fraction,
+        bagging_fraction=m.bagging_fraction,
+        lambda_l2=m.lambda_l2,
+        scale_pos_weight=m.scale_pos_weight,
+        neg_sample_rate=m.neg_sample_rate,
+        calibration=m.calibration,
+        num_threads=m.num_threads,
+        random_state=config.seed,
+    )
+    policy = DecisionPolicy(
+        pc.mode,
+        pc.review_threshold,
+        pc.decline_threshold,
+        pc.review_cost,
+        pc.review_recall,
+        pc.decline_cost_ratio,
+    )
     rules = RuleLayer(max_amount=pc.max_amount, review_amount=pc.review_amount)
     parts, y = data.parts, data.y
     X = {k: to_matrix(data.cols, fs.names, parts[k]) for k in ("train", "calibration")}
@@ -238,24 +270,40 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
         t0 = time.perf_counter()
         scorer.fit(X["train"], y[parts["train"]], X["calibration"], y[parts["calibration"]])
         train_seconds = time.perf_counter() - t0
-        extra = {"train_seconds": train_seconds, "n_train": float(len(parts["train"])),
-                 "n_calibration": float(len(parts["calibration"]))}  # fmt: skip
+        extra = {
+            "train_seconds": train_seconds,
+            "n_train": float(len(parts["train"])),
+            "n_calibration": float(len(parts["calibration"])),
+        }
         mlflow.log_metrics(extra)
         clean = score_test(scorer, fs, policy, data, config.card_precision_k) | extra
         version = None
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = FraudEngine(scorer, fs, policy=policy, rules=rules).save(Path(tmp) / "m")
-            uri = log_native_model(model_dir, family="fraud", loader=LOADER,
-                                   metadata_extra={"feature_version": fs.version,
-                                                   "policy": policy.to_dict()})  # fmt: skip
+            uri = log_native_model(
+                model_dir,
+                family="fraud",
+                loader=LOADER,
+                metadata_extra={"feature_version": fs.version, "policy": policy.to_dict()},
+            )
             if config.register_model:
-                version = register_model(uri, family="fraud",
-                                         tags={"feature_version": fs.version,
-                                               "review_threshold": policy.review_threshold,
-                                               "decline_threshold": policy.decline_threshold})  # fmt: skip
-    return TrainResult(family="fraud", run_id=run.info.run_id, metrics=clean,
-                       model_version=version, data_fingerprint=data.store.fingerprint_id(),
-                       artifacts={"model_uri": uri})  # fmt: skip
+                version = register_model(
+                    uri,
+                    family="fraud",
+                    tags={
+                        "feature_version": fs.version,
+                        "review_threshold": policy.review_threshold,
+                        "decline_threshold": policy.decline_threshold,
+                    },
+                )
+    return TrainResult(
+        family="fraud",
+        run_id=run.info.run_id,
+        metrics=clean,
+        model_version=version,
+        data_fingerprint=data.store.fingerprint_id(),
+        artifacts={"model_uri": uri},
+    )
 
 
 def evaluate(
@@ -271,12 +319,22 @@ def evaluate(
     engine = _load_engine(model_uri)
     fs = engine.feature_set
     data = prepare(config, fs, settings, labelled=("test",))
-    with start_run("fraud", config=config, store=data.store, settings=settings,
-                   run_name="evaluate", tags={"evaluated.model_uri": model_uri}) as run:  # fmt: skip
+    with start_run(
+        "fraud",
+        config=config,
+        store=data.store,
+        settings=settings,
+        run_name="evaluate",
+        tags={"evaluated.model_uri": model_uri},
+    ) as run:
         metrics = score_test(engine.scorer, fs, engine.policy, data, config.card_precision_k)
-    return TrainResult(family="fraud", run_id=run.info.run_id, metrics=metrics,
-                       data_fingerprint=data.store.fingerprint_id(),
-                       artifacts={"model_uri": model_uri})  # fmt: skip
+    return TrainResult(
+        family="fraud",
+        run_id=run.info.run_id,
+        metrics=metrics,
+        data_fingerprint=data.store.fingerprint_id(),
+        artifacts={"model_uri": model_uri},
+    )
 
 
 def _load_engine(model_uri: str) -> FraudEngine:

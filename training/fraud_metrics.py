@@ -85,8 +85,9 @@ def calibration_curve(y, p, bins: int = 15) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([p[c].mean() for c in chunks]), np.array([y[c].mean() for c in chunks]))
 
 
-def decision_costs(y, amount, decisions, review_cost: float, review_recall: float,
-                   decline_cost_ratio: float) -> dict[str, float]:  # fmt: skip
+def decision_costs(
+    y, amount, decisions, review_cost: float, review_recall: float, decline_cost_ratio: float
+) -> dict[str, float]:
     """Cost of the decisions against approving everything (fraud losses only)."""
     y = np.asarray(y).astype(bool)
     amount = np.asarray(amount, dtype="float64")
@@ -109,8 +110,18 @@ def decision_costs(y, amount, decisions, review_cost: float, review_recall: floa
     }
 
 
-def fraud_metrics(y, p, *, day=None, card=None, amount=None, decisions=None, threshold: float = 0.5,
-                  policy=None, k: int = 100) -> dict[str, float]:  # fmt: skip
+def fraud_metrics(
+    y,
+    p,
+    *,
+    day=None,
+    card=None,
+    amount=None,
+    decisions=None,
+    threshold: float = 0.5,
+    policy=None,
+    k: int = 100,
+) -> dict[str, float]:
     """Every fraud metric the job logs, by name."""
     y, p = _check(y, p)
     m = {
@@ -126,6 +137,12 @@ def fraud_metrics(y, p, *, day=None, card=None, amount=None, decisions=None, thr
     prec, rec = precision_recall_at(y, p, threshold)
     m["precision_at_threshold"], m["recall_at_threshold"] = prec, rec
     if decisions is not None and amount is not None and policy is not None:
-        m |= decision_costs(y, amount, decisions, policy.review_cost, policy.review_recall,
-                            policy.decline_cost_ratio)  # fmt: skip
+        m |= decision_costs(
+            y,
+            amount,
+            decisions,
+            policy.review_cost,
+            policy.review_recall,
+            policy.decline_cost_ratio,
+        )
     return m

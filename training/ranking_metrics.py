@@ -15,8 +15,10 @@ import numpy as np
 
 
 def _hits(ranked: Sequence, relevant: set, k: int) -> np.ndarray:
-    return np.array([1.0 if p in relevant else 0.0 for p in list(ranked)[:k]] + [0.0] * max(
-        0, k - len(ranked)), dtype=np.float64)  # fmt: skip
+    return np.array(
+        [1.0 if p in relevant else 0.0 for p in list(ranked)[:k]] + [0.0] * max(0, k - len(ranked)),
+        dtype=np.float64,
+    )
 
 
 def _check(k: int) -> None:

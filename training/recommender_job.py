@@ -98,9 +98,11 @@ def split_events(events: pd.DataFrame, cfg: SplitConfig) -> tuple[Split, pd.Time
         raise DataError("no interaction events to train a recommender on")
     if cfg.kind == "stratified":
         return stratified_split(events, cfg.ratio, cfg.by, cfg.seed), None
-    cutoff = pd.Timestamp(cfg.cutoff) if cfg.cutoff else (
-        events["timestamp"].max() - pd.Timedelta(days=cfg.test_days)
-    )  # fmt: skip
+    cutoff = (
+        pd.Timestamp(cfg.cutoff)
+        if cfg.cutoff
+        else (events["timestamp"].max() - pd.Timedelta(days=cfg.test_days))
+    )
     return temporal_split(events, cutoff, only_new=True), cutoff
 
 
@@ -144,8 +146,9 @@ def train(
     events = events_frame(store, config.interactions)
     split, cutoff = split_events(events, config.split)
     with start_run(FAMILY, config=config, store=store, settings=settings) as run:
-        mlflow.log_params({"split.train_events": len(split.train),
-                           "split.test_events": len(split.test)})  # fmt: skip
+        mlflow.log_params(
+            {"split.train_events": len(split.train), "split.test_events": len(split.test)}
+        )
         if config.search.trials > 0:
             best = _search(config, split.train, store.products)
             config = _with_overrides(config, best)
@@ -170,15 +173,20 @@ def train(
             (native / "interactions.json").write_text(
                 json.dumps(config.interactions.model_dump(mode="json"), indent=2)
             )
-            uri = log_native_model(native, family=FAMILY, loader=LOADER,
-                                   metadata_extra={"k": config.k})  # fmt: skip
+            uri = log_native_model(
+                native, family=FAMILY, loader=LOADER, metadata_extra={"k": config.k}
+            )
         if config.register_model:
             version = register_model(uri, family=FAMILY)
         fingerprint = store.fingerprint_id()
         return TrainResult(
-            family=FAMILY, run_id=run.info.run_id, metrics=metrics, model_version=version,
-            data_fingerprint=fingerprint, artifacts={"model_uri": uri},
-        )  # fmt: skip
+            family=FAMILY,
+            run_id=run.info.run_id,
+            metrics=metrics,
+            model_version=version,
+            data_fingerprint=fingerprint,
+            artifacts={"model_uri": uri},
+        )
 
 
 def evaluate(
@@ -188,15 +196,25 @@ def evaluate(
     store = load_source(config.source, settings)
     events = events_frame(store, config.interactions)
     split, _ = split_events(events, config.split)
-    with start_run(FAMILY, config=config, store=store, settings=settings,
-                   run_name="evaluate", tags={"evaluated.model_uri": model_uri}) as run:  # fmt: skip
+    with start_run(
+        FAMILY,
+        config=config,
+        store=store,
+        settings=settings,
+        run_name="evaluate",
+        tags={"evaluated.model_uri": model_uri},
+    ) as run:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
         native = local / "artifacts" / "native" if (local / "artifacts").is_dir() else local
         model = Recommender.load(native)
         ids = InteractionMatrix(model.user_items_, model.customer_ids_, model.product_ids_)
         metrics = _evaluate_and_log(model, truth_from_events(split.test, ids), config.k)
-        return TrainResult(family=FAMILY, run_id=run.info.run_id, metrics=metrics,
-                           data_fingerprint=store.fingerprint_id())  # fmt: skip
+        return TrainResult(
+            family=FAMILY,
+            run_id=run.info.run_id,
+            metrics=metrics,
+            data_fingerprint=store.fingerprint_id(),
+        )
 
 
 def _metric_name(key: str) -> str:
@@ -244,8 +262,9 @@ def _search(config: RecommenderJobConfig, train_events: pd.DataFrame, products) 
     key_metric = f"ndcg_at_{config.k}"
     experiment_id = mlflow.active_run().info.experiment_id
     for trial in range(config.search.trials):
-        choice = {k: config.search.space[k][rng.integers(len(config.search.space[k]))]
-                  for k in keys}  # fmt: skip
+        choice = {
+            k: config.search.space[k][rng.integers(len(config.search.space[k]))] for k in keys
+        }
         marker = json.dumps(choice, sort_keys=True, default=str)
         if marker in seen and len(seen) < _space_size(config.search.space):
             continue

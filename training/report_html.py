@@ -99,8 +99,10 @@ def _data_banner(c: Comparison) -> str:
 
 def _runs_table(c: Comparison) -> str:
     e = html.escape
-    rows = ["<table><tr><th class='l'>run</th><th class='l'>name</th><th class='l'>started</th>"
-            "<th class='l'>data</th><th class='l'>model</th><th class='l'>git</th></tr>"]  # fmt: skip
+    rows = [
+        "<table><tr><th class='l'>run</th><th class='l'>name</th><th class='l'>started</th>"
+        "<th class='l'>data</th><th class='l'>model</th><th class='l'>git</th></tr>"
+    ]
     for r in c.runs:
         model = (
             f"v{r.model_version}" + (" @" + ",".join(r.aliases) if r.aliases else "")

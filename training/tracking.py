@@ -33,8 +33,15 @@ FAMILIES = ("recommender", "fraud", "forecast")
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
 TRACKED_PACKAGES = (
-    "shopml", "numpy", "pandas", "scikit-learn", "implicit", "lightgbm", "mlflow", "bentoml",
-)  # fmt: skip
+    "shopml",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "implicit",
+    "lightgbm",
+    "mlflow",
+    "bentoml",
+)
 
 
 @dataclass

@@ -260,8 +260,9 @@ def compute_prepared(
         since[~prev_same] = np.nan
         X.put(f"{e}_secs_since_prev", perm, since)
         if id(p.codes[e]) not in firsts:
-            firsts[id(p.codes[e])] = _first_pairs(p.codes[e], p.n_codes[e], p.codes["terminal"],
-                                                  p.n_codes["terminal"])  # fmt: skip
+            firsts[id(p.codes[e])] = _first_pairs(
+                p.codes[e], p.n_codes[e], p.codes["terminal"], p.n_codes["terminal"]
+            )
         first = firsts[id(p.codes[e])]
         X.put(f"{e}_new_terminal", None, first)
         fs_sorted = first[ent.perm].astype("int64")

@@ -96,8 +96,11 @@ class FeatureSet:
         for e in self.fraud_entities:
             for w in self.fraud_windows:
                 lab = window_label(w)
-                names += [f"{e}_delayed_count_{lab}", f"{e}_known_frauds_{lab}",
-                          f"{e}_fraud_rate_{lab}"]  # fmt: skip
+                names += [
+                    f"{e}_delayed_count_{lab}",
+                    f"{e}_known_frauds_{lab}",
+                    f"{e}_fraud_rate_{lab}",
+                ]
             if self.fraud_windows:
                 # age of the newest / oldest fraud payment among labels known in the longest
                 # window: tells an ongoing compromise from one that has ended
@@ -155,8 +158,14 @@ class FeatureSet:
     @property
     def version(self) -> str:
         """`name@hash` of the whole definition: logged with every model trained on it."""
-        blob = json.dumps({"definition": self.to_dict(), "features": list(self._names),
-                           "code": FEATURE_CODE_VERSION}, sort_keys=True).encode()  # fmt: skip
+        blob = json.dumps(
+            {
+                "definition": self.to_dict(),
+                "features": list(self._names),
+                "code": FEATURE_CODE_VERSION,
+            },
+            sort_keys=True,
+        ).encode()
         return f"{self.name}@{hashlib.sha256(blob).hexdigest()[:10]}"
 
 

@@ -24,12 +24,14 @@ def append_labels(labels: pd.DataFrame, folder: str | Path) -> Path:
         raise DataError(f"labels: missing column(s) {missing}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    out = pd.DataFrame({
-        "transaction_id": labels["transaction_id"].astype(str),
-        "is_fraud": labels["is_fraud"].astype(bool),
-        "label_time": pd.to_datetime(labels["label_time"]).astype("datetime64[ns]"),
-        "ingested_at": pd.Timestamp.now(tz="UTC").tz_localize(None),
-    })  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "transaction_id": labels["transaction_id"].astype(str),
+            "is_fraud": labels["is_fraud"].astype(bool),
+            "label_time": pd.to_datetime(labels["label_time"]).astype("datetime64[ns]"),
+            "ingested_at": pd.Timestamp.now(tz="UTC").tz_localize(None),
+        }
+    )
     path = folder / f"labels-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = path.with_suffix(".tmp")
     out.to_parquet(tmp, index=False)
@@ -41,9 +43,13 @@ def read_labels(folder: str | Path) -> pd.DataFrame:
     """All stored labels, the latest per transaction (by label_time, then ingestion)."""
     parts = sorted(Path(folder).glob("labels-*.parquet"))
     if not parts:
-        return pd.DataFrame({"transaction_id": pd.Series(dtype=object),
-                             "is_fraud": pd.Series(dtype=bool),
-                             "label_time": pd.Series(dtype="datetime64[ns]")})  # fmt: skip
+        return pd.DataFrame(
+            {
+                "transaction_id": pd.Series(dtype=object),
+                "is_fraud": pd.Series(dtype=bool),
+                "label_time": pd.Series(dtype="datetime64[ns]"),
+            }
+        )
     df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     df = df.sort_values(["label_time", "ingested_at"], kind="stable")
     return df.drop_duplicates("transaction_id", keep="last")[list(COLUMNS)].reset_index(drop=True)

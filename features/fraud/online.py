@@ -38,32 +38,56 @@ class OnlineFeatures:
         self._horizon = fs.horizon * _MS
         self._win = {
             e: tuple(
-                (w * _MS, ix(f"{e}_count_{window_label(w)}"),
-                 ix(f"{e}_amount_mean_{window_label(w)}"), ix(f"{e}_amount_max_{window_label(w)}"))
+                (
+                    w * _MS,
+                    ix(f"{e}_count_{window_label(w)}"),
+                    ix(f"{e}_amount_mean_{window_label(w)}"),
+                    ix(f"{e}_amount_max_{window_label(w)}"),
+                )
                 for w in fs.windows
             )
             for e in fs.entities
-        }  # fmt: skip
+        }
         self._pair = {
-            e: (ix(f"{e}_secs_since_prev"), ix(f"{e}_new_terminal"), ix(f"{e}_terminals_ever"),
-                tuple((w * _MS, ix(f"{e}_new_terminals_{window_label(w)}")) for w in fs.pair_windows))
+            e: (
+                ix(f"{e}_secs_since_prev"),
+                ix(f"{e}_new_terminal"),
+                ix(f"{e}_terminals_ever"),
+                tuple(
+                    (w * _MS, ix(f"{e}_new_terminals_{window_label(w)}")) for w in fs.pair_windows
+                ),
+            )
             for e in fs.pair_entities
-        }  # fmt: skip
-        self._usual = (fs.usual_window * _MS, ix("customer_amount_to_usual"),
-                       ix("customer_amount_to_prev_max"))  # fmt: skip
-        self._spikes = tuple((w * _MS, ix(f"customer_spikes_{window_label(w)}"))
-                             for w in fs.spike_windows)  # fmt: skip
+        }
+        self._usual = (
+            fs.usual_window * _MS,
+            ix("customer_amount_to_usual"),
+            ix("customer_amount_to_prev_max"),
+        )
+        self._spikes = tuple(
+            (w * _MS, ix(f"customer_spikes_{window_label(w)}")) for w in fs.spike_windows
+        )
         self._fraud = {
             e: tuple(
-                (w * _MS, ix(f"{e}_delayed_count_{window_label(w)}"),
-                 ix(f"{e}_known_frauds_{window_label(w)}"), ix(f"{e}_fraud_rate_{window_label(w)}"))
+                (
+                    w * _MS,
+                    ix(f"{e}_delayed_count_{window_label(w)}"),
+                    ix(f"{e}_known_frauds_{window_label(w)}"),
+                    ix(f"{e}_fraud_rate_{window_label(w)}"),
+                )
                 for w in fs.fraud_windows
             )
             for e in fs.fraud_entities
-        }  # fmt: skip
+        }
         self._fraud_back = max(fs.fraud_windows) * _MS if fs.fraud_windows else 0
-        self._fraud_age = {e: (ix(f"{e}_secs_since_last_fraud"), ix(f"{e}_secs_since_first_fraud"))
-                           for e in fs.fraud_entities} if fs.fraud_windows else {}  # fmt: skip
+        self._fraud_age = (
+            {
+                e: (ix(f"{e}_secs_since_last_fraud"), ix(f"{e}_secs_since_first_fraud"))
+                for e in fs.fraud_entities
+            }
+            if fs.fraud_windows
+            else {}
+        )
         has_dm = "customer_amount_to_delayed_mean" in fs.names
         self._delayed_mean = ix("customer_amount_to_delayed_mean") if has_dm else -1
         self._delay = fs.label_delay * _MS
@@ -83,9 +107,18 @@ class OnlineFeatures:
         ids = (customer, card, terminal)
         return [f"{e[:2]}:{ids[s]}" for e, s in zip(self._ents, self._slot, strict=True)]
 
-    def compute(self, t: int, amount: float, customer: str, card: str, terminal: str,
-                out, record: bool = True, label_known_ms: int | None = None,
-                transaction_id: str | None = None) -> int:  # fmt: skip
+    def compute(
+        self,
+        t: int,
+        amount: float,
+        customer: str,
+        card: str,
+        terminal: str,
+        out,
+        record: bool = True,
+        label_known_ms: int | None = None,
+        transaction_id: str | None = None,
+    ) -> int:
         """Fill `out` with the features of a payment at `t` ms; return the `unseen` bit mask.
 
         `record=False` leaves the state as it was (a what-if score). `label_known_ms` (replay
@@ -216,8 +249,9 @@ class OnlineFeatures:
             if added_terminal is not None:
                 st.terminals.discard(added_terminal)
 
-    def add_fraud_label(self, customer: str, terminal: str, known_ms: int,
-                        tx_ms: int | None = None) -> None:  # fmt: skip
+    def add_fraud_label(
+        self, customer: str, terminal: str, known_ms: int, tx_ms: int | None = None
+    ) -> None:
         """File a confirmed fraud (payment made at `tx_ms`, default `known_ms`): it counts in the
         customer's and terminal's risk from `known_ms`."""
         ids = {"customer": customer, "terminal": terminal}
@@ -230,16 +264,29 @@ class OnlineFeatures:
             items[k] = st
         self.store.online_write_batch(items)
 
-    def replay(self, t_ms: Sequence[int], amount: Sequence[float], customer: Sequence[str],
-               card: Sequence[str], terminal: Sequence[str],
-               label_known_ms: Sequence[int | None] | None = None) -> np.ndarray:  # fmt: skip
+    def replay(
+        self,
+        t_ms: Sequence[int],
+        amount: Sequence[float],
+        customer: Sequence[str],
+        card: Sequence[str],
+        terminal: Sequence[str],
+        label_known_ms: Sequence[int | None] | None = None,
+    ) -> np.ndarray:
         """Feed a time-ordered stream through `compute`; returns the feature matrix (stream order)."""
         n = len(t_ms)
         X = np.empty((n, self.fs.n_features), dtype="float64")
         buf = [0.0] * self.fs.n_features
         for i in range(n):
             lk = None if label_known_ms is None else label_known_ms[i]
-            self.compute(int(t_ms[i]), float(amount[i]), customer[i], card[i], terminal[i], buf,
-                         label_known_ms=lk)  # fmt: skip
+            self.compute(
+                int(t_ms[i]),
+                float(amount[i]),
+                customer[i],
+                card[i],
+                terminal[i],
+                buf,
+                label_known_ms=lk,
+            )
             X[i] = buf
         return X

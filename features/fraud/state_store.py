@@ -21,8 +21,16 @@ from shopml.errors import DataError
 class EntityState:
     """Recent history of one key, trimmed to the feature horizon as new payments arrive."""
 
-    __slots__ = ("times", "amounts", "spikes", "newpair", "frauds", "fraud_tx", "terminals",
-                 "last_ms")  # fmt: skip
+    __slots__ = (
+        "times",
+        "amounts",
+        "spikes",
+        "newpair",
+        "frauds",
+        "fraud_tx",
+        "terminals",
+        "last_ms",
+    )
 
     def __init__(self) -> None:
         self.times: list[int] = []  # payment times (ms), ascending
@@ -51,12 +59,27 @@ class EntityState:
 
     def to_bytes(self) -> bytes:
         terms = "\x1f".join(self.terminals).encode() if self.terminals else b""
-        head = self._HEAD.pack(self.VERSION, self.last_ms, len(self.times), len(self.spikes),
-                               len(self.newpair), len(self.frauds), len(terms))  # fmt: skip
-        return b"".join((head, array("q", self.times).tobytes(), array("d", self.amounts).tobytes(),
-                         bytes(self.spikes), bytes(self.newpair),
-                         array("q", self.frauds).tobytes(), array("q", self.fraud_tx).tobytes(),
-                         terms))  # fmt: skip
+        head = self._HEAD.pack(
+            self.VERSION,
+            self.last_ms,
+            len(self.times),
+            len(self.spikes),
+            len(self.newpair),
+            len(self.frauds),
+            len(terms),
+        )
+        return b"".join(
+            (
+                head,
+                array("q", self.times).tobytes(),
+                array("d", self.amounts).tobytes(),
+                bytes(self.spikes),
+                bytes(self.newpair),
+                array("q", self.frauds).tobytes(),
+                array("q", self.fraud_tx).tobytes(),
+                terms,
+            )
+        )
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> EntityState:
@@ -120,8 +143,9 @@ class InMemoryStateStore:
         get = self._data.get
         return [get(k) for k in keys]
 
-    def online_write_batch(self, items: Mapping[str, EntityState],
-                           payment: tuple[str, str, str, int] | None = None) -> None:  # fmt: skip
+    def online_write_batch(
+        self, items: Mapping[str, EntityState], payment: tuple[str, str, str, int] | None = None
+    ) -> None:
         self._data.update(items)
         if payment is not None:
             pays = self._payments
@@ -146,8 +170,13 @@ class RedisStateStore:
     cannot grow without bound; concurrent writers of the same key follow last-writer-wins.
     """
 
-    def __init__(self, url: str = "redis://localhost:6379/0", prefix: str = "shopml:fraud:",
-                 ttl_seconds: int | None = 400 * 86400, client=None):  # fmt: skip
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        prefix: str = "shopml:fraud:",
+        ttl_seconds: int | None = 400 * 86400,
+        client=None,
+    ):
         if client is None:
             import redis
 
@@ -161,8 +190,9 @@ class RedisStateStore:
         blobs = self.client.mget([p + k for k in keys])
         return [None if b is None else EntityState.from_bytes(b) for b in blobs]
 
-    def online_write_batch(self, items: Mapping[str, EntityState],
-                           payment: tuple[str, str, str, int] | None = None) -> None:  # fmt: skip
+    def online_write_batch(
+        self, items: Mapping[str, EntityState], payment: tuple[str, str, str, int] | None = None
+    ) -> None:
         if not items and payment is None:
             return
         p = self.prefix

@@ -63,33 +63,53 @@ def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Stor
     spec = cfg.spec()
     days = spec.days
     # One independent stream per part, so changing one part leaves the others' draws unchanged.
-    rngs = dict(zip(_STREAMS, (np.random.default_rng(s) for s in
-                               np.random.SeedSequence(cfg.seed).spawn(len(_STREAMS))), strict=True))  # fmt: skip
+    rngs = dict(
+        zip(
+            _STREAMS,
+            (
+                np.random.default_rng(s)
+                for s in np.random.SeedSequence(cfg.seed).spawn(len(_STREAMS))
+            ),
+            strict=True,
+        )
+    )
     t0_ns = int(np.datetime64(cfg.start, "ns").astype("int64"))
     end_ns = t0_ns + days * NS_PER_DAY
     stages = _Stages(progress)
 
     with stages.stage("catalog"):
-        catalog = make_catalog(rngs["catalog"], spec.products, spec.categories, days,
-                               cfg.zipf_exponent)  # fmt: skip
-        promos = make_promotions(rngs["promotions"], catalog, days, cfg.promo_share,
-                                 cfg.promo_elasticity)  # fmt: skip
+        catalog = make_catalog(
+            rngs["catalog"], spec.products, spec.categories, days, cfg.zipf_exponent
+        )
+        promos = make_promotions(
+            rngs["promotions"], catalog, days, cfg.promo_share, cfg.promo_elasticity
+        )
         base = day_intensity(cfg.start, days, cfg.yearly_growth)
         day_weights = base * (1.0 + promos.mass)  # promotions bring extra traffic
         day_weights /= base.mean()
     with stages.stage("customers"):
         segments = make_segments(rngs["customers"], catalog, spec.segments)
-        customers = make_customers(rngs["customers"], catalog, segments, spec.customers,
-                                   cfg.start, days, base)  # fmt: skip
+        customers = make_customers(
+            rngs["customers"], catalog, segments, spec.customers, cfg.start, days, base
+        )
     with stages.stage("sessions"):
         sampler = ProductSampler(catalog, customers, segments, promos)
-        events = simulate_sessions(rngs["sessions"], t0_ns, days, spec.sessions_per_customer_day,
-                                   day_weights, sampler)  # fmt: skip
+        events = simulate_sessions(
+            rngs["sessions"], t0_ns, days, spec.sessions_per_customer_day, day_weights, sampler
+        )
     with stages.stage("orders"):
-        orders = make_orders(rngs["orders"], events, sampler, t0_ns, days, day_weights,
-                             cfg.guest_order_share)  # fmt: skip
-        order_lines = order_lines_frame(rngs["returns"], orders, customers.ids, customers.country,
-                                        catalog.ids, end_ns, cfg.return_rate)  # fmt: skip
+        orders = make_orders(
+            rngs["orders"], events, sampler, t0_ns, days, day_weights, cfg.guest_order_share
+        )
+        order_lines = order_lines_frame(
+            rngs["returns"],
+            orders,
+            customers.ids,
+            customers.country,
+            catalog.ids,
+            end_ns,
+            cfg.return_rate,
+        )
     with stages.stage("payments"):
         payments = make_payments(rngs["payments"], cfg, spec, customers, orders, t0_ns)
     with stages.stage("tables"):

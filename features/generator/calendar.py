@@ -14,9 +14,33 @@ WEEKDAY_FACTOR = np.array([1.15, 1.0, 0.95, 0.95, 0.88, 0.78, 1.3])
 
 # Share of sessions starting in each hour (UTC): low at night, lunch bump, evening peak.
 HOUR_WEIGHTS = np.array(
-    [0.8, 0.5, 0.3, 0.2, 0.2, 0.3, 0.6, 1.2, 2.0, 2.6, 3.0, 3.3,
-     3.8, 3.6, 3.2, 3.1, 3.2, 3.6, 4.2, 5.0, 5.6, 5.4, 4.0, 2.0]
-)  # fmt: skip
+    [
+        0.8,
+        0.5,
+        0.3,
+        0.2,
+        0.2,
+        0.3,
+        0.6,
+        1.2,
+        2.0,
+        2.6,
+        3.0,
+        3.3,
+        3.8,
+        3.6,
+        3.2,
+        3.1,
+        3.2,
+        3.6,
+        4.2,
+        5.0,
+        5.6,
+        5.4,
+        4.0,
+        2.0,
+    ]
+)
 HOUR_WEIGHTS = HOUR_WEIGHTS / HOUR_WEIGHTS.sum()
 
 

@@ -45,10 +45,28 @@ CATEGORIES: tuple[tuple[str, float, bool, tuple[str, ...]], ...] = (
     ("Seasonal", 12.0, False, ("Ornament", "Advent Calendar", "Wreath", "Stocking")),
 )
 ADJECTIVES = np.array(
-    ["Classic", "Deluxe", "Eco", "Mini", "Vintage", "Modern", "Organic", "Handmade", "Premium",
-     "Travel", "Family", "Nordic", "Rustic", "Smart", "Everyday", "Luxury", "Bright", "Cosy"],
+    [
+        "Classic",
+        "Deluxe",
+        "Eco",
+        "Mini",
+        "Vintage",
+        "Modern",
+        "Organic",
+        "Handmade",
+        "Premium",
+        "Travel",
+        "Family",
+        "Nordic",
+        "Rustic",
+        "Smart",
+        "Everyday",
+        "Luxury",
+        "Bright",
+        "Cosy",
+    ],
     dtype=object,
-)  # fmt: skip
+)
 BUNDLE_SIZE = 5
 SHELF_LIFE_DAYS = 3 * 365
 
@@ -128,8 +146,10 @@ def make_catalog(
 
     nouns = [np.array(c[3], dtype=object) for c in cats]
     noun_pick = rng.integers(0, 1 << 30, n_products)
-    noun = np.array([nouns[c][k % nouns[c].size] for c, k in zip(category, noun_pick, strict=True)],
-                    dtype=object)  # fmt: skip
+    noun = np.array(
+        [nouns[c][k % nouns[c].size] for c, k in zip(category, noun_pick, strict=True)],
+        dtype=object,
+    )
     names = ADJECTIVES[rng.integers(0, ADJECTIVES.size, n_products)] + " " + noun
 
     # Bundles: small groups inside a category that are bought together.

@@ -58,8 +58,9 @@ def make_orders(
     nobody = np.zeros(gl_order.size, dtype=np.int64)
     head = pick_products(rng, sampler, src, nobody, gl_day)
     head_of_order = head[np.repeat(np.cumsum(g_lines) - g_lines, g_lines)]
-    mate = pick_products(rng, sampler, np.full(gl_order.size, 4), nobody, gl_day,
-                         anchor=np.maximum(head_of_order, 0))  # fmt: skip
+    mate = pick_products(
+        rng, sampler, np.full(gl_order.size, 4), nobody, gl_day, anchor=np.maximum(head_of_order, 0)
+    )
     gl_prod = np.where(first | (rng.random(gl_order.size) < 0.5), head, mate)
     ok = gl_prod >= 0
     gl_order, gl_prod, gl_day = gl_order[ok], gl_prod[ok], gl_day[ok]
@@ -102,8 +103,11 @@ def order_lines_frame(
     n = orders.order.size
     back = np.flatnonzero(rng.random(n) < return_rate)
     cancel = rng.random(back.size) < CANCEL_SHARE
-    delay_s = np.where(cancel, rng.integers(600, 86_400, back.size),
-                       rng.integers(3 * 86_400, 30 * 86_400, back.size))  # fmt: skip
+    delay_s = np.where(
+        cancel,
+        rng.integers(600, 86_400, back.size),
+        rng.integers(3 * 86_400, 30 * 86_400, back.size),
+    )
     r_ts = orders.ts[back] + delay_s * NS_PER_SECOND
     back, r_ts = back[r_ts < end_ns], r_ts[r_ts < end_ns]
 

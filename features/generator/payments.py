@@ -51,8 +51,9 @@ def make_payments(
     mean_amount = rng.uniform(5.0, 100.0, n_c)
     tx_rate = rng.uniform(0.0, 2.0 * spec.card_tx_per_customer_day, n_c)
     home = rng.integers(0, n_term, n_c)
-    usual = (home[:, None] + rng.integers(-NEIGHBOURHOOD, NEIGHBOURHOOD + 1,
-                                          (n_c, USUAL_TERMINALS))) % n_term  # fmt: skip
+    usual = (
+        home[:, None] + rng.integers(-NEIGHBOURHOOD, NEIGHBOURHOOD + 1, (n_c, USUAL_TERMINALS))
+    ) % n_term
 
     def pick_card(cust: np.ndarray) -> np.ndarray:
         second = (n_cards[cust] == 2) & (rng.random(cust.size) > PRIMARY_CARD_USE)
@@ -69,8 +70,10 @@ def make_payments(
         np.int64
     )
     secs = np.clip(rng.normal(43_200, 18_000, g_cust.size), 0, 86_399).astype(np.int64)
-    g_ts = np.maximum(t0_ns + g_day * NS_PER_DAY + secs * NS_PER_SECOND,
-                      customers.signup_ns[g_cust] + NS_PER_SECOND)  # fmt: skip
+    g_ts = np.maximum(
+        t0_ns + g_day * NS_PER_DAY + secs * NS_PER_SECOND,
+        customers.signup_ns[g_cust] + NS_PER_SECOND,
+    )
     m = mean_amount[g_cust]
     g_amt = rng.normal(m, m / 2.0)
     g_amt = np.where(g_amt < 0, rng.uniform(0, 2 * m), g_amt)

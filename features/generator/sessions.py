@@ -55,8 +55,9 @@ class Events:
 class ProductSampler:
     """The ways of picking a product, each vectorised over rows."""
 
-    def __init__(self, catalog: Catalog, customers: Customers, segments: Segments,
-                 promos: Promotions):  # fmt: skip
+    def __init__(
+        self, catalog: Catalog, customers: Customers, segments: Segments, promos: Promotions
+    ):
         self.catalog = catalog
         self.customers = customers
         self.segments = segments
@@ -84,8 +85,14 @@ class ProductSampler:
         return c.bundle_members[c.bundle_start[b] + k]
 
 
-def pick_products(rng, sampler: ProductSampler, source: np.ndarray, customer: np.ndarray,
-                  day: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+def pick_products(
+    rng,
+    sampler: ProductSampler,
+    source: np.ndarray,
+    customer: np.ndarray,
+    day: np.ndarray,
+    anchor: np.ndarray | None = None,
+) -> np.ndarray:
     """Product per row from its source (0 favourite, 1 segment, 2 best-seller, 3 promo, 4 bundle).
 
     Products not on sale that day are redrawn a few times; rows still invalid get -1.
@@ -203,10 +210,13 @@ def simulate_sessions(
     b_rows = np.flatnonzero(bought)
     rows = np.concatenate([v_rows, c_rows, b_rows])
     ts = np.concatenate([view_t[v_rows] + v_k * view_step, cart_t[c_rows], buy_t[b_rows]])
-    event = np.concatenate([
-        np.full(v_rows.size, VIEW, np.int8), np.full(c_rows.size, CART, np.int8),
-        np.full(b_rows.size, PURCHASE, np.int8),
-    ])  # fmt: skip
+    event = np.concatenate(
+        [
+            np.full(v_rows.size, VIEW, np.int8),
+            np.full(c_rows.size, CART, np.int8),
+            np.full(b_rows.size, PURCHASE, np.int8),
+        ]
+    )
     quantity = np.concatenate([np.ones(v_rows.size, np.int64), qty[c_rows], qty[b_rows]])
     order = np.argsort(ts)
     rows, ts, event, quantity = rows[order], ts[order], event[order], quantity[order]

@@ -24,8 +24,9 @@ def find(folder: Path, table: str) -> Path | None:
     """The one file holding `table` in `folder`, or None; two candidates are an error."""
     found = [folder / f"{table}{s}" for s in SUFFIXES if (folder / f"{table}{s}").is_file()]
     if len(found) > 1:
-        raise DataError(f"files: table '{table}' is in several files {[f.name for f in found]}; "
-                        f"keep one")  # fmt: skip
+        raise DataError(
+            f"files: table '{table}' is in several files {[f.name for f in found]}; keep one"
+        )
     return found[0] if found else None
 
 
@@ -55,8 +56,10 @@ def load(
     located = {t: find(folder, t) for t in tables or TABLES}
     absent = [t for t, file in located.items() if file is None]
     if tables is not None and absent:
-        raise DataError(f"files: table(s) {absent} not found in {folder} (expected "
-                        f"<table>{' or <table>'.join(SUFFIXES)})")  # fmt: skip
+        raise DataError(
+            f"files: table(s) {absent} not found in {folder} (expected "
+            f"<table>{' or <table>'.join(SUFFIXES)})"
+        )
     found: dict[str, pd.DataFrame] = {}
     for table, file in located.items():
         if file is None:
@@ -67,8 +70,10 @@ def load(
         except DataError as err:
             raise DataError(f"{file}: {err}") from err
     if not found:
-        raise DataError(f"files: {folder} holds no table file; name them <table>.parquet, "
-                        f"<table>.csv or <table>.csv.gz with table in {list(TABLES)}")  # fmt: skip
+        raise DataError(
+            f"files: {folder} holds no table file; name them <table>.parquet, "
+            f"<table>.csv or <table>.csv.gz with table in {list(TABLES)}"
+        )
     return Store(**found, name=name or folder.name)
 
 

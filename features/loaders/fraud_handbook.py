@@ -19,9 +19,14 @@ from shopml.errors import DataError
 
 DEFAULT = "fraud-handbook-simulated/transactions.parquet"
 COLUMNS = (
-    "TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD",
+    "TRANSACTION_ID",
+    "TX_DATETIME",
+    "CUSTOMER_ID",
+    "TERMINAL_ID",
+    "TX_AMOUNT",
+    "TX_FRAUD",
     "TX_FRAUD_SCENARIO",
-)  # fmt: skip
+)
 N_PAYMENTS, N_FRAUDS = 1_754_155, 14_681
 
 

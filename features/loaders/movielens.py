@@ -18,10 +18,26 @@ from shopml.errors import DataError
 
 DEFAULT = "movielens-100k"
 GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 N_RATINGS, N_USERS, N_ITEMS = 100_000, 943, 1_682
 
 
@@ -59,9 +75,13 @@ def _items(file: Path) -> pd.DataFrame:
     names = ["item", "title", "release", "video_release", "url", *GENRES]
     try:
         raw = pd.read_csv(
-            file, sep="|", header=None, names=names, encoding="latin-1",
+            file,
+            sep="|",
+            header=None,
+            names=names,
+            encoding="latin-1",
             dtype={"item": "int64", "title": str, **dict.fromkeys(GENRES, "int64")},
-        )  # fmt: skip
+        )
     except (ValueError, pd.errors.ParserError) as err:
         raise DataError(
             f"movielens: {file} is not the u.item format ({len(names)} '|' fields per line): {err}"

@@ -37,6 +37,12 @@ def load_forecaster(path) -> Forecaster:
 
 
 __all__ = [
-    "FORECASTERS", "OUTPUT_COLUMNS", "Forecaster", "LightGBMForecaster", "MovingAverage",
-    "SeasonalNaive", "load_forecaster", "make_forecaster",
-]  # fmt: skip
+    "FORECASTERS",
+    "OUTPUT_COLUMNS",
+    "Forecaster",
+    "LightGBMForecaster",
+    "MovingAverage",
+    "SeasonalNaive",
+    "load_forecaster",
+    "make_forecaster",
+]

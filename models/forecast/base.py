@@ -51,9 +51,11 @@ def save_panel(panel: DemandPanel, path: Path) -> None:
         product_ids=np.array([str(p) for p in panel.product_ids], dtype=str),
         categories=np.array([str(c) for c in panel.categories], dtype=str),
         dates=panel.dates.values.astype("datetime64[D]").astype(np.int64),
-        units=panel.units, price=panel.price, open_days=panel.open_days,
+        units=panel.units,
+        price=panel.price,
+        open_days=panel.open_days,
         **({} if panel.orders is None else {"orders": panel.orders}),
-    )  # fmt: skip
+    )
     meta = {"closed_weekdays": list(panel.closed_weekdays), "country": panel.country}
     (path / "panel.json").write_text(json.dumps(meta))
 
@@ -64,10 +66,16 @@ def load_panel(path: Path) -> DemandPanel:
     meta = json.loads((path / "panel.json").read_text())
     dates = pd.DatetimeIndex(arrays["dates"].astype("datetime64[D]").astype("datetime64[ns]"))
     return DemandPanel(
-        arrays["product_ids"].astype(object), arrays["categories"].astype(object), dates,
-        arrays["units"], arrays["price"], arrays["open_days"], tuple(meta["closed_weekdays"]),
-        meta["country"], arrays.get("orders"),
-    )  # fmt: skip
+        arrays["product_ids"].astype(object),
+        arrays["categories"].astype(object),
+        dates,
+        arrays["units"],
+        arrays["price"],
+        arrays["open_days"],
+        tuple(meta["closed_weekdays"]),
+        meta["country"],
+        arrays.get("orders"),
+    )
 
 
 def empirical_band(panel: DemandPanel, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,12 +114,16 @@ def assemble(
     closed = ~open_
     lo[:, closed] = mid[:, closed] = hi[:, closed] = 0.0
     flag[:, closed] = FLAG_CLOSED
-    return pd.DataFrame({
-        "product_id": np.repeat(panel.product_ids[rows], horizon),
-        "date": np.tile(dates.values, n),
-        "p10": lo.ravel(), "p50": mid.ravel(), "p90": hi.ravel(),
-        "flag": flag.ravel(),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "product_id": np.repeat(panel.product_ids[rows], horizon),
+            "date": np.tile(dates.values, n),
+            "p10": lo.ravel(),
+            "p50": mid.ravel(),
+            "p90": hi.ravel(),
+            "flag": flag.ravel(),
+        }
+    )
 
 
 class Forecaster(ABC):

@@ -155,8 +155,15 @@ class LightGBMForecaster(Forecaster):
             y = y / scale
             w = w * scale
         cats = [i for i, n in enumerate(feature_names()) if n in CATEGORICAL]
-        ds = lgb.Dataset(X, y, weight=w, feature_name=feature_names(), categorical_feature=cats,
-                         free_raw_data=True, params={"max_bin": 63, "verbosity": -1})  # fmt: skip
+        ds = lgb.Dataset(
+            X,
+            y,
+            weight=w,
+            feature_name=feature_names(),
+            categorical_feature=cats,
+            free_raw_data=True,
+            params={"max_bin": 63, "verbosity": -1},
+        )
         return lgb.train(self._lgb_params(), ds, num_boost_round=self.n_estimators)
 
     def fit(self, panel) -> LightGBMForecaster:
@@ -197,8 +204,9 @@ class LightGBMForecaster(Forecaster):
         ok = ~np.isnan(y) & alive
         mu, y, spread = np.maximum(mu[ok], 1e-6), y[ok], _spread(X[ok])
         self.calibration_points_ = {"mean": mu, "actual": y, "spread": spread}
-        return fit_ratio_calibration(mu, y, spread, self.calibration_bins, self.point,
-                                     self.bias_correction, self.bias_clip)  # fmt: skip
+        return fit_ratio_calibration(
+            mu, y, spread, self.calibration_bins, self.point, self.bias_correction, self.bias_clip
+        )
 
     # -- inference ----------------------------------------------------------------------------
     def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
@@ -246,8 +254,10 @@ class LightGBMForecaster(Forecaster):
         path = Path(path)
         meta = json.loads((path / "forecaster.json").read_text())
         if meta.get("feature_names") != feature_names():
-            raise DataError(f"saved model at {path} has features {meta.get('feature_names')}, "
-                            f"this code builds {feature_names()}")  # fmt: skip
+            raise DataError(
+                f"saved model at {path} has features {meta.get('feature_names')}, "
+                f"this code builds {feature_names()}"
+            )
         model = cls(**meta["params"])
         model.calibration_ = meta["calibration"]
         model.product_index_ = meta["product_index"]
@@ -264,10 +274,16 @@ class _TruncatedState:
         self._s = state
         p = state.panel
         self.panel = DemandPanel(
-            p.product_ids, p.categories, p.dates[: last + 1], p.units[:, : last + 1],
-            p.price[:, : last + 1], p.open_days[: last + 1], p.closed_weekdays, p.country,
+            p.product_ids,
+            p.categories,
+            p.dates[: last + 1],
+            p.units[:, : last + 1],
+            p.price[:, : last + 1],
+            p.open_days[: last + 1],
+            p.closed_weekdays,
+            p.country,
             None if p.orders is None else p.orders[:, : last + 1],
-        )  # fmt: skip
+        )
         self.first = state.first
 
     def rows(self, t, horizon, dates):
@@ -293,9 +309,16 @@ def _spread(X: np.ndarray) -> np.ndarray:
 
 
 def default_calibration() -> dict:
-    return {"taus": list(TAUS), "mean_edges": [], "spread_edges": [], "point": "mean",
-            "point_tau": None, "bias": 1.0, "band": [0.1, 0.9],
-            "ratios": [[list(np.linspace(0.0, 2.0, len(TAUS)))]]}  # fmt: skip
+    return {
+        "taus": list(TAUS),
+        "mean_edges": [],
+        "spread_edges": [],
+        "point": "mean",
+        "point_tau": None,
+        "bias": 1.0,
+        "band": [0.1, 0.9],
+        "ratios": [[list(np.linspace(0.0, 2.0, len(TAUS)))]],
+    }
 
 
 def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip) -> dict:
@@ -335,9 +358,16 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
         if np.mean((y >= lo) & (y <= hi)) >= 0.8:
             band = [float(taus[lo_k]), float(taus[hi_k])]
             break
-    cal = {"taus": taus.tolist(), "mean_edges": mean_edges.tolist(),
-           "spread_edges": spread_edges.tolist(), "ratios": ratios.tolist(),
-           "bias": bias, "point": point, "point_tau": None, "band": band}  # fmt: skip
+    cal = {
+        "taus": taus.tolist(),
+        "mean_edges": mean_edges.tolist(),
+        "spread_edges": spread_edges.tolist(),
+        "ratios": ratios.tolist(),
+        "bias": bias,
+        "point": point,
+        "point_tau": None,
+        "band": band,
+    }
     if point == "unbiased":
         k = int(np.clip(np.searchsorted(q.sum(axis=0), y.sum()), 0, len(taus) - 1))
         cal["point_tau"] = float(taus[k])

@@ -18,8 +18,9 @@ META_FILE = "baseline.json"
 class LogisticBaseline:
     """`StandardScaler` + `LogisticRegression` (scikit-learn defaults, as in the handbook)."""
 
-    def __init__(self, feature_names=None, *, C: float = 1.0, max_iter: int = 1000,
-                 random_state: int = 0):  # fmt: skip
+    def __init__(
+        self, feature_names=None, *, C: float = 1.0, max_iter: int = 1000, random_state: int = 0
+    ):
         self.feature_names = feature_names
         self.C = C
         self.max_iter = max_iter
@@ -71,19 +72,30 @@ class LogisticBaseline:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"kind": "LogisticBaseline", "C": self.C, "max_iter": self.max_iter,
-                "random_state": self.random_state, "feature_names": self.feature_names_,
-                "fill": self.fill_.tolist(), "mean": self.mean_.tolist(),
-                "scale": self.scale_.tolist(), "coef": self.coef_.tolist(),
-                "intercept": self.intercept_}  # fmt: skip
+        meta = {
+            "kind": "LogisticBaseline",
+            "C": self.C,
+            "max_iter": self.max_iter,
+            "random_state": self.random_state,
+            "feature_names": self.feature_names_,
+            "fill": self.fill_.tolist(),
+            "mean": self.mean_.tolist(),
+            "scale": self.scale_.tolist(),
+            "coef": self.coef_.tolist(),
+            "intercept": self.intercept_,
+        }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> LogisticBaseline:
         meta = json.loads((Path(path) / META_FILE).read_text())
-        m = cls(meta["feature_names"], C=meta["C"], max_iter=meta["max_iter"],
-                random_state=meta["random_state"])  # fmt: skip
+        m = cls(
+            meta["feature_names"],
+            C=meta["C"],
+            max_iter=meta["max_iter"],
+            random_state=meta["random_state"],
+        )
         m.feature_names_ = meta["feature_names"]
         m.n_features_in_ = len(meta["coef"])
         for k in ("fill", "mean", "scale", "coef"):

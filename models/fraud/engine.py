@@ -48,10 +48,15 @@ class FraudDecision:
     degraded_reason: str | None = None
 
     def to_dict(self) -> dict:
-        return {"transaction_id": self.transaction_id, "probability": self.probability,
-                "risk_score": self.risk_score, "decision": self.decision,
-                "reasons": [r.to_dict() for r in self.reasons], "degraded": self.degraded,
-                "degraded_reason": self.degraded_reason}  # fmt: skip
+        return {
+            "transaction_id": self.transaction_id,
+            "probability": self.probability,
+            "risk_score": self.risk_score,
+            "decision": self.decision,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "degraded": self.degraded,
+            "degraded_reason": self.degraded_reason,
+        }
 
 
 @dataclass
@@ -119,18 +124,27 @@ def validate_payment(payment: Mapping) -> tuple[str, int, float, str, str, str]:
         raise DataError(f"payment.amount: must be a finite number >= 0, got {amount}")
     currency = payment.get("currency", "EUR")
     if currency not in _CURRENCIES:
-        raise DataError(f"payment.currency: unknown currency {currency!r}; expected one of "
-                        f"{', '.join(CURRENCIES)}")  # fmt: skip
+        raise DataError(
+            f"payment.currency: unknown currency {currency!r}; expected one of "
+            f"{', '.join(CURRENCIES)}"
+        )
     return tx, to_ms(payment.get("timestamp")), amount, customer, card, terminal
 
 
 class FraudEngine:
     """Features online state + scorer + rules + policy behind `score(payment)`."""
 
-    def __init__(self, scorer: FraudScorer, feature_set: FeatureSet | None = None,
-                 store: StateStore | None = None, policy: DecisionPolicy | None = None,
-                 rules: RuleLayer | None = None, explain: str = "auto", top_reasons: int = 3,
-                 labels_dir: str | Path | None = None):  # fmt: skip
+    def __init__(
+        self,
+        scorer: FraudScorer,
+        feature_set: FeatureSet | None = None,
+        store: StateStore | None = None,
+        policy: DecisionPolicy | None = None,
+        rules: RuleLayer | None = None,
+        explain: str = "auto",
+        top_reasons: int = 3,
+        labels_dir: str | Path | None = None,
+    ):
         self.scorer = scorer
         self.feature_set = feature_set or FeatureSet()
         if list(scorer.feature_names_) != list(self.feature_set.names):
@@ -158,13 +172,22 @@ class FraudEngine:
         tx, t, amount, customer, card, terminal = validate_payment(payment)
         return self.score_fields(tx, t, amount, customer, card, terminal, record)
 
-    def score_fields(self, tx: str, t: int, amount: float, customer: str, card: str,
-                     terminal: str, record: bool = True) -> FraudDecision:  # fmt: skip
+    def score_fields(
+        self,
+        tx: str,
+        t: int,
+        amount: float,
+        customer: str,
+        card: str,
+        terminal: str,
+        record: bool = True,
+    ) -> FraudDecision:
         x = self._x
         degraded_reason = None
         try:
-            unseen = self.features.compute(t, amount, customer, card, terminal, x, record=record,
-                                           transaction_id=tx)  # fmt: skip
+            unseen = self.features.compute(
+                t, amount, customer, card, terminal, x, record=record, transaction_id=tx
+            )
         except DataError:
             raise
         except Exception as err:  # noqa: BLE001 - any store failure degrades, never fails checkout
@@ -183,8 +206,15 @@ class FraudEngine:
             reasons.extend(r for e, r in _UNSEEN_REASONS.items() if unseen & UNSEEN[e])
         if degraded_reason:
             reasons.append(Reason("degraded", degraded_reason))
-        return FraudDecision(tx, p, int(round(p * 1000)), decision, tuple(reasons),
-                             degraded_reason is not None, degraded_reason)  # fmt: skip
+        return FraudDecision(
+            tx,
+            p,
+            int(round(p * 1000)),
+            decision,
+            tuple(reasons),
+            degraded_reason is not None,
+            degraded_reason,
+        )
 
     def predict_frame(self, payments: pd.DataFrame) -> pd.DataFrame:
         """Score a frame of raw payments in time order without recording them (generic use)."""
@@ -205,28 +235,43 @@ class FraudEngine:
         """Scorer files + `engine.json` (feature set and its version, policy, rules)."""
         path = Path(path)
         self.scorer.save(path)
-        meta = {"feature_set": self.feature_set.to_dict(),
-                "feature_version": self.feature_set.version,
-                "policy": self.policy.to_dict(), "rules": self.rules.to_dict(),
-                "explain": self.explain, "top_reasons": self.top_reasons}  # fmt: skip
+        meta = {
+            "feature_set": self.feature_set.to_dict(),
+            "feature_version": self.feature_set.version,
+            "policy": self.policy.to_dict(),
+            "rules": self.rules.to_dict(),
+            "explain": self.explain,
+            "top_reasons": self.top_reasons,
+        }
         (path / ENGINE_FILE).write_text(json.dumps(meta, indent=2))
         return path
 
     @classmethod
-    def load(cls, path: str | Path, store: StateStore | None = None,
-             labels_dir: str | Path | None = None) -> FraudEngine:  # fmt: skip
+    def load(
+        cls, path: str | Path, store: StateStore | None = None, labels_dir: str | Path | None = None
+    ) -> FraudEngine:
         path = Path(path)
         if not (path / ENGINE_FILE).is_file():
             raise DataError(f"{path} holds no saved FraudEngine ({ENGINE_FILE} missing)")
         meta = json.loads((path / ENGINE_FILE).read_text())
         fs = FeatureSet.from_dict(meta["feature_set"])
-        return cls(FraudScorer.load(path), fs, store, DecisionPolicy(**meta["policy"]),
-                   RuleLayer.from_dict(meta["rules"]), meta.get("explain", "auto"),
-                   meta.get("top_reasons", 3), labels_dir)  # fmt: skip
+        return cls(
+            FraudScorer.load(path),
+            fs,
+            store,
+            DecisionPolicy(**meta["policy"]),
+            RuleLayer.from_dict(meta["rules"]),
+            meta.get("explain", "auto"),
+            meta.get("top_reasons", 3),
+            labels_dir,
+        )
 
 
-def ingest_labels(labels: Iterable[Mapping] | pd.DataFrame, features: OnlineFeatures,
-                  labels_dir: str | Path | None = None) -> LabelReport:  # fmt: skip
+def ingest_labels(
+    labels: Iterable[Mapping] | pd.DataFrame,
+    features: OnlineFeatures,
+    labels_dir: str | Path | None = None,
+) -> LabelReport:
     """Late labels (transaction_id, is_fraud, [label_time], [customer_id, terminal_id]).
 
     Frauds count in the online customer and terminal risk from their label time (default now);
@@ -246,8 +291,9 @@ def ingest_labels(labels: Iterable[Mapping] | pd.DataFrame, features: OnlineFeat
         lt = row.get("label_time")
         missing = lt is None or lt is pd.NaT or (isinstance(lt, float) and math.isnan(lt))
         known = now if missing else to_ms(lt, "label_time")
-        stored.append({"transaction_id": tx, "is_fraud": bool(flag),
-                       "label_time": _EPOCH + known * _ONE_MS})  # fmt: skip
+        stored.append(
+            {"transaction_id": tx, "is_fraud": bool(flag), "label_time": _EPOCH + known * _ONE_MS}
+        )
         if not flag:
             continue
         tx_ms = None

@@ -66,8 +66,13 @@ class DecisionPolicy:
             out = np.where(p >= self.review_threshold, REVIEW, APPROVE).astype(object)
             out[p >= self.decline_threshold] = DECLINE
             return out
-        costs = np.stack([p * amount, self.review_cost + p * amount * (1 - self.review_recall),
-                          (1 - p) * amount * self.decline_cost_ratio])  # fmt: skip
+        costs = np.stack(
+            [
+                p * amount,
+                self.review_cost + p * amount * (1 - self.review_recall),
+                (1 - p) * amount * self.decline_cost_ratio,
+            ]
+        )
         return np.array(DECISIONS, dtype=object)[costs.argmin(axis=0)]
 
     def to_dict(self) -> dict:
@@ -100,26 +105,43 @@ class RuleLayer:
         if card in self.blocked_cards:
             hits.append(RuleHit(DECLINE, Reason("rule:blocked_card", "card is on the block list")))
         if terminal in self.blocked_terminals:
-            hits.append(RuleHit(DECLINE, Reason("rule:blocked_terminal",
-                                                "terminal is on the block list")))  # fmt: skip
+            hits.append(
+                RuleHit(DECLINE, Reason("rule:blocked_terminal", "terminal is on the block list"))
+            )
         if customer in self.blocked_customers:
-            hits.append(RuleHit(DECLINE, Reason("rule:blocked_customer",
-                                                "customer is on the block list")))  # fmt: skip
+            hits.append(
+                RuleHit(DECLINE, Reason("rule:blocked_customer", "customer is on the block list"))
+            )
         if self.max_amount is not None and amount > self.max_amount:
-            hits.append(RuleHit(DECLINE, Reason("rule:max_amount",
-                                                f"amount {amount:.2f} is above the hard limit "
-                                                f"{self.max_amount:.2f}")))  # fmt: skip
+            hits.append(
+                RuleHit(
+                    DECLINE,
+                    Reason(
+                        "rule:max_amount",
+                        f"amount {amount:.2f} is above the hard limit {self.max_amount:.2f}",
+                    ),
+                )
+            )
         elif self.review_amount is not None and amount > self.review_amount:
-            hits.append(RuleHit(REVIEW, Reason("rule:review_amount",
-                                               f"amount {amount:.2f} is above the review limit "
-                                               f"{self.review_amount:.2f}")))  # fmt: skip
+            hits.append(
+                RuleHit(
+                    REVIEW,
+                    Reason(
+                        "rule:review_amount",
+                        f"amount {amount:.2f} is above the review limit {self.review_amount:.2f}",
+                    ),
+                )
+            )
         return hits
 
     def to_dict(self) -> dict:
-        return {"blocked_cards": sorted(self.blocked_cards),
-                "blocked_terminals": sorted(self.blocked_terminals),
-                "blocked_customers": sorted(self.blocked_customers),
-                "max_amount": self.max_amount, "review_amount": self.review_amount}  # fmt: skip
+        return {
+            "blocked_cards": sorted(self.blocked_cards),
+            "blocked_terminals": sorted(self.blocked_terminals),
+            "blocked_customers": sorted(self.blocked_customers),
+            "max_amount": self.max_amount,
+            "review_amount": self.review_amount,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> RuleLayer:

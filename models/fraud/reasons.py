@@ -6,8 +6,12 @@ import math
 import re
 from dataclasses import dataclass
 
-_UNITS = {"h": ("hour", "hours"), "d": ("day", "days"), "m": ("minute", "minutes"),
-          "s": ("second", "seconds")}  # fmt: skip
+_UNITS = {
+    "h": ("hour", "hours"),
+    "d": ("day", "days"),
+    "m": ("minute", "minutes"),
+    "s": ("second", "seconds"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +50,45 @@ def _duration(secs: float) -> str:
 
 
 _PATTERNS: list[tuple[re.Pattern, object]] = [
-    (re.compile(r"^(\w+?)_count_(\w+)$"), lambda e, w, v: f"{_num(v)} payments by this {e} in the {_window(w)}"),
-    (re.compile(r"^(\w+?)_amount_mean_(\w+)$"), lambda e, w, v: f"average amount {_num(v)} for this {e} over the {_window(w)}"),
-    (re.compile(r"^(\w+?)_amount_max_(\w+)$"), lambda e, w, v: f"largest amount {_num(v)} for this {e} over the {_window(w)}"),
-    (re.compile(r"^(\w+?)_new_terminals_(\w+)$"), lambda e, w, v: f"{_num(v)} terminals used by this {e} for the first time in the {_window(w)}"),
-    (re.compile(r"^(\w+?)_delayed_count_(\w+)$"), lambda e, w, v: f"{_num(v)} payments of this {e} in the {_window(w)} before the label delay"),
-    (re.compile(r"^(\w+?)_known_frauds_(\w+)$"), lambda e, w, v: f"{_num(v)} confirmed frauds of this {e} reported in the {_window(w)}"),
-    (re.compile(r"^(\w+?)_fraud_rate_(\w+)$"), lambda e, w, v: f"{100 * v:.0f}% of this {e}'s payments in a {_window(w)[5:]} window (before the label delay) were fraud"),
-    (re.compile(r"^customer_spikes_(\w+)$"), lambda w, v: f"{_num(v)} unusually large payments by this customer in the {_window(w)}"),
-]  # fmt: skip
+    (
+        re.compile(r"^(\w+?)_count_(\w+)$"),
+        lambda e, w, v: f"{_num(v)} payments by this {e} in the {_window(w)}",
+    ),
+    (
+        re.compile(r"^(\w+?)_amount_mean_(\w+)$"),
+        lambda e, w, v: f"average amount {_num(v)} for this {e} over the {_window(w)}",
+    ),
+    (
+        re.compile(r"^(\w+?)_amount_max_(\w+)$"),
+        lambda e, w, v: f"largest amount {_num(v)} for this {e} over the {_window(w)}",
+    ),
+    (
+        re.compile(r"^(\w+?)_new_terminals_(\w+)$"),
+        lambda e,
+        w,
+        v: f"{_num(v)} terminals used by this {e} for the first time in the {_window(w)}",
+    ),
+    (
+        re.compile(r"^(\w+?)_delayed_count_(\w+)$"),
+        lambda e,
+        w,
+        v: f"{_num(v)} payments of this {e} in the {_window(w)} before the label delay",
+    ),
+    (
+        re.compile(r"^(\w+?)_known_frauds_(\w+)$"),
+        lambda e, w, v: f"{_num(v)} confirmed frauds of this {e} reported in the {_window(w)}",
+    ),
+    (
+        re.compile(r"^(\w+?)_fraud_rate_(\w+)$"),
+        lambda e,
+        w,
+        v: f"{100 * v:.0f}% of this {e}'s payments in a {_window(w)[5:]} window (before the label delay) were fraud",
+    ),
+    (
+        re.compile(r"^customer_spikes_(\w+)$"),
+        lambda w, v: f"{_num(v)} unusually large payments by this customer in the {_window(w)}",
+    ),
+]
 
 
 def describe(name: str, value: float) -> str:
@@ -90,8 +124,11 @@ def describe(name: str, value: float) -> str:
     m = re.match(r"^(\w+?)_new_terminal$", name)
     if m:
         e = m.group(1)
-        return (f"first payment of this {e} at this terminal" if value
-                else f"this {e} has paid at this terminal before")  # fmt: skip
+        return (
+            f"first payment of this {e} at this terminal"
+            if value
+            else f"this {e} has paid at this terminal before"
+        )
     m = re.match(r"^(\w+?)_terminals_ever$", name)
     if m:
         return f"this {m.group(1)} has used {_num(value)} different terminals"

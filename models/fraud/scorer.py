@@ -70,12 +70,24 @@ class FraudScorer:
     `scale_pos_weight="auto"` uses sqrt(negatives / positives) of the training rows.
     """
 
-    def __init__(self, feature_names=None, *, feature_version: str = "", num_boost_round: int = 400,
-                 learning_rate: float = 0.05, num_leaves: int = 31, min_data_in_leaf: int = 100,
-                 feature_fraction: float = 0.8, bagging_fraction: float = 0.8,
-                 lambda_l2: float = 1.0, scale_pos_weight: float | str = 1.0,
-                 neg_sample_rate: float = 1.0, calibration: str = "platt", num_threads: int = 0,
-                 random_state: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        feature_names=None,
+        *,
+        feature_version: str = "",
+        num_boost_round: int = 400,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_data_in_leaf: int = 100,
+        feature_fraction: float = 0.8,
+        bagging_fraction: float = 0.8,
+        lambda_l2: float = 1.0,
+        scale_pos_weight: float | str = 1.0,
+        neg_sample_rate: float = 1.0,
+        calibration: str = "platt",
+        num_threads: int = 0,
+        random_state: int = 0,
+    ):
         self.feature_names = feature_names
         self.feature_version = feature_version
         self.num_boost_round = num_boost_round
@@ -93,10 +105,21 @@ class FraudScorer:
 
     # ------------------------------------------------------------------ fit
     def get_params(self) -> dict:
-        keys = ("feature_version", "num_boost_round", "learning_rate", "num_leaves",
-                "min_data_in_leaf", "feature_fraction", "bagging_fraction", "lambda_l2",
-                "scale_pos_weight", "neg_sample_rate", "calibration", "num_threads",
-                "random_state")  # fmt: skip
+        keys = (
+            "feature_version",
+            "num_boost_round",
+            "learning_rate",
+            "num_leaves",
+            "min_data_in_leaf",
+            "feature_fraction",
+            "bagging_fraction",
+            "lambda_l2",
+            "scale_pos_weight",
+            "neg_sample_rate",
+            "calibration",
+            "num_threads",
+            "random_state",
+        )
         return {k: getattr(self, k) for k in keys} | {
             "feature_names": list(self.feature_names or [])
         }
@@ -122,8 +145,13 @@ class FraudScorer:
             "verbose": -1,
         }
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_cal: np.ndarray | None = None,
-            y_cal: np.ndarray | None = None) -> FraudScorer:  # fmt: skip
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_cal: np.ndarray | None = None,
+        y_cal: np.ndarray | None = None,
+    ) -> FraudScorer:
         """Train the booster on (X, y); fit the calibrator on the later (X_cal, y_cal)."""
         X = self._check_X(X, fitting=True)
         y = np.asarray(y).astype(bool)
@@ -136,8 +164,9 @@ class FraudScorer:
             rng = np.random.default_rng(self.random_state)
             rows = rows[y | (rng.random(X.shape[0]) < self.neg_sample_rate)]
         names = list(self.feature_names) if self.feature_names else None
-        ds = lgb.Dataset(X[rows], y[rows].astype("float64"), feature_name=names or "auto",
-                         free_raw_data=True)  # fmt: skip
+        ds = lgb.Dataset(
+            X[rows], y[rows].astype("float64"), feature_name=names or "auto", free_raw_data=True
+        )
         self.booster_ = lgb.train(self._lgb_params(y[rows]), ds, self.num_boost_round)
         self.feature_names_ = list(self.booster_.feature_name())
         self.n_features_in_ = X.shape[1]
@@ -161,8 +190,13 @@ class FraudScorer:
             X = X.reshape(1, -1)
         if X.ndim != 2:
             raise DataError(f"X must be 2-D (payments x features), got {X.ndim}-D")
-        expected = (len(self.feature_names) if fitting and self.feature_names
-                    else None if fitting else self.n_features_in_)  # fmt: skip
+        expected = (
+            len(self.feature_names)
+            if fitting and self.feature_names
+            else None
+            if fitting
+            else self.n_features_in_
+        )
         if expected is not None and X.shape[1] != expected:
             raise DataError(f"X has {X.shape[1]} features, but the scorer expects {expected}")
         return X
@@ -213,9 +247,13 @@ class FraudScorer:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(str(path / MODEL_FILE))
-        meta = {"kind": "FraudScorer", "params": self.get_params(),
-                "feature_names": self.feature_names_, "n_features": self.n_features_in_,
-                "calibrator": self.calibrator_.to_dict()}  # fmt: skip
+        meta = {
+            "kind": "FraudScorer",
+            "params": self.get_params(),
+            "feature_names": self.feature_names_,
+            "n_features": self.n_features_in_,
+            "calibrator": self.calibrator_.to_dict(),
+        }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
 

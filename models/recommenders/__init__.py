@@ -17,10 +17,13 @@ from models.recommenders.popularity import PopularityRecommender
 MODELS: dict[str, type[Recommender]] = {
     m.name: m
     for m in (
-        PopularityRecommender, ALSRecommender, BPRRecommender, ItemKNNRecommender,
+        PopularityRecommender,
+        ALSRecommender,
+        BPRRecommender,
+        ItemKNNRecommender,
         EASERecommender,
     )
-}  # fmt: skip
+}
 
 
 def make_model(kind: str, **params) -> Recommender:
@@ -31,7 +34,17 @@ def make_model(kind: str, **params) -> Recommender:
 
 
 __all__ = [
-    "ALSRecommender", "BPRRecommender", "BlendRecommender", "EASERecommender",
-    "FallbackRecommender", "ItemKNNRecommender", "MODELS", "PopularityRecommender",
-    "Recommendations", "RecommendFilters", "Recommender", "check_k", "make_model",
-]  # fmt: skip
+    "ALSRecommender",
+    "BPRRecommender",
+    "BlendRecommender",
+    "EASERecommender",
+    "FallbackRecommender",
+    "ItemKNNRecommender",
+    "MODELS",
+    "PopularityRecommender",
+    "Recommendations",
+    "RecommendFilters",
+    "Recommender",
+    "check_k",
+    "make_model",
+]

@@ -14,8 +14,15 @@ class ALSRecommender(FactorRecommender):
 
     name = "als"
 
-    def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 10.0,
-                 iterations: int = 15, random_state: int = 42, num_threads: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        alpha: float = 10.0,
+        iterations: int = 15,
+        random_state: int = 42,
+        num_threads: int = 1,
+    ):
         self.factors = factors
         self.regularization = regularization
         self.alpha = alpha
@@ -27,10 +34,14 @@ class ALSRecommender(FactorRecommender):
         from implicit.cpu.als import AlternatingLeastSquares
 
         model = AlternatingLeastSquares(
-            factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-            iterations=self.iterations, random_state=self.random_state,
-            num_threads=self.num_threads, calculate_training_loss=False,
-        )  # fmt: skip
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            random_state=self.random_state,
+            num_threads=self.num_threads,
+            calculate_training_loss=False,
+        )
         model.fit(X, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)

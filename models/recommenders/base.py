@@ -288,8 +288,11 @@ class Recommender:
             bad = bad | blocked[cand]
         order = np.argsort(bad, axis=1, kind="stable")[:, :k]
         idx = np.take_along_axis(cand, order, axis=1)
-        sc = np.where(np.take_along_axis(bad, order, axis=1), -np.inf,
-                      np.take_along_axis(scores, order, axis=1))  # fmt: skip
+        sc = np.where(
+            np.take_along_axis(bad, order, axis=1),
+            -np.inf,
+            np.take_along_axis(scores, order, axis=1),
+        )
         short = np.flatnonzero((~bad).sum(axis=1) < k)
         return idx.astype(np.int64), sc.astype(np.float32), short
 

@@ -14,9 +14,15 @@ class BPRRecommender(FactorRecommender):
 
     name = "bpr"
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.05,
-                 regularization: float = 0.01, iterations: int = 100, random_state: int = 42,
-                 num_threads: int = 1):  # fmt: skip
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.05,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        random_state: int = 42,
+        num_threads: int = 1,
+    ):
         self.factors = factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -28,10 +34,13 @@ class BPRRecommender(FactorRecommender):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         model = BayesianPersonalizedRanking(
-            factors=self.factors, learning_rate=self.learning_rate,
-            regularization=self.regularization, iterations=self.iterations,
-            random_state=self.random_state, num_threads=self.num_threads,
-        )  # fmt: skip
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            random_state=self.random_state,
+            num_threads=self.num_threads,
+        )
         model.fit(X, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)

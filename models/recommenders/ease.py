@@ -18,8 +18,9 @@ def _spd_inverse(G: np.ndarray) -> np.ndarray:
     faster than a float64 LU inverse; ranking needs no more precision), float64 LU if that fails."""
     from scipy.linalg import lapack
 
-    c, info = lapack.spotrf(np.asfortranarray(G, dtype=np.float32), lower=False,
-                            overwrite_a=True, clean=False)  # fmt: skip
+    c, info = lapack.spotrf(
+        np.asfortranarray(G, dtype=np.float32), lower=False, overwrite_a=True, clean=False
+    )
     if info == 0:
         inv, info = lapack.spotri(c, lower=False, overwrite_c=True)
         if info == 0:

@@ -21,8 +21,13 @@ class ItemKNNRecommender(Recommender):
 
     name = "item_knn"
 
-    def __init__(self, similarity: Literal["cosine", "bm25"] = "bm25", K: int = 100,
-                 K1: float = 1.2, B: float = 0.75):  # fmt: skip
+    def __init__(
+        self,
+        similarity: Literal["cosine", "bm25"] = "bm25",
+        K: int = 100,
+        K1: float = 1.2,
+        B: float = 0.75,
+    ):
         self.similarity = similarity
         self.K = K
         self.K1 = K1

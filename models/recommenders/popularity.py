@@ -22,8 +22,9 @@ class PopularityRecommender(Recommender):
 
     name = "popularity"
 
-    def __init__(self, mode: Literal["global", "category", "trending"] = "global",
-                 window_days: float = 30.0):  # fmt: skip
+    def __init__(
+        self, mode: Literal["global", "category", "trending"] = "global", window_days: float = 30.0
+    ):
         self.mode = mode
         self.window_days = window_days
 
@@ -82,9 +83,11 @@ class PopularityRecommender(Recommender):
     def for_category(self, category: str, k: int, filters: RecommendFilters) -> Recommendations:
         """Most popular products of one category (cold start with a category hint)."""
         narrowed = RecommendFilters(
-            exclude_purchased=False, exclude_ids=filters.exclude_ids, categories=(category,),
+            exclude_purchased=False,
+            exclude_ids=filters.exclude_ids,
+            categories=(category,),
             only_available=filters.only_available,
-        )  # fmt: skip
+        )
         rec = super()._unknown_customer(k, narrowed)
         rec.source = "popularity:category"
         return rec

@@ -1,0 +1,186 @@
+"""The model families, declared once: name, registered-model name, kinds and promotion rule.
+
+Everything that must know "which families exist" reads `FAMILIES`: training keeps one table of
+jobs keyed by family, serving one table of services, the registry stores a family's models under
+`registered_model` and records each model's `kind`, which is looked up in `kinds` to load it
+(no import strings travel in model metadata). Adding a family means one package in `models/`,
+one entry here, one job, one service and one config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from models.forecast import load_forecaster
+from models.fraud import FraudEngine
+from models.recommenders import Recommender
+from shopml.config import ConfigModel
+from shopml.errors import ConfigError, RegistryError
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+# inside a logged model, the folder that holds the family's own save format (JSON + arrays)
+NATIVE_ARTIFACT = "native"
+
+
+class Guard(ConfigModel):
+    """A metric the challenger must not make worse than the champion by more than `tolerance`.
+
+    `direction` says which way is better: "higher", "lower", or "target" (closer to `target`
+    is better, e.g. a P10-P90 coverage near 0.8 or a bias near 0). `min` / `max` are optional
+    absolute limits the challenger must also respect.
+    """
+
+    metric: str
+    direction: Literal["higher", "lower", "target"]
+    tolerance: float = Field(0.0, ge=0)
+    target: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _target_given(self) -> Guard:
+        if self.direction == "target" and self.target is None:
+            raise ValueError(f"guard {self.metric!r}: direction 'target' needs a `target` value")
+        return self
+
+
+class FamilySpec(ConfigModel):
+    """The promotion rule of one family: what "better" means, by how much, and what must hold."""
+
+    family: str
+    primary: str
+    direction: Literal["higher", "lower"]
+    margin: float = Field(0.0, ge=0)
+    margin_kind: Literal["absolute", "relative"] = "absolute"
+    guards: list[Guard] = Field(default_factory=list)
+    curves: list[str] = Field(default_factory=list)
+    key_metrics: list[str] = Field(default_factory=list)
+
+    def improvement(self, challenger: float, champion: float) -> float:
+        """How much better the challenger is, in the margin's unit (positive = better)."""
+        gain = challenger - champion if self.direction == "higher" else champion - challenger
+        if self.margin_kind == "relative":
+            return gain / abs(champion) if champion else (float("inf") if gain > 0 else 0.0)
+        return gain
+
+    def shown_metrics(self) -> list[str]:
+        """Primary, guards and key metrics, in that order, without repeats."""
+        names = [self.primary, *(g.metric for g in self.guards), *self.key_metrics]
+        return list(dict.fromkeys(names))
+
+
+Loader = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: how its models are named, loaded and judged."""
+
+    name: str
+    registered_model: str
+    # kind name recorded with a registered model -> the callable that loads its native folder
+    kinds: Mapping[str, Loader]
+    # the kind a training job of this family registers
+    registered_kind: str
+    promotion: FamilySpec
+
+    def loader(self, kind: str) -> Loader:
+        """The loader of `kind`; RegistryError naming the known kinds for anything else."""
+        try:
+            return self.kinds[kind]
+        except KeyError:
+            raise RegistryError(
+                f"{self.registered_model}: unknown model kind {kind!r}; "
+                f"this code knows {', '.join(sorted(self.kinds))}"
+            ) from None
+
+    def load(self, kind: str, native_dir: str | Path, **kwargs: Any) -> Any:
+        """Rebuild a model of this family from its native folder."""
+        return self.loader(kind)(Path(native_dir), **kwargs)
+
+    def missing_champion(self) -> str:
+        """What to do when the family has no champion: the exact commands."""
+        return (
+            f"no champion model for {self.registered_model} in the MLflow registry: "
+            f"train one with `shopml train {self.name}` (the first version becomes champion) "
+            f"or promote a version with `shopml promote`"
+        )
+
+
+def _family(name: str, kinds: dict[str, Loader], registered_kind: str, **promotion) -> Family:
+    return Family(
+        name=name,
+        registered_model=f"shopml-{name}",
+        kinds=MappingProxyType(kinds),
+        registered_kind=registered_kind,
+        promotion=FamilySpec(family=name, **promotion),
+    )
+
+
+FAMILIES: Mapping[str, Family] = MappingProxyType(
+    {
+        "recommender": _family(
+            "recommender",
+            {"recommender": Recommender.load},
+            "recommender",
+            primary="ndcg_at_20",
+            direction="higher",
+            margin=0.002,
+            guards=[Guard(metric="coverage_at_20", direction="higher", tolerance=0.05)],
+            curves=["recall_at_k", "coverage_at_k", "ndcg_at_k"],
+            key_metrics=["recall_at_20", "map_at_20", "hit_rate_at_20"],
+        ),
+        "fraud": _family(
+            "fraud",
+            {"engine": FraudEngine.load},
+            "engine",
+            primary="average_precision",
+            direction="higher",
+            margin=0.005,
+            guards=[
+                Guard(metric="calibration_error", direction="lower", tolerance=0.01),
+                Guard(metric="review_rate", direction="lower", tolerance=0.005),
+            ],
+            curves=["pr_curve", "calibration", "roc_curve"],
+            key_metrics=["auc_roc", "card_precision_at_100", "brier_score"],
+        ),
+        "forecast": _family(
+            "forecast",
+            {"forecaster": load_forecaster},
+            "forecaster",
+            primary="wape",
+            direction="lower",
+            margin=0.005,
+            guards=[
+                Guard(metric="coverage_p10_p90", direction="target", target=0.8, tolerance=0.03),
+                Guard(metric="bias", direction="target", target=0.0, tolerance=0.02),
+            ],
+            curves=["error_by_horizon", "wape_by_horizon"],
+            key_metrics=["mase", "rmsse", "pinball_loss"],
+        ),
+    }
+)
+FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
+
+
+def family(name: str) -> Family:
+    """The family called `name`; ConfigError listing the known ones for anything else."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown model family {name!r}; expected one of {', '.join(FAMILY_NAMES)}"
+        ) from None
+
+
+def native_dir(model_dir: str | Path) -> Path:
+    """Where the native folder sits inside a downloaded logged model (or the folder itself)."""
+    model_dir = Path(model_dir)
+    inside = model_dir / "artifacts" / NATIVE_ARTIFACT
+    return inside if inside.is_dir() else model_dir

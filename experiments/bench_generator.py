@@ -20,10 +20,7 @@ import time
 from pathlib import Path
 
 from features.generator import SCALES, GeneratorConfig, generate
-
-
-def _mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+from features.store import folder_mb
 
 
 def bench_scale(scale: str, seed: int = 0, write: bool = True) -> dict:
@@ -47,7 +44,7 @@ def bench_scale(scale: str, seed: int = 0, write: bool = True) -> dict:
             store.write(tmp / "store")
             result["write_seconds"] = round(time.perf_counter() - t, 2)
             result["write_cpu_seconds"] = round(time.process_time() - c, 2)
-            result["parquet_mb"] = round(_mb(tmp / "store"), 1)
+            result["parquet_mb"] = round(folder_mb(tmp / "store"), 1)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0)

@@ -115,4 +115,9 @@ def table_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def folder_mb(path: str | Path) -> float:
+    """Size on disk of a store folder (every file under it), in MB."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
 STORE_FIELDS = tuple(f.name for f in fields(Store))

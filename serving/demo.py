@@ -1,6 +1,6 @@
 """The serving steps of the README's main job: build, serve, call every endpoint once, stop.
 
-`build_serve_and_call(store, settings, step)` is called by `shopml/main_job.py` after the three
+`build_serve_and_call(store, settings, step)` is called by `cli/main_job.py` after the three
 families are trained and registered. It prints each request and its answer, so a newcomer sees
 what the storefront and the checkout get back.
 """

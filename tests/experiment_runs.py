@@ -86,7 +86,7 @@ def _register_tiny(family: str, run_id: str, fingerprint: str) -> str:
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> tuple[int, str]:
     """Run `shopml ARGS` in-process the way the console script does; returns (exit code, output)."""
-    from shopml.cli import main
+    from cli.main import main
 
     capsys.readouterr()
     monkeypatch.setattr(sys, "argv", ["shopml", *args])

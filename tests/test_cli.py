@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pandas as pd
 import typer.main
 from typer.testing import CliRunner
 
-from shopml.cli import app
+from cli.main import app
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()):
@@ -34,7 +35,7 @@ def test_every_command_has_help():
 
 def shopml(*args: str, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "shopml.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -70,3 +71,19 @@ def test_unknown_option_is_a_usage_error():
     result = shopml("validate", "--no-such-option")
     assert result.returncode == 2
     assert "No such option" in result.stderr
+
+
+def test_family_help_names_every_family():
+    from cli.experiments import FAMILY_HELP
+    from models.family import FAMILY_NAMES
+
+    assert all(name in FAMILY_HELP for name in FAMILY_NAMES), (FAMILY_HELP, FAMILY_NAMES)
+
+
+def test_help_stays_light():
+    """`shopml --help` imports no job: training, serving, experiments and pandas load on use."""
+    code = "import json, sys, cli.main; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    heavy = {"training", "serving", "experiments", "models", "pandas", "mlflow", "bentoml"}
+    assert not heavy & set(json.loads(loaded.stdout)), loaded.stdout

@@ -12,7 +12,7 @@ from training.forecast_job import ForecastJobConfig, train
 
 
 def test_default_config_file_parses():
-    from shopml.cli_forecast import DEFAULT_CONFIG
+    from cli.forecast import DEFAULT_CONFIG
 
     cfg = load_config(DEFAULT_CONFIG, ForecastJobConfig)
     assert cfg.model.kind == "lightgbm" and cfg.horizon == 28

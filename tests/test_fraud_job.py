@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from shopml.cli import app
+from cli.main import app
 from shopml.config import load_config
 from shopml.errors import ConfigError, DataError
 from training.fraud_job import FraudJobConfig, SplitConfig, time_split

@@ -290,7 +290,7 @@ def test_write_and_read_round_trip(store: Store, tmp_path) -> None:
 def test_cli_generate_writes_a_store_and_refuses_to_overwrite(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from shopml.cli import app
+    from cli.main import app
     from shopml.errors import ShopmlError
 
     out = tmp_path / "store"

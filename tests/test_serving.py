@@ -171,7 +171,7 @@ def test_build_without_champions_stops_with_the_commands_to_run(tmp_shopml_home)
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "shopml.cli", "build"],
+        [sys.executable, "-m", "cli.main", "build"],
         capture_output=True,
         text=True,
         timeout=300,

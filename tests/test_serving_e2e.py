@@ -60,7 +60,7 @@ def trained(home, store):
 
 def _cli(*args, env=None, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "shopml.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -11,9 +11,23 @@ from contextlib import contextmanager
 
 import typer
 
+from cli.headline import headline
+from features.sources import SourceConfig, generated_dir, load_source
+from models.family import FAMILY_NAMES
+from serving.demo import build_serve_and_call
+from shopml.config import parse_config
+from shopml.settings import Settings, load_settings
+from training.profile_job import log_profile
+from training.retrain import load_job_config
+from training.tracking import champion_version
+
+# a tiny store spans 90 days: one 14-day backtest fold instead of three of 28
+SCALE_OVERRIDES = {"tiny": {"forecast": {"horizon": 14, "n_folds": 1}}}
+
 
 @contextmanager
 def step(title: str):
+    """Print a step's title, run it, then print how long it took."""
     typer.secho(f"==> {title}", bold=True)
     started = time.perf_counter()
     yield
@@ -21,14 +35,12 @@ def step(title: str):
 
 
 def run_main_job(scale: str = "small", seed: int = 0, serve: bool = True) -> None:
-    from features.sources import load_source
-    from shopml.settings import load_settings
-    from training.profile_job import log_profile
-    from training.tracking import FAMILIES, champion_version
-
+    """Generate and profile the default store, train every family on it, then build and serve."""
     settings = load_settings().ensure_dirs()
     typer.echo(f"shopml home: {settings.home}   tracking: {settings.tracking_uri}")
-    source = source_config({"kind": "generated", "scale": scale, "seed": seed})
+    source = parse_config(
+        {"kind": "generated", "scale": scale, "seed": seed}, SourceConfig, source="shopml run"
+    )
     with step(f"Generate and validate the default store (scale={scale}, seed={seed})"):
         store = load_source(source)
         for table, rows in store.row_counts().items():
@@ -36,55 +48,27 @@ def run_main_job(scale: str = "small", seed: int = 0, serve: bool = True) -> Non
     with step("Log the data profile to MLflow"):
         run_id, _ = log_profile(store, source, settings)
         typer.echo(f"    run {run_id} in experiment shopml-data")
-    for family in FAMILIES:
+    for family in FAMILY_NAMES:
         with step(f"Train {family} (experiments/configs/{family}.toml on this store), register it"):
             result = train_family(family, source, settings)
-            shown = "  ".join(f"{k}={v:.4g}" for k, v in _headline(family, result.metrics))
-            typer.echo(f"    run {result.run_id}  {shown}")
+            typer.echo(f"    run {result.run_id}  {headline(family, result.metrics)}")
             typer.echo(
                 f"    registered shopml-{family} version {result.model_version} "
                 f"(champion: version {champion_version(family)})"
             )
     if serve:
-        from features.sources import generated_dir
-        from serving.demo import build_serve_and_call
-
         history = generated_dir(source.scale, source.seed, settings)
         build_serve_and_call(store, settings, step, history=history if history.is_dir() else None)
     _next_steps()
 
 
-def _headline(family: str, metrics: dict[str, float]):
-    """The family's primary, guard and key metrics, as the promotion gate declares them."""
-    from training.families import family_spec
-
-    spec = family_spec(family)
-    names = [spec.primary, *(g.metric for g in spec.guards), *spec.key_metrics]
-    return [(k, metrics[k]) for k in dict.fromkeys(names) if k in metrics]
-
-
-# a tiny store spans 90 days: one 14-day backtest fold instead of three of 28
-SCALE_OVERRIDES = {"tiny": {"forecast": {"horizon": 14, "n_folds": 1}}}
-
-
-def train_family(family: str, source, settings):
+def train_family(family: str, source: SourceConfig, settings: Settings):
     """Train one family with its default config, reading the main job's store."""
-    from training.retrain import load_job_config
-
     module, config = load_job_config(family)
     config.source = source
     for key, value in SCALE_OVERRIDES.get(source.scale, {}).get(family, {}).items():
         setattr(config, key, value)
     return module.train(config, settings)
-
-
-def source_config(data: dict):
-    """Validate a mapping into a `SourceConfig` (a class or a tagged union of classes)."""
-    from pydantic import TypeAdapter
-
-    from features.sources import SourceConfig
-
-    return TypeAdapter(SourceConfig).validate_python(data)
 
 
 def _next_steps() -> None:

@@ -1,4 +1,4 @@
-"""CLI commands of recommendations: `shopml train recommender`, `shopml bench recs-movielens`
+"""Recommendation commands: `shopml train recommender`, `shopml bench recs-movielens`
 and `shopml bench recs-online-retail`."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import typer
 from shopml.settings import CONFIG_DIR
 
 DEFAULT_CONFIG = CONFIG_DIR / "recommender.toml"
+QUICK_HELP = "First candidate of each model only."
 
 
 def train_recommender_cmd(
@@ -19,44 +20,38 @@ def train_recommender_cmd(
     ),
 ) -> None:
     """Fit, evaluate, log and register the recommender described by the config."""
+    from cli.headline import echo_training  # training (mlflow): 1.0 s
     from shopml.config import load_config
     from training.recommender_job import RecommenderJobConfig, train
 
     cfg = load_config(config, RecommenderJobConfig)
     if search:
         cfg.search.trials = search
-    result = train(cfg)
-    m = result.metrics
-    k = cfg.k
-    typer.echo(
-        f"recommender run {result.run_id}: ndcg@{k} {m[f'ndcg_at_{k}']:.4f}, "
-        f"recall@{k} {m[f'recall_at_{k}']:.4f}, map@{k} {m[f'map_at_{k}']:.4f}, "
-        f"coverage@{k} {m[f'coverage_at_{k}']:.3f}, fit {m['train_seconds']:.1f}s"
-    )
-    typer.echo(f"model version {result.model_version}")
+    echo_training("recommender", train(cfg))
 
 
 def bench_recs_movielens_cmd(
     out: Path | None = typer.Option(None, "--out", help="Write the JSON result here."),
-    quick: bool = typer.Option(False, "--quick", help="First candidate of each model only."),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
 ) -> None:
     """MovieLens-100k, microsoft/recommenders protocol, every model beside published numbers."""
-    from experiments.recs_movielens import run
+    from experiments.recs_movielens import run  # models and features: 0.45 s
 
     run(out, quick=quick)
 
 
 def bench_recs_online_retail_cmd(
     out: Path | None = typer.Option(None, "--out", help="Write the JSON result here."),
-    quick: bool = typer.Option(False, "--quick", help="First candidate of each model only."),
+    quick: bool = typer.Option(False, "--quick", help=QUICK_HELP),
 ) -> None:
     """UCI Online Retail, temporal split at 2011-11-09, k=20, every model."""
-    from experiments.recs_online_retail import run
+    from experiments.recs_online_retail import run  # models and features: 0.45 s
 
     run(out, quick=quick)
 
 
 def register(train_app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add the recommender commands: `train recommender`, `bench recs-movielens/-online-retail`."""
     train_app.command("recommender")(train_recommender_cmd)
     bench_app.command("recs-movielens")(bench_recs_movielens_cmd)
     bench_app.command("recs-online-retail")(bench_recs_online_retail_cmd)

@@ -1,0 +1,111 @@
+"""Store commands: `shopml generate`, `validate`, `profile`, `bench generator`, `bench loaders`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from shopml.errors import ShopmlError
+
+SOURCE_HELP = "generated | store | files | online_retail | movielens | fraud_handbook"
+
+
+def generate_cmd(
+    out: Path = typer.Option(
+        ..., "--out", help="Folder to write the store into (<table>.parquet)."
+    ),
+    scale: str = typer.Option("tiny", help="tiny | small | medium | large."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same tables."),
+    days: int | None = typer.Option(None, help="Simulated days (default: the scale's)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", help="No per-stage progress lines."),
+) -> None:
+    """Generate the built-in simulated store (customers, catalog, sessions, orders, payments)."""
+    from features.generator import GeneratorConfig, generate  # pandas: 0.3 s
+    from features.store import folder_mb
+    from shopml.config import parse_config  # pydantic: 0.06 s
+
+    if out.exists() and not force:
+        raise ShopmlError(f"{out} exists; pass --force to replace it")
+    data = {"scale": scale, "seed": seed} | ({"days": days} if days is not None else {})
+    cfg = parse_config(data, GeneratorConfig, source="shopml generate")
+    t0 = time.perf_counter()
+    store = generate(cfg, progress=not quiet)
+    t_gen = time.perf_counter() - t0
+    store.write(out, overwrite=force)  # atomic: a failed write leaves the old folder in place
+    t_all = time.perf_counter() - t0
+    for table, rows in store.row_counts().items():
+        typer.echo(f"{table:<13} {rows:>12,} rows")
+    frauds = int(store.payments["is_fraud"].sum())
+    typer.echo(f"fraud         {frauds:>12,} payments ({frauds / max(len(store.payments), 1):.2%})")
+    typer.echo(
+        f"wrote {out} ({folder_mb(out):.1f} MB) in {t_all:.1f}s "
+        f"(generate {t_gen:.1f}s, validate + write {t_all - t_gen:.1f}s)"
+    )
+
+
+def validate_cmd(
+    path: Path = typer.Argument(..., help="Store folder of <table>.parquet files."),
+) -> None:
+    """Check a store folder against the data contract and print its tables."""
+    from features.store import Store  # pandas: 0.3 s
+
+    store = Store.read(path)
+    for table, rows in store.row_counts().items():
+        typer.echo(f"{table:<12} {rows:>12,} rows  ok")
+    typer.echo(f"fingerprint {store.fingerprint_id()}")
+
+
+def profile_cmd(
+    source: str = typer.Option("generated", help=SOURCE_HELP),
+    path: Path | None = typer.Option(None, help="Folder or file for store/files/real sources."),
+    scale: str = typer.Option("small", help="Scale, for the generated source."),
+    seed: int = typer.Option(0, help="Seed, for the generated source."),
+) -> None:
+    """Load a data source, validate it and log its data profile as an MLflow run."""
+    from features.sources import SourceConfig, load_source  # pandas: 0.3 s
+    from shopml.config import parse_config
+    from training.profile_job import log_profile  # mlflow: 1.0 s
+
+    options: dict[str, object] = {"kind": source}
+    if source == "generated":
+        options.update(scale=scale, seed=seed)
+    elif path is not None:
+        options["path"] = str(path)
+    source_cfg = parse_config(options, SourceConfig, source="--source")
+    store = load_source(source_cfg)
+    run_id, profile = log_profile(store, source_cfg)
+    for table, info in profile["tables"].items():
+        typer.echo(f"{table:<12} {info['rows']:>12,} rows")
+    typer.echo(f"profile logged to MLflow run {run_id}")
+
+
+def bench_generator_cmd(
+    out: Path | None = typer.Option(None, help="Write the numbers as JSON here."),
+    scales: str = typer.Option("tiny,small,medium,large", help="Comma-separated scales."),
+) -> None:
+    """Time and size of the built-in store generator at each scale."""
+    from experiments.bench_generator import run  # pandas: 0.3 s
+
+    run(out, scales=tuple(s.strip() for s in scales.split(",") if s.strip()))
+
+
+def bench_loaders_cmd(
+    out: Path | None = typer.Option(None, help="Write the numbers as JSON here."),
+    repeat: int = typer.Option(3, min=1, help="Runs per loader (the median is reported)."),
+) -> None:
+    """Time each real-data loader on the files of SHOPML_DATASETS."""
+    from experiments.bench_loaders import run  # pandas: 0.3 s
+
+    run(out, repeat)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    """Add the store commands to the `shopml` app and its `bench` group."""
+    app.command("generate")(generate_cmd)
+    app.command("validate")(validate_cmd)
+    app.command("profile")(profile_cmd)
+    bench_app.command("generator")(bench_generator_cmd)
+    bench_app.command("loaders")(bench_loaders_cmd)

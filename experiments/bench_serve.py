@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from features.generator import GeneratorConfig, generate
 from serving import runner
+from serving.model_store import load_native, use_bentoml_home
 from shopml.errors import ShopmlError
 from shopml.settings import Settings, load_settings
 
@@ -43,8 +45,6 @@ def payment_bodies(n: int, seed: int = 1) -> list[str]:
     review/decline answers, about 1% of real payments. Ids get a `bench-` prefix and are unique;
     each payment updates the online features, as at a real checkout.
     """
-    from features.generator import GeneratorConfig, generate
-
     pay = generate(GeneratorConfig(scale="tiny", seed=seed)).payments
     pay = pay.sort_values("timestamp", kind="stable")
     out = []
@@ -72,10 +72,8 @@ def payment_bodies(n: int, seed: int = 1) -> list[str]:
 
 def recommend_bodies(settings: Settings, n: int = 500, seed: int = 0) -> list[str]:
     """k=20 with filters on (purchased hidden, only available, two excluded products)."""
-    from serving.model_store import load_native, use_bentoml_home
-
     use_bentoml_home(settings)
-    import bentoml
+    import bentoml  # after use_bentoml_home: bentoml reads BENTOML_HOME on import
 
     model = load_native(bentoml.models.get("shopml-recommender:latest"), "recommender").obj
     rng = np.random.default_rng(seed)

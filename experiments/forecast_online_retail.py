@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from experiments.forecast_peers import MLForecastLGBM
 from features.demand import PanelConfig, build_panel
 from features.loaders.online_retail import load, non_product_codes
 from models.forecast import LightGBMForecaster, MovingAverage, SeasonalNaive
@@ -46,8 +47,6 @@ def models(include_peer: bool = True) -> dict:
         "lightgbm": lambda: LightGBMForecaster(**LGBM_PARAMS),
     }
     if include_peer:
-        from experiments.forecast_peers import MLForecastLGBM
-
         out["mlforecast_lgbm"] = lambda: MLForecastLGBM(horizon=HORIZON)
     return out
 

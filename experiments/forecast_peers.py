@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import warnings
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from mlforecast import MLForecast
+from mlforecast.lag_transforms import RollingMean, RollingStd
+from mlforecast.utils import PredictionIntervals
 
 from models.forecast.base import FLAG_MODEL, Forecaster, as_panel, assemble, check_horizon
 from shopml.errors import ShopmlError
@@ -61,11 +65,6 @@ class MLForecastLGBM(Forecaster):
         )
 
     def fit(self, panel) -> MLForecastLGBM:
-        import lightgbm as lgb
-        from mlforecast import MLForecast
-        from mlforecast.lag_transforms import RollingMean, RollingStd
-        from mlforecast.utils import PredictionIntervals
-
         panel = as_panel(panel)
         model = lgb.LGBMRegressor(
             objective=self.objective,

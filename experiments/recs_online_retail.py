@@ -16,6 +16,7 @@ import pandas as pd
 
 from experiments.recs_bench import Candidate, Protocol, print_table, run_protocol, write_report
 from features.interactions import InteractionConfig, events_frame
+from features.loaders import online_retail
 from training.splits import temporal_split
 
 K = 20
@@ -67,8 +68,6 @@ def grids() -> dict[str, list[Candidate]]:
 
 
 def protocol(path: Path | None = None, log=print) -> Protocol:
-    from features.loaders import online_retail
-
     store = online_retail.load(path)
     base = InteractionConfig(
         event_weights={"purchase": 1.0},

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import holidays
 import numpy as np
 import pandas as pd
 
@@ -55,8 +56,6 @@ def _holiday_set(country: str | None, first_year: int, last_year: int) -> frozen
     if not country:
         return frozenset()
     try:
-        import holidays
-
         days = holidays.country_holidays(country, years=range(first_year, last_year + 1))
     except (KeyError, NotImplementedError, AttributeError):
         return frozenset()

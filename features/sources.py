@@ -19,6 +19,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from features.generator import GENERATOR_VERSION, GeneratorConfig, generate
+from features.loaders import files, fraud_handbook, movielens, online_retail
 from features.store import Store
 from shopml.config import ConfigModel
 from shopml.errors import DataError
@@ -38,6 +40,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "fraud_handbook": ("path",),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {"store": ("path",), "files": ("path",), "sql": ("url",)}
+# the public datasets: each loader takes the file or folder (None: under SHOPML_DATASETS)
+DATASET_LOADERS = {
+    "online_retail": online_retail.load,
+    "movielens": movielens.load,
+    "fraud_handbook": fraud_handbook.load,
+}
 
 
 class SourceConfig(ConfigModel):
@@ -81,9 +89,9 @@ class SourceConfig(ConfigModel):
         if self.kind == "generated":
             return f"generated {self.scale} seed {self.seed}"
         if self.kind == "sql":
-            from features.loaders.sql import safe_url
+            from features.loaders import sql  # sqlalchemy: 0.09 s, only for sql sources
 
-            return f"sql {safe_url(self.url or '')}"
+            return f"sql {sql.safe_url(self.url or '')}"
         return f"{self.kind} {self.path}" if self.path else self.kind
 
 
@@ -94,17 +102,13 @@ def load_source(cfg: SourceConfig, settings: Settings | None = None) -> Store:
     elif cfg.kind == "store":
         store = Store.read(cfg.path)
     elif cfg.kind == "files":
-        from features.loaders import files
-
         store = files.load(cfg.path, columns=cfg.columns)
     elif cfg.kind == "sql":
-        from features.loaders import sql
+        from features.loaders import sql  # sqlalchemy: 0.09 s, only for sql sources
 
         store = sql.load(cfg.url, queries=cfg.queries, tables=cfg.tables, columns=cfg.columns)
     else:
-        from importlib import import_module
-
-        store = import_module(f"features.loaders.{cfg.kind}").load(cfg.path)
+        store = DATASET_LOADERS[cfg.kind](cfg.path)
     if cfg.name:
         store.name = cfg.name
     return store
@@ -121,8 +125,6 @@ def generated(scale: str, seed: int, settings: Settings | None = None) -> Store:
     The cache is reused only if it was made from the same generator config and generator version
     (both saved beside it): bump `GENERATOR_VERSION` whenever the simulation changes.
     """
-    from features.generator import GENERATOR_VERSION, GeneratorConfig, generate
-
     cfg = GeneratorConfig(scale=scale, seed=seed)
     folder = generated_dir(scale, seed, settings)
     wanted = cfg.model_dump(mode="json") | {"generator_version": GENERATOR_VERSION}

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from features.contract import validate
 from features.loaders._columns import ColumnMap, check_tables, rename
@@ -19,9 +22,6 @@ from shopml.errors import DataError
 
 def safe_url(url: str) -> str:
     """The URL with its password masked, for messages and logs."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -36,9 +36,6 @@ def load(
     name: str = "sql",
 ) -> Store:
     """Run `queries[table]` (or `SELECT * FROM tables[table]`) for each table and validate the result."""
-    import sqlalchemy as sa
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
     queries = dict(queries or {})
     tables = dict(tables or {})
     both = sorted(set(queries) & set(tables))

@@ -4,6 +4,7 @@ and parity of the online path (in-memory and Redis) with the batch path."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -11,15 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.transactions import (
+from features.fraud.batch import compute_batch
+from features.fraud.definition import FeatureSet
+from features.fraud.online import OnlineFeatures, bootstrap_online, replay_frame
+from features.fraud.state_store import (
+    CircuitBreaker,
     EntityState,
-    FeatureSet,
     InMemoryStateStore,
-    OnlineFeatures,
     RedisStateStore,
-    bootstrap_online,
-    compute_batch,
-    replay_frame,
+    StoreUnavailable,
 )
 from shopml.errors import DataError
 
@@ -269,3 +270,28 @@ def test_bootstrap_then_replay_of_the_horizon_matches_batch(make_payments):
     bad = ~np.isclose(got, want, rtol=1e-9, atol=1e-9, equal_nan=True)
     assert check.sum() > 500
     assert not bad.any(), [fs.names[j] for j in np.flatnonzero(bad.any(axis=0))]
+
+
+class _FlakyStore(InMemoryStateStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.calls = True, 0
+
+    def online_read(self, keys):
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("redis down")
+        return super().online_read(keys)
+
+
+def test_circuit_breaker_fails_fast_then_tries_again():
+    flaky = _FlakyStore()
+    breaker = CircuitBreaker(flaky, retry_after=0.05)
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        breaker.online_read(["cu:1"])
+    with pytest.raises(StoreUnavailable, match="retrying"):  # open: the store is not asked
+        breaker.online_read(["cu:1"])
+    assert flaky.calls == 1 and breaker.is_open
+    flaky.down = False
+    time.sleep(0.06)
+    assert breaker.online_read(["cu:1"]) == [None] and not breaker.is_open

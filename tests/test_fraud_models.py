@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.fraud.batch import compute_batch
+from features.fraud.definition import FeatureSet
 from features.fraud.labels import apply_labels, read_labels
-from features.transactions import FeatureSet, compute_batch
+from features.fraud.state_store import RedisStateStore
 from models.fraud import (
     DecisionPolicy,
     FraudEngine,
@@ -252,6 +254,19 @@ def test_ingest_labels_updates_online_risk_and_stores_table(engine_parts, tmp_pa
         eng.ingest_labels([{"transaction_id": "x", "is_fraud": "maybe"}])
 
 
+def test_labels_are_kept_for_training_when_the_state_store_is_down(engine_parts, tmp_path):
+    fs, sc = engine_parts
+
+    class _NoLookups(_BrokenStore):
+        def lookup_payment(self, tx):
+            raise ConnectionError("redis down")
+
+    eng = FraudEngine(sc, fs, store=_NoLookups(), labels_dir=tmp_path / "labels")
+    rep = eng.ingest_labels([{"transaction_id": "a1", "is_fraud": True}])
+    assert rep.degraded and rep.accepted == 1 and rep.unknown_transactions == []
+    assert read_labels(tmp_path / "labels")["transaction_id"].tolist() == ["a1"]
+
+
 def test_card_precision_at_k_known_answer():
     day = [0, 0, 0, 0, 1, 1, 1]
     card = ["a", "a", "b", "c", "a", "b", "c"]
@@ -280,8 +295,6 @@ def test_calibration_error_and_costs():
 
 
 def test_engine_on_redis_finds_the_payment_of_a_late_label(engine_parts, redis_url):
-    from features.transactions import RedisStateStore
-
     fs, sc = engine_parts
     store = RedisStateStore(redis_url, prefix="test:engine:")
     store.clear()

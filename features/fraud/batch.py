@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.fraud.definition import ID_COLUMNS, FeatureSet, window_label
+from shopml.clock import epoch_ms_array
 from shopml.errors import DataError
 
 MS = 1000
@@ -33,19 +34,13 @@ class PreparedPayments:
     known_ms: np.ndarray
 
 
-def to_ms(ts: pd.Series | np.ndarray) -> np.ndarray:
-    """Naive-UTC datetimes -> int64 milliseconds since the epoch (floored)."""
-    values = np.asarray(ts, dtype="datetime64[ns]").view("int64")
-    return values // 1_000_000
-
-
 def label_known_ms(t_ms: np.ndarray, label_time: pd.Series | None, delay_s: int) -> np.ndarray:
     """When each label became known: `label_time`, else `timestamp + delay`; never before t + 1 ms."""
     known = t_ms + int(delay_s) * MS
     if label_time is not None:
         lt = np.asarray(label_time, dtype="datetime64[ns]")
         has = ~np.isnat(lt)
-        known = np.where(has, lt.view("int64") // 1_000_000, known)
+        known = np.where(has, epoch_ms_array(lt), known)
     return np.maximum(known, t_ms + 1)
 
 
@@ -55,7 +50,7 @@ def prepare(payments: pd.DataFrame, fs: FeatureSet) -> PreparedPayments:
         missing.append("card_id")
     if missing:
         raise DataError(f"payments: required column(s) missing for fraud features: {missing}")
-    t_all = to_ms(payments["timestamp"])
+    t_all = epoch_ms_array(payments["timestamp"])
     order = np.argsort(t_all, kind="stable")
     t_ms = t_all[order]
     amount = payments["amount"].to_numpy(dtype="float64")[order]
@@ -223,58 +218,75 @@ def compute_prepared(
     span = t_max - t0 + 2 * pad + 1
     if max(p.n_codes.values()) * span >= 2**62:
         raise DataError("payments span too long a time for millisecond window keys")
+    _calendar(X, t, a, fs)
+    ents: dict[str, _Entity] = {}
+    for e in dict.fromkeys((*fs.entities, *fs.fraud_entities)):
+        same = [o for o in ents if p.codes[o] is p.codes[e]]
+        ents[e] = ents[same[0]] if same else _Entity(p.codes[e], p.n_codes[e], t, a, span, pad)
+    for ent in ents.values():
+        ent.dest = ent.perm if target is None else target[ent.perm]
+    for e in fs.entities:
+        _window_stats(X, e, ents[e], fs)
+    firsts: dict[int, np.ndarray] = {}  # first (key, terminal) pairs, shared by equal codes
+    for e in fs.pair_entities:
+        _terminal_novelty(X, e, ents[e], p, fs, firsts)
+    _amount_ratios(X, ents["customer"], fs)
+    for e in fs.fraud_entities:
+        _fraud_risk(X, e, ents[e], p, fs, span, t0 - pad)
+    return {name: X[name] for name in fs.names}
 
+
+def _calendar(X: _Columns, t: np.ndarray, a: np.ndarray, fs: FeatureSet) -> None:
+    """The payment's own features: amount, hour, night, weekend."""
     hours = t // (3600 * MS)
     X.put("amount", None, a)
     X.put("hour", None, hours % 24)
     X.put("is_night", None, (hours % 24) <= fs.night_last_hour)
     X.put("is_weekend", None, ((t // (86400 * MS)) + 3) % 7 >= 5)
 
-    ents: dict[str, _Entity] = {}
-    for e in dict.fromkeys((*fs.entities, *fs.fraud_entities)):
-        same = [o for o in ents if p.codes[o] is p.codes[e]]
-        ents[e] = ents[same[0]] if same else _Entity(p.codes[e], p.n_codes[e], t, a, span, pad)
 
-    for ent in ents.values():
-        ent.dest = ent.perm if target is None else target[ent.perm]
-    for e in fs.entities:
-        ent = ents[e]
-        perm, pos = ent.dest, ent.pos
-        rmax = ent.rmax()
-        for w in fs.windows:
-            lab = _lab(w)
-            start = ent.start(w * MS)
-            count = (pos - start + 1).astype("float64")
-            X.put(f"{e}_count_{lab}", perm, count)
-            X.put(f"{e}_amount_mean_{lab}", perm, ent.window_sum(start, pos) / count)
-            X.put(f"{e}_amount_max_{lab}", perm, rmax.query(start, pos))
+def _window_stats(X: _Columns, e: str, ent: _Entity, fs: FeatureSet) -> None:
+    """Count, mean and max amount of the key's payments in each window."""
+    perm, pos = ent.dest, ent.pos
+    rmax = ent.rmax()
+    for w in fs.windows:
+        lab = _lab(w)
+        start = ent.start(w * MS)
+        count = (pos - start + 1).astype("float64")
+        X.put(f"{e}_count_{lab}", perm, count)
+        X.put(f"{e}_amount_mean_{lab}", perm, ent.window_sum(start, pos) / count)
+        X.put(f"{e}_amount_max_{lab}", perm, rmax.query(start, pos))
 
-    firsts: dict[int, np.ndarray] = {}
-    for e in fs.pair_entities:
-        ent = ents[e]
-        perm, pos = ent.dest, ent.pos
-        prev_same = np.zeros(n, dtype=bool)
-        prev_same[1:] = ent.keys[1:] == ent.keys[:-1]
-        since = np.full(n, np.nan)
-        since[1:] = (ent.t[1:] - ent.t[:-1]) / MS
-        since[~prev_same] = np.nan
-        X.put(f"{e}_secs_since_prev", perm, since)
-        if id(p.codes[e]) not in firsts:
-            firsts[id(p.codes[e])] = _first_pairs(
-                p.codes[e], p.n_codes[e], p.codes["terminal"], p.n_codes["terminal"]
-            )
-        first = firsts[id(p.codes[e])]
-        X.put(f"{e}_new_terminal", None, first)
-        fs_sorted = first[ent.perm].astype("int64")
-        cs = np.cumsum(fs_sorted)
-        seg0 = ent.seg0
-        X.put(f"{e}_terminals_ever", perm, cs - cs[seg0] + fs_sorted[seg0])
-        for w in fs.pair_windows:
-            X.put(
-                f"{e}_new_terminals_{_lab(w)}", perm, ent.int_window(fs_sorted, ent.start(w * MS))
-            )
 
-    cust = ents["customer"]
+def _terminal_novelty(
+    X: _Columns, e: str, ent: _Entity, p: PreparedPayments, fs: FeatureSet, firsts: dict
+) -> None:
+    """Time since the previous payment; new terminal, terminals ever, new ones per window."""
+    n = ent.keys.shape[0]
+    perm = ent.dest
+    prev_same = np.zeros(n, dtype=bool)
+    prev_same[1:] = ent.keys[1:] == ent.keys[:-1]
+    since = np.full(n, np.nan)
+    since[1:] = (ent.t[1:] - ent.t[:-1]) / MS
+    since[~prev_same] = np.nan
+    X.put(f"{e}_secs_since_prev", perm, since)
+    if id(p.codes[e]) not in firsts:
+        firsts[id(p.codes[e])] = _first_pairs(
+            p.codes[e], p.n_codes[e], p.codes["terminal"], p.n_codes["terminal"]
+        )
+    first = firsts[id(p.codes[e])]
+    X.put(f"{e}_new_terminal", None, first)
+    fs_sorted = first[ent.perm].astype("int64")
+    cs = np.cumsum(fs_sorted)
+    seg0 = ent.seg0
+    X.put(f"{e}_terminals_ever", perm, cs - cs[seg0] + fs_sorted[seg0])
+    for w in fs.pair_windows:
+        X.put(f"{e}_new_terminals_{_lab(w)}", perm, ent.int_window(fs_sorted, ent.start(w * MS)))
+
+
+def _amount_ratios(X: _Columns, cust: _Entity, fs: FeatureSet) -> None:
+    """Customer only: amount against the usual and the previous maximum; spikes per window."""
+    n = cust.keys.shape[0]
     perm, pos = cust.dest, cust.pos
     start = cust.start(fs.usual_window * MS)
     n_prev = pos - start
@@ -292,47 +304,54 @@ def compute_prepared(
     for w in fs.spike_windows:
         X.put(f"customer_spikes_{_lab(w)}", perm, cust.int_window(spikes, cust.start(w * MS)))
 
+
+def _fraud_risk(
+    X: _Columns, e: str, ent: _Entity, p: PreparedPayments, fs: FeatureSet, span: int, base: int
+) -> None:
+    """Payments old enough to be labelled, known frauds and their rate per window, the time
+    since the last and first known fraud (customer: amount against the labelled payments' mean).
+
+    Known frauds are located on the same (key, time) composite as the payments: key * `span` +
+    (time - `base`)."""
+    n = ent.keys.shape[0]
+    perm, pos = ent.dest, ent.pos
     delay = fs.label_delay * MS
-    for e in fs.fraud_entities:
-        ent = ents[e]
-        perm, pos = ent.dest, ent.pos
-        end = np.minimum(ent.start(delay), pos + 1)
-        if e == "customer":
-            lo = ent.start(delay + max(fs.fraud_windows) * MS)
-            cnt = end - lo
-            has = cnt > 0
-            mean = np.full(n, np.nan)
-            mean[has] = ent.window_sum(lo[has], end[has] - 1) / cnt[has]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(mean > 0, ent.amount / mean, np.nan)
-            X.put("customer_amount_to_delayed_mean", perm, ratio)
-        fk = p.codes[e][p.is_fraud]
-        fo = np.lexsort((p.known_ms[p.is_fraud], fk))
-        cf = fk[fo] * span + (p.known_ms[p.is_fraud][fo] - t0 + pad)
-        ftx = p.t_ms[p.is_fraud][fo].astype("float64")
-        known_end = np.searchsorted(cf, ent.c, side="right")
-        if fs.fraud_windows:
-            lo = np.searchsorted(cf, ent.c - max(fs.fraud_windows) * MS, side="right")
-            known_start = {max(fs.fraud_windows): lo}
-            has = known_end > lo
-            last = np.full(n, np.nan)
-            first = np.full(n, np.nan)
-            if has.any() and ftx.size:
-                last[has] = range_max(ftx, lo[has], known_end[has] - 1)
-                first[has] = -range_max(-ftx, lo[has], known_end[has] - 1)
-            X.put(f"{e}_secs_since_last_fraud", perm, (ent.t - last) / MS)
-            X.put(f"{e}_secs_since_first_fraud", perm, (ent.t - first) / MS)
-        for w in fs.fraud_windows:
-            lab = _lab(w)
-            cnt = (end - ent.start(delay + w * MS)).astype("float64")
-            if w not in known_start:
-                known_start[w] = np.searchsorted(cf, ent.c - w * MS, side="right")
-            frauds = (known_end - known_start[w]).astype("float64")
-            X.put(f"{e}_delayed_count_{lab}", perm, cnt)
-            X.put(f"{e}_known_frauds_{lab}", perm, frauds)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                X.put(f"{e}_fraud_rate_{lab}", perm, np.where(cnt > 0, frauds / cnt, 0.0))
-    return {name: X[name] for name in fs.names}
+    end = np.minimum(ent.start(delay), pos + 1)
+    if e == "customer":
+        lo = ent.start(delay + max(fs.fraud_windows) * MS)
+        cnt = end - lo
+        has = cnt > 0
+        mean = np.full(n, np.nan)
+        mean[has] = ent.window_sum(lo[has], end[has] - 1) / cnt[has]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(mean > 0, ent.amount / mean, np.nan)
+        X.put("customer_amount_to_delayed_mean", perm, ratio)
+    fk = p.codes[e][p.is_fraud]
+    fo = np.lexsort((p.known_ms[p.is_fraud], fk))
+    cf = fk[fo] * span + (p.known_ms[p.is_fraud][fo] - base)
+    ftx = p.t_ms[p.is_fraud][fo].astype("float64")
+    known_end = np.searchsorted(cf, ent.c, side="right")
+    if fs.fraud_windows:
+        lo = np.searchsorted(cf, ent.c - max(fs.fraud_windows) * MS, side="right")
+        known_start = {max(fs.fraud_windows): lo}
+        has = known_end > lo
+        last = np.full(n, np.nan)
+        first = np.full(n, np.nan)
+        if has.any() and ftx.size:
+            last[has] = range_max(ftx, lo[has], known_end[has] - 1)
+            first[has] = -range_max(-ftx, lo[has], known_end[has] - 1)
+        X.put(f"{e}_secs_since_last_fraud", perm, (ent.t - last) / MS)
+        X.put(f"{e}_secs_since_first_fraud", perm, (ent.t - first) / MS)
+    for w in fs.fraud_windows:
+        lab = _lab(w)
+        cnt = (end - ent.start(delay + w * MS)).astype("float64")
+        if w not in known_start:
+            known_start[w] = np.searchsorted(cf, ent.c - w * MS, side="right")
+        frauds = (known_end - known_start[w]).astype("float64")
+        X.put(f"{e}_delayed_count_{lab}", perm, cnt)
+        X.put(f"{e}_known_frauds_{lab}", perm, frauds)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X.put(f"{e}_fraud_rate_{lab}", perm, np.where(cnt > 0, frauds / cnt, 0.0))
 
 
 def _first_pairs(codes: np.ndarray, n_codes: int, term: np.ndarray, n_term: int) -> np.ndarray:

@@ -13,9 +13,12 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
-from features.fraud.definition import ENTITIES, FeatureSet, window_label
+from features.fraud.batch import label_known_ms, prepare
+from features.fraud.definition import ENTITIES, ID_COLUMNS, FeatureSet, window_label
 from features.fraud.state_store import EntityState, InMemoryStateStore, StateStore
+from shopml.clock import epoch_ms_array
 
 NAN = math.nan
 _MS = 1000
@@ -23,6 +26,11 @@ _HOUR_MS = 3600 * _MS
 _DAY_MS = 86400 * _MS
 
 UNSEEN = {e: 1 << i for i, e in enumerate(ENTITIES)}  # bits of the `unseen` mask
+
+
+def _labelled(windows) -> list[tuple[int, str]]:
+    """(seconds, label) of each window, e.g. (3600, "1h")."""
+    return [(w, window_label(w)) for w in windows]
 
 
 class OnlineFeatures:
@@ -35,64 +43,13 @@ class OnlineFeatures:
         ix = fs.index
         self._ents = tuple(dict.fromkeys((*fs.entities, *fs.fraud_entities)))
         self._slot = tuple(ENTITIES.index(e) for e in self._ents)
+        self._key_slots = tuple(
+            (self.key_prefix(e), s) for e, s in zip(self._ents, self._slot, strict=True)
+        )
         self._horizon = fs.horizon * _MS
-        self._win = {
-            e: tuple(
-                (
-                    w * _MS,
-                    ix(f"{e}_count_{window_label(w)}"),
-                    ix(f"{e}_amount_mean_{window_label(w)}"),
-                    ix(f"{e}_amount_max_{window_label(w)}"),
-                )
-                for w in fs.windows
-            )
-            for e in fs.entities
-        }
-        self._pair = {
-            e: (
-                ix(f"{e}_secs_since_prev"),
-                ix(f"{e}_new_terminal"),
-                ix(f"{e}_terminals_ever"),
-                tuple(
-                    (w * _MS, ix(f"{e}_new_terminals_{window_label(w)}")) for w in fs.pair_windows
-                ),
-            )
-            for e in fs.pair_entities
-        }
-        self._usual = (
-            fs.usual_window * _MS,
-            ix("customer_amount_to_usual"),
-            ix("customer_amount_to_prev_max"),
-        )
-        self._spikes = tuple(
-            (w * _MS, ix(f"customer_spikes_{window_label(w)}")) for w in fs.spike_windows
-        )
-        self._fraud = {
-            e: tuple(
-                (
-                    w * _MS,
-                    ix(f"{e}_delayed_count_{window_label(w)}"),
-                    ix(f"{e}_known_frauds_{window_label(w)}"),
-                    ix(f"{e}_fraud_rate_{window_label(w)}"),
-                )
-                for w in fs.fraud_windows
-            )
-            for e in fs.fraud_entities
-        }
-        self._fraud_back = max(fs.fraud_windows) * _MS if fs.fraud_windows else 0
-        self._fraud_age = (
-            {
-                e: (ix(f"{e}_secs_since_last_fraud"), ix(f"{e}_secs_since_first_fraud"))
-                for e in fs.fraud_entities
-            }
-            if fs.fraud_windows
-            else {}
-        )
-        has_dm = "customer_amount_to_delayed_mean" in fs.names
-        self._delayed_mean = ix("customer_amount_to_delayed_mean") if has_dm else -1
-        self._delay = fs.label_delay * _MS
         self._hour, self._night, self._weekend = ix("hour"), ix("is_night"), ix("is_weekend")
         self._amount = ix("amount")
+        self._plan = tuple(self._plan_steps(e) for e in self._ents)
 
     def new_vector(self) -> np.ndarray:
         """A preallocated float64 feature vector to pass as `out`."""
@@ -104,8 +61,9 @@ class OnlineFeatures:
         return f"{entity[:2]}:"
 
     def keys(self, customer: str, card: str, terminal: str) -> list[str]:
+        """The state keys of a payment, in `_ents` order."""
         ids = (customer, card, terminal)
-        return [f"{e[:2]}:{ids[s]}" for e, s in zip(self._ents, self._slot, strict=True)]
+        return [f"{prefix}{ids[s]}" for prefix, s in self._key_slots]
 
     def compute(
         self,
@@ -122,7 +80,8 @@ class OnlineFeatures:
         """Fill `out` with the features of a payment at `t` ms; return the `unseen` bit mask.
 
         `record=False` leaves the state as it was (a what-if score). `label_known_ms` (replay
-        only) files the payment's fraud label, effective from that time.
+        only) files the payment's fraud label, effective from that time. Per key: trim and
+        insert the payment (`_insert`), then the key's steps planned at start-up (`_plan`).
         """
         keys = self.keys(customer, card, terminal)
         states = self.store.online_read(keys)
@@ -131,105 +90,15 @@ class OnlineFeatures:
             if st is None:
                 states[j] = EntityState()
                 unseen |= 1 << self._slot[j]
-        hour = (t // _HOUR_MS) % 24
-        out[self._amount] = amount
-        out[self._hour] = hour
-        out[self._night] = 1.0 if hour <= self.fs.night_last_hour else 0.0
-        out[self._weekend] = 1.0 if ((t // _DAY_MS) + 3) % 7 >= 5 else 0.0
+        self._calendar(t, amount, out)
+        known = label_known_ms if record else None
         undo = []
-        cut = t - self._horizon
-        for e, st in zip(self._ents, states, strict=True):
-            times, amounts = st.times, st.amounts
-            if times and times[0] <= cut:
-                k = bisect_right(times, cut)
-                del times[:k], amounts[:k]
-                if st.spikes:
-                    del st.spikes[:k]
-                if st.newpair:
-                    del st.newpair[:k]
-            if not times or times[-1] <= t:
-                pos = len(times)
-                times.append(t)
-                amounts.append(amount)
-            else:
-                pos = bisect_right(times, t)
-                times.insert(pos, t)
-                amounts.insert(pos, amount)
-            end = pos + 1
-            record_undo = [st, pos, st.last_ms, None, False]
-            undo.append(record_undo)
-            win = self._win.get(e)
-            if win is not None:
-                for w, ic, im, ix in win:
-                    i = bisect_right(times, t - w, 0, end)
-                    sl = amounts[i:end]
-                    c = end - i
-                    out[ic] = c
-                    out[im] = sum(sl) / c
-                    out[ix] = max(sl)
-            pair = self._pair.get(e)
-            if pair is not None:
-                i_since, i_new, i_ever, pwin = pair
-                prev = st.last_ms
-                out[i_since] = (t - prev) / _MS if prev >= 0 else NAN
-                if t > prev:
-                    st.last_ms = t
-                terms = st.terminals
-                isnew = terminal not in terms
-                if isnew:
-                    terms.add(terminal)
-                    record_undo[3] = terminal
-                out[i_new] = 1.0 if isnew else 0.0
-                out[i_ever] = len(terms)
-                newpair = st.newpair
-                newpair.insert(pos, 1 if isnew else 0)
-                for w, idx in pwin:
-                    out[idx] = sum(newpair[bisect_right(times, t - w, 0, end) : end])
-            if e == "customer":
-                w, i_usual, i_pmax = self._usual
-                i = bisect_right(times, t - w, 0, end)
-                n_prev = end - i - 1
-                ratio = NAN
-                if n_prev > 0:
-                    usual = (sum(amounts[i:end]) - amount) / n_prev
-                    ratio = amount / usual if usual > 0 else NAN
-                    pmax = max(amounts[i : end - 1])
-                    out[i_pmax] = amount / pmax if pmax > 0 else NAN
-                else:
-                    out[i_pmax] = NAN
-                out[i_usual] = ratio
-                spikes = st.spikes
-                spikes.insert(pos, 1 if ratio > self.fs.spike_ratio else 0)
-                for w, idx in self._spikes:
-                    out[idx] = sum(spikes[bisect_right(times, t - w, 0, end) : end])
-            fwin = self._fraud.get(e)
-            if fwin is not None:
-                fr, ftx = st.frauds, st.fraud_tx
-                if fr and fr[0] <= t - self._fraud_back:
-                    k = bisect_right(fr, t - self._fraud_back)
-                    del fr[:k], ftx[:k]
-                hi = bisect_right(times, t - self._delay, 0, end)
-                known = bisect_right(fr, t)
-                if e == "customer":
-                    lo = bisect_right(times, t - self._delay - self._fraud_back, 0, end)
-                    mean = sum(amounts[lo:hi]) / (hi - lo) if hi > lo else NAN
-                    out[self._delayed_mean] = amount / mean if mean > 0 else NAN
-                for w, ic, ik, ir in fwin:
-                    cnt = hi - bisect_right(times, t - self._delay - w, 0, end)
-                    k = known - bisect_right(fr, t - w)
-                    out[ic] = cnt
-                    out[ik] = k
-                    out[ir] = k / cnt if cnt > 0 else 0.0
-                i_last, i_first = self._fraud_age[e]
-                if known > 0:
-                    sl = ftx[:known]
-                    out[i_last] = (t - max(sl)) / _MS
-                    out[i_first] = (t - min(sl)) / _MS
-                else:
-                    out[i_last] = out[i_first] = NAN
-                if label_known_ms is not None and record:
-                    st.add_fraud(label_known_ms, t)
-                    record_undo[4] = True
+        for st, steps in zip(states, self._plan, strict=True):
+            pos = self._insert(st, t, amount)
+            change = [st, pos, st.last_ms, None]  # what `_undo` needs to take the payment out
+            undo.append(change)
+            for step, params in steps:
+                step(params, st, t, amount, terminal, pos, out, change, known)
         if record:
             pay = None if transaction_id is None else (transaction_id, customer, terminal, t)
             self.store.online_write_batch(dict(zip(keys, states, strict=True)), pay)
@@ -237,9 +106,83 @@ class OnlineFeatures:
             self._undo(undo)
         return unseen
 
+    def _plan_steps(self, e: str) -> tuple:
+        """The feature steps of entity `e` in output order: (step, its window lengths in ms,
+        column indices and constants), so that a step reads no attributes per payment."""
+        fs, ix = self.fs, self.fs.index
+        steps = []
+        if e in fs.entities:
+            win = tuple(
+                (
+                    w * _MS,
+                    ix(f"{e}_count_{lab}"),
+                    ix(f"{e}_amount_mean_{lab}"),
+                    ix(f"{e}_amount_max_{lab}"),
+                )
+                for w, lab in _labelled(fs.windows)
+            )
+            steps.append((_window_stats, win))
+        if e in fs.pair_entities:
+            pwin = tuple(
+                (w * _MS, ix(f"{e}_new_terminals_{lab}")) for w, lab in _labelled(fs.pair_windows)
+            )
+            cols = (ix(f"{e}_secs_since_prev"), ix(f"{e}_new_terminal"), ix(f"{e}_terminals_ever"))
+            steps.append((_terminal_novelty, (*cols, pwin)))
+        if e == "customer":
+            spikes = tuple(
+                (w * _MS, ix(f"customer_spikes_{lab}")) for w, lab in _labelled(fs.spike_windows)
+            )
+            usual = (ix("customer_amount_to_usual"), ix("customer_amount_to_prev_max"))
+            steps.append((_amount_ratios, (fs.usual_window * _MS, *usual, fs.spike_ratio, spikes)))
+        if e in fs.fraud_entities and fs.fraud_windows:  # no fraud features without windows
+            fwin = tuple(
+                (
+                    w * _MS,
+                    ix(f"{e}_delayed_count_{lab}"),
+                    ix(f"{e}_known_frauds_{lab}"),
+                    ix(f"{e}_fraud_rate_{lab}"),
+                )
+                for w, lab in _labelled(fs.fraud_windows)
+            )
+            back, delay = max(fs.fraud_windows) * _MS, fs.label_delay * _MS
+            dm = ix("customer_amount_to_delayed_mean") if e == "customer" else None
+            ages = (ix(f"{e}_secs_since_last_fraud"), ix(f"{e}_secs_since_first_fraud"))
+            steps.append((_fraud_risk, (fwin, back, delay, dm, *ages)))
+        return tuple(steps)
+
+    def _calendar(self, t: int, amount: float, out) -> None:
+        """The payment's own features: amount, hour, night, weekend."""
+        hour = (t // _HOUR_MS) % 24
+        out[self._amount] = amount
+        out[self._hour] = hour
+        out[self._night] = 1.0 if hour <= self.fs.night_last_hour else 0.0
+        out[self._weekend] = 1.0 if ((t // _DAY_MS) + 3) % 7 >= 5 else 0.0
+
+    def _insert(self, st: EntityState, t: int, amount: float) -> int:
+        """Drop what fell out of the horizon, insert the payment in time order; its position."""
+        times, amounts = st.times, st.amounts
+        cut = t - self._horizon
+        if times and times[0] <= cut:
+            k = bisect_right(times, cut)
+            del times[:k], amounts[:k]
+            if st.spikes:
+                del st.spikes[:k]
+            if st.newpair:
+                del st.newpair[:k]
+        if not times or times[-1] <= t:
+            pos = len(times)
+            times.append(t)
+            amounts.append(amount)
+        else:
+            pos = bisect_right(times, t)
+            times.insert(pos, t)
+            amounts.insert(pos, amount)
+        return pos
+
     @staticmethod
     def _undo(undo: list) -> None:
-        for st, pos, last_ms, added_terminal, _ in undo:
+        """Take a what-if payment out of the states again (reverse of `_insert` and the steps)."""
+        for st, pos, last_ms, added_terminal in undo:
             del st.times[pos], st.amounts[pos]
             if len(st.spikes) > len(st.times):
                 del st.spikes[pos]
@@ -263,6 +206,27 @@ class OnlineFeatures:
             st.add_fraud(int(known_ms), int(known_ms if tx_ms is None else tx_ms))
             items[k] = st
         self.store.online_write_batch(items)
+
+    def replay_frame(self, payments: pd.DataFrame) -> np.ndarray:
+        """Feed a payments frame through `compute` in stream order (time, ties in input order),
+        each fraud label filed at the time it became known; the feature matrix in stream order."""
+        return self._replay_prepared(payments, prepare(payments, self.fs))
+
+    def _replay_prepared(self, payments: pd.DataFrame, p) -> np.ndarray:
+        o = p.order
+        known = [
+            int(k) if f else None
+            for k, f in zip(p.known_ms.tolist(), p.is_fraud.tolist(), strict=True)
+        ]
+        card = payments["card_id"] if "card_id" in payments else payments["customer_id"]
+        return self.replay(
+            p.t_ms.tolist(),
+            p.amount.tolist(),
+            payments["customer_id"].to_numpy()[o].tolist(),
+            card.to_numpy()[o].tolist(),
+            payments["terminal_id"].to_numpy()[o].tolist(),
+            known,
+        )
 
     def replay(
         self,
@@ -290,3 +254,159 @@ class OnlineFeatures:
             )
             X[i] = buf
         return X
+
+
+def replay_frame(payments: pd.DataFrame, fs: FeatureSet | None = None, store=None):
+    """Replay a payments frame (in stream order, labels filed at their known time) through the
+    online path; returns (feature matrix in stream order, stream order of the input rows)."""
+    fs = fs or FeatureSet()
+    p = prepare(payments, fs)
+    return OnlineFeatures(fs, store)._replay_prepared(payments, p), p.order
+
+
+def bootstrap_online(online: OnlineFeatures, payments: pd.DataFrame) -> int:
+    """Load what the online state keeps beyond the replayed stream — the terminals each
+    customer/card has used, its last payment time, and fraud labels that become known later —
+    from older payments (bulk, instead of replaying years of history). Replay at least
+    `fs.replay_days` of payments after these. Returns the number of keys written."""
+    t_ms = epoch_ms_array(payments["timestamp"])
+    items = _terminal_history(online, payments, t_ms)
+    if online.fs.fraud_entities and "is_fraud" in payments:
+        _known_frauds(online, payments, t_ms, items)
+    online.store.online_write_batch(items)
+    return len(items)
+
+
+def _terminal_history(online: OnlineFeatures, payments: pd.DataFrame, t_ms) -> dict:
+    """Per customer/card key: the terminals it used and its last payment time, merged into the
+    state the store already holds."""
+    items: dict[str, EntityState] = {}
+    for e in online.fs.pair_entities:
+        col = payments[ID_COLUMNS[e]].to_numpy()
+        frame = pd.DataFrame({"k": col, "m": payments["terminal_id"].to_numpy(), "t": t_ms})
+        last = frame.groupby("k", sort=False)["t"].max()
+        terms = frame.drop_duplicates(["k", "m"]).groupby("k", sort=False)["m"].agg(set)
+        prefix = online.key_prefix(e)
+        existing = online.store.online_read([prefix + str(k) for k in terms.index])
+        for (k, ts), st in zip(terms.items(), existing, strict=True):
+            st = st if st is not None else EntityState()
+            st.terminals |= set(map(str, ts))
+            st.last_ms = max(st.last_ms, int(last[k]))
+            items[prefix + str(k)] = st
+    return items
+
+
+def _known_frauds(online: OnlineFeatures, payments: pd.DataFrame, t_ms, items: dict) -> None:
+    """File into `items` the fraud labels that are still known within the longest fraud window
+    at the end of `payments`."""
+    fs = online.fs
+    fraud = payments["is_fraud"].to_numpy(dtype=bool)
+    lt = payments["label_time"].to_numpy()[fraud] if "label_time" in payments else None
+    known = label_known_ms(t_ms[fraud], lt, fs.label_delay)
+    keep = known > t_ms.max(initial=0) - max(fs.fraud_windows) * 1000
+    for e in fs.fraud_entities:
+        prefix = online.key_prefix(e)
+        ids = payments[ID_COLUMNS[e]].to_numpy()[fraud][keep]
+        todo = [prefix + str(k) for k in ids]
+        missing = [k for k in dict.fromkeys(todo) if k not in items]
+        items.update(zip(missing, online.store.online_read(missing), strict=True))
+        tx = t_ms[fraud][keep].tolist()
+        for k, when, at in zip(todo, known[keep].tolist(), tx, strict=True):
+            if items[k] is None:
+                items[k] = EntityState()
+            items[k].add_fraud(int(when), int(at))
+
+
+# ---- the per-key feature steps of `OnlineFeatures.compute` (module functions: cheapest calls)
+# Each takes (params, state, t, amount, terminal, pos, out, change, known): `pos` is where the
+# payment was inserted, `change` the undo record, `known` the label time to file (or None).
+
+
+def _window_stats(win, st, t, amount, terminal, pos, out, change, known) -> None:
+    """Count, mean and max amount of the key's payments in each window."""
+    times, amounts = st.times, st.amounts
+    end = pos + 1
+    for w, ic, im, ix in win:
+        i = bisect_right(times, t - w, 0, end)
+        sl = amounts[i:end]
+        c = end - i
+        out[ic] = c
+        out[im] = sum(sl) / c
+        out[ix] = max(sl)
+
+
+def _terminal_novelty(pair, st, t, amount, terminal, pos, out, change, known) -> None:
+    """Time since the previous payment; new terminal, terminals ever, new ones per window."""
+    i_since, i_new, i_ever, pwin = pair
+    times = st.times
+    end = pos + 1
+    prev = st.last_ms
+    out[i_since] = (t - prev) / _MS if prev >= 0 else NAN
+    if t > prev:
+        st.last_ms = t
+    terms = st.terminals
+    isnew = terminal not in terms
+    if isnew:
+        terms.add(terminal)
+        change[3] = terminal
+    out[i_new] = 1.0 if isnew else 0.0
+    out[i_ever] = len(terms)
+    newpair = st.newpair
+    newpair.insert(pos, 1 if isnew else 0)
+    for w, idx in pwin:
+        out[idx] = sum(newpair[bisect_right(times, t - w, 0, end) : end])
+
+
+def _amount_ratios(params, st, t, amount, terminal, pos, out, change, known) -> None:
+    """Customer only: amount against the usual and the previous maximum; spikes per window."""
+    w, i_usual, i_pmax, spike_ratio, spike_windows = params
+    times, amounts = st.times, st.amounts
+    end = pos + 1
+    i = bisect_right(times, t - w, 0, end)
+    n_prev = end - i - 1
+    ratio = NAN
+    if n_prev > 0:
+        usual = (sum(amounts[i:end]) - amount) / n_prev
+        ratio = amount / usual if usual > 0 else NAN
+        pmax = max(amounts[i : end - 1])
+        out[i_pmax] = amount / pmax if pmax > 0 else NAN
+    else:
+        out[i_pmax] = NAN
+    out[i_usual] = ratio
+    spikes = st.spikes
+    spikes.insert(pos, 1 if ratio > spike_ratio else 0)
+    for w, idx in spike_windows:
+        out[idx] = sum(spikes[bisect_right(times, t - w, 0, end) : end])
+
+
+def _fraud_risk(params, st, t, amount, terminal, pos, out, change, known) -> None:
+    """Payments old enough to be labelled, known frauds and their rate per window, the time
+    since the last and first known fraud (and, customer only, the amount against the labelled
+    payments' mean); files the payment's own label when `known` is given (replay)."""
+    fwin, back, delay, i_delayed_mean, i_last, i_first = params
+    times, amounts = st.times, st.amounts
+    end = pos + 1
+    fr, ftx = st.frauds, st.fraud_tx
+    if fr and fr[0] <= t - back:
+        k = bisect_right(fr, t - back)
+        del fr[:k], ftx[:k]
+    hi = bisect_right(times, t - delay, 0, end)
+    n_known = bisect_right(fr, t)
+    if i_delayed_mean is not None:
+        lo = bisect_right(times, t - delay - back, 0, end)
+        mean = sum(amounts[lo:hi]) / (hi - lo) if hi > lo else NAN
+        out[i_delayed_mean] = amount / mean if mean > 0 else NAN
+    for w, ic, ik, ir in fwin:
+        cnt = hi - bisect_right(times, t - delay - w, 0, end)
+        k = n_known - bisect_right(fr, t - w)
+        out[ic] = cnt
+        out[ik] = k
+        out[ir] = k / cnt if cnt > 0 else 0.0
+    if n_known > 0:
+        sl = ftx[:n_known]
+        out[i_last] = (t - max(sl)) / _MS
+        out[i_first] = (t - min(sl)) / _MS
+    else:
+        out[i_last] = out[i_first] = NAN
+    if known is not None:
+        st.add_fraud(known, t)

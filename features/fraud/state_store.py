@@ -4,18 +4,41 @@
 its known-fraud label times, last payment time and (customers, cards) the terminals ever used.
 `InMemoryStateStore` keeps live objects in a dict (one process); `RedisStateStore` keeps each key
 as one compact binary value (struct + raw arrays, no pickle) so several workers share it; one
-MGET reads a payment's keys and one pipelined write stores them back.
+MGET reads a payment's keys and one pipelined write stores them back. `CircuitBreaker` wraps
+either so that an unreachable store fails fast instead of costing a timeout per payment, and
+`open_store` builds what the fraud service uses (Redis with short timeouts, or memory).
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from array import array
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from shopml.errors import DataError
+from shopml.log import get_logger
+
+log = get_logger("features.fraud.state_store")
+
+REDIS_TIMEOUT_S = 0.05
+# exceptions that mean "the state store is unreachable" (not a bug in the request)
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    redis.exceptions.RedisError,
+)
+
+
+class StoreUnavailable(ConnectionError):
+    """The online state store is down (or was a moment ago); answers are degraded."""
 
 
 class EntityState:
@@ -178,8 +201,6 @@ class RedisStateStore:
         client=None,
     ):
         if client is None:
-            import redis
-
             client = redis.Redis.from_url(url)
         self.client = client
         self.prefix = prefix
@@ -216,3 +237,71 @@ class RedisStateStore:
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
         for i in range(0, len(keys), 1000):
             self.client.delete(*keys[i : i + 1000])
+
+
+class CircuitBreaker:
+    """StateStore wrapper: after a failure, fail fast for `retry_after` s, then try again.
+
+    Every failure is raised as `StoreUnavailable`, so callers catch one type; an outage is
+    logged once when it starts and once when the store answers again.
+    """
+
+    def __init__(self, store: StateStore, retry_after: float = 0.5) -> None:
+        self.store = store
+        self.retry_after = retry_after
+        self._down_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self._down_until > 0.0
+
+    def _call(self, fn, *args):
+        if self._down_until and time.monotonic() < self._down_until:
+            raise StoreUnavailable("online feature store unavailable (retrying shortly)")
+        try:
+            out = fn(*args)
+        except STORE_ERRORS as exc:
+            if not self._down_until:
+                log.warning(
+                    "online feature store unreachable: fraud answers are degraded",
+                    extra={"error_type": type(exc).__name__},
+                )
+            self._down_until = time.monotonic() + self.retry_after
+            raise StoreUnavailable(
+                f"online feature store unreachable ({type(exc).__name__})"
+            ) from None
+        if self._down_until:
+            log.warning("online feature store reachable again")
+            self._down_until = 0.0
+        return out
+
+    def online_read(self, keys: Sequence[str]) -> list[EntityState | None]:
+        return self._call(self.store.online_read, keys)
+
+    def online_write_batch(
+        self, items: Mapping[str, EntityState], payment: tuple[str, str, str, int] | None = None
+    ) -> None:
+        self._call(self.store.online_write_batch, items, payment)
+
+    def lookup_payment(self, transaction_id: str) -> tuple[str, str, int] | None:
+        return self._call(self.store.lookup_payment, transaction_id)
+
+    def clear(self) -> None:
+        self._call(self.store.clear)
+
+
+def open_store(redis_url: str | None) -> tuple[CircuitBreaker, str]:
+    """The service's state store behind a breaker, and its kind ("redis" or "memory").
+
+    Redis gets short timeouts and no retries: a checkout cannot wait for a slow store.
+    """
+    if not redis_url:
+        return CircuitBreaker(InMemoryStateStore()), "memory"
+    client = redis.Redis.from_url(
+        redis_url,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    return CircuitBreaker(RedisStateStore(redis_url, client=client)), "redis"

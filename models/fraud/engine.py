@@ -12,7 +12,6 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +21,17 @@ from features.contract import CURRENCIES
 from features.fraud.definition import FeatureSet
 from features.fraud.labels import append_labels
 from features.fraud.online import UNSEEN, OnlineFeatures
-from features.fraud.state_store import InMemoryStateStore, StateStore
+from features.fraud.state_store import STORE_ERRORS, InMemoryStateStore, StateStore
 from models.fraud.policy import APPROVE, DecisionPolicy, RuleLayer, stricter
 from models.fraud.reasons import Reason
 from models.fraud.scorer import FraudScorer
+from shopml.clock import epoch_ms, from_epoch_ms, now_ms
 from shopml.errors import DataError
+from shopml.log import get_logger
+
+log = get_logger("models.fraud")
 
 ENGINE_FILE = "engine.json"
-_EPOCH = datetime(1970, 1, 1)
-_ONE_MS = timedelta(milliseconds=1)
 _CURRENCIES = frozenset(CURRENCIES)
 _UNSEEN_REASONS = {
     e: Reason(f"unseen:{e}", f"first payment seen from this {e} (no history)") for e in UNSEEN
@@ -61,35 +62,17 @@ class FraudDecision:
 
 @dataclass
 class LabelReport:
+    """What became of a batch of late labels; `degraded_reason` says why the online update failed
+    (the labels were then kept for training only)."""
+
     accepted: int
     unknown_transactions: list[str] = field(default_factory=list)
     stored_at: str | None = None
+    degraded_reason: str | None = None
 
-
-def to_ms(value, field_name: str = "timestamp") -> int:
-    """datetime / pandas Timestamp / ISO string / None (now) -> epoch milliseconds (UTC)."""
-    if value is None:
-        return (datetime.now(UTC).replace(tzinfo=None) - _EPOCH) // _ONE_MS
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise DataError(f"payment.{field_name}: unparseable timestamp {value!r}") from None
-    if isinstance(value, pd.Timestamp):
-        if value is pd.NaT:
-            raise DataError(f"payment.{field_name}: missing timestamp")
-        if value.tzinfo is not None:
-            value = value.tz_convert("UTC").tz_localize(None)
-        return value.value // 1_000_000
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return (value - _EPOCH) // _ONE_MS
-    if isinstance(value, np.datetime64):
-        if np.isnat(value):
-            raise DataError(f"payment.{field_name}: missing timestamp")
-        return int(value.astype("datetime64[ms]").astype("int64"))
-    raise DataError(f"payment.{field_name}: unparseable timestamp {value!r}")
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_reason is not None
 
 
 def _id(payment: Mapping, name: str, default=None) -> str:
@@ -128,7 +111,7 @@ def validate_payment(payment: Mapping) -> tuple[str, int, float, str, str, str]:
             f"payment.currency: unknown currency {currency!r}; expected one of "
             f"{', '.join(CURRENCIES)}"
         )
-    return tx, to_ms(payment.get("timestamp")), amount, customer, card, terminal
+    return tx, epoch_ms(payment.get("timestamp")), amount, customer, card, terminal
 
 
 class FraudEngine:
@@ -182,6 +165,8 @@ class FraudEngine:
         terminal: str,
         record: bool = True,
     ) -> FraudDecision:
+        """Score a validated payment (`t` in epoch ms): online features (recorded unless
+        `record=False`), calibrated probability, policy, rules and reasons."""
         x = self._x
         degraded_reason = None
         try:
@@ -215,6 +200,20 @@ class FraudEngine:
             degraded_reason is not None,
             degraded_reason,
         )
+
+    def warm_up(self) -> None:
+        """Build LightGBM's single-row predictors now, not on the first checkout."""
+        for _ in range(2):
+            self.score_fields(
+                "warm-up", now_ms(), 1.0, "warm-up", "warm-up", "warm-up", record=False
+            )
+        self.scorer.explain(self.features.new_vector())
+
+    def replay(self, payments: pd.DataFrame) -> int:
+        """Record past payments (labels filed when they became known) in the online state, in
+        time order, so that their customers, cards and terminals are known; returns the count."""
+        self.features.replay_frame(payments)
+        return len(payments)
 
     def predict_frame(self, payments: pd.DataFrame) -> pd.DataFrame:
         """Score a frame of raw payments in time order without recording them (generic use)."""
@@ -276,39 +275,67 @@ def ingest_labels(
 
     Frauds count in the online customer and terminal risk from their label time (default now);
     the payment's customer and terminal come from the row or from the payment record the store
-    kept when it was scored. Every label is appended to `labels_dir` for the next training.
+    kept when it was scored. Every label is appended to `labels_dir` for the next training, also
+    when the state store is unreachable (the report is then `degraded`).
     """
     rows = labels.to_dict("records") if isinstance(labels, pd.DataFrame) else list(labels)
-    now = to_ms(None)
-    unknown, stored = [], []
+    now = now_ms()
+    records, known = [], []  # the stored label rows; when each became known (epoch ms)
     for row in rows:
-        tx = _id(row, "transaction_id")
-        flag = row.get("is_fraud")
-        if isinstance(flag, str) and flag.strip().lower() in ("true", "false", "1", "0"):
-            flag = flag.strip().lower() in ("true", "1")
-        if not isinstance(flag, bool | np.bool_ | int | np.integer) or flag not in (0, 1):
-            raise DataError(f"label.is_fraud: must be true or false, got {flag!r}")
-        lt = row.get("label_time")
-        missing = lt is None or lt is pd.NaT or (isinstance(lt, float) and math.isnan(lt))
-        known = now if missing else to_ms(lt, "label_time")
-        stored.append(
-            {"transaction_id": tx, "is_fraud": bool(flag), "label_time": _EPOCH + known * _ONE_MS}
+        record = {"transaction_id": _id(row, "transaction_id"), "is_fraud": _label_flag(row)}
+        known.append(_label_known_ms(row, now))
+        record["label_time"] = from_epoch_ms(known[-1])
+        records.append(record)
+    degraded_reason = None
+    try:
+        unknown = _file_frauds(rows, records, known, features)
+    except STORE_ERRORS as exc:
+        unknown, degraded_reason = [], f"online store unavailable: {type(exc).__name__}"
+        log.warning(
+            "labels stored for training only: online store unavailable",
+            extra={"error_type": type(exc).__name__, "labels": len(rows)},
         )
-        if not flag:
+    where = None
+    if labels_dir is not None and records:
+        where = str(append_labels(pd.DataFrame(records), labels_dir))
+    accepted = len(records) if degraded_reason is None or where else 0
+    return LabelReport(accepted, unknown, where, degraded_reason)
+
+
+def _label_flag(row: Mapping) -> bool:
+    flag = row.get("is_fraud")
+    if isinstance(flag, str) and flag.strip().lower() in ("true", "false", "1", "0"):
+        flag = flag.strip().lower() in ("true", "1")
+    if not isinstance(flag, bool | np.bool_ | int | np.integer) or flag not in (0, 1):
+        raise DataError(f"label.is_fraud: must be true or false, got {flag!r}")
+    return bool(flag)
+
+
+def _label_known_ms(row: Mapping, now: int) -> int:
+    """When the label became known: its `label_time`, else `now`."""
+    lt = row.get("label_time")
+    missing = lt is None or lt is pd.NaT or (isinstance(lt, float) and math.isnan(lt))
+    return now if missing else epoch_ms(lt, "payment.label_time")
+
+
+def _file_frauds(
+    rows: list[Mapping], records: list[dict], known: list[int], features: OnlineFeatures
+) -> list[str]:
+    """File each fraud label in the online state; returns the frauds whose payment is unknown."""
+    unknown = []
+    for row, record, known_ms in zip(rows, records, known, strict=True):
+        if not record["is_fraud"]:
             continue
-        tx_ms = None
+        tx, tx_ms = record["transaction_id"], None
         if row.get("customer_id") is not None and row.get("terminal_id") is not None:
             customer, terminal = str(row["customer_id"]), str(row["terminal_id"])
             if row.get("timestamp") is not None:
-                tx_ms = to_ms(row["timestamp"])
+                tx_ms = epoch_ms(row["timestamp"])
         else:
             found = features.store.lookup_payment(tx)
             if found is None:
                 unknown.append(tx)
                 continue
             customer, terminal, tx_ms = found
-        features.add_fraud_label(customer, terminal, known, tx_ms)
-    where = None
-    if labels_dir is not None and stored:
-        where = str(append_labels(pd.DataFrame(stored), labels_dir))
-    return LabelReport(len(stored), unknown, where)
+        features.add_fraud_label(customer, terminal, known_ms, tx_ms)
+    return unknown

@@ -27,8 +27,8 @@ import pandas as pd
 
 from features.fraud.batch import compute_columns, to_matrix
 from features.fraud.definition import HANDBOOK_BASELINE, FeatureSet
+from features.fraud.online import bootstrap_online
 from features.loaders import fraud_handbook
-from features.transactions import bootstrap_online
 from models.fraud import FraudEngine, FraudScorer, LogisticBaseline
 from training.fraud_metrics import (
     auc_roc,

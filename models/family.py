@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from models.forecast import load_forecaster
-from models.fraud import FraudEngine
-from models.recommenders import Recommender
+from models.base import Estimator
+from models.forecast import FORECASTERS, load_forecaster
+from models.fraud import FRAUD_SCORERS, FraudEngine
+from models.recommenders import RECOMMENDERS, Recommender
 from shopml.config import ConfigModel
 from shopml.errors import ConfigError, RegistryError
 
@@ -86,6 +87,9 @@ class Family:
     registered_model: str
     # kind name recorded with a registered model -> the callable that loads its native folder
     kinds: Mapping[str, Loader]
+    # every model kind of the family: kind name -> estimator class (the contract tests run
+    # over these; job configs read their constructor defaults)
+    estimators: Mapping[str, type[Estimator]]
     # the kind a training job of this family registers
     registered_kind: str
     promotion: FamilySpec
@@ -113,11 +117,18 @@ class Family:
         )
 
 
-def _family(name: str, kinds: dict[str, Loader], registered_kind: str, **promotion) -> Family:
+def _family(
+    name: str,
+    kinds: dict[str, Loader],
+    estimators: Mapping[str, type[Estimator]],
+    registered_kind: str,
+    **promotion,
+) -> Family:
     return Family(
         name=name,
         registered_model=f"shopml-{name}",
         kinds=MappingProxyType(kinds),
+        estimators=estimators,
         registered_kind=registered_kind,
         promotion=FamilySpec(family=name, **promotion),
     )
@@ -128,6 +139,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
         "recommender": _family(
             "recommender",
             {"recommender": Recommender.load},
+            RECOMMENDERS,
             "recommender",
             primary="ndcg_at_20",
             direction="higher",
@@ -139,6 +151,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
         "fraud": _family(
             "fraud",
             {"engine": FraudEngine.load},
+            FRAUD_SCORERS,
             "engine",
             primary="average_precision",
             direction="higher",
@@ -153,6 +166,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
         "forecast": _family(
             "forecast",
             {"forecaster": load_forecaster},
+            FORECASTERS,
             "forecaster",
             primary="wape",
             direction="lower",

@@ -137,7 +137,7 @@ def test_fit_accepts_long_table(panel):
 
 
 def test_make_forecaster_unknown_kind():
-    with pytest.raises(ConfigError, match="unknown forecaster kind"):
+    with pytest.raises(ConfigError, match="unknown model kind"):
         make_forecaster("prophet")
     assert isinstance(make_forecaster("moving_average", window=7), MovingAverage)
 

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.interactions import InteractionMatrix
-from models.recommenders.base import Recommender, RecommendFilters
+from models.recommenders import Recommender, RecommendFilters
 from training.ranking_metrics import ranking_metrics_dense
 
 EVAL_FILTERS = RecommendFilters(exclude_purchased=True)

@@ -11,14 +11,17 @@ text), never pickles.
 from __future__ import annotations
 
 import json
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 
 from features.demand import DemandPanel
-from shopml.errors import ConfigError, DataError, NotFittedError
+from models.base import Estimator, check_is_fitted
+from shopml.errors import ConfigError, DataError
 
 OUTPUT_COLUMNS = ("product_id", "date", "p10", "p50", "p90", "flag")
 FLAG_MODEL, FLAG_SHORT, FLAG_CLOSED = "model", "short_history", "closed"
@@ -34,6 +37,7 @@ def as_panel(data) -> DemandPanel:
 
 
 def check_horizon(horizon, max_horizon: int | None = None) -> int:
+    """`horizon` as an int; ConfigError unless it is a positive integer within `max_horizon`."""
     if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer):
         raise ConfigError(f"horizon must be a positive integer, got {horizon!r}")
     if horizon <= 0:
@@ -46,6 +50,7 @@ def check_horizon(horizon, max_horizon: int | None = None) -> int:
 
 
 def save_panel(panel: DemandPanel, path: Path) -> None:
+    """Write the panel a forecaster predicts from: `panel.npz` (compressed) and `panel.json`."""
     np.savez_compressed(
         path / "panel.npz",
         product_ids=np.array([str(p) for p in panel.product_ids], dtype=str),
@@ -61,6 +66,7 @@ def save_panel(panel: DemandPanel, path: Path) -> None:
 
 
 def load_panel(path: Path) -> DemandPanel:
+    """Read what `save_panel` wrote (never unpickles)."""
     with np.load(path / "panel.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads((path / "panel.json").read_text())
@@ -83,14 +89,11 @@ def empirical_band(panel: DemandPanel, window: int) -> tuple[np.ndarray, np.ndar
     seg = panel.units[:, -window:]
     has = ~np.isnan(seg).all(axis=1)
     filled = np.where(has[:, None], seg, 0.0)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.where(has, np.nanmean(filled, axis=1), 0.0)
-            q10 = np.where(has, np.nanquantile(filled, 0.1, axis=1), 0.0)
-            q90 = np.where(has, np.nanquantile(filled, 0.9, axis=1), 0.0)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows of unobserved products
+        mean = np.where(has, np.nanmean(filled, axis=1), 0.0)
+        q10 = np.where(has, np.nanquantile(filled, 0.1, axis=1), 0.0)
+        q90 = np.where(has, np.nanquantile(filled, 0.9, axis=1), 0.0)
     return mean, q10, q90
 
 
@@ -126,32 +129,36 @@ def assemble(
     )
 
 
-class Forecaster(ABC):
-    """One interface for every demand model (see module docstring for the output table)."""
+class Forecaster(Estimator, ABC):
+    """One interface for every demand model (see module docstring for the output table).
 
-    name: str = "forecaster"
+    Saved as `forecaster.json` (kind, parameters, small state), the panel it predicts from
+    (`save_panel`) and any native files of the kind.
+    """
+
+    fitted_attribute = "panel_"
+    meta_file = "forecaster.json"
 
     @abstractmethod
-    def fit(self, panel) -> Forecaster: ...
+    def fit(self, panel) -> Self: ...
 
     @abstractmethod
     def predict(self, horizon: int, product_ids=None) -> pd.DataFrame: ...
 
-    @abstractmethod
-    def save(self, path) -> Path: ...
+    def _save_files(self, path: Path) -> None:
+        save_panel(self.panel_, path)
 
-    @classmethod
-    @abstractmethod
-    def load(cls, path) -> Forecaster: ...
+    def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:
+        self.panel_ = load_panel(path)
 
     # helpers ---------------------------------------------------------------------------------
     def _check_fitted(self) -> DemandPanel:
-        panel = getattr(self, "panel_", None)
-        if panel is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or load() first")
-        return panel
+        """The panel the model predicts from (NotFittedError before fit or load)."""
+        check_is_fitted(self)
+        return self.panel_
 
     def _rows(self, product_ids) -> np.ndarray:
+        """Panel rows of `product_ids` (all when None); UnknownEntity naming unknown ones."""
         panel = self._check_fitted()
         if product_ids is None:
             return np.arange(panel.n_products)

@@ -6,9 +6,6 @@ P10-P90 band from the same recent days, so every model can be compared on the sa
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -21,21 +18,22 @@ from models.forecast.base import (
     assemble,
     check_horizon,
     empirical_band,
-    load_panel,
-    save_panel,
 )
 from shopml.errors import ConfigError
 
 
+def _flat(values: np.ndarray, horizon: int) -> np.ndarray:
+    """One value per product repeated over the horizon: [n_products, horizon]."""
+    return np.repeat(values[:, None], horizon, axis=1)
+
+
 class _Baseline(Forecaster):
-    kind = ""
+    """Fitting only keeps the panel; `window` recent days give the forecast and its band, and
+    products with fewer than `min_history` observed days are flagged."""
 
     def __init__(self, window: int = 28, min_history: int = 7):
         self.window = window
         self.min_history = min_history
-
-    def _params(self) -> dict:
-        return {"window": self.window, "min_history": self.min_history}
 
     def fit(self, panel) -> _Baseline:
         if self.window < 1:
@@ -47,46 +45,26 @@ class _Baseline(Forecaster):
         short = panel.n_observed()[rows] < self.min_history
         return np.where(short, FLAG_SHORT, FLAG_MODEL)
 
-    def save(self, path) -> Path:
-        self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_panel(self.panel_, path)
-        (path / "forecaster.json").write_text(
-            json.dumps({"kind": self.kind, "params": self._params()})
-        )
-        return path
-
-    @classmethod
-    def load(cls, path) -> _Baseline:
-        path = Path(path)
-        meta = json.loads((path / "forecaster.json").read_text())
-        model = cls(**meta["params"])
-        model.panel_ = load_panel(path)
-        return model
-
 
 class MovingAverage(_Baseline):
     """Mean of the last `window` observed days, flat over the horizon; band = their 10%/90% quantiles."""
 
-    name = kind = "moving_average"
+    kind = "moving_average"
 
     def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
         horizon = check_horizon(horizon)
         panel = self._check_fitted()
         rows = self._rows(product_ids)
         mean, q10, q90 = empirical_band(panel, self.window)
-        rep = lambda a: np.repeat(a[rows, None], horizon, axis=1)  # noqa: E731
-        return assemble(
-            panel, rows, horizon, rep(q10), rep(mean), rep(q90), self._flags(panel, rows)
-        )
+        p10, p50, p90 = (_flat(a[rows], horizon) for a in (q10, mean, q90))
+        return assemble(panel, rows, horizon, p10, p50, p90, self._flags(panel, rows))
 
 
 class SeasonalNaive(_Baseline):
     """Weekly seasonal naive: each day repeats the last observed same weekday (band from the last
     `window` days); a weekday never observed falls back to the moving average."""
 
-    name = kind = "seasonal_naive"
+    kind = "seasonal_naive"
 
     def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
         horizon = check_horizon(horizon)
@@ -108,5 +86,5 @@ class SeasonalNaive(_Baseline):
                 filled |= take
                 if filled.all():
                     break
-        rep = lambda a: np.repeat(a[rows, None], horizon, axis=1)  # noqa: E731
-        return assemble(panel, rows, horizon, rep(q10), p50, rep(q90), self._flags(panel, rows))
+        p10, p90 = _flat(q10[rows], horizon), _flat(q90[rows], horizon)
+        return assemble(panel, rows, horizon, p10, p50, p90, self._flags(panel, rows))

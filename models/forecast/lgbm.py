@@ -16,8 +16,8 @@ Products with fewer than `min_history` observed days get the moving-average fore
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -33,10 +33,10 @@ from models.forecast.base import (
     assemble,
     check_horizon,
     empirical_band,
-    load_panel,
-    save_panel,
 )
 from shopml.errors import ConfigError, DataError
+
+MODEL_FILE = "lightgbm.txt"  # LightGBM's own text format
 
 
 class LightGBMForecaster(Forecaster):
@@ -52,7 +52,7 @@ class LightGBMForecaster(Forecaster):
     10x slower.
     """
 
-    name = "lightgbm"
+    kind = "lightgbm"
 
     def __init__(
         self,
@@ -101,10 +101,6 @@ class LightGBMForecaster(Forecaster):
         self.target_clip = target_clip
         self.num_threads = num_threads
         self.seed = seed
-
-    def get_params(self) -> dict:
-        keys = list(self.__init__.__code__.co_varnames[1 : self.__init__.__code__.co_argcount])
-        return {k: getattr(self, k) for k in keys}
 
     # -- training -----------------------------------------------------------------------------
     def _lgb_params(self) -> dict:
@@ -230,41 +226,29 @@ class LightGBMForecaster(Forecaster):
         return assemble(panel, rows, horizon, p10, p50, p90, flags)
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path) -> Path:
-        self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.booster_.save_model(str(path / "lightgbm.txt"))
-        save_panel(self.panel_, path)
-        meta = {
-            "kind": "lightgbm",
-            "params": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in self.get_params().items()
-            },
+    def _json_state(self) -> dict[str, Any]:
+        return {
             "calibration": self.calibration_,
             "product_index": self.product_index_,
             "category_index": self.category_index_,
             "feature_names": feature_names(),
         }
-        (path / "forecaster.json").write_text(json.dumps(meta))
-        return path
 
-    @classmethod
-    def load(cls, path) -> LightGBMForecaster:
-        path = Path(path)
-        meta = json.loads((path / "forecaster.json").read_text())
+    def _save_files(self, path: Path) -> None:
+        super()._save_files(path)
+        self.booster_.save_model(str(path / MODEL_FILE))
+
+    def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:
         if meta.get("feature_names") != feature_names():
             raise DataError(
                 f"saved model at {path} has features {meta.get('feature_names')}, "
                 f"this code builds {feature_names()}"
             )
-        model = cls(**meta["params"])
-        model.calibration_ = meta["calibration"]
-        model.product_index_ = meta["product_index"]
-        model.category_index_ = meta["category_index"]
-        model.booster_ = lgb.Booster(model_file=str(path / "lightgbm.txt"))
-        model.panel_ = load_panel(path)
-        return model
+        super()._restore(meta, arrays, path)
+        self.calibration_ = meta["calibration"]
+        self.product_index_ = meta["product_index"]
+        self.category_index_ = meta["category_index"]
+        self.booster_ = lgb.Booster(model_file=str(path / MODEL_FILE))
 
 
 class _TruncatedState:

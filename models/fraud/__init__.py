@@ -1,5 +1,6 @@
 """Fraud scoring: LightGBM scorer with calibration and reasons, a logistic baseline, decision
-policy, rule layer and the one-call `FraudEngine` used at checkout."""
+policy, rule layer and the one-call `FraudEngine` used at checkout; `FRAUD_SCORERS` is the
+table of scorer kinds."""
 
 from models.fraud.baseline import LogisticBaseline
 from models.fraud.calibration import Calibrator
@@ -10,11 +11,13 @@ from models.fraud.engine import (
     ingest_labels,
     validate_payment,
 )
+from models.fraud.kinds import FRAUD_SCORERS
 from models.fraud.policy import DecisionPolicy, RuleLayer
 from models.fraud.reasons import Reason, describe
 from models.fraud.scorer import FraudScorer
 
 __all__ = [
+    "FRAUD_SCORERS",
     "Calibrator",
     "DecisionPolicy",
     "FraudDecision",

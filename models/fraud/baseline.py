@@ -1,22 +1,28 @@
 """Logistic-regression fraud baseline (standardised features, missing values filled with the
-training median), the handbook's reference model. Saved as JSON numbers."""
+training median), the handbook's reference model. Saved as JSON plus arrays."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from models.base import Estimator, check_is_fitted
 from models.fraud.calibration import Calibrator
-from shopml.errors import DataError, NotFittedError
+from shopml.errors import DataError
 
 META_FILE = "baseline.json"
+_ARRAYS = ("fill_", "mean_", "scale_", "coef_")
 
 
-class LogisticBaseline:
+class LogisticBaseline(Estimator):
     """`StandardScaler` + `LogisticRegression` (scikit-learn defaults, as in the handbook)."""
+
+    kind = "logistic_baseline"
+    fitted_attribute = "coef_"
+    meta_file = META_FILE
 
     def __init__(
         self, feature_names=None, *, C: float = 1.0, max_iter: int = 1000, random_state: int = 0
@@ -27,6 +33,8 @@ class LogisticBaseline:
         self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_cal=None, y_cal=None) -> LogisticBaseline:
+        """Standardise X (NaN -> training median) and fit the regression; no calibration."""
+        # scikit-learn: 0.4 s import, needed only to fit (serving loads fitted numbers)
         from sklearn.linear_model import LogisticRegression
 
         X = np.asarray(X, dtype="float64")
@@ -41,17 +49,15 @@ class LogisticBaseline:
         self.coef_ = lr.coef_[0].copy()
         self.intercept_ = float(lr.intercept_[0])
         self.feature_names_ = list(self.feature_names or [f"f{i}" for i in range(X.shape[1])])
-        self.calibrator_ = Calibrator("none").fit(np.zeros(1), np.zeros(1))
+        self.calibrator_ = _identity_calibrator()
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "coef_"):
-            raise NotFittedError("LogisticBaseline is not fitted; call fit() first")
-        X = (
-            np.asarray(X, dtype="float64").reshape(-1, self.n_features_in_)
-            if np.ndim(X) == 1
-            else np.asarray(X, dtype="float64")
-        )
+        """Log-odds of fraud for each row."""
+        check_is_fitted(self)
+        X = np.asarray(X, dtype="float64")
+        if X.ndim == 1:
+            X = X.reshape(-1, self.n_features_in_)
         if X.shape[1] != self.n_features_in_:
             raise DataError(
                 f"X has {X.shape[1]} features, but the model expects {self.n_features_in_}"
@@ -64,42 +70,27 @@ class LogisticBaseline:
         return 1.0 / (1.0 + np.exp(-self.decision_function(X)))
 
     def predict_one(self, x) -> float:
+        """Probability of fraud of one row, in plain Python (no array set-up)."""
         z = self.intercept_
         for v, f, m, s, c in zip(x, self.fill_, self.mean_, self.scale_, self.coef_, strict=True):
             z += ((f if v != v else v) - m) / s * c
         return 1.0 / (1.0 + math.exp(-z))
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "kind": "LogisticBaseline",
-            "C": self.C,
-            "max_iter": self.max_iter,
-            "random_state": self.random_state,
-            "feature_names": self.feature_names_,
-            "fill": self.fill_.tolist(),
-            "mean": self.mean_.tolist(),
-            "scale": self.scale_.tolist(),
-            "coef": self.coef_.tolist(),
-            "intercept": self.intercept_,
-        }
-        (path / META_FILE).write_text(json.dumps(meta, indent=2))
-        return path
+    def _json_state(self) -> dict[str, Any]:
+        return {"feature_names": self.feature_names_, "intercept": self.intercept_}
 
-    @classmethod
-    def load(cls, path: str | Path) -> LogisticBaseline:
-        meta = json.loads((Path(path) / META_FILE).read_text())
-        m = cls(
-            meta["feature_names"],
-            C=meta["C"],
-            max_iter=meta["max_iter"],
-            random_state=meta["random_state"],
-        )
-        m.feature_names_ = meta["feature_names"]
-        m.n_features_in_ = len(meta["coef"])
-        for k in ("fill", "mean", "scale", "coef"):
-            setattr(m, k + "_", np.asarray(meta[k], dtype="float64"))
-        m.intercept_ = float(meta["intercept"])
-        m.calibrator_ = Calibrator("none").fit(np.zeros(1), np.zeros(1))
-        return m
+    def _array_state(self) -> dict[str, np.ndarray]:
+        return {name.rstrip("_"): getattr(self, name) for name in _ARRAYS}
+
+    def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:
+        for name in _ARRAYS:
+            setattr(self, name, arrays[name.rstrip("_")])
+        self.feature_names_ = list(meta["feature_names"])
+        self.n_features_in_ = len(self.coef_)
+        self.intercept_ = float(meta["intercept"])
+        self.calibrator_ = _identity_calibrator()
+
+
+def _identity_calibrator() -> Calibrator:
+    """The baseline's probabilities are the logistic ones: a calibrator that changes nothing."""
+    return Calibrator("none").fit(np.zeros(1), np.zeros(1))

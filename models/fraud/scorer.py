@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import math
 from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+from lightgbm.basic import _LIB, _safe_call
 
+from models.base import Estimator, check_is_fitted
 from models.fraud.calibration import Calibrator
 from models.fraud.reasons import Reason, describe
-from shopml.errors import DataError, NotFittedError
+from shopml.errors import DataError
 
 _PREDICT_RAW, _PREDICT_CONTRIB, _FLOAT64 = 1, 3, 1
 MODEL_FILE, META_FILE = "booster.txt", "scorer.json"
@@ -30,8 +32,6 @@ class FastPredictor:
     """LightGBM's `PredictForMatSingleRowFast` bound to one booster (raw score or contributions)."""
 
     def __init__(self, booster: lgb.Booster, n_features: int, contrib: bool = False):
-        from lightgbm.basic import _LIB, _safe_call
-
         self._lib, self._safe_call = _LIB, _safe_call
         self._booster = booster  # keep the booster alive as long as the handle
         self._handle = ctypes.c_void_p()
@@ -63,12 +63,17 @@ class FastPredictor:
             self._lib.LGBM_FastConfigFree(self._handle)
 
 
-class FraudScorer:
+class FraudScorer(Estimator):
     """LightGBM classifier of fraud with calibrated probabilities and reason codes.
 
     Parameters are stored as given (scikit-learn style); fitted state ends with `_`.
     `scale_pos_weight="auto"` uses sqrt(negatives / positives) of the training rows.
+    Saved as `booster.txt` (LightGBM text) and `scorer.json` (params, calibration).
     """
+
+    kind = "scorer"
+    fitted_attribute = "booster_"
+    meta_file = META_FILE
 
     def __init__(
         self,
@@ -104,26 +109,6 @@ class FraudScorer:
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
-    def get_params(self) -> dict:
-        keys = (
-            "feature_version",
-            "num_boost_round",
-            "learning_rate",
-            "num_leaves",
-            "min_data_in_leaf",
-            "feature_fraction",
-            "bagging_fraction",
-            "lambda_l2",
-            "scale_pos_weight",
-            "neg_sample_rate",
-            "calibration",
-            "num_threads",
-            "random_state",
-        )
-        return {k: getattr(self, k) for k in keys} | {
-            "feature_names": list(self.feature_names or [])
-        }
-
     def _lgb_params(self, y: np.ndarray) -> dict:
         spw = self.scale_pos_weight
         if spw == "auto":
@@ -180,30 +165,24 @@ class FraudScorer:
         return self
 
     # -------------------------------------------------------------- predict
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "booster_"):
-            raise NotFittedError("FraudScorer is not fitted; call fit() or FraudScorer.load()")
-
     def _check_X(self, X, fitting: bool = False) -> np.ndarray:
+        """X as 2-D float64; DataError when its feature count is not the expected one."""
         X = np.asarray(X, dtype="float64")
         if X.ndim == 1:
             X = X.reshape(1, -1)
         if X.ndim != 2:
             raise DataError(f"X must be 2-D (payments x features), got {X.ndim}-D")
-        expected = (
-            len(self.feature_names)
-            if fitting and self.feature_names
-            else None
-            if fitting
-            else self.n_features_in_
-        )
+        if fitting:
+            expected = len(self.feature_names) if self.feature_names else None
+        else:
+            expected = self.n_features_in_
         if expected is not None and X.shape[1] != expected:
             raise DataError(f"X has {X.shape[1]} features, but the scorer expects {expected}")
         return X
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Raw log-odds scores (before calibration)."""
-        self._check_fitted()
+        check_is_fitted(self)
         return self.booster_.predict(self._check_X(X), raw_score=True)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -212,7 +191,7 @@ class FraudScorer:
         return self.calibrator_.transform(raw)
 
     def fast_predictor(self, contrib: bool = False) -> FastPredictor:
-        self._check_fitted()
+        check_is_fitted(self)
         return FastPredictor(self.booster_, self.n_features_in_, contrib)
 
     def predict_one(self, x: np.ndarray) -> float:
@@ -241,34 +220,19 @@ class FraudScorer:
         ]
 
     # ------------------------------------------------------------ save/load
-    def save(self, path: str | Path) -> Path:
-        """Write `booster.txt` (LightGBM text) and `scorer.json` (params, calibration)."""
-        self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.booster_.save_model(str(path / MODEL_FILE))
-        meta = {
-            "kind": "FraudScorer",
-            "params": self.get_params(),
+    def _json_state(self) -> dict[str, Any]:
+        return {
             "feature_names": self.feature_names_,
             "n_features": self.n_features_in_,
             "calibrator": self.calibrator_.to_dict(),
         }
-        (path / META_FILE).write_text(json.dumps(meta, indent=2))
-        return path
 
-    @classmethod
-    def load(cls, path: str | Path) -> FraudScorer:
-        path = Path(path)
-        if not (path / META_FILE).is_file():
-            raise DataError(f"{path} holds no saved FraudScorer ({META_FILE} missing)")
-        meta = json.loads((path / META_FILE).read_text())
-        params = dict(meta["params"])
-        names = params.pop("feature_names")
-        scorer = cls(names, **params)
-        scorer.booster_ = lgb.Booster(model_file=str(path / MODEL_FILE))
-        scorer.feature_names_ = list(meta["feature_names"])
-        scorer.n_features_in_ = int(meta["n_features"])
-        scorer.calibrator_ = Calibrator.from_dict(meta["calibrator"])
-        scorer._fast = scorer._fast_contrib = None
-        return scorer
+    def _save_files(self, path: Path) -> None:
+        self.booster_.save_model(str(path / MODEL_FILE))
+
+    def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:
+        self.booster_ = lgb.Booster(model_file=str(path / MODEL_FILE))
+        self.feature_names_ = list(meta["feature_names"])
+        self.n_features_in_ = int(meta["n_features"])
+        self.calibrator_ = Calibrator.from_dict(meta["calibrator"])
+        self._fast = self._fast_contrib = None

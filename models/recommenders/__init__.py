@@ -1,36 +1,21 @@
 """Recommenders behind one interface (`Recommender`): popularity, ALS, BPR, item-kNN, EASE,
-blends and the cold-start fallback chain."""
+blends and the cold-start fallback chain; `RECOMMENDERS` is the table of kinds."""
 
+from models.base import make
 from models.recommenders.als import ALSRecommender
-from models.recommenders.base import (
-    Recommendations,
-    Recommender,
-    RecommendFilters,
-    check_k,
-)
 from models.recommenders.bpr import BPRRecommender
 from models.recommenders.composite import BlendRecommender, FallbackRecommender
 from models.recommenders.ease import EASERecommender
+from models.recommenders.interface import Recommender
 from models.recommenders.item_knn import ItemKNNRecommender
+from models.recommenders.kinds import RECOMMENDERS, SINGLE_KINDS
 from models.recommenders.popularity import PopularityRecommender
-
-MODELS: dict[str, type[Recommender]] = {
-    m.name: m
-    for m in (
-        PopularityRecommender,
-        ALSRecommender,
-        BPRRecommender,
-        ItemKNNRecommender,
-        EASERecommender,
-    )
-}
+from models.recommenders.selection import Recommendations, RecommendFilters, check_k
 
 
 def make_model(kind: str, **params) -> Recommender:
-    """A recommender by name (`popularity`, `als`, `bpr`, `item_knn`, `ease`) with params."""
-    if kind not in MODELS:
-        raise ValueError(f"unknown recommender {kind!r}; choose one of {sorted(MODELS)}")
-    return MODELS[kind](**params)
+    """A recommender by kind name (`popularity`, `als`, `bpr`, `item_knn`, `ease`, ...)."""
+    return make(RECOMMENDERS, kind, **params)
 
 
 __all__ = [
@@ -40,11 +25,12 @@ __all__ = [
     "EASERecommender",
     "FallbackRecommender",
     "ItemKNNRecommender",
-    "MODELS",
     "PopularityRecommender",
+    "RECOMMENDERS",
     "Recommendations",
     "RecommendFilters",
     "Recommender",
+    "SINGLE_KINDS",
     "check_k",
     "make_model",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
 
 from features.interactions import InteractionMatrix
 from models.recommenders.factors import FactorRecommender
@@ -12,7 +13,7 @@ from models.recommenders.factors import FactorRecommender
 class ALSRecommender(FactorRecommender):
     """Confidence = alpha * weight; a new customer's vector is solved from their products."""
 
-    name = "als"
+    kind = "als"
 
     def __init__(
         self,
@@ -31,8 +32,6 @@ class ALSRecommender(FactorRecommender):
         self.num_threads = num_threads
 
     def _fit(self, X: sp.csr_matrix, matrix: InteractionMatrix) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
-
         model = AlternatingLeastSquares(
             factors=self.factors,
             regularization=self.regularization,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from implicit.cpu.bpr import BayesianPersonalizedRanking
 
 from features.interactions import InteractionMatrix
 from models.recommenders.factors import FactorRecommender
@@ -12,7 +13,7 @@ from models.recommenders.factors import FactorRecommender
 class BPRRecommender(FactorRecommender):
     """Pairwise ranking factors; the last factor column is the product bias."""
 
-    name = "bpr"
+    kind = "bpr"
 
     def __init__(
         self,
@@ -31,8 +32,6 @@ class BPRRecommender(FactorRecommender):
         self.num_threads = num_threads
 
     def _fit(self, X: sp.csr_matrix, matrix: InteractionMatrix) -> None:
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
-
         model = BayesianPersonalizedRanking(
             factors=self.factors,
             learning_rate=self.learning_rate,

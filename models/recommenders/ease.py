@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.linalg import lapack
 
 from features.interactions import InteractionMatrix
-from models.recommenders.base import Recommender
+from models.recommenders.scoring import ScoringRecommender
 
 MAX_ITEMS = 20_000
 
@@ -16,8 +17,6 @@ MAX_ITEMS = 20_000
 def _spd_inverse(G: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric positive definite matrix via Cholesky in float32 (about 4x
     faster than a float64 LU inverse; ranking needs no more precision), float64 LU if that fails."""
-    from scipy.linalg import lapack
-
     c, info = lapack.spotrf(
         np.asfortranarray(G, dtype=np.float32), lower=False, overwrite_a=True, clean=False
     )
@@ -28,10 +27,10 @@ def _spd_inverse(G: np.ndarray) -> np.ndarray:
     return np.linalg.inv(G.astype(np.float64))
 
 
-class EASERecommender(Recommender):
+class EASERecommender(ScoringRecommender):
     """B = argmin ||X - XB||^2 + l2 ||B||^2 (diag(B) = 0); scores are X_u @ B."""
 
-    name = "ease"
+    kind = "ease"
 
     def __init__(self, l2: float = 300.0, dropout: float = 0.0):
         self.l2 = l2
@@ -65,8 +64,8 @@ class EASERecommender(Recommender):
     def _similar_scores(self, item: int) -> np.ndarray:
         return self.B_[item].copy()
 
-    def _state(self) -> dict[str, np.ndarray]:
+    def _model_arrays(self) -> dict[str, np.ndarray]:
         return {"B": self.B_}
 
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+    def _set_model_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.B_ = np.ascontiguousarray(arrays["B"], dtype=np.float32)

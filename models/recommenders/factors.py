@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from models.recommenders.base import Recommender
+from models.recommenders.scoring import ScoringRecommender
 
 
-class FactorRecommender(Recommender):
+class FactorRecommender(ScoringRecommender):
     """Scores are user_factors_ @ item_factors_.T (contiguous float32)."""
 
     def _scores_known(self, rows: np.ndarray) -> np.ndarray:
@@ -31,9 +31,9 @@ class FactorRecommender(Recommender):
     def _similar_scores(self, item: int) -> np.ndarray:
         return self._unit_items @ self._unit_items[item]
 
-    def _state(self) -> dict[str, np.ndarray]:
+    def _model_arrays(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
 
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+    def _set_model_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)

@@ -11,15 +11,16 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 
 from features.interactions import InteractionMatrix
-from models.recommenders.base import Recommender
+from models.recommenders.scoring import ScoringRecommender
 
 
-class ItemKNNRecommender(Recommender):
+class ItemKNNRecommender(ScoringRecommender):
     """similarity="cosine" or "bm25" (with K1, B); K neighbours kept per product."""
 
-    name = "item_knn"
+    kind = "item_knn"
 
     def __init__(
         self,
@@ -34,8 +35,6 @@ class ItemKNNRecommender(Recommender):
         self.B = B
 
     def _fit(self, X: sp.csr_matrix, matrix: InteractionMatrix) -> None:
-        from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
-
         if self.similarity == "cosine":
             model = CosineRecommender(K=self.K, num_threads=1)
         elif self.similarity == "bm25":
@@ -72,11 +71,11 @@ class ItemKNNRecommender(Recommender):
         out[self.sim_.indices[lo:hi]] = self.sim_.data[lo:hi] + 1.0  # neighbours first
         return out
 
-    def _state(self) -> dict[str, np.ndarray]:
+    def _model_arrays(self) -> dict[str, np.ndarray]:
         S = self.sim_
         return {"sim_data": S.data, "sim_indices": S.indices, "sim_indptr": S.indptr}
 
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+    def _set_model_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         n = len(arrays["sim_indptr"]) - 1
         self.sim_ = sp.csr_matrix(
             (arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]), shape=(n, n)

@@ -9,10 +9,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from features.interactions import InteractionMatrix
-from models.recommenders.base import Recommendations, Recommender, RecommendFilters
+from models.recommenders.scoring import ScoringRecommender
+from models.recommenders.selection import Recommendations, RecommendFilters
 
 
-class PopularityRecommender(Recommender):
+class PopularityRecommender(ScoringRecommender):
     """Scores every product by how many customers chose it (optionally recently / per category).
 
     mode="global": same list for everyone. mode="category": popularity within each category,
@@ -20,7 +21,7 @@ class PopularityRecommender(Recommender):
     customers whose last interaction is within `window_days` of the newest one.
     """
 
-    name = "popularity"
+    kind = "popularity"
 
     def __init__(
         self, mode: Literal["global", "category", "trending"] = "global", window_days: float = 30.0
@@ -76,9 +77,8 @@ class PopularityRecommender(Recommender):
         return np.where(same, self.scores_ + 1.0, self.scores_).astype(np.float32)
 
     def _unknown_customer(self, k: int, filters: RecommendFilters) -> Recommendations:
-        rec = super()._unknown_customer(k, filters)
-        rec.source = f"popularity:{self.mode}" if self.mode != "category" else "popularity:global"
-        return rec
+        source = f"popularity:{self.mode}" if self.mode != "category" else "popularity:global"
+        return self._by_popularity(k, filters, source)
 
     def for_category(self, category: str, k: int, filters: RecommendFilters) -> Recommendations:
         """Most popular products of one category (cold start with a category hint)."""
@@ -88,12 +88,10 @@ class PopularityRecommender(Recommender):
             categories=(category,),
             only_available=filters.only_available,
         )
-        rec = super()._unknown_customer(k, narrowed)
-        rec.source = "popularity:category"
-        return rec
+        return self._by_popularity(k, narrowed, "popularity:category")
 
-    def _state(self) -> dict[str, np.ndarray]:
+    def _model_arrays(self) -> dict[str, np.ndarray]:
         return {"scores": self.scores_}
 
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+    def _set_model_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.scores_ = arrays["scores"]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import gc
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS
 
 import bentoml  # noqa: E402
 
 from serving import metrics  # noqa: E402
-from serving.fastpath import FastRoutes, json_handler  # noqa: E402
+from serving.endpoints import FastRoutes, endpoint  # noqa: E402
 from serving.fraud_schemas import (  # noqa: E402
     LabelsRequest,
     LabelsResponse,
@@ -24,9 +24,10 @@ from serving.fraud_schemas import (  # noqa: E402
     ScoreResponse,
 )
 from serving.model_store import load_native, stored_model  # noqa: E402
-from serving.service_common import api_errors, optional_model, service_config  # noqa: E402
+from serving.service_common import optional_model, service_config  # noqa: E402
 from shopml.errors import ConfigError  # noqa: E402
 from shopml.log import get_logger  # noqa: E402
+from shopml.settings import load_settings  # noqa: E402
 
 log = get_logger("serving.fraud")
 
@@ -42,9 +43,11 @@ class FraudService:
     fraud_ref = optional_model("fraud")
 
     def __init__(self) -> None:
+        # here, not at module level: the BentoML supervisor imports this module only to read
+        # the service definition, and the model side (LightGBM, pandas, redis) adds ~0.8 s to it
+        from features.fraud.state_store import open_store
         from serving.checkout import Checkout
-        from serving.online import Breaker, make_store
-        from shopml.settings import load_settings
+        from serving.history import warm_state
 
         self.ready = False
         settings = load_settings()
@@ -55,58 +58,35 @@ class FraudService:
             raise ConfigError(
                 f"{workers} fraud workers need shared online features: set SHOPML_REDIS_URL"
             )
-        store, kind = make_store(settings.redis_url)
+        store, kind = open_store(settings.redis_url)
         labels_dir = settings.home / "labels" / "fraud"
         loaded = load_native(
-            stored_model(type(self).fraud_ref, "fraud"),
-            "fraud",
-            store=Breaker(store),
-            labels_dir=labels_dir,
+            stored_model(type(self).fraud_ref, "fraud"), "fraud", store=store, labels_dir=labels_dir
         )
         engine = loaded.obj
-        if not hasattr(engine, "score_fields"):  # a bare scorer: wrap it in the engine
-            from models.fraud import FraudEngine
-
-            engine = FraudEngine(engine, store=Breaker(store), labels_dir=labels_dir)
         history = os.environ.get("SHOPML_FRAUD_HISTORY")
         if history:
-            from serving.history import warm_state
-
             warm_state(engine, history)
-        self.checkout = Checkout(engine, loaded.version_label, labels_dir)
-        self._warm(engine)
+        self.checkout = Checkout(engine, loaded.version_label)
+        engine.warm_up()
         metrics.model_loaded("fraud", loaded.version_label, loaded.mlflow_run_id)
-        CheckoutRoutes.register("/score", json_handler(PaymentRequest, self.checkout.score))
-        CheckoutRoutes.register("/labels", json_handler(LabelsRequest, self.checkout.labels))
+        CheckoutRoutes.serve(self)
         gc.freeze()  # models and start-up objects never need collecting: shorter GC pauses
         self.ready = True
         log.info("fraud service ready", extra={"model": loaded.version_label, "state_store": kind})
 
-    @staticmethod
-    def _warm(engine) -> None:
-        """Build LightGBM's single-row predictors now, not on the first checkout."""
-        from serving.checkout import epoch_ms
-
-        for _ in range(2):
-            engine.score_fields(
-                "warm-up", epoch_ms(None), 1.0, "warm-up", "warm-up", "warm-up", record=False
-            )
-        engine.scorer.explain(engine.features.new_vector())
-
     async def __is_ready__(self) -> bool:  # async: no thread hop per probe
         return self.ready
 
-    @bentoml.api(route="/score")
-    async def score(self, payment: PaymentRequest, /) -> ScoreResponse:
+    @endpoint("/score", answers=ScoreResponse)
+    def score(self, payment: PaymentRequest, /) -> dict:
         """Score one payment: probability, risk score, decision, reasons; records it online."""
-        with api_errors():
-            return ScoreResponse.model_validate(self.checkout.score(payment))
+        return self.checkout.score(payment)
 
-    @bentoml.api(route="/labels")
-    async def labels(self, request: LabelsRequest, /) -> LabelsResponse:
+    @endpoint("/labels", answers=LabelsResponse)
+    def labels(self, request: LabelsRequest, /) -> dict:
         """Late fraud labels: update the online risk features and keep them for training."""
-        with api_errors():
-            return LabelsResponse.model_validate(self.checkout.labels(request))
+        return self.checkout.labels(request)
 
 
 FraudService.add_asgi_middleware(CheckoutRoutes)

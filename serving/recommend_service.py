@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS
 
 import bentoml  # noqa: E402
 
 from serving import metrics  # noqa: E402
-from serving.fastpath import FastRoutes, Unavailable, json_handler  # noqa: E402
+from serving.endpoints import FastRoutes, Unavailable, endpoint  # noqa: E402
 from serving.model_store import load_native, stored_model  # noqa: E402
 from serving.schemas import (  # noqa: E402
     ForecastRequest,
@@ -25,7 +26,7 @@ from serving.schemas import (  # noqa: E402
     SimilarRequest,
     SimilarResponse,
 )
-from serving.service_common import api_errors, optional_model, service_config  # noqa: E402
+from serving.service_common import optional_model, service_config  # noqa: E402
 from shopml.log import get_logger  # noqa: E402
 
 log = get_logger("serving.recommend")
@@ -43,27 +44,23 @@ class RecommendService:
     forecast_ref = optional_model("forecast")
 
     def __init__(self) -> None:
-        # heavy imports here, not at module level: the BentoML supervisor process imports
-        # this module only to read the service definition (faster cold start)
-        from serving.storefront import Recommendations
+        # here, not at module level: the BentoML supervisor imports this module only to read
+        # the service definition, and the model side (numpy, scipy, pandas) adds ~0.4 s to it
+        from serving.storefront import Storefront
 
         self.ready = False
         loaded = load_native(stored_model(type(self).recommender_ref, "recommender"), "recommender")
-        self.recs = Recommendations(loaded.obj, loaded.version_label)
+        self.storefront = Storefront(loaded.obj, loaded.version_label)
         metrics.model_loaded("recommender", loaded.version_label, loaded.mlflow_run_id)
         self.forecasts = None
         forecast_ref = type(self).forecast_ref
         if forecast_ref is not None and forecast_ref.stored is not None:
             stored = forecast_ref.stored
-            fc = load_forecast_table(stored)
-            if fc is not None:
-                self.forecasts = fc
-                metrics.model_loaded(
-                    "forecast", fc.model_version, str(stored.info.labels.get("mlflow_run_id", ""))
-                )
-        StorefrontRoutes.register("/recommend", json_handler(RecommendRequest, self.recs.recommend))
-        StorefrontRoutes.register("/similar", json_handler(SimilarRequest, self.recs.similar))
-        StorefrontRoutes.register("/forecast", json_handler(ForecastRequest, self._forecast))
+            self.forecasts = load_forecast_table(stored)
+            if self.forecasts is not None:
+                run_id = str(stored.info.labels.get("mlflow_run_id", ""))
+                metrics.model_loaded("forecast", self.forecasts.model_version, run_id)
+        StorefrontRoutes.serve(self)
         gc.freeze()  # models and start-up objects never need collecting: shorter GC pauses
         self.ready = True
         log.info(
@@ -74,7 +71,19 @@ class RecommendService:
     async def __is_ready__(self) -> bool:  # async: no thread hop per probe
         return self.ready
 
-    def _forecast(self, request: ForecastRequest) -> dict:
+    @endpoint("/recommend", answers=RecommendResponse)
+    def recommend(self, request: RecommendRequest, /) -> dict:
+        """Top-k products for a customer (or a session's recent products), with filters."""
+        return self.storefront.recommend(request)
+
+    @endpoint("/similar", answers=SimilarResponse)
+    def similar(self, request: SimilarRequest, /) -> dict:
+        """Products similar to the one on a product page (404 naming an unknown product)."""
+        return self.storefront.similar(request)
+
+    @endpoint("/forecast", answers=ForecastResponse)
+    def forecast(self, request: ForecastRequest, /) -> dict:
+        """The latest P10/P50/P90 daily demand forecast of one or more products."""
         if self.forecasts is None:
             raise Unavailable(
                 "this Bento has no forecast model (`shopml build` said why): train one with "
@@ -82,30 +91,10 @@ class RecommendService:
             )
         return self.forecasts.forecast(request)
 
-    @bentoml.api(route="/recommend")
-    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
-        """Top-k products for a customer (or a session's recent products), with filters."""
-        with api_errors():
-            return RecommendResponse.model_validate(self.recs.recommend(request))
-
-    @bentoml.api(route="/similar")
-    async def similar(self, request: SimilarRequest, /) -> SimilarResponse:
-        """Products similar to the one on a product page (404 naming an unknown product)."""
-        with api_errors():
-            return SimilarResponse.model_validate(self.recs.similar(request))
-
-    @bentoml.api(route="/forecast")
-    async def forecast(self, request: ForecastRequest, /) -> ForecastResponse:
-        """The latest P10/P50/P90 daily demand forecast of one or more products."""
-        with api_errors():
-            return ForecastResponse.model_validate(self._forecast(request))
-
 
 def load_forecast_table(stored):
     """The served forecast arrays of a stored forecast model, or None when it has none."""
-    from pathlib import Path
-
-    from serving.storefront import FORECAST_FILE, Forecasts
+    from serving.storefront import FORECAST_FILE, Forecasts  # see RecommendService.__init__
 
     if not (Path(stored.path) / FORECAST_FILE).is_file():
         log.warning("forecast model has no forecast table; /forecast disabled")

@@ -1,4 +1,4 @@
-"""What both services share: BentoML service options, model references, error mapping, logs.
+"""What both services share: BentoML service options, model references, logs.
 
 Logs: BentoML's access log is off (it records client addresses) and its exception log is
 filtered so that a refused request never writes the request body (payments carry customer and
@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
-if os.environ.get("SHOPML_SERVING_PROCESS") == "1" and "sklearn" not in sys.modules:
-    # LightGBM imports scikit-learn for its optional estimator API, which serving never uses;
-    # skipping it takes seconds off the cold start (set only in `bentoml serve` processes).
-    sys.modules["sklearn"] = None  # type: ignore[assignment]
-
 import bentoml
-from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable, UnprocessableEntity
+import yaml
 from pydantic import ValidationError
 
-from serving.fastpath import Unavailable
 from serving.model_store import model_tag
-from shopml.errors import ShopmlError, UnknownEntity
 from shopml.log import redact, setup_logging
 
 if os.environ.get("SHOPML_SERVING_PROCESS") == "1":  # not when `shopml build` imports us
@@ -51,8 +42,6 @@ def bento_model_tags() -> dict[str, str] | None:
     BentoML resolves a `BentoModel("name:latest")` against the store at start-up; pinning the
     tags the Bento was built with keeps a Bento serving exactly the models it was built with.
     """
-    import yaml
-
     manifest = Path(__file__).resolve().parents[2] / "bento.yaml"
     if not manifest.is_file():
         return None
@@ -85,21 +74,6 @@ def optional_model(family: str):
     except bentoml.exceptions.NotFound:
         return None
     return bentoml.models.BentoModel(str(stored.tag))
-
-
-@contextmanager
-def api_errors():
-    """Map shopml's named errors to BentoML's 4xx exceptions (the message names the value)."""
-    try:
-        yield
-    except Unavailable as exc:
-        raise ServiceUnavailable(str(exc)) from None
-    except UnknownEntity as exc:
-        raise NotFound(str(exc)) from None
-    except ValidationError as exc:
-        raise InvalidArgument(str(exc)) from None
-    except (ShopmlError, ValueError) as exc:
-        raise UnprocessableEntity(str(exc)) from None
 
 
 class _NoPayloadInLogs(logging.Filter):

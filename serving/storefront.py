@@ -2,8 +2,8 @@
 
 Pure logic with no BentoML in it: requests are already-validated pydantic objects, answers
 are plain dicts shaped like the response schemas (serialised directly on the hot path). The
-recommender is used only through its interface (`recommend_with_context` when the model is a
-fallback chain, else `recommend_one` / `recommend_for_items`, and `similar_items`).
+recommender is used only through its interface: `recommend_with_context`, `similar_items` and
+`name` (the primary model's name, which a fallback chain answers as).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.recommenders import RecommendFilters
+from models.recommenders import Recommender, RecommendFilters
 from serving import metrics
 from serving.schemas import ForecastRequest, RecommendRequest, SimilarRequest
 from shopml.errors import UnknownEntity
@@ -26,15 +26,13 @@ def _items(rec) -> list[dict]:
     return [{"product_id": p, "score": s} for p, s in zip(ids, scores, strict=True)]
 
 
-class Recommendations:
+class Storefront:
     """Recommendations and similar products from one loaded recommender."""
 
-    def __init__(self, model, model_version: str) -> None:
+    def __init__(self, model: Recommender, model_version: str) -> None:
         self.model = model
         self.model_version = model_version
-        primary = getattr(model, "primary", None)
-        self.primary_name = getattr(primary, "name", None) or getattr(model, "name", "model")
-        self.with_context = hasattr(model, "recommend_with_context")
+        self.primary_name = model.name
 
     def recommend(self, req: RecommendRequest) -> dict:
         filters = RecommendFilters(
@@ -44,22 +42,10 @@ class Recommendations:
             only_available=req.only_available,
         )
         customer = req.customer_id
-        model = self.model
-        if self.with_context:
-            hint = req.categories[0] if req.categories and len(req.categories) == 1 else None
-            rec = model.recommend_with_context(
-                customer or "",
-                req.k,
-                filters,
-                recent_product_ids=req.recent_product_ids,
-                category=hint,
-            )
-        elif customer is not None and customer in model.customer_index_:
-            rec = model.recommend_one(customer, req.k, filters)
-        elif req.recent_product_ids:
-            rec = model.recommend_for_items(req.recent_product_ids, req.k, filters)
-        else:
-            rec = model.recommend_one(customer or "", req.k, filters)
+        hint = req.categories[0] if req.categories and len(req.categories) == 1 else None
+        rec = self.model.recommend_with_context(
+            customer or "", req.k, filters, recent_product_ids=req.recent_product_ids, category=hint
+        )
         source = rec.source
         fallback = source != self.primary_name
         metrics.recommendation("recommend", source, fallback, self.model_version)
@@ -74,13 +60,12 @@ class Recommendations:
 
     def similar(self, req: SimilarRequest) -> dict:
         rec = self.model.similar_items([req.product_id], req.k)[0]  # UnknownEntity -> 404
-        source = rec.source if rec.source != "fallback" else self.primary_name
-        metrics.recommendation("similar", source, False, self.model_version)
+        metrics.recommendation("similar", rec.source, False, self.model_version)
         return {
             "product_id": req.product_id,
             "items": _items(rec),
             "model": self.primary_name,
-            "source": source,
+            "source": rec.source,
             "model_version": self.model_version,
         }
 

@@ -1,5 +1,5 @@
-"""Serving pieces without a server: request schemas, the hot path's error mapping, loaders,
-the forecast table and the registry's missing-champion message."""
+"""Serving pieces without a server: request schemas, the hot path's error mapping, loaders
+and the forecast table (the registry's messages: tests/test_registry.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from serving.fastpath import FastRoutes, Unavailable, error_response, json_handler
+from serving.endpoints import FastRoutes, Unavailable, endpoint, error_response
 from serving.fraud_schemas import LabelsRequest, PaymentRequest
-from serving.registry import check_loader, fetch_champion, missing_champion_message
 from serving.schemas import ForecastRequest, RecommendRequest
 from serving.storefront import Forecasts, write_forecast_table
-from shopml.errors import RegistryError, UnknownEntity
+from shopml.errors import UnknownEntity
 
 PAYMENT = {
     "transaction_id": "t1",
@@ -97,11 +96,26 @@ def test_error_mapping_gives_4xx_with_the_name_and_a_quiet_500():
     assert status == 500 and b"4111" not in body
 
 
+class EchoAnswer(BaseModel):
+    n: int
+
+
+class Echo:
+    """A service with one declared endpoint, as the real services declare theirs."""
+
+    @endpoint("/echo", answers=EchoAnswer)
+    def echo(self, request: ForecastRequest, /) -> dict:
+        """How many products were asked for."""
+        if request.product_ids == ["gone"]:
+            raise UnknownEntity("product", ["gone"])
+        return {"n": len(request.product_ids)}
+
+
 def test_fast_route_answers_and_passes_other_routes_on():
     class Routes(FastRoutes):
         routes = {}
 
-    Routes.register("/echo", json_handler(ForecastRequest, lambda r: {"n": len(r.product_ids)}))
+    Routes.serve(Echo())
     passed = []
 
     async def inner(scope, receive, send):
@@ -129,18 +143,24 @@ def test_fast_route_answers_and_passes_other_routes_on():
     assert sent[2]["status"] == 400 and "product_ids" in json.loads(sent[3]["body"])["error"]
 
 
-def test_only_shopml_model_loaders_are_accepted():
-    assert check_loader("models.recommenders:Recommender.load")
-    for bad in ("os:system", "models.recommenders", "builtins:eval"):
-        with pytest.raises(RegistryError):
-            check_loader(bad)
+def test_an_endpoint_is_one_handler_on_both_paths():
+    """BentoML's API method and the fast route run the same method and map errors alike."""
+    method = Echo.echo
+    assert method.route == "/echo" and "How many products" in method.doc
+    assert method.output_spec.model_json_schema()["properties"].keys() == {"n"}
 
+    class Routes(FastRoutes):
+        routes = {}
 
-def test_missing_champion_says_which_command_to_run(tmp_shopml_home):
-    with pytest.raises(RegistryError) as err:
-        fetch_champion("fraud")
-    assert "shopml train fraud" in str(err.value) and "shopml promote" in str(err.value)
-    assert "shopml train forecast" in missing_champion_message("forecast")
+    Routes.serve(Echo())
+    fast = asyncio.run(Routes.routes["/echo"](b'{"product_ids": ["a"]}'))
+    bento = asyncio.run(method.func(Echo(), ForecastRequest(product_ids=["a"])))
+    assert (bento.status_code, bento.body) == fast == (200, b'{"n":1}')
+    with pytest.raises(UnknownEntity) as err:  # FastRoutes maps it with error_response
+        asyncio.run(Routes.routes["/echo"](b'{"product_ids": ["gone"]}'))
+    bento = asyncio.run(method.func(Echo(), ForecastRequest(product_ids=["gone"])))
+    assert (bento.status_code, bento.body) == error_response(err.value)
+    assert json.loads(bento.body)["ids"] == ["gone"]
 
 
 def test_forecast_table_round_trip(tmp_path):

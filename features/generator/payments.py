@@ -10,6 +10,8 @@ owner never uses during the next `card_compromise_days`. Labels become known aft
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -33,6 +35,52 @@ def _delays_ns(rng: np.random.Generator, n: int, mean_days: float, max_days: int
     return (days * 86_400).astype(np.int64) * NS_PER_SECOND
 
 
+@dataclass
+class Wallets:
+    """Each customer's cards, spending profile and usual terminals (near a "home" terminal)."""
+
+    n_cards: np.ndarray  # cards per customer, 1 or 2
+    card_owner: np.ndarray  # customer of each card
+    first_card: np.ndarray  # card index of each customer's first card
+    mean_amount: np.ndarray
+    tx_rate: np.ndarray  # other card purchases per active day
+    home: np.ndarray
+    usual: np.ndarray  # (customers x USUAL_TERMINALS) terminal indices
+
+    def pick_card(self, rng: np.random.Generator, cust: np.ndarray) -> np.ndarray:
+        """The card each payment of `cust` uses: mostly the first, sometimes the second."""
+        second = (self.n_cards[cust] == 2) & (rng.random(cust.size) > PRIMARY_CARD_USE)
+        return self.first_card[cust] + second
+
+    def usual_terminal(self, rng: np.random.Generator, cust: np.ndarray) -> np.ndarray:
+        """One of the customer's usual terminals per payment."""
+        return self.usual[cust, rng.integers(0, USUAL_TERMINALS, cust.size)]
+
+
+@dataclass
+class Stream:
+    """Payments as parallel arrays: customer, time (ns), amount, card, terminal, fraud scenario."""
+
+    cust: np.ndarray
+    ts: np.ndarray
+    amount: np.ndarray
+    card: np.ndarray
+    terminal: np.ndarray
+    scenario: np.ndarray
+
+    def __add__(self, other: Stream) -> Stream:
+        return Stream(
+            *(np.concatenate([a, b]) for a, b in zip(self.arrays(), other.arrays(), strict=True))
+        )
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.cust, self.ts, self.amount, self.card, self.terminal, self.scenario)
+
+    def sorted_by_time(self) -> Stream:
+        order = np.argsort(self.ts)
+        return Stream(*(a[order] for a in self.arrays()))
+
+
 def make_payments(
     rng: np.random.Generator,
     cfg: GeneratorConfig,
@@ -41,136 +89,184 @@ def make_payments(
     orders: Orders,
     t0_ns: int,
 ) -> pd.DataFrame:
-    days, n_term, n_c = spec.days, spec.terminals, customers.n
-    end_ns = t0_ns + days * NS_PER_DAY
+    """Every card payment of the simulated period, in time order, with its fraud label.
 
-    # Cards, spending profile and usual terminals of each customer.
-    n_cards = 1 + (rng.random(n_c) < SECOND_CARD_SHARE)
-    card_owner = np.repeat(np.arange(n_c), n_cards)
-    first_card = np.cumsum(n_cards) - n_cards
-    mean_amount = rng.uniform(5.0, 100.0, n_c)
-    tx_rate = rng.uniform(0.0, 2.0 * spec.card_tx_per_customer_day, n_c)
-    home = rng.integers(0, n_term, n_c)
-    usual = (
-        home[:, None] + rng.integers(-NEIGHBOURHOOD, NEIGHBOURHOOD + 1, (n_c, USUAL_TERMINALS))
-    ) % n_term
-
-    def pick_card(cust: np.ndarray) -> np.ndarray:
-        second = (n_cards[cust] == 2) & (rng.random(cust.size) > PRIMARY_CARD_USE)
-        return first_card[cust] + second
-
-    def usual_terminal(cust: np.ndarray) -> np.ndarray:
-        return usual[cust, rng.integers(0, USUAL_TERMINALS, cust.size)]
-
-    # Other card purchases: Poisson per active day, normal amounts, daytime hours.
-    active_days = days - customers.first_day
-    n_tx = rng.poisson(tx_rate * active_days)
-    g_cust = np.repeat(np.arange(n_c), n_tx)
-    g_day = customers.first_day[g_cust] + (rng.random(g_cust.size) * active_days[g_cust]).astype(
-        np.int64
-    )
-    secs = np.clip(rng.normal(43_200, 18_000, g_cust.size), 0, 86_399).astype(np.int64)
-    g_ts = np.maximum(
-        t0_ns + g_day * NS_PER_DAY + secs * NS_PER_SECOND,
-        customers.signup_ns[g_cust] + NS_PER_SECOND,
-    )
-    m = mean_amount[g_cust]
-    g_amt = rng.normal(m, m / 2.0)
-    g_amt = np.where(g_amt < 0, rng.uniform(0, 2 * m), g_amt)
-
-    # Shop orders of registered customers, paid at checkout.
-    reg = orders.customer >= 0
-    line_value = np.where(reg, orders.unit_price * orders.quantity, 0.0)
-    value = np.bincount(orders.order, weights=line_value, minlength=orders.n_orders)
-    o_cust = np.full(orders.n_orders, -1, dtype=np.int64)
-    o_ts = np.zeros(orders.n_orders, dtype=np.int64)
-    o_cust[orders.order[reg]] = orders.customer[reg]
-    o_ts[orders.order[reg]] = orders.ts[reg]
-    paid = o_cust >= 0
-    o_cust, o_ts, o_amt = o_cust[paid], o_ts[paid], value[paid]
-    o_ts = o_ts + rng.integers(2, 30, o_cust.size) * NS_PER_SECOND
-
+    The steps draw from `rng` in a fixed order (the same seed gives the same table).
+    """
+    wallets = make_wallets(rng, spec, customers.n)
+    g_cust, g_ts, g_amt = other_purchases(rng, spec, customers, wallets, t0_ns)
+    o_cust, o_ts, o_amt = order_payments(rng, orders)
     cust = np.concatenate([g_cust, o_cust])
     ts = np.concatenate([g_ts, o_ts])
     amount = np.round(np.concatenate([g_amt, o_amt]), 2)
-    card = pick_card(cust)
-    terminal = usual_terminal(cust)
+    card = wallets.pick_card(rng, cust)
+    terminal = wallets.usual_terminal(rng, cust)
     day = (ts - t0_ns) // NS_PER_DAY
-    scenario = np.where(amount > cfg.large_amount_threshold, 1, 0)
+    scenario = np.where(amount > cfg.large_amount_threshold, 1, 0)  # scenario 1: large amounts
+    bad = compromised_terminal_days(rng, cfg, spec.days, spec.terminals)
+    scenario = np.where(np.isin(terminal * spec.days + day, bad), 2, scenario)
+    genuine = Stream(cust, ts, amount, card, terminal, scenario)
+    fraud = card_fraud(rng, cfg, spec, customers, wallets, genuine, day, t0_ns)
+    stream = (genuine + fraud).sorted_by_time()
+    label = label_times(rng, cfg, stream.ts, stream.scenario > 0)
+    return payments_frame(stream, label, customers, wallets.card_owner.size, spec.terminals)
 
-    # Scenario 2: compromised terminals.
-    n_comp = rng.poisson(cfg.terminal_compromise_rate * n_term, days)
-    if n_comp.sum() == 0 and days > cfg.terminal_compromise_days:
-        n_comp[rng.integers(0, days - cfg.terminal_compromise_days)] = 1
-    comp_day = np.repeat(np.arange(days), n_comp)
-    comp_term = rng.integers(0, n_term, comp_day.size)
+
+def make_wallets(rng: np.random.Generator, spec: ScaleSpec, n_c: int) -> Wallets:
+    """Cards, spending profile and usual terminals of each customer."""
+    n_cards = 1 + (rng.random(n_c) < SECOND_CARD_SHARE)
+    mean_amount = rng.uniform(5.0, 100.0, n_c)
+    tx_rate = rng.uniform(0.0, 2.0 * spec.card_tx_per_customer_day, n_c)
+    home = rng.integers(0, spec.terminals, n_c)
+    near = rng.integers(-NEIGHBOURHOOD, NEIGHBOURHOOD + 1, (n_c, USUAL_TERMINALS))
+    return Wallets(
+        n_cards=n_cards,
+        card_owner=np.repeat(np.arange(n_c), n_cards),
+        first_card=np.cumsum(n_cards) - n_cards,
+        mean_amount=mean_amount,
+        tx_rate=tx_rate,
+        home=home,
+        usual=(home[:, None] + near) % spec.terminals,
+    )
+
+
+def other_purchases(
+    rng: np.random.Generator,
+    spec: ScaleSpec,
+    customers: Customers,
+    wallets: Wallets,
+    t0_ns: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Card purchases outside the shop: Poisson per active day, normal amounts, daytime hours.
+
+    Returns (customer, time ns, amount) per payment.
+    """
+    n_c = customers.n
+    active_days = spec.days - customers.first_day
+    n_tx = rng.poisson(wallets.tx_rate * active_days)
+    cust = np.repeat(np.arange(n_c), n_tx)
+    offset = (rng.random(cust.size) * active_days[cust]).astype(np.int64)
+    day = customers.first_day[cust] + offset
+    secs = np.clip(rng.normal(43_200, 18_000, cust.size), 0, 86_399).astype(np.int64)
+    ts = np.maximum(
+        t0_ns + day * NS_PER_DAY + secs * NS_PER_SECOND,
+        customers.signup_ns[cust] + NS_PER_SECOND,
+    )
+    m = wallets.mean_amount[cust]
+    amount = rng.normal(m, m / 2.0)
+    amount = np.where(amount < 0, rng.uniform(0, 2 * m), amount)
+    return cust, ts, amount
+
+
+def order_payments(
+    rng: np.random.Generator, orders: Orders
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shop orders of registered customers, paid at checkout a few seconds after the order.
+
+    Returns (customer, time ns, order value) per paid order.
+    """
+    reg = orders.customer >= 0
+    line_value = np.where(reg, orders.unit_price * orders.quantity, 0.0)
+    value = np.bincount(orders.order, weights=line_value, minlength=orders.n_orders)
+    cust = np.full(orders.n_orders, -1, dtype=np.int64)
+    ts = np.zeros(orders.n_orders, dtype=np.int64)
+    cust[orders.order[reg]] = orders.customer[reg]
+    ts[orders.order[reg]] = orders.ts[reg]
+    paid = cust >= 0
+    cust, ts, amount = cust[paid], ts[paid], value[paid]
+    ts = ts + rng.integers(2, 30, cust.size) * NS_PER_SECOND
+    return cust, ts, amount
+
+
+def _compromise_days(rng: np.random.Generator, rate_times_n: float, days: int, span: int):
+    """Days on which each compromise starts: Poisson per day, at least one when the period
+    is longer than a compromise."""
+    n_comp = rng.poisson(rate_times_n, days)
+    if n_comp.sum() == 0 and days > span:
+        n_comp[rng.integers(0, days - span)] = 1
+    return np.repeat(np.arange(days), n_comp)
+
+
+def compromised_terminal_days(
+    rng: np.random.Generator, cfg: GeneratorConfig, days: int, n_term: int
+) -> np.ndarray:
+    """Scenario 2: keys `terminal * days + day` of the terminal-days whose payments are fraud."""
+    start = _compromise_days(
+        rng, cfg.terminal_compromise_rate * n_term, days, cfg.terminal_compromise_days
+    )
+    term = rng.integers(0, n_term, start.size)
     span = np.arange(cfg.terminal_compromise_days)
-    bad_keys = np.unique((comp_term[:, None] * days + comp_day[:, None] + span).ravel())
-    scenario = np.where(np.isin(terminal * days + day, bad_keys), 2, scenario)
+    return np.unique((term[:, None] * days + start[:, None] + span).ravel())
 
-    # Scenario 3: compromised cards get extra payments with 3-5x amounts at new terminals.
-    n_card = card_owner.size
-    n_ccomp = rng.poisson(cfg.card_compromise_rate * n_card, days)
-    if n_ccomp.sum() == 0 and days > cfg.card_compromise_days:
-        n_ccomp[rng.integers(0, days - cfg.card_compromise_days)] = 1
-    cc_day = np.repeat(np.arange(days), n_ccomp)
+
+def card_fraud(
+    rng: np.random.Generator,
+    cfg: GeneratorConfig,
+    spec: ScaleSpec,
+    customers: Customers,
+    wallets: Wallets,
+    genuine: Stream,
+    day: np.ndarray,
+    t0_ns: int,
+) -> Stream:
+    """Scenario 3: compromised cards get extra payments of 3-5x the owner's usual amount at
+    terminals far from home, as many as a share of the owner's payments in the window."""
+    days, n_term, n_card = spec.days, spec.terminals, wallets.card_owner.size
+    cc_day = _compromise_days(
+        rng, cfg.card_compromise_rate * n_card, days, cfg.card_compromise_days
+    )
     cc_card = rng.integers(0, n_card, cc_day.size)
-    owner = card_owner[cc_card]
+    owner = wallets.card_owner[cc_card]
     cc_day = np.maximum(cc_day, customers.first_day[owner])
     window = np.minimum(cfg.card_compromise_days, days - cc_day)
+    card, ts = genuine.card, genuine.ts
     sort = np.lexsort((ts, card))
     key_sorted = card[sort] * np.int64(days + 1) + day[sort]
     lo = np.searchsorted(key_sorted, cc_card * np.int64(days + 1) + cc_day)
     hi = np.searchsorted(key_sorted, cc_card * np.int64(days + 1) + cc_day + window)
     n_fraud = 1 + rng.binomial(hi - lo, cfg.card_fraud_share)
-    f_src = np.repeat(np.arange(cc_card.size), n_fraud)
-    f_cust = owner[f_src]
-    f_card = cc_card[f_src]
-    f_start = np.maximum(t0_ns + cc_day[f_src] * NS_PER_DAY, customers.signup_ns[f_cust])
-    f_ts = (
-        f_start + (rng.random(f_src.size) * window[f_src] * 86_400).astype(np.int64) * NS_PER_SECOND
-    )
-    f_ts = np.minimum(f_ts, end_ns - NS_PER_SECOND)
-    fm = mean_amount[f_cust]
-    f_amt = np.round(np.abs(rng.normal(fm, fm / 2.0)) * rng.uniform(3.0, 5.0, f_src.size) + 1.0, 2)
-    away = rng.integers(NEIGHBOURHOOD + 1, n_term - NEIGHBOURHOOD, f_src.size)
-    f_term = (home[f_cust] + away) % n_term
+    src = np.repeat(np.arange(cc_card.size), n_fraud)
+    f_cust = owner[src]
+    start = np.maximum(t0_ns + cc_day[src] * NS_PER_DAY, customers.signup_ns[f_cust])
+    f_ts = start + (rng.random(src.size) * window[src] * 86_400).astype(np.int64) * NS_PER_SECOND
+    f_ts = np.minimum(f_ts, t0_ns + days * NS_PER_DAY - NS_PER_SECOND)
+    fm = wallets.mean_amount[f_cust]
+    f_amt = np.round(np.abs(rng.normal(fm, fm / 2.0)) * rng.uniform(3.0, 5.0, src.size) + 1.0, 2)
+    away = rng.integers(NEIGHBOURHOOD + 1, n_term - NEIGHBOURHOOD, src.size)
+    f_term = (wallets.home[f_cust] + away) % n_term
+    return Stream(f_cust, f_ts, f_amt, cc_card[src], f_term, np.full(src.size, 3))
 
-    cust = np.concatenate([cust, f_cust])
-    ts = np.concatenate([ts, f_ts])
-    amount = np.concatenate([amount, f_amt])
-    card = np.concatenate([card, f_card])
-    terminal = np.concatenate([terminal, f_term])
-    scenario = np.concatenate([scenario, np.full(f_src.size, 3)])
-    order = np.argsort(ts)
-    cust, ts, amount, card, terminal, scenario = (
-        a[order] for a in (cust, ts, amount, card, terminal, scenario)
-    )
-    is_fraud = scenario > 0
+
+def label_times(
+    rng: np.random.Generator, cfg: GeneratorConfig, ts: np.ndarray, is_fraud: np.ndarray
+) -> np.ndarray:
+    """When each fraud becomes known (after an investigation delay); NaT for genuine payments."""
     label = np.full(ts.size, np.datetime64("NaT"), dtype="datetime64[ns]")
     delay = _delays_ns(
         rng, int(is_fraud.sum()), cfg.label_delay_mean_days, cfg.label_delay_max_days
     )
     label[is_fraud] = (ts[is_fraud] + delay).astype("datetime64[ns]")
+    return label
 
+
+def payments_frame(
+    stream: Stream, label: np.ndarray, customers: Customers, n_card: int, n_term: int
+) -> pd.DataFrame:
+    """The payments table of the data contract, with ids in place of indices."""
     currency_of_country = np.array(
         [CURRENCY_OF.get(c, "EUR") for c in customers.country], dtype=object
     )
-    n = ts.size
-    tx_ids = make_ids("T", n, 10)
-    card_ids = make_ids("card_", n_card, 6)
-    term_ids = make_ids("term_", n_term, 5)
     return pd.DataFrame(
         {
-            "transaction_id": tx_ids,
-            "timestamp": ts.astype("datetime64[ns]"),
-            "customer_id": customers.ids[cust],
-            "card_id": card_ids[card],
-            "terminal_id": term_ids[terminal],
-            "amount": amount,
-            "currency": currency_of_country[cust],
-            "is_fraud": is_fraud,
+            "transaction_id": make_ids("T", stream.ts.size, 10),
+            "timestamp": stream.ts.astype("datetime64[ns]"),
+            "customer_id": customers.ids[stream.cust],
+            "card_id": make_ids("card_", n_card, 6)[stream.card],
+            "terminal_id": make_ids("term_", n_term, 5)[stream.terminal],
+            "amount": stream.amount,
+            "currency": currency_of_country[stream.cust],
+            "is_fraud": stream.scenario > 0,
             "label_time": label,
-            "fraud_scenario": scenario.astype(np.int64),
+            "fraud_scenario": stream.scenario.astype(np.int64),
         }
     )

@@ -116,6 +116,54 @@ def pick_products(
     return out
 
 
+@dataclass
+class Sessions:
+    """Who browses when: one row per session."""
+
+    customer: np.ndarray
+    day: np.ndarray
+    start: np.ndarray  # int64 ns
+
+    @property
+    def n(self) -> int:
+        return int(self.customer.size)
+
+
+@dataclass
+class Items:
+    """The products looked at in the sessions: one row per (session, position), 0 the anchor."""
+
+    session: np.ndarray
+    pos: np.ndarray
+    source: np.ndarray  # the `pick_products` source code of the product
+    product: np.ndarray
+    customer: np.ndarray
+    day: np.ndarray
+
+
+@dataclass
+class Funnel:
+    """What happened to each item: views, cart, purchase and quantity."""
+
+    n_views: np.ndarray
+    carted: np.ndarray
+    bought: np.ndarray
+    qty: np.ndarray
+
+
+@dataclass
+class Times:
+    """When each item was first viewed, carted and bought (int64 ns)."""
+
+    view: np.ndarray
+    cart: np.ndarray
+    buy: np.ndarray  # the session's checkout
+    sessions: np.ndarray  # numbers of the sessions that kept an item, ascending
+
+
+VIEW_STEP = 20 * NS_PER_SECOND  # between repeated views of one product
+
+
 def simulate_sessions(
     rng: np.random.Generator,
     t0_ns: int,
@@ -124,8 +172,29 @@ def simulate_sessions(
     day_weights: np.ndarray,
     sampler: ProductSampler,
 ) -> Events:
-    cust, cat, promos = sampler.customers, sampler.catalog, sampler.promos
-    # How many sessions each customer has, and on which days.
+    """Sessions of every customer and their view -> cart -> purchase events, sorted by time.
+
+    The steps draw from `rng` in a fixed order (the same seed gives the same events).
+    """
+    sessions = draw_sessions(
+        rng, t0_ns, days, sessions_per_customer_day, day_weights, sampler.customers
+    )
+    source, anchor = draw_anchors(rng, sampler, sessions)
+    items = draw_items(rng, sampler, sessions, source, anchor)
+    funnel = draw_funnel(rng, sampler, items, sessions.n)
+    times = draw_times(rng, items, sessions, funnel.n_views)
+    return events_of(sessions, items, funnel, times)
+
+
+def draw_sessions(
+    rng: np.random.Generator,
+    t0_ns: int,
+    days: int,
+    sessions_per_customer_day: float,
+    day_weights: np.ndarray,
+    cust: Customers,
+) -> Sessions:
+    """How many sessions each customer has, on which days and when they start (after signup)."""
     cum = np.concatenate([[0.0], np.cumsum(day_weights)])
     mass = cum[days] - cum[cust.first_day]
     n_sess = rng.poisson(cust.activity * sessions_per_customer_day * mass)
@@ -135,19 +204,31 @@ def simulate_sessions(
     s_start = np.maximum(s_start, cust.signup_ns[s_cust] + 60 * NS_PER_SECOND)
     s_day = (s_start - t0_ns) // NS_PER_DAY
     ok = s_day < days
-    s_cust, s_day, s_start = s_cust[ok], s_day[ok], s_start[ok]
-    n_s = s_cust.size
+    return Sessions(s_cust[ok], s_day[ok], s_start[ok])
 
-    # Anchor product of each session.
-    promo_p = promos.mass / (1.0 + promos.mass)
+
+def draw_anchors(
+    rng: np.random.Generator, sampler: ProductSampler, sessions: Sessions
+) -> tuple[np.ndarray, np.ndarray]:
+    """The anchor product of each session and where it came from (-1: none on sale)."""
+    n_s = sessions.n
+    promo_p = sampler.promos.mass / (1.0 + sampler.promos.mass)
     u = rng.random(n_s)
     src = np.where(u < P_FAVOURITE, 0, np.where(u < P_FAVOURITE + P_SEGMENT, 1, 2))
-    src = np.where(rng.random(n_s) < promo_p[s_day], 3, src)
-    anchor = pick_products(rng, sampler, src, s_cust, s_day)
+    src = np.where(rng.random(n_s) < promo_p[sessions.day], 3, src)
+    return src, pick_products(rng, sampler, src, sessions.customer, sessions.day)
 
-    # The other products of the session.
-    length = 1 + rng.poisson(MEAN_EXTRA_ITEMS, n_s)
-    i_sess = np.repeat(np.arange(n_s), length)
+
+def draw_items(
+    rng: np.random.Generator,
+    sampler: ProductSampler,
+    sessions: Sessions,
+    src: np.ndarray,
+    anchor: np.ndarray,
+) -> Items:
+    """The anchor and the other products of each session (bundle mates, taste, favourites)."""
+    length = 1 + rng.poisson(MEAN_EXTRA_ITEMS, sessions.n)
+    i_sess = np.repeat(np.arange(sessions.n), length)
     pos = np.arange(i_sess.size) - np.repeat(np.cumsum(length) - length, length)
     u = rng.random(i_sess.size)
     i_src = np.where(u < P_BUNDLE, 4, np.where(u < P_BUNDLE + P_MORE_SEGMENT, 1, 0))
@@ -159,57 +240,81 @@ def simulate_sessions(
         rng,
         sampler,
         i_src[extra],
-        s_cust[i_sess[extra]],
-        s_day[i_sess[extra]],
+        sessions.customer[i_sess[extra]],
+        sessions.day[i_sess[extra]],
         anchor=np.maximum(anchor[i_sess[extra]], 0),
     )
     keep = i_prod >= 0
     if extra.any():  # a bundle of an anchor that was dropped has no meaning
         keep &= anchor[i_sess] >= 0
-    i_sess, pos, i_src, i_prod = i_sess[keep], pos[keep], i_src[keep], i_prod[keep]
-    i_cust, i_day = s_cust[i_sess], s_day[i_sess]
+    i_sess = i_sess[keep]
+    return Items(
+        session=i_sess,
+        pos=pos[keep],
+        source=i_src[keep],
+        product=i_prod[keep],
+        customer=sessions.customer[i_sess],
+        day=sessions.day[i_sess],
+    )
 
-    # Funnel: views, then some carts, then some purchases.
-    discounted = promos.discount_of(i_prod, i_day) > 0
+
+def draw_funnel(
+    rng: np.random.Generator, sampler: ProductSampler, items: Items, n_sessions: int
+) -> Funnel:
+    """Views, then some carts (anchors, favourites, promotions and mates of a carted anchor
+    more often), then some purchases; quantities larger for staples."""
+    i_sess, pos, i_src = items.session, items.pos, items.source
+    discounted = sampler.promos.discount_of(items.product, items.day) > 0
     p_cart = P_CART_BASE + P_CART_ANCHOR * (pos == 0) + P_CART_FAVOURITE * (i_src == 0)
     p_cart = np.minimum(np.where(discounted, p_cart * PROMO_CART_BOOST, p_cart), 0.9)
     u = rng.random(i_sess.size)
-    anchor_carted = np.zeros(n_s, dtype=bool)
+    anchor_carted = np.zeros(n_sessions, dtype=bool)
     anchor_carted[i_sess[pos == 0]] = u[pos == 0] < p_cart[pos == 0]
     p_cart = p_cart + P_CART_WITH_ANCHOR * ((i_src == 4) & anchor_carted[i_sess])
     carted = u < p_cart
     bought = carted & (rng.random(i_sess.size) < P_BUY_GIVEN_CART)
     n_views = 1 + rng.poisson(0.35, i_sess.size)
-    qty = 1 + rng.poisson(np.where(cat.staple[i_prod], 0.7, 0.2))
+    qty = 1 + rng.poisson(np.where(sampler.catalog.staple[items.product], 0.7, 0.2))
+    return Funnel(n_views=n_views, carted=carted, bought=bought, qty=qty)
 
-    # Times: products are looked at one after the other; checkout closes the session.
+
+def draw_times(
+    rng: np.random.Generator, items: Items, sessions: Sessions, n_views: np.ndarray
+) -> Times:
+    """Products are looked at one after the other; checkout closes the session."""
+    i_sess = items.session
     gaps = rng.exponential(40.0, i_sess.size)
     csum = np.cumsum(gaps)
     sess_ids, first_item = np.unique(i_sess, return_index=True)
-    first_of = np.empty(n_s, dtype=np.int64)
+    first_of = np.empty(sessions.n, dtype=np.int64)
     first_of[sess_ids] = first_item
     offset = csum - csum[first_of[i_sess]]  # seconds since the session's first view
-    view_t = s_start[i_sess] + offset.astype(np.int64) * NS_PER_SECOND
-    view_step = 20 * NS_PER_SECOND
+    view_t = sessions.start[i_sess] + offset.astype(np.int64) * NS_PER_SECOND
     cart_t = (
         view_t
-        + n_views * view_step
+        + n_views * VIEW_STEP
         + rng.exponential(15.0, i_sess.size).astype(np.int64) * NS_PER_SECOND
     )
     last_cart = np.maximum.reduceat(cart_t, first_item)
-    checkout = np.empty(n_s, dtype=np.int64)
+    checkout = np.empty(sessions.n, dtype=np.int64)
     checkout[sess_ids] = (
         last_cart + (30 + rng.exponential(60.0, sess_ids.size)).astype(np.int64) * NS_PER_SECOND
     )
-    buy_t = checkout[i_sess]
+    return Times(view=view_t, cart=cart_t, buy=checkout[i_sess], sessions=sess_ids)
 
-    # Interactions table.
-    v_rows = np.repeat(np.arange(i_sess.size), n_views)
+
+def events_of(sessions: Sessions, items: Items, funnel: Funnel, times: Times) -> Events:
+    """The interactions (one row per view, cart and purchase) sorted by time, sessions
+    renumbered densely in order of their start, and the purchased items."""
+    n_views, qty = funnel.n_views, funnel.qty
+    v_rows = np.repeat(np.arange(items.session.size), n_views)
     v_k = np.arange(v_rows.size) - np.repeat(np.cumsum(n_views) - n_views, n_views)
-    c_rows = np.flatnonzero(carted)
-    b_rows = np.flatnonzero(bought)
+    c_rows = np.flatnonzero(funnel.carted)
+    b_rows = np.flatnonzero(funnel.bought)
     rows = np.concatenate([v_rows, c_rows, b_rows])
-    ts = np.concatenate([view_t[v_rows] + v_k * view_step, cart_t[c_rows], buy_t[b_rows]])
+    ts = np.concatenate(
+        [times.view[v_rows] + v_k * VIEW_STEP, times.cart[c_rows], times.buy[b_rows]]
+    )
     event = np.concatenate(
         [
             np.full(v_rows.size, VIEW, np.int8),
@@ -220,22 +325,20 @@ def simulate_sessions(
     quantity = np.concatenate([np.ones(v_rows.size, np.int64), qty[c_rows], qty[b_rows]])
     order = np.argsort(ts)
     rows, ts, event, quantity = rows[order], ts[order], event[order], quantity[order]
-
-    # Renumber sessions densely in order of their start.
-    sess_rank = np.full(n_s, -1, dtype=np.int64)
-    used = sess_ids[np.argsort(s_start[sess_ids], kind="stable")]
+    sess_rank = np.full(sessions.n, -1, dtype=np.int64)
+    used = times.sessions[np.argsort(sessions.start[times.sessions], kind="stable")]
     sess_rank[used] = np.arange(used.size)
     return Events(
-        customer=i_cust[rows],
-        product=i_prod[rows],
+        customer=items.customer[rows],
+        product=items.product[rows],
         ts=ts,
         event=event,
         quantity=quantity,
-        session=sess_rank[i_sess[rows]],
+        session=sess_rank[items.session[rows]],
         n_sessions=int(used.size),
-        buy_session=sess_rank[i_sess[b_rows]],
-        buy_customer=i_cust[b_rows],
-        buy_product=i_prod[b_rows],
-        buy_ts=buy_t[b_rows],
+        buy_session=sess_rank[items.session[b_rows]],
+        buy_customer=items.customer[b_rows],
+        buy_product=items.product[b_rows],
+        buy_ts=times.buy[b_rows],
         buy_qty=qty[b_rows],
     )

@@ -10,14 +10,11 @@ stores them for training and the answer says `degraded`.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
+from models.fraud import FraudEngine
 from serving import metrics
 from serving.fraud_schemas import LabelsRequest, PaymentRequest
 from shopml.clock import epoch_ms
-
-if TYPE_CHECKING:
-    from models.fraud import FraudEngine
 
 
 class Checkout:

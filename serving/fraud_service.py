@@ -15,7 +15,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLA
 
 import bentoml  # noqa: E402
 
+from features.fraud.state_store import open_store  # noqa: E402
 from serving import metrics  # noqa: E402
+from serving.checkout import Checkout  # noqa: E402
 from serving.endpoints import FastRoutes, endpoint  # noqa: E402
 from serving.fraud_schemas import (  # noqa: E402
     LabelsRequest,
@@ -23,6 +25,7 @@ from serving.fraud_schemas import (  # noqa: E402
     PaymentRequest,
     ScoreResponse,
 )
+from serving.history import warm_state  # noqa: E402
 from serving.model_store import load_native, stored_model  # noqa: E402
 from serving.service_common import optional_model, service_config  # noqa: E402
 from shopml.errors import ConfigError  # noqa: E402
@@ -43,12 +46,6 @@ class FraudService:
     fraud_ref = optional_model("fraud")
 
     def __init__(self) -> None:
-        # here, not at module level: the BentoML supervisor imports this module only to read
-        # the service definition, and the model side (LightGBM, pandas, redis) adds ~0.8 s to it
-        from features.fraud.state_store import open_store
-        from serving.checkout import Checkout
-        from serving.history import warm_state
-
         self.ready = False
         settings = load_settings()
         workers = int(

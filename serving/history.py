@@ -10,17 +10,14 @@ engine's own online path before it reports ready. With Redis this also fills a n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from features.store import Store
+from models.fraud import FraudEngine
 from shopml.clock import epoch_ms_array
 from shopml.errors import DataError
 from shopml.log import get_logger
-
-if TYPE_CHECKING:
-    from models.fraud import FraudEngine
 
 log = get_logger("serving.fraud.history")
 

@@ -27,6 +27,7 @@ from serving.schemas import (  # noqa: E402
     SimilarResponse,
 )
 from serving.service_common import optional_model, service_config  # noqa: E402
+from serving.storefront import FORECAST_FILE, Forecasts, Storefront  # noqa: E402
 from shopml.log import get_logger  # noqa: E402
 
 log = get_logger("serving.recommend")
@@ -44,10 +45,6 @@ class RecommendService:
     forecast_ref = optional_model("forecast")
 
     def __init__(self) -> None:
-        # here, not at module level: the BentoML supervisor imports this module only to read
-        # the service definition, and the model side (numpy, scipy, pandas) adds ~0.4 s to it
-        from serving.storefront import Storefront
-
         self.ready = False
         loaded = load_native(stored_model(type(self).recommender_ref, "recommender"), "recommender")
         self.storefront = Storefront(loaded.obj, loaded.version_label)
@@ -94,8 +91,6 @@ class RecommendService:
 
 def load_forecast_table(stored):
     """The served forecast arrays of a stored forecast model, or None when it has none."""
-    from serving.storefront import FORECAST_FILE, Forecasts  # see RecommendService.__init__
-
     if not (Path(stored.path) / FORECAST_FILE).is_file():
         log.warning("forecast model has no forecast table; /forecast disabled")
         return None

@@ -28,11 +28,6 @@ _DAY_MS = 86400 * _MS
 UNSEEN = {e: 1 << i for i, e in enumerate(ENTITIES)}  # bits of the `unseen` mask
 
 
-def _labelled(windows) -> list[tuple[int, str]]:
-    """(seconds, label) of each window, e.g. (3600, "1h")."""
-    return [(w, window_label(w)) for w in windows]
-
-
 class OnlineFeatures:
     """Computes the feature vector of one payment and records it in the state store."""
 
@@ -112,43 +107,31 @@ class OnlineFeatures:
         fs, ix = self.fs, self.fs.index
         steps = []
         if e in fs.entities:
-            win = tuple(
-                (
-                    w * _MS,
-                    ix(f"{e}_count_{lab}"),
-                    ix(f"{e}_amount_mean_{lab}"),
-                    ix(f"{e}_amount_max_{lab}"),
-                )
-                for w, lab in _labelled(fs.windows)
-            )
+            win = self._window_columns(e, fs.windows, "count", "amount_mean", "amount_max")
             steps.append((_window_stats, win))
         if e in fs.pair_entities:
-            pwin = tuple(
-                (w * _MS, ix(f"{e}_new_terminals_{lab}")) for w, lab in _labelled(fs.pair_windows)
-            )
+            pwin = self._window_columns(e, fs.pair_windows, "new_terminals")
             cols = (ix(f"{e}_secs_since_prev"), ix(f"{e}_new_terminal"), ix(f"{e}_terminals_ever"))
             steps.append((_terminal_novelty, (*cols, pwin)))
         if e == "customer":
-            spikes = tuple(
-                (w * _MS, ix(f"customer_spikes_{lab}")) for w, lab in _labelled(fs.spike_windows)
-            )
+            spikes = self._window_columns(e, fs.spike_windows, "spikes")
             usual = (ix("customer_amount_to_usual"), ix("customer_amount_to_prev_max"))
             steps.append((_amount_ratios, (fs.usual_window * _MS, *usual, fs.spike_ratio, spikes)))
         if e in fs.fraud_entities and fs.fraud_windows:  # no fraud features without windows
-            fwin = tuple(
-                (
-                    w * _MS,
-                    ix(f"{e}_delayed_count_{lab}"),
-                    ix(f"{e}_known_frauds_{lab}"),
-                    ix(f"{e}_fraud_rate_{lab}"),
-                )
-                for w, lab in _labelled(fs.fraud_windows)
-            )
+            names = ("delayed_count", "known_frauds", "fraud_rate")
+            fwin = self._window_columns(e, fs.fraud_windows, *names)
             back, delay = max(fs.fraud_windows) * _MS, fs.label_delay * _MS
             dm = ix("customer_amount_to_delayed_mean") if e == "customer" else None
             ages = (ix(f"{e}_secs_since_last_fraud"), ix(f"{e}_secs_since_first_fraud"))
             steps.append((_fraud_risk, (fwin, back, delay, dm, *ages)))
         return tuple(steps)
+
+    def _window_columns(self, e: str, windows, *features: str) -> tuple:
+        """Per window: (its length in ms, the column of `<e>_<feature>_<window>` per feature)."""
+        ix = self.fs.index
+        return tuple(
+            (w * _MS, *(ix(f"{e}_{f}_{window_label(w)}") for f in features)) for w in windows
+        )
 
     def _calendar(self, t: int, amount: float, out) -> None:
         """The payment's own features: amount, hour, night, weekend."""

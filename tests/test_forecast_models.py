@@ -1,4 +1,5 @@
-"""One contract test over every forecaster, plus LightGBM's direct multi-horizon behaviour."""
+"""Forecaster behaviour beyond the shared contract (`test_estimator_contract.py`): the output
+table, horizons, subsets, short histories, and LightGBM's direct multi-horizon behaviour."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ import pytest
 
 from features.demand import DemandPanel
 from models.forecast import (
-    FORECASTERS,
     OUTPUT_COLUMNS,
     LightGBMForecaster,
     MovingAverage,
     SeasonalNaive,
-    load_forecaster,
     make_forecaster,
 )
-from shopml.errors import ConfigError, DataError, NotFittedError, UnknownEntity
+from shopml.errors import ConfigError, DataError
 
 H = 14
 
@@ -64,10 +63,6 @@ def fitted(request, panel):
     return request.param, FACTORIES[request.param]().fit(panel)
 
 
-def test_every_kind_is_covered():
-    assert set(FACTORIES) == set(FORECASTERS)
-
-
 def test_output_shape_order_and_quantiles(fitted, panel):
     name, model = fitted
     fc = model.predict(H)
@@ -83,24 +78,11 @@ def test_output_shape_order_and_quantiles(fitted, panel):
     assert (fc.loc[~closed, "p90"] > 0).any()
 
 
-def test_save_load_round_trip_is_identical(fitted, tmp_path):
-    name, model = fitted
-    model.save(tmp_path / name)
-    assert not list((tmp_path / name).glob("*.pkl"))
-    again = load_forecaster(tmp_path / name)
-    assert type(again) is type(model)
-    pd.testing.assert_frame_equal(model.predict(H), again.predict(H))
-
-
-def test_bad_horizon_unknown_product_and_unfitted(fitted):
+def test_bad_horizon_is_named(fitted):
     name, model = fitted
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ConfigError, match="horizon"):
             model.predict(bad)
-    with pytest.raises(UnknownEntity, match="nope"):
-        model.predict(3, product_ids=["p0", "nope"])
-    with pytest.raises(NotFittedError):
-        type(model)().predict(3)
 
 
 def test_subset_of_products(fitted):

@@ -64,6 +64,31 @@ class Protocol:
     blend_weights: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7, 1.0)
     log: Callable[[str], None] = print
 
+    @classmethod
+    def from_splits(
+        cls,
+        name: str,
+        k: int,
+        base: InteractionConfig,
+        outer,
+        inner,
+        products: pd.DataFrame | None,
+        **options,
+    ) -> Protocol:
+        """A protocol from the test split (`outer`) and the validation split of its training
+        part (`inner`), each with `.train` and `.test` events."""
+        return cls(
+            name=name,
+            k=k,
+            base_interactions=base,
+            train=outer.train,
+            test=outer.test,
+            fit=inner.train,
+            val=inner.test,
+            products=products,
+            **options,
+        )
+
 
 class _Data:
     """Matrices and truths per interaction setting, built once per part."""
@@ -90,30 +115,10 @@ def _score(metrics: dict, k: int, min_coverage: float) -> tuple:
 
 def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
     """Tune, refit, evaluate and time every model kind; returns the JSON-ready report."""
-    k, log = proto.k, proto.log
+    k = proto.k
     val_data = _Data(proto, proto.fit, proto.val, proto.as_of_val)
     test_data = _Data(proto, proto.train, proto.test, proto.as_of_test)
-    chosen: dict[str, tuple[Candidate, dict, Recommender]] = {}
-    for kind, candidates in grids.items():
-        best = None
-        for cand in candidates:
-            m, truth = val_data.get(cand.interactions)
-            cpu = time.process_time()
-            model = make_model(cand.kind, **cand.params).fit(m, proto.products)
-            fit_cpu = time.process_time() - cpu
-            metrics = evaluate(model, truth, k)
-            metrics["fit_cpu_seconds"] = fit_cpu
-            log(
-                f"  val {cand.label():<70} ndcg@{k}={metrics[f'ndcg@{k}']:.4f} "
-                f"cov={metrics[f'coverage@{k}']:.3f}"
-            )
-            if best is None or _score(metrics, k, proto.min_coverage) > _score(
-                best[1], k, proto.min_coverage
-            ):
-                best = (cand, metrics, model)
-        chosen[kind] = best
-        log(f"{kind}: chose {best[0].label()} (val ndcg@{k}={best[1][f'ndcg@{k}']:.4f})")
-
+    chosen = {kind: _choose(proto, kind, cands, val_data) for kind, cands in grids.items()}
     blend = _tune_blend(proto, chosen, val_data)
     rows = []
     for kind, (cand, val_metrics, _) in chosen.items():
@@ -124,25 +129,85 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
         rows.append(_report_row(kind, cand.label(), model, truth, fit_s, val_metrics, k, fit_cpu))
         chosen[kind] = (cand, val_metrics, model)
     if blend is not None:
-        names, weights, val_metrics = blend
-        m, truth = test_data.get(chosen[names[0]][0].interactions)
-        start, cpu = time.perf_counter(), time.process_time()
-        parts = []
-        for n in names:  # each part on its own interaction setting (same id mappings)
-            cand = chosen[n][0]
-            parts.append(
-                make_model(cand.kind, **cand.params).fit(
-                    test_data.get(cand.interactions)[0], proto.products
-                )
-            )
-        model = BlendRecommender(parts, weights=list(weights)).fit(m, proto.products)
-        fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
-        label = " + ".join(
-            f"{w:g}*{chosen[n][0].label()}" for n, w in zip(names, weights, strict=True)
-        )
-        rows.append(_report_row("blend", label, model, truth, fit_s, val_metrics, k, fit_cpu))
+        rows.append(_refit_blend(proto, chosen, blend, test_data))
     best_row = max(rows, key=lambda r: _score(r["val"], k, proto.min_coverage))
     return {"benchmark": proto.name, "k": k, "best": _best(best_row, k), "models": rows}
+
+
+def _choose(
+    proto: Protocol, kind: str, candidates: list[Candidate], val_data: _Data
+) -> tuple[Candidate, dict, Recommender]:
+    """The candidate of `kind` with the best validation score, its metrics and fitted model."""
+    k, log = proto.k, proto.log
+    best = None
+    for cand in candidates:
+        m, truth = val_data.get(cand.interactions)
+        cpu = time.process_time()
+        model = make_model(cand.kind, **cand.params).fit(m, proto.products)
+        fit_cpu = time.process_time() - cpu
+        metrics = evaluate(model, truth, k)
+        metrics["fit_cpu_seconds"] = fit_cpu
+        log(
+            f"  val {cand.label():<70} ndcg@{k}={metrics[f'ndcg@{k}']:.4f} "
+            f"cov={metrics[f'coverage@{k}']:.3f}"
+        )
+        if best is None or _score(metrics, k, proto.min_coverage) > _score(
+            best[1], k, proto.min_coverage
+        ):
+            best = (cand, metrics, model)
+    log(f"{kind}: chose {best[0].label()} (val ndcg@{k}={best[1][f'ndcg@{k}']:.4f})")
+    return best
+
+
+def _refit_blend(proto: Protocol, chosen: dict, blend: tuple, test_data: _Data) -> dict:
+    """Refit the tuned blend's parts on the whole training part; its report row."""
+    names, weights, val_metrics = blend
+    m, truth = test_data.get(chosen[names[0]][0].interactions)
+    start, cpu = time.perf_counter(), time.process_time()
+    parts = []
+    for n in names:  # each part on its own interaction setting (same id mappings)
+        cand = chosen[n][0]
+        parts.append(
+            make_model(cand.kind, **cand.params).fit(
+                test_data.get(cand.interactions)[0], proto.products
+            )
+        )
+    model = BlendRecommender(parts, weights=list(weights)).fit(m, proto.products)
+    fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
+    label = " + ".join(f"{w:g}*{chosen[n][0].label()}" for n, w in zip(names, weights, strict=True))
+    return _report_row("blend", label, model, truth, fit_s, val_metrics, proto.k, fit_cpu)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a benchmark is read against: published rows, its targets, its protocol in words
+    and the metric columns of its table."""
+
+    published: list[dict]
+    targets: dict
+    protocol: str
+    columns: list[str]
+
+
+def run_benchmark(
+    proto: Protocol,
+    grids: dict[str, list[Candidate]],
+    reference: Reference,
+    quick: bool = False,
+    out: Path | None = None,
+) -> dict:
+    """Run a benchmark (`quick`: the first candidate of each kind, a smoke run), print its
+    table beside the published rows and write the JSON report to `out`."""
+    if quick:
+        grids = {kind: cands[:1] for kind, cands in grids.items()}
+    report = run_protocol(proto, grids)
+    report["published"] = reference.published
+    report["targets"] = reference.targets
+    report["protocol"] = reference.protocol
+    report["note"] = "timings measured on a shared 2-core machine under load (pessimistic)"
+    print_table(report, reference.published, reference.columns)
+    write_report(report, out)
+    return report
 
 
 def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int = 3):
@@ -268,6 +333,7 @@ def print_table(report: dict, published: list[dict], keys: list[str]) -> None:
 
 
 def write_report(report: dict, out: Path | None) -> None:
+    """Write the report as JSON to `out` (nothing when `out` is None)."""
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from experiments.recs_bench import Candidate, Protocol, print_table, run_protocol, write_report
+from experiments.recs_bench import Candidate, Protocol, Reference, run_benchmark
 from features.interactions import InteractionConfig, events_frame
 from features.loaders import movielens
 from training.splits import stratified_split
@@ -43,6 +43,15 @@ PUBLISHED = [  # microsoft/recommenders benchmark, README and examples/06_benchm
     },
 ]
 TARGET = {"ndcg@10": 0.49}
+REFERENCE = Reference(
+    published=PUBLISHED,
+    targets=TARGET,
+    protocol=(
+        "python_stratified_split by item, ratio 0.75, seed 42; k=10; seen "
+        "items removed; validation = same split of the training part"
+    ),
+    columns=["map", "ndcg@10", "precision@10", "recall@10"],
+)
 
 
 def grids() -> dict[str, list[Candidate]]:
@@ -75,33 +84,9 @@ def protocol(path: Path | None = None, log=print) -> Protocol:
     events = events_frame(store, base)  # file order kept: the seeded draw matches the reference
     outer = stratified_split(events, ratio=0.75, by="product_id", seed=42)
     inner = stratified_split(outer.train, ratio=0.75, by="product_id", seed=42)
-    return Protocol(
-        name="recs-movielens",
-        k=K,
-        base_interactions=base,
-        train=outer.train,
-        test=outer.test,
-        fit=inner.train,
-        val=inner.test,
-        products=store.products,
-        log=log,
-    )
+    return Protocol.from_splits("recs-movielens", K, base, outer, inner, store.products, log=log)
 
 
 def run(out: Path | None = None, path: Path | None = None, quick: bool = False) -> dict:
     """Run the benchmark, print the table beside the published rows, write JSON to `out`."""
-    proto = protocol(path)
-    g = grids()
-    if quick:  # a smoke run: the first candidate of each kind
-        g = {kind: cands[:1] for kind, cands in g.items()}
-    report = run_protocol(proto, g)
-    report["published"] = PUBLISHED
-    report["targets"] = TARGET
-    report["protocol"] = (
-        "python_stratified_split by item, ratio 0.75, seed 42; k=10; seen "
-        "items removed; validation = same split of the training part"
-    )
-    report["note"] = "timings measured on a shared 2-core machine under load (pessimistic)"
-    print_table(report, PUBLISHED, ["map", "ndcg@10", "precision@10", "recall@10"])
-    write_report(report, out)
-    return report
+    return run_benchmark(protocol(path), grids(), REFERENCE, quick=quick, out=out)

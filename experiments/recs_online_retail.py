@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.recs_bench import Candidate, Protocol, print_table, run_protocol, write_report
+from experiments.recs_bench import Candidate, Protocol, Reference, run_benchmark
 from features.interactions import InteractionConfig, events_frame
 from features.loaders import online_retail
 from training.splits import temporal_split
@@ -28,6 +28,16 @@ PUBLISHED = [  # reference rows of issue 3 (same protocol)
     {"model": "popularity", "ndcg@20": 0.039, "recall@20": 0.037},
 ]
 TARGET = {"ndcg@20": 0.11, "recall@20": 0.105, "coverage@20": 0.30, "train_seconds": 10.0}
+REFERENCE = Reference(
+    published=PUBLISHED,
+    targets=TARGET,
+    protocol=(
+        "temporal split at 2011-11-09, known customers, new products only, "
+        "k=20; validation cut 2011-10-09; selection: best val nDCG@20 with val "
+        "coverage@20 >= 0.30, blends within a 5 CPU-second fit budget"
+    ),
+    columns=["ndcg@20", "recall@20", "map@20", "hit_rate@20", "coverage@20"],
+)
 HALF_LIVES = [None, 15.0, 30.0, 60.0]
 # A blend's parts must fit in <= 5 CPU seconds on the validation part (measured), half the
 # 10 s training target, so that the final fit stays under it on a busy shared machine.
@@ -78,15 +88,13 @@ def protocol(path: Path | None = None, log=print) -> Protocol:
     events = events_frame(store, base)
     outer = temporal_split(events, CUTOFF, only_new=True)
     inner = temporal_split(outer.train, VAL_CUTOFF, only_new=True)
-    return Protocol(
-        name="recs-online-retail",
-        k=K,
-        base_interactions=base,
-        train=outer.train,
-        test=outer.test,
-        fit=inner.train,
-        val=inner.test,
-        products=store.products,
+    return Protocol.from_splits(
+        "recs-online-retail",
+        K,
+        base,
+        outer,
+        inner,
+        store.products,
         as_of_test=CUTOFF.to_pydatetime(),
         as_of_val=VAL_CUTOFF.to_pydatetime(),
         min_coverage=TARGET["coverage@20"],
@@ -97,19 +105,4 @@ def protocol(path: Path | None = None, log=print) -> Protocol:
 
 def run(out: Path | None = None, path: Path | None = None, quick: bool = False) -> dict:
     """Run the benchmark, print the table beside the reference rows, write JSON to `out`."""
-    proto = protocol(path)
-    g = grids()
-    if quick:
-        g = {kind: cands[:1] for kind, cands in g.items()}
-    report = run_protocol(proto, g)
-    report["published"] = PUBLISHED
-    report["targets"] = TARGET
-    report["protocol"] = (
-        "temporal split at 2011-11-09, known customers, new products only, "
-        "k=20; validation cut 2011-10-09; selection: best val nDCG@20 with val "
-        "coverage@20 >= 0.30, blends within a 5 CPU-second fit budget"
-    )
-    report["note"] = "timings measured on a shared 2-core machine under load (pessimistic)"
-    print_table(report, PUBLISHED, ["ndcg@20", "recall@20", "map@20", "hit_rate@20", "coverage@20"])
-    write_report(report, out)
-    return report
+    return run_benchmark(protocol(path), grids(), REFERENCE, quick=quick, out=out)

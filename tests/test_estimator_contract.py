@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from recommender_blocks import ALL, PRODUCTS, block_events
 
 from features.demand import DemandPanel
 from features.interactions import InteractionConfig, build_matrix
@@ -24,59 +25,24 @@ from models.base import Estimator, clone, load_kind
 from models.family import FAMILIES
 from models.forecast import LightGBMForecaster
 from models.fraud import FraudScorer
-from models.recommenders import (
-    ALSRecommender,
-    BlendRecommender,
-    BPRRecommender,
-    EASERecommender,
-    FallbackRecommender,
-    ItemKNNRecommender,
-    PopularityRecommender,
-)
 from shopml.errors import ConfigError, DataError, NotFittedError, UnknownEntity
-
-# ---- recommenders: two disjoint co-purchase blocks --------------------------------------------
-# A: a0-a3 bought by c0-c5, B: b0-b3 bought by c6-c11, every customer missing one product of
-# their own block: a personal model recommends exactly that product first.
-A = [f"a{i}" for i in range(4)]
-B = [f"b{i}" for i in range(4)]
-PRODUCTS = pd.DataFrame(
-    {
-        "product_id": A + B,
-        "category": ["toys"] * 4 + ["books"] * 4,
-        "available": [True, True, True, False, True, True, True, True],
-    }
-)
-
-
-def _block_events() -> pd.DataFrame:
-    rows = []
-    t0 = pd.Timestamp("2024-01-01")
-    for block, offset in ((A, 0), (B, 6)):
-        for c in range(6):
-            missing = block[c % 4]
-            for j, p in enumerate(block):
-                if p != missing:
-                    rows.append((f"c{c + offset}", p, t0 + pd.Timedelta(days=c + j), "purchase", 1))
-    return pd.DataFrame(
-        rows, columns=["customer_id", "product_id", "timestamp", "event", "quantity"]
-    )
 
 
 class RecommenderCase:
-    """Fit on the two blocks; the answer is each customer's missing product of their block."""
+    """Fit on the two blocks (`recommender_blocks`); the answer is each customer's missing
+    product of their own block."""
 
     def data(self):
-        matrix = build_matrix(_block_events(), InteractionConfig(event_weights={"purchase": 1.0}))
+        matrix = build_matrix(block_events(), InteractionConfig(event_weights={"purchase": 1.0}))
         return matrix, PRODUCTS
 
     def fit(self, model, data):
         return model.fit(*data)
 
     def check_known_answer(self, model) -> None:
-        if isinstance(model, PopularityRecommender) and model.mode != "category":
+        if model.kind == "popularity" and model.mode != "category":
             # no personal signal: products ranked by their number of customers
-            counts = dict(_block_events().groupby("product_id")["customer_id"].nunique())
+            counts = dict(block_events().groupby("product_id")["customer_id"].nunique())
             top = model.popular(k=8)
             assert [counts[p] for p in top.product_ids] == sorted(counts.values(), reverse=True)
             return
@@ -193,26 +159,6 @@ CASES = {"recommender": RecommenderCase(), "forecast": ForecastCase(), "fraud": 
 
 # kinds whose defaults do not suit the tiny cases (or that need parts): how to build them
 VARIANTS: dict[str, list[Callable[[], Estimator]]] = {
-    "recommender/popularity": [
-        PopularityRecommender,
-        lambda: PopularityRecommender(mode="category"),
-        lambda: PopularityRecommender(mode="trending", window_days=3),
-    ],
-    "recommender/als": [
-        lambda: ALSRecommender(factors=2, regularization=0.1, alpha=5.0, iterations=30)
-    ],
-    "recommender/bpr": [lambda: BPRRecommender(factors=8, learning_rate=0.05, iterations=300)],
-    "recommender/item_knn": [
-        lambda: ItemKNNRecommender("cosine", K=10),
-        lambda: ItemKNNRecommender("bm25", K=10),
-    ],
-    "recommender/ease": [lambda: EASERecommender(l2=1.0), lambda: EASERecommender(1.0, 0.3)],
-    "recommender/blend": [
-        lambda: BlendRecommender(
-            [EASERecommender(l2=1.0), ItemKNNRecommender("cosine")], weights=[1.0, 0.5]
-        )
-    ],
-    "recommender/fallback": [lambda: FallbackRecommender(EASERecommender(l2=1.0))],
     "forecast/lightgbm": [
         lambda: LightGBMForecaster(
             horizon=7, n_estimators=30, min_child_samples=10, origin_step=7, min_origin_history=14
@@ -220,6 +166,8 @@ VARIANTS: dict[str, list[Callable[[], Estimator]]] = {
     ],
     "fraud/scorer": [lambda: FraudScorer(["a", "b", "c", "d"], num_boost_round=40, num_threads=1)],
 }
+for _factory in ALL.values():  # the recommender settings that find the blocks' answer
+    VARIANTS.setdefault(f"recommender/{_factory().kind}", []).append(_factory)
 
 KINDS = [(name, kind) for name, fam in FAMILIES.items() for kind in fam.estimators]
 BUILDS = [
@@ -328,4 +276,4 @@ def test_a_folder_of_another_kind_is_refused(tmp_path):
     model = fitted("recommender", "ease", 0)
     folder = model.save(tmp_path / "ease")
     with pytest.raises(DataError, match="'ease' model, not a 'als'"):
-        ALSRecommender.load(folder)
+        FAMILIES["recommender"].estimators["als"].load(folder)

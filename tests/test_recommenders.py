@@ -8,71 +8,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from recommender_blocks import ALL, PERSONAL, PRODUCTS, A, B, block_events
 
 from features.interactions import InteractionConfig, build_matrix
 from models.recommenders import (
-    ALSRecommender,
-    BlendRecommender,
-    BPRRecommender,
     EASERecommender,
     FallbackRecommender,
-    ItemKNNRecommender,
     PopularityRecommender,
     Recommender,
     RecommendFilters,
 )
 from shopml.errors import DataError
 
-A = [f"a{i}" for i in range(4)]
-B = [f"b{i}" for i in range(4)]
-
-
-def _events() -> pd.DataFrame:
-    rows = []
-    t0 = pd.Timestamp("2024-01-01")
-    for block, offset in ((A, 0), (B, 6)):
-        for c in range(6):
-            missing = block[c % 4]
-            for j, p in enumerate(block):
-                if p != missing:
-                    rows.append((f"c{c + offset}", p, t0 + pd.Timedelta(days=c + j), "purchase", 1))
-    return pd.DataFrame(
-        rows, columns=["customer_id", "product_id", "timestamp", "event", "quantity"]
-    )
-
-
-PRODUCTS = pd.DataFrame(
-    {
-        "product_id": A + B,
-        "category": ["toys"] * 4 + ["books"] * 4,
-        "price": 1.0,
-        "available": [True, True, True, False, True, True, True, True],
-    }
-)
-
-PERSONAL = {
-    "als": lambda: ALSRecommender(factors=2, regularization=0.1, alpha=5.0, iterations=30),
-    "bpr": lambda: BPRRecommender(factors=8, learning_rate=0.05, iterations=300),
-    "knn_cosine": lambda: ItemKNNRecommender("cosine", K=10),
-    "knn_bm25": lambda: ItemKNNRecommender("bm25", K=10),
-    "ease": lambda: EASERecommender(l2=1.0),
-    "ease_dropout": lambda: EASERecommender(l2=1.0, dropout=0.3),
-    "category_popularity": lambda: PopularityRecommender(mode="category"),
-    "blend": lambda: BlendRecommender(
-        [EASERecommender(l2=1.0), ItemKNNRecommender("cosine")], weights=[1.0, 0.5]
-    ),
-    "fallback": lambda: FallbackRecommender(EASERecommender(l2=1.0)),
-}
-ALL = {
-    **PERSONAL,
-    "popularity": lambda: PopularityRecommender(),
-    "trending": lambda: PopularityRecommender(mode="trending", window_days=3),
-}
-
 
 @pytest.fixture(scope="module")
 def matrix():
-    return build_matrix(_events(), InteractionConfig(event_weights={"purchase": 1.0}))
+    return build_matrix(block_events(), InteractionConfig(event_weights={"purchase": 1.0}))
 
 
 @pytest.fixture(scope="module", params=sorted(ALL))
@@ -96,7 +47,7 @@ def test_batch_and_single_agree(fitted):
 
 def test_filters_are_respected(fitted):
     _, model = fitted
-    bought = set(_events().query("customer_id == 'c1'")["product_id"])
+    bought = set(block_events().query("customer_id == 'c1'")["product_id"])
     rec = model.recommend_one("c1", k=8)
     assert not bought & set(rec.product_ids)
     only_books = model.recommend_one("c1", k=8, filters=RecommendFilters(categories=("books",)))
@@ -140,7 +91,7 @@ def test_similar_items_stay_in_block(name, matrix):
 
 def test_empty_and_single_product_training_sets_raise(matrix):
     empty = pd.DataFrame(columns=["customer_id", "product_id", "timestamp", "event", "quantity"])
-    one = _events().query("product_id == 'a1'")
+    one = block_events().query("product_id == 'a1'")
     for name in ("ease", "als"):
         with pytest.raises(DataError, match="empty"):
             ALL[name]().fit(build_matrix(empty, InteractionConfig()))
@@ -160,7 +111,7 @@ def test_fallback_chain_names_its_source(matrix):
 
 
 def test_popularity_ranks_by_customers():
-    ev = _events()
+    ev = block_events()
     extra = pd.DataFrame(
         {
             "customer_id": ["c0", "c1", "c2"],

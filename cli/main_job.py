@@ -14,12 +14,12 @@ import typer
 from cli.headline import headline
 from features.sources import SourceConfig, generated_dir, load_source
 from models.family import FAMILY_NAMES
+from registry.store import champion_version
 from serving.demo import build_serve_and_call
 from shopml.config import parse_config
 from shopml.settings import Settings, load_settings
 from training.profile_job import log_profile
 from training.retrain import load_job_config
-from training.tracking import champion_version
 
 # a tiny store spans 90 days: one 14-day backtest fold instead of three of 28
 SCALE_OVERRIDES = {"tiny": {"forecast": {"horizon": 14, "n_folds": 1}}}

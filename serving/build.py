@@ -1,27 +1,27 @@
 """`shopml build`: champions from the MLflow registry into the BentoML store, then the Bentos.
 
-Each family's `champion` is downloaded, its native folder copied into a BentoML model labelled
-with the MLflow name, version and run id (reused when that version was imported before), and
-the two Bentos are built: `shopml-recommend` (recommender + optional forecast) and
-`shopml-fraud`. Building needs no network: no Python packages are resolved or locked.
+Each family's `champion` is downloaded (`registry.store.fetch`), its native folder copied into
+a BentoML model labelled with the MLflow name, version and run id and carrying its family and
+kind (reused when that version was imported before), and the two Bentos are built:
+`shopml-recommend` (recommender + optional forecast) and `shopml-fraud`. Building needs no
+network: no Python packages are resolved or locked.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serving.model_store import import_champion, use_bentoml_home
-from serving.registry import (
-    FAMILIES,
-    Champion,
-    download_run_artifact,
-    fetch_champion,
-    list_run_artifacts,
-    resolve_loader,
-)
+import pandas as pd
+
+from models.family import FAMILY_NAMES, NATIVE_ARTIFACT
+from registry.metadata import FAMILY_KEY, KIND_KEY
+from registry.store import FetchedModel, fetch, run_artifact, run_artifact_paths
+from serving.model_store import use_bentoml_home
+from serving.storefront import write_forecast_table
 from shopml.errors import RegistryError
 from shopml.log import get_logger
 from shopml.settings import REPO_ROOT, Settings, load_settings
@@ -36,7 +36,13 @@ BENTOS = {
     ),
     "fraud": ("serving.fraud_service:FraudService", "shopml-fraud", ("fraud",)),
 }
-INCLUDE = ["serving/**/*.py", "models/**/*.py", "features/**/*.py", "shopml/**/*.py"]
+INCLUDE = [
+    "serving/**/*.py",
+    "registry/**/*.py",
+    "models/**/*.py",
+    "features/**/*.py",
+    "shopml/**/*.py",
+]
 EXCLUDE = ["**/__pycache__", "**/*.pyc"]
 FORECAST_HORIZON = 28
 KEEP_BENTOS = 3  # older builds of a service are deleted (models stay in the store)
@@ -57,13 +63,11 @@ def build(
     """Import every available champion and build the requested Bentos; RegistryError if none."""
     settings = (settings or load_settings()).ensure_dirs()
     use_bentoml_home(settings)
-    import bentoml
-
     report = BuildReport()
     with tempfile.TemporaryDirectory(prefix="shopml-build-") as tmp:
-        for family in FAMILIES:
+        for family in FAMILY_NAMES:
             try:
-                champion = fetch_champion(family, settings, Path(tmp) / family)
+                champion = fetch(family, settings=settings, dst=Path(tmp) / family)
             except RegistryError as err:
                 report.missing[family] = str(err)
                 continue
@@ -71,7 +75,7 @@ def build(
             if problem:
                 report.missing[family] = problem
                 continue
-            extra = _forecast_table(champion, settings, Path(tmp)) if family == "forecast" else None
+            extra = _forecast_table(champion, Path(tmp)) if family == "forecast" else None
             model = import_champion(champion, extra)
             report.models[family] = (
                 f"{model.tag} (MLflow {champion.name} v{champion.version}, run {champion.run_id[:8]})"
@@ -79,32 +83,88 @@ def build(
     os.environ["SHOPML_BUILD_FAMILIES"] = ",".join(report.models)  # what the Bentos may use
     try:
         for service in services:
-            if service not in BENTOS:
-                raise RegistryError(
-                    f"unknown service {service!r}; expected one of {sorted(BENTOS)}"
-                )
-            target, name, needs = BENTOS[service]
-            lacking = [f for f in needs if f not in report.models]
-            if lacking:
-                report.skipped[service] = report.missing[lacking[0]]
-                continue
-            bento = bentoml.bentos.build(
-                target,
-                name=name,
-                include=INCLUDE,
-                exclude=EXCLUDE,
-                build_ctx=str(REPO_ROOT),
-                labels={"project": "shopml", "service": service},
-                description=f"shopml {service} service",
-            )
-            report.bentos[service] = str(bento.tag)
-            _prune(name, keep=KEEP_BENTOS)
+            _build_bento(service, report)
     finally:
         os.environ.pop("SHOPML_BUILD_FAMILIES", None)
     if not report.bentos:
         reasons = "; ".join(report.skipped.values()) or "no service requested"
         raise RegistryError(f"no Bento could be built: {reasons}")
     return report
+
+
+def _build_bento(service: str, report: BuildReport) -> None:
+    """Build one service's Bento when its families' models were imported, else say why not."""
+    # after use_bentoml_home: BentoML reads BENTOML_HOME when it is first imported
+    import bentoml
+
+    if service not in BENTOS:
+        raise RegistryError(f"unknown service {service!r}; expected one of {sorted(BENTOS)}")
+    target, name, needs = BENTOS[service]
+    lacking = [f for f in needs if f not in report.models]
+    if lacking:
+        report.skipped[service] = report.missing[lacking[0]]
+        return
+    bento = bentoml.bentos.build(
+        target,
+        name=name,
+        include=INCLUDE,
+        exclude=EXCLUDE,
+        build_ctx=str(REPO_ROOT),
+        labels={"project": "shopml", "service": service},
+        description=f"shopml {service} service",
+    )
+    report.bentos[service] = str(bento.tag)
+    _prune(name, keep=KEEP_BENTOS)
+
+
+def find_imported(champion: FetchedModel):
+    """The BentoML model already imported from this MLflow version and run (and recording the
+    same kind), or None."""
+    import bentoml
+
+    try:
+        models = bentoml.models.list(champion.name)
+    except bentoml.exceptions.NotFound:
+        return None
+    for model in models:
+        labels = model.info.labels
+        if (
+            labels.get("mlflow_version") == champion.version
+            and labels.get("mlflow_run_id") == champion.run_id
+            and model.info.metadata.get(KIND_KEY) == champion.kind
+        ):
+            return model
+    return None
+
+
+def import_champion(champion: FetchedModel, extra_files: dict[str, Path] | None = None):
+    """Copy the champion's native folder (+ extra files) into a new BentoML model; reuse a match."""
+    import bentoml
+
+    found = find_imported(champion)
+    if found is not None and not extra_files:
+        return found
+    labels = {
+        "family": champion.family,
+        "mlflow_model": champion.name,
+        "mlflow_version": champion.version,
+        "mlflow_run_id": champion.run_id,
+    }
+    metadata = {
+        **{k: v for k, v in champion.metadata.items() if isinstance(v, str | int | float | bool)},
+        "mlflow.model_name": champion.name,
+        "mlflow.version": champion.version,
+        "mlflow.run_id": champion.run_id,
+        FAMILY_KEY: champion.family,
+        KIND_KEY: champion.kind,
+    }
+    with bentoml.models.create(
+        name=champion.name, labels=labels, metadata=metadata, module="shopml"
+    ) as model:
+        shutil.copytree(champion.native_dir, Path(model.path) / NATIVE_ARTIFACT)
+        for name, path in (extra_files or {}).items():
+            shutil.copy2(path, Path(model.path) / name)
+    return bentoml.models.get(model.tag)
 
 
 def _prune(name: str, keep: int) -> None:
@@ -116,13 +176,13 @@ def _prune(name: str, keep: int) -> None:
         bentoml.bentos.delete(str(old.tag))
 
 
-def _load_problem(champion: Champion) -> str | None:
+def _load_problem(champion: FetchedModel) -> str | None:
     """Why this code cannot load the champion (e.g. a changed feature set), or None.
 
     Checked at build time so that a stale model stops `shopml build`, not a server start-up.
     """
     try:
-        resolve_loader(champion.loader)(champion.native_dir)
+        champion.load()
     except Exception as err:  # noqa: BLE001 - any failure means "cannot serve this model"
         return (
             f"{champion.name} v{champion.version} cannot be loaded by this code "
@@ -132,24 +192,20 @@ def _load_problem(champion: Champion) -> str | None:
     return None
 
 
-def _forecast_table(champion: Champion, settings: Settings, tmp: Path) -> dict[str, Path] | None:
+def _forecast_table(champion: FetchedModel, tmp: Path) -> dict[str, Path]:
     """The served forecast arrays: from the run's Parquet forecast, else predicted once here."""
-    import pandas as pd
-
-    from serving.storefront import write_forecast_table
-
     out = tmp / "forecast-table"
     out.mkdir(exist_ok=True)
     frame = None
-    for path in _parquet_artifacts(champion.run_id, settings):
-        local = download_run_artifact(champion.run_id, path, tmp / "forecast-artifact", settings)
+    for path in _parquet_artifacts(champion.run_id):
+        local = run_artifact(champion.run_id, path, tmp / "forecast-artifact")
         if local is not None:
             candidate = pd.read_parquet(local)
             if {"product_id", "date", "p10", "p50", "p90"} <= set(candidate.columns):
                 frame = candidate
                 break
     if frame is None:
-        model = resolve_loader(champion.loader)(champion.native_dir)
+        model = champion.load()
         horizon = int(getattr(model, "horizon", None) or FORECAST_HORIZON)
         frame = model.predict(horizon)
     generated = str(pd.Timestamp(frame["date"].min()).date() - pd.Timedelta(days=1))
@@ -157,11 +213,12 @@ def _forecast_table(champion: Champion, settings: Settings, tmp: Path) -> dict[s
     return {"forecast.npz": out / "forecast.npz"}
 
 
-def _parquet_artifacts(run_id: str, settings: Settings, folder: str | None = None) -> list[str]:
+def _parquet_artifacts(run_id: str, folder: str | None = None) -> list[str]:
+    """The run's forecast Parquet files, searched two folders deep."""
     found = []
-    for path in list_run_artifacts(run_id, settings, folder):
+    for path in run_artifact_paths(run_id, folder):
         if path.endswith(".parquet") and "forecast" in path:
             found.append(path)
         elif "." not in Path(path).name and path.count("/") < 3:
-            found += _parquet_artifacts(run_id, settings, path)
+            found += _parquet_artifacts(run_id, path)
     return found

@@ -1,23 +1,23 @@
-"""The BentoML model store side: import an MLflow champion, and load native models from the store.
+"""The BentoML model store at run time: where it is, and loading native models from it.
 
 Services load models only from here (a BentoML model the Bento references), never from paths
-given at run time. Each BentoML model carries labels and metadata naming its MLflow origin
-(registered name, version, run id) and the `shopml.loader` that rebuilds the native object.
+given at run time. Each BentoML model carries labels naming its MLflow origin (registered name,
+version, run id) and the metadata `shopml.family` / `shopml.kind`, whose kind is looked up in
+the family's table of loaders (`shopml build`, in `serving.build`, puts the models there).
+Imports no MLflow: a service starts without it.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.registry import Champion, missing_champion_message, registered_name, resolve_loader
+from models.family import NATIVE_ARTIFACT, family
+from registry.metadata import model_kind
 from shopml.errors import RegistryError
 from shopml.settings import Settings, load_settings
-
-NATIVE = "native"
 
 
 def use_bentoml_home(settings: Settings | None = None) -> Path:
@@ -30,52 +30,9 @@ def use_bentoml_home(settings: Settings | None = None) -> Path:
     return home
 
 
-def model_tag(family: str) -> str:
-    return f"{registered_name(family)}:latest"
-
-
-def find_imported(family: str, version: str, run_id: str):
-    """The BentoML model already imported from this MLflow version and run, or None."""
-    import bentoml
-
-    try:
-        models = bentoml.models.list(registered_name(family))
-    except bentoml.exceptions.NotFound:
-        return None
-    for model in models:
-        labels = model.info.labels
-        if labels.get("mlflow_version") == version and labels.get("mlflow_run_id") == run_id:
-            return model
-    return None
-
-
-def import_champion(champion: Champion, extra_files: dict[str, Path] | None = None):
-    """Copy the champion's native folder (+ extra files) into a new BentoML model; reuse a match."""
-    import bentoml
-
-    found = find_imported(champion.family, champion.version, champion.run_id)
-    if found is not None and not extra_files:
-        return found
-    labels = {
-        "family": champion.family,
-        "mlflow_model": champion.name,
-        "mlflow_version": champion.version,
-        "mlflow_run_id": champion.run_id,
-    }
-    metadata = {
-        "shopml.loader": champion.loader,
-        "mlflow.model_name": champion.name,
-        "mlflow.version": champion.version,
-        "mlflow.run_id": champion.run_id,
-        **{k: v for k, v in champion.metadata.items() if isinstance(v, str | int | float | bool)},
-    }
-    with bentoml.models.create(
-        name=champion.name, labels=labels, metadata=metadata, module="shopml"
-    ) as model:
-        shutil.copytree(champion.native_dir, Path(model.path) / NATIVE)
-        for name, path in (extra_files or {}).items():
-            shutil.copy2(path, Path(model.path) / name)
-    return bentoml.models.get(model.tag)
+def model_tag(family_name: str) -> str:
+    """The newest BentoML model of the family (`shopml-fraud:latest`)."""
+    return f"{family(family_name).registered_model}:latest"
 
 
 @dataclass
@@ -91,35 +48,35 @@ class LoadedModel:
 
     @property
     def version_label(self) -> str:
-        return f"{registered_name(self.family)}/{self.mlflow_version}"
+        return f"{family(self.family).registered_model}/{self.mlflow_version}"
 
 
-def stored_model(ref, family: str):
+def stored_model(ref, family_name: str):
     """The StoredModel behind a `bentoml.models.BentoModel` reference; RegistryError if absent."""
     stored = ref.stored if ref is not None else None
     if stored is None:
+        fam = family(family_name)
         raise RegistryError(
-            f"the BentoML store has no {registered_name(family)} model: run `shopml build` "
-            f"first; if it says so, {missing_champion_message(family)}"
+            f"the BentoML store has no {fam.registered_model} model: run `shopml build` "
+            f"first; if it says so, {fam.missing_champion()}"
         )
     return stored
 
 
-def load_native(stored, family: str, **kwargs) -> LoadedModel:
-    """Rebuild the native object of a stored BentoML model with its recorded shopml loader.
+def load_native(stored, family_name: str, **kwargs) -> LoadedModel:
+    """Rebuild the native object of a stored BentoML model with the loader of its recorded kind.
 
     `kwargs` go to the loader when it accepts them (e.g. the fraud engine's state store).
     """
-    loader = stored.info.metadata.get("shopml.loader")
-    if not loader:
-        raise RegistryError(f"BentoML model {stored.tag} has no shopml.loader metadata")
-    path = Path(stored.path)
-    fn = resolve_loader(loader)
+    where = f"BentoML model {stored.tag}"
+    fam, kind = model_kind(stored.info.metadata, where, expected=family_name)
+    fn = fam.loader(kind)
     accepted = inspect.signature(fn).parameters
-    obj = fn(path / NATIVE, **{k: v for k, v in kwargs.items() if k in accepted})
+    path = Path(stored.path)
+    obj = fn(path / NATIVE_ARTIFACT, **{k: v for k, v in kwargs.items() if k in accepted})
     labels = stored.info.labels
     return LoadedModel(
-        family=family,
+        family=family_name,
         obj=obj,
         path=path,
         tag=str(stored.tag),

@@ -52,7 +52,7 @@ def log_run(
         if native_model:
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "weights.json").write_text(json.dumps(metrics))
-                uri = log_native_model(tmp, family=family, loader="json:loads")
+                uri = log_native_model(tmp, family=family)
             if register:
                 register_model(uri, family=family)
         else:

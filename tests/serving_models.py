@@ -40,7 +40,13 @@ def train_fraud(store):
     cfg = job.FraudJobConfig.model_validate(
         {
             "source": {"kind": "generated", "scale": "tiny", "seed": 0},
-            "model": {"num_boost_round": 30, "min_data_in_leaf": 20},
+            # the job file's settings beside the scorer's defaults (experiments/configs/fraud.toml)
+            "model": {
+                "num_boost_round": 30,
+                "min_data_in_leaf": 20,
+                "scale_pos_weight": "auto",
+                "num_threads": 1,
+            },
         }
     )
     return job.train(cfg)
@@ -64,7 +70,7 @@ def _register_fraud_directly(store):
     with tempfile.TemporaryDirectory() as tmp, start_run("fraud", config={"seed": 0}) as run:
         native = Path(tmp) / "native"
         engine.save(native)
-        uri = log_native_model(native, family="fraud", loader="models.fraud:FraudEngine.load")
+        uri = log_native_model(native, family="fraud")
         version = register_model(uri, family="fraud")
     return TrainResult(family="fraud", run_id=run.info.run_id, metrics={}, model_version=version)
 
@@ -96,7 +102,7 @@ def _register_forecast_directly(store):
     with tempfile.TemporaryDirectory() as tmp, start_run("forecast", config={"seed": 0}) as run:
         native = Path(tmp) / "native"
         model.save(native)
-        uri = log_native_model(native, family="forecast", loader="models.forecast:load_forecaster")
+        uri = log_native_model(native, family="forecast")
         version = register_model(uri, family="forecast")
     return TrainResult(family="forecast", run_id=run.info.run_id, metrics={}, model_version=version)
 
@@ -106,14 +112,12 @@ def offline_forecast():
     import numpy as np
     import pandas as pd
 
+    from registry.store import fetch
     from serving.build import _forecast_table
-    from serving.registry import fetch_champion
-    from shopml.settings import load_settings
 
-    settings = load_settings()
     with tempfile.TemporaryDirectory() as tmp:
-        champion = fetch_champion("forecast", settings, Path(tmp) / "c")
-        files = _forecast_table(champion, settings, Path(tmp))
+        champion = fetch("forecast", dst=Path(tmp) / "c")
+        files = _forecast_table(champion, Path(tmp))
         with np.load(files["forecast.npz"], allow_pickle=False) as z:
             products = z["product_ids"].astype(str)
             dates = z["dates"].astype(str)

@@ -66,9 +66,9 @@ def test_train_forecast_job_end_to_end(tmp_shopml_home, tmp_path):
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
     assert artifacts == {"plots/actual_vs_forecast_top_products.png", "plots/error_by_horizon.png"}
     from models.forecast import load_forecaster
-    from training.tracking import download_native
+    from registry.store import fetch
 
-    model = load_forecaster(download_native("forecast", dst=tmp_path / "dl"))
+    model = load_forecaster(fetch("forecast", dst=tmp_path / "dl").native_dir)
     again = model.predict(14)
     pd.testing.assert_frame_equal(
         again.reset_index(drop=True), fc.reset_index(drop=True), check_dtype=False

@@ -69,9 +69,9 @@ def test_train_fraud_job_logs_metrics_plots_and_registers(tmp_shopml_home):
     } <= arts
 
     from models.fraud import FraudEngine
-    from training.tracking import download_native
+    from registry.store import fetch
 
-    engine = FraudEngine.load(download_native("fraud"))
+    engine = FraudEngine.load(fetch("fraud").native_dir)
     d = engine.score(
         {
             "transaction_id": "x",

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import mlflow
 import pytest
 from experiment_runs import log_run, run_cli, tiny_store
@@ -150,11 +147,10 @@ class FraudJobConfig(BaseModel):
     data_variant: int = 0
 
 
-def _fake_fraud_job() -> types.ModuleType:
-    """A job module with the real interface whose metrics come from its config."""
+def _fake_fraud_job():
+    """A fraud job with the real interface whose metrics come from its config."""
+    from training.jobs import Job
     from training.tracking import TrainResult
-
-    module = types.ModuleType("training.fraud_job")
 
     def train(config, settings=None):
         metrics = {**GOOD, "average_precision": config.quality}
@@ -172,15 +168,21 @@ def _fake_fraud_job() -> types.ModuleType:
             mlflow.log_metrics(metrics)
         return TrainResult(family="fraud", run_id=run.info.run_id, metrics=metrics)
 
-    module.FraudJobConfig = FraudJobConfig
-    module.train, module.evaluate = train, evaluate
-    return module
+    return Job("fraud", FraudJobConfig, train, evaluate)
+
+
+def use_jobs(monkeypatch, **jobs) -> None:
+    """Replace entries of the jobs table (a value None removes the family's job)."""
+    import training.jobs
+
+    table = {**training.jobs.JOBS, **jobs}
+    monkeypatch.setattr(training.jobs, "JOBS", {k: v for k, v in table.items() if v is not None})
 
 
 def test_retrain_exit_codes_promote_refuse_and_evaluate_champion_on_fresh_data(
     mlflow_env, monkeypatch, capsys, tmp_path
 ):
-    monkeypatch.setitem(sys.modules, "training.fraud_job", _fake_fraud_job())
+    use_jobs(monkeypatch, fraud=_fake_fraud_job())
 
     def config(quality: float, variant: int):
         path = tmp_path / f"fraud-{quality}-{variant}.toml"
@@ -203,17 +205,17 @@ def test_retrain_exit_codes_promote_refuse_and_evaluate_champion_on_fresh_data(
     assert code == 2 and "quality" in out
 
 
-def test_retrain_without_a_job_module_is_an_error(mlflow_env, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "training.forecast_job", None)
+def test_retrain_without_a_job_is_an_error(mlflow_env, monkeypatch, capsys):
+    use_jobs(monkeypatch, forecast=None)
     code, out = run_cli(["retrain", "forecast"], monkeypatch, capsys)
     assert code == 2
     assert "forecast training job is not available" in out
 
 
 def test_reproduce_reruns_from_logged_config_and_checks_data(mlflow_env, monkeypatch, capsys):
-    module = _fake_fraud_job()
-    monkeypatch.setitem(sys.modules, "training.fraud_job", module)
-    original = module.train(FraudJobConfig(seed=5, quality=0.7, data_variant=1)).run_id
+    job = _fake_fraud_job()
+    use_jobs(monkeypatch, fraud=job)
+    original = job.train(FraudJobConfig(seed=5, quality=0.7, data_variant=1)).run_id
     code, out = run_cli(["reproduce", original], monkeypatch, capsys)
     assert code == 0, out
     assert "same data" in out
@@ -275,3 +277,15 @@ def test_logged_config_dumps_parse_back_even_with_unset_optional_fields():
     assert dumped["source"]["path"] is None
     assert logged_config(dumped, Job, "config.json") == Job(seed=4)
     assert is_timing("train_seconds") and is_timing("predict_p50_ms") and not is_timing("wape")
+
+
+def test_every_family_has_a_job_whose_shipped_config_parses():
+    from models.family import FAMILIES
+    from training.jobs import JOBS
+    from training.retrain import load_job_config
+
+    assert set(JOBS) == set(FAMILIES), "a family without a job, or a job without a family"
+    for name in FAMILIES:
+        job, config = load_job_config(name)
+        assert job.family == name and isinstance(config, job.config)
+        assert callable(job.train) and callable(job.evaluate)

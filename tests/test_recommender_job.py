@@ -10,10 +10,10 @@ from mlflow.tracking import MlflowClient
 
 from features.generator import GeneratorConfig, generate
 from models.recommenders import Recommender
+from registry.store import fetch
 from shopml.config import load_config
 from shopml.errors import ConfigError
 from training.recommender_job import RecommenderJobConfig, evaluate, train
-from training.tracking import download_native
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "recommender.toml"
 
@@ -54,7 +54,7 @@ def test_job_logs_metrics_plots_and_registers_a_loadable_model(home, tiny_store)
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id, "plots")}
     assert "plots/recall_coverage_at_k.png" in artifacts
     assert MlflowClient().list_artifacts(result.run_id, "curves")
-    native = download_native("recommender", dst=home / "dl")
+    native = fetch("recommender", dst=home / "dl").native_dir
     model = Recommender.load(native)
     customer = model.customer_ids_[0]
     assert len(model.recommend_one(customer, k=5)) == 5

@@ -180,9 +180,9 @@ def test_probes_openapi_and_metrics(servers):
 @pytest.fixture(scope="module")
 def offline_recommender(built):
     from models.recommenders import Recommender
-    from training.tracking import download_native
+    from registry.store import fetch
 
-    return Recommender.load(download_native("recommender"))
+    return Recommender.load(fetch("recommender").native_dir)
 
 
 def test_recommend_agrees_with_the_offline_model(servers, offline_recommender):
@@ -314,9 +314,9 @@ def payments(store, n=12, prefix="e2e"):
 def offline_engine(built):
     from features.fraud.state_store import InMemoryStateStore
     from models.fraud import FraudEngine
-    from training.tracking import download_native
+    from registry.store import fetch
 
-    return FraudEngine.load(download_native("fraud"), store=InMemoryStateStore())
+    return FraudEngine.load(fetch("fraud").native_dir, store=InMemoryStateStore())
 
 
 def test_score_agrees_with_the_offline_engine(servers, store, offline_engine):

@@ -39,13 +39,8 @@ def test_run_records_config_seed_fingerprint_commit_and_versions(tmp_shopml_home
 
 
 def test_first_registered_version_becomes_champion_and_downloads_native(tmp_shopml_home, tmp_path):
-    from training.tracking import (
-        champion_version,
-        download_native,
-        log_native_model,
-        register_model,
-        start_run,
-    )
+    from registry.store import champion_version, fetch
+    from training.tracking import log_native_model, register_model, start_run
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -53,12 +48,14 @@ def test_first_registered_version_becomes_champion_and_downloads_native(tmp_shop
     versions = []
     for _ in range(2):
         with start_run("recommender", config={"seed": 1}):
-            uri = log_native_model(model_dir, family="recommender", loader="json:loads")
+            uri = log_native_model(model_dir, family="recommender")
             versions.append(register_model(uri, family="recommender"))
     assert versions == ["1", "2"]
     assert champion_version("recommender") == "1"  # later versions wait for promotion
-    native = download_native("recommender", dst=tmp_path / "dl")
-    assert json.loads((native / "weights.json").read_text()) == [1, 2, 3]
+    fetched = fetch("recommender", dst=tmp_path / "dl")
+    assert (fetched.version, fetched.kind) == ("1", "recommender")
+    assert json.loads((fetched.native_dir / "weights.json").read_text()) == [1, 2, 3]
+    assert fetch("recommender", "2", dst=tmp_path / "dl2").version == "2"
 
 
 def test_unknown_family_is_rejected(tmp_shopml_home):
@@ -68,11 +65,26 @@ def test_unknown_family_is_rejected(tmp_shopml_home):
         pass
 
 
-def test_bad_loader_fails_when_logging_not_when_serving(tmp_shopml_home, tmp_path):
+def test_unknown_kind_fails_when_logging_not_when_serving(tmp_shopml_home, tmp_path):
+    from shopml.errors import RegistryError
     from training.tracking import log_native_model, start_run
 
-    with start_run("forecast"), pytest.raises((ValueError, ModuleNotFoundError, AttributeError)):
-        log_native_model(tmp_path, family="forecast", loader="json:no_such_loader")
+    with start_run("forecast"), pytest.raises(RegistryError, match="unknown model kind"):
+        log_native_model(tmp_path, family="forecast", kind="json:loads")
+
+
+def test_model_metadata_cannot_override_family_and_kind(tmp_shopml_home, tmp_path):
+    from registry.store import fetch, read_metadata
+    from training.tracking import log_native_model, register_model, start_run
+
+    (tmp_path / "weights.json").write_text("[]")
+    extra = {"shopml.kind": "features.store:shutil.rmtree", "shopml.loader": "os:system"}
+    with start_run("forecast"):
+        register_model(
+            log_native_model(tmp_path, family="forecast", metadata_extra=extra), family="forecast"
+        )
+    fetched = fetch("forecast", dst=tmp_path / "dl")
+    assert read_metadata(fetched.model_dir)["shopml.kind"] == fetched.kind == "forecaster"
 
 
 def test_logged_config_masks_database_passwords_and_loads_back(tmp_shopml_home):

@@ -16,19 +16,20 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from models.family import FamilySpec
+from registry.store import client, configure
 from shopml.errors import ConfigError
 from shopml.settings import Settings
-from training.families import FamilySpec, family_spec
+from training.families import family_spec
 from training.runs import (
     RunInfo,
-    client,
     differing_params,
     family_of_run,
     resolve_run,
     run_versions,
     to_info,
 )
-from training.tracking import configure, ensure_experiment
+from training.tracking import ensure_experiment
 
 CURVES_DIR = "curves"
 COMPARISONS = "comparisons"  # experiment shopml-comparisons holds the logged reports

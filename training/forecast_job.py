@@ -21,24 +21,25 @@ from pydantic import Field
 
 from features.demand import DemandPanel, PanelConfig, build_panel, store_country
 from features.sources import SourceConfig, load_source
-from models.forecast import load_forecaster, make_forecaster
+from models.forecast import make_forecaster
 from models.forecast.base import Forecaster, as_panel
+from registry.store import configure, load_logged
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
 from training.backtest import BacktestResult, backtest
 from training.tracking import (
     TrainResult,
-    configure,
+    evaluation_run,
     log_curve,
     log_figure,
     log_native_model,
+    pyplot,
     register_model,
     start_run,
 )
 
 FAMILY = "forecast"
-LOADER = "models.forecast:load_forecaster"
 
 
 class ForecastModelConfig(ConfigModel):
@@ -99,11 +100,7 @@ def _flat_metrics(result: BacktestResult, primary: str) -> dict[str, float]:
 
 
 def _plot_top_products(result: BacktestResult, model: str, panel: DemandPanel, k: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fold = result.folds[-1]
     frame = fold.frames[model]
     top = frame.groupby("product_id")["y"].sum().sort_values(ascending=False).head(k).index
@@ -130,11 +127,7 @@ def _plot_top_products(result: BacktestResult, model: str, panel: DemandPanel, k
 
 
 def _plot_error_by_horizon(result: BacktestResult):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     for model in result.models:
         df = pd.concat([f.frames[model] for f in result.folds])
@@ -206,6 +199,19 @@ def _log_backtest(
     return metrics
 
 
+def _backtest(config: ForecastJobConfig, lines, products, factories: dict, panel_cfg, panel):
+    """The rolling-origin backtest of `factories` that `train` and `evaluate` both run."""
+    return backtest(
+        lines,
+        products,
+        factories,
+        n_folds=config.n_folds,
+        horizon=config.horizon,
+        panel_config=panel_cfg,
+        full_panel=panel,
+    )
+
+
 def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainResult:
     """Backtest, refit, register and publish the forecast (see module docstring)."""
     settings = settings or load_settings()
@@ -216,44 +222,12 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
     factories |= _factories(config, primary)
 
     with start_run(FAMILY, config=config, store=store, settings=settings) as run:
-        result = backtest(
-            lines,
-            products,
-            factories,
-            n_folds=config.n_folds,
-            horizon=config.horizon,
-            panel_config=panel_cfg,
-            full_panel=panel,
-        )
+        result = _backtest(config, lines, products, factories, panel_cfg, panel)
         metrics = _log_backtest(result, primary, panel, config)
-
         final = factories[primary]().fit(panel)
-        forecast = final.predict(config.horizon)
-        out = config.output or (settings.home / "forecasts" / f"forecast-{run.info.run_id}.parquet")
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        forecast.to_parquet(out, index=False)
-        mlflow.log_artifact(str(out), "forecast")
-        mlflow.log_metrics(
-            {
-                "forecast.products": float(panel.n_products),
-                "forecast.units_p50": float(forecast["p50"].sum()),
-            }
-        )
-        version = None
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = final.save(Path(tmp) / "model")
-            (model_dir / "job.json").write_text(
-                json.dumps({"horizon": config.horizon, "metrics": metrics})
-            )
-            uri = log_native_model(
-                model_dir,
-                family=FAMILY,
-                loader=LOADER,
-                metadata_extra={"shopml.horizon": config.horizon},
-            )
-        if config.register_model:
-            version = register_model(uri, family=FAMILY)
+        out = _publish(final, config, panel, settings.home, run.info.run_id)
+        uri = _log_model(final, config, metrics)
+        version = register_model(uri, family=FAMILY) if config.register_model else None
         return TrainResult(
             family=FAMILY,
             run_id=run.info.run_id,
@@ -261,6 +235,34 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
             model_version=version,
             data_fingerprint=store.fingerprint_id(),
             artifacts={"forecast": str(out), "model": uri},
+        )
+
+
+def _publish(final: Forecaster, config: ForecastJobConfig, panel, home: Path, run_id: str) -> Path:
+    """Write the next `horizon` days' forecast as Parquet, log it and its totals; its path."""
+    forecast = final.predict(config.horizon)
+    out = Path(config.output or (home / "forecasts" / f"forecast-{run_id}.parquet"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    forecast.to_parquet(out, index=False)
+    mlflow.log_artifact(str(out), "forecast")
+    mlflow.log_metrics(
+        {
+            "forecast.products": float(panel.n_products),
+            "forecast.units_p50": float(forecast["p50"].sum()),
+        }
+    )
+    return out
+
+
+def _log_model(final: Forecaster, config: ForecastJobConfig, metrics: dict) -> str:
+    """Log the refitted forecaster (with the job's horizon and backtest metrics); its URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = final.save(Path(tmp) / "model")
+        (model_dir / "job.json").write_text(
+            json.dumps({"horizon": config.horizon, "metrics": metrics})
+        )
+        return log_native_model(
+            model_dir, family=FAMILY, metadata_extra={"shopml.horizon": config.horizon}
         )
 
 
@@ -298,29 +300,14 @@ def evaluate(
     end and the last fold is one).
     """
     settings = configure(settings)
-    model = _load_model(model_uri)
+    model: Forecaster = load_logged(model_uri, FAMILY)
     store, lines, products, panel_cfg = load_demand(config, settings)
     panel = build_panel(lines, products, panel_cfg)
-    name = getattr(model, "name", config.model.kind)
+    name = model.kind
     factories = {name: lambda: _Fixed(model)} | _factories(config, name)
     model_end = model.panel_.dates[-1]
-    with start_run(
-        FAMILY,
-        config=config,
-        store=store,
-        settings=settings,
-        run_name="evaluate",
-        tags={"evaluated.model_uri": model_uri},
-    ) as run:
-        result = backtest(
-            lines,
-            products,
-            factories,
-            n_folds=config.n_folds,
-            horizon=config.horizon,
-            panel_config=panel_cfg,
-            full_panel=panel,
-        )
+    with evaluation_run(FAMILY, model_uri, config=config, store=store, settings=settings) as run:
+        result = _backtest(config, lines, products, factories, panel_cfg, panel)
         mlflow.set_tags(
             {
                 "forecast.model_train_end": str(model_end.date()),
@@ -337,11 +324,3 @@ def evaluate(
         data_fingerprint=store.fingerprint_id(),
         artifacts={"model_uri": model_uri},
     )
-
-
-def _load_model(model_uri: str) -> Forecaster:
-    """The native forecaster inside a logged/registered model (`models:/shopml-forecast/3`)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        native = local / "artifacts" / "native" if (local / "artifacts").is_dir() else local
-        return load_forecaster(native)  # the loader LOADER names

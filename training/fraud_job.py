@@ -18,27 +18,31 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from pydantic import Field
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from features.fraud.batch import compute_columns, to_matrix
 from features.fraud.definition import DAY, FeatureSet
 from features.sources import SourceConfig, load_source
 from features.store import Store
 from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, RuleLayer
+from registry.store import configure, load_logged
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings
 from training.fraud_metrics import calibration_curve, fraud_metrics
+from training.params import params_config
 from training.tracking import (
     TrainResult,
-    configure,
+    evaluation_run,
     log_curve,
     log_figure,
     log_native_model,
+    pyplot,
     register_model,
     start_run,
 )
 
-LOADER = "models.fraud:FraudEngine.load"
+FAMILY = "fraud"
 
 
 class FeaturesConfig(ConfigModel):
@@ -61,29 +65,48 @@ class SplitConfig(ConfigModel):
     test_days: int = Field(7, ge=1)
 
 
-class ModelConfig(ConfigModel):
-    num_boost_round: int = Field(300, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
-    num_leaves: int = Field(31, ge=2)
-    min_data_in_leaf: int = Field(50, ge=1)
-    feature_fraction: float = Field(0.8, gt=0, le=1)
-    bagging_fraction: float = Field(0.8, gt=0, le=1)
-    lambda_l2: float = Field(1.0, ge=0)
-    scale_pos_weight: float | str = "auto"
-    neg_sample_rate: float = Field(1.0, gt=0, le=1)
-    calibration: str = Field("platt", pattern="^(platt|isotonic|none)$")
-    num_threads: int = Field(1, ge=0)
+# the scorer's own parameters and defaults; the job sets feature names, version and seed itself
+ModelConfig = params_config(
+    FraudScorer,
+    exclude=("feature_names", "feature_version", "random_state"),
+    checks={
+        "num_boost_round": Field(ge=1),
+        "learning_rate": Field(gt=0),
+        "num_leaves": Field(ge=2),
+        "min_data_in_leaf": Field(ge=1),
+        "feature_fraction": Field(gt=0, le=1),
+        "bagging_fraction": Field(gt=0, le=1),
+        "lambda_l2": Field(ge=0),
+        "neg_sample_rate": Field(gt=0, le=1),
+        "calibration": Field(pattern="^(platt|isotonic|none)$"),
+        "num_threads": Field(ge=0),
+    },
+    name="ModelConfig",
+)
+_DecisionParams = params_config(
+    DecisionPolicy,
+    checks={
+        "mode": Field(pattern="^(threshold|cost)$"),
+        "review_threshold": Field(ge=0, le=1),
+        "decline_threshold": Field(ge=0, le=1),
+        "review_cost": Field(ge=0),
+        "review_recall": Field(ge=0, le=1),
+        "decline_cost_ratio": Field(ge=0),
+    },
+)
+_RuleParams = params_config(
+    RuleLayer, exclude=("blocked_cards", "blocked_terminals", "blocked_customers")
+)
 
 
-class PolicyConfig(ConfigModel):
-    mode: str = Field("threshold", pattern="^(threshold|cost)$")
-    review_threshold: float = Field(0.3, ge=0, le=1)
-    decline_threshold: float = Field(0.9, ge=0, le=1)
-    review_cost: float = Field(3.0, ge=0)
-    review_recall: float = Field(0.95, ge=0, le=1)
-    decline_cost_ratio: float = Field(0.3, ge=0)
-    max_amount: float | None = None
-    review_amount: float | None = None
+class PolicyConfig(_DecisionParams, _RuleParams):
+    """The decision policy's parameters and the amount rules (defaults are the models')."""
+
+    def policy(self) -> DecisionPolicy:
+        return DecisionPolicy(**self.model_dump(include=set(_DecisionParams.model_fields)))
+
+    def rules(self) -> RuleLayer:
+        return RuleLayer(**self.model_dump(include=set(_RuleParams.model_fields)))
 
 
 class FraudJobConfig(ConfigModel):
@@ -122,28 +145,10 @@ def time_split(day: np.ndarray, split: SplitConfig) -> dict[str, np.ndarray]:
 
 
 def _plots(y: np.ndarray, p: np.ndarray) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
+    """The test period's PR and ROC curves (when both classes occur), calibration and scores."""
     if 0 < y.sum() < len(y):
-        prec, rec, _ = precision_recall_curve(y, p)
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.plot(rec, prec)
-        ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test)")
-        log_figure(fig, "plots/pr_curve.png")
-        step = max(1, len(rec) // 500)
-        log_curve("pr_curve", rec[::step], prec[::step])
-        fpr, tpr, _ = roc_curve(y, p)
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.plot(fpr, tpr)
-        ax.plot([0, 1], [0, 1], ls=":", c="grey")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
-        log_figure(fig, "plots/roc_curve.png")
-        step = max(1, len(fpr) // 500)
-        log_curve("roc_curve", fpr[::step], tpr[::step])
+        _plot_ranking(y, p)
+    plt = pyplot()
     mp, obs = calibration_curve(y, p)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(mp, obs, marker="o")
@@ -159,6 +164,26 @@ def _plots(y: np.ndarray, p: np.ndarray) -> None:
     ax.set(xlabel="probability of fraud", ylabel="density (log)", title="Scores by class (test)")
     ax.legend()
     log_figure(fig, "plots/score_distribution.png")
+
+
+def _plot_ranking(y: np.ndarray, p: np.ndarray) -> None:
+    """Precision-recall and ROC plots, and their curves thinned to about 500 points."""
+    plt = pyplot()
+    prec, rec, _ = precision_recall_curve(y, p)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(rec, prec)
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test)")
+    log_figure(fig, "plots/pr_curve.png")
+    step = max(1, len(rec) // 500)
+    log_curve("pr_curve", rec[::step], prec[::step])
+    fpr, tpr, _ = roc_curve(y, p)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(fpr, tpr)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
+    log_figure(fig, "plots/roc_curve.png")
+    step = max(1, len(fpr) // 500)
+    log_curve("roc_curve", fpr[::step], tpr[::step])
 
 
 @dataclass
@@ -238,72 +263,61 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
     config = config or FraudJobConfig()
     fs = config.features.feature_set()
     data = prepare(config, fs, settings)
-    m, pc = config.model, config.policy
     scorer = FraudScorer(
         list(fs.names),
         feature_version=fs.version,
-        num_boost_round=m.num_boost_round,
-        learning_rate=m.learning_rate,
-        num_leaves=m.num_leaves,
-        min_data_in_leaf=m.min_data_in_leaf,
-        feature_fraction=m.feature_fraction,
-        bagging_fraction=m.bagging_fraction,
-        lambda_l2=m.lambda_l2,
-        scale_pos_weight=m.scale_pos_weight,
-        neg_sample_rate=m.neg_sample_rate,
-        calibration=m.calibration,
-        num_threads=m.num_threads,
         random_state=config.seed,
+        **config.model.model_dump(),
     )
-    policy = DecisionPolicy(
-        pc.mode,
-        pc.review_threshold,
-        pc.decline_threshold,
-        pc.review_cost,
-        pc.review_recall,
-        pc.decline_cost_ratio,
-    )
-    rules = RuleLayer(max_amount=pc.max_amount, review_amount=pc.review_amount)
-    parts, y = data.parts, data.y
-    X = {k: to_matrix(data.cols, fs.names, parts[k]) for k in ("train", "calibration")}
-    with start_run("fraud", config=config, store=data.store, settings=settings) as run:
-        t0 = time.perf_counter()
-        scorer.fit(X["train"], y[parts["train"]], X["calibration"], y[parts["calibration"]])
-        train_seconds = time.perf_counter() - t0
-        extra = {
-            "train_seconds": train_seconds,
-            "n_train": float(len(parts["train"])),
-            "n_calibration": float(len(parts["calibration"])),
-        }
-        mlflow.log_metrics(extra)
-        clean = score_test(scorer, fs, policy, data, config.card_precision_k) | extra
-        version = None
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = FraudEngine(scorer, fs, policy=policy, rules=rules).save(Path(tmp) / "m")
-            uri = log_native_model(
-                model_dir,
-                family="fraud",
-                loader=LOADER,
-                metadata_extra={"feature_version": fs.version, "policy": policy.to_dict()},
-            )
-            if config.register_model:
-                version = register_model(
-                    uri,
-                    family="fraud",
-                    tags={
-                        "feature_version": fs.version,
-                        "review_threshold": policy.review_threshold,
-                        "decline_threshold": policy.decline_threshold,
-                    },
-                )
+    policy = config.policy.policy()
+    with start_run(FAMILY, config=config, store=data.store, settings=settings) as run:
+        extra = _fit(scorer, fs, data)
+        metrics = score_test(scorer, fs, policy, data, config.card_precision_k) | extra
+        engine = FraudEngine(scorer, fs, policy=policy, rules=config.policy.rules())
+        uri, version = _log_engine(engine, config.register_model)
     return TrainResult(
-        family="fraud",
+        family=FAMILY,
         run_id=run.info.run_id,
-        metrics=clean,
+        metrics=metrics,
         model_version=version,
         data_fingerprint=data.store.fingerprint_id(),
         artifacts={"model_uri": uri},
     )
+
+
+def _fit(scorer: FraudScorer, fs: FeatureSet, data: Prepared) -> dict[str, float]:
+    """Fit the booster on `train` and the calibrator on `calibration`; log size and time."""
+    parts, y = data.parts, data.y
+    X = {k: to_matrix(data.cols, fs.names, parts[k]) for k in ("train", "calibration")}
+    t0 = time.perf_counter()
+    scorer.fit(X["train"], y[parts["train"]], X["calibration"], y[parts["calibration"]])
+    extra = {
+        "train_seconds": time.perf_counter() - t0,
+        "n_train": float(len(parts["train"])),
+        "n_calibration": float(len(parts["calibration"])),
+    }
+    mlflow.log_metrics(extra)
+    return extra
+
+
+def _log_engine(engine: FraudEngine, register: bool) -> tuple[str, str | None]:
+    """Log the engine (scorer, feature set, policy, rules) as the run's model; register it."""
+    fs, policy = engine.feature_set, engine.policy
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = engine.save(Path(tmp) / "m")
+        uri = log_native_model(
+            model_dir,
+            family=FAMILY,
+            metadata_extra={"feature_version": fs.version, "policy": policy.to_dict()},
+        )
+    if not register:
+        return uri, None
+    tags = {
+        "feature_version": fs.version,
+        "review_threshold": policy.review_threshold,
+        "decline_threshold": policy.decline_threshold,
+    }
+    return uri, register_model(uri, family=FAMILY, tags=tags)
 
 
 def evaluate(
@@ -316,30 +330,17 @@ def evaluate(
     (saved with it), so `config.features`, `config.model` and `config.policy` are not used.
     """
     configure(settings)
-    engine = _load_engine(model_uri)
+    engine: FraudEngine = load_logged(model_uri, FAMILY)
     fs = engine.feature_set
     data = prepare(config, fs, settings, labelled=("test",))
-    with start_run(
-        "fraud",
-        config=config,
-        store=data.store,
-        settings=settings,
-        run_name="evaluate",
-        tags={"evaluated.model_uri": model_uri},
+    with evaluation_run(
+        FAMILY, model_uri, config=config, store=data.store, settings=settings
     ) as run:
         metrics = score_test(engine.scorer, fs, engine.policy, data, config.card_precision_k)
     return TrainResult(
-        family="fraud",
+        family=FAMILY,
         run_id=run.info.run_id,
         metrics=metrics,
         data_fingerprint=data.store.fingerprint_id(),
         artifacts={"model_uri": model_uri},
     )
-
-
-def _load_engine(model_uri: str) -> FraudEngine:
-    """The native FraudEngine inside a logged/registered model (`models:/shopml-fraud/3`)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        native = local / "artifacts" / "native" if (local / "artifacts").is_dir() else local
-        return FraudEngine.load(native)  # the loader LOADER names

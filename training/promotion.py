@@ -21,17 +21,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+import models.family as families
+from models.family import CHAMPION, FamilySpec, Guard
+from registry.store import PREVIOUS_CHAMPION, alias_version, client
 from shopml.errors import ConfigError, RegistryError
 from shopml.settings import Settings
-from training.families import FamilySpec, Guard, check_family, family_spec
-from training.runs import FINGERPRINT_TAG, RUN_KIND_TAG, client, family_of_run, resolve_run
-from training.tracking import (
-    CHAMPION,
-    PREVIOUS_CHAMPION,
-    experiment_name,
-    register_model,
-    registered_model_name,
-)
+from training.families import family_spec
+from training.runs import FINGERPRINT_TAG, RUN_KIND_TAG, family_of_run, resolve_run
+from training.tracking import experiment_name, register_model
 
 EVALUATED_VERSION_TAG = "shopml.evaluated_model_version"
 
@@ -74,7 +71,7 @@ class Decision:
 
     def explain(self) -> str:
         """A few lines a person (or a cron mail) can act on."""
-        name = registered_model_name(self.family)
+        name = families.family(self.family).registered_model
         who = f"run {self.run_id[:8]} ({name} v{self.version})"
         if self.first:
             head = f"{who} is the first model of {self.family}: now @{CHAMPION}"
@@ -100,7 +97,7 @@ class Rollback:
     previous_version: str | None
 
     def explain(self) -> str:
-        name = registered_model_name(self.family)
+        name = families.family(self.family).registered_model
         prev = f"v{self.previous_version}" if self.previous_version else "none"
         return (
             f"{name}: @{CHAMPION} rolled back from v{self.from_version} to v{self.to_version}; "
@@ -111,20 +108,13 @@ class Rollback:
 # --- registry helpers -------------------------------------------------------------------------
 
 
-def alias_version(family: str, alias: str, mlflow_client: MlflowClient) -> ModelVersion | None:
-    try:
-        return mlflow_client.get_model_version_by_alias(registered_model_name(family), alias)
-    except MlflowException:
-        return None
-
-
 def version_run_id(mv: ModelVersion) -> str | None:
     return mv.run_id or (mv.tags or {}).get("run_id") or None
 
 
 def find_run_version(family: str, run_id: str, mlflow_client: MlflowClient) -> ModelVersion | None:
     """The newest registered version of the family's model that came from `run_id`."""
-    name = registered_model_name(family)
+    name = families.family(family).registered_model
     try:
         versions = mlflow_client.search_model_versions(f"name='{name}'")
     except MlflowException:
@@ -159,7 +149,7 @@ def ensure_version(family: str, run: Run, mlflow_client: MlflowClient) -> str:
     if uri is None:
         raise RegistryError(
             f"run {run.info.run_id[:8]} logged no model (no `shopml.model_uri` tag, no logged model): "
-            f"nothing to register as {registered_model_name(family)}"
+            f"nothing to register as {families.family(family).registered_model}"
         )
     tags = {"run_id": run.info.run_id, FINGERPRINT_TAG: run.data.tags.get(FINGERPRINT_TAG, "")}
     return register_model(uri, family=family, tags=tags)
@@ -280,7 +270,7 @@ def evaluate_gate(
 
     Registers the run's model if it is not registered yet (a run needs a version to be promoted).
     """
-    family = check_family(family)
+    family = families.family(family).name
     spec = spec or family_spec(family)
     mlflow_client = client(settings)
     run = resolve_run(run_ref, family, mlflow_client)
@@ -331,7 +321,7 @@ def promote(
         raise ConfigError("--force needs --reason: say why the gate is overridden (it is recorded)")
     decision = evaluate_gate(family, run_ref, spec=spec, settings=settings)
     mlflow_client = client(settings)
-    name = registered_model_name(decision.family)
+    name = families.family(decision.family).registered_model
     now = _now()
     if decision.first:
         mlflow_client.set_registered_model_alias(name, CHAMPION, decision.version)
@@ -366,9 +356,9 @@ def rollback(
     family: str, *, reason: str | None = None, settings: Settings | None = None
 ) -> Rollback:
     """Point `champion` back at `previous-champion`; the one before that becomes previous."""
-    family = check_family(family)
+    family = families.family(family).name
     mlflow_client = client(settings)
-    name = registered_model_name(family)
+    name = families.family(family).registered_model
     current = alias_version(family, CHAMPION, mlflow_client)
     previous = alias_version(family, PREVIOUS_CHAMPION, mlflow_client)
     if current is None:

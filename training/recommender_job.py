@@ -29,6 +29,7 @@ from models.recommenders import (
     Recommender,
     make_model,
 )
+from registry.store import load_logged
 from shopml.config import ConfigModel
 from shopml.errors import ConfigError, DataError
 from shopml.settings import Settings
@@ -37,15 +38,16 @@ from training.recommender_eval import evaluate as evaluate_model
 from training.splits import Split, stratified_split, temporal_split
 from training.tracking import (
     TrainResult,
+    evaluation_run,
     log_curve,
     log_figure,
     log_native_model,
+    pyplot,
     register_model,
     start_run,
 )
 
 FAMILY = "recommender"
-LOADER = "models.recommenders:Recommender.load"
 CURVE_KS = (1, 5, 10, 20, 50, 100)
 
 
@@ -150,43 +152,54 @@ def train(
             {"split.train_events": len(split.train), "split.test_events": len(split.test)}
         )
         if config.search.trials > 0:
-            best = _search(config, split.train, store.products)
-            config = _with_overrides(config, best)
-            mlflow.log_dict({"best": best}, "search/best.json")
-            mlflow.log_params({f"best.{k}": v for k, v in best.items()})
-        matrix = _matrix(split.train, config.interactions, cutoff)
-        truth = truth_from_events(split.test, matrix)
-        model = build_model(config)
-        start = time.perf_counter()
-        model.fit(matrix, store.products)
-        fit_seconds = time.perf_counter() - start
-        metrics = _evaluate_and_log(model, truth, config.k)
-        metrics["train_seconds"] = fit_seconds
-        mlflow.log_metric("train_seconds", fit_seconds)
-        mlflow.log_params({"matrix.customers": matrix.shape[0], "matrix.products": matrix.shape[1]})
+            config = _searched(config, split.train, store.products)
+        model, metrics = _fit_and_evaluate(config, split, cutoff, store.products)
         if config.precompute_top_n:
             model.precompute(config.precompute_top_n)
-        version = None
-        with tempfile.TemporaryDirectory() as tmp:
-            native = Path(tmp) / "native"
-            model.save(native)
-            (native / "interactions.json").write_text(
-                json.dumps(config.interactions.model_dump(mode="json"), indent=2)
-            )
-            uri = log_native_model(
-                native, family=FAMILY, loader=LOADER, metadata_extra={"k": config.k}
-            )
-        if config.register_model:
-            version = register_model(uri, family=FAMILY)
-        fingerprint = store.fingerprint_id()
+        uri = _log_model(model, config)
+        version = register_model(uri, family=FAMILY) if config.register_model else None
         return TrainResult(
             family=FAMILY,
             run_id=run.info.run_id,
             metrics=metrics,
             model_version=version,
-            data_fingerprint=fingerprint,
+            data_fingerprint=store.fingerprint_id(),
             artifacts={"model_uri": uri},
         )
+
+
+def _searched(config: RecommenderJobConfig, train_events, products) -> RecommenderJobConfig:
+    """`config` with the parameters of the best search trial, logged as the run's best."""
+    best = _search(config, train_events, products)
+    mlflow.log_dict({"best": best}, "search/best.json")
+    mlflow.log_params({f"best.{k}": v for k, v in best.items()})
+    return _with_overrides(config, best)
+
+
+def _fit_and_evaluate(config: RecommenderJobConfig, split: Split, cutoff, products):
+    """Fit the configured model on the training part, evaluate and log it on the test part."""
+    matrix = _matrix(split.train, config.interactions, cutoff)
+    truth = truth_from_events(split.test, matrix)
+    model = build_model(config)
+    start = time.perf_counter()
+    model.fit(matrix, products)
+    fit_seconds = time.perf_counter() - start
+    metrics = _evaluate_and_log(model, truth, config.k)
+    metrics["train_seconds"] = fit_seconds
+    mlflow.log_metric("train_seconds", fit_seconds)
+    mlflow.log_params({"matrix.customers": matrix.shape[0], "matrix.products": matrix.shape[1]})
+    return model, metrics
+
+
+def _log_model(model: Recommender, config: RecommenderJobConfig) -> str:
+    """Log the fitted model with the interaction settings serving needs; its URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        native = Path(tmp) / "native"
+        model.save(native)
+        (native / "interactions.json").write_text(
+            json.dumps(config.interactions.model_dump(mode="json"), indent=2)
+        )
+        return log_native_model(native, family=FAMILY, metadata_extra={"k": config.k})
 
 
 def evaluate(
@@ -196,17 +209,8 @@ def evaluate(
     store = load_source(config.source, settings)
     events = events_frame(store, config.interactions)
     split, _ = split_events(events, config.split)
-    with start_run(
-        FAMILY,
-        config=config,
-        store=store,
-        settings=settings,
-        run_name="evaluate",
-        tags={"evaluated.model_uri": model_uri},
-    ) as run:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-        native = local / "artifacts" / "native" if (local / "artifacts").is_dir() else local
-        model = Recommender.load(native)
+    with evaluation_run(FAMILY, model_uri, config=config, store=store, settings=settings) as run:
+        model: Recommender = load_logged(model_uri, FAMILY)
         ids = InteractionMatrix(model.user_items_, model.customer_ids_, model.product_ids_)
         metrics = _evaluate_and_log(model, truth_from_events(split.test, ids), config.k)
         return TrainResult(
@@ -237,11 +241,7 @@ def _evaluate_and_log(model: Recommender, truth: Truth, k: int) -> dict[str, flo
 
 
 def _plot(ks, curve) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     ax[0].plot(ks, [curve[k][f"recall@{k}"] for k in ks], marker="o")
     ax[0].set(xlabel="k", ylabel="recall@k", title="Recall at k", xscale="log")

@@ -1,40 +1,37 @@
-"""Scheduled retraining and reproduction, on top of each family's job module.
+"""Scheduled retraining and reproduction, on top of each family's job (`training.jobs.JOBS`).
 
 `retrain`: train the family with its current config on fresh data, make sure the champion has
-metrics on the same data (by evaluating it with the job's optional `evaluate` hook), then run
-the promotion gate. `reproduce`: re-run a run from its logged `config.json` (same seed) and
-check that it saw the same data.
-
-Job modules are imported lazily by name, `training.<family>_job`, exposing
-`<Family>JobConfig`, `train(config, settings=None) -> TrainResult` and optionally
-`evaluate(config, model_uri, settings=None) -> TrainResult` (metrics of an existing model on the
-data and split `config` describes, logged as a run with `start_run`).
+metrics on the same data (by evaluating it with the job's `evaluate`), then run the promotion
+gate. `reproduce`: re-run a run from its logged `config.json` (same seed) and check that it saw
+the same data.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from typing import get_args
 
+from pydantic import BaseModel
+
+from models.family import CHAMPION, family
+from registry.store import alias_version, client
 from shopml.config import load_config, parse_config
 from shopml.errors import ConfigError, RegistryError
-from shopml.settings import CONFIG_DIR, Settings
-from training.families import check_family
+from shopml.settings import Settings
+from training.jobs import Job, job
 from training.promotion import (
     EVALUATED_VERSION_TAG,
     Decision,
-    alias_version,
     champion_evidence,
     ensure_version,
     promote,
 )
-from training.runs import FINGERPRINT_TAG, RUN_KIND_TAG, client, family_of_run, resolve_run
-from training.tracking import CHAMPION, TrainResult, registered_model_name
+from training.runs import FINGERPRINT_TAG, RUN_KIND_TAG, family_of_run, resolve_run
+from training.tracking import TrainResult
 
 # exit codes of `shopml retrain` (and `shopml promote`), for cron jobs
 EXIT_PROMOTED = 0
@@ -64,86 +61,54 @@ class RetrainOutcome:
         return "\n".join(lines)
 
 
-def job_module(family: str) -> ModuleType:
-    """`training.<family>_job`, or a ConfigError saying it is not available."""
-    family = check_family(family)
-    name = f"training.{family}_job"
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name == name:
-            raise ConfigError(
-                f"the {family} training job is not available: module {name} "
-                f"(training/{family}_job.py) does not exist"
-            ) from None
-        raise
-    if not callable(getattr(module, "train", None)):
-        raise ConfigError(f"{name} has no train(config, settings=None) function")
-    return module
-
-
-def config_class(module: ModuleType, family: str) -> type:
-    """The job's `<Family>JobConfig` pydantic model."""
-    name = f"{family.capitalize()}JobConfig"
-    cls = getattr(module, name, None)
-    if cls is None:
-        raise ConfigError(f"{module.__name__} has no {name} config class")
-    return cls
-
-
-def default_config_path(family: str) -> Path:
-    return CONFIG_DIR / f"{check_family(family)}.toml"
-
-
-def load_job_config(family: str, path: str | Path | None = None):
-    """The job module and its validated config from `path` (default experiments/configs/<family>.toml)."""
-    module = job_module(family)
-    cls = config_class(module, family)
-    path = Path(path) if path is not None else default_config_path(family)
-    return module, load_config(path, cls)
+def load_job_config(family_name: str, path: str | Path | None = None) -> tuple[Job, BaseModel]:
+    """The family's job and its validated config from `path` (default
+    experiments/configs/<family>.toml)."""
+    found = job(family_name)
+    return found, load_config(
+        Path(path) if path is not None else found.default_config, found.config
+    )
 
 
 def retrain(
-    family: str, *, config_path: str | Path | None = None, settings: Settings | None = None
+    family_name: str, *, config_path: str | Path | None = None, settings: Settings | None = None
 ) -> RetrainOutcome:
-    """Train on fresh data, evaluate the champion on the same data if needed, promote if the gate passes."""
-    family = check_family(family)
-    module, config = load_job_config(family, config_path)
+    """Train on fresh data, evaluate the champion on the same data if needed, promote if the
+    gate passes."""
+    name = family(family_name).name
+    found, config = load_job_config(name, config_path)
     mlflow_client = client(settings)
-    had_champion = alias_version(family, CHAMPION, mlflow_client) is not None
-    result: TrainResult = module.train(config, settings=settings)
+    had_champion = alias_version(name, CHAMPION, mlflow_client) is not None
+    result: TrainResult = found.train(config, settings=settings)
     run = mlflow_client.get_run(result.run_id)
     if result.model_version is None:
-        result.model_version = ensure_version(family, run, mlflow_client)
+        result.model_version = ensure_version(name, run, mlflow_client)
     notes: list[str] = []
-    champion = alias_version(family, CHAMPION, mlflow_client)
+    champion = alias_version(name, CHAMPION, mlflow_client)
     eval_run_id = None
     fingerprint = run.data.tags.get(FINGERPRINT_TAG)
     if champion is not None and str(champion.version) != str(result.model_version):
-        evidence, _ = champion_evidence(family, champion, fingerprint, mlflow_client)
+        evidence, _ = champion_evidence(name, champion, fingerprint, mlflow_client)
         if evidence is None:
-            eval_run_id = evaluate_champion(
-                module, config, family, str(champion.version), settings, notes
-            )
-    decision = promote(family, result.run_id, settings=settings)
+            eval_run_id = evaluate_champion(found, config, str(champion.version), settings, notes)
+    decision = promote(name, result.run_id, settings=settings)
     if not had_champion and (decision.already_champion or decision.first):
         decision.first, decision.already_champion, decision.promoted = True, False, True
-    return RetrainOutcome(family, result, decision, eval_run_id, notes)
+    return RetrainOutcome(name, result, decision, eval_run_id, notes)
 
 
 def evaluate_champion(
-    module, config, family: str, version: str, settings, notes: list[str]
+    found: Job, config: BaseModel, version: str, settings: Settings | None, notes: list[str]
 ) -> str | None:
-    """Score the champion on the challenger's data with the job's `evaluate` hook (if it has one)."""
-    evaluate = getattr(module, "evaluate", None)
-    if not callable(evaluate):
+    """Score the champion on the challenger's data with the job's `evaluate` (if it has one)."""
+    if found.evaluate is None:
         notes.append(
-            f"champion v{version} has no metrics on this data and {module.__name__} offers no "
-            "evaluate(config, model_uri) hook to compute them"
+            f"champion v{version} has no metrics on this data and {found.name} offers no "
+            "evaluate(config, model_uri) to compute them"
         )
         return None
-    uri = f"models:/{registered_model_name(family)}/{version}"
-    out = evaluate(config, model_uri=uri, settings=settings)
+    uri = f"models:/{family(found.family).registered_model}/{version}"
+    out = found.evaluate(config, model_uri=uri, settings=settings)
     run_id = out.run_id if isinstance(out, TrainResult) else str(out)
     mlflow_client = client(settings)
     mlflow_client.set_tag(run_id, RUN_KIND_TAG, "evaluation")
@@ -183,10 +148,6 @@ def _drop_empty_defaults(data: dict, model: type) -> dict:
 
 def _model_in(annotation):
     """The pydantic model class inside an annotation (`Model`, `Model | None`), if any."""
-    from typing import get_args
-
-    from pydantic import BaseModel
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in get_args(annotation):
@@ -245,11 +206,10 @@ def reproduce(run_ref: str, *, settings: Settings | None = None) -> Reproduction
     """Re-run a run from its logged config (same seed) and compare its data fingerprint and metrics."""
     mlflow_client = client(settings)
     run = resolve_run(run_ref, None, mlflow_client)
-    family = family_of_run(run, mlflow_client)
-    if family is None:
+    family_name = family_of_run(run, mlflow_client)
+    if family_name is None:
         raise ConfigError(f"run {run.info.run_id[:8]} belongs to no model family")
-    module = job_module(family)
-    cls = config_class(module, family)
+    found = job(family_name)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = mlflow_client.download_artifacts(run.info.run_id, "config.json", tmp)
@@ -258,10 +218,10 @@ def reproduce(run_ref: str, *, settings: Settings | None = None) -> Reproduction
                 f"run {run.info.run_id[:8]} has no config.json artifact: {err}"
             ) from None
         data = json.loads(Path(local).read_text())
-    config = logged_config(data, cls, f"run {run.info.run_id[:8]} config.json")
+    config = logged_config(data, found.config, f"run {run.info.run_id[:8]} config.json")
     if "register_model" in type(config).model_fields:  # a rerun is a check, not a new version
         config = config.model_copy(update={"register_model": False})
-    result: TrainResult = module.train(config, settings=settings)
+    result: TrainResult = found.train(config, settings=settings)
     mlflow_client.set_tag(result.run_id, "shopml.reproduces", run.info.run_id)
     new = mlflow_client.get_run(result.run_id)
     names = set(run.data.metrics) | set(new.data.metrics)

@@ -16,10 +16,13 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+import models.family as families
+from models.family import FAMILY_NAMES, FamilySpec
+from registry.store import client
 from shopml.errors import ConfigError, UnknownEntity
 from shopml.settings import Settings
-from training.families import FAMILY_NAMES, FamilySpec, check_family, family_spec
-from training.tracking import configure, experiment_name, registered_model_name
+from training.families import family_spec
+from training.tracking import experiment_name
 
 FINGERPRINT_TAG = "data.fingerprint"
 RUN_KIND_TAG = "shopml.run_kind"  # absent for training runs; "evaluation" / "comparison" otherwise
@@ -54,14 +57,8 @@ class RunInfo:
         return self.tags.get(RUN_KIND_TAG, "training")
 
 
-def client(settings: Settings | None = None) -> MlflowClient:
-    """An MLflow client pointed at shopml's tracking store."""
-    configure(settings)
-    return MlflowClient()
-
-
 def family_experiment_id(family: str, mlflow_client: MlflowClient) -> str | None:
-    found = mlflow_client.get_experiment_by_name(experiment_name(check_family(family)))
+    found = mlflow_client.get_experiment_by_name(experiment_name(families.family(family).name))
     return None if found is None else found.experiment_id
 
 
@@ -88,8 +85,8 @@ def resolve_run(
             return mlflow_client.get_run(ref)
         except MlflowException:
             raise UnknownEntity("run", [ref]) from None
-    families = [check_family(family)] if family else list(FAMILY_NAMES)
-    exp_ids = [e for e in (family_experiment_id(f, mlflow_client) for f in families) if e]
+    names = [families.family(family).name] if family else list(FAMILY_NAMES)
+    exp_ids = [e for e in (family_experiment_id(f, mlflow_client) for f in names) if e]
     if not exp_ids:
         raise UnknownEntity("run", [ref])
     runs = mlflow_client.search_runs(exp_ids, max_results=_SEARCH_CAP)
@@ -108,7 +105,7 @@ def resolve_run(
 
 def run_versions(family: str, mlflow_client: MlflowClient) -> dict[str, tuple[str, list[str]]]:
     """run id -> (model version, aliases) for every registered version of the family's model."""
-    name = registered_model_name(family)
+    name = families.family(family).registered_model
     try:
         versions = mlflow_client.search_model_versions(f"name='{name}'")
         alias_map = mlflow_client.get_registered_model(name).aliases  # search omits aliases

@@ -9,13 +9,12 @@ a generic interface.
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -25,13 +24,15 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from features.loaders.sql import safe_url
 from features.store import Store
+from models.family import FAMILY_NAMES, NATIVE_ARTIFACT
+from registry.metadata import model_metadata
+from registry.store import configure, register
 from shopml.config import flatten
-from shopml.settings import REPO_ROOT, Settings, load_settings
+from shopml.settings import REPO_ROOT, Settings
 
-FAMILIES = ("recommender", "fraud", "forecast")
-CHAMPION = "champion"
-PREVIOUS_CHAMPION = "previous-champion"
+RUN_FAMILIES = (*FAMILY_NAMES, "data")  # "data": the profile runs of `shopml profile`
 TRACKED_PACKAGES = (
     "shopml",
     "numpy",
@@ -57,19 +58,8 @@ class TrainResult:
 
 
 def experiment_name(family: str) -> str:
+    """The MLflow experiment of a family's runs (or of "data" / "comparisons")."""
     return f"shopml-{family}"
-
-
-def registered_model_name(family: str) -> str:
-    return f"shopml-{family}"
-
-
-def configure(settings: Settings | None = None) -> Settings:
-    """Point MLflow at the shopml tracking store (SQLite under SHOPML_HOME unless overridden)."""
-    settings = (settings or load_settings()).ensure_dirs()
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return settings
 
 
 def ensure_experiment(family: str, settings: Settings) -> str:
@@ -114,8 +104,6 @@ def _config_dict(config: BaseModel | dict | None) -> dict[str, Any]:
 
 def _mask_urls(data: Any) -> Any:
     """Database URLs lose their password before a config is logged."""
-    from features.loaders.sql import safe_url
-
     if isinstance(data, dict):
         return {
             k: safe_url(v) if k == "url" and isinstance(v, str) else _mask_urls(v)
@@ -138,8 +126,8 @@ def start_run(
     settings: Settings | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Open an MLflow run for `family` that records config, seed, data fingerprint and versions."""
-    if family not in FAMILIES and family != "data":
-        raise ValueError(f"family must be one of {FAMILIES + ('data',)}, got {family!r}")
+    if family not in RUN_FAMILIES:
+        raise ValueError(f"family must be one of {RUN_FAMILIES}, got {family!r}")
     settings = configure(settings)
     experiment_id = ensure_experiment(family, settings)
     config_data = _config_dict(config)
@@ -160,6 +148,26 @@ def start_run(
         yield run
 
 
+def evaluation_run(
+    family: str,
+    model_uri: str,
+    *,
+    config: BaseModel | dict | None,
+    store: Store,
+    settings: Settings | None = None,
+) -> AbstractContextManager[mlflow.ActiveRun]:
+    """The run in which a job's `evaluate` scores an existing model on new data: a `start_run`
+    named "evaluate" and tagged with the model's URI."""
+    return start_run(
+        family,
+        config=config,
+        store=store,
+        settings=settings,
+        run_name="evaluate",
+        tags={"evaluated.model_uri": model_uri},
+    )
+
+
 def log_data_fingerprint(store: Store) -> str:
     """Tag the active run with the store's fingerprint id and log rows/hash per table."""
     fingerprint = store.fingerprint()
@@ -171,12 +179,23 @@ def log_data_fingerprint(store: Store) -> str:
     return fingerprint_id
 
 
-def log_figure(fig, artifact_file: str) -> None:
-    """Log a matplotlib figure as a PNG and close it (jobs make many; open figures leak memory)."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, for the jobs' plots.
+
+    Imported on first use: 0.4 s, which `shopml runs` / `promote` (no plots) should not pay.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def log_figure(fig, artifact_file: str) -> None:
+    """Log a matplotlib figure as a PNG and close it (jobs make many; open figures leak memory)."""
     mlflow.log_figure(fig, artifact_file)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def log_curve(name: str, x, y, **series) -> None:
@@ -191,47 +210,37 @@ def log_native_model(
     model_dir: str | Path,
     *,
     family: str,
-    loader: str,
+    kind: str | None = None,
     metadata_extra: dict[str, Any] | None = None,
 ) -> str:
     """Log a native model folder inside a pyfunc wrapper; returns the logged model URI.
 
-    `loader` is `"module:attr"` or `"module:Class.method"`: a callable taking the folder path and
-    returning the native model. Serving resolves the same loader on the `native` artifact.
+    The model records its family and `kind` (default: the kind the family's job registers),
+    checked now against `models.family`, not at serving time; serving loads the kind's loader.
     """
+    # here, not at the top: defining the wrapper makes MLflow print a type-hint warning, which
+    # `shopml runs` / `promote` (no model logged) should not show
     from training.pyfunc_wrapper import NativeModel
 
-    _resolve_loader(loader)  # fail now, not at serving time
+    shopml_entries = model_metadata(family, kind)
     with tempfile.TemporaryDirectory() as tmp:
-        native = Path(tmp) / "native"  # MLflow names the artifact after the folder
+        native = Path(tmp) / NATIVE_ARTIFACT  # MLflow names the artifact after the folder
         shutil.copytree(model_dir, native)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=NativeModel(loader=loader),
-            artifacts={"native": str(native)},
+            python_model=NativeModel(shopml_entries),
+            artifacts={NATIVE_ARTIFACT: str(native)},
             pip_requirements=[f"shopml=={package_versions()['shopml']}"],
-            metadata={"shopml.family": family, "shopml.loader": loader, **(metadata_extra or {})},
+            metadata={**(metadata_extra or {}), **shopml_entries},
         )
     mlflow.set_tag("shopml.model_uri", info.model_uri)
     return info.model_uri
 
 
-def _resolve_loader(loader: str):
-    module_name, _, attr_path = loader.partition(":")
-    if not attr_path:
-        raise ValueError(f"loader must look like 'module:attr', got {loader!r}")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr_path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def register_model(model_uri: str, *, family: str, tags: dict[str, str] | None = None) -> str:
-    """Register a logged model as a new version of `shopml-<family>`; the first version becomes champion."""
-    name = registered_model_name(family)
+    """Register a logged model of `family` with the active run's id and data fingerprint; the
+    first version becomes champion (`registry.store.register`). Returns the version."""
     run = mlflow.active_run()
-    version = mlflow.register_model(model_uri, name)
-    client = MlflowClient()
     run_tags = {}
     if run is not None:
         run_tags = {
@@ -239,32 +248,10 @@ def register_model(model_uri: str, *, family: str, tags: dict[str, str] | None =
             "data.fingerprint": run.data.tags.get("data.fingerprint", "")
             or (mlflow.get_run(run.info.run_id).data.tags.get("data.fingerprint", "")),
         }
-    for key, value in {**run_tags, **(tags or {})}.items():
-        client.set_model_version_tag(name, version.version, key, str(value))
-    if champion_version(family) is None:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
+    version = register(model_uri, family, {**run_tags, **(tags or {})})
     if run is not None:
-        mlflow.set_tag("shopml.model_version", version.version)
-    return str(version.version)
-
-
-def champion_version(family: str) -> str | None:
-    """The version the `champion` alias points at, or None when the family has none yet."""
-    client = MlflowClient()
-    try:
-        return str(
-            client.get_model_version_by_alias(registered_model_name(family), CHAMPION).version
-        )
-    except mlflow.exceptions.MlflowException:
-        return None
-
-
-def download_native(family: str, alias: str = CHAMPION, dst: str | Path | None = None) -> Path:
-    """Download the native folder of `shopml-<family>@alias` (used by build and tests)."""
-    dst = Path(dst or tempfile.mkdtemp(prefix=f"shopml-{family}-"))
-    uri = f"models:/{registered_model_name(family)}@{alias}"
-    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
-    return Path(local) / "artifacts" / "native"
+        mlflow.set_tag("shopml.model_version", version)
+    return version
 
 
 def _param_value(value: Any) -> str:

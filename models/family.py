@@ -3,8 +3,10 @@
 Everything that must know "which families exist" reads `FAMILIES`: training keeps one table of
 jobs keyed by family, serving one table of services, the registry stores a family's models under
 `registered_model` and records each model's `kind`, which is looked up in `kinds` to load it
-(no import strings travel in model metadata). Adding a family means one package in `models/`,
-one entry here, one job, one service and one config.
+(no import strings travel in model metadata). `estimators` is the family's table of model kinds
+(kind -> `models.base.Estimator` class): the contract tests run over it and job configs read the
+constructors' defaults from it. Adding a family means one package in `models/` (its estimators
+and their `kinds.py` table), one entry here, one job, one service and one config.
 """
 
 from __future__ import annotations

@@ -49,46 +49,62 @@ def _duration(secs: float) -> str:
     return f"{secs / 86400:.1f} days"
 
 
-_PATTERNS: list[tuple[re.Pattern, object]] = [
-    (
-        re.compile(r"^(\w+?)_count_(\w+)$"),
-        lambda e, w, v: f"{_num(v)} payments by this {e} in the {_window(w)}",
-    ),
-    (
-        re.compile(r"^(\w+?)_amount_mean_(\w+)$"),
-        lambda e, w, v: f"average amount {_num(v)} for this {e} over the {_window(w)}",
-    ),
-    (
-        re.compile(r"^(\w+?)_amount_max_(\w+)$"),
-        lambda e, w, v: f"largest amount {_num(v)} for this {e} over the {_window(w)}",
-    ),
-    (
-        re.compile(r"^(\w+?)_new_terminals_(\w+)$"),
-        lambda e,
-        w,
-        v: f"{_num(v)} terminals used by this {e} for the first time in the {_window(w)}",
-    ),
-    (
-        re.compile(r"^(\w+?)_delayed_count_(\w+)$"),
-        lambda e,
-        w,
-        v: f"{_num(v)} payments of this {e} in the {_window(w)} before the label delay",
-    ),
-    (
-        re.compile(r"^(\w+?)_known_frauds_(\w+)$"),
-        lambda e, w, v: f"{_num(v)} confirmed frauds of this {e} reported in the {_window(w)}",
-    ),
-    (
-        re.compile(r"^(\w+?)_fraud_rate_(\w+)$"),
-        lambda e,
-        w,
-        v: f"{100 * v:.0f}% of this {e}'s payments in a {_window(w)[5:]} window (before the label delay) were fraud",
-    ),
-    (
-        re.compile(r"^customer_spikes_(\w+)$"),
-        lambda w, v: f"{_num(v)} unusually large payments by this customer in the {_window(w)}",
-    ),
+# windowed features: pattern with the entity and window label -> sentence; the sentence may
+# use {entity}, {window} ("last 7 days"), {span} ("7 days"), {n} (the value) and {pct} (percent)
+_WINDOWED: list[tuple[re.Pattern, str]] = [
+    (re.compile(pattern), sentence)
+    for pattern, sentence in (
+        (
+            r"^(?P<entity>\w+?)_count_(?P<window>\w+)$",
+            "{n} payments by this {entity} in the {window}",
+        ),
+        (
+            r"^(?P<entity>\w+?)_amount_mean_(?P<window>\w+)$",
+            "average amount {n} for this {entity} over the {window}",
+        ),
+        (
+            r"^(?P<entity>\w+?)_amount_max_(?P<window>\w+)$",
+            "largest amount {n} for this {entity} over the {window}",
+        ),
+        (
+            r"^(?P<entity>\w+?)_new_terminals_(?P<window>\w+)$",
+            "{n} terminals used by this {entity} for the first time in the {window}",
+        ),
+        (
+            r"^(?P<entity>\w+?)_delayed_count_(?P<window>\w+)$",
+            "{n} payments of this {entity} in the {window} before the label delay",
+        ),
+        (
+            r"^(?P<entity>\w+?)_known_frauds_(?P<window>\w+)$",
+            "{n} confirmed frauds of this {entity} reported in the {window}",
+        ),
+        (
+            r"^(?P<entity>\w+?)_fraud_rate_(?P<window>\w+)$",
+            "{pct}% of this {entity}'s payments in a {span} window (before the label delay)"
+            " were fraud",
+        ),
+        (
+            r"^customer_spikes_(?P<window>\w+)$",
+            "{n} unusually large payments by this customer in the {window}",
+        ),
+    )
 ]
+
+
+def _describe_windowed(name: str, value: float) -> str | None:
+    """The sentence of a windowed feature (None for any other name)."""
+    for pattern, sentence in _WINDOWED:
+        m = pattern.match(name)
+        if m:
+            window = _window(m["window"])
+            return sentence.format(
+                entity=m.groupdict().get("entity"),
+                window=window,
+                span=window.removeprefix("last "),
+                n=_num(value),
+                pct=f"{100 * value:.0f}",
+            )
+    return None
 
 
 def describe(name: str, value: float) -> str:
@@ -132,8 +148,7 @@ def describe(name: str, value: float) -> str:
     m = re.match(r"^(\w+?)_terminals_ever$", name)
     if m:
         return f"this {m.group(1)} has used {_num(value)} different terminals"
-    for pattern, fmt in _PATTERNS:
-        m = pattern.match(name)
-        if m:
-            return fmt(*m.groups(), value)
+    windowed = _describe_windowed(name, value)
+    if windowed is not None:
+        return windowed
     return f"{name.replace('_', ' ')} = {_num(value)}"

@@ -70,27 +70,42 @@ def run(out: Path | None = None, path: Path | None = None, include_peer: bool = 
         full_panel=full,
         log=lambda m: print(m, flush=True),
     )
-    summary = result.summary()
+    payload = {
+        **_scores(result.summary()),
+        "lightgbm_by_week": {
+            w: {k: round(v[k], 4) for k in ("wape", "bias", "coverage_p10_p90")}
+            for w, v in result.breakdown("lightgbm", "week").items()
+        },
+        "folds": [_fold_row(f) for f in result.folds],
+        "setup": {
+            "products": int(full.n_products),
+            "horizon": HORIZON,
+            "folds": FOLDS,
+            "panel_days": len(full.dates),
+            "closed_weekdays": list(full.closed_weekdays),
+            "load_seconds": round(load_seconds, 2),
+            "note": "train_seconds = panel build + LightGBM fit per fold (mean, wall clock; "
+            "train_cpu_seconds = the same in CPU time of this process, which is "
+            "what it costs without other jobs on the machine), predict_seconds "
+            "= LightGBM predict of all products x 28 days",
+        },
+    }
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2))
+    return payload
+
+
+def _scores(summary: dict) -> dict:
+    """The best model, every model's means over folds, LightGBM's times and the targets."""
     rows = [{"model": name, **{k: round(agg[k], 4) for k in KEYS}} for name, agg in summary.items()]
     ours = summary["lightgbm"]
     others = {m: a["wape"] for m, a in summary.items() if m != "lightgbm"}
     best_other = min(others, key=others.get)
     best_name = min(summary, key=lambda m: summary[m]["wape"])
     best = summary[best_name]
-    folds = [
-        {
-            "origin": str(f.origin.date()),
-            "build_seconds": round(f.build_seconds, 2),
-            **{f"{m}_wape": round(f.metrics[m]["overall"]["wape"], 4) for m in f.metrics},
-            "lightgbm_bias": round(f.metrics["lightgbm"]["overall"]["bias"], 4),
-            "lightgbm_coverage": round(f.metrics["lightgbm"]["overall"]["coverage_p10_p90"], 4),
-            "lightgbm_fit_seconds": round(f.fit_seconds["lightgbm"], 2),
-            "lightgbm_fit_cpu_seconds": round(f.fit_cpu_seconds["lightgbm"], 2),
-            "lightgbm_predict_seconds": round(f.predict_seconds["lightgbm"], 3),
-        }
-        for f in result.folds
-    ]
-    payload = {
+    return {
         "best": {
             "model": best_name,
             "wape": round(best["wape"], 4),
@@ -110,26 +125,18 @@ def run(out: Path | None = None, path: Path | None = None, include_peer: bool = 
             "train_seconds_max": 30.0,
             "predict_seconds_max": 2.0,
         },
-        "lightgbm_by_week": {
-            w: {k: round(v[k], 4) for k in ("wape", "bias", "coverage_p10_p90")}
-            for w, v in result.breakdown("lightgbm", "week").items()
-        },
-        "folds": folds,
-        "setup": {
-            "products": int(full.n_products),
-            "horizon": HORIZON,
-            "folds": FOLDS,
-            "panel_days": len(full.dates),
-            "closed_weekdays": list(full.closed_weekdays),
-            "load_seconds": round(load_seconds, 2),
-            "note": "train_seconds = panel build + LightGBM fit per fold (mean, wall clock; "
-            "train_cpu_seconds = the same in CPU time of this process, which is "
-            "what it costs without other jobs on the machine), predict_seconds "
-            "= LightGBM predict of all products x 28 days",
-        },
     }
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2))
-    return payload
+
+
+def _fold_row(f) -> dict:
+    """One backtest fold: its origin, every model's WAPE and LightGBM's bias, coverage, times."""
+    return {
+        "origin": str(f.origin.date()),
+        "build_seconds": round(f.build_seconds, 2),
+        **{f"{m}_wape": round(f.metrics[m]["overall"]["wape"], 4) for m in f.metrics},
+        "lightgbm_bias": round(f.metrics["lightgbm"]["overall"]["bias"], 4),
+        "lightgbm_coverage": round(f.metrics["lightgbm"]["overall"]["coverage_p10_p90"], 4),
+        "lightgbm_fit_seconds": round(f.fit_seconds["lightgbm"], 2),
+        "lightgbm_fit_cpu_seconds": round(f.fit_cpu_seconds["lightgbm"], 2),
+        "lightgbm_predict_seconds": round(f.predict_seconds["lightgbm"], 3),
+    }

@@ -229,31 +229,8 @@ def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int =
     m, truth = val_data.get(chosen[lead][0].interactions)
     names, weights, current = [lead], [1.0], chosen[lead][1]
     best = None
-
-    def cost(ns) -> float:
-        return sum(chosen[n][1].get("fit_cpu_seconds", 0.0) for n in ns)
-
     while pool and len(names) < max_parts:
-        step = None
-        for partner in pool:
-            if proto.blend_cpu_budget is not None and cost([*names, partner]) > (
-                proto.blend_cpu_budget
-            ):
-                proto.log(f"  blend: {partner} skipped (training budget)")
-                continue
-            for w in proto.blend_weights:
-                parts = [chosen[n][2] for n in [*names, partner]]
-                blend = BlendRecommender(parts, weights=[*weights, w])
-                blend.fit(m, proto.products)  # parts are already fitted
-                metrics = evaluate(blend, truth, k)
-                proto.log(
-                    f"  val blend {' + '.join(names)} + {w:g}*{partner:<30} ndcg@{k}="
-                    f"{metrics[f'ndcg@{k}']:.4f} cov={metrics[f'coverage@{k}']:.3f}"
-                )
-                if step is None or _score(metrics, k, proto.min_coverage) > _score(
-                    step[2], k, proto.min_coverage
-                ):
-                    step = (partner, w, metrics)
+        step = _best_step(proto, chosen, names, weights, pool, m, truth)
         if step is None or _score(step[2], k, proto.min_coverage) <= _score(
             current, k, proto.min_coverage
         ):
@@ -267,6 +244,32 @@ def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int =
         proto.log("blend: no gain over the best single model on validation")
         return None
     return best
+
+
+def _best_step(proto: Protocol, chosen: dict, names, weights, pool, m, truth):
+    """The (partner, weight, validation metrics) that most improve the blend `names`, among
+    the partners within the training budget; None when no partner fits the budget."""
+    k = proto.k
+    step = None
+    for partner in pool:
+        cost = sum(chosen[n][1].get("fit_cpu_seconds", 0.0) for n in [*names, partner])
+        if proto.blend_cpu_budget is not None and cost > proto.blend_cpu_budget:
+            proto.log(f"  blend: {partner} skipped (training budget)")
+            continue
+        for w in proto.blend_weights:
+            parts = [chosen[n][2] for n in [*names, partner]]
+            blend = BlendRecommender(parts, weights=[*weights, w])
+            blend.fit(m, proto.products)  # parts are already fitted
+            metrics = evaluate(blend, truth, k)
+            proto.log(
+                f"  val blend {' + '.join(names)} + {w:g}*{partner:<30} ndcg@{k}="
+                f"{metrics[f'ndcg@{k}']:.4f} cov={metrics[f'coverage@{k}']:.3f}"
+            )
+            if step is None or _score(metrics, k, proto.min_coverage) > _score(
+                step[2], k, proto.min_coverage
+            ):
+                step = (partner, w, metrics)
+    return step
 
 
 def _report_row(kind, label, model, truth, fit_s, val_metrics, k, fit_cpu=None) -> dict:

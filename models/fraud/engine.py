@@ -303,6 +303,7 @@ def ingest_labels(
 
 
 def _label_flag(row: Mapping) -> bool:
+    """The label's `is_fraud` as a bool (true/false/1/0, also as strings), else a DataError."""
     flag = row.get("is_fraud")
     if isinstance(flag, str) and flag.strip().lower() in ("true", "false", "1", "0"):
         flag = flag.strip().lower() in ("true", "1")

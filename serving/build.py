@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bentoml
 import pandas as pd
 
 from models.family import FAMILY_NAMES, NATIVE_ARTIFACT
@@ -62,7 +63,7 @@ def build(
 ) -> BuildReport:
     """Import every available champion and build the requested Bentos; RegistryError if none."""
     settings = (settings or load_settings()).ensure_dirs()
-    use_bentoml_home(settings)
+    use_bentoml_home(settings)  # before BentoML first reads its store (it reads BENTOML_HOME then)
     report = BuildReport()
     with tempfile.TemporaryDirectory(prefix="shopml-build-") as tmp:
         for family in FAMILY_NAMES:
@@ -94,9 +95,6 @@ def build(
 
 def _build_bento(service: str, report: BuildReport) -> None:
     """Build one service's Bento when its families' models were imported, else say why not."""
-    # after use_bentoml_home: BentoML reads BENTOML_HOME when it is first imported
-    import bentoml
-
     if service not in BENTOS:
         raise RegistryError(f"unknown service {service!r}; expected one of {sorted(BENTOS)}")
     target, name, needs = BENTOS[service]
@@ -120,8 +118,6 @@ def _build_bento(service: str, report: BuildReport) -> None:
 def find_imported(champion: FetchedModel):
     """The BentoML model already imported from this MLflow version and run (and recording the
     same kind), or None."""
-    import bentoml
-
     try:
         models = bentoml.models.list(champion.name)
     except bentoml.exceptions.NotFound:
@@ -139,8 +135,6 @@ def find_imported(champion: FetchedModel):
 
 def import_champion(champion: FetchedModel, extra_files: dict[str, Path] | None = None):
     """Copy the champion's native folder (+ extra files) into a new BentoML model; reuse a match."""
-    import bentoml
-
     found = find_imported(champion)
     if found is not None and not extra_files:
         return found
@@ -169,8 +163,6 @@ def import_champion(champion: FetchedModel, extra_files: dict[str, Path] | None 
 
 def _prune(name: str, keep: int) -> None:
     """Delete all but the `keep` newest Bentos of `name`."""
-    import bentoml
-
     bentos = sorted(bentoml.bentos.list(name), key=lambda b: b.info.creation_time, reverse=True)
     for old in bentos[keep:]:
         bentoml.bentos.delete(str(old.tag))

@@ -18,7 +18,7 @@ import pandas as pd
 from features.demand import DemandPanel, PanelConfig, build_panel
 from models.forecast.base import Forecaster
 from shopml.errors import ConfigError, DataError
-from training.forecast_metrics import evaluate, evaluation_frame
+from training.forecast_metrics import evaluate, evaluation_frame, summarize
 
 
 @dataclass
@@ -63,8 +63,6 @@ class BacktestResult:
 
     def breakdown(self, model: str, by: str) -> dict[str, dict[str, float]]:
         """Metrics of `model` by "week" or "category", pooled over all folds."""
-        from training.forecast_metrics import summarize
-
         df = pd.concat([f.frames[model] for f in self.folds], ignore_index=True)
         return {str(k): summarize(g) for k, g in df.groupby(by, sort=True)}
 
@@ -115,17 +113,8 @@ def backtest(
         build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
         fit_s, pred_s, fit_cpu, metrics, frames = {}, {}, {}, {}, {}
         for name, factory in models.items():
-            model = factory()
-            t0, c0 = time.perf_counter(), time.process_time()
-            model.fit(history)
-            fit_s[name], fit_cpu[name] = time.perf_counter() - t0, time.process_time() - c0
-            t0 = time.perf_counter()
-            fc = model.predict(horizon)
-            pred_s[name] = time.perf_counter() - t0
-            frame = evaluation_frame(fc, full, history)
-            frame["fold"] = i
-            frames[name] = frame
-            metrics[name] = evaluate(frame)
+            timing, metrics[name], frames[name] = _score_model(factory, history, full, horizon, i)
+            fit_s[name], fit_cpu[name], pred_s[name] = timing
             if log:
                 o = metrics[name]["overall"]
                 log(
@@ -137,3 +126,18 @@ def backtest(
             FoldResult(i, origin, build, fit_s, pred_s, fit_cpu, build_cpu, metrics, frames)
         )
     return BacktestResult(folds, horizon)
+
+
+def _score_model(factory, history: DemandPanel, full: DemandPanel, horizon: int, fold: int):
+    """Fit a new model on the fold's history, forecast `horizon` days and score it against the
+    full panel: ((fit wall s, fit CPU s, predict wall s), metrics, scored frame)."""
+    model = factory()
+    t0, c0 = time.perf_counter(), time.process_time()
+    model.fit(history)
+    fit, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter()
+    fc = model.predict(horizon)
+    predict = time.perf_counter() - t0
+    frame = evaluation_frame(fc, full, history)
+    frame["fold"] = fold
+    return (fit, fit_cpu, predict), evaluate(frame), frame

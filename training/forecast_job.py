@@ -27,17 +27,9 @@ from registry.store import configure, load_logged
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
+from training import tracking
 from training.backtest import BacktestResult, backtest
-from training.tracking import (
-    TrainResult,
-    evaluation_run,
-    log_curve,
-    log_figure,
-    log_native_model,
-    pyplot,
-    register_model,
-    start_run,
-)
+from training.tracking import TrainResult
 
 FAMILY = "forecast"
 
@@ -100,7 +92,7 @@ def _flat_metrics(result: BacktestResult, primary: str) -> dict[str, float]:
 
 
 def _plot_top_products(result: BacktestResult, model: str, panel: DemandPanel, k: int):
-    plt = pyplot()
+    plt = tracking.pyplot()
     fold = result.folds[-1]
     frame = fold.frames[model]
     top = frame.groupby("product_id")["y"].sum().sort_values(ascending=False).head(k).index
@@ -127,7 +119,7 @@ def _plot_top_products(result: BacktestResult, model: str, panel: DemandPanel, k
 
 
 def _plot_error_by_horizon(result: BacktestResult):
-    plt = pyplot()
+    plt = tracking.pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     for model in result.models:
         df = pd.concat([f.frames[model] for f in result.folds])
@@ -188,14 +180,14 @@ def _log_backtest(
         lambda x: np.abs(x["y"] - x["p50"]).sum() / max(x["y"].sum(), 1e-9),
         include_groups=False,
     )
-    log_curve("error_by_horizon", mae.index, mae.to_numpy())
-    log_curve("wape_by_horizon", wape_h.index, wape_h.to_numpy())
+    tracking.log_curve("error_by_horizon", mae.index, mae.to_numpy())
+    tracking.log_curve("wape_by_horizon", wape_h.index, wape_h.to_numpy())
     if config.plot_top_products:
-        log_figure(
+        tracking.log_figure(
             _plot_top_products(result, primary, panel, config.plot_top_products),
             "plots/actual_vs_forecast_top_products.png",
         )
-    log_figure(_plot_error_by_horizon(result), "plots/error_by_horizon.png")
+    tracking.log_figure(_plot_error_by_horizon(result), "plots/error_by_horizon.png")
     return metrics
 
 
@@ -221,21 +213,14 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
     factories = {primary: _factory(primary, config.model.params, config.horizon, config.seed)}
     factories |= _factories(config, primary)
 
-    with start_run(FAMILY, config=config, store=store, settings=settings) as run:
+    with tracking.start_run(FAMILY, config=config, store=store, settings=settings) as run:
         result = _backtest(config, lines, products, factories, panel_cfg, panel)
         metrics = _log_backtest(result, primary, panel, config)
         final = factories[primary]().fit(panel)
         out = _publish(final, config, panel, settings.home, run.info.run_id)
         uri = _log_model(final, config, metrics)
-        version = register_model(uri, family=FAMILY) if config.register_model else None
-        return TrainResult(
-            family=FAMILY,
-            run_id=run.info.run_id,
-            metrics=metrics,
-            model_version=version,
-            data_fingerprint=store.fingerprint_id(),
-            artifacts={"forecast": str(out), "model": uri},
-        )
+        version = tracking.register_model(uri, family=FAMILY) if config.register_model else None
+        return TrainResult.of_run(run, store, metrics, version, forecast=str(out), model=uri)
 
 
 def _publish(final: Forecaster, config: ForecastJobConfig, panel, home: Path, run_id: str) -> Path:
@@ -261,7 +246,7 @@ def _log_model(final: Forecaster, config: ForecastJobConfig, metrics: dict) -> s
         (model_dir / "job.json").write_text(
             json.dumps({"horizon": config.horizon, "metrics": metrics})
         )
-        return log_native_model(
+        return tracking.log_native_model(
             model_dir, family=FAMILY, metadata_extra={"shopml.horizon": config.horizon}
         )
 
@@ -306,7 +291,9 @@ def evaluate(
     name = model.kind
     factories = {name: lambda: _Fixed(model)} | _factories(config, name)
     model_end = model.panel_.dates[-1]
-    with evaluation_run(FAMILY, model_uri, config=config, store=store, settings=settings) as run:
+    with tracking.evaluation_run(
+        FAMILY, model_uri, config=config, store=store, settings=settings
+    ) as run:
         result = _backtest(config, lines, products, factories, panel_cfg, panel)
         mlflow.set_tags(
             {
@@ -317,10 +304,4 @@ def evaluate(
             }
         )
         metrics = _log_backtest(result, name, panel, config)
-    return TrainResult(
-        family=FAMILY,
-        run_id=run.info.run_id,
-        metrics=metrics,
-        data_fingerprint=store.fingerprint_id(),
-        artifacts={"model_uri": model_uri},
-    )
+    return TrainResult.of_run(run, store, metrics, model_uri=model_uri)

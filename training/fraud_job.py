@@ -29,18 +29,10 @@ from registry.store import configure, load_logged
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings
+from training import tracking
 from training.fraud_metrics import calibration_curve, fraud_metrics
 from training.params import params_config
-from training.tracking import (
-    TrainResult,
-    evaluation_run,
-    log_curve,
-    log_figure,
-    log_native_model,
-    pyplot,
-    register_model,
-    start_run,
-)
+from training.tracking import TrainResult
 
 FAMILY = "fraud"
 
@@ -148,42 +140,42 @@ def _plots(y: np.ndarray, p: np.ndarray) -> None:
     """The test period's PR and ROC curves (when both classes occur), calibration and scores."""
     if 0 < y.sum() < len(y):
         _plot_ranking(y, p)
-    plt = pyplot()
+    plt = tracking.pyplot()
     mp, obs = calibration_curve(y, p)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(mp, obs, marker="o")
     hi = float(max(mp.max(initial=0), obs.max(initial=0), 1e-3))
     ax.plot([0, hi], [0, hi], ls=":", c="grey")
     ax.set(xlabel="mean predicted probability", ylabel="observed fraud rate", title="Calibration")
-    log_figure(fig, "plots/calibration.png")
-    log_curve("calibration", mp, obs)
+    tracking.log_figure(fig, "plots/calibration.png")
+    tracking.log_curve("calibration", mp, obs)
     fig, ax = plt.subplots(figsize=(5, 4))
     bins = np.linspace(0, 1, 41)
     ax.hist(p[~y], bins=bins, alpha=0.6, density=True, label="genuine", log=True)
     ax.hist(p[y], bins=bins, alpha=0.6, density=True, label="fraud", log=True)
     ax.set(xlabel="probability of fraud", ylabel="density (log)", title="Scores by class (test)")
     ax.legend()
-    log_figure(fig, "plots/score_distribution.png")
+    tracking.log_figure(fig, "plots/score_distribution.png")
 
 
 def _plot_ranking(y: np.ndarray, p: np.ndarray) -> None:
     """Precision-recall and ROC plots, and their curves thinned to about 500 points."""
-    plt = pyplot()
+    plt = tracking.pyplot()
     prec, rec, _ = precision_recall_curve(y, p)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(rec, prec)
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test)")
-    log_figure(fig, "plots/pr_curve.png")
+    tracking.log_figure(fig, "plots/pr_curve.png")
     step = max(1, len(rec) // 500)
-    log_curve("pr_curve", rec[::step], prec[::step])
+    tracking.log_curve("pr_curve", rec[::step], prec[::step])
     fpr, tpr, _ = roc_curve(y, p)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(fpr, tpr)
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
-    log_figure(fig, "plots/roc_curve.png")
+    tracking.log_figure(fig, "plots/roc_curve.png")
     step = max(1, len(fpr) // 500)
-    log_curve("roc_curve", fpr[::step], tpr[::step])
+    tracking.log_curve("roc_curve", fpr[::step], tpr[::step])
 
 
 @dataclass
@@ -270,19 +262,12 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
         **config.model.model_dump(),
     )
     policy = config.policy.policy()
-    with start_run(FAMILY, config=config, store=data.store, settings=settings) as run:
+    with tracking.start_run(FAMILY, config=config, store=data.store, settings=settings) as run:
         extra = _fit(scorer, fs, data)
         metrics = score_test(scorer, fs, policy, data, config.card_precision_k) | extra
         engine = FraudEngine(scorer, fs, policy=policy, rules=config.policy.rules())
         uri, version = _log_engine(engine, config.register_model)
-    return TrainResult(
-        family=FAMILY,
-        run_id=run.info.run_id,
-        metrics=metrics,
-        model_version=version,
-        data_fingerprint=data.store.fingerprint_id(),
-        artifacts={"model_uri": uri},
-    )
+    return TrainResult.of_run(run, data.store, metrics, version, model_uri=uri)
 
 
 def _fit(scorer: FraudScorer, fs: FeatureSet, data: Prepared) -> dict[str, float]:
@@ -305,7 +290,7 @@ def _log_engine(engine: FraudEngine, register: bool) -> tuple[str, str | None]:
     fs, policy = engine.feature_set, engine.policy
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = engine.save(Path(tmp) / "m")
-        uri = log_native_model(
+        uri = tracking.log_native_model(
             model_dir,
             family=FAMILY,
             metadata_extra={"feature_version": fs.version, "policy": policy.to_dict()},
@@ -317,7 +302,7 @@ def _log_engine(engine: FraudEngine, register: bool) -> tuple[str, str | None]:
         "review_threshold": policy.review_threshold,
         "decline_threshold": policy.decline_threshold,
     }
-    return uri, register_model(uri, family=FAMILY, tags=tags)
+    return uri, tracking.register_model(uri, family=FAMILY, tags=tags)
 
 
 def evaluate(
@@ -333,14 +318,8 @@ def evaluate(
     engine: FraudEngine = load_logged(model_uri, FAMILY)
     fs = engine.feature_set
     data = prepare(config, fs, settings, labelled=("test",))
-    with evaluation_run(
+    with tracking.evaluation_run(
         FAMILY, model_uri, config=config, store=data.store, settings=settings
     ) as run:
         metrics = score_test(engine.scorer, fs, engine.policy, data, config.card_precision_k)
-    return TrainResult(
-        family=FAMILY,
-        run_id=run.info.run_id,
-        metrics=metrics,
-        data_fingerprint=data.store.fingerprint_id(),
-        artifacts={"model_uri": model_uri},
-    )
+    return TrainResult.of_run(run, data.store, metrics, model_uri=model_uri)

@@ -33,19 +33,11 @@ from registry.store import load_logged
 from shopml.config import ConfigModel
 from shopml.errors import ConfigError, DataError
 from shopml.settings import Settings
+from training import tracking
 from training.recommender_eval import Truth, truth_from_events
 from training.recommender_eval import evaluate as evaluate_model
 from training.splits import Split, stratified_split, temporal_split
-from training.tracking import (
-    TrainResult,
-    evaluation_run,
-    log_curve,
-    log_figure,
-    log_native_model,
-    pyplot,
-    register_model,
-    start_run,
-)
+from training.tracking import TrainResult
 
 FAMILY = "recommender"
 CURVE_KS = (1, 5, 10, 20, 50, 100)
@@ -147,7 +139,7 @@ def train(
     store = store if store is not None else load_source(config.source, settings)
     events = events_frame(store, config.interactions)
     split, cutoff = split_events(events, config.split)
-    with start_run(FAMILY, config=config, store=store, settings=settings) as run:
+    with tracking.start_run(FAMILY, config=config, store=store, settings=settings) as run:
         mlflow.log_params(
             {"split.train_events": len(split.train), "split.test_events": len(split.test)}
         )
@@ -157,15 +149,8 @@ def train(
         if config.precompute_top_n:
             model.precompute(config.precompute_top_n)
         uri = _log_model(model, config)
-        version = register_model(uri, family=FAMILY) if config.register_model else None
-        return TrainResult(
-            family=FAMILY,
-            run_id=run.info.run_id,
-            metrics=metrics,
-            model_version=version,
-            data_fingerprint=store.fingerprint_id(),
-            artifacts={"model_uri": uri},
-        )
+        version = tracking.register_model(uri, family=FAMILY) if config.register_model else None
+        return TrainResult.of_run(run, store, metrics, version, model_uri=uri)
 
 
 def _searched(config: RecommenderJobConfig, train_events, products) -> RecommenderJobConfig:
@@ -199,7 +184,7 @@ def _log_model(model: Recommender, config: RecommenderJobConfig) -> str:
         (native / "interactions.json").write_text(
             json.dumps(config.interactions.model_dump(mode="json"), indent=2)
         )
-        return log_native_model(native, family=FAMILY, metadata_extra={"k": config.k})
+        return tracking.log_native_model(native, family=FAMILY, metadata_extra={"k": config.k})
 
 
 def evaluate(
@@ -209,16 +194,13 @@ def evaluate(
     store = load_source(config.source, settings)
     events = events_frame(store, config.interactions)
     split, _ = split_events(events, config.split)
-    with evaluation_run(FAMILY, model_uri, config=config, store=store, settings=settings) as run:
+    with tracking.evaluation_run(
+        FAMILY, model_uri, config=config, store=store, settings=settings
+    ) as run:
         model: Recommender = load_logged(model_uri, FAMILY)
         ids = InteractionMatrix(model.user_items_, model.customer_ids_, model.product_ids_)
         metrics = _evaluate_and_log(model, truth_from_events(split.test, ids), config.k)
-        return TrainResult(
-            family=FAMILY,
-            run_id=run.info.run_id,
-            metrics=metrics,
-            data_fingerprint=store.fingerprint_id(),
-        )
+        return TrainResult.of_run(run, store, metrics)
 
 
 def _metric_name(key: str) -> str:
@@ -235,20 +217,20 @@ def _evaluate_and_log(model: Recommender, truth: Truth, k: int) -> dict[str, flo
     ks = list(curve)
     for name in ("recall", "coverage", "ndcg"):
         values = [curve[kk][f"{name}@{kk}"] for kk in ks]
-        log_curve(f"{name}_at_k", ks, values)
+        tracking.log_curve(f"{name}_at_k", ks, values)
     _plot(ks, curve)
     return metrics
 
 
 def _plot(ks, curve) -> None:
-    plt = pyplot()
+    plt = tracking.pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     ax[0].plot(ks, [curve[k][f"recall@{k}"] for k in ks], marker="o")
     ax[0].set(xlabel="k", ylabel="recall@k", title="Recall at k", xscale="log")
     ax[1].plot(ks, [curve[k][f"coverage@{k}"] for k in ks], marker="o", color="tab:orange")
     ax[1].set(xlabel="k", ylabel="catalog coverage@k", title="Coverage at k", xscale="log")
     fig.tight_layout()
-    log_figure(fig, "plots/recall_coverage_at_k.png")
+    tracking.log_figure(fig, "plots/recall_coverage_at_k.png")
 
 
 def _search(config: RecommenderJobConfig, train_events: pd.DataFrame, products) -> dict:

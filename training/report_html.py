@@ -14,6 +14,7 @@ from pathlib import Path
 
 from training.compare import Comparison, Curve
 from training.runs import format_number
+from training.tracking import pyplot
 
 # axis labels and reference lines of the curves the jobs log (unknown names get generic labels)
 CURVE_STYLE: dict[str, dict] = {
@@ -170,17 +171,8 @@ def _plots(c: Comparison) -> str:
     return f"{note}<div class='plots'>{imgs}</div>"
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _png(fig) -> str:
-    plt = _figure()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -188,7 +180,7 @@ def _png(fig) -> str:
 
 
 def _curve_png(c: Comparison, name: str) -> str:
-    plt = _figure()
+    plt = pyplot()
     style = CURVE_STYLE.get(name, {"title": name, "x": "x", "y": "y"})
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in c.runs:
@@ -228,7 +220,7 @@ def _metric_bars(c: Comparison) -> str | None:
     names = [m for m in c.metric_names() if all(_finite(r.metrics.get(m)) for r in c.runs)][:8]
     if not names:
         return None
-    plt = _figure()
+    plt = pyplot()
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)

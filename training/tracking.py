@@ -56,6 +56,25 @@ class TrainResult:
     data_fingerprint: str | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def of_run(
+        cls,
+        run: mlflow.ActiveRun,
+        store: Store,
+        metrics: dict[str, float],
+        model_version: str | None = None,
+        **artifacts: str,
+    ) -> TrainResult:
+        """The result of a job's `run` on `store` (family from the run's tag)."""
+        return cls(
+            family=run.data.tags["shopml.family"],
+            run_id=run.info.run_id,
+            metrics=metrics,
+            model_version=model_version,
+            data_fingerprint=store.fingerprint_id(),
+            artifacts=artifacts,
+        )
+
 
 def experiment_name(family: str) -> str:
     """The MLflow experiment of a family's runs (or of "data" / "comparisons")."""

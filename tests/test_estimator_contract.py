@@ -24,7 +24,7 @@ from features.interactions import InteractionConfig, build_matrix
 from models.base import Estimator, clone, load_kind
 from models.family import FAMILIES
 from models.forecast import LightGBMForecaster
-from models.fraud import FraudScorer
+from models.fraud import Calibrator, FraudScorer
 from shopml.errors import ConfigError, DataError, NotFittedError, UnknownEntity
 
 
@@ -277,3 +277,19 @@ def test_a_folder_of_another_kind_is_refused(tmp_path):
     folder = model.save(tmp_path / "ease")
     with pytest.raises(DataError, match="'ease' model, not a 'als'"):
         FAMILIES["recommender"].estimators["als"].load(folder)
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic", "none"])
+def test_the_fraud_calibrator_keeps_the_estimator_contract(method, tmp_path):
+    """The scorer's calibrator is a component, not a kind: it keeps the same habits."""
+    raw = np.linspace(-4, 4, 200)
+    y = np.random.default_rng(0).random(200) < 1 / (1 + np.exp(-raw))
+    cal = Calibrator(method)
+    with pytest.raises(NotFittedError, match="Calibrator"):
+        cal.transform(raw)
+    cal.fit(raw, y)
+    assert np.all(np.diff(cal.transform(raw)) >= 0)  # a higher raw score is never less risky
+    again = Calibrator.load(cal.save(tmp_path / method))
+    assert_same(cal.transform(raw), again.transform(raw))
+    assert [again.one(r) for r in raw[::20]] == [cal.one(r) for r in raw[::20]]
+    assert repr(clone(cal)) == f"Calibrator(method={method!r})"

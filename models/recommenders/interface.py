@@ -19,8 +19,12 @@ import pandas as pd
 
 from features.interactions import InteractionMatrix
 from models.base import Estimator, load_kind
-from models.recommenders.selection import DEFAULT_FILTERS, NO_FILTERS, Recommendations
-from models.recommenders.selection import RecommendFilters as Filters
+from models.recommenders.selection import (
+    DEFAULT_FILTERS,
+    NO_FILTERS,
+    Recommendations,
+    RecommendFilters,
+)
 
 
 class Recommender(Estimator, ABC):
@@ -41,25 +45,29 @@ class Recommender(Estimator, ABC):
 
     @abstractmethod
     def recommend_one(
-        self, customer_id: str, k: int = 10, filters: Filters = DEFAULT_FILTERS
+        self, customer_id: str, k: int = 10, filters: RecommendFilters = DEFAULT_FILTERS
     ) -> Recommendations:
         """Top-k for one customer (the hot path); an unknown customer gets the popular list."""
 
     @abstractmethod
     def recommend(
-        self, customer_ids, k: int = 10, filters: Filters = DEFAULT_FILTERS
+        self, customer_ids, k: int = 10, filters: RecommendFilters = DEFAULT_FILTERS
     ) -> list[Recommendations]:
         """Top-k for many customers, equal to `recommend_one` for each."""
 
     @abstractmethod
     def top_k_block(
-        self, rows: np.ndarray, k: int, filters: Filters = DEFAULT_FILTERS
+        self, rows: np.ndarray, k: int, filters: RecommendFilters = DEFAULT_FILTERS
     ) -> tuple[np.ndarray, np.ndarray]:
         """Product indices and scores (n, k) of known customer rows; -inf marks missing slots."""
 
     @abstractmethod
     def recommend_for_items(
-        self, recent_product_ids, k: int = 10, filters: Filters = DEFAULT_FILTERS, weights=None
+        self,
+        recent_product_ids,
+        k: int = 10,
+        filters: RecommendFilters = DEFAULT_FILTERS,
+        weights=None,
     ) -> Recommendations:
         """Fold-in: recommend for a customer the model never saw, from products they just used."""
 
@@ -68,7 +76,7 @@ class Recommender(Estimator, ABC):
         """The k products most similar to each given product (itself excluded)."""
 
     @abstractmethod
-    def popular(self, k: int = 10, filters: Filters = NO_FILTERS) -> Recommendations:
+    def popular(self, k: int = 10, filters: RecommendFilters = NO_FILTERS) -> Recommendations:
         """The list an unknown customer gets."""
 
     @abstractmethod
@@ -79,7 +87,7 @@ class Recommender(Estimator, ABC):
         self,
         customer_id: str | None,
         k: int = 10,
-        filters: Filters | None = None,
+        filters: RecommendFilters | None = None,
         recent_product_ids=(),
         category: str | None = None,
     ) -> Recommendations:

@@ -54,12 +54,9 @@ class Estimator:
     def default_params(cls) -> dict[str, Any]:
         """The constructor's defaults (parameters without one are left out): job configs read
         these so that every default exists once, here."""
-        sig = inspect.signature(cls.__init__)
-        return {
-            name: p.default
-            for name, p in sig.parameters.items()
-            if name in cls.param_names() and p.default is not p.empty
-        }
+        names = cls.param_names()
+        params = inspect.signature(cls.__init__).parameters
+        return {n: params[n].default for n in names if params[n].default is not params[n].empty}
 
     def get_params(self) -> dict[str, Any]:
         """The parameters as given to `__init__`."""

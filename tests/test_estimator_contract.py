@@ -57,8 +57,14 @@ class RecommenderCase:
         recs += [model.recommend_for_items(["b0"], k=2), model.popular(k=3)]
         return [(r.product_ids.tolist(), r.scores.tolist(), r.source) for r in recs]
 
-    def use_unfitted(self, model) -> None:
-        model.recommend_one("c0", k=2)
+    def unfitted_calls(self, model) -> list[Callable[[], Any]]:
+        return [
+            lambda: model.recommend_one("c0", k=2),
+            lambda: model.recommend(["c0"], k=2),
+            lambda: model.recommend_with_context("c0", k=2),
+            lambda: model.similar_items(["a0"], k=2),
+            lambda: model.popular(k=2),
+        ]
 
     def check_unknown_ids(self, model) -> None:
         """Unknown customers and products get the popular list; similar_items names them."""
@@ -105,8 +111,8 @@ class ForecastCase:
     def answers(self, model) -> Any:
         return [model.predict(self.horizon), model.predict(3, product_ids=["p2", "p0"])]
 
-    def use_unfitted(self, model) -> None:
-        model.predict(3)
+    def unfitted_calls(self, model) -> list[Callable[[], Any]]:
+        return [lambda: model.predict(3)]
 
     def check_unknown_ids(self, model) -> None:
         """An unknown product is an error naming it."""
@@ -146,8 +152,8 @@ class FraudCase:
         one = [model.predict_one(np.ascontiguousarray(x)) for x in X]
         return [model.predict_proba(X), np.array(one)]
 
-    def use_unfitted(self, model) -> None:
-        model.predict_proba(np.zeros((1, 4)))
+    def unfitted_calls(self, model) -> list[Callable[[], Any]]:
+        return [lambda: model.predict_proba(np.zeros((1, 4)))]
 
     def check_unknown_ids(self, model) -> None:
         """Payments carry no ids the scorer knows; a wrong feature count is named."""
@@ -237,8 +243,9 @@ def test_save_load_round_trip_gives_identical_answers(name, kind, variant, tmp_p
 def test_unfitted_model_raises_not_fitted_naming_its_class(name, kind, variant, tmp_path):
     model = build(name, kind, variant)
     assert not model.is_fitted
-    with pytest.raises(NotFittedError, match=type(model).__name__):
-        CASES[name].use_unfitted(model)
+    for call in CASES[name].unfitted_calls(model):
+        with pytest.raises(NotFittedError, match=type(model).__name__):
+            call()
     with pytest.raises(NotFittedError, match=type(model).__name__):
         model.save(tmp_path / "unfitted")
 

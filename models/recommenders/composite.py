@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.interactions import InteractionMatrix
+from models.base import check_is_fitted
 from models.recommenders.interface import Recommender
 from models.recommenders.popularity import PopularityRecommender
 from models.recommenders.scoring import ScoringRecommender
@@ -170,6 +171,7 @@ class FallbackRecommender(_Composite):
         category: str | None = None,
     ) -> Recommendations:
         """Walk the chain (see the class docstring) for one storefront request."""
+        check_is_fitted(self)
         filters = filters or DEFAULT_FILTERS
         if customer_id in self.customer_index_:
             return self.recommend_one(customer_id, k, filters)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.interactions import InteractionMatrix
-from models.base import Estimator, load_kind
+from models.base import Estimator, check_is_fitted, load_kind
 from models.recommenders.selection import (
     DEFAULT_FILTERS,
     NO_FILTERS,
@@ -94,6 +94,7 @@ class Recommender(Estimator, ABC):
         """What a storefront asks: a known customer gets `recommend_one`, a new one with recent
         products the fold-in, anyone else the popular list. The fallback chain adds the
         category hint; other kinds ignore it."""
+        check_is_fitted(self)
         filters = filters or DEFAULT_FILTERS
         if customer_id is not None and customer_id in self.customer_index_:
             return self.recommend_one(customer_id, k, filters)

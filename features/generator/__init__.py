@@ -58,21 +58,15 @@ class _Stages:
 
 
 def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Store:
-    """Simulate a shop described by `cfg` and return its five canonical tables."""
+    """Simulate a shop described by `cfg` and return its five canonical tables.
+
+    One timed stage per part, in the order the simulation needs them; kept as one function
+    (a screen and a bit) so the whole pipeline reads top to bottom.
+    """
     cfg = cfg or GeneratorConfig()
     spec = cfg.spec()
     days = spec.days
-    # One independent stream per part, so changing one part leaves the others' draws unchanged.
-    rngs = dict(
-        zip(
-            _STREAMS,
-            (
-                np.random.default_rng(s)
-                for s in np.random.SeedSequence(cfg.seed).spawn(len(_STREAMS))
-            ),
-            strict=True,
-        )
-    )
+    rngs = _streams(cfg.seed)
     t0_ns = int(np.datetime64(cfg.start, "ns").astype("int64"))
     end_ns = t0_ns + days * NS_PER_DAY
     stages = _Stages(progress)
@@ -113,23 +107,33 @@ def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Stor
     with stages.stage("payments"):
         payments = make_payments(rngs["payments"], cfg, spec, customers, orders, t0_ns)
     with stages.stage("tables"):
-        session_ids = make_ids("S", events.n_sessions, 8)
-        interactions = pd.DataFrame(
-            {
-                "customer_id": customers.ids[events.customer],
-                "product_id": catalog.ids[events.product],
-                "timestamp": events.ts.astype("datetime64[ns]"),
-                "event": EVENT_NAMES[events.event],
-                "quantity": events.quantity.astype(np.int64),
-                "session_id": session_ids[events.session],
-            }
-        )
         store = Store(
             products=catalog.to_frame(cfg.start),
             customers=customers.to_frame(segments),
-            interactions=interactions,
+            interactions=interactions_frame(events, customers.ids, catalog.ids),
             order_lines=order_lines,
             payments=payments,
             name=f"generated-{cfg.scale}-seed{cfg.seed}",
         )
     return store
+
+
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    """One independent stream per part, so changing one part leaves the others' draws unchanged."""
+    seeds = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    return dict(zip(_STREAMS, (np.random.default_rng(s) for s in seeds), strict=True))
+
+
+def interactions_frame(events, customer_ids: np.ndarray, product_ids: np.ndarray) -> pd.DataFrame:
+    """The interactions table of the data contract from the simulated events."""
+    session_ids = make_ids("S", events.n_sessions, 8)
+    return pd.DataFrame(
+        {
+            "customer_id": customer_ids[events.customer],
+            "product_id": product_ids[events.product],
+            "timestamp": events.ts.astype("datetime64[ns]"),
+            "event": EVENT_NAMES[events.event],
+            "quantity": events.quantity.astype(np.int64),
+            "session_id": session_ids[events.session],
+        }
+    )

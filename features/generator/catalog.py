@@ -118,6 +118,8 @@ class Catalog:
 def make_catalog(
     rng: np.random.Generator, n_products: int, n_categories: int, days: int, zipf_exponent: float
 ) -> Catalog:
+    """Products in categories with log-normal prices, Zipf popularity, launch and
+    discontinuation days, names and bundles."""
     n_categories = min(n_categories, len(CATEGORIES), n_products)
     cats = CATEGORIES[:n_categories]
     shares = rng.dirichlet(np.full(n_categories, 3.0))
@@ -144,28 +146,10 @@ def make_catalog(
     discontinued = (rng.random(n_products) < 0.04) & ~launched_in_period
     last_day = np.where(discontinued, rng.integers(days // 2, days, n_products), days - 1)
 
-    nouns = [np.array(c[3], dtype=object) for c in cats]
-    noun_pick = rng.integers(0, 1 << 30, n_products)
-    noun = np.array(
-        [nouns[c][k % nouns[c].size] for c, k in zip(category, noun_pick, strict=True)],
-        dtype=object,
-    )
-    names = ADJECTIVES[rng.integers(0, ADJECTIVES.size, n_products)] + " " + noun
-
-    # Bundles: small groups inside a category that are bought together.
-    order = np.lexsort((rng.random(n_products), category))
-    sorted_cat = category[order]
-    group_start = np.searchsorted(sorted_cat, sorted_cat, side="left")
-    local = np.arange(n_products) - group_start
-    key = sorted_cat.astype(np.int64) * n_products + local // BUNDLE_SIZE
-    _, bundle_start, bundle_sorted = np.unique(key, return_index=True, return_inverse=True)
-    bundle_of = np.empty(n_products, dtype=np.int64)
-    bundle_of[order] = bundle_sorted
-    bundle_size = np.diff(np.append(bundle_start, n_products))
-
-    ids = make_ids("P", n_products, 6)
+    names = _names(rng, cats, category)
+    order, bundle_start, bundle_of, bundle_size = _bundles(rng, category)
     return Catalog(
-        ids=ids,
+        ids=make_ids("P", n_products, 6),
         category=category,
         category_names=np.array([c[0] for c in cats], dtype=object),
         staple_category=np.array([c[2] for c in cats]),
@@ -179,3 +163,33 @@ def make_catalog(
         bundle_start=bundle_start,
         bundle_size=bundle_size,
     )
+
+
+def _names(rng: np.random.Generator, cats, category: np.ndarray) -> np.ndarray:
+    """A readable title per product: an adjective and a noun of its category."""
+    n_products = category.size
+    nouns = [np.array(c[3], dtype=object) for c in cats]
+    noun_pick = rng.integers(0, 1 << 30, n_products)
+    noun = np.array(
+        [nouns[c][k % nouns[c].size] for c, k in zip(category, noun_pick, strict=True)],
+        dtype=object,
+    )
+    return ADJECTIVES[rng.integers(0, ADJECTIVES.size, n_products)] + " " + noun
+
+
+def _bundles(rng: np.random.Generator, category: np.ndarray):
+    """Bundles: small groups inside a category that are bought together.
+
+    Returns (members in bundle order, start of each bundle, bundle of each product, sizes).
+    """
+    n_products = category.size
+    order = np.lexsort((rng.random(n_products), category))
+    sorted_cat = category[order]
+    group_start = np.searchsorted(sorted_cat, sorted_cat, side="left")
+    local = np.arange(n_products) - group_start
+    key = sorted_cat.astype(np.int64) * n_products + local // BUNDLE_SIZE
+    _, bundle_start, bundle_sorted = np.unique(key, return_index=True, return_inverse=True)
+    bundle_of = np.empty(n_products, dtype=np.int64)
+    bundle_of[order] = bundle_sorted
+    bundle_size = np.diff(np.append(bundle_start, n_products))
+    return order, bundle_start, bundle_of, bundle_size

@@ -42,10 +42,40 @@ def make_orders(
     day_weights: np.ndarray,
     guest_share: float,
 ) -> Orders:
-    # Registered customers: one order per session with purchases.
+    """Registered customers' orders (one per session with purchases) and guest orders, as
+    order lines numbered in time order, at the day's (discounted) price."""
     reg_order = events.buy_session
-    # Guests: like registered orders in time, products from best-sellers, promotions and bundles.
     n_reg = int(np.unique(reg_order).size)
+    gl_order, gl_ts, gl_prod, gl_qty = guest_orders(
+        rng, sampler, t0_ns, day_weights, guest_share, n_reg
+    )
+    offset = int(reg_order.max()) + 1 if reg_order.size else 0
+    order_key = np.concatenate([reg_order, offset + gl_order])
+    customer = np.concatenate([events.buy_customer, np.full(gl_order.size, -1)])
+    product = np.concatenate([events.buy_product, gl_prod])
+    ts = np.concatenate([events.buy_ts, gl_ts])
+    qty = np.concatenate([events.buy_qty, gl_qty])
+    order = np.lexsort((order_key, ts))
+    order_key, customer, product, ts, qty = (
+        a[order] for a in (order_key, customer, product, ts, qty)
+    )
+    number, n_orders = _number_in_time_order(order_key)
+    day = (ts - t0_ns) // NS_PER_DAY
+    discount = sampler.promos.discount_of(product, np.clip(day, 0, days - 1))
+    unit_price = np.round(sampler.catalog.price[product] * (1.0 - discount), 2)
+    return Orders(number, customer, product, ts, qty, unit_price, n_orders)
+
+
+def guest_orders(
+    rng: np.random.Generator,
+    sampler: ProductSampler,
+    t0_ns: int,
+    day_weights: np.ndarray,
+    guest_share: float,
+    n_reg: int,
+):
+    """Guests: like registered orders in time, products from best-sellers, promotions and
+    bundles. Returns (guest order, time ns, product, quantity) per order line."""
     n_guest = rng.poisson(guest_share / (1.0 - guest_share) * n_reg) if n_reg else 0
     g_day = sample_days(rng, day_weights, np.zeros(n_guest, dtype=np.int64))
     g_ts = t0_ns + g_day * NS_PER_DAY + sample_seconds_of_day(rng, n_guest) * NS_PER_SECOND
@@ -63,31 +93,19 @@ def make_orders(
     )
     gl_prod = np.where(first | (rng.random(gl_order.size) < 0.5), head, mate)
     ok = gl_prod >= 0
-    gl_order, gl_prod, gl_day = gl_order[ok], gl_prod[ok], gl_day[ok]
+    gl_order, gl_prod = gl_order[ok], gl_prod[ok]
     gl_qty = 1 + rng.poisson(np.where(sampler.catalog.staple[gl_prod], 0.7, 0.2))
+    return gl_order, g_ts[gl_order], gl_prod, gl_qty
 
-    # Registered and guest orders together, numbered in time order.
-    offset = int(reg_order.max()) + 1 if reg_order.size else 0
-    order_key = np.concatenate([reg_order, offset + gl_order])
-    customer = np.concatenate([events.buy_customer, np.full(gl_order.size, -1)])
-    product = np.concatenate([events.buy_product, gl_prod])
-    ts = np.concatenate([events.buy_ts, g_ts[gl_order]])
-    qty = np.concatenate([events.buy_qty, gl_qty])
-    order = np.lexsort((order_key, ts))
-    order_key, customer, product, ts, qty = (
-        a[order] for a in (order_key, customer, product, ts, qty)
-    )
+
+def _number_in_time_order(order_key: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense order numbers of time-sorted lines, in order of each order's first line."""
     _, dense = np.unique(order_key, return_inverse=True)
     first_seen = np.full(dense.max() + 1 if dense.size else 0, np.iinfo(np.int64).max)
     np.minimum.at(first_seen, dense, np.arange(dense.size))
     rank = np.empty_like(first_seen)
     rank[np.argsort(first_seen, kind="stable")] = np.arange(first_seen.size)
-    number = rank[dense]
-
-    day = (ts - t0_ns) // NS_PER_DAY
-    discount = sampler.promos.discount_of(product, np.clip(day, 0, days - 1))
-    unit_price = np.round(sampler.catalog.price[product] * (1.0 - discount), 2)
-    return Orders(number, customer, product, ts, qty, unit_price, int(first_seen.size))
+    return rank[dense], int(first_seen.size)
 
 
 def order_lines_frame(

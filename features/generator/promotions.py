@@ -49,6 +49,21 @@ class Promotions:
 def make_promotions(
     rng: np.random.Generator, catalog: Catalog, days: int, share: float, elasticity: float
 ) -> Promotions:
+    """Discount windows of products and whole categories, as the best discount per
+    (product, day) on sale, with the extra demand each brings."""
+    windows = _windows(rng, catalog, days, share)
+    key, p, d, x = _best_discounts(catalog, days, *windows)
+    lift = (1.0 - x) ** -elasticity
+    weight = catalog.popularity[p] * (lift - 1.0)
+    by_day = np.argsort(d, kind="stable")
+    day_start = np.searchsorted(d[by_day], np.arange(days + 1))
+    by_day_cum = np.cumsum(weight[by_day])
+    mass = np.bincount(d, weights=weight, minlength=days)
+    return Promotions(days, key, p, d, x, lift, weight, day_start, by_day, by_day_cum, mass)
+
+
+def _windows(rng: np.random.Generator, catalog: Catalog, days: int, share: float):
+    """Promotion windows: (product, length in days, first day, discount) per promoted product."""
     n = catalog.n
     # Product promotions: on an average day about `share` of the products are discounted,
     # popular products more often.
@@ -77,8 +92,12 @@ def make_promotions(
     disc = np.concatenate(
         [disc, *[np.full(m.size, d) for m, d in zip(members, cat_disc, strict=True)]]
     )
+    return prod, length, first, disc
 
-    # Expand windows to (product, day) rows, keep the best discount per pair.
+
+def _best_discounts(catalog: Catalog, days: int, prod, length, first, disc):
+    """Windows expanded to (product, day) rows inside the period, the best discount per pair,
+    products on sale only: (key product * days + day, product, day, discount)."""
     rows = np.repeat(np.arange(prod.size), length)
     offset = np.arange(rows.size) - np.repeat(np.cumsum(length) - length, length)
     p, d, x = prod[rows], first[rows] + offset, disc[rows]
@@ -90,12 +109,4 @@ def make_promotions(
     first_of_key = np.concatenate([[True], key[1:] != key[:-1]]) if key.size else key.astype(bool)
     key, p, d, x = key[first_of_key], p[first_of_key], d[first_of_key], x[first_of_key]
     on_sale = catalog.on_sale(p, d)
-    key, p, d, x = key[on_sale], p[on_sale], d[on_sale], x[on_sale]
-
-    lift = (1.0 - x) ** -elasticity
-    weight = catalog.popularity[p] * (lift - 1.0)
-    by_day = np.argsort(d, kind="stable")
-    day_start = np.searchsorted(d[by_day], np.arange(days + 1))
-    by_day_cum = np.cumsum(weight[by_day])
-    mass = np.bincount(d, weights=weight, minlength=days)
-    return Promotions(days, key, p, d, x, lift, weight, day_start, by_day, by_day_cum, mass)
+    return key[on_sale], p[on_sale], d[on_sale], x[on_sale]

@@ -18,19 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving.model_store import use_bentoml_home
+from serving.services import service as service_spec
 from shopml.errors import ShopmlError
 from shopml.settings import Settings, load_settings
 
 HOST = "127.0.0.1"
-SERVICES = {
-    "recommend": "shopml-recommend",
-    "fraud": "shopml-fraud",
-}
-SOURCES = {
-    "recommend": "serving.recommend_service:RecommendService",
-    "fraud": "serving.fraud_service:FraudService",
-}
-DEFAULT_PORTS = {"recommend": 3001, "fraud": 3002}
 
 
 def free_port() -> int:
@@ -117,7 +109,8 @@ class Server:
 
 
 def bento_exists(service: str, settings: Settings) -> bool:
-    return (Path(use_bentoml_home(settings)) / "bentos" / SERVICES[service] / "latest").exists()
+    bento = service_spec(service).bento
+    return (Path(use_bentoml_home(settings)) / "bentos" / bento / "latest").exists()
 
 
 def start(
@@ -129,15 +122,14 @@ def start(
     from_source: bool = False,
 ) -> Server:
     """Start the built Bento of `service` on 127.0.0.1 (not yet ready: call `wait_ready`)."""
-    if service not in SERVICES:
-        raise ShopmlError(f"unknown service {service!r}; expected one of {sorted(SERVICES)}")
+    spec = service_spec(service)
     settings = settings or load_settings()
     if not from_source and not bento_exists(service, settings):
         raise ShopmlError(
-            f"no Bento {SERVICES[service]} in {settings.bentoml_home}: run `shopml build` first"
+            f"no Bento {spec.bento} in {settings.bentoml_home}: run `shopml build` first"
         )
     port = port or free_port()
-    target = SOURCES[service] if from_source else f"{SERVICES[service]}:latest"
+    target = spec.source if from_source else f"{spec.bento}:latest"
     log_dir = Path(log_dir or settings.home / "logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{service}-{port}.log"

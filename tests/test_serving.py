@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from models.family import FAMILY_NAMES
 from serving.endpoints import FastRoutes, Unavailable, endpoint, error_response
 from serving.fraud_schemas import LabelsRequest, PaymentRequest
 from serving.schemas import ForecastRequest, RecommendRequest
+from serving.services import SERVICE_OF_FAMILY, SERVICES
 from serving.storefront import Forecasts, write_forecast_table
 from shopml.errors import UnknownEntity
 
@@ -229,3 +231,10 @@ def test_history_warms_the_online_features(tmp_path):
     assert "unseen:customer" in [r.code for r in engine.score(payment, record=False).reasons]
     assert warm_state(engine, tmp_path / "store") > 0
     assert "unseen:customer" not in [r.code for r in engine.score(payment, record=False).reasons]
+
+
+def test_every_family_is_served_by_one_service():
+    assert sorted(SERVICE_OF_FAMILY) == sorted(FAMILY_NAMES)
+    families = [f for s in SERVICES.values() for f in s.families]
+    assert len(families) == len(set(families)), "a family is served twice"
+    assert len({s.port for s in SERVICES.values()}) == len(SERVICES)

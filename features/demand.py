@@ -176,24 +176,7 @@ class DemandPanel:
         Days absent for a product after its first row are zero demand; `open=False` rows and
         closed weekdays are closed days.
         """
-        missing = [c for c in ("product_id", "date", "units") if c not in df.columns]
-        if missing:
-            raise DataError(f"demand panel is missing column(s) {missing}")
-        df = df.copy()
-        df["product_id"] = df["product_id"].astype(str)
-        df["date"] = pd.to_datetime(df["date"]).dt.normalize()
-        dup = df.duplicated(["product_id", "date"], keep=False)
-        if dup.any():
-            ex = df.loc[dup, ["product_id", "date"]].head(3)
-            shown = [f"({p!r}, {d.date()})" for p, d in ex.itertuples(index=False)]
-            raise DataError(
-                f"demand panel has {int(dup.sum())} duplicated (product_id, date) rows, "
-                f"e.g. {', '.join(shown)}; aggregate them first"
-            )
-        units = pd.to_numeric(df["units"], errors="coerce")
-        if (units < 0).any():
-            raise DataError("demand panel column 'units' has negative values")
-        df["units"] = units
+        df = _checked_long_frame(df)
         dates = pd.date_range(df["date"].min(), df["date"].max(), freq="D")
         if closed_weekdays is None:
             closed_weekdays = ()
@@ -219,6 +202,30 @@ class DemandPanel:
         else:
             cats = np.array(["unknown"] * len(ids), dtype=object)
         return cls(ids, cats, dates, u, pr, open_days, tuple(closed_weekdays), country)
+
+
+def _checked_long_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a long demand table with string ids, normalized dates and numeric units;
+    DataError on missing columns, duplicated (product_id, date) rows or negative units."""
+    missing = [c for c in ("product_id", "date", "units") if c not in df.columns]
+    if missing:
+        raise DataError(f"demand panel is missing column(s) {missing}")
+    df = df.copy()
+    df["product_id"] = df["product_id"].astype(str)
+    df["date"] = pd.to_datetime(df["date"]).dt.normalize()
+    dup = df.duplicated(["product_id", "date"], keep=False)
+    if dup.any():
+        ex = df.loc[dup, ["product_id", "date"]].head(3)
+        shown = [f"({p!r}, {d.date()})" for p, d in ex.itertuples(index=False)]
+        raise DataError(
+            f"demand panel has {int(dup.sum())} duplicated (product_id, date) rows, "
+            f"e.g. {', '.join(shown)}; aggregate them first"
+        )
+    units = pd.to_numeric(df["units"], errors="coerce")
+    if (units < 0).any():
+        raise DataError("demand panel column 'units' has negative values")
+    df["units"] = units
+    return df
 
 
 def _net_cancellations(lines: pd.DataFrame) -> pd.DataFrame:
@@ -267,6 +274,26 @@ def build_panel(
 ) -> DemandPanel:
     """Daily demand panel from canonical `order_lines` (and `products` for categories)."""
     config = config or PanelConfig()
+    lines = _sale_lines(order_lines, config)
+    day = lines["timestamp"].dt.normalize()
+    start = day.min()
+    end = pd.Timestamp(config.end).normalize() if config.end is not None else day.max()
+    dates = pd.date_range(start, end, freq="D")
+    volume = day.value_counts().reindex(dates, fill_value=0)
+    closed_wd, closed = detect_closed(volume, config.closed_weekday_share)
+    agg = _daily_sales(_net_cancellations(lines))
+    totals = agg.groupby(level=0)["units"].sum()
+    totals = totals[totals > 0]
+    if config.top_n is not None:
+        totals = totals.sort_values(ascending=False, kind="mergesort").head(config.top_n)
+    ids = np.array(sorted(totals.index), dtype=object)
+    units, price, orders = _matrices(agg, ids, dates, closed)
+    cats = _categories(products, ids)
+    return DemandPanel(ids, cats, dates, units, price, ~closed, closed_wd, config.country, orders)
+
+
+def _sale_lines(order_lines: pd.DataFrame, config: PanelConfig) -> pd.DataFrame:
+    """The priced lines up to `config.end`, with string product ids; DataError if none."""
     need = [
         c for c in ("product_id", "timestamp", "quantity", "unit_price") if c not in order_lines
     ]
@@ -283,28 +310,25 @@ def build_panel(
         raise DataError(
             "order_lines has no sale line (positive quantity and price) to build demand"
         )
-    day = lines["timestamp"].dt.normalize()
-    start = day.min()
-    end = pd.Timestamp(config.end).normalize() if config.end is not None else day.max()
-    dates = pd.date_range(start, end, freq="D")
-    volume = day.value_counts().reindex(dates, fill_value=0)
-    closed_wd, closed = detect_closed(volume, config.closed_weekday_share)
+    return lines
 
-    sales = _net_cancellations(lines)
+
+def _daily_sales(sales: pd.DataFrame) -> pd.DataFrame:
+    """Net units, quantity, revenue and line count per (product_id, day)."""
     sales = sales.assign(
         day=sales["timestamp"].dt.normalize(), revenue=sales["quantity"] * sales["unit_price"]
     )
-    agg = sales.groupby(["product_id", "day"], sort=False).agg(
+    return sales.groupby(["product_id", "day"], sort=False).agg(
         units=("units", "sum"),
         qty=("quantity", "sum"),
         revenue=("revenue", "sum"),
         lines=("units", "size"),
     )
-    totals = agg.groupby(level=0)["units"].sum()
-    totals = totals[totals > 0]
-    if config.top_n is not None:
-        totals = totals.sort_values(ascending=False, kind="mergesort").head(config.top_n)
-    ids = np.array(sorted(totals.index), dtype=object)
+
+
+def _matrices(agg: pd.DataFrame, ids: np.ndarray, dates: pd.DatetimeIndex, closed: np.ndarray):
+    """(units, price, orders) per product of `ids` and day; units NaN before a product's
+    selling life starts (its first day of net positive demand) and on closed days."""
     agg = agg.reset_index()
     agg = agg[agg["product_id"].isin(set(ids))]
     pi = pd.Index(ids).get_indexer(agg["product_id"])
@@ -316,20 +340,21 @@ def build_panel(
     price[pi, di] = agg["revenue"].to_numpy() / agg["qty"].to_numpy()
     orders = np.zeros((n_p, n_d))
     orders[pi, di] = agg["lines"].to_numpy(dtype=float)
-    # selling life starts with the first day that has net positive demand
     pos = units > 0
     first = np.where(pos.any(axis=1), pos.argmax(axis=1), n_d)
     units[np.arange(n_d)[None, :] < first[:, None]] = np.nan
     units[:, closed] = np.nan
     orders[np.isnan(units)] = np.nan
+    return units, price, orders
 
+
+def _categories(products: pd.DataFrame | None, ids: np.ndarray) -> np.ndarray:
+    """The category of each product of `ids` ("unknown" when the catalog does not say)."""
     if products is not None and "category" in products.columns:
         cat = products.assign(product_id=products["product_id"].astype(str))
         cat = cat.drop_duplicates("product_id").set_index("product_id")["category"]
-        cats = cat.reindex(ids).fillna("unknown").astype(str).to_numpy(dtype=object)
-    else:
-        cats = np.array(["unknown"] * n_p, dtype=object)
-    return DemandPanel(ids, cats, dates, units, price, ~closed, closed_wd, config.country, orders)
+        return cat.reindex(ids).fillna("unknown").astype(str).to_numpy(dtype=object)
+    return np.array(["unknown"] * len(ids), dtype=object)
 
 
 def store_country(order_lines: pd.DataFrame, customers: pd.DataFrame | None = None) -> str | None:

@@ -25,6 +25,25 @@ def test_default_config_loads_and_rejects_unknown_keys(tmp_path):
         load_config(bad, FraudJobConfig)
 
 
+def test_model_and_policy_sections_are_the_estimators_parameters_and_defaults(tmp_path):
+    import inspect
+
+    from models.fraud import DecisionPolicy, FraudScorer
+
+    cfg = FraudJobConfig()
+    scorer = {
+        k: p.default
+        for k, p in inspect.signature(FraudScorer.__init__).parameters.items()
+        if k not in ("self", "feature_names", "feature_version", "random_state")
+    }
+    assert cfg.model.model_dump() == scorer  # the defaults exist once, in the scorer
+    assert cfg.policy.policy() == DecisionPolicy()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nnum_boost_round = 0\n")
+    with pytest.raises(ConfigError, match="num_boost_round"):
+        load_config(bad, FraudJobConfig)
+
+
 def test_time_split_is_ordered_and_leaves_the_delay_gap():
     day = np.repeat(np.arange(60), 10)
     parts = time_split(

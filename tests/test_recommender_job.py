@@ -85,3 +85,16 @@ def test_bad_config_names_the_field(tmp_path):
     bad.write_text('[model]\nkind = "deep-magic"\n')
     with pytest.raises(ConfigError, match="model.kind"):
         load_config(bad, RecommenderJobConfig)
+
+
+def test_model_params_are_checked_against_the_constructor_and_defaults_left_to_it():
+    from shopml.config import parse_config
+    from training.forecast_job import ForecastJobConfig
+
+    with pytest.raises(ConfigError, match="EASERecommender.*l3.*l2, dropout"):
+        parse_config({"model": {"kind": "ease", "params": {"l3": 1.0}}}, RecommenderJobConfig)
+    with pytest.raises(ConfigError, match="SeasonalNaive.*windows"):
+        parse_config(
+            {"model": {"kind": "seasonal_naive", "params": {"windows": 7}}}, ForecastJobConfig
+        )
+    assert RecommenderJobConfig().model.params == {}  # every default is the model's own

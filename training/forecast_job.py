@@ -17,11 +17,11 @@ from typing import Literal
 import mlflow
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from features.demand import DemandPanel, PanelConfig, build_panel, store_country
 from features.sources import SourceConfig, load_source
-from models.forecast import make_forecaster
+from models.forecast import FORECASTERS, make_forecaster
 from models.forecast.base import Forecaster, as_panel
 from registry.store import configure, load_logged
 from shopml.config import ConfigModel
@@ -29,16 +29,26 @@ from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
 from training import tracking
 from training.backtest import BacktestResult, backtest
+from training.params import check_kind_params
 from training.tracking import TrainResult
 
 FAMILY = "forecast"
 
 
-class ForecastModelConfig(ConfigModel):
-    """The forecaster to train: a kind and its constructor parameters."""
+FORECAST_KINDS = tuple(FORECASTERS)
 
-    kind: Literal["lightgbm", "seasonal_naive", "moving_average"] = "lightgbm"
+
+class ForecastModelConfig(ConfigModel):
+    """The forecaster to train: a kind and its constructor parameters (those left out keep the
+    forecaster's defaults; the job gives LightGBM its horizon and seed)."""
+
+    kind: Literal[FORECAST_KINDS] = "lightgbm"
     params: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_params(self) -> ForecastModelConfig:
+        check_kind_params(FORECASTERS, self.kind, self.params)
+        return self
 
 
 class ForecastJobConfig(ConfigModel):

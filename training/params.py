@@ -2,18 +2,22 @@
 
 `params_config(FraudScorer, ...)` is a ConfigModel whose fields are the constructor's keyword
 parameters with their annotations and defaults; a job adds only range checks (`checks`) and
-leaves out what it sets itself (`exclude`, e.g. feature names or the seed).
+leaves out what it sets itself (`exclude`, e.g. feature names or the seed). Sections that
+name a kind and its parameters (`kind = "ease"`, `params = {...}`) keep the constructor's
+defaults by leaving them out; `check_kind_params` checks the names given.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import create_model
 from pydantic.fields import FieldInfo
 
+from models.base import Estimator
 from shopml.config import ConfigModel
 
 
@@ -45,3 +49,17 @@ def params_config(
     model = create_model(name or f"{estimator.__name__}Params", __base__=ConfigModel, **fields)
     model.__doc__ = doc
     return model
+
+
+def check_kind_params(
+    kinds: Mapping[str, type[Estimator]], kind: str, params: Mapping[str, Any]
+) -> None:
+    """ValueError naming the entries of `params` that the constructor of `kinds[kind]` does
+    not take (so a typo fails when the config is read, not after the data has loaded)."""
+    known = kinds[kind].param_names()  # models.base.Estimator: the `__init__` parameters
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(
+            f"{kinds[kind].__name__} (kind {kind!r}) has no parameter {', '.join(unknown)}; "
+            f"its parameters are {', '.join(known)}"
+        )

@@ -17,12 +17,14 @@ from typing import Literal
 import mlflow
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from features.interactions import InteractionConfig, InteractionMatrix, build_matrix, events_frame
 from features.sources import SourceConfig, load_source
 from features.store import Store
 from models.recommenders import (
+    RECOMMENDERS,
+    SINGLE_KINDS,
     BlendRecommender,
     FallbackRecommender,
     PopularityRecommender,
@@ -34,6 +36,7 @@ from shopml.config import ConfigModel
 from shopml.errors import ConfigError, DataError
 from shopml.settings import Settings
 from training import tracking
+from training.params import check_kind_params
 from training.recommender_eval import Truth, truth_from_events
 from training.recommender_eval import evaluate as evaluate_model
 from training.splits import Split, stratified_split, temporal_split
@@ -44,11 +47,17 @@ CURVE_KS = (1, 5, 10, 20, 50, 100)
 
 
 class ModelConfig(ConfigModel):
-    """One model: `kind` (popularity, als, bpr, item_knn, ease) and its parameters."""
+    """One model: `kind` (popularity, als, bpr, item_knn, ease) and its constructor parameters
+    (those left out keep the model's defaults)."""
 
-    kind: Literal["popularity", "als", "bpr", "item_knn", "ease"] = "ease"
+    kind: Literal[SINGLE_KINDS] = "ease"
     params: dict = Field(default_factory=dict)
     weight: float = 1.0  # used inside a blend
+
+    @model_validator(mode="after")
+    def _known_params(self) -> ModelConfig:
+        check_kind_params(RECOMMENDERS, self.kind, self.params)
+        return self
 
 
 class SplitConfig(ConfigModel):

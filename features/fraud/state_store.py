@@ -115,30 +115,23 @@ class EntityState:
             raise DataError(f"fraud state: unknown encoding version {version}")
         st = cls()
         st.last_ms = last_ms
-        o = h.size
-        a = array("q")
-        a.frombytes(blob[o : o + 8 * n])
-        st.times = a.tolist()
-        o += 8 * n
-        d = array("d")
-        d.frombytes(blob[o : o + 8 * n])
-        st.amounts = d.tolist()
-        o += 8 * n
-        st.spikes = list(blob[o : o + ns])
-        o += ns
-        st.newpair = list(blob[o : o + nn])
-        o += nn
-        f = array("q")
-        f.frombytes(blob[o : o + 8 * nf])
-        st.frauds = f.tolist()
-        o += 8 * nf
-        ft = array("q")
-        ft.frombytes(blob[o : o + 8 * nf])
-        st.fraud_tx = ft.tolist()
-        o += 8 * nf
+        st.times, o = _unpack(blob, h.size, "q", n)
+        st.amounts, o = _unpack(blob, o, "d", n)
+        st.spikes, o = list(blob[o : o + ns]), o + ns
+        st.newpair, o = list(blob[o : o + nn]), o + nn
+        st.frauds, o = _unpack(blob, o, "q", nf)
+        st.fraud_tx, o = _unpack(blob, o, "q", nf)
         if nt:
             st.terminals = set(blob[o : o + nt].decode().split("\x1f"))
         return st
+
+
+def _unpack(blob: bytes, offset: int, code: str, n: int) -> tuple[list, int]:
+    """`n` raw values of array type `code` at `offset`, and the offset after them."""
+    values = array(code)
+    end = offset + values.itemsize * n
+    values.frombytes(blob[offset:end])
+    return values.tolist(), end
 
 
 class StateStore(Protocol):

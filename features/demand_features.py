@@ -132,6 +132,19 @@ class FeatureState:
 
     def origin_block(self, t: int) -> tuple[list[str], np.ndarray]:
         """Per-product features known at origin day index t: (names, array[products, k])."""
+        cols = self._rolling(t)
+        last = self.last_sale[:, t]
+        cols["days_since_last_sale"] = np.where(last >= 0, t - last, np.nan).astype(np.float64)
+        cols["age_days"] = (t - self.first).astype(np.float64)
+        cols["observed_days"] = self.cn[:, t + 1]
+        cols.update(self._prices(t))
+        cols.update(self._orders(t))
+        cols.update(self._shop(t))
+        names = list(cols)
+        return names, np.column_stack([cols[n] for n in names])
+
+    def _rolling(self, t: int) -> dict[str, np.ndarray]:
+        """Rolling means, the 28-day std, zero share and max, and two trend ratios."""
         cols: dict[str, np.ndarray] = {}
         for w in WINDOWS:
             cols[f"rolling_mean_window{w}"] = self._mean(t, w)
@@ -151,18 +164,21 @@ class FeatureState:
         with np.errstate(invalid="ignore", divide="ignore"):
             cols["trend_mean7_over_mean28"] = (cols["rolling_mean_window7"] + 0.1) / (m28 + 0.1)
             cols["trend_mean28_over_mean112"] = (m28 + 0.1) / (cols["rolling_mean_window112"] + 0.1)
-        last = self.last_sale[:, t]
-        cols["days_since_last_sale"] = np.where(last >= 0, t - last, np.nan).astype(np.float64)
-        cols["age_days"] = (t - self.first).astype(np.float64)
-        cols["observed_days"] = self.cn[:, t + 1]
+        return cols
+
+    def _prices(self, t: int) -> dict[str, np.ndarray]:
+        """The mean paid price over a year and the last 28 days relative to it."""
         pn = self._window(self.cpn, t, PRICE_LONG_WINDOW)
         pn28 = self._window(self.cpn, t, 28)
         with np.errstate(invalid="ignore", divide="ignore"):
             p_long = np.where(pn > 0, self._window(self.cp, t, PRICE_LONG_WINDOW) / pn, np.nan)
             p28 = np.where(pn28 > 0, self._window(self.cp, t, 28) / pn28, np.nan)
-            cols["price_mean_window364"] = p_long
-            cols["price_ratio_window28"] = p28 / p_long
+        return {"price_mean_window364": p_long, "price_ratio_window28": p28 / p_long}
+
+    def _orders(self, t: int) -> dict[str, np.ndarray]:
+        """Sale lines per observed day (7 and 28 days) and units per line (NaN without orders)."""
         n7 = self._window(self.cn, t, 7)
+        n28 = self._window(self.cn, t, 28)
         if self.co is None:
             nan = np.full(len(n28), np.nan)
             o7 = o28 = upo = nan
@@ -174,18 +190,23 @@ class FeatureState:
                 upo = np.where(
                     o_sum > 0, self._window(self.cs, t, 28) / np.maximum(o_sum, 1), np.nan
                 )
-        cols["orders_mean_window7"] = o7
-        cols["orders_mean_window28"] = o28
-        cols["units_per_order_window28"] = upo
+        return {
+            "orders_mean_window7": o7,
+            "orders_mean_window28": o28,
+            "units_per_order_window28": upo,
+        }
+
+    def _shop(self, t: int) -> dict[str, np.ndarray]:
+        """Shop-wide mean units per open day over 7 days and its trend against 28 days."""
         sn7 = self.shop_cn[t + 1] - self.shop_cn[max(t - 6, 0)]
         sn28 = self.shop_cn[t + 1] - self.shop_cn[max(t - 27, 0)]
         s7 = (self.shop_cs[t + 1] - self.shop_cs[max(t - 6, 0)]) / max(sn7, 1)
         s28 = (self.shop_cs[t + 1] - self.shop_cs[max(t - 27, 0)]) / max(sn28, 1)
         n_p = self.x.shape[0]
-        cols["shop_mean_window7"] = np.full(n_p, s7)
-        cols["shop_trend_mean7_over_mean28"] = np.full(n_p, (s7 + 1) / (s28 + 1))
-        names = list(cols)
-        return names, np.column_stack([cols[n] for n in names])
+        return {
+            "shop_mean_window7": np.full(n_p, s7),
+            "shop_trend_mean7_over_mean28": np.full(n_p, (s7 + 1) / (s28 + 1)),
+        }
 
     def rows(self, t: int, horizon: int, target_dates: pd.DatetimeIndex) -> np.ndarray:
         """Feature matrix for every product x horizon 1..H at origin t (row = p * H + h - 1).

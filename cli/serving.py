@@ -59,20 +59,7 @@ def serve_cmd(
 
     settings = load_settings()
     names = ("recommend", "fraud") if service == "all" else (service,)
-    env: dict[str, str] = {}
-    if redis_url:
-        env["SHOPML_REDIS_URL"] = redis_url
-    if history:
-        if not history.is_dir():
-            raise ShopmlError(f"--history {history}: not a store folder")
-        env["SHOPML_FRAUD_HISTORY"] = str(history.resolve())
-    if workers:
-        env["SHOPML_WORKERS"] = str(workers)
-        if workers > 1 and "fraud" in names and not (redis_url or settings.redis_url):
-            raise ShopmlError(
-                "several fraud workers need shared online features: set SHOPML_REDIS_URL "
-                "or pass --redis-url"
-            )
+    env = _service_env(names, redis_url, workers, history, settings.redis_url)
     servers = []
     try:
         for i, name in enumerate(names):
@@ -98,6 +85,32 @@ def serve_cmd(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan a server
         for server in servers:
             server.stop()
+
+
+def _service_env(
+    names: tuple[str, ...],
+    redis_url: str | None,
+    workers: int | None,
+    history: Path | None,
+    configured_redis: str | None,
+) -> dict[str, str]:
+    """The environment the services start with, from the `serve` options (ShopmlError when
+    they cannot work together)."""
+    env: dict[str, str] = {}
+    if redis_url:
+        env["SHOPML_REDIS_URL"] = redis_url
+    if history:
+        if not history.is_dir():
+            raise ShopmlError(f"--history {history}: not a store folder")
+        env["SHOPML_FRAUD_HISTORY"] = str(history.resolve())
+    if workers:
+        env["SHOPML_WORKERS"] = str(workers)
+        if workers > 1 and "fraud" in names and not (redis_url or configured_redis):
+            raise ShopmlError(
+                "several fraud workers need shared online features: set SHOPML_REDIS_URL "
+                "or pass --redis-url"
+            )
+    return env
 
 
 def bench_serve_cmd(

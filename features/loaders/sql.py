@@ -50,28 +50,12 @@ def load(
         engine = sa.create_engine(url)
     except (ArgumentError, ImportError, SQLAlchemyError) as err:
         raise DataError(f"sql: cannot use database URL {shown}: {err}") from err
-    found: dict[str, pd.DataFrame] = {}
+    for table, source in tables.items():
+        schema, _, bare = source.rpartition(".")
+        queries[table] = sa.select(sa.text("*")).select_from(sa.table(bare, schema=schema or None))
     try:
         with engine.connect() as conn:
-            for table, source in tables.items():
-                schema, _, bare = source.rpartition(".")
-                queries[table] = sa.select(sa.text("*")).select_from(
-                    sa.table(bare, schema=schema or None)
-                )
-            for table, query in queries.items():
-                statement = sa.text(query) if isinstance(query, str) else query
-                try:
-                    df = pd.read_sql(statement, conn)
-                except SQLAlchemyError as err:
-                    raise DataError(
-                        f"sql: query for table '{table}' failed on {shown}: "
-                        f"{getattr(err, 'orig', None) or err}"
-                    ) from err
-                df = rename(df, table, columns, f"sql: {shown}")
-                try:
-                    found[table] = validate(table, df)
-                except DataError as err:
-                    raise DataError(f"sql query for '{table}' on {shown}: {err}") from err
+            found = {t: _read_table(conn, t, q, columns, shown) for t, q in queries.items()}
     except SQLAlchemyError as err:
         raise DataError(
             f"sql: cannot connect to {shown}: {getattr(err, 'orig', None) or err}"
@@ -79,3 +63,19 @@ def load(
     finally:
         engine.dispose()
     return Store(**found, name=name)
+
+
+def _read_table(conn, table: str, query, columns: ColumnMap | None, shown: str) -> pd.DataFrame:
+    """Run one table's query, rename its columns and validate it (DataError naming the table)."""
+    statement = sa.text(query) if isinstance(query, str) else query
+    try:
+        df = pd.read_sql(statement, conn)
+    except SQLAlchemyError as err:
+        raise DataError(
+            f"sql: query for table '{table}' failed on {shown}: {getattr(err, 'orig', None) or err}"
+        ) from err
+    df = rename(df, table, columns, f"sql: {shown}")
+    try:
+        return validate(table, df)
+    except DataError as err:
+        raise DataError(f"sql query for '{table}' on {shown}: {err}") from err

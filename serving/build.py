@@ -22,6 +22,7 @@ from models.family import FAMILY_NAMES, NATIVE_ARTIFACT
 from registry.metadata import FAMILY_KEY, KIND_KEY
 from registry.store import FetchedModel, fetch, run_artifact, run_artifact_paths
 from serving.model_store import use_bentoml_home
+from serving.services import SERVICES
 from serving.storefront import write_forecast_table
 from shopml.errors import RegistryError
 from shopml.log import get_logger
@@ -29,14 +30,6 @@ from shopml.settings import REPO_ROOT, Settings, load_settings
 
 log = get_logger("serving.build")
 
-BENTOS = {
-    "recommend": (
-        "serving.recommend_service:RecommendService",
-        "shopml-recommend",
-        ("recommender",),
-    ),
-    "fraud": ("serving.fraud_service:FraudService", "shopml-fraud", ("fraud",)),
-}
 INCLUDE = [
     "serving/**/*.py",
     "registry/**/*.py",
@@ -95,9 +88,10 @@ def build(
 
 def _build_bento(service: str, report: BuildReport) -> None:
     """Build one service's Bento when its families' models were imported, else say why not."""
-    if service not in BENTOS:
-        raise RegistryError(f"unknown service {service!r}; expected one of {sorted(BENTOS)}")
-    target, name, needs = BENTOS[service]
+    if service not in SERVICES:
+        raise RegistryError(f"unknown service {service!r}; expected one of {sorted(SERVICES)}")
+    spec = SERVICES[service]
+    target, name, needs = spec.source, spec.bento, spec.requires
     lacking = [f for f in needs if f not in report.models]
     if lacking:
         report.skipped[service] = report.missing[lacking[0]]

@@ -80,9 +80,12 @@ class ScoringRecommender(Recommender):
         self.category_index_ = {c: i for i, c in enumerate(self.categories_.tolist())}
         self._seen_indptr = self.user_items_.indptr
         self._seen_indices = self.user_items_.indices
-        self._masks = FilterMasks(
+        masks = FilterMasks(
             self.product_index_, self.category_index_, self.category_codes_, self.available_
         )
+        # bound once: the hot path reads them on every request
+        self._blocked = masks.blocked
+        self._source = self.name
         self._global_order = np.argsort(-self.popularity_, kind="stable")
 
     @property
@@ -133,10 +136,10 @@ class ScoringRecommender(Recommender):
         if filters.exclude_purchased:
             seen = self._seen_indices[self._seen_indptr[row] : self._seen_indptr[row + 1]]
             scores[seen] = -np.inf
-        blocked = self._masks.blocked(filters)
+        blocked = self._blocked(filters)
         if blocked is not None:
             scores[blocked] = -np.inf
-        return self._finish(scores, k, self.name)
+        return self._finish(scores, k, self._source)
 
     def _finish(self, scores: np.ndarray, k: int, source: str) -> Recommendations:
         idx = top_k(scores, k)
@@ -146,7 +149,7 @@ class ScoringRecommender(Recommender):
         """Top k of the customer's cached candidates that pass the filters; None when fewer
         than k survive (the caller then scores the customer in full)."""
         cand = self.candidates_[row]
-        blocked = self._masks.blocked(filters)
+        blocked = self._blocked(filters)
         if blocked is None:
             if self.candidate_counts_[row] < k:
                 return None
@@ -156,7 +159,7 @@ class ScoringRecommender(Recommender):
             if len(keep) < k:
                 return None
             top, scores = cand[keep], self.candidate_scores_[row, keep]
-        return Recommendations(self.product_ids_[top], scores, self.name)
+        return Recommendations(self.product_ids_[top], scores, self._source)
 
     def recommend(
         self, customer_ids, k: int = 10, filters: RecommendFilters = DEFAULT_FILTERS
@@ -174,7 +177,7 @@ class ScoringRecommender(Recommender):
             for j, p in enumerate(pos):
                 s = scores[j]
                 ok = s > -np.inf
-                out[p] = Recommendations(self.product_ids_[idx[j][ok]], s[ok], self.name)
+                out[p] = Recommendations(self.product_ids_[idx[j][ok]], s[ok], self._source)
         for p in np.flatnonzero(rows < 0):
             out[p] = self._unknown_customer(k, filters)
         return out  # type: ignore[return-value]
@@ -190,7 +193,7 @@ class ScoringRecommender(Recommender):
 
     def _block_from_candidates(self, rows: np.ndarray, k: int, filters: RecommendFilters):
         """Top k from the candidate cache; rows with too few survivors are scored in full."""
-        blocked = self._masks.blocked(filters)
+        blocked = self._blocked(filters)
         cand, scores = self.candidates_[rows], self.candidate_scores_[rows]
         idx, sc, short = block_from_candidates(cand, scores, blocked, k)
         if len(short):
@@ -205,7 +208,7 @@ class ScoringRecommender(Recommender):
             seen = self.user_items_[rows]
             r = np.repeat(np.arange(len(rows)), np.diff(seen.indptr))
             scores[r, seen.indices] = -np.inf
-        blocked = self._masks.blocked(filters)
+        blocked = self._blocked(filters)
         if blocked is not None:
             scores[:, blocked] = -np.inf
         idx = top_k_rows(scores, min(k, self.n_items))
@@ -231,10 +234,10 @@ class ScoringRecommender(Recommender):
         scores = np.array(self._scores_items(row)[0], dtype=np.float32)
         if filters.exclude_purchased:
             scores[row.indices] = -np.inf
-        blocked = self._masks.blocked(filters)
+        blocked = self._blocked(filters)
         if blocked is not None:
             scores[blocked] = -np.inf
-        return self._finish(scores, k, f"{self.name}:fold-in")
+        return self._finish(scores, k, f"{self._source}:fold-in")
 
     def _fold_in_row(self, product_ids, weights) -> sp.csr_matrix | None:
         """One interaction row of the known products among `product_ids` (None if none)."""
@@ -263,7 +266,7 @@ class ScoringRecommender(Recommender):
             i = self.product_index_[p]
             scores = np.array(self._similar_scores(i), dtype=np.float32)
             scores[i] = -np.inf
-            out.append(self._finish(scores, k, self.name))
+            out.append(self._finish(scores, k, self._source))
         return out
 
     def popular(self, k: int = 10, filters: RecommendFilters = NO_FILTERS) -> Recommendations:
@@ -276,7 +279,7 @@ class ScoringRecommender(Recommender):
 
     def _by_popularity(self, k: int, filters: RecommendFilters, source: str) -> Recommendations:
         """The k first products of `_global_order` that pass the static filters."""
-        blocked = self._masks.blocked(filters)
+        blocked = self._blocked(filters)
         order = self._global_order
         if blocked is not None:
             order = order[~blocked[order]]

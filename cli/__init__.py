@@ -3,6 +3,9 @@
 Commands stay thin: parse options, call a job, print the outcome. `cli.main` holds the Typer
 app; each module adds the commands of one area. Importing `cli` sets the environment defaults
 the jobs expect before any numerical library is loaded.
+
+Imports stay inside a command only when they are heavy: `# on use: <cost>` says what each would
+add to every `shopml --help` (0.13 s without them), measured with `python -X importtime`.
 """
 
 import os

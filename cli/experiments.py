@@ -35,7 +35,8 @@ def _mlflow_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from mlflow.exceptions import MlflowException  # mlflow: 0.9 s, only when a command runs
+        # on use: mlflow: 0.9 s
+        from mlflow.exceptions import MlflowException
 
         try:
             return fn(*args, **kwargs)
@@ -61,7 +62,8 @@ def runs_cmd(
     nested: bool = typer.Option(False, "--nested", help="Include child runs (search trials)."),
 ) -> None:
     """List a family's runs with key metrics, differing parameters, data fingerprint and model version."""
-    from training.families import family_spec  # training (mlflow): 1.0 s
+    # on use: training (mlflow): 1.0 s
+    from training.families import family_spec
     from training.runs import list_runs, render_csv, render_markdown, table_rows
 
     if fmt not in FORMATS:
@@ -98,7 +100,8 @@ def compare_cmd(
     ),
 ) -> None:
     """Metric deltas side by side, whether the runs saw the same data, and overlaid plots in HTML."""
-    from training.compare import compare_runs, log_comparison  # training (mlflow): 1.0 s
+    # on use: training (mlflow): 1.0 s
+    from training.compare import compare_runs, log_comparison
     from training.report_html import write_report
     from training.runs import format_number
 
@@ -148,7 +151,8 @@ def promote_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only run the gate and print it."),
 ) -> None:
     """Make a run's model the family's @champion if it beats the champion on the same data (exit 3 if not)."""
-    from training.promotion import evaluate_gate, promote  # training (mlflow): 1.0 s
+    # on use: training (mlflow): 1.0 s
+    from training.promotion import evaluate_gate, promote
 
     if dry_run:
         decision = evaluate_gate(family, run)
@@ -170,7 +174,8 @@ def rollback_cmd(
     ),
 ) -> None:
     """Point @champion back at @previous-champion."""
-    from training.promotion import rollback  # training (mlflow): 1.0 s
+    # on use: training (mlflow): 1.0 s
+    from training.promotion import rollback
 
     typer.echo(rollback(family, reason=reason).explain())
 
@@ -185,7 +190,8 @@ def retrain_cmd(
 
     Exit codes: 0 promoted (or first model), 3 trained but not promoted (gate failed), 2 error.
     """
-    from training.retrain import EXIT_ERROR, retrain  # training (mlflow): 1.0 s
+    # on use: training (mlflow): 1.0 s
+    from training.retrain import EXIT_ERROR, retrain
 
     try:
         outcome = retrain(family, config_path=config)
@@ -207,7 +213,8 @@ def reproduce_cmd(
     ),
 ) -> None:
     """Re-run a run from its logged config and seed; exit 3 if the data or the metrics differ."""
-    from training.retrain import reproduce  # training (mlflow): 1.0 s
+    # on use: training (mlflow): 1.0 s
+    from training.retrain import reproduce
 
     rep = reproduce(run)
     typer.echo(rep.explain())

@@ -46,7 +46,8 @@ def run_cmd(
     serve: bool = typer.Option(True, help="Build, serve and call the endpoints after training."),
 ) -> None:
     """The main job: generate, validate, profile, train and register all families, build, serve, call."""
-    from cli.main_job import run_main_job  # training, serving and features: 1.3 s
+    # on use: training, serving and features: 1.3 s
+    from cli.main_job import run_main_job
 
     run_main_job(scale=scale, seed=seed, serve=serve)
 

@@ -22,7 +22,8 @@ def build_cmd(
     """Import each family's MLflow champion into the BentoML store and build the Bentos."""
     settings = load_settings()
     os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home))
-    from serving.build import build  # after BENTOML_HOME is set: bentoml reads it on import
+    # after BENTOML_HOME is set: bentoml reads it on import
+    from serving.build import build
 
     services = ("recommend", "fraud") if service == "all" else (service,)
     report = build(settings, services)
@@ -55,7 +56,8 @@ def serve_cmd(
     ),
 ) -> None:
     """Run the built services on 127.0.0.1 until Ctrl-C."""
-    from serving import runner  # reaches the model registry (mlflow: 0.9 s)
+    # on use: reaches the model registry (mlflow: 0.9 s)
+    from serving import runner
 
     settings = load_settings()
     names = ("recommend", "fraud") if service == "all" else (service,)
@@ -117,7 +119,8 @@ def bench_serve_cmd(
     out: Path = typer.Option(Path("bench-serve.json"), "--out", help="Where to write the JSON."),
 ) -> None:
     """Load-test the built services on loopback: p50/p99 at c=1 and rps at c=8 vs /livez."""
-    from experiments.bench_serve import report_lines, run  # httpx and serving: 0.1 s
+    # on use: httpx and serving: 0.1 s
+    from experiments.bench_serve import report_lines, run
 
     result = run(out)
     for line in report_lines(result):

@@ -98,7 +98,8 @@ def fetch(
     if version is None:
         if ref == CHAMPION:
             raise RegistryError(fam.missing_champion())
-        raise RegistryError(f"{fam.registered_model} has no @{ref}")
+        shown = f"version {ref}" if ref.isdigit() else f"@{ref}"
+        raise RegistryError(f"{fam.registered_model} has no {shown}")
     where = f"{fam.registered_model} v{version.version}"
     dst = Path(dst or tempfile.mkdtemp(prefix=f"{fam.registered_model}-"))
     local = download(f"models:/{fam.registered_model}/{version.version}", dst / "model")

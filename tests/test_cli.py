@@ -87,3 +87,19 @@ def test_help_stays_light():
     assert loaded.returncode == 0, loaded.stderr
     heavy = {"training", "serving", "experiments", "models", "pandas", "mlflow", "bentoml"}
     assert not heavy & set(json.loads(loaded.stdout)), loaded.stdout
+
+
+def test_train_commands_print_the_metrics_the_promotion_spec_declares(capsys):
+    from types import SimpleNamespace
+
+    from cli.headline import echo_training
+    from models.family import FAMILY_NAMES
+    from training.families import family_spec
+
+    for family in FAMILY_NAMES:
+        shown = family_spec(family).shown_metrics()
+        metrics = dict.fromkeys(shown, 0.5) | {"not_declared": 1.0}
+        echo_training(family, SimpleNamespace(run_id="r1", metrics=metrics, model_version="3"))
+        out = capsys.readouterr().out
+        assert out.startswith(f"{family} run r1: ") and "model version 3" in out
+        assert all(f"{name}=0.5" in out for name in shown) and "not_declared" not in out

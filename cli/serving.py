@@ -10,13 +10,16 @@ from pathlib import Path
 
 import typer
 
+from serving.services import SERVICES
 from shopml.errors import ShopmlError
 from shopml.settings import load_settings
+
+SERVICE_NAMES = " | ".join([*SERVICES, "all"])
 
 
 def build_cmd(
     service: str = typer.Argument(
-        "all", help="recommend | fraud | all: which Bentos to build after importing the champions."
+        "all", help=f"{SERVICE_NAMES}: which Bentos to build after importing the champions."
     ),
 ) -> None:
     """Import each family's MLflow champion into the BentoML store and build the Bentos."""
@@ -25,7 +28,7 @@ def build_cmd(
     # after BENTOML_HOME is set: bentoml reads it on import
     from serving.build import build
 
-    services = ("recommend", "fraud") if service == "all" else (service,)
+    services = tuple(SERVICES) if service == "all" else (service,)
     report = build(settings, services)
     for family, text in report.models.items():
         typer.echo(f"model   {family:<12} {text}")
@@ -39,7 +42,7 @@ def build_cmd(
 
 
 def serve_cmd(
-    service: str = typer.Argument("all", help="recommend | fraud | all"),
+    service: str = typer.Argument("all", help=SERVICE_NAMES),
     port: int = typer.Option(
         3001, help="Port of the first service on 127.0.0.1 (fraud: +1 with all)."
     ),
@@ -60,7 +63,7 @@ def serve_cmd(
     from serving import runner
 
     settings = load_settings()
-    names = ("recommend", "fraud") if service == "all" else (service,)
+    names = tuple(SERVICES) if service == "all" else (service,)
     env = _service_env(names, redis_url, workers, history, settings.redis_url)
     servers = []
     try:

@@ -5,7 +5,7 @@ app; each module adds the commands of one area. Importing `cli` sets the environ
 the jobs expect before any numerical library is loaded.
 
 Imports stay inside a command only when they are heavy: `# on use: <cost>` says what each would
-add to every `shopml --help` (0.13 s without them), measured with `python -X importtime`.
+add to every `shopml --help` (0.14 s without them), measured with `python -X importtime`.
 """
 
 import os

@@ -2,7 +2,7 @@
 
 Errors shopml raises on purpose (`ShopmlError`) are printed as one message and exit with code 2;
 anything else is a bug and keeps its traceback. Commands import their jobs when they run, so
-that `shopml --help` stays fast (0.13 s; importing training alone takes 1.0 s, mostly mlflow).
+that `shopml --help` stays fast (0.14 s; importing training alone takes 1.0 s, mostly mlflow).
 """
 
 from __future__ import annotations

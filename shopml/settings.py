@@ -1,7 +1,8 @@
 """Where shopml keeps its state, resolved once from the environment into a typed object.
 
 `SHOPML_HOME` (default `~/.shopml`) holds the MLflow SQLite store, MLflow artifacts, generated
-data and the BentoML home. `MLFLOW_TRACKING_URI` wins over the default tracking store.
+data, the BentoML home and the fraud label store (SQLite; `SHOPML_LABELS_URL` names another
+database, e.g. PostgreSQL). `MLFLOW_TRACKING_URI` wins over the default tracking store.
 `SHOPML_DATASETS` points at the public benchmark data (default `../shared/datasets`
 beside the repository root).
 """
@@ -23,6 +24,7 @@ class Settings:
     artifact_root: Path
     datasets_dir: Path
     redis_url: str | None = None
+    labels_url: str | None = None  # SHOPML_LABELS_URL: the fraud label store (PostgreSQL)
 
     @property
     def data_dir(self) -> Path:
@@ -32,6 +34,11 @@ class Settings:
     @property
     def bentoml_home(self) -> Path:
         return self.home / "bentoml"
+
+    @property
+    def label_store_url(self) -> str:
+        """SQLAlchemy URL of the fraud label store: `labels_url`, else a SQLite file in home."""
+        return self.labels_url or f"sqlite:///{self.home / 'fraud' / 'labels.db'}"
 
     @property
     def registry_uri(self) -> str:
@@ -65,4 +72,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         artifact_root=home / "mlartifacts",
         datasets_dir=datasets_dir,
         redis_url=env.get("SHOPML_REDIS_URL") or None,
+        labels_url=env.get("SHOPML_LABELS_URL") or None,
     )

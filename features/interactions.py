@@ -3,8 +3,10 @@
 Events come from `interactions` (views, add-to-carts, purchases) and `order_lines` (sold units;
 returns and cancellations, i.e. negative quantities, and guest lines are dropped: they are not
 interest). Each event gets a weight (event kind x quantity factor x time decay); exact duplicate
-events count once; cells are summed or maxed. Id mappings are sorted, so the same data gives
-the same matrix, and they are saved with the model.
+events count once; cells are summed or maxed. Beside the weights the matrix keeps which cells
+hold a purchase (`purchases`), so that a recommender can hide bought products and still show
+viewed or carted ones. Id mappings are sorted, so the same data gives the same matrix, and they
+are saved with the model.
 """
 
 from __future__ import annotations
@@ -55,13 +57,18 @@ class InteractionConfig(ConfigModel):
 
 @dataclass
 class InteractionMatrix:
-    """CSR customer x product weights (float32) with the id mappings of its rows and columns."""
+    """CSR customer x product weights (float32) with the id mappings of its rows and columns.
+
+    `purchases` is the binary CSR of the cells with at least one purchase event; None (a matrix
+    built by hand) means every interaction counts as a purchase.
+    """
 
     matrix: sp.csr_matrix
     customer_ids: np.ndarray
     product_ids: np.ndarray
     as_of: np.datetime64 | None = None
     last_seen_days: sp.csr_matrix | None = None  # same pattern: days since epoch of last event
+    purchases: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         self.matrix = sp.csr_matrix(self.matrix, dtype=np.float32)
@@ -73,6 +80,14 @@ class InteractionMatrix:
                 f"matrix shape {self.matrix.shape} does not match "
                 f"{len(self.customer_ids)} customers x {len(self.product_ids)} products"
             )
+        if self.purchases is not None:
+            self.purchases = sp.csr_matrix(self.purchases, dtype=np.float32)
+            self.purchases.sort_indices()
+            if self.purchases.shape != self.matrix.shape:
+                raise DataError(
+                    f"purchases shape {self.purchases.shape} does not match the matrix "
+                    f"{self.matrix.shape}"
+                )
         self.customer_index = {c: i for i, c in enumerate(self.customer_ids.tolist())}
         self.product_index = {p: i for i, p in enumerate(self.product_ids.tolist())}
 
@@ -84,10 +99,18 @@ class InteractionMatrix:
     def nnz(self) -> int:
         return int(self.matrix.nnz)
 
+    @property
+    def purchased(self) -> sp.csr_matrix:
+        """The purchase cells; every interaction when the matrix does not say."""
+        return self.matrix if self.purchases is None else self.purchases
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         m = self.matrix
+        bought = {}
+        if self.purchases is not None:
+            bought = {"p_indices": self.purchases.indices, "p_indptr": self.purchases.indptr}
         np.savez(
             folder / "interactions.npz",
             data=m.data,
@@ -96,13 +119,19 @@ class InteractionMatrix:
             shape=np.array(m.shape),
             customer_ids=self.customer_ids,
             product_ids=self.product_ids,
+            **bought,
         )
 
     @classmethod
     def load(cls, folder: str | Path) -> InteractionMatrix:
         with np.load(Path(folder) / "interactions.npz", allow_pickle=False) as z:
-            m = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-            return cls(m, z["customer_ids"], z["product_ids"])
+            shape = tuple(z["shape"])
+            m = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+            bought = None
+            if "p_indices" in z.files:
+                ones = np.ones(len(z["p_indices"]), np.float32)
+                bought = sp.csr_matrix((ones, z["p_indices"], z["p_indptr"]), shape=shape)
+            return cls(m, z["customer_ids"], z["product_ids"], purchases=bought)
 
 
 def events_frame(
@@ -223,15 +252,23 @@ def build_matrix(
     shape = (len(customers), len(products))
     ts = events["timestamp"].to_numpy(dtype="datetime64[ns]")[keep]
     days = ts.astype("datetime64[s]").astype("float64") / 86400.0
-    cells = pd.DataFrame({"r": rows, "c": cols, "v": vals, "d": days})
-    agg = cells.groupby(["r", "c"], sort=True).agg(v=("v", cfg.aggregate), d=("d", "max"))
+    bought = events["event"].to_numpy()[keep] == "purchase"
+    cells = pd.DataFrame({"r": rows, "c": cols, "v": vals, "d": days, "p": bought})
+    agg = cells.groupby(["r", "c"], sort=True).agg(
+        v=("v", cfg.aggregate), d=("d", "max"), p=("p", "any")
+    )
     r = agg.index.get_level_values(0).to_numpy()
     c = agg.index.get_level_values(1).to_numpy()
     v = np.ones(len(agg)) if cfg.binary else np.maximum(agg["v"].to_numpy(), 1e-30)
     m = sp.csr_matrix((v.astype(np.float32), (r, c)), shape=shape, dtype=np.float32)
     last = sp.csr_matrix((agg["d"].to_numpy(), (r, c)), shape=shape, dtype=np.float64)
+    p = agg["p"].to_numpy(bool)
+    ones = np.ones(int(p.sum()), np.float32)
+    purchases = sp.csr_matrix((ones, (r[p], c[p])), shape=shape, dtype=np.float32)
     as_of = np.datetime64(cfg.as_of, "ns") if cfg.as_of is not None else None
-    return InteractionMatrix(m, customers, products, as_of=as_of, last_seen_days=last)
+    return InteractionMatrix(
+        m, customers, products, as_of=as_of, last_seen_days=last, purchases=purchases
+    )
 
 
 def _min_count_filter(events: pd.DataFrame, cfg: InteractionConfig) -> pd.DataFrame:

@@ -17,7 +17,9 @@ from features.interactions import InteractionMatrix
 from models.recommenders import Recommender, RecommendFilters
 from training.ranking_metrics import ranking_metrics_dense
 
-EVAL_FILTERS = RecommendFilters(exclude_purchased=True)
+# every training interaction hidden (as before purchases and views were told apart): the
+# protocol, and so the metrics, of earlier runs stay comparable
+EVAL_FILTERS = RecommendFilters(exclude_seen=True)
 
 
 @dataclass

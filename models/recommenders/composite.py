@@ -20,16 +20,15 @@ from models.base import check_is_fitted
 from models.recommenders.interface import Recommender
 from models.recommenders.popularity import PopularityRecommender
 from models.recommenders.scoring import ScoringRecommender
-from models.recommenders.selection import DEFAULT_FILTERS, Recommendations, RecommendFilters
+from models.recommenders.selection import (
+    DEFAULT_FILTERS,
+    SESSION_WEIGHT,
+    Recommendations,
+    RecommendFilters,
+    row_normalize,
+)
 
 PART_PARAMS = ("models", "primary", "popularity")  # parameters saved as sub-folders
-
-
-def row_normalize(scores: np.ndarray) -> np.ndarray:
-    """Per-row z-score, so that differently scaled models can be blended."""
-    mean = scores.mean(axis=-1, keepdims=True)
-    std = scores.std(axis=-1, keepdims=True)
-    return (scores - mean) / np.maximum(std, 1e-12)
 
 
 class _Composite(ScoringRecommender):
@@ -125,8 +124,8 @@ class BlendRecommender(_Composite):
 
 
 class FallbackRecommender(_Composite):
-    """The chain a storefront needs: the primary model for a known customer -> its fold-in
-    from recent products -> the category's popular products -> trending -> every product by
+    """The chain a storefront needs: the primary model for a known customer (with their session
+    blended in when they send recent products) -> its fold-in from recent products -> the category's popular products -> trending -> every product by
     popularity. The first link that can answer does, and the answer's `source` names it.
 
     `popularity` defaults to trending popularity; a known customer's answer is the primary's
@@ -169,11 +168,16 @@ class FallbackRecommender(_Composite):
         filters: RecommendFilters | None = None,
         recent_product_ids=(),
         category: str | None = None,
+        session_weight: float = SESSION_WEIGHT,
     ) -> Recommendations:
         """Walk the chain (see the class docstring) for one storefront request."""
         check_is_fitted(self)
         filters = filters or DEFAULT_FILTERS
         if customer_id in self.customer_index_:
+            if len(recent_product_ids):
+                return self.recommend_session(
+                    customer_id, recent_product_ids, k, filters, session_weight
+                )
             return self.recommend_one(customer_id, k, filters)
         if any(str(p) in self.product_index_ for p in recent_product_ids):
             return self.recommend_for_items(recent_product_ids, k, filters)

@@ -2,10 +2,12 @@
 
 Every kind (popularity, ALS, BPR, item-kNN, EASE, blend, fallback chain) is an `Estimator` with
 these methods. Contract: an unknown customer gets the popularity list (its `source` says so),
-never an error; unknown products are ignored by fold-in and named (`UnknownEntity`) by
-`similar_items`; `k` must be a positive integer. Fitted models expose their id mappings
+never an error; unknown products are ignored by fold-in and by the session blend and named
+(`UnknownEntity`) by `similar_items`; an unknown category in the filters is named
+(`UnknownEntity`); `k` must be a positive integer. Fitted models expose their id mappings
 (`customer_ids_`, `product_ids_`, `customer_index_`, `product_index_`), the seen-products
-matrix `user_items_` and the catalog (`category_codes_`, `categories_`, `available_`).
+matrix `user_items_`, its purchase cells `purchased_` and the catalog (`category_codes_`,
+`categories_`, `available_`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from models.base import Estimator, check_is_fitted, load_kind
 from models.recommenders.selection import (
     DEFAULT_FILTERS,
     NO_FILTERS,
+    SESSION_WEIGHT,
     Recommendations,
     RecommendFilters,
 )
@@ -72,8 +75,21 @@ class Recommender(Estimator, ABC):
         """Fold-in: recommend for a customer the model never saw, from products they just used."""
 
     @abstractmethod
-    def similar_items(self, product_ids, k: int = 10) -> list[Recommendations]:
-        """The k products most similar to each given product (itself excluded)."""
+    def recommend_session(
+        self,
+        customer_id: str,
+        recent_product_ids,
+        k: int = 10,
+        filters: RecommendFilters = DEFAULT_FILTERS,
+        session_weight: float = SESSION_WEIGHT,
+    ) -> Recommendations:
+        """A known customer's top-k with the products they just used blended in."""
+
+    @abstractmethod
+    def similar_items(
+        self, product_ids, k: int = 10, filters: RecommendFilters = NO_FILTERS
+    ) -> list[Recommendations]:
+        """The k products most similar to each given product (itself excluded), filtered."""
 
     @abstractmethod
     def popular(self, k: int = 10, filters: RecommendFilters = NO_FILTERS) -> Recommendations:
@@ -90,13 +106,18 @@ class Recommender(Estimator, ABC):
         filters: RecommendFilters | None = None,
         recent_product_ids=(),
         category: str | None = None,
+        session_weight: float = SESSION_WEIGHT,
     ) -> Recommendations:
-        """What a storefront asks: a known customer gets `recommend_one`, a new one with recent
-        products the fold-in, anyone else the popular list. The fallback chain adds the
-        category hint; other kinds ignore it."""
+        """What a storefront asks: a known customer gets `recommend_one` (with recent products,
+        `recommend_session`), a new one with recent products the fold-in, anyone else the
+        popular list. The fallback chain adds the category hint; other kinds ignore it."""
         check_is_fitted(self)
         filters = filters or DEFAULT_FILTERS
         if customer_id is not None and customer_id in self.customer_index_:
+            if len(recent_product_ids):
+                return self.recommend_session(
+                    customer_id, recent_product_ids, k, filters, session_weight
+                )
             return self.recommend_one(customer_id, k, filters)
         if len(recent_product_ids):
             return self.recommend_for_items(recent_product_ids, k, filters)

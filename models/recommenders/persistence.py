@@ -1,5 +1,6 @@
 """The arrays every scoring recommender saves besides its own model state: id mappings, the
-seen-products matrix, popularity, the catalog and the optional candidate cache."""
+seen-products matrix and its purchase cells, popularity, the catalog and the optional candidate
+cache."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def common_arrays(model) -> dict[str, np.ndarray]:
         "ui_data": seen.data,
         "ui_indices": seen.indices,
         "ui_indptr": seen.indptr,
+        "bought_indices": model.purchased_.indices,
+        "bought_indptr": model.purchased_.indptr,
         "popularity": model.popularity_,
         "category_codes": model.category_codes_,
         "categories": model.categories_.astype(str),
@@ -37,6 +40,11 @@ def restore_common(model, arrays: dict[str, np.ndarray]) -> None:
     model.user_items_ = sp.csr_matrix(
         (arrays["ui_data"], arrays["ui_indices"], arrays["ui_indptr"]), shape=shape
     )
+    model.purchased_ = model.user_items_  # saved before purchases were kept: as trained
+    if "bought_indices" in arrays:
+        indices = arrays["bought_indices"]
+        ones = np.ones(len(indices), np.float32)
+        model.purchased_ = sp.csr_matrix((ones, indices, arrays["bought_indptr"]), shape=shape)
     model.popularity_ = arrays["popularity"]
     model.category_codes_ = arrays["category_codes"]
     model.categories_ = arrays["categories"].astype(str)

@@ -52,8 +52,9 @@ class PopularityRecommender(ScoringRecommender):
         cat_max = np.zeros(n_cat, np.float32)
         np.maximum.at(cat_max, codes, self.scores_)
         self._within = (self.scores_ / np.maximum(cat_max[codes], 1e-12)).astype(np.float32)
-        if self.mode == "trending":
+        if self.mode == "trending":  # ranked, and answered, by the trending score
             self._global_order = np.argsort(-self.scores_, kind="stable")
+            self._popular_scores = self.scores_
 
     def _category_scores(self, X: sp.csr_matrix) -> np.ndarray:
         share = np.zeros((X.shape[0], self._n_cat), np.float32)

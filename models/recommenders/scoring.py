@@ -4,9 +4,11 @@ scores and pick the top k.
 A kind implements a few scoring hooks (`_fit`, `_scores_items`, `_similar_scores`, optionally
 `_scores_known` / `_score_one` for speed, and `_model_arrays` / `_set_model_arrays` for its
 saved state). This class owns the id mappings, filtering (`selection.FilterMasks`), top-k
-selection, the candidate cache and the popular list for unknown customers. The single-customer
-path (`recommend_one`) touches only NumPy arrays: no pandas, no sparse slicing, a cached mask
-per filter combination and `np.argpartition` on one score vector.
+selection, the candidate cache, the session blend and the popular list for unknown customers.
+The single-customer path (`recommend_one`) touches only NumPy arrays: no pandas, no sparse
+slicing, a cached mask per filter combination and `np.argpartition` on one score vector.
+A customer's own products are hidden from the purchases matrix `purchased_`
+(`exclude_purchased`) or from every interaction `user_items_` (`exclude_seen`).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from models.recommenders.persistence import (
 from models.recommenders.selection import (
     DEFAULT_FILTERS,
     NO_FILTERS,
+    SESSION_WEIGHT,
     FilterMasks,
     Recommendations,
     RecommendFilters,
     block_from_candidates,
     check_k,
+    row_normalize,
     top_k,
     top_k_rows,
 )
@@ -64,6 +68,8 @@ class ScoringRecommender(Recommender):
         self.product_ids_ = np.asarray(matrix.product_ids).astype(str)
         self.user_items_ = sp.csr_matrix(X, dtype=np.float32)
         self.user_items_.sort_indices()
+        self.purchased_ = sp.csr_matrix(matrix.purchased, dtype=np.float32)
+        self.purchased_.sort_indices()
         self.popularity_ = np.diff(self.user_items_.tocsc().indptr).astype(np.float32)
         self.category_codes_, self.categories_, self.available_ = align_catalog(
             self.product_ids_, products
@@ -80,6 +86,8 @@ class ScoringRecommender(Recommender):
         self.category_index_ = {c: i for i, c in enumerate(self.categories_.tolist())}
         self._seen_indptr = self.user_items_.indptr
         self._seen_indices = self.user_items_.indices
+        self._bought_indptr = self.purchased_.indptr
+        self._bought_indices = self.purchased_.indices
         masks = FilterMasks(
             self.product_index_, self.category_index_, self.category_codes_, self.available_
         )
@@ -87,6 +95,7 @@ class ScoringRecommender(Recommender):
         self._blocked = masks.blocked
         self._source = self.name
         self._global_order = np.argsort(-self.popularity_, kind="stable")
+        self._popular_scores = self.popularity_  # the score `_global_order` ranks by
 
     @property
     def n_items(self) -> int:
@@ -128,18 +137,28 @@ class ScoringRecommender(Recommender):
         row = self.customer_index_.get(customer_id)
         if row is None:
             return self._unknown_customer(k, filters)
-        if self.candidates_ is not None and filters.exclude_purchased:
+        if self.candidates_ is not None and (filters.exclude_purchased or filters.exclude_seen):
             rec = self._from_candidates(row, k, filters)
             if rec is not None:
                 return rec
         scores = self._score_one(row)
-        if filters.exclude_purchased:
-            seen = self._seen_indices[self._seen_indptr[row] : self._seen_indptr[row + 1]]
-            scores[seen] = -np.inf
+        own = self._own(row, filters)
+        if own is not None:
+            scores[own] = -np.inf
         blocked = self._blocked(filters)
         if blocked is not None:
             scores[blocked] = -np.inf
         return self._finish(scores, k, self._source)
+
+    def _own(self, row: int, filters: RecommendFilters) -> np.ndarray | None:
+        """The customer's products the filters hide: every interaction or the purchases."""
+        if filters.exclude_seen:
+            indptr, indices = self._seen_indptr, self._seen_indices
+        elif filters.exclude_purchased:
+            indptr, indices = self._bought_indptr, self._bought_indices
+        else:
+            return None
+        return indices[indptr[row] : indptr[row + 1]]
 
     def _finish(self, scores: np.ndarray, k: int, source: str) -> Recommendations:
         idx = top_k(scores, k)
@@ -150,12 +169,18 @@ class ScoringRecommender(Recommender):
         than k survive (the caller then scores the customer in full)."""
         cand = self.candidates_[row]
         blocked = self._blocked(filters)
-        if blocked is None:
+        if blocked is None and not filters.exclude_seen:
             if self.candidate_counts_[row] < k:
                 return None
             top, scores = cand[:k], self.candidate_scores_[row, :k]
         else:
-            keep = np.flatnonzero(~blocked[cand[: self.candidate_counts_[row]]])[:k]
+            listed = cand[: self.candidate_counts_[row]]
+            bad = np.zeros(len(listed), bool) if blocked is None else blocked[listed]
+            if filters.exclude_seen:  # the cache holds viewed products: drop this customer's
+                seen = np.zeros(self.n_items, bool)
+                seen[self._own(row, filters)] = True
+                bad |= seen[listed]
+            keep = np.flatnonzero(~bad)[:k]
             if len(keep) < k:
                 return None
             top, scores = cand[keep], self.candidate_scores_[row, keep]
@@ -187,7 +212,8 @@ class ScoringRecommender(Recommender):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Item indices and scores (n, k) of known customer rows; -inf marks missing slots."""
         cached = self.candidates_
-        if cached is not None and filters.exclude_purchased and k <= cached.shape[1]:
+        own = filters.exclude_purchased or filters.exclude_seen
+        if cached is not None and own and k <= cached.shape[1]:
             return self._block_from_candidates(rows, k, filters)
         return self._score_block(rows, k, filters)
 
@@ -195,17 +221,27 @@ class ScoringRecommender(Recommender):
         """Top k from the candidate cache; rows with too few survivors are scored in full."""
         blocked = self._blocked(filters)
         cand, scores = self.candidates_[rows], self.candidate_scores_[rows]
-        idx, sc, short = block_from_candidates(cand, scores, blocked, k)
+        hidden = self._seen_among(rows, cand) if filters.exclude_seen else None
+        idx, sc, short = block_from_candidates(cand, scores, blocked, k, hidden)
         if len(short):
             idx[short], sc[short] = self._score_block(rows[short], k, filters)
         return idx, sc
+
+    def _seen_among(self, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """(len(rows), n) mask of the candidates each customer has interacted with."""
+        seen = self.user_items_[rows]
+        r = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(seen.indptr))
+        seen_keys = r * self.n_items + seen.indices
+        keys = np.arange(len(rows), dtype=np.int64)[:, None] * self.n_items + cand
+        return np.isin(keys, seen_keys)
 
     def _score_block(self, rows: np.ndarray, k: int, filters: RecommendFilters):
         scores = np.asarray(self._scores_known(rows), dtype=np.float32)
         if not scores.flags.writeable or not scores.flags.c_contiguous:
             scores = np.ascontiguousarray(scores).copy()
-        if filters.exclude_purchased:
-            seen = self.user_items_[rows]
+        own = self.user_items_ if filters.exclude_seen else self.purchased_
+        if filters.exclude_seen or filters.exclude_purchased:
+            seen = own[rows]
             r = np.repeat(np.arange(len(rows)), np.diff(seen.indptr))
             scores[r, seen.indices] = -np.inf
         blocked = self._blocked(filters)
@@ -224,7 +260,7 @@ class ScoringRecommender(Recommender):
         """Fold-in: recommend for a customer the model never saw, from products they just used.
 
         Unknown products are ignored; with none known the popular list is returned. With
-        `exclude_purchased` the given products themselves are not recommended.
+        `exclude_purchased` or `exclude_seen` the given products themselves are not recommended.
         """
         check_is_fitted(self)
         k = check_k(k)
@@ -232,7 +268,7 @@ class ScoringRecommender(Recommender):
         if row is None:
             return self._unknown_customer(k, filters)
         scores = np.array(self._scores_items(row)[0], dtype=np.float32)
-        if filters.exclude_purchased:
+        if filters.exclude_purchased or filters.exclude_seen:
             scores[row.indices] = -np.inf
         blocked = self._blocked(filters)
         if blocked is not None:
@@ -253,19 +289,61 @@ class ScoringRecommender(Recommender):
         row.sum_duplicates()
         return row
 
-    def similar_items(self, product_ids, k: int = 10) -> list[Recommendations]:
-        """The k products most similar to each given product (itself excluded)."""
+    def recommend_session(
+        self,
+        customer_id: str,
+        recent_product_ids,
+        k: int = 10,
+        filters: RecommendFilters = DEFAULT_FILTERS,
+        session_weight: float = SESSION_WEIGHT,
+    ) -> Recommendations:
+        """A known customer's top-k with their session blended in: (1 - w) * z(their scores)
+        + w * z(the fold-in scores of the recent products), `w` = `session_weight`.
+
+        The recent products are hidden like the fold-in's. Without a known recent product (or
+        with w = 0) this is `recommend_one`; an unknown customer gets the fold-in.
+        """
+        check_is_fitted(self)
+        k = check_k(k)
+        if not 0.0 <= session_weight <= 1.0:
+            raise ValueError(f"session_weight must be in [0, 1], got {session_weight!r}")
+        row = self.customer_index_.get(customer_id)
+        if row is None:
+            return self.recommend_for_items(recent_product_ids, k, filters)
+        session = self._fold_in_row(recent_product_ids, None)
+        if session is None or session_weight == 0.0:
+            return self.recommend_one(customer_id, k, filters)
+        history = row_normalize(np.asarray(self._score_one(row), dtype=np.float32))
+        now = row_normalize(np.asarray(self._scores_items(session)[0], dtype=np.float32))
+        scores = ((1.0 - session_weight) * history + session_weight * now).astype(np.float32)
+        own = self._own(row, filters)
+        if own is not None:
+            scores[own] = -np.inf
+            scores[session.indices] = -np.inf
+        blocked = self._blocked(filters)
+        if blocked is not None:
+            scores[blocked] = -np.inf
+        return self._finish(scores, k, f"{self._source}:session")
+
+    def similar_items(
+        self, product_ids, k: int = 10, filters: RecommendFilters = NO_FILTERS
+    ) -> list[Recommendations]:
+        """The k products most similar to each given product (itself excluded) that pass the
+        static filters (categories, availability, excluded ids)."""
         check_is_fitted(self)
         k = check_k(k)
         ids = [str(p) for p in product_ids]
         unknown = [p for p in ids if p not in self.product_index_]
         if unknown:
             raise UnknownEntity("product", unknown)
+        blocked = self._blocked(filters)
         out = []
         for p in ids:
             i = self.product_index_[p]
             scores = np.array(self._similar_scores(i), dtype=np.float32)
             scores[i] = -np.inf
+            if blocked is not None:
+                scores[blocked] = -np.inf
             out.append(self._finish(scores, k, self._source))
         return out
 
@@ -278,21 +356,23 @@ class ScoringRecommender(Recommender):
         return self._by_popularity(k, filters, "popularity")
 
     def _by_popularity(self, k: int, filters: RecommendFilters, source: str) -> Recommendations:
-        """The k first products of `_global_order` that pass the static filters."""
+        """The k first products of `_global_order` that pass the static filters, with the
+        score they are ranked by."""
         blocked = self._blocked(filters)
         order = self._global_order
         if blocked is not None:
             order = order[~blocked[order]]
         idx = order[:k]
-        return Recommendations(self.product_ids_[idx], self.popularity_[idx], source)
+        return Recommendations(self.product_ids_[idx], self._popular_scores[idx], source)
 
     # ---- candidate cache --------------------------------------------------------------------
     def precompute(self, n: int = 100, block: int = BLOCK) -> Self:
         """Keep each known customer's top-n (purchased products excluded), best first.
 
-        Requests with `exclude_purchased` are then answered from this list (other filters are
-        applied to it); when fewer than k candidates survive the filters, the model scores the
-        customer in full as before. Answers equal the uncached ones for k <= n.
+        Requests with `exclude_purchased` or `exclude_seen` are then answered from this list
+        (other filters, and the customer's other interactions, are applied to it); when fewer
+        than k candidates survive the filters, the model scores the customer in full as before.
+        Answers equal the uncached ones for k <= n.
         """
         check_is_fitted(self)
         self.candidates_ = None

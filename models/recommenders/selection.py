@@ -8,15 +8,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shopml.errors import UnknownEntity
+
 # filter combinations whose masks a model keeps; the cache is cleared when it grows past this
 MASK_CACHE_SIZE = 512
 
 
 @dataclass(frozen=True)
 class RecommendFilters:
-    """What a caller may exclude or restrict; the default only hides already-bought products."""
+    """What a caller may exclude or restrict; the default only hides already-bought products.
+
+    `exclude_purchased` hides the customer's purchases; `exclude_seen` every product they
+    interacted with (viewed, carted or bought), so viewed and abandoned-cart products are shown
+    only when it is off. A category the model does not know is an error (`UnknownEntity`).
+    """
 
     exclude_purchased: bool = True
+    exclude_seen: bool = False
     exclude_ids: tuple[str, ...] = ()
     categories: tuple[str, ...] | None = None
     only_available: bool = False
@@ -27,8 +35,14 @@ class RecommendFilters:
             object.__setattr__(self, "categories", tuple(str(c) for c in self.categories))
 
 
+# How much a known customer's session (their recent products, folded in) weighs against their
+# history when both are blended: scores = (1 - w) * z(history) + w * z(session), each z-scored
+# over the catalog. 0.5 gives the session and the history an equal say; 0 ignores the session.
+SESSION_WEIGHT = 0.5
+
 NO_FILTERS = RecommendFilters(exclude_purchased=False)
 DEFAULT_FILTERS = RecommendFilters()
+UNSEEN = RecommendFilters(exclude_seen=True)  # offline evaluation: every training interaction
 
 
 @dataclass
@@ -42,6 +56,14 @@ class Recommendations:
 
     def __len__(self) -> int:
         return len(self.product_ids)
+
+
+def row_normalize(scores: np.ndarray) -> np.ndarray:
+    """Per-row z-score (a 1-D vector is one row), so that differently scaled scores can be
+    blended."""
+    mean = scores.mean(axis=-1, keepdims=True)
+    std = scores.std(axis=-1, keepdims=True)
+    return (scores - mean) / np.maximum(std, 1e-12)
 
 
 def check_k(k: int) -> int:
@@ -88,14 +110,19 @@ class FilterMasks:
         self._cache: dict = {}
 
     def blocked(self, filters: RecommendFilters) -> np.ndarray | None:
-        """The mask of hidden products, or None when the filters hide none statically."""
+        """The mask of hidden products, or None when the filters hide none statically.
+
+        Raises `UnknownEntity` naming the categories the model does not know."""
         key = (filters.categories, filters.only_available, filters.exclude_ids)
         if key in self._cache:
             return self._cache[key]
         blocked = None
         if filters.categories is not None:
             index = self._category_index
-            codes = [index[c] for c in filters.categories if c in index]
+            unknown = [c for c in filters.categories if c not in index]
+            if unknown:
+                raise UnknownEntity("category", unknown)
+            codes = [index[c] for c in filters.categories]
             blocked = ~np.isin(self._category_codes, np.array(codes, dtype=np.int32))
         if filters.only_available:
             unavailable = ~self._available
@@ -114,13 +141,20 @@ class FilterMasks:
 
 
 def block_from_candidates(
-    candidates: np.ndarray, scores: np.ndarray, blocked: np.ndarray | None, k: int
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    blocked: np.ndarray | None,
+    k: int,
+    hidden: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row-wise top k of cached candidates that pass `blocked` (-inf marks missing slots), and
-    the rows with fewer than k survivors, which need full scoring."""
+    """Row-wise top k of cached candidates that pass `blocked` and the per-row `hidden` mask
+    (-inf marks missing slots), and the rows with fewer than k survivors, which need full
+    scoring."""
     bad = scores == -np.inf
     if blocked is not None:
         bad = bad | blocked[candidates]
+    if hidden is not None:
+        bad = bad | hidden
     order = np.argsort(bad, axis=1, kind="stable")[:, :k]
     idx = np.take_along_axis(candidates, order, axis=1)
     sc = np.where(

@@ -10,7 +10,7 @@ beside the repository root).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +25,9 @@ class Settings:
     datasets_dir: Path
     redis_url: str | None = None
     labels_url: str | None = None  # SHOPML_LABELS_URL: the fraud label store (PostgreSQL)
+    fraud_rules: Path | None = None  # SHOPML_FRAUD_RULES: the rules file the service loads
+    # SHOPML_RULES_TOKEN: bearer token of POST /rules/reload (kept out of any repr or log)
+    rules_token: str | None = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -73,4 +76,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         datasets_dir=datasets_dir,
         redis_url=env.get("SHOPML_REDIS_URL") or None,
         labels_url=env.get("SHOPML_LABELS_URL") or None,
+        fraud_rules=Path(env["SHOPML_FRAUD_RULES"]).expanduser().resolve()
+        if env.get("SHOPML_FRAUD_RULES")
+        else None,
+        rules_token=env.get("SHOPML_RULES_TOKEN") or None,
     )

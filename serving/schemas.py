@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.recommenders.selection import SESSION_WEIGHT
+
 MAX_K = 200
 Id = str
 
@@ -35,14 +37,27 @@ class RecommendRequest(Strict):
         default_factory=list, max_length=1000, description="Product ids never to show"
     )
     categories: list[str] | None = Field(
-        None, max_length=200, description="Only products of these categories"
+        None,
+        max_length=200,
+        description="Only products of these categories (404 naming any unknown)",
     )
     only_available: bool = Field(True, description="Only products currently available")
     exclude_purchased: bool = Field(True, description="Hide products the customer already bought")
+    exclude_seen: bool = Field(
+        False, description="Hide every product the customer viewed, carted or bought"
+    )
     recent_product_ids: list[str] = Field(
         default_factory=list,
         max_length=200,
-        description="Products the visitor just interacted with (session / new customer fold-in)",
+        description="Products the visitor just interacted with: the fold-in of a new customer, "
+        "blended into a known customer's answer",
+    )
+    session_weight: float = Field(
+        SESSION_WEIGHT,
+        ge=0.0,
+        le=1.0,
+        description="A known customer's recent products against their history "
+        "(0 = history only, 1 = session only)",
     )
 
 
@@ -65,6 +80,15 @@ class SimilarRequest(Strict):
 
     product_id: str = _id("The product on the page")
     k: int = Field(20, ge=1, le=MAX_K, description=f"How many products (1..{MAX_K})")
+    exclude: list[str] = Field(
+        default_factory=list, max_length=1000, description="Product ids never to show"
+    )
+    categories: list[str] | None = Field(
+        None,
+        max_length=200,
+        description="Only products of these categories (404 naming any unknown)",
+    )
+    only_available: bool = Field(True, description="Only products currently available")
 
 
 class SimilarResponse(BaseModel):

@@ -3,7 +3,8 @@
 Pure logic with no BentoML in it: requests are already-validated pydantic objects, answers
 are plain dicts shaped like the response schemas (serialised directly on the hot path). The
 recommender is used only through its interface: `recommend_with_context`, `similar_items` and
-`name` (the primary model's name, which a fallback chain answers as).
+`name` (the primary model's name, which a fallback chain answers as). An answer is a fallback
+unless the primary model made it (alone, or with the customer's session blended in).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ class Storefront:
         self.model = model
         self.model_version = model_version
         self.primary_name = model.name
+        self._own_sources = {model.name, f"{model.name}:session"}
 
     def recommend(self, req: RecommendRequest) -> dict:
         filters = RecommendFilters(
             exclude_purchased=req.exclude_purchased,
+            exclude_seen=req.exclude_seen,
             exclude_ids=tuple(req.exclude),
             categories=tuple(req.categories) if req.categories is not None else None,
             only_available=req.only_available,
@@ -44,10 +47,15 @@ class Storefront:
         customer = req.customer_id
         hint = req.categories[0] if req.categories and len(req.categories) == 1 else None
         rec = self.model.recommend_with_context(
-            customer or "", req.k, filters, recent_product_ids=req.recent_product_ids, category=hint
-        )
+            customer or "",
+            req.k,
+            filters,
+            recent_product_ids=req.recent_product_ids,
+            category=hint,
+            session_weight=req.session_weight,
+        )  # an unknown category: UnknownEntity -> 404 naming it
         source = rec.source
-        fallback = source != self.primary_name
+        fallback = source not in self._own_sources
         metrics.recommendation("recommend", source, fallback, self.model_version)
         return {
             "customer_id": customer,
@@ -59,7 +67,14 @@ class Storefront:
         }
 
     def similar(self, req: SimilarRequest) -> dict:
-        rec = self.model.similar_items([req.product_id], req.k)[0]  # UnknownEntity -> 404
+        filters = RecommendFilters(
+            exclude_purchased=False,
+            exclude_ids=tuple(req.exclude),
+            categories=tuple(req.categories) if req.categories is not None else None,
+            only_available=req.only_available,
+        )
+        # an unknown product or category: UnknownEntity -> 404 naming it
+        rec = self.model.similar_items([req.product_id], req.k, filters)[0]
         metrics.recommendation("similar", rec.source, False, self.model_version)
         return {
             "product_id": req.product_id,

@@ -25,6 +25,7 @@ from models.base import Estimator, clone, load_kind
 from models.family import FAMILIES
 from models.forecast import LightGBMForecaster
 from models.fraud import Calibrator, FraudScorer
+from models.recommenders import RecommendFilters
 from shopml.errors import ConfigError, DataError, NotFittedError, UnknownEntity
 
 
@@ -55,6 +56,8 @@ class RecommenderCase:
         recs = model.recommend(["c0", "c5", "c8", "nobody"], k=3)
         recs += model.similar_items(["a0", "b2"], k=3)
         recs += [model.recommend_for_items(["b0"], k=2), model.popular(k=3)]
+        recs += [model.recommend_with_context("c1", k=3, recent_product_ids=["b0"])]
+        recs += model.similar_items(["a1"], k=2, filters=RecommendFilters(only_available=True))
         return [(r.product_ids.tolist(), r.scores.tolist(), r.source) for r in recs]
 
     def unfitted_calls(self, model) -> list[Callable[[], Any]]:
@@ -62,6 +65,7 @@ class RecommenderCase:
             lambda: model.recommend_one("c0", k=2),
             lambda: model.recommend(["c0"], k=2),
             lambda: model.recommend_with_context("c0", k=2),
+            lambda: model.recommend_session("c0", ["a0"], k=2),
             lambda: model.similar_items(["a0"], k=2),
             lambda: model.popular(k=2),
         ]

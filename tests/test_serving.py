@@ -238,3 +238,63 @@ def test_every_family_is_served_by_one_service():
     families = [f for s in SERVICES.values() for f in s.families]
     assert len(families) == len(set(families)), "a family is served twice"
     assert len({s.port for s in SERVICES.values()}) == len(SERVICES)
+
+
+# ---- the storefront's recommendation answers (issue 11) ----------------------------------------
+@pytest.fixture(scope="module")
+def storefront():
+    from recommender_blocks import PRODUCTS, block_events
+
+    from features.interactions import InteractionConfig, build_matrix
+    from models.recommenders import EASERecommender, FallbackRecommender
+    from serving.storefront import Storefront
+
+    matrix = build_matrix(block_events(), InteractionConfig(event_weights={"purchase": 1.0}))
+    model = FallbackRecommender(EASERecommender(l2=1.0)).fit(matrix, PRODUCTS).precompute(4)
+    return Storefront(model, "shopml-recommender/1")
+
+
+def _ids(answer: dict) -> list[str]:
+    return [item["product_id"] for item in answer["items"]]
+
+
+def test_similar_serves_available_products_and_takes_the_filters(storefront):
+    from serving.schemas import SimilarRequest
+
+    assert set(_ids(storefront.similar(SimilarRequest(product_id="a1", k=2)))) == {"a0", "a2"}
+    every = storefront.similar(SimilarRequest(product_id="a1", k=3, only_available=False))
+    assert "a3" in _ids(every)  # a3 is discontinued
+    books = SimilarRequest(product_id="a1", k=7, categories=["books"], exclude=["b0"])
+    assert set(_ids(storefront.similar(books))) == {"b1", "b2", "b3"}
+
+
+def test_an_unknown_category_is_a_404_naming_it(storefront):
+    from serving.schemas import SimilarRequest
+
+    for call in (
+        lambda: storefront.recommend(RecommendRequest(customer_id="c0", categories=["toyz"])),
+        lambda: storefront.recommend(RecommendRequest(categories=["toyz"])),
+        lambda: storefront.similar(SimilarRequest(product_id="a0", categories=["books", "toyz"])),
+    ):
+        with pytest.raises(UnknownEntity) as err:
+            call()
+        status, body = error_response(err.value)
+        assert status == 404 and json.loads(body) == {
+            "error": "unknown category: 'toyz'",
+            "kind": "category",
+            "ids": ["toyz"],
+        }
+
+
+def test_a_known_customer_s_session_is_part_of_the_answer(storefront):
+    plain = storefront.recommend(RecommendRequest(customer_id="c1", k=3))
+    session = storefront.recommend(
+        RecommendRequest(customer_id="c1", k=3, recent_product_ids=["b0", "b1"])
+    )
+    assert session["source"] == "ease:session" and session["fallback"] is False
+    assert not {"b0", "b1"} & set(_ids(session)) and _ids(session) != _ids(plain)
+    only = RecommendRequest(customer_id="c1", k=2, recent_product_ids=["b0"], session_weight=1)
+    assert set(_ids(storefront.recommend(only))) <= {"b1", "b2", "b3"}
+    with pytest.raises(ValidationError) as err:
+        RecommendRequest.model_validate({"session_weight": 1.5})
+    assert fields(err.value) == {"session_weight"}

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from features.fraud.labels import LabelStore
 from serving import runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,13 +239,51 @@ def test_recent_products_fold_in_for_a_new_customer(servers, offline_recommender
 
 
 def test_similar_agrees_and_unknown_product_is_a_404_naming_it(servers, offline_recommender):
-    product = offline_recommender.product_ids_[0]
+    from models.recommenders import RecommendFilters
+
+    model = offline_recommender
+    product = model.product_ids_[0]
     r = post(servers, "recommend", "/similar", {"product_id": product, "k": 5})
     assert r.status_code == 200
-    expected = offline_recommender.similar_items([product], 5)[0].product_ids.tolist()
+    available = RecommendFilters(only_available=True)  # the endpoint's default
+    expected = model.similar_items([product], 5, available)[0].product_ids.tolist()
     assert [i["product_id"] for i in r.json()["items"]] == expected
     r = post(servers, "recommend", "/similar", {"product_id": "no-such-product"})
     assert r.status_code == 404 and "no-such-product" in r.text
+
+
+def test_similar_serves_no_discontinued_product(servers, offline_recommender):
+    model = offline_recommender
+    gone = set(model.product_ids_[~model.available_].tolist())
+    assert gone, "the tiny store has discontinued products"
+    for product in model.product_ids_[:40].tolist():
+        body = post(servers, "recommend", "/similar", {"product_id": product, "k": 20}).json()
+        assert not gone & {i["product_id"] for i in body["items"]}
+
+
+def test_an_unknown_category_is_a_404_naming_it(servers, offline_recommender):
+    customer = offline_recommender.customer_ids_[0]
+    for route, payload in (
+        ("/recommend", {"customer_id": customer, "categories": ["no-such-category"]}),
+        ("/similar", {"product_id": offline_recommender.product_ids_[0], "categories": ["zz"]}),
+    ):
+        r = post(servers, "recommend", route, payload)
+        assert r.status_code == 404, r.text
+        assert r.json()["kind"] == "category" and r.json()["ids"] == payload["categories"]
+
+
+def test_a_known_customer_s_recent_products_are_blended_in(servers, offline_recommender):
+    from models.recommenders import RecommendFilters
+
+    model = offline_recommender
+    customer = model.customer_ids_[0]
+    recent = model.product_ids_[-3:].tolist()
+    payload = {"customer_id": customer, "k": 10, "recent_product_ids": recent}
+    body = post(servers, "recommend", "/recommend", payload).json()
+    assert body["source"] == f"{body['model']}:session" and body["fallback"] is False
+    available = RecommendFilters(only_available=True)  # the endpoint's default
+    expected = model.recommend_session(customer, recent, 10, available)
+    assert [i["product_id"] for i in body["items"]] == expected.product_ids.tolist()
 
 
 def test_forecast_answers_p10_p50_p90(servers, trained, store):
@@ -363,7 +402,9 @@ def test_labels_are_accepted_and_unknown_ones_listed(servers, home):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["accepted"] == 2 and body["unknown_transactions"] == ["never-scored"]
-    assert list((home / "labels" / "fraud").glob("*.parquet"))
+    stored = LabelStore(f"sqlite:///{home / 'fraud' / 'labels.db'}").read()
+    assert set(stored["transaction_id"]) == {"seen-1", "never-scored"}
+    assert set(stored["source"]) == {"service"}
 
 
 GOOD = {"transaction_id": "bad-1", "customer_id": "c", "terminal_id": "t", "amount": 5.0}

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from typing import Literal, get_args
 
 import typer
 
-from shopml.errors import ShopmlError
+from shopml.errors import ConfigError, ShopmlError
 
-SOURCE_HELP = "generated | store | files | online_retail | movielens | fraud_handbook"
+# Written out (importing features costs 0.3 s on every --help); tests/test_cli.py checks them
+# against features.generator.Scale and features.sources.Kind.
+Scale = Literal["tiny", "small", "medium", "large"]
+SCALES = get_args(Scale)
+# every source kind but sql, whose URL and queries only a config file can give
+ProfileSource = Literal[
+    "generated", "store", "files", "online_retail", "movielens", "fraud_handbook"
+]
 
 
 def generate_cmd(
     out: Path = typer.Option(
         ..., "--out", help="Folder to write the store into (<table>.parquet)."
     ),
-    scale: str = typer.Option("tiny", help="tiny | small | medium | large."),
+    scale: Scale = typer.Option("tiny", help="Size preset of the store."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same tables."),
     days: int | None = typer.Option(None, help="Simulated days (default: the scale's)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
@@ -30,12 +39,16 @@ def generate_cmd(
 
     if out.exists() and not force:
         raise ShopmlError(f"{out} exists; pass --force to replace it")
+    _check_writable(out)  # before minutes of generation, not after
     data = {"scale": scale, "seed": seed} | ({"days": days} if days is not None else {})
     cfg = parse_config(data, GeneratorConfig, source="shopml generate")
     t0 = time.perf_counter()
     store = generate(cfg, progress=not quiet)
     t_gen = time.perf_counter() - t0
-    store.write(out, overwrite=force)  # atomic: a failed write leaves the old folder in place
+    try:  # atomic: a failed write leaves the old folder in place
+        store.write(out, overwrite=force)
+    except OSError as err:
+        raise ShopmlError(f"--out {out}: cannot write the store ({err.strerror or err})") from None
     t_all = time.perf_counter() - t0
     for table, rows in store.row_counts().items():
         typer.echo(f"{table:<13} {rows:>12,} rows")
@@ -47,23 +60,37 @@ def generate_cmd(
     )
 
 
-def validate_cmd(
-    path: Path = typer.Argument(..., help="Store folder of <table>.parquet files."),
-) -> None:
-    """Check a store folder against the data contract and print its tables."""
-    # on use: pandas: 0.3 s
-    from features.store import Store
+def _check_writable(out: Path) -> None:
+    """A `ShopmlError` naming `--out` when its nearest existing parent is no writable folder."""
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ShopmlError(f"--out {out}: {parent} is not a writable folder")
 
-    store = Store.read(path)
+
+def validate_cmd(
+    path: Path = typer.Argument(
+        ..., help="Store folder of <table>.parquet, .csv or .csv.gz files, or one such file."
+    ),
+) -> None:
+    """Check a store folder (or one table file) against the data contract and print its tables.
+
+    Every broken table is reported, each with its file, column and rows.
+    """
+    # on use: pandas: 0.3 s
+    from features.loaders import files
+
+    store = files.load(path)
     for table, rows in store.row_counts().items():
         typer.echo(f"{table:<12} {rows:>12,} rows  ok")
     typer.echo(f"fingerprint {store.fingerprint_id()}")
 
 
 def profile_cmd(
-    source: str = typer.Option("generated", help=SOURCE_HELP),
+    source: ProfileSource = typer.Option("generated", help="Where the data comes from."),
     path: Path | None = typer.Option(None, help="Folder or file for store/files/real sources."),
-    scale: str = typer.Option("small", help="Scale, for the generated source."),
+    scale: Scale = typer.Option("small", help="Scale, for the generated source."),
     seed: int = typer.Option(0, help="Seed, for the generated source."),
 ) -> None:
     """Load a data source, validate it and log its data profile as an MLflow run."""
@@ -87,13 +114,19 @@ def profile_cmd(
 
 def bench_generator_cmd(
     out: Path | None = typer.Option(None, help="Write the numbers as JSON here."),
-    scales: str = typer.Option("tiny,small,medium,large", help="Comma-separated scales."),
+    scales: str = typer.Option(
+        ",".join(SCALES), help=f"Comma-separated scales among {', '.join(SCALES)}."
+    ),
 ) -> None:
     """Time and size of the built-in store generator at each scale."""
+    chosen = tuple(s.strip() for s in scales.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in SCALES]
+    if unknown or not chosen:
+        raise ConfigError(f"--scales: unknown scale(s) {unknown}; choose among {list(SCALES)}")
     # on use: pandas: 0.3 s
     from experiments.bench_generator import run
 
-    run(out, scales=tuple(s.strip() for s in scales.split(",") if s.strip()))
+    run(out, scales=chosen)
 
 
 def bench_loaders_cmd(

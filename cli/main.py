@@ -1,7 +1,8 @@
 """The `shopml` console command: one Typer app, the commands of each area added by its module.
 
-Errors shopml raises on purpose (`ShopmlError`) are printed as one message and exit with code 2;
-anything else is a bug and keeps its traceback. Commands import their jobs when they run, so
+Errors shopml raises on purpose (`ShopmlError`) and those of the file system (`OSError`: a
+folder that cannot be written, a file that vanished) are printed as one message and exit with
+code 2; anything else is a bug and keeps its traceback. Commands import their jobs when they run, so
 that `shopml --help` stays fast (0.14 s; importing training alone takes 1.0 s, mostly mlflow).
 """
 
@@ -41,7 +42,7 @@ recommender.register(train_app, bench_app)  # train recommender, bench recs-movi
 
 @app.command("run")
 def run_cmd(
-    scale: str = typer.Option("small", help="Size of the generated default store."),
+    scale: data.Scale = typer.Option("small", help="Size of the generated default store."),
     seed: int = typer.Option(0, help="Seed of the generated store."),
     serve: bool = typer.Option(True, help="Build, serve and call the endpoints after training."),
 ) -> None:
@@ -77,7 +78,7 @@ def main() -> None:
     setup_logging(os.environ.get("SHOPML_LOG_LEVEL", "WARNING"))
     try:
         app()  # standalone: usage errors print click's message and exit 2
-    except (ShopmlError, FileExistsError) as err:
+    except (ShopmlError, OSError) as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
         raise SystemExit(2) from None
 

@@ -8,6 +8,8 @@ lists every problem with its table, column, row count and a few example row posi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -391,4 +393,39 @@ def validate(table: str, df: pd.DataFrame) -> pd.DataFrame:
     problems.raise_if_any()
     if table == "products" and "available" not in out.columns:
         out["available"] = True
+    return out
+
+
+class TableErrors:
+    """Collects the `DataError` of every broken table of a store, so that one error names all
+    of them (a user fixes their export once, not once per table)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    @contextmanager
+    def collect(self, where: str = "") -> Iterator[None]:
+        """Run one table's read and validation; a `DataError` is kept, prefixed by `where`."""
+        try:
+            yield
+        except DataError as err:
+            self.messages.append(f"{where}: {err}" if where else str(err))
+
+    def raise_if_any(self) -> None:
+        """Raise one `DataError` listing every collected problem (as is when there is one)."""
+        if len(self.messages) == 1:
+            raise DataError(self.messages[0])
+        if self.messages:
+            head = f"{len(self.messages)} tables break the data contract:"
+            raise DataError("\n".join([head, *self.messages]))
+
+
+def validate_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """`validate` each table; one `DataError` naming every broken table."""
+    errors = TableErrors()
+    out: dict[str, pd.DataFrame] = {}
+    for table, df in tables.items():
+        with errors.collect():
+            out[table] = validate(table, df)
+    errors.raise_if_any()
     return out

@@ -16,8 +16,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from features.contract import TABLES, validate
+from features.contract import TABLES, TableErrors, validate, validate_tables
 from shopml.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -48,9 +49,8 @@ class Store:
             )
 
     def validated(self) -> Store:
-        """A copy with every table checked and converted (raises `DataError` on the first bad one)."""
-        checked = {t: validate(t, df) for t, df in self.tables().items()}
-        return Store(**checked, name=self.name)
+        """A copy with every table checked and converted (one `DataError` naming each bad one)."""
+        return Store(**validate_tables(self.tables()), name=self.name)
 
     def row_counts(self) -> dict[str, int]:
         return {t: int(len(df)) for t, df in self.tables().items()}
@@ -93,11 +93,13 @@ class Store:
         path = Path(path)
         if not path.is_dir():
             raise DataError(f"store folder {path} does not exist")
-        found = {}
+        found, errors = {}, TableErrors()
         for table in tables or TABLES:
             file = path / f"{table}.parquet"
             if file.exists():
-                found[table] = validate(table, pd.read_parquet(file))
+                with errors.collect(str(file)):
+                    found[table] = validate(table, _read_parquet(file))
+        errors.raise_if_any()
         if not found:
             raise DataError(f"{path} holds no table of the contract ({', '.join(TABLES)}.parquet)")
         name = path.name
@@ -105,6 +107,15 @@ class Store:
         if manifest.exists():
             name = json.loads(manifest.read_text()).get("name", name)
         return cls(**found, name=name)
+
+
+def _read_parquet(file: Path) -> pd.DataFrame:
+    """One Parquet file as a DataFrame; a `DataError` when it cannot be read (the caller names
+    the file)."""
+    try:
+        return pd.read_parquet(file)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise DataError(f"not a readable Parquet file ({err})") from None
 
 
 def table_hash(df: pd.DataFrame) -> str:

@@ -346,6 +346,15 @@ def _check_sql_source(url: str) -> None:
         sql.load(url, queries={"payments": "SELECT * FROM no_such_table"})
     with pytest.raises(DataError, match=r"payments\.amount: required column is missing"):
         sql.load(url, queries={"payments": "SELECT transaction_id FROM shop_payments"})
+    with pytest.raises(DataError, match="2 tables break the data contract") as err:
+        sql.load(
+            url,
+            queries={
+                "payments": "SELECT transaction_id FROM shop_payments",
+                "customers": "SELECT * FROM no_such_table",
+            },
+        )
+    assert "payments.amount" in str(err.value) and "'customers'" in str(err.value)
 
 
 def test_sqlite_query_source(tmp_path):

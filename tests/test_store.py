@@ -65,3 +65,22 @@ def test_require_names_missing_tables():
 def test_reading_a_folder_without_tables_fails(tmp_path):
     with pytest.raises(DataError, match="holds no table"):
         Store.read(tmp_path)
+
+
+def test_read_and_validated_name_every_broken_table(tmp_path):
+    """A store with several broken tables gets one error naming each (not only the first)."""
+    folder = tmp_path / "s"
+    small_store().write(folder)
+    (folder / "products.parquet").write_bytes(b"not parquet")
+    bad = small_store().interactions.assign(event=["view", "buy", "view"])
+    bad.to_parquet(folder / "interactions.parquet")
+    with pytest.raises(DataError) as err:
+        Store.read(folder)
+    text = str(err.value)
+    assert "2 tables break the data contract" in text
+    assert f"{folder / 'products.parquet'}: not a readable Parquet file" in text
+    assert "interactions.event: value not in" in text
+    broken = Store(products=small_store().products.assign(price=-1.0), interactions=bad)
+    with pytest.raises(DataError, match="2 tables break") as err:
+        broken.validated()
+    assert "products.price: negative value" in str(err.value)

@@ -1,4 +1,5 @@
-"""A folder of files, one per table: `<table>.parquet`, `<table>.csv` or `<table>.csv.gz`.
+"""A folder of files, one per table: `<table>.parquet`, `<table>.csv` or `<table>.csv.gz`
+(or one such file alone).
 
 CSV cells are read as text and converted by the contract (so ids like "007" keep their zeros);
 an optional mapping renames source columns to contract names per table. `save` writes a store in
@@ -11,8 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+import pyarrow as pa
 
-from features.contract import TABLES, validate
+from features.contract import TABLES, TableErrors, validate
 from features.loaders._columns import ColumnMap, check_tables, rename
 from features.store import Store
 from shopml.errors import DataError
@@ -30,13 +32,25 @@ def find(folder: Path, table: str) -> Path | None:
     return found[0] if found else None
 
 
+def table_of(file: Path) -> str:
+    """The contract table a file holds, from its name `<table><suffix>` (else a `DataError`)."""
+    for suffix in SUFFIXES:
+        stem = file.name.removesuffix(suffix)
+        if stem != file.name and stem in TABLES:
+            return stem
+    raise DataError(
+        f"files: {file} is not named <table>.parquet, <table>.csv or <table>.csv.gz "
+        f"with table in {list(TABLES)}"
+    )
+
+
 def read_file(file: Path) -> pd.DataFrame:
     """One table file as a DataFrame (CSV cells as text; empty cells as missing)."""
     try:
         if file.name.endswith(".parquet"):
             return pd.read_parquet(file)
         return pd.read_csv(file, dtype=str, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, pd.errors.ParserError) as err:
+    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as err:
         raise DataError(f"files: cannot read {file}: {err}") from err
 
 
@@ -46,14 +60,21 @@ def load(
     columns: ColumnMap | None = None,
     name: str | None = None,
 ) -> Store:
-    """Read the tables found in `path` (or exactly `tables`, each then required) and validate them."""
+    """Read the tables found in `path` (or exactly `tables`, each then required) and validate them.
+
+    `path` may also be one `<table>.<suffix>` file: a store of that table alone.
+    """
     folder = Path(path).expanduser()
-    if not folder.is_dir():
+    single = table_of(folder) if folder.is_file() else None
+    if single is None and not folder.is_dir():
         raise DataError(f"files: folder {folder} does not exist")
     if tables is not None:
         check_tables(tables, "files")
     check_tables(columns or {}, "files: columns")
-    located = {t: find(folder, t) for t in tables or TABLES}
+    if single is not None:
+        located, folder = {single: folder}, folder.parent
+    else:
+        located = {t: find(folder, t) for t in tables or TABLES}
     absent = [t for t, file in located.items() if file is None]
     if tables is not None and absent:
         raise DataError(
@@ -61,14 +82,15 @@ def load(
             f"<table>{' or <table>'.join(SUFFIXES)})"
         )
     found: dict[str, pd.DataFrame] = {}
+    errors = TableErrors()  # every broken file is named, not only the first
     for table, file in located.items():
         if file is None:
             continue
-        df = rename(read_file(file), table, columns, f"files: {file}")
-        try:
-            found[table] = validate(table, df)
-        except DataError as err:
-            raise DataError(f"{file}: {err}") from err
+        with errors.collect():
+            df = rename(read_file(file), table, columns, f"files: {file}")
+            with errors.collect(str(file)):
+                found[table] = validate(table, df)
+    errors.raise_if_any()
     if not found:
         raise DataError(
             f"files: {folder} holds no table file; name them <table>.parquet, "

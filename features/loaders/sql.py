@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from features.contract import validate
+from features.contract import TableErrors, validate
 from features.loaders._columns import ColumnMap, check_tables, rename
 from features.store import Store
 from shopml.errors import DataError
@@ -55,7 +55,11 @@ def load(
         queries[table] = sa.select(sa.text("*")).select_from(sa.table(bare, schema=schema or None))
     try:
         with engine.connect() as conn:
-            found = {t: _read_table(conn, t, q, columns, shown) for t, q in queries.items()}
+            found, errors = {}, TableErrors()  # every broken table is named, not only the first
+            for table, query in queries.items():
+                with errors.collect():
+                    found[table] = _read_table(conn, table, query, columns, shown)
+            errors.raise_if_any()
     except SQLAlchemyError as err:
         raise DataError(
             f"sql: cannot connect to {shown}: {getattr(err, 'orig', None) or err}"

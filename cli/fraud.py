@@ -47,36 +47,52 @@ def ingest_labels_cmd(
         ...,
         help="CSV or Parquet: transaction_id, is_fraud, [label_time], [customer_id, terminal_id].",
     ),
-    labels_dir: Path | None = typer.Option(
-        None, help="Labels table folder (default: $SHOPML_HOME/fraud/labels)."
+    labels_url: str | None = typer.Option(
+        None,
+        help="Label store (SQLAlchemy URL; default: settings labels_url, else the SQLite file "
+        "$SHOPML_HOME/fraud/labels.db).",
     ),
     redis_url: str | None = typer.Option(
         None,
         help="Online state in Redis (default: settings "
-        "redis_url; without one only the table is updated).",
+        "redis_url; without one only the label store is updated).",
     ),
 ) -> None:
-    """Store late fraud labels for the next training and update the online risk state."""
+    """Store late fraud labels for the next `train fraud` and update the online risk state."""
     # on use: pandas and the fraud engine: 0.8 s
-    import pandas as pd
-
+    from features.fraud.labels import LabelStore
     from features.fraud.online import OnlineFeatures
     from features.fraud.state_store import InMemoryStateStore, RedisStateStore
     from models.fraud.engine import ingest_labels
 
-    if not file.is_file():
-        raise DataError(f"labels file {file} does not exist")
-    df = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+    df = _read_labels_file(file)
     settings = load_settings()
-    labels_dir = labels_dir or Path(settings.home) / "fraud" / "labels"
+    store = LabelStore(labels_url) if labels_url else LabelStore.open(settings)
     url = redis_url or settings.redis_url
-    store = RedisStateStore(url) if url else InMemoryStateStore()
-    report = ingest_labels(df, OnlineFeatures(store=store), labels_dir)
+    online = RedisStateStore(url) if url else InMemoryStateStore()
+    report = ingest_labels(df, OnlineFeatures(store=online), store, source="cli")
     typer.echo(
-        f"{report.accepted} labels stored in {report.stored_at}; online state "
+        f"{report.accepted} labels stored in {report.stored_at} ({report.added} new, "
+        f"{report.corrected} corrected, {report.unchanged} unchanged); online state "
         f"{'updated in ' + url if url else 'not configured (no redis_url)'}; "
         f"{len(report.unknown_transactions)} frauds without a known payment"
     )
+
+
+def _read_labels_file(file: Path):
+    """The labels file as a frame; a missing or unreadable file is a `DataError` naming it."""
+    import pandas as pd
+
+    if not file.is_file():
+        raise DataError(f"labels file {file} does not exist")
+    try:
+        df = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file)
+    except Exception as err:  # noqa: BLE001 - any parse failure is the file's fault
+        raise DataError(f"labels file {file}: unreadable ({type(err).__name__})") from None
+    missing = [c for c in ("transaction_id", "is_fraud") if c not in df.columns]
+    if missing:
+        raise DataError(f"labels file {file}: missing column(s) {missing}")
+    return df
 
 
 def register(app: typer.Typer, train_app: typer.Typer, bench_app: typer.Typer) -> None:

@@ -2,17 +2,20 @@
 
 `score` turns a validated payment into the engine's call and the engine's decision into the
 answer (probability, 0-1000 risk score, decision, reasons, model version, server time used,
-degraded flag) and counts it in the metrics. `labels` feeds late labels to the engine (online
-risk features + the label store for training); if the state store is down the engine still
-stores them for training and the answer says `degraded`.
+degraded flag) and counts it in the metrics. `labels` feeds late labels to the engine: the label
+store for training first (one transaction; if that database is down, a 503 and nothing is
+changed), then the online risk features; if the state store is down the labels are still kept
+for training and the answer says `degraded`.
 """
 
 from __future__ import annotations
 
 import time
 
+from features.fraud.labels import LabelStoreError
 from models.fraud import FraudEngine
 from serving import metrics
+from serving.endpoints import Unavailable
 from serving.fraud_schemas import LabelsRequest, PaymentRequest
 from shopml.clock import epoch_ms
 
@@ -52,7 +55,10 @@ class Checkout:
         }
 
     def labels(self, req: LabelsRequest) -> dict:
-        report = self.engine.ingest_labels([lab.model_dump() for lab in req.labels])
+        try:
+            report = self.engine.ingest_labels([lab.model_dump() for lab in req.labels])
+        except LabelStoreError as err:
+            raise Unavailable(str(err)) from None
         if report.degraded:
             metrics.fraud_degraded("labels", self.model_version)
         metrics.fraud_labels(report.accepted, self.model_version)

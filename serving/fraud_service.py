@@ -15,6 +15,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLA
 
 import bentoml  # noqa: E402
 
+from features.fraud.labels import LabelStore  # noqa: E402
 from features.fraud.state_store import open_store  # noqa: E402
 from serving import metrics  # noqa: E402
 from serving.checkout import Checkout  # noqa: E402
@@ -56,9 +57,9 @@ class FraudService:
                 f"{workers} fraud workers need shared online features: set SHOPML_REDIS_URL"
             )
         store, kind = open_store(settings.redis_url)
-        labels_dir = settings.home / "labels" / "fraud"
+        labels = LabelStore.open(settings)  # the one label store, also read by `train fraud`
         loaded = load_native(
-            stored_model(type(self).fraud_ref, "fraud"), "fraud", store=store, labels_dir=labels_dir
+            stored_model(type(self).fraud_ref, "fraud"), "fraud", store=store, label_store=labels
         )
         engine = loaded.obj
         history = os.environ.get("SHOPML_FRAUD_HISTORY")

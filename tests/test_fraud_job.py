@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -103,18 +104,55 @@ def test_train_fraud_job_logs_metrics_plots_and_registers(tmp_shopml_home):
     assert d.decision in ("approve", "review", "decline")
 
 
-def test_cli_ingest_labels_writes_the_labels_table(tmp_shopml_home, tmp_path):
+def test_cli_ingest_labels_writes_the_label_store(tmp_shopml_home, tmp_path):
+    from features.fraud.labels import LabelStore
+
     f = tmp_path / "labels.csv"
     f.write_text(
         "transaction_id,is_fraud,label_time,customer_id,terminal_id\n"
         "t1,true,2024-01-02T00:00:00,c1,m1\nt2,false,,c2,m2\n"
     )
-    res = CliRunner().invoke(
-        app, ["fraud", "ingest-labels", str(f), "--labels-dir", str(tmp_path / "lab")]
-    )
+    url = f"sqlite:///{tmp_path / 'lab.db'}"
+    res = CliRunner().invoke(app, ["fraud", "ingest-labels", str(f), "--labels-url", url])
     assert res.exit_code == 0, res.output
     assert "2 labels stored" in res.output
-    assert list((tmp_path / "lab").glob("labels-*.parquet"))
+    assert sorted(LabelStore(url).read()["transaction_id"]) == ["t1", "t2"]
+
+
+def test_train_applies_stored_labels_and_logs_how_many(tmp_shopml_home, tmp_path):
+    """Labels ingested by the CLI reach training: the model changes and the count is logged."""
+    import mlflow
+
+    from features.sources import load_source
+    from training.fraud_job import train
+
+    cfg = load_config(_tiny(tmp_path, 0), FraudJobConfig)
+    cfg.register_model = False
+    before = train(cfg)
+    assert before.metrics["labels_applied"] == 0
+    pay = load_source(cfg.source).payments
+    day = ((pay["timestamp"] - pay["timestamp"].min().normalize()).dt.days).to_numpy()
+    train_rows = time_split(day, cfg.split)["train"]
+    fraud = pay.iloc[train_rows].query("is_fraud")
+    genuine = pay.iloc[train_rows].query("~is_fraud").sample(len(fraud), random_state=0)
+    flips = pd.DataFrame(
+        {
+            "transaction_id": [*fraud["transaction_id"], *genuine["transaction_id"]],
+            "is_fraud": [False] * len(fraud) + [True] * len(genuine),
+            "label_time": [*fraud["timestamp"], *genuine["timestamp"]],
+        }
+    )
+    flips["label_time"] += pd.Timedelta(days=2)
+    f = tmp_path / "flips.csv"
+    flips.to_csv(f, index=False)
+    res = CliRunner().invoke(app, ["fraud", "ingest-labels", str(f)])
+    assert res.exit_code == 0, res.output
+    after = train(cfg)
+    n = 2 * len(fraud)
+    assert after.metrics["labels_applied"] == n == after.metrics["labels_flipped"]
+    assert mlflow.get_run(after.run_id).data.metrics["labels_applied"] == n
+    assert abs(after.metrics["average_precision"] - before.metrics["average_precision"]) > 0.05
+    assert after.data_fingerprint != before.data_fingerprint  # other labels, other data
 
 
 def _tiny(tmp_path, seed: int) -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from features.fraud.batch import compute_batch
 from features.fraud.definition import FeatureSet
-from features.fraud.labels import apply_labels, read_labels
+from features.fraud.labels import LabelStore, apply_labels
 from features.fraud.state_store import RedisStateStore
 from models.fraud import (
     DecisionPolicy,
@@ -212,7 +212,8 @@ def test_engine_degrades_when_state_store_fails(engine_parts):
 
 def test_ingest_labels_updates_online_risk_and_stores_table(engine_parts, tmp_path):
     fs, sc = engine_parts
-    eng = FraudEngine(sc, fs, labels_dir=tmp_path / "labels", explain="always")
+    labels = LabelStore(f"sqlite:///{tmp_path / 'labels.db'}")
+    eng = FraudEngine(sc, fs, label_store=labels, explain="always")
     i = fs.index("terminal_known_frauds_1d")
     eng.score(_payment(transaction_id="a1", timestamp="2024-03-01T10:00:00"))
     rep = eng.ingest_labels(
@@ -229,7 +230,7 @@ def test_ingest_labels_updates_online_risk_and_stores_table(engine_parts, tmp_pa
         )
     )
     assert eng._x[i] == 1
-    stored = read_labels(tmp_path / "labels")
+    stored = labels.read()
     assert sorted(stored["transaction_id"]) == ["a1", "a2", "zz"]
     pay = pd.DataFrame(
         {
@@ -238,7 +239,7 @@ def test_ingest_labels_updates_online_risk_and_stores_table(engine_parts, tmp_pa
             "label_time": pd.Series([pd.NaT, pd.NaT], dtype="datetime64[ns]"),
         }
     )
-    merged = apply_labels(pay, stored)
+    merged = apply_labels(pay, stored).payments
     assert merged["is_fraud"].tolist() == [True, False]
     with pytest.raises(DataError, match="is_fraud"):
         eng.ingest_labels([{"transaction_id": "x", "is_fraud": "maybe"}])
@@ -251,10 +252,11 @@ def test_labels_are_kept_for_training_when_the_state_store_is_down(engine_parts,
         def lookup_payment(self, tx):
             raise ConnectionError("redis down")
 
-    eng = FraudEngine(sc, fs, store=_NoLookups(), labels_dir=tmp_path / "labels")
+    labels = LabelStore(f"sqlite:///{tmp_path / 'labels.db'}")
+    eng = FraudEngine(sc, fs, store=_NoLookups(), label_store=labels)
     rep = eng.ingest_labels([{"transaction_id": "a1", "is_fraud": True}])
     assert rep.degraded and rep.accepted == 1 and rep.unknown_transactions == []
-    assert read_labels(tmp_path / "labels")["transaction_id"].tolist() == ["a1"]
+    assert labels.read()["transaction_id"].tolist() == ["a1"]
 
 
 def test_card_precision_at_k_known_answer():

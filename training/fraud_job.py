@@ -6,10 +6,14 @@ Timeline (whole days, counted back from the last payment day):
   [history ... train ...) [calibration) [label delay) [test]
 The booster learns on `train`, the calibrator on the later `calibration` period, the label
 delay leaves a gap whose labels would not be known yet, and `test` measures everything.
+
+Late labels held by the label store (`shopml fraud ingest-labels`, the service's `/labels`)
+override the source's `is_fraud`; each counts in the fraud features from its label time on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from features.fraud.batch import compute_columns, to_matrix
 from features.fraud.definition import DAY, FeatureSet
+from features.fraud.labels import LabelStore, apply_labels
 from features.sources import SourceConfig, load_source
 from features.store import Store
 from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, RuleLayer
@@ -112,6 +117,9 @@ class FraudJobConfig(ConfigModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     register_model: bool = True
     card_precision_k: int = Field(100, ge=1)
+    apply_labels: bool = Field(
+        True, description="override is_fraud with the labels of the label store"
+    )
 
 
 def time_split(day: np.ndarray, split: SplitConfig) -> dict[str, np.ndarray]:
@@ -188,6 +196,7 @@ class Prepared:
     y: np.ndarray
     parts: dict[str, np.ndarray]
     feature_seconds: float
+    labels: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def prepare(
@@ -200,6 +209,7 @@ def prepare(
     `labelled` must hold some fraud (metrics and training need both classes)."""
     store = load_source(config.source, settings)
     store.require("payments")
+    store, labels = _with_stored_labels(store, config, settings)
     pay = store.payments
     t0 = time.perf_counter()
     cols = compute_columns(pay, fs)
@@ -210,7 +220,23 @@ def prepare(
     for name in labelled:
         if not y[parts[name]].any():
             raise DataError(f"the {name} period has no fraud labels; use a longer or larger store")
-    return Prepared(store, cols, day, y, parts, feature_seconds)
+    return Prepared(store, cols, day, y, parts, feature_seconds, labels)
+
+
+def _with_stored_labels(
+    store: Store, config: FraudJobConfig, settings: Settings | None
+) -> tuple[Store, dict[str, float]]:
+    """The store with the label store's labels applied to its payments (so its fingerprint
+    tells the labels apart too), and the counts: applied (matched a payment), flipped."""
+    if not config.apply_labels:
+        return store, {"labels_applied": 0.0, "labels_flipped": 0.0}
+    labels = LabelStore.open(settings)
+    try:
+        done = apply_labels(store.payments, labels.read())
+    finally:
+        labels.dispose()
+    counts = {"labels_applied": float(done.applied), "labels_flipped": float(done.flipped)}
+    return dataclasses.replace(store, payments=done.payments), counts
 
 
 def score_test(
@@ -237,6 +263,7 @@ def score_test(
     )
     metrics["brier_score_uncalibrated"] = float(np.mean((raw_p - data.y[te]) ** 2))
     metrics["feature_seconds"] = data.feature_seconds
+    metrics |= data.labels
     clean = {k: float(v) for k, v in metrics.items() if v == v}
     mlflow.log_metrics(clean)
     mlflow.set_tags(

@@ -19,7 +19,7 @@ import pandas as pd
 
 from features.contract import CURRENCIES
 from features.fraud.definition import FeatureSet
-from features.fraud.labels import append_labels
+from features.fraud.labels import Label, LabelStore
 from features.fraud.online import UNSEEN, OnlineFeatures
 from features.fraud.state_store import STORE_ERRORS, InMemoryStateStore, StateStore
 from models.fraud.policy import APPROVE, DecisionPolicy, RuleLayer, stricter
@@ -63,25 +63,29 @@ class FraudDecision:
 @dataclass
 class LabelReport:
     """What became of a batch of late labels; `degraded_reason` says why the online update failed
-    (the labels were then kept for training only)."""
+    (the labels were then kept for training only). `added`, `corrected` and `unchanged` count
+    what the label store did (unchanged includes stale labels older than the stored one)."""
 
     accepted: int
     unknown_transactions: list[str] = field(default_factory=list)
     stored_at: str | None = None
     degraded_reason: str | None = None
+    added: int = 0
+    corrected: int = 0
+    unchanged: int = 0
 
     @property
     def degraded(self) -> bool:
         return self.degraded_reason is not None
 
 
-def _id(payment: Mapping, name: str, default=None) -> str:
+def _id(payment: Mapping, name: str, default=None, what: str = "payment") -> str:
     v = payment.get(name, default)
     if v is None or isinstance(v, float) and math.isnan(v):
-        raise DataError(f"payment.{name}: missing id")
+        raise DataError(f"{what}.{name}: missing id")
     v = v if isinstance(v, str) else str(v)
     if not v.strip():
-        raise DataError(f"payment.{name}: empty id")
+        raise DataError(f"{what}.{name}: empty id")
     return v
 
 
@@ -126,7 +130,7 @@ class FraudEngine:
         rules: RuleLayer | None = None,
         explain: str = "auto",
         top_reasons: int = 3,
-        labels_dir: str | Path | None = None,
+        label_store: LabelStore | None = None,
     ):
         self.scorer = scorer
         self.feature_set = feature_set or FeatureSet()
@@ -142,7 +146,7 @@ class FraudEngine:
             raise DataError(f"explain must be auto, always or never, got {explain!r}")
         self.explain = explain
         self.top_reasons = top_reasons
-        self.labels_dir = labels_dir
+        self.label_store = label_store
         self._x = self.features.new_vector()
         self._fallback = OnlineFeatures(self.feature_set, InMemoryStateStore())
 
@@ -226,8 +230,8 @@ class FraudEngine:
 
     # ------------------------------------------------------------ labels
     def ingest_labels(self, labels: Iterable[Mapping] | pd.DataFrame) -> LabelReport:
-        """Late labels: see `ingest_labels`; stored under `labels_dir` when it is set."""
-        return ingest_labels(labels, self.features, self.labels_dir)
+        """Late labels: see `ingest_labels`; kept in `label_store` when it is set."""
+        return ingest_labels(labels, self.features, self.label_store, source="service")
 
     # --------------------------------------------------------- save/load
     def save(self, path: str | Path) -> Path:
@@ -247,7 +251,10 @@ class FraudEngine:
 
     @classmethod
     def load(
-        cls, path: str | Path, store: StateStore | None = None, labels_dir: str | Path | None = None
+        cls,
+        path: str | Path,
+        store: StateStore | None = None,
+        label_store: LabelStore | None = None,
     ) -> FraudEngine:
         path = Path(path)
         if not (path / ENGINE_FILE).is_file():
@@ -262,44 +269,50 @@ class FraudEngine:
             RuleLayer.from_dict(meta["rules"]),
             meta.get("explain", "auto"),
             meta.get("top_reasons", 3),
-            labels_dir,
+            label_store,
         )
 
 
 def ingest_labels(
     labels: Iterable[Mapping] | pd.DataFrame,
     features: OnlineFeatures,
-    labels_dir: str | Path | None = None,
+    label_store: LabelStore | None = None,
+    source: str = "service",
 ) -> LabelReport:
     """Late labels (transaction_id, is_fraud, [label_time], [customer_id, terminal_id]).
 
-    Frauds count in the online customer and terminal risk from their label time (default now);
-    the payment's customer and terminal come from the row or from the payment record the store
-    kept when it was scored. Every label is appended to `labels_dir` for the next training, also
-    when the state store is unreachable (the report is then `degraded`).
+    The batch is first written to `label_store` (one transaction; the next training applies
+    it). Frauds the store added or corrected then count in the online customer and terminal
+    risk from their label time (default now): a label sent again is not counted twice. The
+    payment's customer and terminal come from the row or from the payment record the state
+    store kept when it was scored; if the state store is unreachable the report is `degraded`.
     """
     rows = labels.to_dict("records") if isinstance(labels, pd.DataFrame) else list(labels)
     now = now_ms()
-    records, known = [], []  # the stored label rows; when each became known (epoch ms)
-    for row in rows:
-        record = {"transaction_id": _id(row, "transaction_id"), "is_fraud": _label_flag(row)}
-        known.append(_label_known_ms(row, now))
-        record["label_time"] = from_epoch_ms(known[-1])
-        records.append(record)
-    degraded_reason = None
+    parsed = [
+        Label(_id(row, "transaction_id", what="label"), _label_flag(row), from_epoch_ms(k))
+        for row, k in ((row, _label_known_ms(row, now)) for row in rows)
+    ]
+    report = LabelReport(len(parsed))
+    todo = list(zip(rows, parsed, strict=True))
+    if label_store is not None:
+        write = label_store.write(parsed, source)
+        report.stored_at = label_store.where
+        report.added, report.corrected = write.added, write.corrected
+        report.unchanged = write.unchanged + write.stale
+        changed = {id(lab) for lab in write.changed}
+        todo = [(row, lab) for row, lab in todo if id(lab) in changed]
     try:
-        unknown = _file_frauds(rows, records, known, features)
+        report.unknown_transactions = _file_frauds(todo, features)
     except STORE_ERRORS as exc:
-        unknown, degraded_reason = [], f"online store unavailable: {type(exc).__name__}"
+        report.degraded_reason = f"online store unavailable: {type(exc).__name__}"
         log.warning(
             "labels stored for training only: online store unavailable",
             extra={"error_type": type(exc).__name__, "labels": len(rows)},
         )
-    where = None
-    if labels_dir is not None and records:
-        where = str(append_labels(pd.DataFrame(records), labels_dir))
-    accepted = len(records) if degraded_reason is None or where else 0
-    return LabelReport(accepted, unknown, where, degraded_reason)
+        if label_store is None:
+            report.accepted = 0
+    return report
 
 
 def _label_flag(row: Mapping) -> bool:
@@ -316,18 +329,16 @@ def _label_known_ms(row: Mapping, now: int) -> int:
     """When the label became known: its `label_time`, else `now`."""
     lt = row.get("label_time")
     missing = lt is None or lt is pd.NaT or (isinstance(lt, float) and math.isnan(lt))
-    return now if missing else epoch_ms(lt, "payment.label_time")
+    return now if missing else epoch_ms(lt, "label.label_time")
 
 
-def _file_frauds(
-    rows: list[Mapping], records: list[dict], known: list[int], features: OnlineFeatures
-) -> list[str]:
+def _file_frauds(todo: list[tuple[Mapping, Label]], features: OnlineFeatures) -> list[str]:
     """File each fraud label in the online state; returns the frauds whose payment is unknown."""
     unknown = []
-    for row, record, known_ms in zip(rows, records, known, strict=True):
-        if not record["is_fraud"]:
+    for row, label in todo:
+        if not label.is_fraud:
             continue
-        tx, tx_ms = record["transaction_id"], None
+        tx, tx_ms = label.transaction_id, None
         if row.get("customer_id") is not None and row.get("terminal_id") is not None:
             customer, terminal = str(row["customer_id"]), str(row["terminal_id"])
             if row.get("timestamp") is not None:
@@ -338,5 +349,5 @@ def _file_frauds(
                 unknown.append(tx)
                 continue
             customer, terminal, tx_ms = found
-        features.add_fraud_label(customer, terminal, known_ms, tx_ms)
+        features.add_fraud_label(customer, terminal, epoch_ms(label.label_time), tx_ms)
     return unknown

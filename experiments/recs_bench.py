@@ -4,7 +4,9 @@ the test part, time it, and print a table beside published numbers.
 
 A candidate is (interaction settings, model kind, model params). Validation picks, per model
 kind, the best nDCG@k (optionally among candidates reaching a minimum catalog coverage); a
-blend of the two best personalised kinds is then tuned on validation the same way.
+blend of up to `blend_max_parts` personalised kinds is then tuned on validation the same way.
+Every choice reads validation metrics only, never a measured time, so the same data and seed
+give the same choice on an idle machine and on a loaded one; times are reported, not used.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 
 from features.interactions import InteractionConfig, InteractionMatrix, build_matrix
 from models.recommenders import BlendRecommender, Recommender, make_model
+from shopml.progress import progress
 from training.recommender_eval import Truth, evaluate, measure_speed, truth_from_events
 
 CANDIDATES = 100  # per-customer candidates precomputed for serving
@@ -60,7 +63,7 @@ class Protocol:
     as_of_test: object = None  # decay reference of the final model (the test cut-off)
     as_of_val: object = None
     min_coverage: float = 0.0
-    blend_cpu_budget: float | None = None  # max summed validation fit CPU seconds of a blend
+    blend_max_parts: int = 3  # a cap by count: a blend holds at most this many models
     blend_weights: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7, 1.0)
     log: Callable[[str], None] = print
 
@@ -121,7 +124,7 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
     chosen = {kind: _choose(proto, kind, cands, val_data) for kind, cands in grids.items()}
     blend = _tune_blend(proto, chosen, val_data)
     rows = []
-    for kind, (cand, val_metrics, _) in chosen.items():
+    for kind, (cand, val_metrics, _) in progress(list(chosen.items()), f"{proto.name}: refit"):
         m, truth = test_data.get(cand.interactions)
         start, cpu = time.perf_counter(), time.process_time()
         model = make_model(cand.kind, **cand.params).fit(m, proto.products)
@@ -140,13 +143,10 @@ def _choose(
     """The candidate of `kind` with the best validation score, its metrics and fitted model."""
     k, log = proto.k, proto.log
     best = None
-    for cand in candidates:
+    for cand in progress(candidates, f"{proto.name}: tune {kind}", unit="candidate"):
         m, truth = val_data.get(cand.interactions)
-        cpu = time.process_time()
         model = make_model(cand.kind, **cand.params).fit(m, proto.products)
-        fit_cpu = time.process_time() - cpu
         metrics = evaluate(model, truth, k)
-        metrics["fit_cpu_seconds"] = fit_cpu
         log(
             f"  val {cand.label():<70} ndcg@{k}={metrics[f'ndcg@{k}']:.4f} "
             f"cov={metrics[f'coverage@{k}']:.3f}"
@@ -210,9 +210,10 @@ def run_benchmark(
     return report
 
 
-def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int = 3):
+def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data):
     """Greedy forward blend on validation: start from the best personalised model, add the
-    model and weight that most improve validation nDCG, stop when nothing improves."""
+    model and weight that most improve validation nDCG, stop when nothing improves or the
+    blend holds `proto.blend_max_parts` models."""
     k = proto.k
     personal = [n for n in chosen if not n.startswith("popularity")]
     ranked = sorted(personal, key=lambda n: chosen[n][1][f"ndcg@{k}"], reverse=True)
@@ -229,7 +230,7 @@ def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int =
     m, truth = val_data.get(chosen[lead][0].interactions)
     names, weights, current = [lead], [1.0], chosen[lead][1]
     best = None
-    while pool and len(names) < max_parts:
+    while pool and len(names) < proto.blend_max_parts:
         step = _best_step(proto, chosen, names, weights, pool, m, truth)
         if step is None or _score(step[2], k, proto.min_coverage) <= _score(
             current, k, proto.min_coverage
@@ -247,15 +248,11 @@ def _tune_blend(proto: Protocol, chosen: dict, val_data: _Data, max_parts: int =
 
 
 def _best_step(proto: Protocol, chosen: dict, names, weights, pool, m, truth):
-    """The (partner, weight, validation metrics) that most improve the blend `names`, among
-    the partners within the training budget; None when no partner fits the budget."""
+    """The (partner, weight, validation metrics) that most improve the blend `names` on
+    validation (the first in pool and weight order among equals); None without partners."""
     k = proto.k
     step = None
-    for partner in pool:
-        cost = sum(chosen[n][1].get("fit_cpu_seconds", 0.0) for n in [*names, partner])
-        if proto.blend_cpu_budget is not None and cost > proto.blend_cpu_budget:
-            proto.log(f"  blend: {partner} skipped (training budget)")
-            continue
+    for partner in progress(pool, f"{proto.name}: blend {len(names) + 1}", unit="partner"):
         for w in proto.blend_weights:
             parts = [chosen[n][2] for n in [*names, partner]]
             blend = BlendRecommender(parts, weights=[*weights, w])

@@ -4,7 +4,8 @@ Train on purchases (positive-quantity order lines with a customer, non-product s
 excluded) before the cut-off; the test is, for each customer known in training, the products
 they buy from the cut-off on that they had not bought before; k=20. Validation: the same cut one
 month earlier (train before 2011-10-09, validate on 2011-10-09..2011-11-09). Selection keeps the
-best nDCG@20 among settings whose validation coverage@20 reaches the target 0.30.
+best nDCG@20 among settings whose validation coverage@20 reaches the target 0.30, and the best
+blend of up to three of the chosen models on the same validation metrics.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ REFERENCE = Reference(
     protocol=(
         "temporal split at 2011-11-09, known customers, new products only, "
         "k=20; validation cut 2011-10-09; selection: best val nDCG@20 with val "
-        "coverage@20 >= 0.30, blends within a 5 CPU-second fit budget"
+        "coverage@20 >= 0.30; blends of up to 3 models, chosen on validation only"
     ),
     columns=["ndcg@20", "recall@20", "map@20", "hit_rate@20", "coverage@20"],
 )
 HALF_LIVES = [None, 15.0, 30.0, 60.0]
-# A blend's parts must fit in <= 5 CPU seconds on the validation part (measured), half the
-# 10 s training target, so that the final fit stays under it on a busy shared machine.
-BLEND_CPU_BUDGET = 5.0
+# Blends are capped by count (3 models), never by a measured time: a time budget made the
+# choice depend on the machine's load. The heaviest three of the chosen kinds (EASE, BPR, ALS)
+# fit in about 6 s, within the 10 s training target, which the report measures and states.
+BLEND_MAX_PARTS = 3
 
 
 def _hl(h):
@@ -98,7 +100,7 @@ def protocol(path: Path | None = None, log=print) -> Protocol:
         as_of_test=CUTOFF.to_pydatetime(),
         as_of_val=VAL_CUTOFF.to_pydatetime(),
         min_coverage=TARGET["coverage@20"],
-        blend_cpu_budget=BLEND_CPU_BUDGET,
+        blend_max_parts=BLEND_MAX_PARTS,
         log=log,
     )
 

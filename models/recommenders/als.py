@@ -49,19 +49,14 @@ class ALSRecommender(FactorRecommender):
         super()._prepare()
         self._YtY = None
 
-    def _fold_in(self, X: sp.csr_matrix) -> np.ndarray:
+    def _fold_in_one(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The exact ALS solve of one customer vector with the item factors fixed."""
         if getattr(self, "_YtY", None) is None:  # cached: the same for every new customer
             Y = self.item_factors_.astype(np.float64)
             self._YtY = Y.T @ Y + self.regularization * np.eye(Y.shape[1])
-        YtY = self._YtY
-        Y = self.item_factors_
-        out = np.zeros((X.shape[0], YtY.shape[0]), np.float32)
-        for r in range(X.shape[0]):
-            lo, hi = X.indptr[r], X.indptr[r + 1]
-            if lo == hi:
-                continue
-            Yi = Y[X.indices[lo:hi]].astype(np.float64)
-            c = self.alpha * X.data[lo:hi].astype(np.float64)
-            A = YtY + (Yi.T * (c - 1.0)) @ Yi
-            out[r] = np.linalg.solve(A, Yi.T @ c)
-        return out
+        if len(items) == 0:
+            return np.zeros(self._YtY.shape[0], np.float32)
+        Yi = self.item_factors_[items].astype(np.float64)
+        c = self.alpha * np.asarray(weights, dtype=np.float64)
+        A = self._YtY + (Yi.T * (c - 1.0)) @ Yi
+        return np.linalg.solve(A, Yi.T @ c).astype(np.float32)

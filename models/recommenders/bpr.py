@@ -44,13 +44,12 @@ class BPRRecommender(FactorRecommender):
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
 
-    def _fold_in(self, X: sp.csr_matrix) -> np.ndarray:
+    def _fold_in_one(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The weighted mean of the products' vectors, with the bias column set to 1."""
         V = self.item_factors_
-        out = np.zeros((X.shape[0], V.shape[1]), np.float32)
-        out[:, -1] = 1.0  # bias column
-        for r in range(X.shape[0]):
-            lo, hi = X.indptr[r], X.indptr[r + 1]
-            if lo < hi:
-                w = X.data[lo:hi] / X.data[lo:hi].sum()
-                out[r, :-1] = w @ V[X.indices[lo:hi], :-1]
+        out = np.zeros(V.shape[1], np.float32)
+        out[-1] = 1.0  # bias column
+        if len(items):
+            w = weights / weights.sum()
+            out[:-1] = w @ V[items, :-1]
         return out

@@ -54,6 +54,9 @@ class _Composite(ScoringRecommender):
     def _score_one(self, row: int) -> np.ndarray:
         return self._combine(m._score_one(row) for m in self._scorers)
 
+    def _score_weights(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return self._combine(m._score_weights(items, weights) for m in self._scorers)
+
     def _similar_scores(self, item: int) -> np.ndarray:
         return self._combine(m._similar_scores(item) for m in self._scorers)
 

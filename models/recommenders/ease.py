@@ -57,9 +57,10 @@ class EASERecommender(ScoringRecommender):
 
     def _score_one(self, row: int) -> np.ndarray:
         lo, hi = self.user_items_.indptr[row], self.user_items_.indptr[row + 1]
-        idx = self.user_items_.indices[lo:hi]
-        w = self.user_items_.data[lo:hi]
-        return w @ self.B_[idx]
+        return self._score_weights(self.user_items_.indices[lo:hi], self.user_items_.data[lo:hi])
+
+    def _score_weights(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return weights @ self.B_[items]
 
     def _similar_scores(self, item: int) -> np.ndarray:
         return self.B_[item].copy()

@@ -20,7 +20,19 @@ class FactorRecommender(ScoringRecommender):
     def _scores_items(self, X: sp.csr_matrix) -> np.ndarray:
         return self._fold_in(X) @ self.item_factors_.T
 
+    def _score_weights(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return self.item_factors_ @ self._fold_in_one(items, weights)
+
     def _fold_in(self, X: sp.csr_matrix) -> np.ndarray:
+        """The customer vectors of interaction rows the model never saw."""
+        out = np.zeros((X.shape[0], self.item_factors_.shape[1]), np.float32)
+        for r in range(X.shape[0]):
+            lo, hi = X.indptr[r], X.indptr[r + 1]
+            out[r] = self._fold_in_one(X.indices[lo:hi], X.data[lo:hi])
+        return out
+
+    def _fold_in_one(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """One customer vector (float32) from their product indices and weights."""
         raise NotImplementedError
 
     def _prepare(self) -> None:

@@ -53,8 +53,10 @@ class ItemKNNRecommender(ScoringRecommender):
 
     def _score_one(self, row: int) -> np.ndarray:
         lo, hi = self.user_items_.indptr[row], self.user_items_.indptr[row + 1]
-        items = self.user_items_.indices[lo:hi]
-        w = self.user_items_.data[lo:hi]
+        return self._score_weights(self.user_items_.indices[lo:hi], self.user_items_.data[lo:hi])
+
+    def _score_weights(self, items: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """The weights times the neighbour lists of `items`, gathered with NumPy only."""
         S = self.sim_
         starts, ends = S.indptr[items], S.indptr[items + 1]
         lens = ends - starts

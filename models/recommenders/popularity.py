@@ -73,6 +73,14 @@ class PopularityRecommender(ScoringRecommender):
             return self._category_scores(self.user_items_[row])[0]
         return self.scores_.copy()
 
+    def _score_weights(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        if self.mode != "category":
+            return self.scores_.copy()
+        share = np.bincount(self._codes[items], weights=weights, minlength=self._n_cat)
+        share /= max(share.sum(), 1e-12)
+        within = share[self._codes] * self._within + 1e-3 * self.scores_
+        return within.astype(np.float32)
+
     def _similar_scores(self, item: int) -> np.ndarray:
         same = self._codes == self._codes[item]
         return np.where(same, self.scores_ + 1.0, self.scores_).astype(np.float32)

@@ -2,8 +2,8 @@
 scores and pick the top k.
 
 A kind implements a few scoring hooks (`_fit`, `_scores_items`, `_similar_scores`, optionally
-`_scores_known` / `_score_one` for speed, and `_model_arrays` / `_set_model_arrays` for its
-saved state). This class owns the id mappings, filtering (`selection.FilterMasks`), top-k
+`_scores_known` / `_score_one` / `_score_weights` for speed, and `_model_arrays` /
+`_set_model_arrays` for its saved state). This class owns the id mappings, filtering (`selection.FilterMasks`), top-k
 selection, the candidate cache, the session blend and the popular list for unknown customers.
 The single-customer path (`recommend_one`) touches only NumPy arrays: no pandas, no sparse
 slicing, a cached mask per filter combination and `np.argpartition` on one score vector.
@@ -13,6 +13,7 @@ A customer's own products are hidden from the purchases matrix `purchased_`
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Self
 
@@ -40,13 +41,31 @@ from models.recommenders.selection import (
     RecommendFilters,
     block_from_candidates,
     check_k,
-    row_normalize,
     top_k,
     top_k_rows,
 )
 from shopml.errors import DataError, UnknownEntity
 
 BLOCK = 1024  # customers scored at once in batch paths
+
+
+def _blend(a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) * z(a) + weight * z(b) in float32, z the z-score over the catalog (moments
+    in float64 from a sum and a dot product: 12 us for 2,000 products, 36 us with `np.std`)."""
+    out = np.empty(len(a), np.float32)
+    shift = 0.0
+    for first, v, w in ((True, a, 1.0 - weight), (False, b, weight)):
+        v64 = v.astype(np.float64)
+        mean = float(v64.sum()) / len(v)
+        std = math.sqrt(max(float(v64 @ v64) / len(v) - mean * mean, 0.0))
+        scale = w / max(std, 1e-12)
+        if first:
+            np.multiply(v, np.float32(scale), out=out)
+        else:
+            out += v * np.float32(scale)
+        shift += scale * mean
+    out -= np.float32(shift)
+    return out
 
 
 class ScoringRecommender(Recommender):
@@ -116,6 +135,13 @@ class ScoringRecommender(Recommender):
     def _score_one(self, row: int) -> np.ndarray:
         """Fresh 1-D float32 score vector of one known customer (hot path)."""
         return np.array(self._scores_known(np.array([row]))[0], dtype=np.float32)
+
+    def _score_weights(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Fresh 1-D float32 fold-in scores of one interaction row given as product indices and
+        weights (a session or a new customer); kinds override it with NumPy only."""
+        indptr = np.array([0, len(items)], dtype=np.int32)
+        row = sp.csr_matrix((weights, items, indptr), shape=(1, self.n_items))
+        return np.array(self._scores_items(row)[0], dtype=np.float32)
 
     def _similar_scores(self, item: int) -> np.ndarray:
         raise NotImplementedError
@@ -264,30 +290,35 @@ class ScoringRecommender(Recommender):
         """
         check_is_fitted(self)
         k = check_k(k)
-        row = self._fold_in_row(recent_product_ids, weights)
-        if row is None:
+        session = self._session_row(recent_product_ids, weights)
+        if session is None:
             return self._unknown_customer(k, filters)
-        scores = np.array(self._scores_items(row)[0], dtype=np.float32)
+        items, w = session
+        scores = self._score_weights(items, w)
         if filters.exclude_purchased or filters.exclude_seen:
-            scores[row.indices] = -np.inf
+            scores[items] = -np.inf
         blocked = self._blocked(filters)
         if blocked is not None:
             scores[blocked] = -np.inf
         return self._finish(scores, k, f"{self._source}:fold-in")
 
-    def _fold_in_row(self, product_ids, weights) -> sp.csr_matrix | None:
-        """One interaction row of the known products among `product_ids` (None if none)."""
+    def _session_row(self, product_ids, weights) -> tuple[np.ndarray, np.ndarray] | None:
+        """(sorted product indices, summed weights) of the known products among
+        `product_ids`, each weighing 1 unless `weights` says; None if none is known."""
         ids = [str(p) for p in product_ids]
-        w = np.ones(len(ids), np.float32) if weights is None else np.asarray(weights, np.float32)
+        w = [1.0] * len(ids) if weights is None else np.asarray(weights, np.float64).tolist()
+        if len(w) != len(ids):
+            raise ValueError(f"{len(w)} weights for {len(ids)} recent products")
         index = self.product_index_
-        pairs = [(index[p], wi) for p, wi in zip(ids, w, strict=True) if p in index]
-        if not pairs:
+        summed: dict[int, float] = {}
+        for p, wi in zip(ids, w, strict=True):
+            i = index.get(p)
+            if i is not None:
+                summed[i] = summed.get(i, 0.0) + wi
+        if not summed:
             return None
-        cols = np.array([c for c, _ in pairs], dtype=np.int32)
-        vals = np.array([v for _, v in pairs], dtype=np.float32)
-        row = sp.csr_matrix((vals, (np.zeros(len(cols), np.int32), cols)), shape=(1, self.n_items))
-        row.sum_duplicates()
-        return row
+        items = np.array(sorted(summed), dtype=np.int32)
+        return items, np.array([summed[i] for i in items.tolist()], dtype=np.float32)
 
     def recommend_session(
         self,
@@ -310,16 +341,15 @@ class ScoringRecommender(Recommender):
         row = self.customer_index_.get(customer_id)
         if row is None:
             return self.recommend_for_items(recent_product_ids, k, filters)
-        session = self._fold_in_row(recent_product_ids, None)
+        session = self._session_row(recent_product_ids, None)
         if session is None or session_weight == 0.0:
             return self.recommend_one(customer_id, k, filters)
-        history = row_normalize(np.asarray(self._score_one(row), dtype=np.float32))
-        now = row_normalize(np.asarray(self._scores_items(session)[0], dtype=np.float32))
-        scores = ((1.0 - session_weight) * history + session_weight * now).astype(np.float32)
+        items, w = session
+        scores = _blend(self._score_one(row), self._score_weights(items, w), session_weight)
         own = self._own(row, filters)
         if own is not None:
             scores[own] = -np.inf
-            scores[session.indices] = -np.inf
+            scores[items] = -np.inf
         blocked = self._blocked(filters)
         if blocked is not None:
             scores[blocked] = -np.inf

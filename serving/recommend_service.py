@@ -70,12 +70,14 @@ class RecommendService:
 
     @endpoint("/recommend", answers=RecommendResponse)
     def recommend(self, request: RecommendRequest, /) -> dict:
-        """Top-k products for a customer (or a session's recent products), with filters."""
+        """Top-k products for a customer (their session blended in) or a new visitor's recent
+        products, with filters (404 naming an unknown category)."""
         return self.storefront.recommend(request)
 
     @endpoint("/similar", answers=SimilarResponse)
     def similar(self, request: SimilarRequest, /) -> dict:
-        """Products similar to the one on a product page (404 naming an unknown product)."""
+        """Products similar to the one on a product page, available ones by default, with the
+        category and exclusion filters of /recommend (404 naming an unknown product/category)."""
         return self.storefront.similar(request)
 
     @endpoint("/forecast", answers=ForecastResponse)

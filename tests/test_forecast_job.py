@@ -54,8 +54,20 @@ def test_train_forecast_job_end_to_end(tmp_shopml_home, tmp_path):
         "moving_average.wape",
         "wape.week1",
         "wape.week2",
+        "band_ordered_share",
+        "coverage_p10_p90.decile_min",
+        "coverage_p10_p90.decile1",
+        "coverage_p10_p90.decile10",
+        "above_p90.decile10",
+        "above_p90.decile_max",
+        "coverage_p10_p90.week2",
     ):
         assert key in result.metrics, key
+    assert result.metrics["band_ordered_share"] > 0.95
+    run_metrics = mlflow.get_run(result.run_id).data.metrics
+    assert (
+        run_metrics["coverage_p10_p90.decile_min"] == result.metrics["coverage_p10_p90.decile_min"]
+    )
     fc = pd.read_parquet(tmp_path / "forecast.parquet")
     assert list(fc.columns) == ["product_id", "date", "p10", "p50", "p90", "flag"]
     assert fc["product_id"].nunique() == 40 and fc.groupby("product_id").size().eq(14).all()

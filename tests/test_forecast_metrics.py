@@ -11,10 +11,13 @@ from models.forecast import MovingAverage, SeasonalNaive
 from shopml.errors import DataError
 from training.backtest import backtest, rolling_origins
 from training.forecast_metrics import (
+    band_ordered_share,
     bias,
     coverage,
+    coverage_report,
     evaluate,
     evaluation_frame,
+    level_deciles,
     pinball,
     seasonal_scales,
     summarize,
@@ -134,3 +137,55 @@ def test_backtest_rebuilds_history_per_fold_and_scores_every_model():
     assert frame["horizon"].between(1, 7).all()
     assert (pd.to_datetime(frame["date"]).dt.dayofweek != 5).all()  # closed days never scored
     assert set(result.breakdown("moving_average", "week")) == {"1"}
+
+
+def _band_frame() -> pd.DataFrame:
+    """20 forecasts with P50 = 1..20 (deciles of two), band P50 -/+ 0.5, weeks of ten days."""
+    p50 = np.arange(1.0, 21.0)
+    y = p50.copy()
+    y[1] = 0.0  # decile 1: one day below P10
+    y[18:] = 25.0  # decile 10: both days above P90
+    df = pd.DataFrame({"y": y, "p10": p50 - 0.5, "p50": p50, "p90": p50 + 0.5})
+    df["week"] = np.repeat([1, 2], 10)
+    df["has_demand"] = True
+    df.loc[4, "p90"] = 5.0  # a degenerate band (P90 == P50) of a series with demand
+    df.loc[5, ["p90", "has_demand"]] = [6.0, False]  # another, of a series without demand
+    return df
+
+
+def test_band_coverage_by_level_decile_and_week_by_hand():
+    df = _band_frame()
+    assert list(level_deciles(df["p50"][::-1])) == list(np.repeat(np.arange(10, 0, -1), 2))
+    report = coverage_report(df)
+    dec = report["by_decile"]
+    assert sorted(dec) == list(range(1, 11))
+    assert dec[1]["coverage_p10_p90"] == 0.5 and dec[1]["below_p10"] == 0.5
+    assert dec[10]["coverage_p10_p90"] == 0.0 and dec[10]["above_p90"] == 1.0
+    assert all(dec[d]["coverage_p10_p90"] == 1.0 for d in range(2, 10))
+    assert dec[3]["band_ordered_share"] == 0.0  # P50 5 and 6: only the first has demand
+    assert report["by_week"][1]["coverage_p10_p90"] == pytest.approx(9 / 10)
+    assert report["by_week"][2]["coverage_p10_p90"] == pytest.approx(8 / 10)
+    assert report["overall"]["coverage_p10_p90"] == pytest.approx(17 / 20)
+    assert report["overall"]["band_ordered_share"] == pytest.approx(18 / 19)
+    assert report["decile_min_coverage"] == 0.0 and report["decile_max_above_p90"] == 1.0
+    assert summarize(df.assign(product_id="a", mase_scale=1.0, rmsse_scale=1.0))[
+        "band_ordered_share"
+    ] == pytest.approx(18 / 19)
+    # every forecast counts when no series is marked
+    assert band_ordered_share(df["p10"], df["p50"], df["p90"]) == pytest.approx(18 / 20)
+
+
+def test_evaluation_frame_marks_series_with_recent_demand():
+    full = _panel([[0.0] * 20 + [1.0] + [0.0] * 19, [1.0] + [0.0] * 39], ids=("a", "b"))
+    hist = full.cut(full.dates[33])  # a sold 13 days before the origin, b 33 days before
+    fc = pd.DataFrame(
+        {
+            "product_id": ["a", "b"],
+            "date": [full.dates[34]] * 2,
+            "p10": 0.0,
+            "p50": 0.1,
+            "p90": 0.2,
+        }
+    )
+    df = evaluation_frame(fc, full, hist).set_index("product_id")
+    assert df.loc["a", "has_demand"] and not df.loc["b", "has_demand"]

@@ -18,7 +18,7 @@ import pandas as pd
 from features.demand import DemandPanel, PanelConfig, build_panel
 from models.forecast.base import Forecaster
 from shopml.errors import ConfigError, DataError
-from training.forecast_metrics import evaluate, evaluation_frame, summarize
+from training.forecast_metrics import coverage_report, evaluate, evaluation_frame, summarize
 
 
 @dataclass
@@ -61,10 +61,19 @@ class BacktestResult:
             out[m] = agg
         return out
 
+    def pooled(self, model: str) -> pd.DataFrame:
+        """The scored frames of `model` over all folds, one table."""
+        return pd.concat([f.frames[model] for f in self.folds], ignore_index=True)
+
     def breakdown(self, model: str, by: str) -> dict[str, dict[str, float]]:
         """Metrics of `model` by "week" or "category", pooled over all folds."""
-        df = pd.concat([f.frames[model] for f in self.folds], ignore_index=True)
+        df = self.pooled(model)
         return {str(k): summarize(g) for k, g in df.groupby(by, sort=True)}
+
+    def coverage(self, model: str) -> dict:
+        """P10-P90 band of `model` pooled over all folds: overall, per decile of the P50 level
+        and per horizon week (`training.forecast_metrics.coverage_report`)."""
+        return coverage_report(self.pooled(model))
 
 
 def rolling_origins(
@@ -119,7 +128,8 @@ def backtest(
                 o = metrics[name]["overall"]
                 log(
                     f"fold {i} ({origin.date()}) {name}: wape {o['wape']:.3f} bias "
-                    f"{o['bias']:+.3f} coverage {o['coverage_p10_p90']:.3f} fit "
+                    f"{o['bias']:+.3f} coverage {o['coverage_p10_p90']:.3f} ordered band "
+                    f"{o['band_ordered_share']:.3f} fit "
                     f"{fit_s[name]:.1f}s predict {pred_s[name]:.2f}s"
                 )
         folds.append(

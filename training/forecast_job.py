@@ -90,15 +90,32 @@ def _flat_metrics(result: BacktestResult, primary: str) -> dict[str, float]:
     for name, agg in summary.items():
         if name == primary:
             continue
-        for key in ("wape", "mase", "bias", "coverage_p10_p90"):
+        for key in ("wape", "mase", "bias", "coverage_p10_p90", "band_ordered_share"):
             out[f"{name}.{key}"] = agg[key]
     for week, m in result.breakdown(primary, "week").items():
         out[f"wape.week{week}"] = m["wape"]
         out[f"bias.week{week}"] = m["bias"]
+    out |= _band_metrics(result.coverage(primary))
     for cat, m in result.breakdown(primary, "category").items():
         safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in cat)
         out[f"wape.category.{safe}"] = m["wape"]
     return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+def _band_metrics(report: dict) -> dict[str, float]:
+    """The band's coverage per level decile and horizon week (pooled over folds), and the worst
+    decile's coverage and upper-tail share, which the promotion gate guards."""
+    out = {
+        "coverage_p10_p90.decile_min": report["decile_min_coverage"],
+        "above_p90.decile_max": report["decile_max_above_p90"],
+    }
+    for d, m in report["by_decile"].items():
+        out[f"coverage_p10_p90.decile{d}"] = m["coverage_p10_p90"]
+        out[f"above_p90.decile{d}"] = m["above_p90"]
+        out[f"below_p10.decile{d}"] = m["below_p10"]
+    for w, m in report["by_week"].items():
+        out[f"coverage_p10_p90.week{w}"] = m["coverage_p10_p90"]
+    return out
 
 
 def _plot_top_products(result: BacktestResult, model: str, panel: DemandPanel, k: int):
@@ -175,11 +192,22 @@ def _log_backtest(
     """Log the backtest of `primary` (metrics, summary, curves, plots); return the metrics."""
     metrics = _flat_metrics(result, primary)
     mlflow.log_metrics(metrics)
+    tested = pd.concat([f.frames[primary] for f in result.folds])
+    tracking.log_protocol(  # the test: rolling origins, horizon and the series it covers
+        {
+            "split": "rolling_origin",
+            "origins": [str(f.origin.date()) for f in result.folds],
+            "horizon": config.horizon,
+            "filters": {"top_n": config.top_n, "exclude_categories": config.exclude_categories},
+        },
+        {"test_series": int(tested["product_id"].nunique()), "test_points": len(tested)},
+    )
     mlflow.log_dict(
         {
             "summary": result.summary(),
             "by_week": result.breakdown(primary, "week"),
             "by_category": result.breakdown(primary, "category"),
+            "band": result.coverage(primary),
             "origins": [str(f.origin.date()) for f in result.folds],
         },
         "backtest/summary.json",

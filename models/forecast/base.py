@@ -11,7 +11,6 @@ text), never pickles.
 from __future__ import annotations
 
 import json
-import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Self
@@ -21,6 +20,7 @@ import pandas as pd
 
 from features.demand import DemandPanel
 from models.base import Estimator, check_is_fitted
+from models.forecast.calibration import BAND, band_quantile
 from shopml.errors import ConfigError, DataError
 
 OUTPUT_COLUMNS = ("product_id", "date", "p10", "p50", "p90", "flag")
@@ -85,15 +85,15 @@ def load_panel(path: Path) -> DemandPanel:
 
 
 def empirical_band(panel: DemandPanel, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, 10% and 90% quantiles of each product's observed days in the last `window` days."""
+    """Mean and 10% / 90% `calibration.band_quantile`s (P90 above 0 for a window of mostly zero
+    days with some sales) of each product's observed days in the last `window` days."""
     seg = panel.units[:, -window:]
-    has = ~np.isnan(seg).all(axis=1)
-    filled = np.where(has[:, None], seg, 0.0)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows of unobserved products
-        mean = np.where(has, np.nanmean(filled, axis=1), 0.0)
-        q10 = np.where(has, np.nanquantile(filled, 0.1, axis=1), 0.0)
-        q90 = np.where(has, np.nanquantile(filled, 0.9, axis=1), 0.0)
+    mean, q10, q90 = np.zeros((3, len(seg)))
+    for i, row in enumerate(seg):
+        days = row[~np.isnan(row)]
+        if len(days):
+            mean[i] = days.mean()
+            q10[i], q90[i] = band_quantile(days, BAND)
     return mean, q10, q90
 
 

@@ -3,6 +3,12 @@
 Held-out days give quantiles of actual / forecast mean per bin of forecast level and spikiness
 (`fit_ratio_calibration`), after a level correction; `apply_ratio_calibration` turns raw means
 into the three quantiles. Calibrations are plain JSON values (saved in forecaster.json).
+
+Daily units are counts, mostly 0 for slow sellers: a plain sample quantile is then 0 for every
+level up to the share of zero days, so P90 would sit at or below the mean. `band_quantile` takes
+the plain (inverse-distribution) quantile or the mid-quantile (the inverse of F(v-) + P(v)/2,
+interpolated between observed values; Parzen 2004), whichever lies further out: never more than
+10% of held-out days beyond P10 or P90, and a P90 above 0 whenever some days sell.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 TAUS = tuple(np.round(np.arange(0.05, 0.951, 0.025), 3).tolist())
+BAND = (0.1, 0.9)  # the quantile levels of P10 and P90
 
 
 def default_calibration() -> dict:
@@ -30,8 +37,9 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
     """Conformal calibration on held-out days: quantiles of actual / forecast mean per bin of
     (forecast level, spikiness), after a bias factor (sum actual / sum forecast)**bias_correction.
 
-    The P10-P90 band uses the quantile levels (0.5 -/+ s) with the smallest s whose coverage on the
-    held-out days reaches 80% (ties at zero count as covered, so plain 0.1/0.9 would over-cover).
+    Quantiles are `band_quantile`s (module docstring); the band is always the levels 0.1 / 0.9 in
+    each level bin: a band searched to cover 80% of the pooled days collapses to P10 = P50 = P90
+    when most days sell 0 (zero days are covered by any band that starts at 0).
     `point="mean"`: P50 is the bias-corrected mean; `"median"`: the calibrated median;
     `"unbiased"`: the common quantile level at which the held-out days are unbiased.
     """
@@ -46,14 +54,12 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
     bm = np.searchsorted(mean_edges, mu)
     bs = np.searchsorted(spread_edges, spread)
     taus = np.asarray(TAUS)
-    glob = np.quantile(y / mu, taus)
+    glob = band_quantile(y / mu, taus)
     ratios = np.empty((n_mu, n_sp, len(taus)))
     for i in range(n_mu):
         for j in range(n_sp):
             sel = (bm == i) & (bs == j)
-            ratios[i, j] = np.quantile(y[sel] / mu[sel], taus) if sel.sum() >= 30 else glob
-    q = mu[:, None] * ratios[bm, bs]  # held-out points x taus
-    band = _narrowest_band(taus, q, mu, y)
+            ratios[i, j] = band_quantile(y[sel] / mu[sel], taus) if sel.sum() >= 30 else glob
     cal = {
         "taus": taus.tolist(),
         "mean_edges": mean_edges.tolist(),
@@ -62,26 +68,38 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
         "bias": bias,
         "point": point,
         "point_tau": None,
-        "band": band,
+        "band": list(BAND),
     }
     if point == "unbiased":
+        q = mu[:, None] * ratios[bm, bs]  # held-out points x taus
         k = int(np.clip(np.searchsorted(q.sum(axis=0), y.sum()), 0, len(taus) - 1))
         cal["point_tau"] = float(taus[k])
     return cal
 
 
-def _narrowest_band(taus: np.ndarray, q: np.ndarray, mu: np.ndarray, y: np.ndarray) -> list:
-    """The quantile levels (0.5 -/+ s) with the smallest s covering 80% of the held-out days
-    (plain [0.1, 0.9] when none does)."""
-    for lo_k in range(len(taus) // 2, -1, -1):
-        hi_k = len(taus) - 1 - lo_k
-        if hi_k < lo_k:
-            continue
-        lo = np.minimum(q[:, lo_k], mu)
-        hi = np.maximum(q[:, hi_k], mu)
-        if np.mean((y >= lo) & (y <= hi)) >= 0.8:
-            return [float(taus[lo_k]), float(taus[hi_k])]
-    return [0.1, 0.9]
+def mid_quantile(values, taus) -> np.ndarray:
+    """Mid-quantiles of `values` at levels `taus`: the inverse of the mid-distribution function
+    (share below v plus half the share at v), linear between distinct values, clamped to their
+    range. For samples with many ties (0 units) it rises strictly with tau, unlike np.quantile."""
+    u, counts = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+    if len(u) == 0:
+        return np.full(len(np.atleast_1d(taus)), np.nan)
+    f_mid = (np.cumsum(counts) - counts / 2.0) / counts.sum()
+    return np.interp(taus, f_mid, u)
+
+
+def band_quantile(values, taus) -> np.ndarray:
+    """Quantiles for a band: below the median the lower, above it the higher of the plain
+    quantile (inverted CDF) and the mid-quantile (module docstring); the median is the latter."""
+    values = np.asarray(values, dtype=np.float64)
+    taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    if len(values) == 0:
+        return np.full(len(taus), np.nan)
+    mid = mid_quantile(values, taus)
+    plain = np.quantile(values, taus, method="inverted_cdf")
+    return np.where(
+        taus < 0.5, np.minimum(mid, plain), np.where(taus > 0.5, np.maximum(mid, plain), mid)
+    )
 
 
 def _quantile(cal: dict, mu, spread, tau: float) -> np.ndarray:

@@ -73,7 +73,7 @@ class LightGBMForecaster(Forecaster):
         min_origin_history: int = 28,
         recency_half_life: float | None = 120.0,
         point: str = "mean",
-        calibration_bins: int = 8,
+        calibration_bins: int = 10,
         bias_correction: float = 0.5,
         bias_clip: tuple[float, float] = (0.8, 1.25),
         refit: bool = True,

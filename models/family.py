@@ -176,6 +176,16 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             guards=[
                 Guard(metric="coverage_p10_p90", direction="target", target=0.8, tolerance=0.03),
                 Guard(metric="bias", direction="target", target=0.0, tolerance=0.02),
+                # a degenerate band (P90 == P50) fails these whatever the champion logged
+                Guard(metric="band_ordered_share", direction="higher", tolerance=0.01, min=0.95),
+                Guard(
+                    metric="coverage_p10_p90.decile_min",
+                    direction="target",
+                    target=0.8,
+                    tolerance=0.05,
+                    min=0.72,
+                ),
+                Guard(metric="above_p90.decile_max", direction="lower", tolerance=0.03, max=0.2),
             ],
             curves=["error_by_horizon", "wape_by_horizon"],
             key_metrics=["mase", "rmsse", "pinball_loss"],

@@ -29,7 +29,9 @@ def generate_cmd(
     seed: int = typer.Option(0, help="Seed: the same seed gives the same tables."),
     days: int | None = typer.Option(None, help="Simulated days (default: the scale's)."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
-    quiet: bool = typer.Option(False, "--quiet", help="No per-stage progress lines."),
+    quiet: bool = typer.Option(
+        False, "--quiet", help="No progress bar (none is drawn off a terminal either)."
+    ),
 ) -> None:
     """Generate the built-in simulated store (customers, catalog, sessions, orders, payments)."""
     # on use: pandas: 0.3 s; pydantic: 0.06 s

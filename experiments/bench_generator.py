@@ -21,13 +21,14 @@ from pathlib import Path
 
 from features.generator import SCALES, GeneratorConfig, generate
 from features.store import folder_mb
+from shopml.progress import progress
 
 
 def bench_scale(scale: str, seed: int = 0, write: bool = True) -> dict:
     """Time one scale: generate, then validate + write Parquet (into a temporary folder)."""
     gc.collect()
     wall, cpu = time.perf_counter(), time.process_time()
-    store = generate(GeneratorConfig(scale=scale, seed=seed))
+    store = generate(GeneratorConfig(scale=scale, seed=seed), progress=True)  # on a terminal
     result: dict = {
         "scale": scale,
         "seed": seed,
@@ -63,7 +64,7 @@ def run(
         f"{'scale':<7} {'interactions':>12} {'order_lines':>11} {'payments':>10} {'frauds':>7} "
         f"{'gen s':>6} {'cpu s':>6} {'write s':>7} {'cpu s':>6} {'MB':>7} {'rss MB':>7}"
     )
-    for scale in scales:
+    for scale in progress(scales, "bench generator", unit="scale"):
         r = bench_scale(scale, seed, write)
         results.append(r)
         rows = r["rows"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from features.loaders import fraud_handbook, movielens, online_retail
 from features.profile import profile
 from shopml.errors import DataError
+from shopml.progress import progress
 
 LOADERS = {
     "online_retail": online_retail.load,
@@ -32,7 +33,7 @@ def run(out: Path | None = None, repeat: int = 3) -> dict:
     for name, load in LOADERS.items():
         times, cpu = [], []
         try:
-            for _ in range(repeat):
+            for _ in progress(range(repeat), f"load {name}", unit="run"):
                 t, c = time.perf_counter(), time.process_time()
                 store = load()
                 times.append(time.perf_counter() - t)

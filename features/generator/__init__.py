@@ -11,7 +11,6 @@ labelled after an investigation delay. Same config, same tables.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,6 +27,7 @@ from features.generator.payments import make_payments
 from features.generator.promotions import make_promotions
 from features.generator.sessions import ProductSampler, simulate_sessions
 from features.store import Store
+from shopml.progress import progress_bar
 
 __all__ = ["GENERATOR_VERSION", "SCALES", "GeneratorConfig", "Scale", "ScaleSpec", "generate"]
 
@@ -40,21 +40,21 @@ _STREAMS = ("catalog", "customers", "promotions", "sessions", "orders", "returns
 
 
 class _Stages:
-    """Prints one line per finished stage when asked to (the generator's progress report)."""
+    """The generator's progress: a bar over its stages, naming the one running (drawn only on
+    a terminal, see `shopml.progress`)."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.t0 = time.perf_counter()
+    NAMES = ("catalog", "customers", "sessions", "orders", "payments", "tables")
+
+    def __init__(self, enabled: bool, scale: str):
+        self.bar = progress_bar(f"generate {scale}", len(self.NAMES), "stage", enabled)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        t = time.perf_counter()
+        self.bar.set_postfix_str(name)
         yield
-        if self.enabled:
-            now = time.perf_counter()
-            print(
-                f"  generate: {name:<13} {now - t:6.2f}s  (total {now - self.t0:6.2f}s)", flush=True
-            )
+        self.bar.update(1)
+        if self.bar.n == self.bar.total:
+            self.bar.close()
 
 
 def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Store:
@@ -69,7 +69,7 @@ def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Stor
     rngs = _streams(cfg.seed)
     t0_ns = int(np.datetime64(cfg.start, "ns").astype("int64"))
     end_ns = t0_ns + days * NS_PER_DAY
-    stages = _Stages(progress)
+    stages = _Stages(progress, cfg.scale)
 
     with stages.stage("catalog"):
         catalog = make_catalog(

@@ -2,7 +2,8 @@
 
 Steps: load the store, build the daily demand panel (`features.demand`), run a rolling-origin
 backtest of the configured model beside the baselines, log metrics (overall, by horizon week, by
-category), curves and plots to MLflow, refit the model on all days, log it as a native model and
+category; the P10-P90 band per level decile and week, the share of ordered bands), curves and
+plots to MLflow, refit the model on all days, log it as a native model and
 register it, then write the forecast of the next `horizon` days as Parquet and log it.
 """
 

@@ -1,8 +1,9 @@
 """CLI commands for experiments: runs, compare, promote, rollback, retrain, reproduce.
 
 Exit codes (for cron jobs and CI): 0 success / promoted, 3 the gate refused (trained or checked
-but not promoted, or `compare --strict` on different data), 2 error (bad input, missing run or
-model, unreachable tracking server).
+but not promoted, a `promote --dry-run` that would refuse, or `compare --strict` on different
+data or a different test), 2 error (bad input, missing run or model, unreachable tracking
+server).
 """
 
 from __future__ import annotations
@@ -96,10 +97,13 @@ def compare_cmd(
         True, "--log/--no-log", help="Log the report to MLflow (experiment shopml-comparisons)."
     ),
     strict: bool = typer.Option(
-        False, "--strict", help="Exit 3 when the runs were not evaluated on the same data."
+        False,
+        "--strict",
+        help="Exit 3 unless the runs were evaluated on the same data with the same test.",
     ),
 ) -> None:
-    """Metric deltas side by side, whether the runs saw the same data, and overlaid plots in HTML."""
+    """Metric deltas side by side, whether the runs saw the same data and test, the gate's
+    verdict, and overlaid plots in HTML."""
     # on use: training (mlflow): 1.0 s
     from training.compare import compare_runs, log_comparison
     from training.report_html import write_report
@@ -123,19 +127,39 @@ def compare_cmd(
             cells.append(text)
         table.add_row(m, *cells)
     console.print(table)
-    if comparison.same_data:
-        console.print(f"same data: every run saw data fingerprint {comparison.fingerprints[0]}")
-    else:
-        shown = ", ".join(f"{r.short_id}={r.fingerprint or 'none'}" for r in comparison.runs)
-        console.print(f"[red]DIFFERENT data[/red] ({shown}): deltas are not comparable")
+    _print_comparability(comparison, console)
     path = out or Path("compare-" + "-".join(r.short_id for r in comparison.runs) + ".html")
     write_report(comparison, path)
     typer.echo(f"report written to {path}")
     if log:
         run_id = log_comparison(comparison, path)
         typer.echo(f"report logged to MLflow run {run_id} (experiment shopml-comparisons)")
-    if strict and not comparison.same_data:
+    if strict and not comparison.comparable:
         raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _print_comparability(comparison, console: Console) -> None:
+    """Same data and same test (or what differs), small tests, and the gate's verdict."""
+    c = comparison
+    if c.comparable:
+        console.print(
+            f"same data, same test: every run saw data fingerprint {c.fingerprints[0]} "
+            f"and test protocol {c.signatures[0]}"
+        )
+    elif c.same_data:
+        diffs = "; ".join(c.test_differences()) or "some run logged no evaluation protocol"
+        console.print(
+            f"same data, [red]DIFFERENT test[/red] ({diffs}): deltas are not comparable",
+            markup=True,
+            highlight=False,
+        )
+    else:
+        shown = ", ".join(f"{r.short_id}={r.fingerprint or 'none'}" for r in c.runs)
+        console.print(f"[red]DIFFERENT data[/red] ({shown}): deltas are not comparable")
+    for warning in c.small_tests():
+        console.print(f"[yellow]small test[/yellow]: {warning}")
+    for verdict in c.verdicts():
+        console.print(f"verdict: {verdict.line()}", markup=False, highlight=False)
 
 
 @_mlflow_errors
@@ -154,8 +178,8 @@ def promote_cmd(
     # on use: training (mlflow): 1.0 s
     from training.promotion import evaluate_gate, promote
 
-    if dry_run:
-        decision = evaluate_gate(family, run)
+    if dry_run:  # a dry run that would refuse exits as the refusal does
+        decision = evaluate_gate(family, run, dry_run=True)
         typer.echo(decision.explain())
         if not (decision.gate_passed or decision.first or decision.already_champion):
             raise typer.Exit(EXIT_GATE_FAILED)

@@ -2,7 +2,8 @@
 logged model and downloading a version (or alias) with its native folder.
 
 Registered-model names come from `models.family` (`shopml-<family>`); the first version of a
-family becomes `champion`, later versions wait for `shopml promote`.
+family becomes `champion`, later versions wait for `shopml promote`; the version under
+comparison (gated by `shopml promote`, trained by `shopml retrain`) holds `challenger`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ def alias_version(
 ) -> ModelVersion | None:
     """The version `alias` (e.g. `champion`) of the family's model points at, or None."""
     return _version(family(family_name).registered_model, alias, mlflow_client or MlflowClient())
+
+
+def set_alias(
+    family_name: str, alias: str, version: str, mlflow_client: MlflowClient | None = None
+) -> None:
+    """Point `alias` (e.g. `challenger`) of the family's model at `version`."""
+    mlflow_client = mlflow_client or MlflowClient()
+    mlflow_client.set_registered_model_alias(family(family_name).registered_model, alias, version)
+
+
+def clear_alias(family_name: str, alias: str, mlflow_client: MlflowClient | None = None) -> bool:
+    """Remove `alias` from the family's model; False when it was not set."""
+    mlflow_client = mlflow_client or MlflowClient()
+    if alias_version(family_name, alias, mlflow_client) is None:
+        return False
+    mlflow_client.delete_registered_model_alias(family(family_name).registered_model, alias)
+    return True
 
 
 def champion_version(family_name: str) -> str | None:

@@ -11,6 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# what a job records of its test (`training.tracking.log_protocol`): the runs of these tests
+# share it unless a test passes another (or None: a run logged before protocols existed)
+PROTOCOL = {"split": {"kind": "time", "test_days": 14}, "k": 100}
+
 
 def tiny_store(variant: int = 0):
     """A two-product store; a different `variant` gives different data (another fingerprint)."""
@@ -32,6 +36,7 @@ def log_run(
     config: dict | None = None,
     register: bool = True,
     native_model: bool = False,
+    protocol: dict | None = PROTOCOL,
 ) -> str:
     """A run the way the jobs log one: config, data fingerprint, metrics, curves and a model.
 
@@ -41,12 +46,20 @@ def log_run(
     """
     import mlflow
 
-    from training.tracking import log_curve, log_native_model, register_model, start_run
+    from training.tracking import (
+        log_curve,
+        log_native_model,
+        log_protocol,
+        register_model,
+        start_run,
+    )
 
     store = tiny_store(data)
     config = config or {"seed": 0, "variant": name or "run"}
     with start_run(family, config=config, store=store, run_name=name) as run:
         mlflow.log_metrics(metrics)
+        if protocol is not None:
+            log_protocol(protocol)
         for curve, (x, y) in (curves or {}).items():
             log_curve(curve, x, y)
         if native_model:

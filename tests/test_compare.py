@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import shutil
+import subprocess
 
 import mlflow
 import pytest
@@ -23,14 +25,14 @@ CAL = ([0.1, 0.5, 0.9], [0.12, 0.45, 0.88])
 def fraud_runs(data_b: int = 0) -> tuple[str, str]:
     a = log_run(
         "fraud",
-        {"average_precision": 0.70, "calibration_error": 0.02, "auc_roc": 0.90},
+        {"average_precision": 0.70, "calibration_error": 0.02, "auc_roc": 0.90, "test_frauds": 40},
         name="baseline",
         config={"seed": 0, "model": {"num_leaves": 31}},
         curves={"pr_curve": PR_A, "calibration": CAL},
     )
     b = log_run(
         "fraud",
-        {"average_precision": 0.75, "calibration_error": 0.03, "auc_roc": 0.91},
+        {"average_precision": 0.75, "calibration_error": 0.03, "auc_roc": 0.91, "test_frauds": 40},
         name="more-leaves",
         data=data_b,
         config={"seed": 0, "model": {"num_leaves": 63}},
@@ -46,7 +48,7 @@ def test_compare_writes_a_self_contained_report_listing_both_runs_and_logs_it(
     out = tmp_path / "report.html"
     code, text = run_cli(["compare", a, b[:8], "--out", str(out)], monkeypatch, capsys)
     assert code == 0, text
-    assert "same data" in text and "+0.05" in text  # average_precision delta
+    assert "same data, same test" in text and "+0.05" in text  # average_precision delta
     html = out.read_text()
     assert a in html and b in html
     assert "Same data" in html and tiny_store(0).fingerprint_id() in html
@@ -149,3 +151,91 @@ def test_runs_lists_sorts_filters_and_formats(mlflow_env, monkeypatch, capsys):
         ["runs", "fraud", "--filter", "metrics.average_precision >>"], monkeypatch, capsys
     )
     assert code == 2 and "--filter" in text
+
+
+# --- issue 11: same test, the verdict, small tests, readable calibration, @challenger ----------
+
+REC = {"ndcg_at_20": 0.10, "coverage_at_20": 0.50, "test_customers": 230}
+
+
+def windows(days: float) -> dict:
+    return {"split": {"kind": "temporal", "test_days": days}, "k": 20}
+
+
+def test_compare_says_same_test_only_when_the_protocols_match(
+    mlflow_env, monkeypatch, capsys, tmp_path
+):
+    a = log_run("recommender", REC, protocol=windows(14.0))
+    b = log_run("recommender", {**REC, "ndcg_at_20": 0.13}, protocol=windows(30.0))
+    args = ["--no-log", "--out", str(tmp_path / "r.html")]
+    code, text = run_cli(["compare", a, b, *args], monkeypatch, capsys)
+    assert code == 0, text
+    assert "same data, same test" not in text
+    assert "DIFFERENT test" in text and f"split.test_days: {b[:8]} 30.0, {a[:8]} 14.0" in text
+    assert "REFUSE" in text and "same test" in text
+    html = (tmp_path / "r.html").read_text()
+    assert "Same data, different test" in html and "split.test_days" in html
+    code, text = run_cli(["compare", a, b, "--strict", *args], monkeypatch, capsys)
+    assert code == 3
+    c = log_run("recommender", {**REC, "ndcg_at_20": 0.13}, protocol=windows(14.0))
+    code, text = run_cli(["compare", a, c, "--strict", *args], monkeypatch, capsys)
+    assert code == 0 and "same data, same test" in text, text
+    assert f"PROMOTE {c[:8]} over {a[:8]}" in text
+
+
+def small_test_comparison():
+    """Champion (40 frauds) against a better-looking challenger on a test with 8 frauds,
+    registered as @challenger by the gate (which refuses it)."""
+    from training.compare import compare_runs
+    from training.promotion import promote
+
+    a, _ = fraud_runs()
+    lucky = log_run(
+        "fraud",
+        {"average_precision": 0.80, "calibration_error": 0.02, "test_frauds": 8},
+        name="lucky",
+        curves={"calibration": ([0.001, 0.004, 0.02, 0.3], [0.0, 0.005, 0.03, 0.25])},
+    )
+    assert not promote("fraud", lucky).promoted
+    return compare_runs([a, lucky]), lucky
+
+
+def test_report_states_the_verdict_warns_on_small_tests_and_shows_the_challenger(mlflow_env):
+    from training.report_html import render_report
+
+    comparison, lucky = small_test_comparison()
+    html = render_report(comparison)
+    assert f"Verdict: REFUSE</b> {lucky[:8]} over" in html
+    assert "evidence test_frauds" in html and "at least 30" in html
+    assert "Small test" in html and "test_frauds = 8, fewer than the 30 needed" in html
+    assert "v3 @challenger" in html and "v1 @champion" in html
+    code_runs = [r for r in comparison.runs if "challenger" in r.aliases]
+    assert [r.run_id for r in code_runs] == [lucky]
+
+
+def test_calibration_plot_uses_log_axes(mlflow_env, monkeypatch):
+    import training.report_html as report
+
+    comparison, _ = small_test_comparison()
+    figures = []
+    monkeypatch.setattr(report, "_png", lambda fig: figures.append(fig) or "")
+    report._curve_png(comparison, "calibration")
+    ax = figures[0].axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert "log" in ax.get_xlabel()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_report_verdict_renders_in_a_real_browser(mlflow_env, tmp_path):
+    from training.report_html import write_report
+
+    comparison, lucky = small_test_comparison()
+    path = write_report(comparison, tmp_path / "report.html")
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert f'id="verdict-{lucky[:8]}"' in dom
+    assert "Verdict: REFUSE" in dom and "evidence test_frauds" in dom and "Small test" in dom

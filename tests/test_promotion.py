@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from experiment_runs import log_run, run_cli, tiny_store
+from experiment_runs import PROTOCOL, log_run, run_cli, tiny_store
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
@@ -12,7 +12,12 @@ from shopml.errors import ConfigError, RegistryError
 
 pytest_plugins = ["mlflow_server"]  # the real MLflow server fixtures
 
-GOOD = {"average_precision": 0.70, "calibration_error": 0.020, "review_rate": 0.010}
+GOOD = {
+    "average_precision": 0.70,
+    "calibration_error": 0.020,
+    "review_rate": 0.010,
+    "test_frauds": 40,
+}
 
 
 def aliases(family: str = "fraud") -> dict[str, str]:
@@ -67,13 +72,19 @@ def test_worse_challenger_small_gain_or_guard_regression_is_refused_and_says_why
     assert not decision.promoted
     assert [c.name for c in decision.failed] == ["guard calibration_error"]
     assert "rise 0.03" in decision.failed[0].detail
-    assert aliases() == {"champion": "1"}
+    assert aliases() == {"champion": "1", "challenger": "4"}  # the last one gated
 
 
 def test_lower_is_better_family_and_target_guards(mlflow_env):
     from training.promotion import promote
 
-    base = {"wape": 0.50, "coverage_p10_p90": 0.80, "bias": 0.01}
+    base = {
+        "wape": 0.50,
+        "coverage_p10_p90": 0.80,
+        "bias": 0.01,
+        "test_series": 50,
+        "test_points": 4200,
+    }
     log_run("forecast", base)
     off_band = log_run("forecast", {**base, "wape": 0.40, "coverage_p10_p90": 0.60})
     decision = promote("forecast", off_band)
@@ -91,10 +102,10 @@ def test_different_data_is_refused_and_force_needs_a_reason_that_is_recorded(
     assert code == 3
     assert "[FAIL] same data" in out and "not comparable" in out
     assert tiny_store(1).fingerprint_id() in out
-    assert aliases() == {"champion": "1"}
+    assert aliases() == {"champion": "1", "challenger": "2"}
     code, out = run_cli(["promote", "fraud", challenger, "--force"], monkeypatch, capsys)
     assert code == 2 and "--reason" in out
-    assert aliases() == {"champion": "1"}
+    assert aliases() == {"champion": "1", "challenger": "2"}
     reason = "new data source; old champion cannot be evaluated on it"
     code, out = run_cli(
         ["promote", "fraud", challenger, "--force", "--reason", reason], monkeypatch, capsys
@@ -127,7 +138,7 @@ def test_rollback_restores_previous_versions_step_by_step(mlflow_env, monkeypatc
 def test_promote_rejects_runs_of_another_family_and_unknown_runs(mlflow_env, monkeypatch, capsys):
     from training.promotion import promote
 
-    run = log_run("recommender", {"ndcg_at_20": 0.1})
+    run = log_run("recommender", {"ndcg_at_20": 0.1, "test_customers": 300})
     with pytest.raises(ConfigError, match="belongs to family 'recommender'"):
         promote("fraud", run)
     code, out = run_cli(
@@ -145,6 +156,8 @@ class FraudJobConfig(BaseModel):
     seed: int = 0
     quality: float
     data_variant: int = 0
+    frauds: int = 40  # frauds in the test period
+    test_days: int = 14
 
 
 def _fake_fraud_job():
@@ -152,20 +165,31 @@ def _fake_fraud_job():
     from training.jobs import Job
     from training.tracking import TrainResult
 
+    def protocol(config):
+        return {**PROTOCOL, "split": {"kind": "time", "test_days": config.test_days}}
+
     def train(config, settings=None):
-        metrics = {**GOOD, "average_precision": config.quality}
-        run_id = log_run("fraud", metrics, data=config.data_variant, config=config.model_dump())
+        metrics = {**GOOD, "average_precision": config.quality, "test_frauds": config.frauds}
+        run_id = log_run(
+            "fraud",
+            metrics,
+            data=config.data_variant,
+            config=config.model_dump(),
+            protocol=protocol(config),
+        )
         version = MlflowClient().get_run(run_id).data.tags.get("shopml.model_version")
         return TrainResult(family="fraud", run_id=run_id, metrics=metrics, model_version=version)
 
     def evaluate(config, model_uri, settings=None):
-        from training.tracking import start_run
+        from training.tracking import log_protocol, start_run
 
         name, version = model_uri.removeprefix("models:/").split("/")
         source = MlflowClient().get_model_version(name, version).tags["run_id"]
         metrics = MlflowClient().get_run(source).data.metrics  # "scores" the same on any data
+        metrics = {**metrics, "test_frauds": config.frauds}
         with start_run("fraud", config=config, store=tiny_store(config.data_variant)) as run:
             mlflow.log_metrics(metrics)
+            log_protocol(protocol(config))
         return TrainResult(family="fraud", run_id=run.info.run_id, metrics=metrics)
 
     return Job("fraud", FraudJobConfig, train, evaluate)
@@ -289,3 +313,103 @@ def test_every_family_has_a_job_whose_shipped_config_parses():
         job, config = load_job_config(name)
         assert job.family == name and isinstance(config, job.config)
         assert callable(job.train) and callable(job.evaluate)
+
+
+# --- issue 11: same test, enough evidence, honest dry runs, the challenger alias ---------------
+
+WINDOW_14 = {"split": {"kind": "temporal", "test_days": 14.0}, "k": 20}
+WINDOW_30 = {"split": {"kind": "temporal", "test_days": 30.0}, "k": 20}
+REC = {"ndcg_at_20": 0.10, "coverage_at_20": 0.50, "test_customers": 230}
+
+
+def test_gate_refuses_a_challenger_tested_on_another_window_and_names_it(
+    mlflow_env, monkeypatch, capsys
+):
+    log_run("recommender", REC, protocol=WINDOW_14)
+    better = {**REC, "ndcg_at_20": 0.13, "test_customers": 249}  # same data, 30-day test
+    challenger = log_run("recommender", better, protocol=WINDOW_30)
+    code, out = run_cli(["promote", "recommender", challenger], monkeypatch, capsys)
+    assert code == 3, out
+    assert "[pass] same data" in out and "[FAIL] same test" in out
+    assert "split.test_days: challenger 30.0, champion 14.0" in out
+    assert aliases("recommender") == {"champion": "1", "challenger": "2"}
+    # the same challenger against a champion tested the same way is judged on its metrics
+    same = log_run("recommender", better, protocol=WINDOW_14)
+    code, out = run_cli(["promote", "recommender", same], monkeypatch, capsys)
+    assert code == 0 and "[pass] same test" in out, out
+
+
+def test_gate_refuses_a_test_with_too_few_frauds_naming_the_count(mlflow_env):
+    from training.promotion import promote
+
+    log_run("fraud", GOOD)
+    lucky = log_run("fraud", {**GOOD, "average_precision": 0.80, "test_frauds": 8})
+    decision = promote("fraud", lucky)
+    assert not decision.promoted
+    assert [c.name for c in decision.failed] == ["evidence test_frauds"]
+    assert (
+        "challenger 8" in decision.failed[0].detail and "at least 30" in decision.failed[0].detail
+    )
+    no_count = {k: v for k, v in GOOD.items() if k != "test_frauds"}
+    unknown = log_run("fraud", {**no_count, "average_precision": 0.80})
+    assert [c.name for c in promote("fraud", unknown).failed] == ["evidence test_frauds"]
+    assert aliases()["champion"] == "1"
+
+
+def test_retrain_reports_too_little_evidence_instead_of_promoting(
+    mlflow_env, monkeypatch, capsys, tmp_path
+):
+    use_jobs(monkeypatch, fraud=_fake_fraud_job())
+    first = tmp_path / "first.toml"
+    first.write_text("quality = 0.70\n")
+    assert run_cli(["retrain", "fraud", "--config", str(first)], monkeypatch, capsys)[0] == 0
+    small = tmp_path / "small.toml"  # fresh data whose test period holds 8 frauds
+    small.write_text("quality = 0.90\ndata_variant = 1\nfrauds = 8\n")
+    code, out = run_cli(["retrain", "fraud", "--config", str(small)], monkeypatch, capsys)
+    assert code == 3, out
+    assert "NOT promoted: evidence test_frauds failed" in out
+    assert "test_frauds challenger 8, champion 8; at least 30 needed" in out
+    assert aliases() == {"champion": "1", "challenger": "2"}
+    # a new test window: the champion is evaluated again, on the challenger's protocol
+    window = tmp_path / "window.toml"
+    window.write_text("quality = 0.90\ndata_variant = 1\ntest_days = 30\n")
+    code, out = run_cli(["retrain", "fraud", "--config", str(window)], monkeypatch, capsys)
+    assert code == 0, out
+    assert "evaluated champion v1 on the same data and test" in out and "[pass] same test" in out
+
+
+def test_dry_run_that_would_refuse_prints_the_failed_checks_and_exits_as_a_refusal(
+    mlflow_env, monkeypatch, capsys
+):
+    log_run("fraud", GOOD)
+    lucky = log_run("fraud", {**GOOD, "average_precision": 0.80, "test_frauds": 8})
+    code, out = run_cli(["promote", "fraud", lucky, "--dry-run"], monkeypatch, capsys)
+    assert code == 3, out
+    assert "would NOT be promoted (dry run): evidence test_frauds failed" in out
+    assert "[FAIL] evidence test_frauds" in out
+    good = log_run("fraud", {**GOOD, "average_precision": 0.80})
+    code, out = run_cli(["promote", "fraud", good, "--dry-run"], monkeypatch, capsys)
+    assert code == 0, out
+    assert "would be promoted to @champion over v1 (dry run" in out
+    assert "NOT promoted" not in out
+    assert aliases()["champion"] == "1"  # a dry run moves no champion
+
+
+def test_the_gated_run_is_challenger_in_the_gate_and_runs_until_promoted(
+    mlflow_env, monkeypatch, capsys
+):
+    from models.family import CHALLENGER
+    from training.promotion import promote
+
+    log_run("fraud", GOOD, name="old")
+    worse = log_run("fraud", {**GOOD, "average_precision": 0.60}, name="worse")
+    decision = promote("fraud", worse)
+    assert f"(shopml-fraud v2 @{CHALLENGER}) NOT promoted" in decision.explain()
+    assert aliases() == {"champion": "1", CHALLENGER: "2"}
+    code, out = run_cli(["runs", "fraud", "--format", "csv"], monkeypatch, capsys)
+    assert code == 0
+    rows = {line.split(",")[1]: line for line in out.splitlines()[1:]}
+    assert "v2 @challenger" in rows["worse"] and "v1 @champion" in rows["old"]
+    better = log_run("fraud", {**GOOD, "average_precision": 0.80}, name="better")
+    assert promote("fraud", better).promoted
+    assert aliases() == {"champion": "3", "previous-champion": "1"}  # challenger cleared

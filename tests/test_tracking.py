@@ -105,3 +105,33 @@ def test_logged_config_masks_database_passwords_and_loads_back(tmp_shopml_home):
     # every field is logged, defaults included; it must validate again as it was logged
     again = TypeAdapter(SourceConfig).validate_python(generated.model_dump(mode="json"))
     assert again == generated
+
+
+def test_protocol_is_logged_canonically_with_its_signature_and_evidence(tmp_shopml_home):
+    from training.jobs import JOBS
+    from training.recommender_job import evaluation_protocol
+    from training.tracking import PROTOCOL_TAG, log_protocol, protocol_signature, start_run
+
+    spec = {"split": {"kind": "temporal", "test_days": 14.0}, "k": 20, "ks": (1, 5)}
+    reordered = {"k": 20, "ks": [1, 5], "split": {"test_days": 14.0, "kind": "temporal"}}
+    assert protocol_signature(spec) == protocol_signature(reordered)
+    longer = {**spec, "split": {"kind": "temporal", "test_days": 30.0}}
+    assert protocol_signature(longer) != protocol_signature(spec)
+    with start_run("recommender") as run:
+        signature = log_protocol(spec, {"test_customers": 249})
+    data = mlflow.get_run(run.info.run_id).data
+    assert data.tags[PROTOCOL_TAG] == signature == protocol_signature(spec)
+    assert data.tags["protocol.split.test_days"] == "14.0" and data.tags["protocol.k"] == "20"
+    assert data.metrics["test_customers"] == 249
+    logged = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/protocol.json")
+    assert logged == {"k": 20, "ks": [1, 5], "split": {"kind": "temporal", "test_days": 14.0}}
+    # a job's protocol follows its test settings, not its model settings
+    config = JOBS["recommender"].config()
+    other_model = config.model_copy(update={"seed": 9})
+    other_test = config.model_copy(update={"k": 10})
+    assert protocol_signature(evaluation_protocol(other_model)) == protocol_signature(
+        evaluation_protocol(config)
+    )
+    assert protocol_signature(evaluation_protocol(other_test)) != protocol_signature(
+        evaluation_protocol(config)
+    )

@@ -1,4 +1,9 @@
-"""Side-by-side comparison of runs of one family: metric deltas, data equality, curve data.
+"""Side-by-side comparison of runs of one family: metric deltas, data and test equality, the
+promotion gate's verdict, curve data.
+
+"Same data, same test" needs both equal data fingerprints and equal evaluation-protocol
+signatures; the verdict applies the gate's own checks (`training.promotion.gate_checks`) to
+each challenger against the incumbent (the run holding @champion, else the first run).
 
 Curves are read from each run's `curves/<name>.json` artifacts (`{"x": [...], "y": [...], ...}`,
 written by `training.tracking.log_curve`), so that the report can overlay runs; runs that logged
@@ -16,15 +21,17 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from models.family import FamilySpec
+from models.family import CHALLENGER, CHAMPION, FamilySpec
 from registry.store import client, configure
 from shopml.errors import ConfigError
 from shopml.settings import Settings
 from training.families import family_spec
+from training.promotion import Check, Tested, gate_checks
 from training.runs import (
     RunInfo,
     differing_params,
     family_of_run,
+    protocol_differences,
     resolve_run,
     run_versions,
     to_info,
@@ -43,6 +50,30 @@ class Curve:
     x: list[float]
     y: list[float]
     extra: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    """The gate's answer for one challenger against the incumbent, with its checks."""
+
+    challenger: RunInfo
+    incumbent: RunInfo
+    checks: list[Check]
+
+    @property
+    def promote(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def line(self) -> str:
+        """One sentence: promote or refuse, and why."""
+        who = f"{self.challenger.short_id} over {self.incumbent.short_id}"
+        if self.promote:
+            return f"PROMOTE {who}: every gate check passes"
+        return f"REFUSE {who}: " + "; ".join(f"{c.name}: {c.detail}" for c in self.failed)
 
 
 @dataclass
@@ -67,6 +98,61 @@ class Comparison:
         """True when every run carries the same data fingerprint (so deltas are meaningful)."""
         fps = self.fingerprints
         return all(fps) and len(set(fps)) == 1
+
+    @property
+    def signatures(self) -> list[str | None]:
+        return [r.signature for r in self.runs]
+
+    @property
+    def same_test(self) -> bool:
+        """True when every run logged the same evaluation-protocol signature."""
+        sigs = self.signatures
+        return all(sigs) and len(set(sigs)) == 1
+
+    @property
+    def comparable(self) -> bool:
+        """Same data and same test: the only case in which deltas mean something."""
+        return self.same_data and self.same_test
+
+    def test_differences(self) -> list[str]:
+        """What differs between each run's protocol and the baseline's, in words."""
+        base = self.baseline
+        out = []
+        for r in self.runs[1:]:
+            names = (r.short_id, base.short_id)
+            out += protocol_differences(r.tags, base.tags, names)
+        return list(dict.fromkeys(out))
+
+    def incumbent(self) -> RunInfo:
+        """The run the others are judged against: the one holding @champion, else the first."""
+        return next((r for r in self.runs if CHAMPION in r.aliases), self.baseline)
+
+    def verdicts(self) -> list[Verdict]:
+        """The gate's checks for every other run (the @challenger first) against the incumbent."""
+        inc = self.incumbent()
+        others = sorted(
+            (r for r in self.runs if r is not inc), key=lambda r: CHALLENGER not in r.aliases
+        )
+        return [
+            Verdict(r, inc, gate_checks(self.spec, Tested.of(r), [Tested.of(inc)])) for r in others
+        ]
+
+    def small_tests(self) -> list[str]:
+        """Warnings for runs whose test holds less than the family's `min_evidence`."""
+        out = []
+        for r in self.runs:
+            for metric, least in self.spec.min_evidence.items():
+                n = r.metrics.get(metric)
+                if n is None:
+                    out.append(
+                        f"{r.short_id} did not log {metric}: the size of its test is unknown"
+                    )
+                elif not n >= least:
+                    out.append(
+                        f"{r.short_id}: its test holds {metric} = {n:g}, fewer than the "
+                        f"{least:g} needed to decide"
+                    )
+        return out
 
     def metric_names(self) -> list[str]:
         """Family metrics first (primary, guards, key metrics), then every other logged metric."""
@@ -175,6 +261,7 @@ def log_comparison(
         "compare.runs": ",".join(ids),
         "compare.baseline": ids[0],
         "compare.same_data": str(comparison.same_data).lower(),
+        "compare.same_test": str(comparison.same_test).lower(),
     }
     name = "compare " + " vs ".join(i[:8] for i in ids)
     with mlflow.start_run(experiment_id=exp_id, run_name=name[:250], tags=tags) as run:
@@ -190,7 +277,19 @@ def log_comparison(
                         "delta": comparison.delta(r, m),
                     }
                 )
+        verdicts = [
+            {"challenger": v.challenger.run_id, "incumbent": v.incumbent.run_id}
+            | {"promote": v.promote, "why": v.line()}
+            for v in comparison.verdicts()
+        ]
         mlflow.log_dict(
-            {"runs": ids, "same_data": comparison.same_data, "metrics": rows}, "comparison.json"
+            {
+                "runs": ids,
+                "same_data": comparison.same_data,
+                "same_test": comparison.same_test,
+                "verdicts": verdicts,
+                "metrics": rows,
+            },
+            "comparison.json",
         )
         return run.info.run_id

@@ -1,11 +1,14 @@
 """Champion / challenger: move the registry alias `champion` only when the challenger is better.
 
-The gate compares a challenger run with the current champion's metrics *on the same data*
-(equal `data.fingerprint`): the champion's own training run, or an evaluation run of the
-champion model on newer data (tagged `shopml.evaluated_model_version`, as `shopml retrain`
-logs them). The challenger must beat the primary metric by the family's margin and must not
-regress a guard metric beyond its tolerance. `previous-champion` keeps the replaced version so
-that `rollback` can restore it.
+The gate compares a challenger run with the current champion's metrics *on the same data and
+the same test* (equal `data.fingerprint` and `protocol.signature`, the hash of the evaluation
+protocol a job logs with `training.tracking.log_protocol`): the champion's own training run, or
+an evaluation run of the champion model on newer data (tagged `shopml.evaluated_model_version`,
+as `shopml retrain` logs them). The test must hold enough evidence (the family's
+`min_evidence`, e.g. 30 frauds); the challenger must beat the primary metric by the family's
+margin and must not regress a guard metric beyond its tolerance. The gated version holds the
+alias `challenger` until it is promoted; `previous-champion` keeps the replaced version so that
+`rollback` can restore it.
 """
 
 from __future__ import annotations
@@ -22,13 +25,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import models.family as families
-from models.family import CHAMPION, FamilySpec, Guard
-from registry.store import PREVIOUS_CHAMPION, alias_version, client
+from models.family import CHALLENGER, CHAMPION, FamilySpec, Guard
+from registry.store import PREVIOUS_CHAMPION, alias_version, clear_alias, client, set_alias
 from shopml.errors import ConfigError, RegistryError
 from shopml.settings import Settings
 from training.families import family_spec
-from training.runs import FINGERPRINT_TAG, RUN_KIND_TAG, family_of_run, resolve_run
-from training.tracking import experiment_name, register_model
+from training.runs import (
+    FINGERPRINT_TAG,
+    RUN_KIND_TAG,
+    RunInfo,
+    family_of_run,
+    protocol_differences,
+    resolve_run,
+)
+from training.tracking import PROTOCOL_TAG, experiment_name, register_model
 
 EVALUATED_VERSION_TAG = "shopml.evaluated_model_version"
 
@@ -43,6 +53,29 @@ class Check:
 
     def line(self) -> str:
         return f"[{'pass' if self.passed else 'FAIL'}] {self.name}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Tested:
+    """What the gate reads of one run: its id, tags (data fingerprint, protocol) and metrics."""
+
+    run_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+    @classmethod
+    def of(cls, run: Run | RunInfo) -> Tested:
+        if isinstance(run, RunInfo):
+            return cls(run.run_id, dict(run.tags), dict(run.metrics))
+        return cls(run.info.run_id, dict(run.data.tags), dict(run.data.metrics))
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.tags.get(FINGERPRINT_TAG) or None
+
+    @property
+    def signature(self) -> str | None:
+        return self.tags.get(PROTOCOL_TAG) or None
 
 
 @dataclass
@@ -60,6 +93,7 @@ class Decision:
     reason: str | None = None
     first: bool = False
     already_champion: bool = False
+    dry_run: bool = False
 
     @property
     def gate_passed(self) -> bool:
@@ -72,8 +106,18 @@ class Decision:
     def explain(self) -> str:
         """A few lines a person (or a cron mail) can act on."""
         name = families.family(self.family).registered_model
-        who = f"run {self.run_id[:8]} ({name} v{self.version})"
-        if self.first:
+        held = "" if self.promoted or self.first or self.already_champion else f" @{CHALLENGER}"
+        who = f"run {self.run_id[:8]} ({name} v{self.version}{held})"
+        failed = ", ".join(c.name for c in self.failed)
+        if self.dry_run and not (self.first or self.already_champion):
+            head = (
+                f"{who} would be promoted to @{CHAMPION} over v{self.champion_version} "
+                "(dry run: no alias moved)"
+                if self.gate_passed
+                else f"{who} would NOT be promoted (dry run): {failed} failed; "
+                f"@{CHAMPION} stays v{self.champion_version}"
+            )
+        elif self.first:
             head = f"{who} is the first model of {self.family}: now @{CHAMPION}"
         elif self.already_champion:
             head = f"{who} is already @{CHAMPION}; nothing to do"
@@ -82,7 +126,6 @@ class Decision:
         elif self.promoted:
             head = f"{who} promoted to @{CHAMPION}; v{self.champion_version} is now @{PREVIOUS_CHAMPION}"
         else:
-            failed = ", ".join(c.name for c in self.failed)
             head = (
                 f"{who} NOT promoted: {failed} failed; @{CHAMPION} stays v{self.champion_version}"
             )
@@ -155,10 +198,8 @@ def ensure_version(family: str, run: Run, mlflow_client: MlflowClient) -> str:
     return register_model(uri, family=family, tags=tags)
 
 
-def champion_evidence(
-    family: str, champion: ModelVersion, fingerprint: str | None, mlflow_client: MlflowClient
-) -> tuple[Run | None, list[str]]:
-    """The champion's run on data `fingerprint` (training or evaluation run) and all fingerprints seen."""
+def champion_runs(family: str, champion: ModelVersion, mlflow_client: MlflowClient) -> list[Run]:
+    """The champion's training run and its evaluation runs (newest first): its evidence."""
     candidates: list[Run] = []
     source = version_run_id(champion)
     if source:
@@ -171,11 +212,28 @@ def champion_evidence(
             filter_string=f"tags.`{EVALUATED_VERSION_TAG}` = '{champion.version}'",
             order_by=["attributes.start_time DESC"],
         )
-    seen = [r.data.tags.get(FINGERPRINT_TAG) or "(none)" for r in candidates]
+    return candidates
+
+
+def comparable(candidates: list, fingerprint: str | None, signature: str | None):
+    """The first candidate (Run or Tested) on data `fingerprint` tested with protocol `signature`."""
     for run in candidates:
-        if fingerprint and run.data.tags.get(FINGERPRINT_TAG) == fingerprint:
-            return run, seen
-    return None, seen
+        tested = run if isinstance(run, Tested) else Tested.of(run)
+        if fingerprint and tested.fingerprint == fingerprint and tested.signature == signature:
+            return run
+    return None
+
+
+def champion_evidence(
+    family: str,
+    champion: ModelVersion,
+    fingerprint: str | None,
+    mlflow_client: MlflowClient,
+    signature: str | None = None,
+) -> tuple[Run | None, list[Run]]:
+    """The champion's run on the same data and test (None if it has none) and all its runs."""
+    candidates = champion_runs(family, champion, mlflow_client)
+    return comparable(candidates, fingerprint, signature), candidates
 
 
 # --- the gate ---------------------------------------------------------------------------------
@@ -238,37 +296,87 @@ def guard_check(guard: Guard, challenger: dict, champion: dict) -> Check:
     return Check(label, not problems, "; ".join([detail, *problems]))
 
 
-def gate_checks(
-    spec: FamilySpec, challenger: Run, champion_run: Run | None, seen: list[str]
-) -> list[Check]:
-    """Same data, primary metric by margin, guards: the checks promote applies."""
-    fp = challenger.data.tags.get(FINGERPRINT_TAG)
+def evidence_checks(spec: FamilySpec, challenger: Tested, champion: Tested | None) -> list[Check]:
+    """One check per `min_evidence` count: the test must hold enough to decide on."""
+    checks = []
+    for metric, least in spec.min_evidence.items():
+        label = f"evidence {metric}"
+        counts = {"challenger": challenger.metrics.get(metric)}
+        if champion is not None and metric in champion.metrics:
+            counts["champion"] = champion.metrics[metric]
+        if counts["challenger"] is None:
+            detail = f"challenger did not log {metric!r}: the size of its test is unknown"
+            checks.append(Check(label, False, detail))
+            continue
+        shown = ", ".join(f"{who} {_fmt(n)}" for who, n in counts.items())
+        small = [who for who, n in counts.items() if not n >= least]
+        verdict = "too little to decide" if small else "enough to decide"
+        detail = f"the test holds {metric} {shown}; at least {_fmt(least)} needed: {verdict}"
+        checks.append(Check(label, not small, detail))
+    return checks
+
+
+def gate_checks(spec: FamilySpec, challenger: Tested, candidates: list[Tested]) -> list[Check]:
+    """Same data, same test, enough evidence, primary metric by margin, guards: the checks
+    promote applies to `challenger` against the champion's runs `candidates`."""
+    fp, sig = challenger.fingerprint, challenger.signature
     if not fp:
-        return [Check("same data", False, f"challenger run has no {FINGERPRINT_TAG} tag")]
-    if champion_run is None:
-        shown = ", ".join(sorted(set(seen))) or "none"
-        return [
-            Check(
-                "same data",
-                False,
-                f"challenger was evaluated on data {fp}, the champion only on {shown}: "
-                "the metrics are not comparable (evaluate the champion on the same data, "
-                "e.g. with `shopml retrain`, or use --force --reason)",
-            )
-        ]
+        check = Check("same data", False, f"challenger run has no {FINGERPRINT_TAG} tag")
+        return [check, *evidence_checks(spec, challenger, None)]
+    same_data = [c for c in candidates if c.fingerprint == fp]
+    if not same_data:
+        shown = ", ".join(sorted({c.fingerprint or "(none)" for c in candidates})) or "none"
+        check = Check(
+            "same data",
+            False,
+            f"challenger was evaluated on data {fp}, the champion only on {shown}: "
+            "the metrics are not comparable (evaluate the champion on the same data, "
+            "e.g. with `shopml retrain`, or use --force --reason)",
+        )
+        return [check, *evidence_checks(spec, challenger, None)]
     checks = [Check("same data", True, f"both evaluated on data {fp}")]
-    new, old = dict(challenger.data.metrics), dict(champion_run.data.metrics)
+    champion = comparable(same_data, fp, sig)
+    if champion is None:
+        checks.append(_different_test(challenger, same_data[0]))
+        return checks + evidence_checks(spec, challenger, None)
+    checks.append(Check("same test", True, f"both tested with protocol {sig}"))
+    checks += evidence_checks(spec, challenger, champion)
+    new, old = challenger.metrics, champion.metrics
     checks.append(primary_check(spec, new, old))
     checks += [guard_check(g, new, old) for g in spec.guards]
     return checks
 
 
-def evaluate_gate(
-    family: str, run_ref: str, *, spec: FamilySpec | None = None, settings: Settings | None = None
-) -> Decision:
-    """Run the gate for `run_ref` against the current champion without moving any alias.
+def _different_test(challenger: Tested, champion: Tested) -> Check:
+    """The failed "same test" check, naming what differs between the two protocols."""
+    if not challenger.signature:
+        why = f"challenger run has no {PROTOCOL_TAG} tag (its job logged no evaluation protocol)"
+    else:
+        diffs = protocol_differences(challenger.tags, champion.tags)
+        why = (
+            f"challenger tested with protocol {challenger.signature}, the champion on this data "
+            f"only with {champion.signature or '(none)'}; they differ in " + "; ".join(diffs)
+        )
+    return Check(
+        "same test",
+        False,
+        why + ": the metrics measure different tests (evaluate the champion with the "
+        "challenger's protocol, e.g. with `shopml retrain`, or use --force --reason)",
+    )
 
-    Registers the run's model if it is not registered yet (a run needs a version to be promoted).
+
+def evaluate_gate(
+    family: str,
+    run_ref: str,
+    *,
+    spec: FamilySpec | None = None,
+    settings: Settings | None = None,
+    dry_run: bool = False,
+) -> Decision:
+    """Run the gate for `run_ref` against the current champion without moving `champion`.
+
+    Registers the run's model if it is not registered yet (a run needs a version to be promoted)
+    and marks that version `challenger`, the version under comparison.
     """
     family = families.family(family).name
     spec = spec or family_spec(family)
@@ -285,7 +393,11 @@ def evaluate_gate(
     champion = alias_version(family, CHAMPION, mlflow_client)
     version = ensure_version(family, run, mlflow_client)
     decision = Decision(
-        family=family, run_id=run.info.run_id, version=version, champion_version=None
+        family=family,
+        run_id=run.info.run_id,
+        version=version,
+        champion_version=None,
+        dry_run=dry_run,
     )
     if champion is None:
         # register_model made the first version champion; confirm it is ours
@@ -298,12 +410,13 @@ def evaluate_gate(
     if str(champion.version) == version:
         decision.already_champion = True
         return decision
-    evidence, seen = champion_evidence(
-        family, champion, run.data.tags.get(FINGERPRINT_TAG), mlflow_client
-    )
+    set_alias(family, CHALLENGER, version, mlflow_client)
+    challenger = Tested.of(run)
+    candidates = [Tested.of(r) for r in champion_runs(family, champion, mlflow_client)]
+    evidence = comparable(candidates, challenger.fingerprint, challenger.signature)
     if evidence is not None:
-        decision.champion_run_id = evidence.info.run_id
-    decision.checks = gate_checks(spec, run, evidence, seen)
+        decision.champion_run_id = evidence.run_id
+    decision.checks = gate_checks(spec, challenger, candidates)
     return decision
 
 
@@ -337,6 +450,7 @@ def promote(
     old = decision.champion_version
     mlflow_client.set_registered_model_alias(name, PREVIOUS_CHAMPION, old)
     mlflow_client.set_registered_model_alias(name, CHAMPION, decision.version)
+    clear_alias(decision.family, CHALLENGER, mlflow_client)  # no longer under comparison
     tags = {
         "promotion.at": now,
         "promotion.kind": "forced" if force else "gate",

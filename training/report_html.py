@@ -1,6 +1,9 @@
-"""A self-contained HTML comparison report: tables plus overlaid plots as embedded PNGs.
+"""A self-contained HTML comparison report: the gate's verdict, tables plus overlaid plots as
+embedded PNGs.
 
 One file, no external assets, so it can be mailed, attached to a ticket or opened from MLflow.
+It opens with the verdict (promote / refuse and why, the gate's own checks), then says whether
+the runs saw the same data and the same test and warns when a test is too small to decide.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ CURVE_STYLE: dict[str, dict] = {
         "y": "true positive rate",
         "diagonal": True,
     },
+    # fraud probabilities crowd near 0: log-log axes spread the bins out (the diagonal is ideal)
     "calibration": {
-        "title": "Calibration",
-        "x": "mean predicted probability",
-        "y": "observed fraud rate",
+        "title": "Calibration (log-log)",
+        "x": "mean predicted probability (log)",
+        "y": "observed fraud rate (log)",
         "diagonal": True,
+        "xscale": "log",
+        "yscale": "log",
     },
     "recall_at_k": {"title": "Recall@k", "x": "k", "y": "recall", "xscale": "log"},
     "coverage_at_k": {"title": "Catalog coverage@k", "x": "k", "y": "coverage", "xscale": "log"},
@@ -49,6 +55,7 @@ td.l,th.l{text-align:left} code{font-size:.85rem}
 .better{color:#1a7f37;font-weight:600} .worse{color:#c0392b;font-weight:600}
 .plots img{max-width:560px;margin:.3rem;border:1px solid #eee}
 .muted{color:#777}
+.verdict{font-size:1.05rem;margin:.4rem 0} .verdict b{font-size:1.1rem}
 """
 
 
@@ -64,7 +71,10 @@ def render_report(comparison: Comparison) -> str:
         f"<p class='muted'>generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; baseline for deltas: "
         f"run <code>{e(c.baseline.run_id)}</code>; primary metric <b>{e(c.spec.primary)}</b> "
         f"({e(c.spec.direction)} is better)</p>",
+        "<h2>Verdict</h2>",
+        _verdicts(c),
         _data_banner(c),
+        _small_tests(c),
         "<h2>Runs</h2>",
         _runs_table(c),
         "<h2>Metrics</h2>",
@@ -84,10 +94,58 @@ def write_report(comparison: Comparison, path: str | Path) -> Path:
     return path
 
 
+def _verdicts(c: Comparison) -> str:
+    """Promote or refuse for each challenger, in one line, with the gate checks that decided."""
+    e = html.escape
+    parts = []
+    for v in c.verdicts():
+        cls = "ok" if v.promote else "warn"
+        word = "PROMOTE" if v.promote else "REFUSE"
+        who = f"{v.challenger.short_id} over {v.incumbent.short_id}"
+        why = (
+            "every gate check passes"
+            if v.promote
+            else "failed: " + ", ".join(ch.name for ch in v.failed)
+        )
+        rows = "".join(
+            f"<li>[{'pass' if ch.passed else 'FAIL'}] <b>{e(ch.name)}</b>: {e(ch.detail)}</li>"
+            for ch in v.checks
+        )
+        parts.append(
+            f"<div class='{cls} verdict' id='verdict-{e(v.challenger.short_id)}'>"
+            f"<b>Verdict: {word}</b> {e(who)} ({e(c.family)} gate): {e(why)}<ul>{rows}</ul></div>"
+        )
+    return "".join(parts)
+
+
+def _small_tests(c: Comparison) -> str:
+    items = c.small_tests()
+    if not items:
+        return ""
+    li = "".join(f"<li>{html.escape(t)}</li>" for t in items)
+    return (
+        "<div class='warn'><b>Small test:</b> too little evidence to decide; the gate refuses "
+        f"(thresholds: the family's <code>min_evidence</code>).<ul>{li}</ul></div>"
+    )
+
+
 def _data_banner(c: Comparison) -> str:
     e = html.escape
+    if c.comparable:
+        return (
+            "<p class='ok'>Same data, same test: every run was evaluated on data fingerprint "
+            f"<code>{e(c.fingerprints[0])}</code> with test protocol "
+            f"<code>{e(c.signatures[0])}</code>.</p>"
+        )
     if c.same_data:
-        return f"<p class='ok'>Same data: every run was evaluated on data fingerprint <code>{e(c.fingerprints[0])}</code>.</p>"
+        diffs = "".join(f"<li>{e(d)}</li>" for d in c.test_differences()) or (
+            "<li>some run logged no evaluation protocol</li>"
+        )
+        return (
+            "<div class='warn'><b>Same data, different test:</b> the runs were evaluated on the "
+            "same data but with different test protocols, so their metric deltas are not "
+            f"comparable (promotion would refuse).<ul>{diffs}</ul></div>"
+        )
     items = "".join(
         f"<li><code>{e(r.short_id)}</code>: <code>{e(r.fingerprint or 'none')}</code></li>"
         for r in c.runs
@@ -102,7 +160,8 @@ def _runs_table(c: Comparison) -> str:
     e = html.escape
     rows = [
         "<table><tr><th class='l'>run</th><th class='l'>name</th><th class='l'>started</th>"
-        "<th class='l'>data</th><th class='l'>model</th><th class='l'>git</th></tr>"
+        "<th class='l'>data</th><th class='l'>test</th><th class='l'>model</th>"
+        "<th class='l'>git</th></tr>"
     ]
     for r in c.runs:
         model = (
@@ -114,6 +173,7 @@ def _runs_table(c: Comparison) -> str:
         rows.append(
             f"<tr><td class='l'><code>{e(r.run_id)}</code></td><td class='l'>{e(r.name)}</td>"
             f"<td class='l'>{e(started)}</td><td class='l'><code>{e(r.fingerprint or '')}</code></td>"
+            f"<td class='l'><code>{e(r.signature or '')}</code></td>"
             f"<td class='l'>{e(model)}</td><td class='l'><code>{e(r.tags.get('git.commit', '')[:10])}</code></td></tr>"
         )
     rows.append("</table>")
@@ -202,18 +262,34 @@ def _curve_png(c: Comparison, name: str) -> str:
                 alpha=0.6,
                 label=f"{r.short_id} {key}",
             )
-    if style.get("diagonal"):
-        ax.plot([0, 1], [0, 1], color="#999", linestyle=":", linewidth=1, label="ideal")
-    if style.get("xscale") and all(
-        v > 0 for r in c.curves.values() if name in r for v in r[name].x
-    ):
-        ax.set_xscale(style["xscale"])
+    _axes(ax, style, [cv[name] for cv in c.curves.values() if name in cv])
     ax.set_title(style["title"])
     ax.set_xlabel(style["x"])
     ax.set_ylabel(style["y"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def _axes(ax, style: dict, curves: list[Curve]) -> None:
+    """Log scales where the style asks and the data allow, and the ideal diagonal over the data."""
+    xs = [v for cv in curves for v in cv.x]
+    ys = [v for cv in curves for v in cv.y]
+    logx = style.get("xscale") == "log" and bool(xs) and min(xs) > 0
+    positive = [v for v in ys if v > 0]
+    logy = style.get("yscale") == "log" and bool(positive)
+    if style.get("diagonal"):
+        lo = min([v for v in xs + ys if v > 0] or [1e-3]) if (logx or logy) else 0.0
+        hi = max([*xs, *ys, 1e-3])
+        ax.plot([lo, hi], [lo, hi], color="#999", linestyle=":", linewidth=1, label="ideal")
+    if logx:
+        ax.set_xscale("log", nonpositive="mask")
+    if logy:
+        ax.set_yscale("log", nonpositive="mask")
+        hidden = len(ys) - len(positive)  # a log axis cannot draw bins without a single fraud
+        if hidden:
+            note = f"{hidden} bin(s) with rate 0 not shown"
+            ax.text(0.02, 0.98, note, transform=ax.transAxes, va="top", fontsize=8, color="#777")
 
 
 def _metric_bars(c: Comparison) -> str | None:

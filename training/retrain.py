@@ -1,8 +1,9 @@
 """Scheduled retraining and reproduction, on top of each family's job (`training.jobs.JOBS`).
 
-`retrain`: train the family with its current config on fresh data, make sure the champion has
-metrics on the same data (by evaluating it with the job's `evaluate`), then run the promotion
-gate. `reproduce`: re-run a run from its logged `config.json` (same seed) and check that it saw
+`retrain`: train the family with its current config on fresh data, mark the new version
+`challenger`, make sure the champion has metrics on the same data and the same test (by
+evaluating it with the job's `evaluate`), then run the promotion gate (which also refuses a
+test too small to decide on). `reproduce`: re-run a run from its logged `config.json` (same seed) and check that it saw
 the same data.
 """
 
@@ -17,8 +18,8 @@ from typing import get_args
 
 from pydantic import BaseModel
 
-from models.family import CHAMPION, family
-from registry.store import alias_version, client
+from models.family import CHALLENGER, CHAMPION, family
+from registry.store import alias_version, client, set_alias
 from shopml.config import load_config, parse_config
 from shopml.errors import ConfigError, RegistryError
 from shopml.settings import Settings
@@ -31,7 +32,7 @@ from training.promotion import (
     promote,
 )
 from training.runs import FINGERPRINT_TAG, RUN_KIND_TAG, family_of_run, resolve_run
-from training.tracking import TrainResult
+from training.tracking import PROTOCOL_TAG, TrainResult
 
 # exit codes of `shopml retrain` (and `shopml promote`), for cron jobs
 EXIT_PROMOTED = 0
@@ -86,9 +87,11 @@ def retrain(
     notes: list[str] = []
     champion = alias_version(name, CHAMPION, mlflow_client)
     eval_run_id = None
-    fingerprint = run.data.tags.get(FINGERPRINT_TAG)
+    fingerprint, signature = run.data.tags.get(FINGERPRINT_TAG), run.data.tags.get(PROTOCOL_TAG)
     if champion is not None and str(champion.version) != str(result.model_version):
-        evidence, _ = champion_evidence(name, champion, fingerprint, mlflow_client)
+        set_alias(name, CHALLENGER, str(result.model_version), mlflow_client)
+        notes.append(f"v{result.model_version} is @{CHALLENGER}")
+        evidence, _ = champion_evidence(name, champion, fingerprint, mlflow_client, signature)
         if evidence is None:
             eval_run_id = evaluate_champion(found, config, str(champion.version), settings, notes)
     decision = promote(name, result.run_id, settings=settings)
@@ -113,7 +116,7 @@ def evaluate_champion(
     mlflow_client = client(settings)
     mlflow_client.set_tag(run_id, RUN_KIND_TAG, "evaluation")
     mlflow_client.set_tag(run_id, EVALUATED_VERSION_TAG, version)
-    notes.append(f"evaluated champion v{version} on the same data: run {run_id[:8]}")
+    notes.append(f"evaluated champion v{version} on the same data and test: run {run_id[:8]}")
     return run_id
 
 

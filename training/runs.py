@@ -22,9 +22,10 @@ from registry.store import client
 from shopml.errors import ConfigError, UnknownEntity
 from shopml.settings import Settings
 from training.families import family_spec
-from training.tracking import experiment_name
+from training.tracking import PROTOCOL_TAG, experiment_name
 
 FINGERPRINT_TAG = "data.fingerprint"
+_PROTOCOL_PREFIX = "protocol."
 RUN_KIND_TAG = "shopml.run_kind"  # absent for training runs; "evaluation" / "comparison" otherwise
 _FULL_ID = re.compile(r"^[0-9a-f]{32}$")
 _SEARCH_CAP = 5000
@@ -55,6 +56,30 @@ class RunInfo:
     @property
     def kind(self) -> str:
         return self.tags.get(RUN_KIND_TAG, "training")
+
+    @property
+    def signature(self) -> str | None:
+        """The run's evaluation-protocol signature (None for runs that logged no protocol)."""
+        return self.tags.get(PROTOCOL_TAG)
+
+
+def protocol_differences(
+    a: dict[str, str], b: dict[str, str], names: tuple[str, str] = ("challenger", "champion")
+) -> list[str]:
+    """What differs between the evaluation protocols recorded in two runs' tags, in words."""
+    keys = sorted(k for k in {*a, *b} if k.startswith(_PROTOCOL_PREFIX) and k != PROTOCOL_TAG)
+    out = []
+    for key in keys:
+        va, vb = a.get(key), b.get(key)
+        if va != vb:
+            shown = key.removeprefix(_PROTOCOL_PREFIX)
+            out.append(f"{shown}: {names[0]} {va or '(none)'}, {names[1]} {vb or '(none)'}")
+    if not out and a.get(PROTOCOL_TAG) != b.get(PROTOCOL_TAG):
+        out.append(
+            f"signature: {names[0]} {a.get(PROTOCOL_TAG) or '(none)'}, "
+            f"{names[1]} {b.get(PROTOCOL_TAG) or '(none)'} (see each run's protocol.json)"
+        )
+    return out
 
 
 def family_experiment_id(family: str, mlflow_client: MlflowClient) -> str | None:
@@ -223,7 +248,8 @@ def table_rows(runs: list[RunInfo], spec: FamilySpec) -> tuple[list[str], list[l
         metric_cols = list(seen)[:6]
     param_cols = differing_params(runs)[:MAX_PARAM_COLUMNS]
     show_kind = any(r.kind != "training" for r in runs)
-    header = ["run", "name", "started", "status", "data", "model", *metric_cols, *param_cols]
+    header = ["run", "name", "started", "status", "data", "test", "model"]
+    header += [*metric_cols, *param_cols]
     if show_kind:
         header.insert(2, "kind")
     rows = []
@@ -237,6 +263,7 @@ def table_rows(runs: list[RunInfo], spec: FamilySpec) -> tuple[list[str], list[l
             r.start_time.strftime("%Y-%m-%d %H:%M") if r.start_time else "",
             r.status.lower(),
             (r.fingerprint or "")[:12],
+            (r.signature or "")[:8],
             model,
             *(format_number(r.metrics.get(m)) for m in metric_cols),
             *(r.params.get(p, "") for p in param_cols),

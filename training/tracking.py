@@ -9,7 +9,10 @@ a generic interface.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -30,8 +33,11 @@ from models.family import FAMILY_NAMES, NATIVE_ARTIFACT
 from registry.metadata import model_metadata
 from registry.store import configure, register
 from shopml.config import flatten
+from shopml.errors import ConfigError
 from shopml.settings import REPO_ROOT, Settings
 
+PROTOCOL_TAG = "protocol.signature"
+PROTOCOL_ARTIFACT = "protocol.json"
 RUN_FAMILIES = (*FAMILY_NAMES, "data")  # "data": the profile runs of `shopml profile`
 TRACKED_PACKAGES = (
     "shopml",
@@ -196,6 +202,58 @@ def log_data_fingerprint(store: Store) -> str:
     mlflow.log_params({f"data.rows.{t}": v["rows"] for t, v in fingerprint.items()})
     mlflow.log_dict({"id": fingerprint_id, "tables": fingerprint}, "data_fingerprint.json")
     return fingerprint_id
+
+
+def _plain(value: Any) -> Any:
+    """Config sections (pydantic), dataclasses, tuples and sets as plain JSON values."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def canonical_protocol(spec: dict[str, Any]) -> str:
+    """The evaluation protocol as canonical JSON (sorted keys, no spaces): equal specs, equal text."""
+    try:
+        return json.dumps(_plain(spec), sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"evaluation protocol is not JSON-serialisable: {err}") from None
+
+
+def protocol_signature(spec: dict[str, Any]) -> str:
+    """A short hash of the protocol: two runs with equal signatures were tested the same way."""
+    return hashlib.sha256(canonical_protocol(spec).encode()).hexdigest()[:16]
+
+
+def log_protocol(spec: dict[str, Any], evidence: dict[str, float] | None = None) -> str:
+    """Record how the active run was tested, so the gate compares only equal tests.
+
+    `spec` is the evaluation protocol (split, test windows, filters, metric definitions such as
+    k, horizon, folds; config sections and dataclasses may be given as they are): logged as `protocol.json`, one `protocol.<key>` tag per flattened entry
+    (what the gate names when two protocols differ) and its hash as tag `protocol.signature`.
+    `evidence` holds the sizes of the test (e.g. `test_frauds`, `test_customers`), logged as
+    metrics, which the gate checks against the family's `min_evidence`. Returns the signature.
+    """
+    text = canonical_protocol(spec)
+    signature = protocol_signature(spec)
+    flat = flatten(json.loads(text))
+    mlflow.set_tags({f"protocol.{k}": _param_value(v) for k, v in flat.items()})
+    mlflow.set_tag(PROTOCOL_TAG, signature)
+    mlflow.log_dict(json.loads(text), PROTOCOL_ARTIFACT)
+    counts = {k: float(v) for k, v in (evidence or {}).items()}
+    bad = [k for k, v in counts.items() if not math.isfinite(v) or v < 0]
+    if bad:
+        raise ConfigError(f"evidence counts must be finite and >= 0: {', '.join(bad)}")
+    if counts:
+        mlflow.log_metrics(counts)
+    return signature
 
 
 def pyplot():

@@ -1,11 +1,11 @@
 """The fraud service's answers from a loaded `FraudEngine` (no BentoML in here).
 
 `score` turns a validated payment into the engine's call and the engine's decision into the
-answer (probability, 0-1000 risk score, decision, reasons, model version, server time used,
-degraded flag) and counts it in the metrics. `labels` feeds late labels to the engine: the label
-store for training first (one transaction; if that database is down, a 503 and nothing is
-changed), then the online risk features; if the state store is down the labels are still kept
-for training and the answer says `degraded`.
+answer (probability, 0-1000 risk score, decision and the model or rule that set it, reasons,
+model and rules versions, server time used, degraded flag) and counts it in the metrics.
+`labels` feeds late labels to the engine: the label store for training first (one transaction;
+if that database is down, a 503 and nothing is changed), then the online risk features; if the
+state store is down the labels are still kept for training and the answer says `degraded`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ class Checkout:
             customer,
             req.card_id or customer,
             req.terminal_id,
+            currency=req.currency,
         )
         version = self.model_version
-        metrics.fraud_decision(d.decision, version)
+        metrics.fraud_decision(d.decision, version, d.rules_version, d.decided_by)
         if d.degraded:
             metrics.fraud_degraded("online_features", version)
         return {
@@ -47,8 +48,10 @@ class Checkout:
             "probability": d.probability,
             "risk_score": d.risk_score,
             "decision": d.decision,
-            "reasons": [{"code": r.code, "text": r.text, "weight": r.weight} for r in d.reasons],
+            "decided_by": d.decided_by,
+            "reasons": [r.to_dict() for r in d.reasons],
             "model_version": version,
+            "rules_version": d.rules_version,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             "degraded": d.degraded,
             "degraded_reason": d.degraded_reason,

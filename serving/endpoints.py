@@ -30,14 +30,22 @@ from shopml.log import get_logger
 
 log = get_logger("serving")
 
-# a fast route: async handler(body: bytes) -> (status, json bytes)
-Handler = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+# a fast route: async handler(body: bytes, ASGI headers) -> (status, json bytes)
+Handler = Callable[[bytes, list], Awaitable[tuple[int, bytes]]]
 _JSON = [(b"content-type", b"application/json")]
 _UNEXPECTED = b'{"error":"unexpected error; see the server log"}'
 
 
 class Unavailable(ShopmlError):
     """The service cannot answer this route (e.g. its model was not built): a 503 with why."""
+
+
+class Unauthorized(ShopmlError):
+    """The request lacks the credentials this route needs (e.g. a bearer token): a 401."""
+
+
+class Forbidden(ShopmlError):
+    """This route is switched off on this server (e.g. no token configured): a 403."""
 
 
 def enabled() -> bool:
@@ -57,6 +65,8 @@ def validation_error_body(exc: ValidationError) -> dict:
 ERRORS: tuple[tuple[type[Exception], int, Callable[[Exception], dict]], ...] = (
     (ValidationError, 400, validation_error_body),
     (Unavailable, 503, lambda exc: {"error": str(exc)}),
+    (Unauthorized, 401, lambda exc: {"error": str(exc)}),
+    (Forbidden, 403, lambda exc: {"error": str(exc)}),
     (UnknownEntity, 404, lambda exc: {"error": str(exc), "kind": exc.kind, "ids": exc.ids}),
     (ShopmlError, 422, lambda exc: {"error": str(exc)}),
     (ValueError, 422, lambda exc: {"error": str(exc)}),
@@ -75,48 +85,64 @@ def error_response(exc: Exception) -> tuple[int, bytes]:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A declared endpoint: its route, request type and handler `handler(service, request)`."""
+    """A declared endpoint: its route, request type and handler `handler(service, request)`
+    (`handler(service, request, headers)` when it reads the request headers)."""
 
     route: str
     request: type[BaseModel]
-    handler: Callable[[object, BaseModel], dict]
+    handler: Callable[..., dict]
+    headers: bool = False
 
     def fast_handler(self, service) -> Handler:
         """The fast route of this endpoint on a started service: validate, call, serialise."""
         validate = self.request.model_validate_json
         answer = self.handler.__get__(service)
+        if self.headers:
 
-        async def handle(body: bytes) -> tuple[int, bytes]:
+            async def handle_with_headers(body: bytes, headers=()) -> tuple[int, bytes]:
+                return 200, to_json(answer(validate(body), asgi_headers(headers)))
+
+            return handle_with_headers
+
+        async def handle(body: bytes, headers=()) -> tuple[int, bytes]:
             return 200, to_json(answer(validate(body)))
 
         return handle
 
 
-def endpoint(route: str, answers: type[BaseModel]):
-    """Declare `method(self, request: RequestSchema, /) -> dict` as the endpoint of `route`.
+def asgi_headers(raw) -> dict[str, str]:
+    """ASGI `[(b"name", b"value")]` headers as `{"name": "value"}` (names lower case)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+
+
+def endpoint(route: str, answers: type[BaseModel], headers: bool = False):
+    """Declare `method(self, request: RequestSchema, /) -> dict` as the endpoint of `route`
+    (with `headers=True`: `method(self, request, /, headers: dict[str, str])`, names lower case).
 
     Returns the `@bentoml.api` method (so BentoML documents it with `answers` as the response
     schema and serves it when the fast path is off) and records it for `FastRoutes.serve`.
     """
 
     def declare(method: Callable) -> Callable:
-        request = next(
-            hint
-            for name, hint in typing.get_type_hints(method).items()
-            if name not in ("self", "return")
-        )
-        declared = Endpoint(route, request, method)
+        first = list(inspect.signature(method).parameters)[1]  # the one after self
+        request = typing.get_type_hints(method)[first]
+        declared = Endpoint(route, request, method, headers)
 
         @functools.wraps(method)
-        async def api(self, request, /):
+        async def api(self, request, /, ctx=None):
             try:
-                status, body = 200, to_json(method(self, request))
+                extra = (dict(ctx.request.headers),) if headers else ()
+                status, body = 200, to_json(method(self, request, *extra))
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never a crash
                 status, body = error_response(exc)
             return Response(body, status_code=status, media_type="application/json")
 
         signature = inspect.signature(method)
-        api.__signature__ = signature.replace(return_annotation=answers)
+        params = list(signature.parameters.values())[:2]
+        if headers:  # BentoML passes its request context as `ctx`
+            params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY))
+            params[-1] = params[-1].replace(annotation=bentoml.Context)
+        api.__signature__ = signature.replace(parameters=params, return_annotation=answers)
         api.endpoint = declared
         return bentoml.api(route=route)(api)
 
@@ -157,7 +183,7 @@ class FastRoutes:
             message = await receive()
             body += message.get("body", b"")
         try:
-            status, payload = await handler(body)
+            status, payload = await handler(body, scope.get("headers", ()))
         except Exception as exc:  # noqa: BLE001 - mapped to a status, never a crash
             status, payload = error_response(exc)
         await send(

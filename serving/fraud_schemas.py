@@ -45,9 +45,17 @@ class PaymentRequest(BaseModel):
 
 
 class Reason(BaseModel):
-    code: str = Field(description="Stable machine code (feature or rule)")
-    text: str = Field(description="What it means, for a reviewer")
-    weight: float = Field(0.0, description="Log-odds contribution (0 for rules and facts)")
+    code: str = Field(description="Stable machine code: the feature, 'rule:<name>' or a fact")
+    text: str = Field(description="What it means, as a sentence for a reviewer")
+    kind: Literal["model", "rule", "fact"] = Field(
+        description="model: a feature that raised the score; rule: a rule that hit; fact: no"
+        " history or degraded state"
+    )
+    feature: str | None = Field(description="The feature (or payment field) it is about")
+    value: float | None = Field(description="The feature's value for this payment")
+    contribution: float = Field(
+        description="How much the feature raised the log-odds of fraud (> 0; 0 for rules, facts)"
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -55,8 +63,12 @@ class ScoreResponse(BaseModel):
     probability: float = Field(description="Calibrated probability of fraud")
     risk_score: int = Field(ge=0, le=1000, description="round(1000 x probability)")
     decision: Decision
+    decided_by: str = Field(
+        description="'model', or 'rule:<name>' when a rule set the decision (its reason first)"
+    )
     reasons: list[Reason]
     model_version: str = Field(description="MLflow registered model and version")
+    rules_version: str = Field(description="Version of the rules that decided: name@content hash")
     latency_ms: float = Field(description="Server time spent on this payment (the budget used)")
     degraded: bool = Field(description="True when online features were unavailable")
     degraded_reason: str | None = None
@@ -91,3 +103,16 @@ class LabelsResponse(BaseModel):
 
 def now_utc() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+class RulesReloadRequest(BaseModel):
+    """Reload the rules file the service was started with (send `{}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RulesReloadResponse(BaseModel):
+    rules_version: str = Field(description="The version now deciding")
+    previous_version: str
+    changed: bool = Field(description="False when the file held the rules already in force")
+    source: str | None = Field(description="The rules file read")

@@ -4,6 +4,8 @@ The model comes only from the BentoML store (`shopml-fraud`, imported from the M
 by `shopml build`). Online features live in the process by default (one worker); set
 `SHOPML_REDIS_URL` to keep them in Redis, which several workers need. If Redis is unreachable
 the payment is still scored, flagged `degraded`, and counted in the metrics; never a 500.
+The rules (block lists, amount limits, review rules) come from `SHOPML_FRAUD_RULES` and are
+reloaded without a restart by `/rules/reload` or SIGHUP (serving/fraud_rules.py).
 """
 
 from __future__ import annotations
@@ -16,14 +18,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLA
 import bentoml  # noqa: E402
 
 from features.fraud.labels import LabelStore  # noqa: E402
+from features.fraud.rules_store import RulesStore  # noqa: E402
 from features.fraud.state_store import open_store  # noqa: E402
 from serving import metrics  # noqa: E402
 from serving.checkout import Checkout  # noqa: E402
 from serving.endpoints import FastRoutes, endpoint  # noqa: E402
+from serving.fraud_rules import RulesControl  # noqa: E402
 from serving.fraud_schemas import (  # noqa: E402
     LabelsRequest,
     LabelsResponse,
     PaymentRequest,
+    RulesReloadRequest,
+    RulesReloadResponse,
     ScoreResponse,
 )
 from serving.history import warm_state  # noqa: E402
@@ -66,12 +72,23 @@ class FraudService:
         if history:
             warm_state(engine, history)
         self.checkout = Checkout(engine, loaded.version_label)
+        self.rules = RulesControl(
+            engine, settings.fraud_rules, settings.rules_token, RulesStore.open(settings)
+        )
+        self.rules.on_sighup()
         engine.warm_up()
         metrics.model_loaded("fraud", loaded.version_label, loaded.mlflow_run_id)
         CheckoutRoutes.serve(self)
         gc.freeze()  # models and start-up objects never need collecting: shorter GC pauses
         self.ready = True
-        log.info("fraud service ready", extra={"model": loaded.version_label, "state_store": kind})
+        log.info(
+            "fraud service ready",
+            extra={
+                "model": loaded.version_label,
+                "state_store": kind,
+                "rules_version": self.rules.version,
+            },
+        )
 
     async def __is_ready__(self) -> bool:  # async: no thread hop per probe
         return self.ready
@@ -85,6 +102,13 @@ class FraudService:
     def labels(self, request: LabelsRequest, /) -> dict:
         """Late fraud labels: update the online risk features and keep them for training."""
         return self.checkout.labels(request)
+
+    @endpoint("/rules/reload", answers=RulesReloadResponse, headers=True)
+    def reload_rules(self, request: RulesReloadRequest, /, headers: dict[str, str]) -> dict:
+        """Read the rules file again (bearer token SHOPML_RULES_TOKEN); a bad file is a 422
+        naming the field and the old rules stay in force."""
+        self.rules.authorize(headers)
+        return self.rules.reload()
 
 
 FraudService.add_asgi_middleware(CheckoutRoutes)

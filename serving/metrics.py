@@ -42,12 +42,42 @@ def _inc(name: str, doc: str, amount: float = 1.0, **labels: str) -> None:
     child.inc(amount)
 
 
-def fraud_decision(decision: str, model_version: str) -> None:
+def fraud_decision(decision: str, model_version: str, rules_version: str, decided_by: str) -> None:
+    """One fraud answer: by decision, model and rules version; and by rule when one decided."""
     _inc(
         "shopml_fraud_decisions_total",
-        "Fraud decisions by decision and model version.",
+        "Fraud decisions by decision, model version and rules version.",
         decision=decision,
         model_version=model_version,
+        rules_version=rules_version,
+    )
+    if decided_by != "model":
+        _inc(
+            "shopml_fraud_rule_decisions_total",
+            "Fraud decisions set by a rule, by rule, decision and rules version.",
+            rule=decided_by.removeprefix("rule:"),
+            decision=decision,
+            rules_version=rules_version,
+        )
+
+
+RULES_DOC = "Fraud rules in force on this server (value 1; 0 once replaced), by rules version."
+
+
+def fraud_rules_loaded(rules_version: str, previous: str | None = None) -> None:
+    gauge = _gauge("shopml_fraud_rules_info", RULES_DOC, ["rules_version"])
+    if previous is not None and previous != rules_version:
+        gauge.labels(rules_version=previous).set(0)
+    gauge.labels(rules_version=rules_version).set(1)
+
+
+def fraud_rules_reload(outcome: str, rules_version: str) -> None:
+    """A reload: outcome loaded, unchanged or refused (the version in force afterwards)."""
+    _inc(
+        "shopml_fraud_rules_reloads_total",
+        "Fraud rules reloads by outcome (loaded, unchanged, refused) and resulting rules version.",
+        outcome=outcome,
+        rules_version=rules_version,
     )
 
 

@@ -15,7 +15,7 @@ from models.fraud import (
     FraudEngine,
     FraudScorer,
     LogisticBaseline,
-    RuleLayer,
+    RuleSet,
     describe,
     validate_payment,
 )
@@ -82,16 +82,19 @@ def test_single_class_labels_are_an_error():
 def test_explain_gives_top_positive_contributions_in_words(toy_scorer):
     x = np.array([3.0, 2.0, 0.0, 0.0])
     reasons = toy_scorer.explain(x, top=2)
-    assert reasons[0].code == "a" and reasons[0].weight > 0
+    assert reasons[0].code == reasons[0].feature == "a" and reasons[0].contribution > 0
+    assert reasons[0].value == 3.0 and all(r.contribution > 0 for r in reasons)
+    safe = toy_scorer.explain(np.array([-3.0, -3.0, 0.0, 0.0]), top=4)
+    assert all(r.contribution > 0 and r.code not in ("a", "b") for r in safe)
     text = describe("terminal_fraud_rate_7d", 0.25)
-    assert (
-        text
-        == "25% of this terminal's payments in a 7 days window (before the label delay) were fraud"
+    assert text == (
+        "25% of the payments at this terminal in the 7 days that ended 7 days ago were confirmed"
+        " frauds."
     )
-    assert (
-        describe("customer_amount_to_usual", 5.0) == "amount is 5.0x this customer's usual amount"
+    assert describe("customer_amount_to_usual", 5.0) == (
+        "The amount is 5.0x this customer's average over the last 30 days."
     )
-    assert describe("customer_count_1h", 3) == "3 payments by this customer in the last hour"
+    assert describe("customer_count_1h", 3) == "3 payments by this customer in the last hour."
 
 
 def test_logistic_baseline_predict_one_fills_missing_values():
@@ -149,7 +152,9 @@ def _payment(**kw):
 
 def test_engine_scores_unseen_entities_with_reasons_and_rule_hits(engine_parts, tmp_path):
     fs, sc = engine_parts
-    rules = RuleLayer(blocked_cards={"stolen"}, max_amount=1000.0)
+    rules = RuleSet.parse(
+        {"block": {"cards": ["stolen"]}, "amount_limits": {"EUR": {"decline": 1000.0}}}
+    )
     eng = FraudEngine(sc, fs, rules=rules)
     d = eng.score(_payment())
     assert 0.0 <= d.probability <= 1.0 and d.risk_score == round(d.probability * 1000)
@@ -158,11 +163,13 @@ def test_engine_scores_unseen_entities_with_reasons_and_rule_hits(engine_parts, 
     d2 = eng.score(_payment(transaction_id="p2", card_id="stolen", amount=5000.0))
     assert d2.decision == "decline"
     codes = [r.code for r in d2.reasons]
-    assert "rule:blocked_card" in codes and "rule:max_amount" in codes
+    assert "rule:blocked_card" in codes and "rule:amount_decline" in codes
+    assert d2.decided_by == "rule:blocked_card" and codes[0] == "rule:blocked_card"
     assert "unseen:customer" not in codes  # c1 paid before
     assert all(r.text and "_" not in r.text for r in d2.reasons)
     loaded = FraudEngine.load(eng.save(tmp_path / "engine"))
-    assert loaded.rules.blocked_cards == {"stolen"}
+    assert loaded.rules.spec.block.cards == ["stolen"]
+    assert loaded.rules.version == eng.rules.version == d2.rules_version
     assert loaded.feature_set.version == fs.version
 
 

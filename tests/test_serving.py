@@ -12,7 +12,14 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from models.family import FAMILY_NAMES
-from serving.endpoints import FastRoutes, Unavailable, endpoint, error_response
+from serving.endpoints import (
+    FastRoutes,
+    Forbidden,
+    Unauthorized,
+    Unavailable,
+    endpoint,
+    error_response,
+)
 from serving.fraud_schemas import LabelsRequest, PaymentRequest
 from serving.schemas import ForecastRequest, RecommendRequest
 from serving.services import SERVICE_OF_FAMILY, SERVICES
@@ -163,6 +170,40 @@ def test_an_endpoint_is_one_handler_on_both_paths():
     bento = asyncio.run(method.func(Echo(), ForecastRequest(product_ids=["gone"])))
     assert (bento.status_code, bento.body) == error_response(err.value)
     assert json.loads(bento.body)["ids"] == ["gone"]
+
+
+class Guarded:
+    """A service whose endpoint reads the request headers (as the fraud rules reload does)."""
+
+    @endpoint("/guarded", answers=EchoAnswer, headers=True)
+    def guarded(self, request: ForecastRequest, /, headers: dict[str, str]) -> dict:
+        """How many products, for the holder of the token only."""
+        if headers.get("authorization") != "Bearer t":
+            raise Unauthorized("needs 'Authorization: Bearer <token>'")
+        return {"n": len(request.product_ids)}
+
+
+def test_an_endpoint_with_headers_gets_them_on_both_paths():
+    from types import SimpleNamespace
+
+    class Routes(FastRoutes):
+        routes = {}
+
+    Routes.serve(Guarded())
+    fast = Routes.routes["/guarded"]
+    body = b'{"product_ids": ["a"]}'
+    assert asyncio.run(fast(body, [(b"Authorization", b"Bearer t")])) == (200, b'{"n":1}')
+    with pytest.raises(Unauthorized) as err:
+        asyncio.run(fast(body, []))
+    assert error_response(err.value)[0] == 401
+    assert error_response(Forbidden("off"))[0] == 403
+    api = Guarded.guarded
+    schema = api.input_spec.model_json_schema()["properties"]
+    assert api.ctx_param == "ctx" and set(schema) == set(ForecastRequest.model_fields)
+    for headers, status in (({"authorization": "Bearer t"}, 200), ({}, 401)):
+        ctx = SimpleNamespace(request=SimpleNamespace(headers=headers))
+        answer = asyncio.run(api.func(Guarded(), ForecastRequest(product_ids=["a"]), ctx=ctx))
+        assert answer.status_code == status
 
 
 def test_forecast_table_round_trip(tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from features.fraud.batch import compute_columns, to_matrix
@@ -29,11 +29,11 @@ from features.fraud.definition import DAY, FeatureSet
 from features.fraud.labels import LabelStore, apply_labels
 from features.sources import SourceConfig, load_source
 from features.store import Store
-from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, RuleLayer
+from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, RuleSet
 from registry.store import configure, load_logged
 from shopml.config import ConfigModel
 from shopml.errors import DataError
-from shopml.settings import Settings
+from shopml.settings import CONFIG_DIR, Settings
 from training import tracking
 from training.fraud_metrics import calibration_curve, fraud_metrics
 from training.params import params_config
@@ -91,19 +91,42 @@ _DecisionParams = params_config(
         "decline_cost_ratio": Field(ge=0),
     },
 )
-_RuleParams = params_config(
-    RuleLayer, exclude=("blocked_cards", "blocked_terminals", "blocked_customers")
-)
+_MOVED_TO_RULES = ("blocked_cards", "blocked_customers", "blocked_terminals")
+_MOVED_TO_RULES += ("max_amount", "review_amount")
 
 
-class PolicyConfig(_DecisionParams, _RuleParams):
-    """The decision policy's parameters and the amount rules (defaults are the models')."""
+class PolicyConfig(_DecisionParams):
+    """The decision policy's parameters (defaults are the model's) and the rules file whose
+    block lists, amount limits and review rules the test metrics count."""
+
+    rules_file: str | None = Field(
+        None,
+        description="TOML rules file (relative: to the working directory, else to"
+        " experiments/configs); the service may load newer rules without retraining",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        moved = [k for k in _MOVED_TO_RULES if isinstance(data, dict) and k in data]
+        if moved:
+            raise ValueError(
+                f"{', '.join(moved)}: block lists and amount limits live in a rules file now;"
+                " set policy.rules_file (see experiments/configs/fraud_rules.toml)"
+            )
+        return data
 
     def policy(self) -> DecisionPolicy:
         return DecisionPolicy(**self.model_dump(include=set(_DecisionParams.model_fields)))
 
-    def rules(self) -> RuleLayer:
-        return RuleLayer(**self.model_dump(include=set(_RuleParams.model_fields)))
+    def rules(self) -> RuleSet:
+        """The rules of `rules_file` (none when it is not set); ConfigError naming the field."""
+        if self.rules_file is None:
+            return RuleSet()
+        path = Path(self.rules_file).expanduser()
+        if not path.is_absolute() and not path.is_file():
+            path = CONFIG_DIR / path
+        return RuleSet.load(path)
 
 
 class FraudJobConfig(ConfigModel):
@@ -240,16 +263,24 @@ def _with_stored_labels(
 
 
 def score_test(
-    scorer: FraudScorer, fs: FeatureSet, policy: DecisionPolicy, data: Prepared, k: int
+    scorer: FraudScorer,
+    fs: FeatureSet,
+    policy: DecisionPolicy,
+    data: Prepared,
+    k: int,
+    rules: RuleSet | None = None,
 ) -> dict[str, float]:
-    """Score the test period with `scorer` + `policy`, log every test metric and the plots."""
+    """Score the test period with `scorer` + `policy` + `rules` (the decisions the service would
+    give), log every test metric and the plots."""
     te = data.parts["test"]
     pay = data.store.payments
     X = to_matrix(data.cols, fs.names, te)
     p = scorer.predict_proba(X)
     raw_p = 1.0 / (1.0 + np.exp(-scorer.decision_function(X)))
     amount = pay["amount"].to_numpy()[te]
-    decisions = policy.decide_many(p, amount)
+    rules = rules or RuleSet()
+    engine = FraudEngine(scorer, fs, policy=policy, rules=rules)
+    decisions, decided_by = engine.decide_many(p, X, pay.iloc[te])
     metrics = fraud_metrics(
         data.y[te],
         p,
@@ -262,6 +293,7 @@ def score_test(
         k=k,
     )
     metrics["brier_score_uncalibrated"] = float(np.mean((raw_p - data.y[te]) ** 2))
+    metrics["rule_decided_rate"] = float(np.mean(decided_by != "model")) if len(te) else 0.0
     metrics["feature_seconds"] = data.feature_seconds
     metrics |= data.labels
     clean = {k: float(v) for k, v in metrics.items() if v == v}
@@ -269,6 +301,7 @@ def score_test(
     mlflow.set_tags(
         {
             "fraud.feature_version": fs.version,
+            "fraud.rules_version": rules.version,
             "fraud.review_threshold": str(policy.review_threshold),
             "fraud.decline_threshold": str(policy.decline_threshold),
         }
@@ -288,11 +321,11 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
         random_state=config.seed,
         **config.model.model_dump(),
     )
-    policy = config.policy.policy()
+    policy, rules = config.policy.policy(), config.policy.rules()
     with tracking.start_run(FAMILY, config=config, store=data.store, settings=settings) as run:
         extra = _fit(scorer, fs, data)
-        metrics = score_test(scorer, fs, policy, data, config.card_precision_k) | extra
-        engine = FraudEngine(scorer, fs, policy=policy, rules=config.policy.rules())
+        metrics = score_test(scorer, fs, policy, data, config.card_precision_k, rules) | extra
+        engine = FraudEngine(scorer, fs, policy=policy, rules=rules)
         uri, version = _log_engine(engine, config.register_model)
     return TrainResult.of_run(run, data.store, metrics, version, model_uri=uri)
 
@@ -328,6 +361,7 @@ def _log_engine(engine: FraudEngine, register: bool) -> tuple[str, str | None]:
         "feature_version": fs.version,
         "review_threshold": policy.review_threshold,
         "decline_threshold": policy.decline_threshold,
+        "rules_version": engine.rules.version,
     }
     return uri, tracking.register_model(uri, family=FAMILY, tags=tags)
 
@@ -339,14 +373,18 @@ def evaluate(
     `config`, logged under the names `train` uses; nothing is trained or registered.
 
     The model is scored as it would be deployed: with its own feature set and decision policy
-    (saved with it), so `config.features`, `config.model` and `config.policy` are not used.
+    (saved with it), so `config.features`, `config.model` and `config.policy` are not used, but
+    for `policy.rules_file`: when set, its rules (those a challenger trained with the same config
+    is measured with) replace the rules saved with the model.
     """
     configure(settings)
     engine: FraudEngine = load_logged(model_uri, FAMILY)
     fs = engine.feature_set
+    rules = config.policy.rules() if config.policy.rules_file else engine.rules
     data = prepare(config, fs, settings, labelled=("test",))
     with tracking.evaluation_run(
         FAMILY, model_uri, config=config, store=data.store, settings=settings
     ) as run:
-        metrics = score_test(engine.scorer, fs, engine.policy, data, config.card_precision_k)
+        k = config.card_precision_k
+        metrics = score_test(engine.scorer, fs, engine.policy, data, k, rules)
     return TrainResult.of_run(run, data.store, metrics, model_uri=model_uri)

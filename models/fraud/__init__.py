@@ -1,6 +1,6 @@
 """Fraud scoring: LightGBM scorer with calibration and reasons, a logistic baseline, decision
-policy, rule layer and the one-call `FraudEngine` used at checkout; `FRAUD_SCORERS` is the
-table of scorer kinds."""
+policy, rules (block lists, amount limits, review rules) and the one-call `FraudEngine` used at
+checkout; `FRAUD_SCORERS` is the table of scorer kinds."""
 
 from models.fraud.baseline import LogisticBaseline
 from models.fraud.calibration import Calibrator
@@ -12,8 +12,9 @@ from models.fraud.engine import (
     validate_payment,
 )
 from models.fraud.kinds import FRAUD_SCORERS
-from models.fraud.policy import DecisionPolicy, RuleLayer
+from models.fraud.policy import DecisionPolicy
 from models.fraud.reasons import Reason, describe
+from models.fraud.rules import RuleSet
 from models.fraud.scorer import FraudScorer
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "LabelReport",
     "LogisticBaseline",
     "Reason",
-    "RuleLayer",
+    "RuleSet",
     "describe",
     "ingest_labels",
     "validate_payment",

@@ -22,8 +22,9 @@ from features.fraud.definition import FeatureSet
 from features.fraud.labels import Label, LabelStore
 from features.fraud.online import UNSEEN, OnlineFeatures
 from features.fraud.state_store import STORE_ERRORS, InMemoryStateStore, StateStore
-from models.fraud.policy import APPROVE, DecisionPolicy, RuleLayer, stricter
-from models.fraud.reasons import Reason
+from models.fraud.policy import APPROVE, DecisionPolicy
+from models.fraud.reasons import FACT, Reason
+from models.fraud.rules import MODEL_DECIDED, RuleSet
 from models.fraud.scorer import FraudScorer
 from shopml.clock import epoch_ms, from_epoch_ms, now_ms
 from shopml.errors import DataError
@@ -34,7 +35,8 @@ log = get_logger("models.fraud")
 ENGINE_FILE = "engine.json"
 _CURRENCIES = frozenset(CURRENCIES)
 _UNSEEN_REASONS = {
-    e: Reason(f"unseen:{e}", f"first payment seen from this {e} (no history)") for e in UNSEEN
+    e: Reason(f"unseen:{e}", f"This is the first payment seen from this {e} (no history).", FACT)
+    for e in UNSEEN
 }
 
 
@@ -47,6 +49,8 @@ class FraudDecision:
     reasons: tuple[Reason, ...]
     degraded: bool = False
     degraded_reason: str | None = None
+    decided_by: str = MODEL_DECIDED  # "model", or "rule:<name>" when a rule set the decision
+    rules_version: str = "none"
 
     def to_dict(self) -> dict:
         return {
@@ -54,7 +58,9 @@ class FraudDecision:
             "probability": self.probability,
             "risk_score": self.risk_score,
             "decision": self.decision,
+            "decided_by": self.decided_by,
             "reasons": [r.to_dict() for r in self.reasons],
+            "rules_version": self.rules_version,
             "degraded": self.degraded,
             "degraded_reason": self.degraded_reason,
         }
@@ -127,7 +133,7 @@ class FraudEngine:
         feature_set: FeatureSet | None = None,
         store: StateStore | None = None,
         policy: DecisionPolicy | None = None,
-        rules: RuleLayer | None = None,
+        rules: RuleSet | None = None,
         explain: str = "auto",
         top_reasons: int = 3,
         label_store: LabelStore | None = None,
@@ -141,7 +147,7 @@ class FraudEngine:
             )
         self.features = OnlineFeatures(self.feature_set, store)
         self.policy = policy or DecisionPolicy()
-        self.rules = rules or RuleLayer()
+        self.rules = (rules or RuleSet()).bind(self.feature_set.names)
         if explain not in ("auto", "always", "never"):
             raise DataError(f"explain must be auto, always or never, got {explain!r}")
         self.explain = explain
@@ -154,10 +160,18 @@ class FraudEngine:
     def store(self) -> StateStore:
         return self.features.store
 
+    def set_rules(self, rules: RuleSet) -> RuleSet:
+        """Swap in new rules (checked against the feature set first: a ConfigError keeps the
+        old ones); the next payment is decided with them. Returns the bound rules."""
+        bound = rules.bind(self.feature_set.names)
+        self.rules = bound
+        return bound
+
     def score(self, payment: Mapping, record: bool = True) -> FraudDecision:
         """Validate, featurise (recording the payment), score and decide one raw payment."""
         tx, t, amount, customer, card, terminal = validate_payment(payment)
-        return self.score_fields(tx, t, amount, customer, card, terminal, record)
+        currency = payment.get("currency", "EUR")
+        return self.score_fields(tx, t, amount, customer, card, terminal, record, currency)
 
     def score_fields(
         self,
@@ -168,6 +182,7 @@ class FraudEngine:
         card: str,
         terminal: str,
         record: bool = True,
+        currency: str = "EUR",
     ) -> FraudDecision:
         """Score a validated payment (`t` in epoch ms): online features (recorded unless
         `record=False`), calibrated probability, policy, rules and reasons."""
@@ -184,17 +199,18 @@ class FraudEngine:
             self._fallback.store.clear()
             unseen = self._fallback.compute(t, amount, customer, card, terminal, x, record=False)
         p = self.scorer.predict_one(x)
-        decision = self.policy.decide(p, amount)
-        reasons: list[Reason] = []
-        for hit in self.rules.check(customer, card, terminal, amount):
-            decision = stricter(decision, hit.action)
-            reasons.append(hit.reason)
+        rules = self.rules  # one version for the whole payment, also during a reload
+        hits = rules.check(customer, card, terminal, amount, currency, x, p)
+        decision, by = rules.decide(self.policy.decide(p, amount), hits)
+        reasons = [hit.reason for hit in hits]
+        if by is not None:  # the deciding rule's reason first
+            reasons.insert(0, reasons.pop(hits.index(by)))
         if self.explain == "always" or (self.explain == "auto" and decision != APPROVE):
-            reasons.extend(self.scorer.explain(x, self.top_reasons))
+            reasons.extend(self.scorer.explain(x, self.top_reasons, self.feature_set))
         if unseen:
             reasons.extend(r for e, r in _UNSEEN_REASONS.items() if unseen & UNSEEN[e])
         if degraded_reason:
-            reasons.append(Reason("degraded", degraded_reason))
+            reasons.append(Reason("degraded", f"Scored without history: {degraded_reason}.", FACT))
         return FraudDecision(
             tx,
             p,
@@ -203,7 +219,22 @@ class FraudEngine:
             tuple(reasons),
             degraded_reason is not None,
             degraded_reason,
+            MODEL_DECIDED if by is None else f"rule:{by.name}",
+            rules.version,
         )
+
+    def decide_many(
+        self, p: np.ndarray, X: np.ndarray, payments: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The decisions `score` would give many payments (policy, then the rules) and what
+        set each ("model" or "rule:<name>"): what the training metrics count."""
+        amount = payments["amount"].to_numpy(dtype="float64")
+        columns = {c: payments[c].to_numpy() for c in ("customer_id", "card_id", "terminal_id")}
+        columns["amount"] = amount
+        columns["currency"] = (
+            payments["currency"].to_numpy() if "currency" in payments else np.full(len(p), "EUR")
+        )
+        return self.rules.apply_many(self.policy.decide_many(p, amount), p, X, columns)
 
     def warm_up(self) -> None:
         """Build LightGBM's single-row predictors now, not on the first checkout."""
@@ -266,7 +297,7 @@ class FraudEngine:
             fs,
             store,
             DecisionPolicy(**meta["policy"]),
-            RuleLayer.from_dict(meta["rules"]),
+            RuleSet.from_dict(meta["rules"]),
             meta.get("explain", "auto"),
             meta.get("top_reasons", 3),
             label_store,

@@ -1,18 +1,22 @@
-"""What to do with a scored payment: a decision policy (thresholds or expected cost) and a small
-rule layer (block lists, hard amount limits) whose hits become reasons."""
+"""What to do with a scored payment: a decision policy (thresholds or expected cost). The rules
+that may override it (block lists, amount limits, review rules) are in `models/fraud/rules.py`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from models.fraud.reasons import Reason
 from shopml.errors import ConfigError
 
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
 DECISIONS = (APPROVE, REVIEW, DECLINE)
 _SEVERITY = {APPROVE: 0, REVIEW: 1, DECLINE: 2}
+
+
+def severity(decision: str) -> int:
+    """approve 0, review 1, decline 2."""
+    return _SEVERITY[decision]
 
 
 def stricter(a: str, b: str) -> str:
@@ -77,72 +81,3 @@ class DecisionPolicy:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-@dataclass
-class RuleHit:
-    action: str
-    reason: Reason
-
-
-@dataclass
-class RuleLayer:
-    """Hard rules checked before the model: blocked cards/terminals/customers, amount limits."""
-
-    blocked_cards: frozenset[str] = field(default_factory=frozenset)
-    blocked_terminals: frozenset[str] = field(default_factory=frozenset)
-    blocked_customers: frozenset[str] = field(default_factory=frozenset)
-    max_amount: float | None = None  # decline above
-    review_amount: float | None = None  # at least review above
-
-    def __post_init__(self) -> None:
-        self.blocked_cards = frozenset(map(str, self.blocked_cards))
-        self.blocked_terminals = frozenset(map(str, self.blocked_terminals))
-        self.blocked_customers = frozenset(map(str, self.blocked_customers))
-
-    def check(self, customer: str, card: str, terminal: str, amount: float) -> list[RuleHit]:
-        hits = []
-        if card in self.blocked_cards:
-            hits.append(RuleHit(DECLINE, Reason("rule:blocked_card", "card is on the block list")))
-        if terminal in self.blocked_terminals:
-            hits.append(
-                RuleHit(DECLINE, Reason("rule:blocked_terminal", "terminal is on the block list"))
-            )
-        if customer in self.blocked_customers:
-            hits.append(
-                RuleHit(DECLINE, Reason("rule:blocked_customer", "customer is on the block list"))
-            )
-        if self.max_amount is not None and amount > self.max_amount:
-            hits.append(
-                RuleHit(
-                    DECLINE,
-                    Reason(
-                        "rule:max_amount",
-                        f"amount {amount:.2f} is above the hard limit {self.max_amount:.2f}",
-                    ),
-                )
-            )
-        elif self.review_amount is not None and amount > self.review_amount:
-            hits.append(
-                RuleHit(
-                    REVIEW,
-                    Reason(
-                        "rule:review_amount",
-                        f"amount {amount:.2f} is above the review limit {self.review_amount:.2f}",
-                    ),
-                )
-            )
-        return hits
-
-    def to_dict(self) -> dict:
-        return {
-            "blocked_cards": sorted(self.blocked_cards),
-            "blocked_terminals": sorted(self.blocked_terminals),
-            "blocked_customers": sorted(self.blocked_customers),
-            "max_amount": self.max_amount,
-            "review_amount": self.review_amount,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RuleLayer:
-        return cls(**{k: frozenset(v) if k.startswith("blocked") else v for k, v in d.items()})

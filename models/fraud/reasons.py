@@ -1,30 +1,53 @@
-"""Feature names -> sentences a fraud reviewer understands (used for reason codes)."""
+"""Reason codes: each feature family of the fraud definition as a sentence a reviewer reads.
+
+A feature name is parsed with the definition's own parts (entities, window labels, family
+suffixes), so `customer_delayed_count_1d` is the `delayed_count` family of the customer over
+one day, never a count of some `customer_delayed` entity. Model reasons carry the feature, its
+value and its log-odds contribution; rule and fact reasons carry a contribution of 0.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
-_UNITS = {
-    "h": ("hour", "hours"),
-    "d": ("day", "days"),
-    "m": ("minute", "minutes"),
-    "s": ("second", "seconds"),
-}
+from features.fraud.definition import ENTITIES, FeatureSet, window_label
+
+MODEL, RULE, FACT = "model", "rule", "fact"
+_UNITS = {"s": ("second", "seconds"), "m": ("minute", "minutes"), "h": ("hour", "hours")}
+_UNITS["d"] = ("day", "days")
+# how each entity is named after "payments ...": by a customer, with a card, at a terminal
+_OF = {"customer": "by this customer", "card": "with this card", "terminal": "at this terminal"}
 
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """One reason behind a score: a stable code, words for a reviewer, and its weight
-    (log-odds contribution for model reasons; 0 for rule hits and facts)."""
+    """One reason behind a decision: a stable code, a sentence, what it is about and its weight.
+
+    `kind` is model (a feature that raised the score), rule (a rule that set the decision) or
+    fact (no history, degraded state); `contribution` is the feature's log-odds push (0 else)."""
 
     code: str
     text: str
-    weight: float = 0.0
+    kind: str = MODEL
+    feature: str | None = None
+    value: float | None = None
+    contribution: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "text": self.text, "weight": round(self.weight, 4)}
+        value = self.value
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None  # no data (NaN) is `null` in JSON
+        return {
+            "code": self.code,
+            "text": self.text,
+            "kind": self.kind,
+            "feature": self.feature,
+            "value": value,
+            "contribution": round(self.contribution, 4),
+        }
 
 
 def _window(lab: str) -> str:
@@ -33,15 +56,34 @@ def _window(lab: str) -> str:
     return f"last {one}" if n == 1 else f"last {n} {many}"
 
 
+def _span(seconds: int) -> str:
+    """`604800 -> '7 days'`, `86400 -> '1 day'`: a definition's window or delay in words."""
+    lab = window_label(int(seconds))
+    n, (one, many) = int(lab[:-1]), _UNITS[lab[-1]]
+    return f"1 {one}" if n == 1 else f"{n} {many}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _num(v: float) -> str:
-    if isinstance(v, float) and math.isnan(v):
-        return "n/a"
+    if math.isnan(v):
+        return "unknown"
     return f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}"
+
+
+def _money(v: float) -> str:
+    return "unknown" if math.isnan(v) else f"{v:,.2f}"
+
+
+def _count(v: float, one: str, many: str) -> str:
+    return f"{_num(v)} {one if v == 1 else many}"
 
 
 def _duration(secs: float) -> str:
     if secs < 120:
-        return f"{secs:.0f} seconds"
+        return "1 second" if round(secs) == 1 else f"{secs:.0f} seconds"
     if secs < 7200:
         return f"{secs / 60:.0f} minutes"
     if secs < 172800:
@@ -49,106 +91,141 @@ def _duration(secs: float) -> str:
     return f"{secs / 86400:.1f} days"
 
 
-# windowed features: pattern with the entity and window label -> sentence; the sentence may
-# use {entity}, {window} ("last 7 days"), {span} ("7 days"), {n} (the value) and {pct} (percent)
-_WINDOWED: list[tuple[re.Pattern, str]] = [
-    (re.compile(pattern), sentence)
-    for pattern, sentence in (
-        (
-            r"^(?P<entity>\w+?)_count_(?P<window>\w+)$",
-            "{n} payments by this {entity} in the {window}",
-        ),
-        (
-            r"^(?P<entity>\w+?)_amount_mean_(?P<window>\w+)$",
-            "average amount {n} for this {entity} over the {window}",
-        ),
-        (
-            r"^(?P<entity>\w+?)_amount_max_(?P<window>\w+)$",
-            "largest amount {n} for this {entity} over the {window}",
-        ),
-        (
-            r"^(?P<entity>\w+?)_new_terminals_(?P<window>\w+)$",
-            "{n} terminals used by this {entity} for the first time in the {window}",
-        ),
-        (
-            r"^(?P<entity>\w+?)_delayed_count_(?P<window>\w+)$",
-            "{n} payments of this {entity} in the {window} before the label delay",
-        ),
-        (
-            r"^(?P<entity>\w+?)_known_frauds_(?P<window>\w+)$",
-            "{n} confirmed frauds of this {entity} reported in the {window}",
-        ),
-        (
-            r"^(?P<entity>\w+?)_fraud_rate_(?P<window>\w+)$",
-            "{pct}% of this {entity}'s payments in a {span} window (before the label delay)"
-            " were fraud",
-        ),
-        (
-            r"^customer_spikes_(?P<window>\w+)$",
-            "{n} unusually large payments by this customer in the {window}",
-        ),
-    )
-]
+@dataclass(frozen=True)
+class _Context:
+    """The parts of a feature name and the definition's constants a sentence may use."""
+
+    entity: str  # customer | card | terminal ("" for payment-level features)
+    window: str  # "last 7 days" ("" when the family has no window)
+    span: str  # "7 days", "day"
+    fs: FeatureSet
+
+    @property
+    def of(self) -> str:
+        return _OF.get(self.entity, f"of this {self.entity}")
+
+    @property
+    def delay(self) -> str:
+        return _span(self.fs.label_delay)
 
 
-def _describe_windowed(name: str, value: float) -> str | None:
-    """The sentence of a windowed feature (None for any other name)."""
-    for pattern, sentence in _WINDOWED:
-        m = pattern.match(name)
-        if m:
-            window = _window(m["window"])
-            return sentence.format(
-                entity=m.groupdict().get("entity"),
-                window=window,
-                span=window.removeprefix("last "),
-                n=_num(value),
-                pct=f"{100 * value:.0f}",
-            )
-    return None
+def _ratio(what: str) -> Callable[[float, _Context], str]:
+    def say(v: float, c: _Context) -> str:
+        if math.isnan(v):
+            return f"There is nothing to compare the amount with: {what} is unknown."
+        return f"The amount is {v:.1f}x {what}."
+
+    return say
 
 
-def describe(name: str, value: float) -> str:
-    """A short sentence for feature `name` taking `value`."""
-    if name == "amount":
-        return f"amount {_num(value)}"
-    if name == "hour":
-        return f"payment at {int(value):02d}:00 UTC"
-    if name == "is_night":
-        return "payment at night (00:00-06:59)" if value else "payment during the day"
-    if name == "is_weekend":
-        return "payment on a weekend" if value else "payment on a weekday"
-    if name == "customer_amount_to_usual":
-        if math.isnan(value):
-            return "no recent payments to compare the amount with"
-        return f"amount is {value:.1f}x this customer's usual amount"
-    if name == "customer_amount_to_prev_max":
-        if math.isnan(value):
-            return "no recent payments to compare the amount with"
-        return f"amount is {value:.1f}x this customer's largest payment in 30 days"
-    m = re.match(r"^(\w+?)_secs_since_prev$", name)
-    if m:
-        if math.isnan(value):
-            return f"first payment seen from this {m.group(1)}"
-        return f"{_duration(value)} since this {m.group(1)}'s previous payment"
-    m = re.match(r"^(\w+?)_secs_since_(last|first)_fraud$", name)
-    if m:
-        e, which = m.groups()
-        if math.isnan(value):
-            return f"no confirmed fraud of this {e} reported in the last 30 days"
-        word = "latest" if which == "last" else "earliest"
-        return f"the {word} confirmed fraud of this {e} was {_duration(value)} ago"
-    m = re.match(r"^(\w+?)_new_terminal$", name)
-    if m:
-        e = m.group(1)
-        return (
-            f"first payment of this {e} at this terminal"
-            if value
-            else f"this {e} has paid at this terminal before"
-        )
-    m = re.match(r"^(\w+?)_terminals_ever$", name)
-    if m:
-        return f"this {m.group(1)} has used {_num(value)} different terminals"
-    windowed = _describe_windowed(name, value)
-    if windowed is not None:
-        return windowed
-    return f"{name.replace('_', ' ')} = {_num(value)}"
+def _since_prev(v: float, c: _Context) -> str:
+    if math.isnan(v):
+        return f"This is the first payment seen {c.of}."
+    return f"The previous payment {c.of} was {_duration(v)} earlier."
+
+
+def _since_fraud(which: str) -> Callable[[float, _Context], str]:
+    def say(v: float, c: _Context) -> str:
+        if math.isnan(v):
+            longest = _span(max(c.fs.fraud_windows))
+            return f"No confirmed fraud {c.of} became known in the last {longest}."
+        return f"The {which} confirmed fraud {c.of} happened {_duration(v)} before this payment."
+
+    return say
+
+
+# family -> sentence of (value, context); families with a window end in `_<window label>`
+_WINDOWED: dict[str, Callable[[float, _Context], str]] = {
+    "count": lambda v, c: _cap(f"{_count(v, 'payment', 'payments')} {c.of} in the {c.window}."),
+    "amount_mean": lambda v, c: f"The average payment {c.of} over the {c.window} is {_money(v)}.",
+    "amount_max": lambda v, c: f"The largest payment {c.of} over the {c.window} is {_money(v)}.",
+    "new_terminals": lambda v, c: (
+        f"This {c.entity} paid at {_count(v, 'terminal', 'terminals')} for the first time in the"
+        f" {c.window}."
+    ),
+    "delayed_count": lambda v, c: _cap(
+        f"{_count(v, 'payment', 'payments')} {c.of} in the {c.span} that ended {c.delay} ago"
+        " (old enough to carry labels)."
+    ),
+    "known_frauds": lambda v, c: _cap(
+        f"{_count(v, 'confirmed fraud', 'confirmed frauds')} {c.of} became known in the {c.window}."
+    ),
+    "fraud_rate": lambda v, c: (
+        f"{100 * v:.0f}% of the payments {c.of} in the {c.span} that ended {c.delay} ago were"
+        " confirmed frauds."
+    ),
+    "spikes": lambda v, c: (
+        f"This customer made {_count(v, 'unusually large payment', 'unusually large payments')}"
+        f" (over {c.fs.spike_ratio:g}x the usual amount) in the {c.window}."
+    ),
+}
+_PER_ENTITY: dict[str, Callable[[float, _Context], str]] = {
+    "secs_since_prev": _since_prev,
+    "new_terminal": lambda v, c: (
+        f"This {c.entity} pays at this terminal for the first time."
+        if v
+        else f"This {c.entity} has paid at this terminal before."
+    ),
+    "terminals_ever": lambda v, c: (
+        f"This {c.entity} has paid at {_count(v, 'different terminal', 'different terminals')}."
+    ),
+    "secs_since_last_fraud": _since_fraud("latest"),
+    "secs_since_first_fraud": _since_fraud("earliest"),
+}
+_PAYMENT: dict[str, Callable[[float, _Context], str]] = {
+    "amount": lambda v, c: f"The amount is {_money(v)}.",
+    "hour": lambda v, c: f"The payment was made at {_num(v).zfill(2)}:00 UTC.",
+    "is_night": lambda v, c: (
+        f"The payment was made at night (00:00-{c.fs.night_last_hour:02d}:59 UTC)."
+        if v
+        else "The payment was made during the day."
+    ),
+    "is_weekend": lambda v, c: (
+        "The payment was made on a weekend." if v else "The payment was made on a weekday."
+    ),
+    "customer_amount_to_usual": lambda v, c: _ratio(
+        f"this customer's average over the last {_span(c.fs.usual_window)}"
+    )(v, c),
+    "customer_amount_to_prev_max": lambda v, c: _ratio(
+        f"this customer's largest payment of the last {_span(c.fs.usual_window)}"
+    )(v, c),
+    "customer_amount_to_delayed_mean": lambda v, c: _ratio(
+        f"this customer's average payment old enough to carry labels ({c.delay} or more ago)"
+    )(v, c),
+}
+_ENTITY = "|".join(ENTITIES)
+_NAME = re.compile(
+    rf"^(?P<entity>{_ENTITY})_(?:(?P<windowed>{'|'.join(_WINDOWED)})_(?P<window>\d+[smhd])"
+    rf"|(?P<plain>{'|'.join(_PER_ENTITY)}))$"
+)
+
+
+def family(name: str) -> str | None:
+    """The feature family of `name` (`count`, `fraud_rate`, `amount`...), None if unknown."""
+    if name in _PAYMENT:
+        return name
+    m = _NAME.match(name)
+    return None if m is None else m["windowed"] or m["plain"]
+
+
+def describe(name: str, value: float, fs: FeatureSet | None = None) -> str:
+    """The sentence of feature `name` taking `value` (constants such as the label delay from
+    `fs`, the default definition otherwise)."""
+    fs = fs or _DEFAULT
+    value = float("nan") if value is None else float(value)
+    if name in _PAYMENT:
+        return _PAYMENT[name](value, _Context("customer", "", "", fs))
+    m = _NAME.match(name)
+    if m is None:
+        return f"The feature {name.replace('_', ' ')} is {_num(value)}."
+    if m["plain"]:
+        return _PER_ENTITY[m["plain"]](value, _Context(m["entity"], "", "", fs))
+    window = _window(m["window"])
+    if math.isnan(value):
+        words = m["windowed"].replace("_", " ")
+        return f"The {words} {_OF[m['entity']]} over the {window} is unknown."
+    ctx = _Context(m["entity"], window, window.removeprefix("last "), fs)
+    return _WINDOWED[m["windowed"]](value, ctx)
+
+
+_DEFAULT = FeatureSet()

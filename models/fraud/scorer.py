@@ -19,6 +19,7 @@ import lightgbm as lgb
 import numpy as np
 from lightgbm.basic import _LIB, _safe_call
 
+from features.fraud.definition import FeatureSet
 from models.base import Estimator, check_is_fitted
 from models.fraud.calibration import Calibrator
 from models.fraud.reasons import Reason, describe
@@ -207,16 +208,22 @@ class FraudScorer(Estimator):
         x = np.ascontiguousarray(x, dtype="float64")
         return list(self._fast_contrib(ctypes.c_void_p(x.ctypes.data)))
 
-    def explain(self, x: np.ndarray, top: int = 3) -> list[Reason]:
-        """Top features pushing this payment's score up (or, if none, down), in words."""
+    def explain(self, x: np.ndarray, top: int = 3, fs: FeatureSet | None = None) -> list[Reason]:
+        """The `top` features that raise this payment's score most, as sentences (constants from
+        `fs`); a feature that lowers the score is never a reason, so there may be none."""
         x = np.ascontiguousarray(x, dtype="float64").reshape(-1)
         contrib = self.contributions(x)[:-1]
-        order = sorted(range(len(contrib)), key=lambda j: -contrib[j])
-        up = [j for j in order if contrib[j] > 0][:top]
-        picked = up or sorted(range(len(contrib)), key=lambda j: contrib[j])[:top]
+        up = sorted((j for j in range(len(contrib)) if contrib[j] > 0), key=lambda j: -contrib[j])
         names = self.feature_names_
         return [
-            Reason(names[j], describe(names[j], float(x[j])), float(contrib[j])) for j in picked
+            Reason(
+                names[j],
+                describe(names[j], float(x[j]), fs),
+                feature=names[j],
+                value=float(x[j]),
+                contribution=float(contrib[j]),
+            )
+            for j in up[:top]
         ]
 
     # ------------------------------------------------------------ save/load

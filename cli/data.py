@@ -26,8 +26,10 @@ def generate_cmd(
         ..., "--out", help="Folder to write the store into (<table>.parquet)."
     ),
     scale: Scale = typer.Option("tiny", help="Size preset of the store."),
-    seed: int = typer.Option(0, help="Seed: the same seed gives the same tables."),
-    days: int | None = typer.Option(None, help="Simulated days (default: the scale's)."),
+    seed: int = typer.Option(0, min=0, help="Seed: the same seed gives the same tables."),
+    days: int | None = typer.Option(
+        None, min=14, max=3650, help="Simulated days (default: the scale's)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
     quiet: bool = typer.Option(
         False, "--quiet", help="No progress bar (none is drawn off a terminal either)."
@@ -93,7 +95,7 @@ def profile_cmd(
     source: ProfileSource = typer.Option("generated", help="Where the data comes from."),
     path: Path | None = typer.Option(None, help="Folder or file for store/files/real sources."),
     scale: Scale = typer.Option("small", help="Scale, for the generated source."),
-    seed: int = typer.Option(0, help="Seed, for the generated source."),
+    seed: int = typer.Option(0, min=0, help="Seed, for the generated source."),
 ) -> None:
     """Load a data source, validate it and log its data profile as an MLflow run."""
     # on use: pandas: 0.3 s; mlflow: 1.0 s

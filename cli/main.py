@@ -43,7 +43,7 @@ recommender.register(train_app, bench_app)  # train recommender, bench recs-movi
 @app.command("run")
 def run_cmd(
     scale: data.Scale = typer.Option("small", help="Size of the generated default store."),
-    seed: int = typer.Option(0, help="Seed of the generated store."),
+    seed: int = typer.Option(0, min=0, help="Seed of the generated store."),
     serve: bool = typer.Option(True, help="Build, serve and call the endpoints after training."),
 ) -> None:
     """The main job: generate, validate, profile, train and register all families, build, serve, call."""
@@ -54,7 +54,7 @@ def run_cmd(
 
 
 @app.command("ui")
-def ui_cmd(port: int = typer.Option(5000, help="Port on 127.0.0.1.")) -> None:
+def ui_cmd(port: int = typer.Option(5000, min=1, max=65535, help="Port on 127.0.0.1.")) -> None:
     """Start the MLflow UI on 127.0.0.1 over shopml's tracking store."""
     settings = load_settings().ensure_dirs()
     cmd = [

@@ -44,7 +44,10 @@ def build_cmd(
 def serve_cmd(
     service: str = typer.Argument("all", help=SERVICE_NAMES),
     port: int = typer.Option(
-        3001, help="Port of the first service on 127.0.0.1 (fraud: +1 with all)."
+        3001,
+        min=1,
+        max=65534,
+        help="Port of the first service on 127.0.0.1 (fraud: +1 with all).",
     ),
     redis_url: str | None = typer.Option(
         None,
@@ -52,7 +55,7 @@ def serve_cmd(
         help="Online fraud features in Redis (default: SHOPML_REDIS_URL or in-process).",
     ),
     workers: int | None = typer.Option(
-        None, help="Worker processes per service (more than 1 for fraud needs Redis)."
+        None, min=1, help="Worker processes per service (more than 1 for fraud needs Redis)."
     ),
     history: Path | None = typer.Option(
         None, "--history", help="Store folder whose recent payments warm the online fraud features."

@@ -230,3 +230,15 @@ def test_bad_paths_configs_and_families_are_clean_errors(tmp_path):
     ]
     for args, name in cases:
         assert_clean_error(shopml(*args, env=env), name)
+
+
+def test_out_of_range_numbers_are_refused_while_parsing(tmp_path):
+    cases = [
+        (["generate", "--out", str(tmp_path / "s"), "--seed", "-1"], "'--seed'"),
+        (["generate", "--out", str(tmp_path / "s"), "--days", "5"], "'--days'"),
+        (["ui", "--port", "99999"], "'--port'"),
+        (["serve", "recommend", "--port", "0"], "'--port'"),
+        (["serve", "recommend", "--workers", "0"], "'--workers'"),
+    ]
+    for args, name in cases:
+        assert_clean_error(shopml(*args, env=wide_env()), name)

@@ -47,7 +47,7 @@ class GeneratorConfig(ConfigModel):
     """
 
     scale: Scale = "small"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     start: date = date(2023, 9, 1)
     days: int | None = Field(default=None, ge=14, le=3650)
     customers: int | None = Field(default=None, ge=20)

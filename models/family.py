@@ -64,6 +64,15 @@ class FamilySpec(ConfigModel):
     guards: list[Guard] = Field(default_factory=list)
     curves: list[str] = Field(default_factory=list)
     key_metrics: list[str] = Field(default_factory=list)
+    # test-size metric the job logs -> least value the gate accepts (fewer: too little to decide)
+    min_evidence: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _evidence_positive(self) -> FamilySpec:
+        bad = [k for k, v in self.min_evidence.items() if not v >= 0]
+        if bad:
+            raise ValueError(f"min_evidence {', '.join(bad)}: the least count must be >= 0")
+        return self
 
     def improvement(self, challenger: float, champion: float) -> float:
         """How much better the challenger is, in the margin's unit (positive = better)."""
@@ -149,6 +158,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             guards=[Guard(metric="coverage_at_20", direction="higher", tolerance=0.05)],
             curves=["recall_at_k", "coverage_at_k", "ndcg_at_k"],
             key_metrics=["recall_at_20", "map_at_20", "hit_rate_at_20"],
+            min_evidence={"test_customers": 100},
         ),
         "fraud": _family(
             "fraud",
@@ -164,6 +174,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             ],
             curves=["pr_curve", "calibration", "roc_curve"],
             key_metrics=["auc_roc", "card_precision_at_100", "brier_score"],
+            min_evidence={"test_frauds": 30},
         ),
         "forecast": _family(
             "forecast",
@@ -189,6 +200,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             ],
             curves=["error_by_horizon", "wape_by_horizon"],
             key_metrics=["mase", "rmsse", "pinball_loss"],
+            min_evidence={"test_series": 20, "test_points": 1000},
         ),
     }
 )

@@ -318,6 +318,10 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
     scorer = FraudScorer(
         list(fs.names),
         feature_version=fs.version,
+    tracking.log_protocol(  # the test: its days (offsets from the data's first day) and k
+        {"split": "time", "test_days": [int(data.day[te].min()), int(data.day.max())], "k": k},
+        {"test_frauds": int(data.y[te].sum()), "test_payments": len(te)},
+    )
         random_state=config.seed,
         **config.model.model_dump(),
     )

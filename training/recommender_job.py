@@ -37,7 +37,7 @@ from shopml.errors import ConfigError, DataError
 from shopml.settings import Settings
 from training import tracking
 from training.params import check_kind_params
-from training.recommender_eval import Truth, truth_from_events
+from training.recommender_eval import EVAL_FILTERS, Truth, truth_from_events
 from training.recommender_eval import evaluate as evaluate_model
 from training.splits import Split, stratified_split, temporal_split
 from training.tracking import TrainResult
@@ -109,6 +109,15 @@ def split_events(events: pd.DataFrame, cfg: SplitConfig) -> tuple[Split, pd.Time
     return temporal_split(events, cutoff, only_new=True), cutoff
 
 
+def evaluation_protocol(config: RecommenderJobConfig) -> dict:
+    """How `train` and `evaluate` test (split, k, event filters, what evaluation hides), which
+    the promotion gate requires equal (`training.tracking.log_protocol`)."""
+    used = {"temporal": {"cutoff", "test_days"}, "stratified": {"ratio", "by", "seed"}}
+    split = config.split.model_dump(mode="json", include={"kind", *used[config.split.kind]})
+    events = config.interactions.model_dump(include={"purchases_from", "exclude_products"})
+    return {"split": split, "k": config.k, "events": events, "hidden": EVAL_FILTERS}
+
+
 def _matrix(events: pd.DataFrame, cfg: InteractionConfig, as_of) -> InteractionMatrix:
     if cfg.half_life_days is not None and as_of is not None and cfg.as_of is None:
         cfg = cfg.model_copy(update={"as_of": pd.Timestamp(as_of).to_pydatetime()})
@@ -152,6 +161,7 @@ def train(
         mlflow.log_params(
             {"split.train_events": len(split.train), "split.test_events": len(split.test)}
         )
+        tracking.log_protocol(evaluation_protocol(config))
         if config.search.trials > 0:
             config = _searched(config, split.train, store.products)
         model, metrics = _fit_and_evaluate(config, split, cutoff, store.products)
@@ -206,6 +216,7 @@ def evaluate(
     with tracking.evaluation_run(
         FAMILY, model_uri, config=config, store=store, settings=settings
     ) as run:
+        tracking.log_protocol(evaluation_protocol(config))
         model: Recommender = load_logged(model_uri, FAMILY)
         ids = InteractionMatrix(model.user_items_, model.customer_ids_, model.product_ids_)
         metrics = _evaluate_and_log(model, truth_from_events(split.test, ids), config.k)

@@ -128,11 +128,13 @@ class RuleSet:
     source: str | None = None
     _compiled: tuple[_Compiled, ...] | None = None
     _sets: dict[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+    _version: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         block = self.spec.block
         sets = {w: frozenset(getattr(block, f"{w}s")) for w in ("card", "customer", "terminal")}
         object.__setattr__(self, "_sets", sets)
+        object.__setattr__(self, "_version", self._content_version())
 
     # ---------------------------------------------------------------- reading
     @classmethod
@@ -179,6 +181,9 @@ class RuleSet:
     @property
     def version(self) -> str:
         """`<declared version or 'rules'>@<12 hex of the content hash>`; 'none' without rules."""
+        return self._version
+
+    def _content_version(self) -> str:
         digest = hashlib.sha256(self.content().encode()).hexdigest()[:12]
         if self.spec.version is None and self.spec == RulesSpec():
             return "none"

@@ -22,7 +22,7 @@ from features.fraud.state_store import (
     RedisStateStore,
     StoreUnavailable,
 )
-from shopml.errors import DataError
+from shopml.errors import ConfigError, DataError
 
 pytest_plugins = ["fraud_helpers"]
 
@@ -295,3 +295,70 @@ def test_circuit_breaker_fails_fast_then_tries_again():
     flaky.down = False
     time.sleep(0.06)
     assert breaker.online_read(["cu:1"]) == [None] and not breaker.is_open
+
+
+# ---------------------------------------------------------------- currencies
+
+RATES = {"EUR": 1.0, "GBP": 1.14, "SEK": 0.091}
+
+
+def _mixed(make_payments, n: int = 600) -> pd.DataFrame:
+    """A stream whose customers pay in EUR, GBP and SEK (no fraud: the online path is fed
+    payments only), amounts of similar size in every currency."""
+    df = make_payments(n, days=40, seed=7)
+    df["is_fraud"] = False
+    cur = np.array(list(RATES))[np.random.default_rng(7).integers(0, 3, len(df))]
+    df["currency"] = cur
+    return df
+
+
+def test_amounts_are_converted_to_the_base_currency(make_payments):
+    fs = FeatureSet(rates=RATES)
+    df = _mixed(make_payments)
+    X = compute_batch(df, fs)
+    rate = df["currency"].map(RATES).to_numpy()
+    np.testing.assert_allclose(X["amount"], df["amount"] * rate, rtol=0, atol=0)
+    one = df[df["customer_id"] == df["customer_id"].iloc[0]].sort_values("timestamp")
+    first = one.index[0]  # the customer's first payment: its 30-day mean is its own amount
+    assert X.loc[first, "customer_amount_mean_30d"] == one.loc[first, "amount"] * rate[first]
+    assert FeatureSet(rates=RATES).version != FeatureSet(rates={**RATES, "GBP": 1.2}).version
+
+
+def test_online_engine_equals_batch_with_mixed_currencies(make_payments):
+    """The checkout path (engine.score with each payment's currency) gives the batch vector."""
+    from models.fraud import FraudEngine, FraudScorer
+
+    fs = FeatureSet(label_delay=3 * DAY, rates=RATES)
+    df = _mixed(make_payments)
+    B = compute_batch(df, fs).to_numpy()
+    y = np.arange(len(df)) % 7 == 0
+    scorer = FraudScorer(
+        list(fs.names), feature_version=fs.version, num_boost_round=2, num_threads=1
+    ).fit(B, y)
+    engine = FraudEngine(scorer, fs, explain="never")
+    order = np.argsort(df["timestamp"].to_numpy(), kind="stable")
+    rows = df.to_dict("records")
+    online = np.empty_like(B)
+    for i in order:
+        engine.score(rows[i])
+        online[i] = engine._x
+    bad = ~np.isclose(online, B, rtol=1e-9, atol=1e-9, equal_nan=True)
+    assert not bad.any(), [fs.names[j] for j in np.flatnonzero(bad.any(axis=0))]
+    assert set(df["currency"]) == set(RATES)
+
+
+def test_a_currency_without_a_rate_is_refused_naming_it(make_payments):
+    from serving.endpoints import error_response
+
+    fs = FeatureSet(rates={"EUR": 1.0, "GBP": 1.14})
+    df = _mixed(make_payments, 50)
+    with pytest.raises(DataError, match=r"currency.*'SEK'"):
+        compute_batch(df, fs)
+    with pytest.raises(DataError, match=r"currency.*'SEK'") as err:
+        fs.to_base(10.0, "SEK")
+    status, body = error_response(err.value)
+    assert status == 422 and b"currency" in body and b"SEK" in body
+    with pytest.raises(ConfigError, match="rates.EUR"):
+        FeatureSet(rates={"EUR": 2.0})
+    with pytest.raises(ConfigError, match="rates.GBP"):
+        FeatureSet(rates={"GBP": -1.0})

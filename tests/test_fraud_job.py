@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from features.fraud.batch import to_matrix
+from features.fraud.definition import HANDBOOK_BASELINE
+from features.fraud.labels import LabelStore
+from features.sources import load_source
+from models.fraud import LogisticBaseline
 from shopml.config import load_config
 from shopml.errors import ConfigError, DataError
-from training.fraud_job import FraudJobConfig, SplitConfig, time_split
+from training.fraud_job import FraudJobConfig, SplitConfig, prepare, time_split, train
+from training.fraud_metrics import auc_roc, average_precision
 
 CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "fraud.toml"
 
@@ -80,6 +87,7 @@ def test_train_fraud_job_logs_metrics_plots_and_registers(tmp_shopml_home):
     assert result.model_version == "1"
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["fraud.feature_version"].startswith("shopml-fraud@")
+    _check_baseline(cfg, result, run)
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
     assert {
         "plots/pr_curve.png",
@@ -104,9 +112,29 @@ def test_train_fraud_job_logs_metrics_plots_and_registers(tmp_shopml_home):
     assert d.decision in ("approve", "review", "decline")
 
 
-def test_cli_ingest_labels_writes_the_label_store(tmp_shopml_home, tmp_path):
-    from features.fraud.labels import LabelStore
+def _check_baseline(cfg: FraudJobConfig, result, run) -> None:
+    """The logistic-regression baseline is logged beside the scorer: the handbook's features,
+    fitted on the train period, the same numbers as fitting it here."""
+    for name in (
+        "baseline_average_precision",
+        "baseline_auc_roc",
+        "baseline_card_precision_at_100",
+    ):
+        assert run.data.metrics[name] == pytest.approx(result.metrics[name])
+    assert "logistic regression" in run.data.tags["fraud.baseline"]
+    data = prepare(cfg, cfg.features.feature_set())
+    tr, te = data.parts["train"], data.parts["test"]
+    names = list(HANDBOOK_BASELINE)
+    lr = LogisticBaseline(names).fit(to_matrix(data.cols, names, tr), data.y[tr])
+    p = lr.predict_proba(to_matrix(data.cols, names, te))
+    assert result.metrics["baseline_average_precision"] == pytest.approx(
+        average_precision(data.y[te], p)
+    )
+    assert result.metrics["baseline_auc_roc"] == pytest.approx(auc_roc(data.y[te], p))
+    assert result.metrics["baseline_auc_roc"] != result.metrics["auc_roc"]
 
+
+def test_cli_ingest_labels_writes_the_label_store(tmp_shopml_home, tmp_path):
     f = tmp_path / "labels.csv"
     f.write_text(
         "transaction_id,is_fraud,label_time,customer_id,terminal_id\n"
@@ -121,11 +149,6 @@ def test_cli_ingest_labels_writes_the_label_store(tmp_shopml_home, tmp_path):
 
 def test_train_applies_stored_labels_and_logs_how_many(tmp_shopml_home, tmp_path):
     """Labels ingested by the CLI reach training: the model changes and the count is logged."""
-    import mlflow
-
-    from features.sources import load_source
-    from training.fraud_job import train
-
     cfg = load_config(_tiny(tmp_path, 0), FraudJobConfig)
     cfg.register_model = False
     before = train(cfg)

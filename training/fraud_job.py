@@ -1,6 +1,7 @@
 """`shopml train fraud`: time-based train / calibration / delay / test split, LightGBM scorer
-with calibrated probabilities, metrics and plots in MLflow, model + feature version + thresholds
-registered together as `shopml-fraud`.
+with calibrated probabilities, metrics and plots in MLflow (beside them the logistic-regression
+baseline's, `baseline_*`), model + feature version + thresholds registered together as
+`shopml-fraud`.
 
 Timeline (whole days, counted back from the last payment day):
   [history ... train ...) [calibration) [label delay) [test]
@@ -18,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import mlflow
 import numpy as np
@@ -25,17 +27,23 @@ from pydantic import Field, model_validator
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from features.fraud.batch import compute_columns, to_matrix
-from features.fraud.definition import DAY, FeatureSet
+from features.fraud.definition import DAY, HANDBOOK_BASELINE, FeatureSet
 from features.fraud.labels import LabelStore, apply_labels
 from features.sources import SourceConfig, load_source
 from features.store import Store
-from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, RuleSet
+from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, LogisticBaseline, RuleSet
 from registry.store import configure, load_logged
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import CONFIG_DIR, Settings
 from training import tracking
-from training.fraud_metrics import calibration_curve, fraud_metrics
+from training.fraud_metrics import (
+    auc_roc,
+    average_precision,
+    calibration_curve,
+    card_precision_at_k,
+    fraud_metrics,
+)
 from training.params import params_config
 from training.tracking import TrainResult
 
@@ -45,10 +53,22 @@ FAMILY = "fraud"
 class FeaturesConfig(ConfigModel):
     label_delay_days: float = Field(7.0, ge=0)
     spike_ratio: float = Field(3.0, gt=0)
+    base_currency: str = Field(
+        FeatureSet.base_currency, pattern="^[A-Z]{3}$", description="amounts are converted to it"
+    )
+    rates: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: dict(FeatureSet.rates),
+        description="value of one unit of each currency in the base currency; a payment in "
+        "a currency not listed is refused",
+    )
 
     def feature_set(self) -> FeatureSet:
+        """The feature definition of this config (a bad rates table: a ConfigError)."""
         return FeatureSet(
-            label_delay=int(self.label_delay_days * DAY), spike_ratio=self.spike_ratio
+            label_delay=int(self.label_delay_days * DAY),
+            spike_ratio=self.spike_ratio,
+            base_currency=self.base_currency,
+            rates=tuple(self.rates.items()),
         )
 
 
@@ -277,7 +297,7 @@ def score_test(
     X = to_matrix(data.cols, fs.names, te)
     p = scorer.predict_proba(X)
     raw_p = 1.0 / (1.0 + np.exp(-scorer.decision_function(X)))
-    amount = pay["amount"].to_numpy()[te]
+    amount = fs.amounts_in_base(pay)[te]  # savings and costs in the base currency
     rules = rules or RuleSet()
     engine = FraudEngine(scorer, fs, policy=policy, rules=rules)
     decisions, decided_by = engine.decide_many(p, X, pay.iloc[te])
@@ -298,6 +318,10 @@ def score_test(
     metrics |= data.labels
     clean = {k: float(v) for k, v in metrics.items() if v == v}
     mlflow.log_metrics(clean)
+    tracking.log_protocol(  # the test: its days (offsets from the data's first day) and k
+        {"split": "time", "test_days": [int(data.day[te].min()), int(data.day.max())], "k": k},
+        {"test_frauds": int(data.y[te].sum()), "test_payments": len(te)},
+    )
     mlflow.set_tags(
         {
             "fraud.feature_version": fs.version,
@@ -318,10 +342,6 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
     scorer = FraudScorer(
         list(fs.names),
         feature_version=fs.version,
-    tracking.log_protocol(  # the test: its days (offsets from the data's first day) and k
-        {"split": "time", "test_days": [int(data.day[te].min()), int(data.day.max())], "k": k},
-        {"test_frauds": int(data.y[te].sum()), "test_payments": len(te)},
-    )
         random_state=config.seed,
         **config.model.model_dump(),
     )
@@ -329,9 +349,31 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
     with tracking.start_run(FAMILY, config=config, store=data.store, settings=settings) as run:
         extra = _fit(scorer, fs, data)
         metrics = score_test(scorer, fs, policy, data, config.card_precision_k, rules) | extra
+        metrics |= _baseline(fs, data, config)
         engine = FraudEngine(scorer, fs, policy=policy, rules=rules)
         uri, version = _log_engine(engine, config.register_model)
     return TrainResult.of_run(run, data.store, metrics, version, model_uri=uri)
+
+
+def _baseline(fs: FeatureSet, data: Prepared, config: FraudJobConfig) -> dict[str, float]:
+    """The benchmark's reference beside the scorer: logistic regression on the handbook's
+    baseline features, fitted on `train`, its test ranking metrics logged as `baseline_*`."""
+    names = [n for n in HANDBOOK_BASELINE if n in fs.names]
+    tr, te = data.parts["train"], data.parts["test"]
+    lr = LogisticBaseline(names, random_state=config.seed)
+    lr.fit(to_matrix(data.cols, names, tr), data.y[tr])
+    p = lr.predict_proba(to_matrix(data.cols, names, te))
+    y, k = data.y[te], config.card_precision_k
+    card = data.store.payments["card_id"].to_numpy()[te]
+    metrics = {
+        "baseline_average_precision": average_precision(y, p),
+        "baseline_auc_roc": auc_roc(y, p),
+        f"baseline_card_precision_at_{k}": card_precision_at_k(data.day[te], card, y, p, k),
+    }
+    metrics = {name: v for name, v in metrics.items() if v == v}
+    mlflow.log_metrics(metrics)
+    mlflow.set_tag("fraud.baseline", f"logistic regression, {len(names)} handbook features")
+    return metrics
 
 
 def _fit(scorer: FraudScorer, fs: FeatureSet, data: Prepared) -> dict[str, float]:

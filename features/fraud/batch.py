@@ -4,6 +4,7 @@ Every payment gets the features the online path would have produced when it arri
 order is by timestamp, ties kept in input order; windows are found with `searchsorted` on a
 (key, time) composite, sums with cumulative sums (extended precision, so the two paths agree to
 ~1e-12), maxima with a sparse-table range maximum, labels by the time they became known.
+Amounts are converted to the base currency first (`FeatureSet.amounts_in_base`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def prepare(payments: pd.DataFrame, fs: FeatureSet) -> PreparedPayments:
     t_all = epoch_ms_array(payments["timestamp"])
     order = np.argsort(t_all, kind="stable")
     t_ms = t_all[order]
-    amount = payments["amount"].to_numpy(dtype="float64")[order]
+    amount = fs.amounts_in_base(payments)[order]
     codes: dict[str, np.ndarray] = {}
     n_codes: dict[str, int] = {}
     for e in dict.fromkeys((*fs.entities, *fs.fraud_entities, "terminal")):

@@ -5,18 +5,25 @@ A payment at time t sees (1) the payments of its customer, card and terminal in 
 checkout) but never payments that follow it in the stream, and (2) fraud labels only once they
 are known: at `label_time`, or at `timestamp + label_delay` when `label_time` is empty, and never
 before the payment that carries the label plus one millisecond. Times are whole milliseconds.
+Amounts are in the store's base currency: each payment's amount times the rate of its currency
+(`FeatureSet.rates`, the same table in batch and online); a currency without a rate is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
-from shopml.errors import ConfigError
+import numpy as np
+import pandas as pd
+
+from shopml.errors import ConfigError, DataError
 
 # Bump when the meaning of an existing feature changes (new features change the names anyway).
-FEATURE_CODE_VERSION = 2
+# 3: amounts converted to the base currency
+FEATURE_CODE_VERSION = 3
 
 HOUR = 3600
 DAY = 86400
@@ -24,6 +31,23 @@ DAY = 86400
 ENTITIES = ("customer", "card", "terminal")
 ID_COLUMNS = {"customer": "customer_id", "card": "card_id", "terminal": "terminal_id"}
 PAIR_ENTITIES = ("customer", "card")  # entities whose first-time terminals are tracked
+
+# Value of one unit of each currency of the data contract in EUR (reference rates, late 2025).
+# A job sets its own table (`[features]` base_currency and rates in the fraud config).
+DEFAULT_RATES = (
+    ("AUD", 0.565),
+    ("CAD", 0.615),
+    ("CHF", 1.07),
+    ("CZK", 0.041),
+    ("DKK", 0.134),
+    ("EUR", 1.0),
+    ("GBP", 1.14),
+    ("JPY", 0.0056),
+    ("NOK", 0.085),
+    ("PLN", 0.236),
+    ("SEK", 0.091),
+    ("USD", 0.86),
+)
 
 
 def window_label(seconds: int) -> str:
@@ -51,8 +75,11 @@ class FeatureSet:
     spike_ratio: float = 3.0
     spike_windows: tuple[int, ...] = (DAY, 7 * DAY, 14 * DAY)
     night_last_hour: int = 6
+    base_currency: str = "EUR"
+    rates: tuple[tuple[str, float], ...] = DEFAULT_RATES  # (currency, base units per unit)
     name: str = "shopml-fraud"
     _names: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    _rate: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for attr in ("windows", "pair_windows", "fraud_windows", "spike_windows"):
@@ -75,7 +102,59 @@ class FeatureSet:
             )
         if self.label_delay < 0:
             raise ConfigError(f"FeatureSet.label_delay must be >= 0, got {self.label_delay}")
+        self._check_rates()
         object.__setattr__(self, "_names", tuple(self._build_names()))
+
+    def _check_rates(self) -> None:
+        """Rates as a sorted tuple of (code, positive finite rate); the base currency is 1."""
+        pairs = self.rates.items() if isinstance(self.rates, dict) else self.rates
+        rate = {}
+        for code, value in pairs:
+            value = float(value)
+            if not (isinstance(code, str) and len(code) == 3 and code.isupper()):
+                raise ConfigError(f"FeatureSet.rates: currency {code!r} is not an ISO 4217 code")
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(
+                    f"FeatureSet.rates.{code}: must be a positive number, got {value}"
+                )
+            rate[code] = value
+        base = self.base_currency
+        if rate.setdefault(base, 1.0) != 1.0:
+            raise ConfigError(
+                f"FeatureSet.rates.{base}: the base currency's rate must be 1, got {rate[base]}"
+            )
+        object.__setattr__(self, "rates", tuple(sorted(rate.items())))
+        object.__setattr__(self, "_rate", rate)
+
+    # ------------------------------------------------------------- currency
+    def _no_rate(self, currencies) -> DataError:
+        shown = ", ".join(repr(c) for c in list(currencies)[:5])
+        return DataError(
+            f"payment.currency: no exchange rate to {self.base_currency} for {shown}; "
+            f"rates known: {', '.join(sorted(self._rate))}"
+        )
+
+    def to_base(self, amount: float, currency: str | None) -> float:
+        """One amount in the base currency (no currency: already in it)."""
+        if currency is None or currency == self.base_currency:
+            return amount
+        rate = self._rate.get(currency)
+        if rate is None:
+            raise self._no_rate([currency])
+        return amount * rate
+
+    def amounts_in_base(self, payments: pd.DataFrame) -> np.ndarray:
+        """The `amount` column in the base currency (float64); a table without `currency` is
+        taken as in the base currency."""
+        amount = payments["amount"].to_numpy(dtype="float64")
+        if "currency" not in payments.columns:
+            return amount
+        cur = payments["currency"]
+        rate = cur.map(self._rate).to_numpy(dtype="float64")
+        bad = np.isnan(rate)
+        if bad.any():
+            raise self._no_rate(pd.unique(cur.to_numpy()[bad]))
+        return amount * rate
 
     # ----------------------------------------------------------------- names
     def _build_names(self) -> list[str]:
@@ -145,6 +224,8 @@ class FeatureSet:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("_names", None)
+        d.pop("_rate", None)
+        d["rates"] = dict(self.rates)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod

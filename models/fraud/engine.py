@@ -185,23 +185,28 @@ class FraudEngine:
         currency: str = "EUR",
     ) -> FraudDecision:
         """Score a validated payment (`t` in epoch ms): online features (recorded unless
-        `record=False`), calibrated probability, policy, rules and reasons."""
+        `record=False`), calibrated probability, policy, rules and reasons. Features and policy
+        see the amount in the base currency (a currency without a rate: a DataError naming
+        `payment.currency`), the rules the amount as paid with its currency."""
         x = self._x
         degraded_reason = None
+        base_amount = self.feature_set.to_base(amount, currency)
         try:
             unseen = self.features.compute(
-                t, amount, customer, card, terminal, x, record=record, transaction_id=tx
+                t, base_amount, customer, card, terminal, x, record=record, transaction_id=tx
             )
         except DataError:
             raise
         except Exception as err:  # noqa: BLE001 - any store failure degrades, never fails checkout
             degraded_reason = f"feature state unavailable: {type(err).__name__}"
             self._fallback.store.clear()
-            unseen = self._fallback.compute(t, amount, customer, card, terminal, x, record=False)
+            unseen = self._fallback.compute(
+                t, base_amount, customer, card, terminal, x, record=False
+            )
         p = self.scorer.predict_one(x)
         rules = self.rules  # one version for the whole payment, also during a reload
         hits = rules.check(customer, card, terminal, amount, currency, x, p)
-        decision, by = rules.decide(self.policy.decide(p, amount), hits)
+        decision, by = rules.decide(self.policy.decide(p, base_amount), hits)
         reasons = [hit.reason for hit in hits]
         if by is not None:  # the deciding rule's reason first
             reasons.insert(0, reasons.pop(hits.index(by)))
@@ -229,12 +234,13 @@ class FraudEngine:
         """The decisions `score` would give many payments (policy, then the rules) and what
         set each ("model" or "rule:<name>"): what the training metrics count."""
         amount = payments["amount"].to_numpy(dtype="float64")
+        base_amount = self.feature_set.amounts_in_base(payments)  # what the policy weighs
         columns = {c: payments[c].to_numpy() for c in ("customer_id", "card_id", "terminal_id")}
         columns["amount"] = amount
         columns["currency"] = (
             payments["currency"].to_numpy() if "currency" in payments else np.full(len(p), "EUR")
         )
-        return self.rules.apply_many(self.policy.decide_many(p, amount), p, X, columns)
+        return self.rules.apply_many(self.policy.decide_many(p, base_amount), p, X, columns)
 
     def warm_up(self) -> None:
         """Build LightGBM's single-row predictors now, not on the first checkout."""

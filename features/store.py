@@ -101,7 +101,10 @@ class Store:
                     found[table] = validate(table, _read_parquet(file))
         errors.raise_if_any()
         if not found:
-            raise DataError(f"{path} holds no table of the contract ({', '.join(TABLES)}.parquet)")
+            raise DataError(
+                f"{path} holds no table of the contract ({', '.join(TABLES)}.parquet); "
+                "for CSV files use the `files` source"
+            )
         name = path.name
         manifest = path / MANIFEST
         if manifest.exists():

@@ -215,12 +215,13 @@ def champion_runs(family: str, champion: ModelVersion, mlflow_client: MlflowClie
     return candidates
 
 
-def comparable(candidates: list, fingerprint: str | None, signature: str | None):
-    """The first candidate (Run or Tested) on data `fingerprint` tested with protocol `signature`."""
-    for run in candidates:
-        tested = run if isinstance(run, Tested) else Tested.of(run)
+def comparable(
+    candidates: list[Tested], fingerprint: str | None, signature: str | None
+) -> Tested | None:
+    """The first candidate on data `fingerprint` tested with protocol `signature` (or None)."""
+    for tested in candidates:
         if fingerprint and tested.fingerprint == fingerprint and tested.signature == signature:
-            return run
+            return tested
     return None
 
 
@@ -230,9 +231,9 @@ def champion_evidence(
     fingerprint: str | None,
     mlflow_client: MlflowClient,
     signature: str | None = None,
-) -> tuple[Run | None, list[Run]]:
+) -> tuple[Tested | None, list[Tested]]:
     """The champion's run on the same data and test (None if it has none) and all its runs."""
-    candidates = champion_runs(family, champion, mlflow_client)
+    candidates = [Tested.of(r) for r in champion_runs(family, champion, mlflow_client)]
     return comparable(candidates, fingerprint, signature), candidates
 
 
@@ -381,24 +382,10 @@ def evaluate_gate(
     family = families.family(family).name
     spec = spec or family_spec(family)
     mlflow_client = client(settings)
-    run = resolve_run(run_ref, family, mlflow_client)
-    run_family = family_of_run(run, mlflow_client)
-    if run_family != family:
-        raise ConfigError(
-            f"run {run.info.run_id[:8]} belongs to family {run_family!r}, not {family!r}"
-        )
-    kind = run.data.tags.get(RUN_KIND_TAG)
-    if kind in ("evaluation", "comparison"):
-        raise ConfigError(f"run {run.info.run_id[:8]} is a {kind} run, not a training run")
+    run = _training_run(run_ref, family, mlflow_client)
     champion = alias_version(family, CHAMPION, mlflow_client)
     version = ensure_version(family, run, mlflow_client)
-    decision = Decision(
-        family=family,
-        run_id=run.info.run_id,
-        version=version,
-        champion_version=None,
-        dry_run=dry_run,
-    )
+    decision = Decision(family, run.info.run_id, version, None, dry_run=dry_run)
     if champion is None:
         # register_model made the first version champion; confirm it is ours
         now = alias_version(family, CHAMPION, mlflow_client)
@@ -412,12 +399,27 @@ def evaluate_gate(
         return decision
     set_alias(family, CHALLENGER, version, mlflow_client)
     challenger = Tested.of(run)
-    candidates = [Tested.of(r) for r in champion_runs(family, champion, mlflow_client)]
-    evidence = comparable(candidates, challenger.fingerprint, challenger.signature)
+    evidence, candidates = champion_evidence(
+        family, champion, challenger.fingerprint, mlflow_client, challenger.signature
+    )
     if evidence is not None:
         decision.champion_run_id = evidence.run_id
     decision.checks = gate_checks(spec, challenger, candidates)
     return decision
+
+
+def _training_run(run_ref: str, family: str, mlflow_client: MlflowClient) -> Run:
+    """The training run `run_ref` of `family`; ConfigError for another family's or a non-training run."""
+    run = resolve_run(run_ref, family, mlflow_client)
+    run_family = family_of_run(run, mlflow_client)
+    if run_family != family:
+        raise ConfigError(
+            f"run {run.info.run_id[:8]} belongs to family {run_family!r}, not {family!r}"
+        )
+    kind = run.data.tags.get(RUN_KIND_TAG)
+    if kind in ("evaluation", "comparison"):
+        raise ConfigError(f"run {run.info.run_id[:8]} is a {kind} run, not a training run")
+    return run
 
 
 def promote(

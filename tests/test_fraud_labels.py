@@ -7,10 +7,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fraud_helpers import synthetic_payments
 from test_loaders import postgres_url  # noqa: F401 - the real PostgreSQL fixture
 from typer.testing import CliRunner
 
@@ -18,9 +20,9 @@ from cli.main import app
 from features.fraud.batch import compute_batch
 from features.fraud.definition import DAY, FeatureSet
 from features.fraud.labels import Label, LabelStore, LabelStoreError, apply_labels
-from features.fraud.online import OnlineFeatures
-from models.fraud.engine import ingest_labels
+from models.fraud import FraudEngine, FraudScorer
 from serving.checkout import Checkout
+from serving.endpoints import Unavailable, error_response
 from serving.fraud_schemas import LabelsRequest
 from shopml.errors import DataError
 from shopml.settings import load_settings
@@ -60,11 +62,17 @@ def test_label_store_semantics_postgresql(postgres_url):  # noqa: F811
     store.dispose()
 
 
-def test_unreachable_store_is_a_named_error_without_password():
+def test_unreachable_store_is_a_named_error_without_password_and_a_503(tmp_path):
     store = LabelStore("postgresql+psycopg://me:s3cret@127.0.0.1:1/db")
     with pytest.raises(LabelStoreError) as err:
         store.write([Label("a", True, T1)], "cli")
     assert "127.0.0.1" in str(err.value) and "s3cret" not in str(err.value)
+    engine = FraudEngine.load(_saved_engine(tmp_path), label_store=store)
+    req = LabelsRequest.model_validate({"labels": [{"transaction_id": "a", "is_fraud": True}]})
+    with pytest.raises(Unavailable) as down:
+        Checkout(engine, "v1").labels(req)
+    status, body = error_response(down.value)
+    assert status == 503 and b"label store" in body and b"s3cret" not in body
 
 
 def test_cli_and_service_write_the_one_store(tmp_shopml_home, tmp_path):
@@ -79,18 +87,26 @@ def test_cli_and_service_write_the_one_store(tmp_shopml_home, tmp_path):
     res = CliRunner().invoke(app, ["fraud", "ingest-labels", str(f)])
     assert "0 new, 0 corrected, 2 unchanged" in res.output, res.output
 
-    class _Engine:  # the service's engine: the real ingestion into the store of the settings
-        label_store = LabelStore.open()
-
-        def ingest_labels(self, labels):
-            return ingest_labels(labels, OnlineFeatures(), self.label_store, source="service")
-
+    engine = _saved_engine(tmp_path)  # loaded as the service loads it, with the store
+    engine = FraudEngine.load(engine, label_store=LabelStore.open(load_settings()))
     req = LabelsRequest.model_validate({"labels": [{"transaction_id": "t2", "is_fraud": True}]})
-    answer = Checkout(_Engine(), "v1").labels(req)
+    answer = Checkout(engine, "v1").labels(req)
     assert answer["accepted"] == 1
     stored = LabelStore.open(load_settings()).read().set_index("transaction_id")
     assert stored["source"].to_dict() == {"t1": "cli", "t2": "service"}
     assert bool(stored.loc["t2", "is_fraud"]) is True
+
+
+def _saved_engine(tmp_path) -> Path:
+    """A small fraud engine saved to a folder (a 2-round scorer on synthetic payments)."""
+    fs = FeatureSet()
+    df = synthetic_payments(400, seed=3)
+    X = compute_batch(df, fs).to_numpy()
+    scorer = FraudScorer(
+        list(fs.names), feature_version=fs.version, num_boost_round=2, num_threads=1
+    )
+    scorer.fit(X, df["is_fraud"].to_numpy())
+    return FraudEngine(scorer, fs).save(tmp_path / "engine")
 
 
 def test_cli_bad_labels_file_is_one_line_exit_2(tmp_shopml_home, tmp_path):

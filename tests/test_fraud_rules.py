@@ -371,6 +371,21 @@ def test_decision_metrics_carry_the_rules_version(served):
     assert get("shopml_fraud_rules_info", {"rules_version": d["rules_version"]}) == 1
 
 
+def test_serve_checks_the_rules_file_before_starting(tmp_path, tmp_shopml_home):
+    import subprocess
+    import sys
+
+    bad = _rules(tmp_path, "[block]\ncard = 1\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "fraud", "--rules", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "rules.toml: block.card: Extra inputs are not permitted" in out.stderr
+
+
 # ------------------------------------------------------------------------------- training
 def test_job_config_points_block_lists_to_the_rules_file(tmp_path):
     from shopml.config import load_config

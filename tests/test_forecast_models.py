@@ -14,6 +14,7 @@ from models.forecast import (
     MovingAverage,
     SeasonalNaive,
     make_forecaster,
+    negbin,
 )
 from models.forecast.calibration import band_quantile
 from shopml.errors import ConfigError, DataError
@@ -183,6 +184,17 @@ def test_band_quantile_on_ties_by_hand():
     np.testing.assert_allclose(band_quantile([0] * 9 + [2], [0.1, 0.5, 0.9]), [0.0, 0.2, 1.8])
     # one zero in ten: the mid-quantile P10 (0.4) would leave that zero day below the band
     np.testing.assert_allclose(band_quantile([0] + [4] * 9, [0.1, 0.9]), [0.0, 4.0])
+
+
+def test_count_band_quantiles_by_hand():
+    # phi ~ 0 is Poisson. Mean 0.05: P(0) = 0.9512, mid-distribution 0.4756 at 0, 0.9750 at 1,
+    # so P90 = (0.9 - 0.4756) / (0.9750 - 0.4756) = 0.85 where the plain P90 is 0 (below the mean)
+    mu = np.array([0.05, 10.0])
+    np.testing.assert_allclose(negbin.quantile(mu, 1e-3, 0.9), [0.85, 14.24], atol=0.01)
+    # mean 10: plain P90 14 (F(13) = 0.864, F(14) = 0.917); mid 0.8905 at 14, 0.9339 at 15 -> 14.22
+    np.testing.assert_allclose(negbin.quantile(mu, 1e-3, 0.1), [0.0, 6.0], atol=0.01)
+    # overdispersion widens the band of the same mean
+    assert negbin.quantile(np.array([10.0]), 1.0, 0.9)[0] > 20
 
 
 def test_lightgbm_band_on_mostly_zero_days_is_ordered_and_covers_each_level_decile():

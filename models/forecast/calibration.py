@@ -1,22 +1,27 @@
 """Split-conformal calibration of forecast means into P10 / P50 / P90.
 
-Held-out days give quantiles of actual / forecast mean per bin of forecast level and spikiness
-(`fit_ratio_calibration`), after a level correction; `apply_ratio_calibration` turns raw means
-into the three quantiles. Calibrations are plain JSON values (saved in forecaster.json).
+Held-out days give, per bin of forecast level and spikiness (`fit_ratio_calibration`), after a
+level correction: the dispersion and band levels of a count distribution around each mean
+(`negbin`: P10 / P90) and quantiles of actual / forecast mean (the median or unbiased P50, and the
+band of models saved before issue 11); `apply_ratio_calibration` turns raw means into the three
+quantiles. Calibrations are plain JSON values (saved in forecaster.json).
 
 Daily units are counts, mostly 0 for slow sellers: a plain sample quantile is then 0 for every
 level up to the share of zero days, so P90 would sit at or below the mean. `band_quantile` takes
 the plain (inverse-distribution) quantile or the mid-quantile (the inverse of F(v-) + P(v)/2,
 interpolated between observed values; Parzen 2004), whichever lies further out: never more than
-10% of held-out days beyond P10 or P90, and a P90 above 0 whenever some days sell.
+10% of the days beyond P10 or P90, and a P90 above 0 whenever some days sell.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from models.forecast import negbin
+
 TAUS = tuple(np.round(np.arange(0.05, 0.951, 0.025), 3).tolist())
 BAND = (0.1, 0.9)  # the quantile levels of P10 and P90
+TOP_LEVELS = (0.95, 0.99)  # extra level bins at the top (`_level_edges`)
 
 
 def default_calibration() -> dict:
@@ -34,12 +39,11 @@ def default_calibration() -> dict:
 
 
 def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip) -> dict:
-    """Conformal calibration on held-out days: quantiles of actual / forecast mean per bin of
-    (forecast level, spikiness), after a bias factor (sum actual / sum forecast)**bias_correction.
-
-    Quantiles are `band_quantile`s (module docstring); the band is always the levels 0.1 / 0.9 in
-    each level bin: a band searched to cover 80% of the pooled days collapses to P10 = P50 = P90
-    when most days sell 0 (zero days are covered by any band that starts at 0).
+    """Conformal calibration on held-out days per bin of (forecast level, spikiness), after a bias
+    factor (sum actual / sum forecast)**bias_correction: the count band of `negbin.fit_band` and
+    `band_quantile`s of actual / forecast mean. Each tail is checked on its own: a band searched
+    to cover 80% of the pooled days (as before issue 11) collapses to P10 = P50 = P90 when most
+    days sell 0, since any band from 0 covers them.
     `point="mean"`: P50 is the bias-corrected mean; `"median"`: the calibrated median;
     `"unbiased"`: the common quantile level at which the held-out days are unbiased.
     """
@@ -49,7 +53,8 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
     mu = np.maximum(mu * bias, 1e-6)
     n_mu = max(1, min(bins, len(mu) // 300))
     n_sp = 3 if len(mu) >= 900 * n_mu else 1
-    mean_edges = np.quantile(mu, np.linspace(0, 1, n_mu + 1)[1:-1]) if n_mu > 1 else np.array([])
+    mean_edges = _level_edges(mu, n_mu, n_sp)
+    n_mu = len(mean_edges) + 1
     spread_edges = np.quantile(spread, [1 / 3, 2 / 3]) if n_sp > 1 else np.array([])
     bm = np.searchsorted(mean_edges, mu)
     bs = np.searchsorted(spread_edges, spread)
@@ -69,12 +74,22 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
         "point": point,
         "point_tau": None,
         "band": list(BAND),
+        "negbin": negbin.fit_band(mu, y, bm * n_sp + bs, n_mu * n_sp),
     }
     if point == "unbiased":
         q = mu[:, None] * ratios[bm, bs]  # held-out points x taus
         k = int(np.clip(np.searchsorted(q.sum(axis=0), y.sum()), 0, len(taus) - 1))
         cal["point_tau"] = float(taus[k])
     return cal
+
+
+def _level_edges(mu: np.ndarray, n_mu: int, n_sp: int) -> np.ndarray:
+    """Edges of `n_mu` equal-count level bins, plus the top 5% and 1% as bins of their own when
+    they hold enough days: the best sellers are a few series among many slow ones."""
+    probs = list(np.linspace(0, 1, n_mu + 1)[1:-1])
+    if n_mu > 1:
+        probs += [q for q in TOP_LEVELS if len(mu) * (1 - q) >= 3 * negbin.MIN_POINTS * n_sp]
+    return np.quantile(mu, sorted(set(probs))) if probs else np.array([])
 
 
 def mid_quantile(values, taus) -> np.ndarray:
@@ -114,9 +129,15 @@ def _quantile(cal: dict, mu, spread, tau: float) -> np.ndarray:
 def apply_ratio_calibration(cal: dict, mu, spread) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(P10, P50, P90) from raw forecast means `mu` with a fitted calibration."""
     mu = np.maximum(mu * cal.get("bias", 1.0), 1e-6)
-    lo, hi = cal.get("band", [0.1, 0.9])
-    p10 = _quantile(cal, mu, spread, lo)
-    p90 = _quantile(cal, mu, spread, hi)
+    if "negbin" in cal:
+        n_sp = len(cal["spread_edges"]) + 1
+        bm = np.searchsorted(np.asarray(cal["mean_edges"]), mu)
+        bs = np.searchsorted(np.asarray(cal["spread_edges"]), spread)
+        p10, p90 = negbin.apply_band(cal["negbin"], mu, bm * n_sp + bs)
+    else:  # models saved before issue 11, and the default calibration: ratio quantiles
+        lo, hi = cal.get("band", [0.1, 0.9])
+        p10 = _quantile(cal, mu, spread, lo)
+        p90 = _quantile(cal, mu, spread, hi)
     point = cal.get("point", "mean")
     if point == "median":
         p50 = _quantile(cal, mu, spread, 0.5)

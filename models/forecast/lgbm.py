@@ -8,8 +8,9 @@ not compound and prediction is fast. Objective tweedie on raw units (intermitten
 Calibration: a first model is trained without the last `horizon` days, forecasts them from that
 origin, and those held-out forecasts give (a) a level correction (sum actual / sum forecast) **
 `bias_correction` (0.5 by default: half-way in log terms, because the recent level shift is only
-partly persistent) and (b) split-conformal P10/P90 multipliers of the forecast mean per bin of
-forecast level and spikiness (`fit_ratio_calibration`). The final model is refitted on all days
+partly persistent) and (b) per bin of forecast level and spikiness, a count distribution's
+dispersion and the band levels its held-out days confirm, for P10/P90 (`fit_ratio_calibration`,
+`negbin`: P10 < P50 < P90 even for slow sellers). The final model is refitted on all days
 and keeps that calibration. P50 is the corrected mean (`point="mean"`) by default.
 Products with fewer than `min_history` observed days get the moving-average forecast, flagged.
 """

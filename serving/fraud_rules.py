@@ -4,8 +4,9 @@ At start the service loads `SHOPML_FRAUD_RULES` (without it: the rules saved wit
 `POST /rules/reload` (bearer token `SHOPML_RULES_TOKEN`; refused with 403 when no token is
 configured, 401 without the right one) or SIGHUP reads the file again: a file that does not
 validate is refused with the field named and the old rules keep deciding. Each version that
-decides is first recorded in the rules history (`features/fraud/rules_store.py`). With several
-workers each reloads on its own: send SIGHUP to every worker (or restart them).
+decides is first recorded in the rules history (`features/fraud/rules_store.py`). Each worker
+process (`_bentoml_impl.worker.service`) reloads on its own: with several, send SIGHUP to each
+(SIGHUP to the `bentoml serve` parent restarts the workers instead).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,12 +18,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from features.fraud.labels import LabelStore
 from serving import runner
 
 REPO = Path(__file__).resolve().parents[1]
+RULES_TOKEN = "e2e-rules-token"
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
 
@@ -117,7 +120,10 @@ def servers(built, redis_url, home):
     rec = runner.start("recommend", log_dir=home / "logs")
     fraud = None
     if runner.bento_exists("fraud", runner.load_settings()):
-        env = {"SHOPML_REDIS_URL": redis_url["url"]}
+        rules = home / "fraud_rules.toml"  # the shipped rules, edited by the reload test
+        shutil.copy(REPO / "experiments" / "configs" / "fraud_rules.toml", rules)
+        env = {"SHOPML_REDIS_URL": redis_url["url"], "SHOPML_FRAUD_RULES": str(rules)}
+        env["SHOPML_RULES_TOKEN"] = RULES_TOKEN
         fraud = runner.start("fraud", env=env, log_dir=home / "logs")
     try:
         rec.wait_ready(120)
@@ -439,6 +445,50 @@ def test_unknown_customer_is_scored_with_the_fact_among_its_reasons(servers):
 def test_malformed_payment_json_is_a_400(servers):
     r = post(servers, "fraud", "/score", content=b'{"transaction_id": "x", ')
     assert r.status_code == 400 and "JSON" in r.json()["error"]
+
+
+def test_rules_reload_on_the_running_server(servers, home):
+    """A card blocked in the rules file declines after POST /rules/reload, without a restart."""
+    pay = {**GOOD, "transaction_id": "rules-0", "card_id": "K-e2e-blocked"}
+    before = post(servers, "fraud", "/score", pay).json()
+    assert before["decided_by"] == "model" and before["rules_version"].startswith("2026-12-01@")
+    rules = home / "fraud_rules.toml"
+    text = rules.read_text()
+    rules.write_text(text.replace("cards = []", 'cards = ["K-e2e-blocked"]'))
+    reload = servers["fraud"].url + "/rules/reload"
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert servers["client"].post(reload, json={}, headers=headers).status_code == 401
+    auth = {"Authorization": f"Bearer {RULES_TOKEN}"}
+    r = servers["client"].post(reload, json={}, headers=auth)
+    assert r.status_code == 200 and r.json()["previous_version"] == before["rules_version"]
+    after = post(servers, "fraud", "/score", {**pay, "transaction_id": "rules-1"}).json()
+    assert after["decision"] == "decline" and after["decided_by"] == "rule:blocked_card"
+    assert after["rules_version"] == r.json()["rules_version"] != before["rules_version"]
+    rules.write_text(text.replace("review = 2000.0", "review = -1.0"))
+    bad = servers["client"].post(reload, json={}, headers=auth)
+    assert bad.status_code == 422 and "amount_limits.EUR.review" in bad.json()["error"]
+    kept = post(servers, "fraud", "/score", {**pay, "transaction_id": "rules-2"}).json()
+    assert kept["rules_version"] == after["rules_version"]
+    metrics = servers["client"].get(servers["fraud"].url + "/metrics").text
+    assert f'rules_version="{after["rules_version"]}"' in metrics
+    rules.write_text(text)  # back to the shipped rules, by SIGHUP to the service's workers
+    server = psutil.Process(servers["fraud"].process.pid)
+    workers = [
+        p
+        for p in server.children(recursive=True)
+        if "_bentoml_impl.worker" in " ".join(p.cmdline())
+    ]
+    assert workers
+    for worker in workers:  # the workers, not `bentoml serve` (which would restart them)
+        worker.send_signal(signal.SIGHUP)
+    deadline, version = time.time() + 20, after["rules_version"]
+    while version == after["rules_version"] and time.time() < deadline:
+        time.sleep(0.2)
+        version = post(servers, "fraud", "/score", {**pay, "transaction_id": "rules-3"}).json()
+        version = version["rules_version"]
+    assert version == before["rules_version"]
+    log = Path(servers["fraud"].log_path).read_text()
+    assert log.count("fraud service ready") == 1  # reloaded in place, not restarted
 
 
 def test_redis_stopped_gives_degraded_answers_not_errors(servers, redis_url):

@@ -185,7 +185,9 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             direction="lower",
             margin=0.005,
             guards=[
-                Guard(metric="coverage_p10_p90", direction="target", target=0.8, tolerance=0.03),
+                # pooled over days, most of them a slow seller's 0 inside any band from 0, the
+                # coverage of a count forecast sits above 0.8: a floor, not a target (issue 11)
+                Guard(metric="coverage_p10_p90", direction="higher", tolerance=0.03, min=0.75),
                 Guard(metric="bias", direction="target", target=0.0, tolerance=0.02),
                 # a degenerate band (P90 == P50) fails these whatever the champion logged
                 Guard(metric="band_ordered_share", direction="higher", tolerance=0.01, min=0.95),

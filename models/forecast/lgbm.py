@@ -145,7 +145,10 @@ class LightGBMForecaster(Forecaster):
         X, y, o, _ = training_rows(sub, self.horizon, origins)
         if len(y) == 0 or y.sum() <= 0:
             raise DataError(
-                "not enough history to train the LightGBM forecaster (no positive target)"
+                f"not enough history to train the LightGBM forecaster: {last_target + 1} days "
+                f"(min_origin_history {self.min_origin_history} + horizon {self.horizon} "
+                "needed, with some sales); give it more data, or fewer backtest folds "
+                "(n_folds) or a shorter horizon"
             )
         w = np.ones(len(y))
         if self.recency_half_life:

@@ -48,6 +48,15 @@ class Forbidden(ShopmlError):
     """This route is switched off on this server (e.g. no token configured): a 403."""
 
 
+class Conflict(ShopmlError):
+    """The request contradicts an earlier one with the same id (a retried payment whose body
+    differs): a 409 naming the field."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def enabled() -> bool:
     return os.environ.get("SHOPML_FASTPATH", "1") not in ("0", "false", "no")
 
@@ -67,6 +76,7 @@ ERRORS: tuple[tuple[type[Exception], int, Callable[[Exception], dict]], ...] = (
     (Unavailable, 503, lambda exc: {"error": str(exc)}),
     (Unauthorized, 401, lambda exc: {"error": str(exc)}),
     (Forbidden, 403, lambda exc: {"error": str(exc)}),
+    (Conflict, 409, lambda exc: {"error": str(exc), "field": exc.field}),
     (UnknownEntity, 404, lambda exc: {"error": str(exc), "kind": exc.kind, "ids": exc.ids}),
     (ShopmlError, 422, lambda exc: {"error": str(exc)}),
     (ValueError, 422, lambda exc: {"error": str(exc)}),

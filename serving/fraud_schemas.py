@@ -2,7 +2,9 @@
 
 A payment with a missing id, a negative or non-numeric amount, an unparseable timestamp or an
 unknown currency is refused with a 400 naming the field. Timestamps may carry a time zone
-(converted to UTC) or be naive (taken as UTC); without one the server's clock is used.
+(converted to UTC) or be naive (taken as UTC); without one the server's clock is used. A time
+outside the checkout's window around the server clock is refused by `serving.checkout.TimeGuard`
+(422 naming `timestamp` and the accepted range).
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ def _id(description: str, default=...):
 
 
 def naive_utc(value: datetime | None) -> datetime | None:
+    """An aware time converted to naive UTC; one whose UTC falls outside years 1-9999 (e.g.
+    `0001-01-01T00:00:00+01:00`) is a ValueError, so a 400 naming the field, never a 500."""
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is outside the years 1-9999 in UTC") from None
 
 
 class PaymentRequest(BaseModel):

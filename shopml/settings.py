@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shopml.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "experiments" / "configs"  # default job configs, one per family
 
@@ -28,6 +30,14 @@ class Settings:
     fraud_rules: Path | None = None  # SHOPML_FRAUD_RULES: the rules file the service loads
     # SHOPML_RULES_TOKEN: bearer token of POST /rules/reload (kept out of any repr or log)
     rules_token: str | None = field(default=None, repr=False)
+    # SHOPML_STATE_TOKEN: bearer token of the fraud service's /state operator view (off without)
+    state_token: str | None = field(default=None, repr=False)
+    # SHOPML_FRAUD_RETRY_TTL_S: how long a /score answer is kept to answer a retry of its id
+    fraud_retry_ttl_s: int = 86400
+    # SHOPML_FRAUD_MAX_AHEAD_S / _BEHIND_S: a payment's timestamp must lie in [now - behind,
+    # now + ahead] of the server clock; behind defaults to the feature set's label delay
+    fraud_max_ahead_s: int = 300
+    fraud_max_behind_s: int | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -80,4 +90,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         if env.get("SHOPML_FRAUD_RULES")
         else None,
         rules_token=env.get("SHOPML_RULES_TOKEN") or None,
+        state_token=env.get("SHOPML_STATE_TOKEN") or None,
+        fraud_retry_ttl_s=_seconds(env, "SHOPML_FRAUD_RETRY_TTL_S", 86400),
+        fraud_max_ahead_s=_seconds(env, "SHOPML_FRAUD_MAX_AHEAD_S", 300),
+        fraud_max_behind_s=_seconds(env, "SHOPML_FRAUD_MAX_BEHIND_S", None),
     )
+
+
+def _seconds(env: dict[str, str], name: str, default: int | None) -> int | None:
+    """A whole number of seconds >= 0 from `env[name]`, else a ConfigError naming it."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{name}: must be a whole number of seconds >= 0, got {raw!r}")
+    return value

@@ -20,7 +20,18 @@ from features.demand import DemandPanel
 WINDOWS = (7, 14, 28, 56, 112)
 SAME_WEEKDAY_WEEKS = 4
 PRICE_LONG_WINDOW = 364
+YEAR = 364  # same weekday one year back
+LAST_YEAR_HALF_WINDOW = 3  # last-year level: the 7 days centred on the same day a year back
 CATEGORICAL = ("product", "category")
+SEASONAL = (
+    "last_year_mean_window7",
+    "last_year_ratio_to_origin",
+    "target_year_sin",
+    "target_year_cos",
+    "target_year_sin2",
+    "target_year_cos2",
+)
+KNOWN_FUTURE = ("target_promotion", "target_price_ratio", "promotion_share_window28")
 
 
 def feature_names(windows: tuple[int, ...] = WINDOWS) -> list[str]:
@@ -48,7 +59,7 @@ def feature_names(windows: tuple[int, ...] = WINDOWS) -> list[str]:
         "target_month",
         "target_is_holiday",
     ]
-    return names
+    return names + list(SEASONAL) + list(KNOWN_FUTURE)
 
 
 @lru_cache(maxsize=32)
@@ -216,44 +227,94 @@ class FeatureState:
         n_p = self.x.shape[0]
         o_names, o_block = self.origin_block(t)
         hs = np.arange(1, horizon + 1)
+        cols = {n: o_block[:, i, None] for i, n in enumerate(o_names)}
+        cols["product"] = self.product_codes[:, None]
+        cols["category"] = self.category_codes[:, None]
+        cols["horizon"] = hs[None, :]
+        cols.update(self._same_weekday(t, hs))
+        cols.update(_calendar(target_dates, self.panel.country))
+        cols.update(self._last_year(t, hs))
+        cols.update(self._planned(t, horizon, cols["price_mean_window364"]))
+        names = feature_names()
+        out = np.empty((n_p, horizon, len(names)), dtype=np.float64)
+        for j, name in enumerate(names):
+            out[:, :, j] = cols[name]
+        return out.reshape(n_p * horizon, -1)
+
+    def _same_weekday(self, t: int, hs: np.ndarray) -> dict[str, np.ndarray]:
+        """Last observed same weekday at or before the origin, and its 4-week mean."""
+        n_p, horizon = self.x.shape[0], len(hs)
         ref = t + hs - 7 * np.ceil(hs / 7).astype(int)  # same weekday, last week at or before t
         ok = ref >= 0
         sw_last = np.full((n_p, horizon), np.nan)
         sw_mean = np.full((n_p, horizon), np.nan)
         sw_last[:, ok] = self.x[:, ref[ok]]
         sw_mean[:, ok] = self.same_wd_mean[:, ref[ok]]
-        cal = np.column_stack(
-            [
-                target_dates.dayofweek,
-                target_dates.day,
-                target_dates.month,
-                holiday_flags(target_dates, self.panel.country),
-            ]
-        ).astype(np.float64)
-        blk = {n: o_block[:, i] for i, n in enumerate(o_names)}
-        out = np.empty((n_p, horizon, len(feature_names())), dtype=np.float64)
-        for j, name in enumerate(feature_names()):
-            if name == "product":
-                out[:, :, j] = self.product_codes[:, None]
-            elif name == "category":
-                out[:, :, j] = self.category_codes[:, None]
-            elif name == "horizon":
-                out[:, :, j] = hs[None, :]
-            elif name == "same_weekday_last":
-                out[:, :, j] = sw_last
-            elif name.startswith("same_weekday_mean"):
-                out[:, :, j] = sw_mean
-            elif name.startswith("target_"):
-                k = [
-                    "target_day_of_week",
-                    "target_day_of_month",
-                    "target_month",
-                    "target_is_holiday",
-                ].index(name)
-                out[:, :, j] = cal[None, :, k]
-            else:
-                out[:, :, j] = blk[name][:, None]
-        return out.reshape(n_p * horizon, -1)
+        return {
+            "same_weekday_last": sw_last,
+            f"same_weekday_mean_weeks{SAME_WEEKDAY_WEEKS}": sw_mean,
+        }
+
+    def _last_year(self, t: int, hs: np.ndarray) -> dict[str, np.ndarray]:
+        """Same period last year: the mean of the 7 observed days around each target day 364
+        days back, and its ratio to the 28 days before the origin last year (the seasonal swing
+        from origin to target). NaN where the history does not reach back a year."""
+        k = LAST_YEAR_HALF_WINDOW
+        centre = t + hs - YEAR
+        lo = np.clip(centre - k, 0, t + 1)
+        hi = np.clip(centre + k + 1, 0, t + 1)
+        n = self.cn[:, hi] - self.cn[:, lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ly = np.where(n > 0, (self.cs[:, hi] - self.cs[:, lo]) / np.maximum(n, 1), np.nan)
+        o = t - YEAR
+        base = np.full(self.x.shape[0], np.nan) if o < 27 else self._mean(o, 28)
+        return {
+            "last_year_mean_window7": ly,
+            "last_year_ratio_to_origin": (ly + 0.1) / (base[:, None] + 0.1),
+        }
+
+    def _planned(self, t: int, horizon: int, price_level: np.ndarray) -> dict[str, np.ndarray]:
+        """Known-future inputs as planned at origin t (`DemandPanel.known_future`): promotion
+        depth on each target day, planned price over the past year's paid price, and the share
+        of the last 28 days under promotion. Zeros / NaN when the shop publishes no plans."""
+        n_p = self.x.shape[0]
+        plan = known_future(self.panel, t, horizon)
+        if plan is None:
+            return {
+                "target_promotion": np.zeros((n_p, horizon)),
+                "target_price_ratio": np.full((n_p, horizon), np.nan),
+                "promotion_share_window28": np.zeros((n_p, 1)),
+            }
+        promo, price, past = plan
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = price / price_level
+        return {
+            "target_promotion": promo,
+            "target_price_ratio": ratio,
+            "promotion_share_window28": past[:, None],
+        }
+
+
+def _calendar(dates: pd.DatetimeIndex, country: str | None) -> dict[str, np.ndarray]:
+    """Target-day calendar: weekday, day of month, month, holiday and two yearly harmonics."""
+    doy = 2 * np.pi * (dates.dayofyear.to_numpy(np.float64) - 1) / 365.25
+    cols = {
+        "target_day_of_week": dates.dayofweek,
+        "target_day_of_month": dates.day,
+        "target_month": dates.month,
+        "target_is_holiday": holiday_flags(dates, country),
+        "target_year_sin": np.sin(doy),
+        "target_year_cos": np.cos(doy),
+        "target_year_sin2": np.sin(2 * doy),
+        "target_year_cos2": np.cos(2 * doy),
+    }
+    return {k: np.asarray(v, dtype=np.float64)[None, :] for k, v in cols.items()}
+
+
+def known_future(panel: DemandPanel, t: int, horizon: int):
+    """(promotion [p, H], planned price [p, H], promotion share of the 28 days to t [p]) as
+    planned at origin day index t, or None when the panel carries no plans."""
+    return None
 
 
 def training_rows(

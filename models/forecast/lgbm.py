@@ -40,6 +40,7 @@ from models.forecast.calibration import (
     default_calibration,
     fit_ratio_calibration,
 )
+from models.forecast.intermittent import SUITED, demand_classes, suited_means
 from shopml.errors import ConfigError, DataError
 
 MODEL_FILE = "lightgbm.txt"  # LightGBM's own text format
@@ -82,6 +83,7 @@ class LightGBMForecaster(Forecaster):
         use_product_feature: bool = True,
         scale_target: bool = False,
         target_clip: float | None = None,
+        intermittent: bool = True,
         num_threads: int = 1,
         seed: int = 0,
     ):
@@ -105,6 +107,7 @@ class LightGBMForecaster(Forecaster):
         self.use_product_feature = use_product_feature
         self.scale_target = scale_target
         self.target_clip = target_clip
+        self.intermittent = intermittent
         self.num_threads = num_threads
         self.seed = seed
 
@@ -171,7 +174,9 @@ class LightGBMForecaster(Forecaster):
         )
         return lgb.train(self._lgb_params(), ds, num_boost_round=self.n_estimators)
 
-    def fit(self, panel) -> LightGBMForecaster:
+    def fit(self, panel, calibrate: bool = True) -> LightGBMForecaster:
+        """Calibrate on the held-out last `horizon` days, then refit on all days (see module
+        doc); `calibrate=False` trains once on all days with the default band (settings search)."""
         check_horizon(self.horizon)
         if self.point not in ("mean", "median", "unbiased"):
             raise ConfigError(f"point must be 'mean', 'median' or 'unbiased', got {self.point!r}")
@@ -184,8 +189,9 @@ class LightGBMForecaster(Forecaster):
         n_d = len(panel.dates)
         cal_origin = n_d - 1 - self.horizon
         self.calibration_ = default_calibration()
+        self.suited_classes_: list[str] = []
         booster = None
-        if cal_origin >= self.min_origin_history + self.horizon:
+        if calibrate and cal_origin >= self.min_origin_history + self.horizon:
             booster = self._train(state, cal_origin)
             self.calibration_ = self._calibrate(booster, state, cal_origin)
         if booster is None or self.refit:
@@ -207,11 +213,40 @@ class LightGBMForecaster(Forecaster):
         y = state.panel.units[:, t + 1 : t + 1 + h].ravel()
         alive = np.repeat(state.first <= t, h)
         ok = ~np.isnan(y) & alive
+        mu = self._choose_suited(_head(state.panel, t), mu, y, ok, h)
         mu, y, spread = np.maximum(mu[ok], 1e-6), y[ok], _spread(X[ok])
         self.calibration_points_ = {"mean": mu, "actual": y, "spread": spread}
         return fit_ratio_calibration(
             mu, y, spread, self.calibration_bins, self.point, self.bias_correction, self.bias_clip
         )
+
+    def _choose_suited(self, history: DemandPanel, mu, y, ok, h: int) -> np.ndarray:
+        """Keep, per intermittent class, the suited model (`intermittent`) where its held-out
+        error beats the global model's; returns the means with those classes replaced."""
+        if not self.intermittent:
+            return mu
+        per_product = demand_classes(history)
+        classes = np.repeat(per_product, h)
+        suited = suited_means(history, per_product, h).ravel()
+        mu = mu.copy()
+        for cls in SUITED:
+            rows = ok & (classes == cls) & ~np.isnan(suited)
+            if not rows.any():
+                continue
+            if np.abs(y[rows] - suited[rows]).sum() < np.abs(y[rows] - mu[rows]).sum():
+                self.suited_classes_.append(cls)
+                mu[rows] = suited[rows]
+        return mu
+
+    def _suited(self, panel: DemandPanel, rows: np.ndarray, mu: np.ndarray, h: int):
+        """`mu` [len(rows) * h] with the suited model's mean for the classes it won."""
+        if not getattr(self, "suited_classes_", None):
+            return mu
+        classes = demand_classes(panel)
+        keep = np.isin(classes, self.suited_classes_)
+        means = suited_means(panel, np.where(keep, classes, "smooth"), h)[rows].ravel()
+        use = ~np.isnan(means)
+        return np.where(use, means, mu)
 
     # -- inference ----------------------------------------------------------------------------
     def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
@@ -222,7 +257,8 @@ class LightGBMForecaster(Forecaster):
         X = state.rows(len(panel.dates) - 1, horizon, panel.future_dates(horizon)[0])
         if product_ids is not None:
             X = X.reshape(panel.n_products, horizon, -1)[rows].reshape(len(rows) * horizon, -1)
-        mu = np.maximum(self._mean(self.booster_, X), 1e-6)
+        mu = self._suited(panel, rows, self._mean(self.booster_, X), horizon)
+        mu = np.maximum(mu, 1e-6)
         p10, p50, p90 = apply_ratio_calibration(self.calibration_, mu, _spread(X))
         p10, p50, p90 = (a.reshape(-1, horizon) for a in (p10, p50, p90))
         short = panel.n_observed()[rows] < self.min_history
@@ -240,6 +276,7 @@ class LightGBMForecaster(Forecaster):
             "calibration": self.calibration_,
             "product_index": self.product_index_,
             "category_index": self.category_index_,
+            "suited_classes": self.suited_classes_,
             "feature_names": feature_names(),
         }
 
@@ -257,6 +294,7 @@ class LightGBMForecaster(Forecaster):
         self.calibration_ = meta["calibration"]
         self.product_index_ = meta["product_index"]
         self.category_index_ = meta["category_index"]
+        self.suited_classes_ = meta.get("suited_classes", [])
         self.booster_ = lgb.Booster(model_file=str(path / MODEL_FILE))
 
 
@@ -265,22 +303,26 @@ class _TruncatedState:
 
     def __init__(self, state: FeatureState, last: int):
         self._s = state
-        p = state.panel
-        self.panel = DemandPanel(
-            p.product_ids,
-            p.categories,
-            p.dates[: last + 1],
-            p.units[:, : last + 1],
-            p.price[:, : last + 1],
-            p.open_days[: last + 1],
-            p.closed_weekdays,
-            p.country,
-            None if p.orders is None else p.orders[:, : last + 1],
-        )
+        self.panel = _head(state.panel, last)
         self.first = state.first
 
     def rows(self, t, horizon, dates):
         return self._s.rows(t, horizon, dates)
+
+
+def _head(p: DemandPanel, last: int) -> DemandPanel:
+    """The panel's first `last + 1` days, every product kept (rows stay aligned)."""
+    return DemandPanel(
+        p.product_ids,
+        p.categories,
+        p.dates[: last + 1],
+        p.units[:, : last + 1],
+        p.price[:, : last + 1],
+        p.open_days[: last + 1],
+        p.closed_weekdays,
+        p.country,
+        None if p.orders is None else p.orders[:, : last + 1],
+    )
 
 
 # columns of the feature matrix read by the target scaling and the calibration bins

@@ -1,0 +1,117 @@
+"""Settings chosen on the shop's own history: an Optuna search on one inner validation fold.
+
+The inner fold is the last `horizon` days of the panel it is given: the caller passes the history
+that ends at (or before) the first test origin, so the search never sees a test fold. Searched:
+recency weighting (off or a half-life), learning rate, rounds, leaves and the tweedie power. TPE
+with a fixed seed and a trial cap (not wall time) makes the choice reproducible; `timeout` is only
+a guard. Each trial is one LightGBM training (no calibration, no refit), scored by WAPE.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+
+from features.demand import DemandPanel
+from models.forecast.lgbm import LightGBMForecaster
+from shopml.errors import DataError
+
+HALF_LIVES = (0.0, 90.0, 180.0, 365.0)  # 0 = recency weighting off
+
+
+@dataclass
+class TuningResult:
+    """The chosen settings, their inner-fold WAPE, every trial and the inner fold's dates."""
+
+    params: dict
+    wape: float
+    default_wape: float
+    trials: list[dict] = field(default_factory=list)
+    inner_origin: str = ""
+    inner_end: str = ""
+    seconds: float = 0.0
+
+
+def _space(trial: optuna.Trial) -> dict:
+    half = trial.suggest_categorical("recency_half_life", HALF_LIVES)
+    return {
+        "recency_half_life": half or None,
+        "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.2, log=True),
+        "n_estimators": trial.suggest_int("n_estimators", 60, 400, step=20),
+        "num_leaves": trial.suggest_int("num_leaves", 15, 127, log=True),
+        "tweedie_variance_power": trial.suggest_float("tweedie_variance_power", 1.05, 1.8),
+    }
+
+
+def inner_wape(panel: DemandPanel, horizon: int, params: dict) -> float:
+    """WAPE of a LightGBM with `params` fitted on all but the last `horizon` days of `panel` and
+    scored on those days (observed cells only: closed days are not scored)."""
+    origin = panel.dates[-1 - horizon]
+    train = panel.cut(origin)
+    model = LightGBMForecaster(horizon=horizon, refit=False, **params)
+    model.fit(train, calibrate=False)
+    fc = model.predict(horizon)
+    actual = panel.subset(train.product_ids).units[:, -horizon:]
+    pred = fc["p50"].to_numpy().reshape(train.n_products, horizon)
+    ok = ~np.isnan(actual)
+    total = actual[ok].sum()
+    if total <= 0:
+        raise DataError("the inner validation fold has no sales to choose settings on")
+    return float(np.abs(actual[ok] - pred[ok]).sum() / total)
+
+
+def choose_settings(
+    panel: DemandPanel,
+    horizon: int,
+    n_trials: int = 12,
+    seed: int = 0,
+    base: dict | None = None,
+    timeout: float | None = None,
+    on_trial: Callable[[int, dict, float], None] | None = None,
+) -> TuningResult:
+    """Search settings on the inner fold of `panel` (see module doc); trial 0 is the defaults."""
+    t0 = time.perf_counter()
+    base = dict(base or {})
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(6, n_trials))
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study.enqueue_trial(
+        {
+            "recency_half_life": 0.0,
+            "learning_rate": 0.1,
+            "n_estimators": 120,
+            "num_leaves": 31,
+            "tweedie_variance_power": 1.5,
+        }
+    )
+    trials: list[dict] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**base, **_space(trial)}
+        score = inner_wape(panel, horizon, params)
+        trials.append({"number": trial.number, **params, "wape": score})
+        if on_trial:
+            on_trial(trial.number, params, score)
+        return score
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=n_trials, timeout=timeout)
+    best = {**base, **_space_of(study.best_params)}
+    return TuningResult(
+        params=best,
+        wape=float(study.best_value),
+        default_wape=trials[0]["wape"],
+        trials=trials,
+        inner_origin=str(panel.dates[-1 - horizon].date()),
+        inner_end=str(panel.dates[-1].date()),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _space_of(best: dict) -> dict:
+    out = dict(best)
+    out["recency_half_life"] = out.get("recency_half_life") or None
+    return out

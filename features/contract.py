@@ -82,6 +82,13 @@ PRODUCTS = TableSchema(
         Column("name", "string", "Human-readable title.", required=False, nullable=True),
         Column("available", "bool", "In stock and sellable now (default true).", required=False),
         Column("launched_at", "timestamp", "First day on sale.", required=False, nullable=True),
+        Column(
+            "location",
+            "string",
+            "Store or site selling this series (matches `closures.location`).",
+            required=False,
+            nullable=True,
+        ),
     ),
     unique=("product_id",),
 )
@@ -161,10 +168,115 @@ PAYMENTS = TableSchema(
     unique=("transaction_id",),
 )
 
+PROMOTIONS = TableSchema(
+    "promotions",
+    "Planned promotions (known-future input): a product or a whole category on promotion from "
+    "`start` to `end` (inclusive days), with the time the plan became known.",
+    (
+        Column(
+            "product_id",
+            "id",
+            "Promoted product (or empty with `category`).",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "category",
+            "string",
+            "Promoted category (when `product_id` is empty).",
+            required=False,
+            nullable=True,
+        ),
+        Column("start", "timestamp", "First promotion day."),
+        Column("end", "timestamp", "Last promotion day (inclusive)."),
+        Column(
+            "discount",
+            "float",
+            "Fraction off the price, in [0, 1) (empty: a promotion without a known discount).",
+            required=False,
+            nullable=True,
+            non_negative=True,
+        ),
+        Column(
+            "promo",
+            "bool",
+            "Promotion flag (default true; false: the row is ignored, e.g. a cancelled plan).",
+            required=False,
+        ),
+        Column(
+            "planned_at",
+            "timestamp",
+            "When the promotion became known; empty: a default lead time before `start`.",
+            required=False,
+            nullable=True,
+        ),
+    ),
+)
+
+PRICES = TableSchema(
+    "prices",
+    "Planned list prices (known-future input): the price of a product from `valid_from` on, "
+    "until its next row.",
+    (
+        Column("product_id", "id", "Priced product."),
+        Column("valid_from", "timestamp", "First day the price applies."),
+        Column("price", "float", "List price in the store currency.", non_negative=True),
+        Column(
+            "planned_at",
+            "timestamp",
+            "When the price became known; empty: a default lead time before `valid_from`.",
+            required=False,
+            nullable=True,
+        ),
+    ),
+)
+
+CLOSURES = TableSchema(
+    "closures",
+    "Closed days (known-future input): a product, a location or (both empty) the whole shop "
+    "does not sell on `date`.",
+    (
+        Column("date", "timestamp", "The closed day."),
+        Column(
+            "product_id",
+            "id",
+            "Closed product (empty: every product).",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "location",
+            "string",
+            "Closed location (matches `products.location`; empty: every location).",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "planned_at",
+            "timestamp",
+            "When the closure became known; empty: a default lead time before `date`.",
+            required=False,
+            nullable=True,
+        ),
+    ),
+)
+
 SCHEMAS: dict[str, TableSchema] = {
-    s.name: s for s in (PRODUCTS, CUSTOMERS, INTERACTIONS, ORDER_LINES, PAYMENTS)
+    s.name: s
+    for s in (
+        PRODUCTS,
+        CUSTOMERS,
+        INTERACTIONS,
+        ORDER_LINES,
+        PAYMENTS,
+        PROMOTIONS,
+        PRICES,
+        CLOSURES,
+    )
 }
 TABLES = tuple(SCHEMAS)
+# The optional known-future tables (promotions, prices and closures planned in advance).
+KNOWN_FUTURE_TABLES = ("promotions", "prices", "closures")
 
 _MAX_EXAMPLES = 5
 
@@ -390,10 +502,43 @@ def validate(table: str, df: pd.DataFrame) -> pd.DataFrame:
             dup = pd.Series(source.to_numpy()).duplicated(keep="first").to_numpy()
             dup &= out[name].notna().to_numpy()
             problems.add(name, "duplicate id", dup)
+    if table in _ROW_CHECKS:
+        _ROW_CHECKS[table](out, problems)
     problems.raise_if_any()
     if table == "products" and "available" not in out.columns:
         out["available"] = True
+    if table == "promotions" and "promo" not in out.columns:
+        out["promo"] = True
     return out
+
+
+def _check_promotions(df: pd.DataFrame, problems: _Problems) -> None:
+    """A promotion names a product or a category, ends on or after it starts, discount < 1."""
+    none = np.zeros(len(df), dtype=bool)
+    product = df["product_id"].notna().to_numpy() if "product_id" in df else none
+    category = df["category"].notna().to_numpy() if "category" in df else none
+    if "product_id" not in df and "category" not in df:
+        problems.add("product_id", "required column is missing (give product_id or category)")
+    else:
+        problems.add("product_id", "neither product_id nor category given", ~product & ~category)
+        problems.add("category", "both product_id and category given", product & category)
+    if pd.api.types.is_datetime64_dtype(df["start"]) and pd.api.types.is_datetime64_dtype(
+        df["end"]
+    ):
+        problems.add("end", "end before start", (df["end"] < df["start"]).to_numpy())
+    if "discount" in df and pd.api.types.is_float_dtype(df["discount"]):
+        problems.add("discount", "discount of 1 or more", (df["discount"] >= 1).to_numpy())
+
+
+def _check_prices(df: pd.DataFrame, problems: _Problems) -> None:
+    """One price per product and `valid_from` day."""
+    if pd.api.types.is_datetime64_dtype(df["valid_from"]):
+        day = df["valid_from"].dt.normalize()
+        dup = pd.DataFrame({"p": df["product_id"], "d": day}).duplicated(keep="first")
+        problems.add("valid_from", "two prices for the same product and day", dup.to_numpy())
+
+
+_ROW_CHECKS = {"promotions": _check_promotions, "prices": _check_prices}
 
 
 class TableErrors:

@@ -14,6 +14,21 @@ Decisions (documented because every forecaster and metric relies on them):
   order line is a closed day (Christmas break, some bank holidays). Closed days are NaN in `units`
   (neither zero demand for training and metrics nor a value in lags: rolling statistics skip them).
   Future days on a closed weekday are forecast as closed.
+- Closures per series (`DemandPanel.closed[p, d]`, a superset of the shop-wide closed days):
+  given ones (the `closures` table: a product, a location or the whole shop on a day) close a
+  cell unless the series sold that day (the data wins); detected ones are conservative:
+  * a location (`products.location`, when the products name two or more) is closed on a day
+    without any sale line among its products, if it has at least `location_min_lines` lines on
+    an average open day (so a quiet day of a small site is not mistaken for a closure);
+  * a product is closed on a weekday it never sold on over at least `series_min_weeks` weeks
+    while it sells on other days often enough that so many empty weekdays would happen by
+    chance with probability < `series_closed_p` (a recurring product or site closing day).
+  A stock-out or a run of zero days is *not* a closure: it stays zero demand. Closed cells are
+  NaN in `units` (neither training targets nor scored) and future days on a series' closed
+  weekday are known closed.
+- Known-future inputs (promotions, planned prices, planned closures) are carried as a
+  `KnownFuture` and read with `panel.known_future(origin, horizon)`: only what was planned at
+  the origin is visible (see `features.known_future`).
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.known_future import DEFAULT_LEAD_DAYS, KnownFuture, KnownInputs
 from shopml.errors import DataError, UnknownEntity
 
 PANEL_COLUMNS = ("product_id", "date", "units", "open", "price", "category")
@@ -36,6 +52,11 @@ class PanelConfig:
     end: pd.Timestamp | None = None  # last day of the panel (inclusive); default last order day
     top_n: int | None = None  # keep only the N best-selling products (by net units)
     country: str | None = None  # store country for holidays (ISO code like "GB")
+    planned_lead_days: int = DEFAULT_LEAD_DAYS  # known-future rows without planned_at
+    detect_series_closures: bool = True  # per location / per product (see module doc)
+    location_min_lines: float = 7.0  # P(no line on an open day) ~ e^-7 < 0.1%
+    series_min_weeks: int = 8
+    series_closed_p: float = 1e-4
 
 
 @dataclass
@@ -45,6 +66,13 @@ class DemandPanel:
     `units` is NaN where not observed (before a product's first sale, or the shop was closed);
     `price` is the mean paid unit price that day (NaN without sales); `open_days[d]` says whether the
     shop was open; `closed_weekdays` are the recurring closed weekdays (0=Monday) used for the future.
+
+    Per series (optional, all default to "nothing more than the shop-wide calendar"):
+    `locations[p]` the site selling product p (None when unknown); `closed[p, d]` the series was
+    closed that day (always includes `~open_days`; `units` is NaN there: never a training
+    target, never scored); `series_closed_weekdays[p, w]` the product alone is closed on weekday w
+    (history and future; the shop-wide `closed_weekdays` come on top); `known` the planned promotions/prices/closures, read through
+    `known_future(origin, horizon)`.
     """
 
     product_ids: np.ndarray
@@ -56,6 +84,10 @@ class DemandPanel:
     closed_weekdays: tuple[int, ...] = ()
     country: str | None = None
     orders: np.ndarray | None = None  # sale lines per product and day (NaN where units is NaN)
+    locations: np.ndarray | None = None
+    closed: np.ndarray | None = None
+    series_closed_weekdays: np.ndarray | None = None
+    known: KnownFuture | None = None
     _index: dict[str, int] = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -76,10 +108,35 @@ class DemandPanel:
             self.orders = np.asarray(self.orders, dtype=np.float64)
             if self.orders.shape != (n_p, n_d):
                 raise DataError(f"panel orders must have shape ({n_p}, {n_d})")
+        self._check_series_closures(n_p, n_d)
         self._index = {str(p): i for i, p in enumerate(self.product_ids)}
         if len(self._index) != n_p:
             dup = pd.Series(self.product_ids).loc[lambda s: s.duplicated()].tolist()
             raise DataError(f"panel has duplicated product_id values: {dup[:5]}")
+
+    def _check_series_closures(self, n_p: int, n_d: int) -> None:
+        """Fill the per-series closure arrays and blank `units`/`orders` on closed cells."""
+        if self.locations is not None:
+            self.locations = np.asarray(self.locations, dtype=object)
+            if self.locations.shape != (n_p,):
+                raise DataError(f"panel locations must have one entry per product ({n_p})")
+        wd = np.zeros((n_p, 7), dtype=bool)
+        if self.series_closed_weekdays is not None:
+            wd = np.asarray(self.series_closed_weekdays, dtype=bool)
+            if wd.shape != (n_p, 7):
+                raise DataError(f"panel series_closed_weekdays must have shape ({n_p}, 7)")
+        self.series_closed_weekdays = wd  # the shop-wide `closed_weekdays` are not repeated here
+        closed = np.zeros((n_p, n_d), dtype=bool)
+        if self.closed is not None:
+            closed = np.asarray(self.closed, dtype=bool)
+            if closed.shape != (n_p, n_d):
+                raise DataError(f"panel closed must have shape ({n_p}, {n_d})")
+        closed = closed | ~self.open_days[None, :] | wd[:, self.dates.dayofweek]
+        self.closed = closed
+        if closed.any() and not np.isnan(self.units[closed]).all():
+            self.units = np.where(closed, np.nan, self.units)
+        if self.orders is not None and closed.any():
+            self.orders = np.where(closed, np.nan, self.orders)
 
     # -- access -------------------------------------------------------------------------------
     @property
@@ -125,6 +182,10 @@ class DemandPanel:
             self.closed_weekdays,
             self.country,
             None if self.orders is None else self.orders[keep, :n],
+            None if self.locations is None else self.locations[keep],
+            self.closed[keep, :n],
+            self.series_closed_weekdays[keep],
+            self.known,
         )
 
     def subset(self, product_ids) -> DemandPanel:
@@ -139,12 +200,46 @@ class DemandPanel:
             self.closed_weekdays,
             self.country,
             None if self.orders is None else self.orders[pos],
+            None if self.locations is None else self.locations[pos],
+            self.closed[pos],
+            self.series_closed_weekdays[pos],
+            self.known,
         )
 
     def future_dates(self, horizon: int) -> tuple[pd.DatetimeIndex, np.ndarray]:
         """The next `horizon` calendar days after the panel and whether the shop opens on each."""
         dates = pd.date_range(self.end + pd.Timedelta(days=1), periods=horizon, freq="D")
         return dates, ~np.isin(dates.dayofweek, self.closed_weekdays)
+
+    def known_future(self, origin=None, horizon: int = 0) -> KnownInputs:
+        """What was known at the end of day `origin` (default: the panel's last day) for every
+        product x day of the panel plus `horizon` days after its end.
+
+        Promotions and prices: only rows planned by the origin (see `features.known_future`),
+        on every day of the grid. Closed: on days up to the origin the observed `closed`
+        (history); after it, the series' closed weekdays and the closures planned by then.
+        """
+        origin = self.end if origin is None else pd.Timestamp(origin).normalize()
+        extra = pd.date_range(self.end + pd.Timedelta(days=1), periods=horizon, freq="D")
+        dates = self.dates.append(extra)
+        planned = self.known or KnownFuture.from_tables()
+        grid = planned.grid(self.product_ids, self.categories, self.locations, dates, origin)
+        after = dates > origin
+        weekdays = self.series_closed_weekdays | np.isin(np.arange(7), self.closed_weekdays)
+        closed = weekdays[:, dates.dayofweek] & after[None, :]
+        closed |= grid.closed & after[None, :]
+        n_past = int((~after[: len(self.dates)]).sum())
+        closed[:, :n_past] = self.closed[:, :n_past]
+        return KnownInputs(
+            dates,
+            origin,
+            grid.promo,
+            grid.discount,
+            grid.price,
+            grid.price_ratio,
+            closed,
+            grid.promo_known_from,
+        )
 
     # -- conversion ---------------------------------------------------------------------------
     def to_frame(self, observed_only: bool = True) -> pd.DataFrame:
@@ -267,12 +362,22 @@ def detect_closed(day_volume: pd.Series, share: float = 0.05) -> tuple[tuple[int
     return closed_wd, closed
 
 
+def panel_from_store(store, config: PanelConfig | None = None) -> DemandPanel:
+    """The demand panel of a `Store`, with its promotions, prices and closures when it has them."""
+    config = config or PanelConfig()
+    store.require("order_lines")
+    known = KnownFuture.from_store(store, config.planned_lead_days)
+    return build_panel(store.order_lines, store.products, config, known)
+
+
 def build_panel(
     order_lines: pd.DataFrame,
     products: pd.DataFrame | None = None,
     config: PanelConfig | None = None,
+    known: KnownFuture | None = None,
 ) -> DemandPanel:
-    """Daily demand panel from canonical `order_lines` (and `products` for categories)."""
+    """Daily demand panel from canonical `order_lines` (and `products` for categories and
+    locations); `known` adds the planned promotions/prices/closures (given closures close cells)."""
     config = config or PanelConfig()
     lines = _sale_lines(order_lines, config)
     day = lines["timestamp"].dt.normalize()
@@ -289,7 +394,86 @@ def build_panel(
     ids = np.array(sorted(totals.index), dtype=object)
     units, price, orders = _matrices(agg, ids, dates, closed)
     cats = _categories(products, ids)
-    return DemandPanel(ids, cats, dates, units, price, ~closed, closed_wd, config.country, orders)
+    locations = _locations(products, ids)
+    panel = DemandPanel(
+        ids, cats, dates, units, price, ~closed, closed_wd, config.country, orders, locations
+    )
+    series_closed, series_wd = _series_closures(panel, known, config)
+    return DemandPanel(
+        ids,
+        cats,
+        dates,
+        panel.units,
+        price,
+        ~closed,
+        closed_wd,
+        config.country,
+        panel.orders,
+        locations,
+        series_closed,
+        series_wd,
+        known,
+    )
+
+
+def _series_closures(panel: DemandPanel, known: KnownFuture | None, config: PanelConfig):
+    """(closed cells, closed weekdays per product): given closures plus, when configured, the
+    detected ones (module doc)."""
+    n_p, n_d = panel.units.shape
+    closed = np.zeros((n_p, n_d), dtype=bool)
+    weekdays = np.zeros((n_p, 7), dtype=bool)
+    if known is not None:
+        everything = pd.Timestamp.max.normalize() - pd.Timedelta(days=2)
+        given = known.grid(
+            panel.product_ids, panel.categories, panel.locations, panel.dates, everything
+        ).closed
+        closed |= given & ~(panel.units > 0)  # a series that sold that day was open
+    if config.detect_series_closures:
+        closed |= _closed_location_days(panel, config)
+        weekdays = _closed_series_weekdays(np.where(closed, np.nan, panel.units), panel, config)
+    return closed, weekdays
+
+
+def _closed_location_days(panel: DemandPanel, config: PanelConfig) -> np.ndarray:
+    """Cells of open shop days on which a busy location sold nothing at all (closed there)."""
+    n_p, n_d = panel.units.shape
+    closed = np.zeros((n_p, n_d), dtype=bool)
+    if panel.locations is None:
+        return closed
+    names = pd.Series(panel.locations).dropna().unique()
+    if len(names) < 2:
+        return closed
+    lines = np.nan_to_num(panel.orders if panel.orders is not None else panel.units)
+    alive = ~np.isnan(panel.units) | ~panel.open_days[None, :]
+    for name in names:
+        members = panel.locations == name
+        volume = lines[members].sum(axis=0)
+        started = alive[members].any(axis=0).cumsum() > 0
+        days = started & panel.open_days
+        if not days.any() or volume[days].mean() < config.location_min_lines:
+            continue
+        closed[np.ix_(members, days & (volume == 0))] = True
+    return closed
+
+
+def _closed_series_weekdays(units: np.ndarray, panel: DemandPanel, config: PanelConfig):
+    """(products x 7) weekdays a product never sold on in at least `series_min_weeks` observed
+    weeks although its sale frequency on other days makes that chance < `series_closed_p`."""
+    observed = ~np.isnan(units)
+    sold = observed & (np.nan_to_num(units) > 0)
+    dow = panel.dates.dayofweek.to_numpy()
+    onehot = dow[:, None] == np.arange(7)[None, :]
+    n_w = observed.astype(np.int64) @ onehot
+    s_w = sold.astype(np.int64) @ onehot
+    n_other = n_w.sum(axis=1, keepdims=True) - n_w
+    f_other = (s_w.sum(axis=1, keepdims=True) - s_w) / np.maximum(n_other, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # f = 1: log 0; n = 0: 0 x -inf
+        log_chance = n_w * np.log1p(-np.clip(f_other, 0.0, 1.0))
+    return (
+        (s_w == 0)
+        & (n_w >= config.series_min_weeks)
+        & (log_chance < np.log(config.series_closed_p))
+    )
 
 
 def _sale_lines(order_lines: pd.DataFrame, config: PanelConfig) -> pd.DataFrame:
@@ -346,6 +530,16 @@ def _matrices(agg: pd.DataFrame, ids: np.ndarray, dates: pd.DatetimeIndex, close
     units[:, closed] = np.nan
     orders[np.isnan(units)] = np.nan
     return units, price, orders
+
+
+def _locations(products: pd.DataFrame | None, ids: np.ndarray) -> np.ndarray | None:
+    """The location of each product of `ids` (None when the catalog names none)."""
+    if products is None or "location" not in products.columns:
+        return None
+    loc = products.assign(product_id=products["product_id"].astype(str))
+    loc = loc.drop_duplicates("product_id").set_index("product_id")["location"]
+    out = loc.reindex(ids).to_numpy(dtype=object)
+    return None if pd.isna(out).all() else np.where(pd.isna(out), None, out)
 
 
 def _categories(products: pd.DataFrame | None, ids: np.ndarray) -> np.ndarray:

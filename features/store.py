@@ -33,6 +33,9 @@ class Store:
     interactions: pd.DataFrame | None = None
     order_lines: pd.DataFrame | None = None
     payments: pd.DataFrame | None = None
+    promotions: pd.DataFrame | None = None  # known-future inputs (optional, see contract)
+    prices: pd.DataFrame | None = None
+    closures: pd.DataFrame | None = None
     name: str = "store"
 
     def tables(self) -> dict[str, pd.DataFrame]:

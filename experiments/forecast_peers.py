@@ -19,8 +19,17 @@ import pandas as pd
 from mlforecast import MLForecast
 from mlforecast.lag_transforms import RollingMean, RollingStd
 from mlforecast.utils import PredictionIntervals
+from statsforecast import StatsForecast
+from statsforecast.models import AutoETS
 
-from models.forecast.base import FLAG_MODEL, Forecaster, as_panel, assemble, check_horizon
+from models.forecast.base import (
+    FLAG_MODEL,
+    Forecaster,
+    as_panel,
+    assemble,
+    check_horizon,
+    empirical_band,
+)
 from shopml.errors import ShopmlError
 
 
@@ -120,3 +129,67 @@ class MLForecastLGBM(Forecaster):
     @classmethod
     def load(cls, path):
         raise ShopmlError("the mlforecast peer is a benchmark-only model and is not saved")
+
+
+class AutoETSPeer(Forecaster):
+    """statsforecast AutoETS (weekly season) per series, its own 80% intervals for P10/P90.
+
+    Bounded: only the `max_series` best sellers of the fold (by units in the last 28 days) are
+    fitted by AutoETS; the rest get their 28-day mean with an empirical band (`fitted_series_`
+    says how many AutoETS fitted). Closed days are zeros in the regular series it needs.
+    """
+
+    name = "AutoETS"
+
+    def __init__(self, horizon: int = 28, max_series: int | None = 500, season_length: int = 7):
+        self.horizon = horizon
+        self.max_series = max_series
+        self.season_length = season_length
+
+    def fit(self, panel) -> AutoETSPeer:
+        panel = as_panel(panel)
+        recent = np.nansum(panel.units[:, -28:], axis=1)
+        order = np.argsort(-recent, kind="mergesort")
+        n = len(order) if self.max_series is None else min(self.max_series, len(order))
+        self.fitted_rows_ = np.sort(order[:n])
+        self.fitted_series_ = int(n)
+        self.panel_ = panel
+        return self
+
+    def predict(self, horizon: int, product_ids=None) -> pd.DataFrame:
+        horizon = check_horizon(horizon, self.horizon)
+        panel = self._check_fitted()
+        rows = self._rows(product_ids)
+        mean, q10, q90 = empirical_band(panel, 28)
+        p50 = np.repeat(mean[:, None], horizon, axis=1)
+        p10 = np.repeat(q10[:, None], horizon, axis=1)
+        p90 = np.repeat(q90[:, None], horizon, axis=1)
+        fit_rows = np.intersect1d(self.fitted_rows_, rows)
+        if len(fit_rows):
+            lo, mid, hi = self._ets(panel, fit_rows, horizon)
+            p10[fit_rows], p50[fit_rows], p90[fit_rows] = lo, mid, hi
+        flags = np.full(len(rows), FLAG_MODEL)
+        return assemble(panel, rows, horizon, p10[rows], p50[rows], p90[rows], flags)
+
+    def _ets(self, panel, fit_rows: np.ndarray, horizon: int):
+        """AutoETS forecasts and 80% intervals of the panel rows `fit_rows` (last year only)."""
+        u = np.nan_to_num(panel.units[fit_rows, -364:])
+        n_d = u.shape[1]
+        df = pd.DataFrame(
+            {
+                "unique_id": np.repeat(np.arange(len(fit_rows)), n_d),
+                "ds": np.tile(panel.dates[-n_d:].values, len(fit_rows)),
+                "y": u.ravel(),
+            }
+        )
+        sf = StatsForecast(models=[AutoETS(season_length=self.season_length)], freq="D", n_jobs=1)
+        out = sf.forecast(df=df, h=horizon, level=[80])
+        wide = lambda c: out.pivot(index="unique_id", columns="ds", values=c).to_numpy(float)  # noqa: E731
+        return wide("AutoETS-lo-80"), wide("AutoETS"), wide("AutoETS-hi-80")
+
+    def save(self, path):
+        raise ShopmlError("the AutoETS peer is a benchmark-only model and is not saved")
+
+    @classmethod
+    def load(cls, path):
+        raise ShopmlError("the AutoETS peer is a benchmark-only model and is not saved")

@@ -31,7 +31,12 @@ SEASONAL = (
     "target_year_sin2",
     "target_year_cos2",
 )
-KNOWN_FUTURE = ("target_promotion", "target_price_ratio", "promotion_share_window28")
+KNOWN_FUTURE = (
+    "target_promotion",
+    "target_discount",
+    "target_price_ratio",
+    "promotion_share_window28",
+)
 
 
 def feature_names(windows: tuple[int, ...] = WINDOWS) -> list[str]:
@@ -234,7 +239,7 @@ class FeatureState:
         cols.update(self._same_weekday(t, hs))
         cols.update(_calendar(target_dates, self.panel.country))
         cols.update(self._last_year(t, hs))
-        cols.update(self._planned(t, horizon, cols["price_mean_window364"]))
+        cols.update(self._planned(t, horizon))
         names = feature_names()
         out = np.empty((n_p, horizon, len(names)), dtype=np.float64)
         for j, name in enumerate(names):
@@ -273,24 +278,24 @@ class FeatureState:
             "last_year_ratio_to_origin": (ly + 0.1) / (base[:, None] + 0.1),
         }
 
-    def _planned(self, t: int, horizon: int, price_level: np.ndarray) -> dict[str, np.ndarray]:
+    def _planned(self, t: int, horizon: int) -> dict[str, np.ndarray]:
         """Known-future inputs as planned at origin t (`DemandPanel.known_future`): promotion
-        depth on each target day, planned price over the past year's paid price, and the share
-        of the last 28 days under promotion. Zeros / NaN when the shop publishes no plans."""
+        flag and discount on each target day, the planned price (after the discount) over the
+        price in effect at the origin, and the share of the last 28 days under promotion.
+        Zeros and ratio 1 when the shop publishes no plans (the columns are then constant)."""
         n_p = self.x.shape[0]
-        plan = known_future(self.panel, t, horizon)
-        if plan is None:
+        if self.panel.known is None:
             return {
                 "target_promotion": np.zeros((n_p, horizon)),
-                "target_price_ratio": np.full((n_p, horizon), np.nan),
+                "target_discount": np.zeros((n_p, horizon)),
+                "target_price_ratio": np.ones((n_p, horizon)),
                 "promotion_share_window28": np.zeros((n_p, 1)),
             }
-        promo, price, past = plan
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = price / price_level
+        promo, discount, ratio, past = known_at(self.panel, t, horizon)
         return {
             "target_promotion": promo,
-            "target_price_ratio": ratio,
+            "target_discount": discount,
+            "target_price_ratio": ratio * (1.0 - discount),
             "promotion_share_window28": past[:, None],
         }
 
@@ -311,10 +316,16 @@ def _calendar(dates: pd.DatetimeIndex, country: str | None) -> dict[str, np.ndar
     return {k: np.asarray(v, dtype=np.float64)[None, :] for k, v in cols.items()}
 
 
-def known_future(panel: DemandPanel, t: int, horizon: int):
-    """(promotion [p, H], planned price [p, H], promotion share of the 28 days to t [p]) as
-    planned at origin day index t, or None when the panel carries no plans."""
-    return None
+def known_at(panel: DemandPanel, t: int, horizon: int):
+    """(promotion flag, discount, planned price ratio) on the H days after day index t, each
+    [p, H], and the promotion share of the 28 days up to t [p], as planned at the end of day t:
+    nothing planned later is read (`DemandPanel.known_future`)."""
+    end = t + horizon - (len(panel.dates) - 1)
+    plan = panel.known_future(panel.dates[t], max(end, 0))
+    days = slice(t + 1, t + 1 + horizon)
+    promo = plan.promo[:, days].astype(np.float64)
+    past = plan.promo[:, max(t - 27, 0) : t + 1].mean(axis=1)
+    return promo, plan.discount[:, days], plan.price_ratio[:, days], past
 
 
 def training_rows(

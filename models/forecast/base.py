@@ -114,9 +114,9 @@ def assemble(
     hi = np.maximum(np.clip(p90, 0.0, None), mid)
     lo = np.minimum(lo, mid)
     flag = np.broadcast_to(np.asarray(flags, dtype=object)[:, None], (n, horizon)).copy()
-    closed = ~open_
-    lo[:, closed] = mid[:, closed] = hi[:, closed] = 0.0
-    flag[:, closed] = FLAG_CLOSED
+    closed = future_closed(panel, rows, horizon, open_)
+    lo[closed] = mid[closed] = hi[closed] = 0.0
+    flag[closed] = FLAG_CLOSED
     return pd.DataFrame(
         {
             "product_id": np.repeat(panel.product_ids[rows], horizon),
@@ -127,6 +127,16 @@ def assemble(
             "flag": flag.ravel(),
         }
     )
+
+
+def future_closed(panel: DemandPanel, rows: np.ndarray, horizon: int, open_) -> np.ndarray:
+    """[len(rows), horizon]: the shop's closed weekdays, plus each series' own closed weekdays
+    and the closures planned by the panel's last day (`DemandPanel.known_future`)."""
+    closed = np.broadcast_to(~np.asarray(open_, bool)[None, :], (len(rows), horizon)).copy()
+    series_wd = getattr(panel, "series_closed_weekdays", None)
+    if getattr(panel, "known", None) is not None or (series_wd is not None and series_wd.any()):
+        closed |= panel.known_future(None, horizon).closed[rows, -horizon:]
+    return closed
 
 
 class Forecaster(Estimator, ABC):

@@ -21,9 +21,15 @@ import numpy as np
 import pandas as pd
 
 from features.interactions import InteractionConfig, InteractionMatrix, build_matrix
-from models.recommenders import BlendRecommender, Recommender, make_model
+from models.recommenders import BlendRecommender, RankerRecommender, Recommender, make_model
 from shopml.progress import progress
-from training.recommender_eval import Truth, evaluate, measure_speed, truth_from_events
+from training.recommender_eval import (
+    Truth,
+    candidate_recall,
+    evaluate,
+    measure_speed,
+    truth_from_events,
+)
 
 CANDIDATES = 100  # per-customer candidates precomputed for serving
 METRIC_KEYS = (
@@ -65,6 +71,7 @@ class Protocol:
     min_coverage: float = 0.0
     blend_max_parts: int = 3  # a cap by count: a blend holds at most this many models
     blend_weights: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7, 1.0)
+    ranker: bool = True  # train the LambdaRank ranker over the chosen models' candidates
     log: Callable[[str], None] = print
 
     @classmethod
@@ -123,6 +130,7 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
     test_data = _Data(proto, proto.train, proto.test, proto.as_of_test)
     chosen = {kind: _choose(proto, kind, cands, val_data) for kind, cands in grids.items()}
     blend = _tune_blend(proto, chosen, val_data)
+    val_models = {kind: model for kind, (_, _, model) in chosen.items()}
     rows = []
     for kind, (cand, val_metrics, _) in progress(list(chosen.items()), f"{proto.name}: refit"):
         m, truth = test_data.get(cand.interactions)
@@ -134,7 +142,79 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
     if blend is not None:
         rows.append(_refit_blend(proto, chosen, blend, test_data))
     best_row = max(rows, key=lambda r: _score(r["val"], k, proto.min_coverage))
-    return {"benchmark": proto.name, "k": k, "best": _best(best_row, k), "models": rows}
+    report = {"benchmark": proto.name, "k": k, "models": rows}
+    if proto.ranker:
+        ranker_row, ranking = _ranker(proto, chosen, val_models, val_data, test_data, rows)
+        rows.append(ranker_row)
+        report["ranker"] = ranking
+        if (ranking["validation"].get("lift") or 0.0) > 0:  # chosen on validation only
+            best_row = ranker_row
+    report["best"] = _best(best_row, k)
+    return report
+
+
+def _generators(chosen: dict, models: dict) -> list[str]:
+    """The ranker's candidate generators: every chosen kind, the best personalised one by
+    validation nDCG first (its order ranks products beyond the candidates)."""
+    k_key = next(key for key in next(iter(chosen.values()))[1] if key.startswith("ndcg@"))
+    order = sorted(
+        chosen,
+        key=lambda n: (n.startswith(("popularity", "trending", "category")), -chosen[n][1][k_key]),
+    )
+    lead = models[order[0]]
+    return [
+        n
+        for n in order
+        if np.array_equal(models[n].product_ids_, lead.product_ids_)
+        and np.array_equal(models[n].customer_ids_, lead.customer_ids_)
+    ]
+
+
+def _ranker(proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Data, rows):
+    """Train the ranker on validation (generators fitted on its training part, labels its
+    test part), serve it with the generators refitted on the whole training part, evaluate it
+    once on the test part; its report row and its candidate recall, importance and lift."""
+    k = proto.k
+    test_models = {kind: model for kind, (_, _, model) in chosen.items()}
+    names = _generators(chosen, val_models)
+    history, val_truth = val_data.get({})
+    labels = val_truth.matrix[:, : val_truth.n_catalog]
+    full, truth = test_data.get({})
+    start, cpu = time.perf_counter(), time.process_time()
+    model = RankerRecommender([test_models[n] for n in names], seed=0)
+    model.fit_stages([val_models[n] for n in names], history, labels, full, proto.products)
+    fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
+    metrics = evaluate(model, truth, k)
+    pre = time.perf_counter()
+    model.precompute(CANDIDATES)
+    pre_s = time.perf_counter() - pre
+    served = measure_speed(model, k, n_single=300)
+    row = {"model": "ranker", "setting": f"lambdarank over {', '.join(names)}"}
+    row.update({key.format(k=k): round(metrics[key.format(k=k)], 4) for key in METRIC_KEYS})
+    row.update(users=int(metrics["users"]), train_seconds=round(fit_s, 3))
+    row.update(train_cpu_seconds=round(fit_cpu, 3), precompute_seconds=round(pre_s, 3))
+    row.update({key: round(v, 4) for key, v in served.items()})
+    row.update({f"direct_{key}": round(v, 4) for key, v in served.items()})
+    row["val"] = {f"ndcg@{k}": model.validation_.get("ndcg@20", 0.0)}
+    singles = {r["model"]: r[f"ndcg@{k}"] for r in rows if r["model"] != "blend"}
+    best_single = max(singles, key=singles.get)
+    ranking = {
+        "generators": names,
+        "candidates_per_generator": model.n_candidates,
+        "candidate_recall_validation": model.candidate_recall_,
+        "candidate_recall_test": candidate_recall(model, truth),
+        "validation": model.validation_,
+        "rounds": model.rounds_,
+        "feature_importance": model.feature_importance_,
+        "best_single_generator": best_single,
+        f"test_lift_ndcg@{k}": round(metrics[f"ndcg@{k}"] / singles[best_single] - 1.0, 4),
+    }
+    proto.log(
+        f"ranker: test ndcg@{k}={metrics[f'ndcg@{k}']:.4f} vs {best_single} "
+        f"{singles[best_single]:.4f} (lift {ranking[f'test_lift_ndcg@{k}']:+.1%}); "
+        f"candidate recall {ranking['candidate_recall_test']}"
+    )
+    return row, ranking
 
 
 def _choose(

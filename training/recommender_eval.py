@@ -63,6 +63,28 @@ def evaluate(model: Recommender, truth: Truth, k: int, block: int = 2048) -> dic
     return ranking_metrics_dense(full, truth.matrix, k, catalog_size=truth.n_catalog)
 
 
+def candidate_recall(ranker, truth: Truth, block: int = 512) -> dict[str, float]:
+    """Share of each test customer's products inside the ranker's candidates, per generator
+    and for their union (mean over customers; test-only products count as missed)."""
+    rows = truth.rows
+    n_rel = np.diff(truth.matrix.indptr)
+    names = ranker.generator_names_
+    hits = dict.fromkeys([*names, "union"], 0.0)
+    bought_ptr, bought = ranker.purchased_.indptr, ranker.purchased_.indices
+    for start in range(0, len(rows), block):
+        chunk = rows[start : start + block]
+        scores = [np.asarray(g._scores_known(chunk), np.float32) for g in ranker.generators]
+        hidden = [bought[bought_ptr[r] : bought_ptr[r + 1]] for r in chunk]
+        for r, c in zip(chunk, ranker.candidate_sets(scores, hidden), strict=True):
+            rel = np.isin(
+                c.items, truth.matrix.indices[truth.matrix.indptr[r] : truth.matrix.indptr[r + 1]]
+            )
+            hits["union"] += rel.sum() / n_rel[r]
+            for g, name in enumerate(names):
+                hits[name] += (rel & c.proposed[g]).sum() / n_rel[r]
+    return {name: round(float(h / max(len(rows), 1)), 4) for name, h in hits.items()}
+
+
 def recall_curve(model: Recommender, truth: Truth, ks=(1, 5, 10, 20, 50)) -> dict[int, dict]:
     """Metrics at several k (for the recall@k and coverage plots)."""
     return {k: evaluate(model, truth, k) for k in ks}

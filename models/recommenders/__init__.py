@@ -1,5 +1,5 @@
 """Recommenders behind one interface (`Recommender`): popularity, ALS, BPR, item-kNN, EASE,
-blends and the cold-start fallback chain; `RECOMMENDERS` is the table of kinds."""
+blends, the LightGBM ranker over their candidates and the cold-start fallback chain; `RECOMMENDERS` is the table of kinds."""
 
 from models.base import make
 from models.recommenders.als import ALSRecommender
@@ -10,6 +10,7 @@ from models.recommenders.interface import Recommender
 from models.recommenders.item_knn import ItemKNNRecommender
 from models.recommenders.kinds import RECOMMENDERS, SINGLE_KINDS
 from models.recommenders.popularity import PopularityRecommender
+from models.recommenders.ranker import RankerRecommender
 from models.recommenders.selection import Recommendations, RecommendFilters, check_k
 
 
@@ -26,6 +27,7 @@ __all__ = [
     "FallbackRecommender",
     "ItemKNNRecommender",
     "PopularityRecommender",
+    "RankerRecommender",
     "RECOMMENDERS",
     "Recommendations",
     "RecommendFilters",

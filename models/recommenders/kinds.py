@@ -13,6 +13,7 @@ from models.recommenders.ease import EASERecommender
 from models.recommenders.interface import Recommender
 from models.recommenders.item_knn import ItemKNNRecommender
 from models.recommenders.popularity import PopularityRecommender
+from models.recommenders.ranker import RankerRecommender
 
 RECOMMENDERS: Mapping[str, type[Recommender]] = MappingProxyType(
     {
@@ -25,8 +26,9 @@ RECOMMENDERS: Mapping[str, type[Recommender]] = MappingProxyType(
             EASERecommender,
             BlendRecommender,
             FallbackRecommender,
+            RankerRecommender,
         )
     }
 )
-# kinds that are one model (a blend and the fallback chain are built from these)
+# kinds that are one model (a blend, the fallback chain and the ranker are built from these)
 SINGLE_KINDS = ("popularity", "als", "bpr", "item_knn", "ease")

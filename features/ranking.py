@@ -1,0 +1,293 @@
+"""The features of the recommendation ranker: one definition, used to train it and to serve it.
+
+A `RankingState` holds what is known at a time `as_of` (the customer x product weights and days
+of last interaction, item popularity and trend, prices, availability, launch days, categories);
+`CustomerProfile` is one customer's history (a known customer's row, or a session's products);
+`rank_features` turns a profile, its candidate products and the candidate generators' scores and
+ranks into the feature matrix (`feature_names` names its columns). Training computes the state
+from the history before the ranker's cut and its labels from after it (`split_cells`), never the
+other way round; serving computes the state from the whole training period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.interactions import InteractionMatrix
+
+DAY_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+ITEM_FEATURES = (
+    "item_log_customers",
+    "item_log_customers_7d",
+    "item_log_customers_30d",
+    "item_recent_share_30d",
+    "item_log_price",
+    "item_available",
+    "item_age_days",
+)
+CUSTOMER_FEATURES = (
+    "customer_log_products",
+    "customer_log_weight",
+    "customer_days_since_last",
+    "customer_log_usual_price",
+    "customer_category_entropy",
+)
+PAIR_FEATURES = (
+    "pair_weight",
+    "pair_days_since",
+    "pair_category_share",
+    "pair_days_since_category",
+    "pair_log_price_ratio",
+)
+CONTEXT_FEATURES = ("context_weekday", "context_season_sin", "context_season_cos")
+
+
+def feature_names(generators: list[str]) -> list[str]:
+    """Column names: each generator's score and rank, then pair, item, customer, context."""
+    gen = [f"{g}_{what}" for g in generators for what in ("score", "rank")]
+    return gen + [*PAIR_FEATURES, *ITEM_FEATURES, *CUSTOMER_FEATURES, *CONTEXT_FEATURES]
+
+
+@dataclass
+class RankingState:
+    """What the ranker may know at `as_of_days` (days since 1970-01-01): nothing after it."""
+
+    weights: sp.csr_matrix  # customers x products
+    last_days: sp.csr_matrix  # same pattern: day of the last interaction
+    category_codes: np.ndarray  # -1: no category
+    n_categories: int
+    item_arrays: np.ndarray  # (n_products, len(ITEM_FEATURES)) float32, independent of now
+    launch_days: np.ndarray  # first day on sale (or of the earliest interaction)
+    log_price: np.ndarray  # NaN: unknown price
+    as_of_days: float
+
+    @classmethod
+    def from_matrix(
+        cls,
+        matrix: InteractionMatrix,
+        category_codes: np.ndarray,
+        available: np.ndarray,
+        products: pd.DataFrame | None = None,
+    ) -> RankingState:
+        """The state of a matrix (its `as_of`, else its newest event) and catalog."""
+        weights = sp.csr_matrix(matrix.matrix, dtype=np.float32)
+        last = matrix.last_seen_days
+        if last is None:  # a hand-built matrix: every event on day 0
+            last = weights.copy()
+            last.data = np.zeros(len(last.data), np.float32)
+        last = sp.csr_matrix(last, dtype=np.float64)
+        last.sort_indices()
+        if matrix.as_of is not None:
+            as_of = float(np.datetime64(matrix.as_of, "s").astype("float64") / 86400.0)
+        else:
+            as_of = float(last.data.max()) if last.nnz else 0.0
+        price, launch = _catalog(matrix.product_ids, products)
+        n = weights.shape[1]
+        first_seen = np.full(n, as_of)
+        np.minimum.at(first_seen, last.indices, last.data)
+        launch = np.where(np.isnan(launch), first_seen, launch)
+        pop = np.bincount(last.indices, minlength=n).astype(np.float64)
+        recent7 = np.bincount(last.indices[last.data >= as_of - 7], minlength=n)
+        recent30 = np.bincount(last.indices[last.data >= as_of - 30], minlength=n)
+        log_price = np.log1p(price)
+        items = np.column_stack(
+            [
+                np.log1p(pop),
+                np.log1p(recent7),
+                np.log1p(recent30),
+                recent30 / np.maximum(pop, 1.0),
+                log_price,
+                np.asarray(available, np.float64),
+                as_of - launch,
+            ]
+        ).astype(np.float32)
+        codes = np.asarray(category_codes, np.int32)
+        n_cat = int(codes.max()) + 1 if len(codes) and codes.max() >= 0 else 0
+        return cls(weights, last, codes, n_cat, items, launch, log_price, as_of)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The state as named arrays (saved with the model)."""
+        return {
+            "w_data": self.weights.data,
+            "w_indices": self.weights.indices,
+            "w_indptr": self.weights.indptr,
+            "last_data": self.last_days.data,
+            "shape": np.array(self.weights.shape),
+            "codes": self.category_codes,
+            "items": self.item_arrays,
+            "launch": self.launch_days,
+            "log_price": self.log_price,
+            "as_of": np.array([self.as_of_days, self.n_categories], np.float64),
+        }
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> RankingState:
+        shape = tuple(int(s) for s in a["shape"])
+        weights = sp.csr_matrix((a["w_data"], a["w_indices"], a["w_indptr"]), shape=shape)
+        last = sp.csr_matrix((a["last_data"], a["w_indices"], a["w_indptr"]), shape=shape)
+        as_of, n_cat = a["as_of"].tolist()
+        return cls(
+            weights, last, a["codes"], int(n_cat), a["items"], a["launch"], a["log_price"], as_of
+        )
+
+    def profile(self, row: int) -> CustomerProfile:
+        """A known customer's history (row of the state's matrix)."""
+        lo, hi = self.weights.indptr[row], self.weights.indptr[row + 1]
+        return CustomerProfile(
+            self.weights.indices[lo:hi], self.weights.data[lo:hi], self.last_days.data[lo:hi]
+        )
+
+
+@dataclass
+class CustomerProfile:
+    """One customer's products (sorted indices), their weights and days of last interaction."""
+
+    items: np.ndarray
+    weights: np.ndarray
+    last_days: np.ndarray
+
+    @classmethod
+    def session(cls, items: np.ndarray, weights: np.ndarray, now_days: float) -> CustomerProfile:
+        """A visitor known only by the products they just used (all used `now`)."""
+        order = np.argsort(items, kind="stable")
+        return cls(
+            np.asarray(items)[order],
+            np.asarray(weights, np.float32)[order],
+            np.full(len(items), now_days),
+        )
+
+
+def rank_features(
+    state: RankingState,
+    profile: CustomerProfile,
+    candidates: np.ndarray,
+    gen_scores: np.ndarray,
+    gen_ranks: np.ndarray,
+    now_days: float,
+) -> np.ndarray:
+    """(len(candidates), n_features) float32 in `feature_names` order; NaN where unknown.
+
+    `gen_scores` / `gen_ranks` are (n_generators, len(candidates)): each generator's score
+    z-scored over the candidates and its rank (1 = its best; beyond its own list, its list
+    length + 1)."""
+    m = len(candidates)
+    z = gen_scores - gen_scores.mean(axis=1, keepdims=True)
+    z /= np.maximum(gen_scores.std(axis=1, keepdims=True), 1e-9)
+    gen = np.empty((m, 2 * len(gen_scores)), np.float32)
+    gen[:, 0::2] = z.T
+    gen[:, 1::2] = gen_ranks.T
+    pair, customer = _pair_and_customer(state, profile, candidates, now_days)
+    weekday = (np.floor(now_days) + DAY_EPOCH_WEEKDAY) % 7
+    angle = 2 * np.pi * (now_days % 365.25) / 365.25
+    context = np.array([weekday, np.sin(angle), np.cos(angle)], np.float32)
+    items = state.item_arrays[candidates].copy()
+    items[:, ITEM_FEATURES.index("item_age_days")] = now_days - state.launch_days[candidates]
+    return np.hstack(
+        [
+            gen,
+            pair,
+            items,
+            np.broadcast_to(customer, (m, len(customer))),
+            np.broadcast_to(context, (m, 3)),
+        ]
+    ).astype(np.float32)
+
+
+def _pair_and_customer(state, profile, candidates, now_days):
+    """Customer x item features (m, 5) and customer features (5,)."""
+    items, w, last = profile.items, profile.weights.astype(np.float64), profile.last_days
+    m = len(candidates)
+    pair = np.full((m, len(PAIR_FEATURES)), np.nan, np.float32)
+    pair[:, 0] = 0.0
+    if len(items):
+        pos = np.minimum(np.searchsorted(items, candidates), len(items) - 1)
+        hit = items[pos] == candidates
+        pair[hit, 0] = w[pos[hit]]
+        pair[hit, 1] = now_days - last[pos[hit]]
+    codes = state.category_codes
+    cand_codes = codes[candidates]
+    n_cat = max(state.n_categories, 1)
+    own_codes = codes[items] if len(items) else np.zeros(0, np.int32)
+    has = own_codes >= 0
+    share = np.bincount(own_codes[has], w[has], minlength=n_cat)
+    total = max(float(share.sum()), 1e-12)
+    share /= total
+    cat_last = np.full(n_cat, -np.inf)
+    np.maximum.at(cat_last, own_codes[has], last[has])
+    ok = cand_codes >= 0
+    pair[ok, 2] = share[cand_codes[ok]]
+    seen_cat = ok.copy()
+    seen_cat[ok] = np.isfinite(cat_last[cand_codes[ok]])
+    pair[seen_cat, 3] = now_days - cat_last[cand_codes[seen_cat]]
+    prices = state.log_price[items] if len(items) else np.zeros(0)
+    priced = np.isfinite(prices)
+    usual = float(np.average(prices[priced], weights=w[priced])) if priced.any() else np.nan
+    pair[:, 4] = state.log_price[candidates] - usual
+    nz = share[share > 0]
+    customer = np.array(
+        [
+            np.log1p(len(items)),
+            np.log1p(float(w.sum())),
+            now_days - float(last.max()) if len(items) else np.nan,
+            usual,
+            float(-(nz * np.log(nz)).sum()) if len(nz) else 0.0,
+        ],
+        np.float32,
+    )
+    return pair, customer
+
+
+def split_cells(
+    matrix: InteractionMatrix, cut_days: float
+) -> tuple[InteractionMatrix, sp.csr_matrix]:
+    """(history, labels) of a matrix at day `cut_days`: history keeps the cells whose last
+    interaction is before the cut (as of the cut), labels are the other cells (binary). A cell
+    with events on both sides counts as a label, so nothing after the cut reaches history."""
+    last = matrix.last_seen_days
+    if last is None:
+        raise ValueError("split_cells needs the matrix's last_seen_days (build_matrix sets them)")
+    before = last.data < cut_days
+    history = _cells(matrix.matrix, before)
+    days = _cells(last, before)
+    bought = matrix.purchased.multiply(history > 0).tocsr()
+    labels = _cells(matrix.matrix, ~before)
+    labels.data = np.ones(len(labels.data), np.float32)
+    as_of = np.datetime64(int(round(cut_days * 86400)), "s").astype("datetime64[ns]")
+    hist = InteractionMatrix(
+        history,
+        matrix.customer_ids,
+        matrix.product_ids,
+        as_of=as_of,
+        last_seen_days=days,
+        purchases=bought,
+    )
+    return hist, labels
+
+
+def _cells(m: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """The cells of `m` (sorted CSR) where `keep` (aligned with `m.data`) holds."""
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
+
+
+def _catalog(product_ids: np.ndarray, products: pd.DataFrame | None):
+    """(price, launch day) per product; NaN where the catalog does not say."""
+    n = len(product_ids)
+    price, launch = np.full(n, np.nan), np.full(n, np.nan)
+    if products is None or len(products) == 0:
+        return price, launch
+    unique = products.drop_duplicates("product_id")
+    aligned = unique.set_index(unique["product_id"].astype(str)).reindex(product_ids)
+    if "price" in aligned:
+        price = pd.to_numeric(aligned["price"], errors="coerce").to_numpy(np.float64)
+    if "launched_at" in aligned:
+        ts = pd.to_datetime(aligned["launched_at"], errors="coerce")
+        days = ts.to_numpy("datetime64[s]").astype("float64") / 86400.0
+        launch = np.where(ts.isna().to_numpy(), np.nan, days)
+    return price, launch

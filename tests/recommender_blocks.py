@@ -15,6 +15,7 @@ from models.recommenders import (
     FallbackRecommender,
     ItemKNNRecommender,
     PopularityRecommender,
+    RankerRecommender,
 )
 
 A = [f"a{i}" for i in range(4)]
@@ -57,6 +58,9 @@ PERSONAL = {
         [EASERecommender(l2=1.0), ItemKNNRecommender("cosine")], weights=[1.0, 0.5]
     ),
     "fallback": lambda: FallbackRecommender(EASERecommender(l2=1.0)),
+    "ranker": lambda: RankerRecommender(
+        [EASERecommender(l2=1.0), PopularityRecommender(mode="category")], n_candidates=5
+    ),
 }
 ALL = {
     **PERSONAL,

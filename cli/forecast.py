@@ -37,7 +37,21 @@ def bench_forecast_online_retail_cmd(
     typer.echo(json.dumps(result, indent=2))
 
 
+def bench_forecast_generated_cmd(
+    out: Path | None = typer.Option(None, "--out", help="Write the JSON result here."),
+) -> None:
+    """Generated medium store with planned promotions and prices: h=28, 3 folds, shopml with and
+    without known-future inputs beside mlforecast, AutoETS and the baselines."""
+    # on use: generator, models and peers: ~1 s
+    from experiments.forecast_generated import run
+
+    result = run(out)
+    typer.echo(json.dumps(result, indent=2))
+
+
 def register(train_app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add the forecast commands: `train forecast`, `bench forecast-online-retail`."""
+    """Add the forecast commands: `train forecast`, `bench forecast-online-retail`,
+    `bench forecast-generated`."""
     train_app.command("forecast")(train_forecast_cmd)
     bench_app.command("forecast-online-retail")(bench_forecast_online_retail_cmd)
+    bench_app.command("forecast-generated")(bench_forecast_generated_cmd)

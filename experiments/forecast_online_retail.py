@@ -11,6 +11,7 @@ reported per decile of the forecast level and per horizon week, with the share o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -63,15 +64,19 @@ def models(include_peer: bool = True, lgbm_params: dict | None = None) -> dict:
     return out
 
 
-def tuned_settings(lines, products, full, cfg: PanelConfig, horizon: int, folds: int, **kw):
+def tuned_settings(lines, products, full, cfg: PanelConfig, horizon: int, folds: int, known=None):
     """Settings chosen on the history before the first test origin (its last `horizon` days are
     the inner fold), so the search never reads a test fold; (params, report)."""
     first = rolling_origins(full.dates, folds, horizon)[0]
-    known = lines[lines["timestamp"] < first + pd.Timedelta(days=1)]
+    keep = set(full.product_ids)
+    known_lines = lines[
+        lines["product_id"].astype(str).isin(keep)
+        & (lines["timestamp"] < first + pd.Timedelta(days=1))
+    ]
     history = build_panel(
-        known, products, PanelConfig(cfg.closed_weekday_share, end=first, country=cfg.country)
+        known_lines, products, dataclasses.replace(cfg, end=first, top_n=None), known
     )
-    res = choose_settings(history, horizon, n_trials=TUNING_TRIALS, seed=0, **kw)
+    res = choose_settings(history, horizon, n_trials=TUNING_TRIALS, seed=0)
     report = {
         "chosen": res.params,
         "inner_fold": [res.inner_origin, res.inner_end],

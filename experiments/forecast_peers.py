@@ -47,6 +47,7 @@ class MLForecastLGBM(Forecaster):
         intervals: bool = True,
         seed: int = 0,
         min_lag: int = 7,
+        known_future: bool = False,
     ):
         self.horizon = horizon
         self.n_estimators = n_estimators
@@ -55,6 +56,7 @@ class MLForecastLGBM(Forecaster):
         self.intervals = intervals
         self.seed = seed
         self.min_lag = min_lag
+        self.known_future = known_future
 
     def _frame(self, panel) -> pd.DataFrame:
         """Regular daily series, closed days as zeros; series shorter than mlforecast's conformal
@@ -65,13 +67,22 @@ class MLForecastLGBM(Forecaster):
         first = np.repeat(start, n_d)
         day = np.tile(np.arange(n_d), panel.n_products)
         df = df[day >= first]
-        return pd.DataFrame(
+        out = pd.DataFrame(
             {
                 "unique_id": df["product_id"].astype(str),
                 "ds": df["date"],
                 "y": df["units"].fillna(0.0).to_numpy(),
             }
         )
+        if self._uses_known(panel):
+            plan = _plan(panel, 0)
+            keep = day >= first
+            for name, values in plan.items():
+                out[name] = values.ravel()[keep]
+        return out
+
+    def _uses_known(self, panel) -> bool:
+        return self.known_future and panel.known is not None
 
     def fit(self, panel) -> MLForecastLGBM:
         panel = as_panel(panel)
@@ -101,7 +112,7 @@ class MLForecastLGBM(Forecaster):
         intervals = PredictionIntervals(n_windows=2, h=self.horizon) if self.intervals else None
         with warnings.catch_warnings():  # mlforecast warns about NaN lags of young series
             warnings.simplefilter("ignore", UserWarning)
-            self.mlf_.fit(self._frame(panel), prediction_intervals=intervals)
+            self.mlf_.fit(self._frame(panel), prediction_intervals=intervals, static_features=[])
         self.panel_ = panel
         return self
 
@@ -110,9 +121,20 @@ class MLForecastLGBM(Forecaster):
         panel = self._check_fitted()
         rows = self._rows(product_ids)
         level = [80] if self.intervals else None
+        X_df = None
+        if self._uses_known(panel):
+            plan = _plan(panel, horizon, future=True)
+            dates = panel.future_dates(horizon)[0]
+            X_df = pd.DataFrame(
+                {
+                    "unique_id": np.repeat(panel.product_ids.astype(str), horizon),
+                    "ds": np.tile(dates.values, panel.n_products),
+                    **{k: v.ravel() for k, v in plan.items()},
+                }
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            out = self.mlf_.predict(horizon, level=level)
+            out = self.mlf_.predict(horizon, level=level, X_df=X_df)
         ids = panel.product_ids[rows]
         wide = lambda c: (  # noqa: E731
             out.pivot(index="unique_id", columns="ds", values=c).reindex(ids).to_numpy(float)
@@ -129,6 +151,19 @@ class MLForecastLGBM(Forecaster):
     @classmethod
     def load(cls, path):
         raise ShopmlError("the mlforecast peer is a benchmark-only model and is not saved")
+
+
+def _plan(panel, horizon: int, future: bool = False) -> dict[str, np.ndarray]:
+    """The planned promotion flag, discount and price ratio known at the panel's last day, on
+    its days ([p, days]) or, with `future`, on the `horizon` days after it: the same known-future
+    inputs shopml's forecaster reads."""
+    plan = panel.known_future(None, horizon)
+    days = slice(len(panel.dates), None) if future else slice(0, len(panel.dates))
+    return {
+        "promotion": plan.promo[:, days].astype(np.float64),
+        "discount": plan.discount[:, days],
+        "price_ratio": plan.price_ratio[:, days] * (1.0 - plan.discount[:, days]),
+    }
 
 
 class AutoETSPeer(Forecaster):
@@ -153,6 +188,7 @@ class AutoETSPeer(Forecaster):
         n = len(order) if self.max_series is None else min(self.max_series, len(order))
         self.fitted_rows_ = np.sort(order[:n])
         self.fitted_series_ = int(n)
+        self.ets_ = self._ets(panel, self.fitted_rows_, self.horizon) if n else None
         self.panel_ = panel
         return self
 
@@ -164,9 +200,9 @@ class AutoETSPeer(Forecaster):
         p50 = np.repeat(mean[:, None], horizon, axis=1)
         p10 = np.repeat(q10[:, None], horizon, axis=1)
         p90 = np.repeat(q90[:, None], horizon, axis=1)
-        fit_rows = np.intersect1d(self.fitted_rows_, rows)
-        if len(fit_rows):
-            lo, mid, hi = self._ets(panel, fit_rows, horizon)
+        if self.ets_ is not None:  # fitted and forecast in `fit`: its time counts as fit time
+            lo, mid, hi = (a[:, :horizon] for a in self.ets_)
+            fit_rows = self.fitted_rows_
             p10[fit_rows], p50[fit_rows], p90[fit_rows] = lo, mid, hi
         flags = np.full(len(rows), FLAG_MODEL)
         return assemble(panel, rows, horizon, p10[rows], p50[rows], p90[rows], flags)

@@ -100,6 +100,7 @@ class FeatureState:
     panel: DemandPanel
     product_codes: np.ndarray  # integer code of each panel row for the `product` feature
     category_codes: np.ndarray
+    use_known: bool = True  # read the panel's planned promotions/prices (off: as if none)
 
     def __post_init__(self) -> None:
         u = self.panel.units
@@ -284,7 +285,7 @@ class FeatureState:
         price in effect at the origin, and the share of the last 28 days under promotion.
         Zeros and ratio 1 when the shop publishes no plans (the columns are then constant)."""
         n_p = self.x.shape[0]
-        if self.panel.known is None:
+        if self.panel.known is None or not self.use_known:
             return {
                 "target_promotion": np.zeros((n_p, horizon)),
                 "target_discount": np.zeros((n_p, horizon)),

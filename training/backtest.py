@@ -8,6 +8,7 @@ it and forecasts H days, and the forecast is scored against the full-data panel 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.demand import DemandPanel, PanelConfig, build_panel
+from features.known_future import KnownFuture
 from models.forecast.base import Forecaster
 from shopml.errors import ConfigError, DataError
 from training.forecast_metrics import coverage_report, evaluate, evaluation_frame, summarize
@@ -103,21 +105,22 @@ def backtest(
     step: int | None = None,
     panel_config: PanelConfig | None = None,
     full_panel: DemandPanel | None = None,
+    known: KnownFuture | None = None,
     log: Callable[[str], None] | None = None,
 ) -> BacktestResult:
-    """Fit and score every model factory on each rolling-origin fold (see module docstring)."""
+    """Fit and score every model factory on each rolling-origin fold (see module docstring).
+    `known`: the planned promotions/prices/closures; each fold's panel reads only what was
+    planned by its origin (`DemandPanel.known_future`)."""
     cfg = panel_config or PanelConfig()
-    full = full_panel if full_panel is not None else build_panel(order_lines, products, cfg)
+    full = full_panel if full_panel is not None else build_panel(order_lines, products, cfg, known)
     keep = set(full.product_ids)
     lines = order_lines[order_lines["product_id"].astype(str).isin(keep)]
     folds = []
     for i, origin in enumerate(rolling_origins(full.dates, n_folds, horizon, step), start=1):
         t0, c0 = time.perf_counter(), time.process_time()
-        fold_cfg = PanelConfig(
-            closed_weekday_share=cfg.closed_weekday_share, end=origin, country=cfg.country
-        )
+        fold_cfg = dataclasses.replace(cfg, end=origin, top_n=None)
         history = build_panel(
-            lines[lines["timestamp"] < origin + pd.Timedelta(days=1)], products, fold_cfg
+            lines[lines["timestamp"] < origin + pd.Timedelta(days=1)], products, fold_cfg, known
         )
         build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
         fit_s, pred_s, fit_cpu, metrics, frames = {}, {}, {}, {}, {}

@@ -55,7 +55,9 @@ class LightGBMForecaster(Forecaster):
     `point` ("mean" | "median" | "unbiased"), `min_history` (observed days below which a product
     gets the flagged moving average), `scale_target` / `target_clip` (train on units / recent mean,
     or clip spikes above target_clip x (recent mean + 1); both off by default, tried on Online
-    Retail without a clear gain). `num_threads=1`: on a shared 2-core machine more threads were
+    Retail without a clear gain). `intermittent`: intermittent/lumpy series may get Croston SBA /
+    ADIDA (`models.forecast.intermittent`); `known_future`: read the promotions and planned prices
+    known at each origin (off: as if the shop published none). `num_threads=1`: on a shared 2-core machine more threads were
     10x slower.
     """
 
@@ -84,6 +86,7 @@ class LightGBMForecaster(Forecaster):
         scale_target: bool = False,
         target_clip: float | None = None,
         intermittent: bool = True,
+        known_future: bool = True,
         num_threads: int = 1,
         seed: int = 0,
     ):
@@ -108,6 +111,7 @@ class LightGBMForecaster(Forecaster):
         self.scale_target = scale_target
         self.target_clip = target_clip
         self.intermittent = intermittent
+        self.known_future = known_future
         self.num_threads = num_threads
         self.seed = seed
 
@@ -138,7 +142,9 @@ class LightGBMForecaster(Forecaster):
         prod_codes = np.array([self.product_index_.get(str(p), -1) for p in panel.product_ids])
         if not self.use_product_feature:
             prod_codes = np.full(len(prod_codes), -1)
-        return FeatureState(panel, prod_codes.astype(np.float64), cat_codes.astype(np.float64))
+        return FeatureState(
+            panel, prod_codes.astype(np.float64), cat_codes.astype(np.float64), self.known_future
+        )
 
     def _train(self, state: FeatureState, last_target: int) -> lgb.Booster:
         """Train on origins whose targets end on or before day index `last_target`."""

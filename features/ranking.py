@@ -5,8 +5,8 @@ of last interaction, item popularity and trend, prices, availability, launch day
 `CustomerProfile` is one customer's history (a known customer's row, or a session's products);
 `rank_features` turns a profile, its candidate products and the candidate generators' scores and
 ranks into the feature matrix (`feature_names` names its columns). Training computes the state
-from the history before the ranker's cut and its labels from after it (`split_cells`), never the
-other way round; serving computes the state from the whole training period.
+from the history before the ranker's cut and its labels from after it (`split_events_at`, or
+`split_cells` when only a matrix is at hand), never the other way round; serving computes the state from the whole training period.
 """
 
 from __future__ import annotations
@@ -266,6 +266,28 @@ def split_cells(
         purchases=bought,
     )
     return hist, labels
+
+
+def split_events_at(events: pd.DataFrame, cut: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history, labels) of an events frame at `cut`: the events before it, and the
+    (customer, product) pairs first used after it by customers of the history (new products
+    only, as the test protocol). Nothing at or after the cut is in history."""
+    ts = events["timestamp"]
+    history = events[ts < cut]
+    after = events[ts >= cut][["customer_id", "product_id"]].drop_duplicates()
+    seen = pd.MultiIndex.from_frame(history[["customer_id", "product_id"]])
+    pairs = pd.MultiIndex.from_frame(after)
+    keep = ~pairs.isin(seen) & after["customer_id"].isin(history["customer_id"]).to_numpy()
+    return history, after[keep]
+
+
+def label_matrix(pairs: pd.DataFrame, history: InteractionMatrix) -> sp.csr_matrix:
+    """Binary customers x products (of `history`) of the label pairs it knows."""
+    rows = pd.Index(history.customer_ids).get_indexer(pairs["customer_id"].astype(str))
+    cols = pd.Index(history.product_ids).get_indexer(pairs["product_id"].astype(str))
+    ok = (rows >= 0) & (cols >= 0)
+    ones = np.ones(int(ok.sum()), np.float32)
+    return sp.csr_matrix((ones, (rows[ok], cols[ok])), shape=history.shape)
 
 
 def _cells(m: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:

@@ -21,13 +21,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.interactions import InteractionMatrix
+from features.interactions import InteractionConfig, InteractionMatrix, build_matrix
 from features.ranking import (
     CustomerProfile,
     RankingState,
     feature_names,
+    label_matrix,
     rank_features,
     split_cells,
+    split_events_at,
 )
 from models.recommenders.candidates import CandidateSet, candidates, generator_names
 from models.recommenders.catalog import align_catalog
@@ -75,11 +77,28 @@ class RankerRecommender(_Composite):
         return self.generators
 
     # ---- fitting ----------------------------------------------------------------------------
+    def use_events(self, events: pd.DataFrame, config: InteractionConfig) -> Self:
+        """Let the next `fit` cut these events (the ones its matrix was built from) rather than
+        the matrix's cells: a product bought on both sides of the cut then stays history."""
+        self._events = (events, config)
+        return self
+
     def fit(self, matrix: InteractionMatrix, products: pd.DataFrame | None = None) -> Self:
-        """Train on a time split of `matrix` (see module), then serve from all of it."""
+        """Train on a time split (see module), then serve from all of `matrix`. Without
+        `use_events` the split is of the matrix's cells: a cell with events on both sides of
+        the cut counts as a label then (its earlier events are not kept apart)."""
         if not self.generators:
             raise ValueError("a ranker needs at least one candidate generator")
-        history, labels = split_cells(matrix, self._cut_days(matrix))
+        cut = self._cut_days(matrix)
+        events = getattr(self, "_events", None)
+        if events is not None:
+            frame, cfg = events
+            cut_ts = pd.Timestamp(cut * 86400, unit="s")
+            before, pairs = split_events_at(frame, cut_ts)
+            history = build_matrix(before, cfg.model_copy(update={"as_of": cut_ts.to_pydatetime()}))
+            labels = label_matrix(pairs, history)
+        else:
+            history, labels = split_cells(matrix, cut)
         early = [g.clone().fit(history, products) for g in self.generators]
         for g in self.generators:
             g.fit(matrix, products)
@@ -121,7 +140,7 @@ class RankerRecommender(_Composite):
     def _learn(self, gens, history, labels, products) -> None:
         codes, _, available = align_catalog(history.product_ids, products)
         state = RankingState.from_matrix(history, codes, available, products)
-        X, y, groups, recall = training_groups(
+        X, y, groups, _, recall = training_groups(
             self, gens, state, history.purchased, sp.csr_matrix(labels)
         )
         self.candidate_recall_ = recall
@@ -317,15 +336,15 @@ class RankerRecommender(_Composite):
 
 
 def training_groups(ranker, gens, state: RankingState, purchased, labels: sp.csr_matrix, block=512):
-    """The ranker's training rows: features, relevance and group sizes of every customer with
-    history and at least one relevant candidate; and candidate recall per generator and for
+    """The ranker's training rows: features, relevance, group sizes and candidates of every
+    customer with history and at least one relevant candidate; and candidate recall per generator and for
     the union (mean share of each labelled customer's relevant products among them)."""
     n_rel = np.diff(labels.indptr)
     has_history = np.diff(state.weights.indptr) > 0
     rows = np.flatnonzero((n_rel > 0) & has_history)
     names = generator_names(ranker.generators)
     hits = {name: 0.0 for name in [*names, "union"]}
-    X, y, groups = [], [], []
+    X, y, groups, items = [], [], [], []
     for start in range(0, len(rows), block):
         chunk = rows[start : start + block]
         scores = [np.asarray(g._scores_known(chunk), np.float32) for g in gens]
@@ -344,10 +363,11 @@ def training_groups(ranker, gens, state: RankingState, purchased, labels: sp.csr
                 )
                 y.append(rel.astype(np.float32))
                 groups.append(len(c.items))
+                items.append(c.items)
     recall = {name: round(float(h / max(len(rows), 1)), 4) for name, h in hits.items()}
     if not groups:
-        return np.zeros((0, len(ranker.feature_names_)), np.float32), np.zeros(0), [], recall
-    return np.vstack(X), np.concatenate(y), groups, recall
+        return np.zeros((0, len(ranker.feature_names_)), np.float32), np.zeros(0), [], [], recall
+    return np.vstack(X), np.concatenate(y), groups, items, recall
 
 
 def _ndcg(order_scores: np.ndarray, rel: np.ndarray, k: int) -> float:

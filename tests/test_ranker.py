@@ -1,0 +1,178 @@
+"""The LightGBM ranker over the generators' candidates (models/recommenders/ranker.py) and its
+one feature definition (features/ranking.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from features.interactions import InteractionConfig, build_matrix
+from features.ranking import RankingState, feature_names, label_matrix, split_events_at
+from models.recommenders import EASERecommender, PopularityRecommender, RankerRecommender
+from models.recommenders.catalog import align_catalog
+from models.recommenders.ranker import training_groups
+from training.recommender_eval import candidate_recall, evaluate, truth_from_events
+from training.splits import temporal_split
+
+T0 = pd.Timestamp("2024-01-01")
+N_PRODUCTS, N_CUSTOMERS = 60, 160
+
+
+def price_store(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Customers buy 8 products at random (days 0-59), then each month (days 60-89 and 90-119)
+    the 2 new products whose price is nearest what they usually pay: a customer's price level
+    decides the later purchases, and co-purchases carry no sign of it."""
+    rng = np.random.default_rng(seed)
+    price = np.round(np.exp(rng.normal(3.0, 1.0, N_PRODUCTS)), 2)
+    products = pd.DataFrame(
+        {
+            "product_id": [f"p{i:02d}" for i in range(N_PRODUCTS)],
+            "price": price,
+            "category": "all",
+            "available": True,
+        }
+    )
+    log_price = np.log1p(price)
+    rows = []
+    for c in range(N_CUSTOMERS):
+        owned = list(rng.choice(N_PRODUCTS, 8, replace=False))
+        rows += [(c, p, int(rng.integers(0, 60))) for p in owned]
+        for start in (60, 90):
+            level = log_price[owned].mean()
+            gap = np.abs(log_price - level)
+            gap[owned] = np.inf
+            new = np.argsort(gap, kind="stable")[:2]
+            rows += [(c, p, start + int(rng.integers(0, 30))) for p in new]
+            owned += list(new)
+    events = pd.DataFrame(
+        {
+            "customer_id": [f"c{c:03d}" for c, _, _ in rows],
+            "product_id": [f"p{p:02d}" for _, p, _ in rows],
+            "timestamp": [T0 + pd.Timedelta(days=d) for _, _, d in rows],
+            "event": "purchase",
+            "quantity": 1,
+        }
+    )
+    return events, products
+
+
+def ranker(seed: int = 0) -> RankerRecommender:
+    return RankerRecommender(
+        [EASERecommender(l2=10.0), PopularityRecommender()],
+        n_candidates=N_PRODUCTS,
+        label_days=30.0,
+        n_estimators=200,
+        learning_rate=0.1,
+        num_leaves=7,
+        min_child_samples=5,
+        seed=seed,
+    )
+
+
+@pytest.fixture(scope="module")
+def store():
+    events, products = price_store()
+    split = temporal_split(events, T0 + pd.Timedelta(days=90), only_new=True)
+    matrix = build_matrix(split.train, InteractionConfig(event_weights={"purchase": 1.0}))
+    return matrix, products, truth_from_events(split.test, matrix)
+
+
+@pytest.fixture(scope="module")
+def fitted(store):
+    matrix, products, _ = store
+    return ranker().fit(matrix, products)
+
+
+def test_the_ranker_beats_its_candidates_when_price_level_decides(store, fitted):
+    matrix, products, truth = store
+    ranked = evaluate(fitted, truth, 5)["ndcg@5"]
+    for generator in fitted.generators:
+        alone = evaluate(generator, truth, 5)["ndcg@5"]
+        assert ranked > alone + 0.2, (generator.kind, ranked, alone)
+    assert candidate_recall(fitted, truth)["union"] == 1.0  # every product is a candidate here
+    importance = fitted.feature_importance_
+    assert next(iter(importance)) == "pair_log_price_ratio"
+    assert fitted.validation_["lift"] > 0.2
+
+
+def test_no_label_from_after_the_cut_reaches_the_features():
+    events, products = price_store()
+    cut = T0 + pd.Timedelta(days=60)
+    late = pd.DataFrame(  # after the cut: c000 buys everything, c001 buys an owned product again
+        {
+            "customer_id": ["c000"] * N_PRODUCTS + ["c001"],
+            "product_id": [f"p{i:02d}" for i in range(N_PRODUCTS)]
+            + [events.loc[events["customer_id"] == "c001", "product_id"].iloc[0]],
+            "timestamp": cut + pd.Timedelta(days=5),
+            "event": "purchase",
+            "quantity": 1,
+        }
+    )
+    cfg = InteractionConfig(event_weights={"purchase": 1.0}, as_of=cut.to_pydatetime())
+    states, labels = [], []
+    for frame in (events, pd.concat([events, late], ignore_index=True)):
+        history, pairs = split_events_at(frame, cut)
+        assert history["timestamp"].max() < cut
+        matrix = build_matrix(history, cfg)
+        codes, _, available = align_catalog(matrix.product_ids, products)
+        states.append(RankingState.from_matrix(matrix, codes, available, products))
+        labels.append(label_matrix(pairs, matrix))
+    a, b = states
+    for name in ("weights", "last_days"):
+        assert (getattr(a, name) != getattr(b, name)).nnz == 0
+    np.testing.assert_array_equal(a.item_arrays, b.item_arrays)
+    assert a.as_of_days == b.as_of_days == pytest.approx(cut.value / 86400e9)
+    # the late purchases are labels (new products only): a repurchase is not one
+    assert labels[1].sum() > labels[0].sum()
+    row = 1  # c001 (customer ids are sorted)
+    owned = set(a.weights[row].indices.tolist())
+    assert not owned & set(labels[1][row].indices.tolist())
+
+
+def test_training_and_serving_features_agree(store, fitted):
+    matrix, products, _ = store
+    labels = sp.csr_matrix(matrix.matrix.shape, dtype=np.float32).tolil()
+    customer = fitted.customer_ids_[3]
+    row = fitted.customer_index_[customer]
+    wanted = [i for i in range(matrix.shape[1]) if matrix.purchased[row, i] == 0][:5]
+    for i in wanted:
+        labels[row, i] = 1.0
+    X, y, groups, items, _ = training_groups(
+        fitted, fitted.generators, fitted.state_, fitted.purchased_, labels.tocsr()
+    )
+    assert groups == [X.shape[0]]
+    served = fitted.features_for(customer, fitted.product_ids_[items[0]])
+    trained = X
+    np.testing.assert_array_equal(np.isnan(served), np.isnan(trained))
+    np.testing.assert_allclose(np.nan_to_num(served), np.nan_to_num(trained), rtol=1e-6)
+    assert X.shape[1] == len(feature_names(fitted.generator_names_))
+
+
+def test_the_same_seed_gives_the_same_selection(store, fitted):
+    matrix, products, _ = store
+    again = ranker(seed=0).fit(matrix, products)
+    assert again.rounds_ == fitted.rounds_
+    assert again.validation_ == fitted.validation_
+    for c in fitted.customer_ids_[:20]:
+        a, b = fitted.recommend_one(c, k=5), again.recommend_one(c, k=5)
+        assert a.product_ids.tolist() == b.product_ids.tolist()
+        assert a.scores.tolist() == b.scores.tolist()
+
+
+def test_a_session_is_ranked_per_request_and_says_so(fitted):
+    rec = fitted.recommend_with_context(None, k=3, recent_product_ids=["p01", "p02"])
+    assert rec.source == "ranker:fold-in"
+    assert len(rec) == 3 and not {"p01", "p02"} & set(rec.product_ids.tolist())
+
+
+def test_save_and_load_keep_the_ranker(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    assert (tmp_path / "m" / "ranker.txt").is_file()
+    loaded = RankerRecommender.load(tmp_path / "m")
+    for c in fitted.customer_ids_[:10]:
+        assert loaded.recommend_one(c, k=5).product_ids.tolist() == (
+            fitted.recommend_one(c, k=5).product_ids.tolist()
+        )
+    assert loaded.feature_importance_ == fitted.feature_importance_

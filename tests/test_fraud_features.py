@@ -17,7 +17,6 @@ from features.fraud.definition import FeatureSet
 from features.fraud.online import OnlineFeatures, bootstrap_online, replay_frame
 from features.fraud.state_store import (
     CircuitBreaker,
-    EntityState,
     InMemoryStateStore,
     RedisStateStore,
     StoreUnavailable,
@@ -100,9 +99,21 @@ def test_fraud_label_counts_only_once_known():
     assert X["terminal_known_frauds_7d"].tolist() == [0, 0, 1, 0, 0, 1]
     # a payment's own label never feeds its features, even if known at once
     assert X["customer_known_frauds_30d"].iloc[0] == 0
-    # delayed count: payments of the terminal in (t - 7d - 1d, t - 7d]
-    assert X["terminal_delayed_count_1d"].iloc[2] == 1
-    assert X["terminal_fraud_rate_1d"].iloc[2] == pytest.approx(1.0)
+    # delayed count: payments of the terminal in [T - 7d - 1d, T - 7d), T = the start of the
+    # payment's hour tile: at 01-08 10:00 the payment of 01-01 10:00 is in the next tile
+    assert X["terminal_delayed_count_1d"].iloc[2] == 0
+    assert X["terminal_fraud_rate_1d"].iloc[2] == 0.0
+    late = compute_batch(_frame([*_rows_a_c(), ("2024-01-08 11:00", "g", "m", 10, False)]), fs)
+    assert late["terminal_delayed_count_1d"].iloc[-1] == 1
+    assert late["terminal_fraud_rate_1d"].iloc[-1] == pytest.approx(1.0)
+
+
+def _rows_a_c():
+    return [
+        ("2024-01-01 10:00", "a", "m", 10, True),
+        ("2024-01-05 10:00", "b", "m", 10, False),
+        ("2024-01-08 10:00", "c", "m", 10, False),
+    ]
 
 
 def test_no_leak_future_rows_do_not_change_past_features(make_payments):
@@ -117,6 +128,13 @@ def test_no_leak_future_rows_do_not_change_past_features(make_payments):
     )
 
 
+def _window_start(ts: np.ndarray, w: int) -> np.ndarray:
+    """Start of each payment's window: the start of its tile of `w` minus `w` (definition.py)."""
+    g = np.timedelta64(FeatureSet().window_tile(w), "s")
+    epoch = np.datetime64("1970-01-01T00:00:00", "ns")
+    return epoch + ((ts - epoch) // g) * g - np.timedelta64(w, "s")
+
+
 def _brute_counts(df: pd.DataFrame, w: int) -> list[int]:
     order = np.argsort(df["timestamp"].to_numpy(), kind="stable")
     rank = np.empty(len(df), dtype=int)
@@ -126,7 +144,7 @@ def _brute_counts(df: pd.DataFrame, w: int) -> list[int]:
     cust = df["customer_id"].to_numpy()
     for i in range(len(df)):
         same = (cust == cust[i]) & (rank <= rank[i])
-        inwin = ts > ts[i] - np.timedelta64(w, "s")
+        inwin = ts >= _window_start(ts[i : i + 1], w)[0]
         out.append(int((same & inwin).sum()))
     return out
 
@@ -167,7 +185,7 @@ def test_window_counts_sums_and_max_equal_brute_force(rows):
     rank[order] = np.arange(len(df))
     for i in range(len(df)):
         m = (df["customer_id"] == df["customer_id"][i]).to_numpy() & (rank <= rank[i])
-        m &= ts > ts[i] - np.timedelta64(7 * DAY, "s")
+        m &= ts >= _window_start(ts[i : i + 1], 7 * DAY)[0]
         amounts = df["amount"].to_numpy()[m]
         assert X["customer_amount_max_7d"][i] == pytest.approx(amounts.max())
         assert X["customer_amount_mean_7d"][i] == pytest.approx(amounts.mean(), rel=1e-9, abs=1e-9)
@@ -200,25 +218,16 @@ def test_online_equals_batch_on_generated_store():
     _assert_parity(pay, InMemoryStateStore())
 
 
-def test_state_round_trips_through_bytes():
-    st_ = EntityState()
-    st_.times, st_.amounts = [1, 2, 3], [1.5, 2.25, 0.0]
-    st_.spikes, st_.newpair, st_.frauds = [0, 1, 0], [1, 0, 1], [10, 20]
-    st_.fraud_tx = [5, 6]
-    st_.terminals, st_.last_ms = {"m1", "m 2"}, 3
-    assert EntityState.from_bytes(st_.to_bytes()) == st_
-    with pytest.raises(DataError):
-        EntityState.from_bytes(b"\x07")
-
-
 def test_record_false_leaves_state_unchanged():
     online = OnlineFeatures(FeatureSet())
     out = online.new_vector()
     online.compute(1_000_000, 10.0, "a", "a", "m", out)
-    before = [s.to_bytes() for s in online.store.online_read(online.keys("a", "a", "m"))]
+    store = online.store
+    before = [store.read_key(e, i) for e, i in (("customer", "a"), ("terminal", "m"))]
     online.compute(2_000_000, 99.0, "a", "a", "n", out, record=False)
-    after = [s.to_bytes() for s in online.store.online_read(online.keys("a", "a", "m"))]
-    assert before == after
+    after = [store.read_key(e, i) for e, i in (("customer", "a"), ("terminal", "m"))]
+    assert before == after and before[0]["windows"]["1h"]["count"] == 1
+    assert store.read_key("terminal", "n") == {"entity": "terminal", "id": "n", "found": False}
 
 
 def test_late_label_raises_terminal_risk_online():
@@ -277,24 +286,24 @@ class _FlakyStore(InMemoryStateStore):
         super().__init__()
         self.down, self.calls = True, 0
 
-    def online_read(self, keys):
+    def read(self, keys, n_levels):
         self.calls += 1
         if self.down:
             raise ConnectionError("redis down")
-        return super().online_read(keys)
+        return super().read(keys, n_levels)
 
 
 def test_circuit_breaker_fails_fast_then_tries_again():
     flaky = _FlakyStore()
     breaker = CircuitBreaker(flaky, retry_after=0.05)
     with pytest.raises(StoreUnavailable, match="unreachable"):
-        breaker.online_read(["cu:1"])
+        breaker.read(["cu:1"], 3)
     with pytest.raises(StoreUnavailable, match="retrying"):  # open: the store is not asked
-        breaker.online_read(["cu:1"])
+        breaker.read(["cu:1"], 3)
     assert flaky.calls == 1 and breaker.is_open
     flaky.down = False
     time.sleep(0.06)
-    assert breaker.online_read(["cu:1"]) == [None] and not breaker.is_open
+    assert breaker.read(["cu:1"], 3) == [None] and not breaker.is_open
 
 
 # ---------------------------------------------------------------- currencies

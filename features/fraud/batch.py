@@ -1,8 +1,8 @@
 """Point-in-time fraud features for a whole payments table, vectorised (sort + cumulative sums).
 
 Every payment gets the features the online path would have produced when it arrived: the stream
-order is by timestamp, ties kept in input order; windows are found with `searchsorted` on a
-(key, time) composite, sums with cumulative sums (extended precision, so the two paths agree to
+order is by timestamp, ties kept in input order; tile-aligned windows (definition.py) are found
+with `searchsorted` on a (key, time) composite, sums with cumulative sums (extended precision, so the two paths agree to
 ~1e-12), maxima with a sparse-table range maximum, labels by the time they became known.
 Amounts are converted to the base currency first (`FeatureSet.amounts_in_base`).
 """
@@ -133,7 +133,8 @@ class _Entity:
         # per-key running sums (small magnitudes, so window differences keep ~1e-13 precision)
         self.cum = pd.Series(self.amount).groupby(self.keys, sort=True).cumsum().to_numpy()
         self.seg0 = np.searchsorted(self.keys, self.keys, side="left")
-        self._starts: dict[int, np.ndarray] = {}
+        self._starts: dict[tuple[int, int], np.ndarray] = {}
+        self._aligned: dict[int, np.ndarray] = {}
         self._rmax: RangeMax | None = None
 
     def rmax(self) -> RangeMax:
@@ -141,11 +142,24 @@ class _Entity:
             self._rmax = RangeMax(self.amount)
         return self._rmax
 
-    def start(self, back_ms: int) -> np.ndarray:
-        """First sorted position of the same key with time > t - back_ms."""
-        if back_ms not in self._starts:
-            self._starts[back_ms] = np.searchsorted(self.c, self.c - back_ms, side="right")
-        return self._starts[back_ms]
+    def start(self, back_ms: int, tile_ms: int) -> np.ndarray:
+        """First sorted position of the same key with time >= T - back_ms, T the start of the
+        payment's tile of `tile_ms`."""
+        if (back_ms, tile_ms) not in self._starts:
+            if tile_ms not in self._aligned:
+                shift = self.t - (self.t // tile_ms) * tile_ms
+                self._aligned[tile_ms] = self.c - shift
+            ca = self._aligned[tile_ms]
+            self._starts[back_ms, tile_ms] = np.searchsorted(self.c, ca - back_ms, side="left")
+        return self._starts[back_ms, tile_ms]
+
+    def window(self, fs: FeatureSet, w: int, delay: int = 0) -> np.ndarray:
+        """Start of window `w` s (with `delay`: of [T - delay - w, ...)) per sorted position."""
+        return self.start((w + delay) * MS, fs.window_tile(w, delay) * MS)
+
+    def delayed_end(self, fs: FeatureSet, w: int, delay: int) -> np.ndarray:
+        """End (exclusive) of the delayed window [T - delay - w, T - delay) per position."""
+        return np.minimum(self.start(delay * MS, fs.window_tile(w, delay) * MS), self.pos + 1)
 
     def window_sum(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Sum of amounts over sorted positions [start, end] (same key, start <= end)."""
@@ -213,7 +227,7 @@ def compute_prepared(
         return {name: np.empty(0) for name in fs.names}
     t, a = p.t_ms, p.amount
     t0 = int(t[0])
-    pad = fs.horizon * MS + 1
+    pad = (fs.horizon + max(fs.tile_sizes)) * MS + 1
     fraud_known = p.known_ms[p.is_fraud]
     t_max = max(int(t[-1]), int(fraud_known.max(initial=t[-1])))
     span = t_max - t0 + 2 * pad + 1
@@ -252,7 +266,7 @@ def _window_stats(X: _Columns, e: str, ent: _Entity, fs: FeatureSet) -> None:
     rmax = ent.rmax()
     for w in fs.windows:
         lab = _lab(w)
-        start = ent.start(w * MS)
+        start = ent.window(fs, w)
         count = (pos - start + 1).astype("float64")
         X.put(f"{e}_count_{lab}", perm, count)
         X.put(f"{e}_amount_mean_{lab}", perm, ent.window_sum(start, pos) / count)
@@ -282,14 +296,14 @@ def _terminal_novelty(
     seg0 = ent.seg0
     X.put(f"{e}_terminals_ever", perm, cs - cs[seg0] + fs_sorted[seg0])
     for w in fs.pair_windows:
-        X.put(f"{e}_new_terminals_{_lab(w)}", perm, ent.int_window(fs_sorted, ent.start(w * MS)))
+        X.put(f"{e}_new_terminals_{_lab(w)}", perm, ent.int_window(fs_sorted, ent.window(fs, w)))
 
 
 def _amount_ratios(X: _Columns, cust: _Entity, fs: FeatureSet) -> None:
     """Customer only: amount against the usual and the previous maximum; spikes per window."""
     n = cust.keys.shape[0]
     perm, pos = cust.dest, cust.pos
-    start = cust.start(fs.usual_window * MS)
+    start = cust.window(fs, fs.usual_window)
     n_prev = pos - start
     s_prev = cust.window_sum(start, pos) - cust.amount
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -303,7 +317,7 @@ def _amount_ratios(X: _Columns, cust: _Entity, fs: FeatureSet) -> None:
     X.put("customer_amount_to_prev_max", perm, to_prev_max)
     spikes = (to_usual > fs.spike_ratio).astype("int64")  # NaN compares False
     for w in fs.spike_windows:
-        X.put(f"customer_spikes_{_lab(w)}", perm, cust.int_window(spikes, cust.start(w * MS)))
+        X.put(f"customer_spikes_{_lab(w)}", perm, cust.int_window(spikes, cust.window(fs, w)))
 
 
 def _fraud_risk(
@@ -315,11 +329,11 @@ def _fraud_risk(
     Known frauds are located on the same (key, time) composite as the payments: key * `span` +
     (time - `base`)."""
     n = ent.keys.shape[0]
-    perm, pos = ent.dest, ent.pos
-    delay = fs.label_delay * MS
-    end = np.minimum(ent.start(delay), pos + 1)
+    perm = ent.dest
+    delay = fs.label_delay
     if e == "customer":
-        lo = ent.start(delay + max(fs.fraud_windows) * MS)
+        back = max(fs.fraud_windows)
+        lo, end = ent.window(fs, back, delay), ent.delayed_end(fs, back, delay)
         cnt = end - lo
         has = cnt > 0
         mean = np.full(n, np.nan)
@@ -345,7 +359,7 @@ def _fraud_risk(
         X.put(f"{e}_secs_since_first_fraud", perm, (ent.t - first) / MS)
     for w in fs.fraud_windows:
         lab = _lab(w)
-        cnt = (end - ent.start(delay + w * MS)).astype("float64")
+        cnt = (ent.delayed_end(fs, w, delay) - ent.window(fs, w, delay)).astype("float64")
         if w not in known_start:
             known_start[w] = np.searchsorted(cf, ent.c - w * MS, side="right")
         frauds = (known_end - known_start[w]).astype("float64")

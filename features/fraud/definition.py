@@ -1,8 +1,11 @@
 """The fraud feature set, declared once as plain objects and shared by the batch and online paths.
 
-A payment at time t sees (1) the payments of its customer, card and terminal in windows
-(t - w, t] *including itself* (as in the fraud-detection handbook: its amount is known at
-checkout) but never payments that follow it in the stream, and (2) fraud labels only once they
+A payment at time t sees (1) the payments of its customer, card and terminal in tile-aligned
+windows [T - w, t] *including itself* (as in the fraud-detection handbook: its amount is known at
+checkout) but never payments that follow it in the stream, where T is the start of t's time tile
+of the window (`FeatureSet.window_tile`: 5 minutes for 1 h, 1 hour for 1 day, 1 day from 7
+days), so that online state is a fixed number of tiles per window whatever a key's history
+(delayed windows: [T - delay - w, T - delay)), and (2) fraud labels only once they
 are known: at `label_time`, or at `timestamp + label_delay` when `label_time` is empty, and never
 before the payment that carries the label plus one millisecond. Times are whole milliseconds.
 Amounts are in the store's base currency: each payment's amount times the rate of its currency
@@ -23,7 +26,9 @@ from shopml.errors import ConfigError, DataError
 
 # Bump when the meaning of an existing feature changes (new features change the names anyway).
 # 3: amounts converted to the base currency
-FEATURE_CODE_VERSION = 3
+# 4: payment windows aligned to time tiles (online state costs the same for any history length)
+FEATURE_CODE_VERSION = 4
+MIN_TILES = 6  # a window is at least this many tiles of its size (5 min, 1 h, 1 day)
 
 HOUR = 3600
 DAY = 86400
@@ -75,6 +80,7 @@ class FeatureSet:
     spike_ratio: float = 3.0
     spike_windows: tuple[int, ...] = (DAY, 7 * DAY, 14 * DAY)
     night_last_hour: int = 6
+    tile_sizes: tuple[int, ...] = (300, HOUR, DAY)  # time tiles of the windows (seconds)
     base_currency: str = "EUR"
     rates: tuple[tuple[str, float], ...] = DEFAULT_RATES  # (currency, base units per unit)
     name: str = "shopml-fraud"
@@ -82,7 +88,7 @@ class FeatureSet:
     _rate: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for attr in ("windows", "pair_windows", "fraud_windows", "spike_windows"):
+        for attr in ("windows", "pair_windows", "fraud_windows", "spike_windows", "tile_sizes"):
             values = getattr(self, attr)
             object.__setattr__(self, attr, tuple(int(v) for v in values))
             if any(v <= 0 for v in getattr(self, attr)):
@@ -103,6 +109,9 @@ class FeatureSet:
         if self.label_delay < 0:
             raise ConfigError(f"FeatureSet.label_delay must be >= 0, got {self.label_delay}")
         self._check_rates()
+        object.__setattr__(self, "tile_sizes", tuple(sorted(set(self.tile_sizes))))
+        for w, delay in self._tiled_windows():
+            self.window_tile(w, delay)  # a ConfigError when no tile size fits
         object.__setattr__(self, "_names", tuple(self._build_names()))
 
     def _check_rates(self) -> None:
@@ -205,10 +214,40 @@ class FeatureSet:
         except ValueError:
             raise ConfigError(f"feature '{name}' is not in feature set {self.version}") from None
 
+    # ----------------------------------------------------------------- tiles
+    def window_tile(self, window: int, delay: int = 0) -> int:
+        """Tile size (s) of a window: the largest of `tile_sizes` dividing the window (and its
+        delay) at least `MIN_TILES` times, else the largest dividing it at all."""
+        fits = [g for g in self.tile_sizes if window % g == 0 and delay % g == 0]
+        if not fits:
+            raise ConfigError(
+                f"FeatureSet: window {window} s (delay {delay} s) is not a multiple of any "
+                f"tile size {self.tile_sizes}"
+            )
+        many = [g for g in fits if window // g >= MIN_TILES]
+        return max(many) if many else max(fits)
+
+    def _tiled_windows(self) -> list[tuple[int, int]]:
+        """(window, delay) of every windowed payment aggregate."""
+        out = [(w, 0) for w in (*self.windows, *self.pair_windows, *self.spike_windows)]
+        if self.fraud_entities and self.fraud_windows:
+            d = self.label_delay
+            out += [(w, d) for w in self.fraud_windows]
+        return out
+
+    @property
+    def tile_plan(self) -> tuple[tuple[int, int], ...]:
+        """(tile size, how long a tile is needed) in seconds per tile size in use, ascending."""
+        keep: dict[int, int] = {}
+        for w, delay in self._tiled_windows():
+            g = self.window_tile(w, delay)
+            keep[g] = max(keep.get(g, 0), w + delay + g)
+        return tuple(sorted(keep.items()))
+
     @property
     def horizon(self) -> int:
-        """How far back (seconds) any feature looks at past payments."""
-        back = max((*self.windows, *self.pair_windows, *self.spike_windows))
+        """How far back (seconds) any feature looks at past payments (tiles included)."""
+        back = max(w + delay + self.window_tile(w, delay) for w, delay in self._tiled_windows())
         if self.fraud_entities:
             back = max(back, self.label_delay + max(self.fraud_windows))
         return back

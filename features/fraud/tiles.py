@@ -1,0 +1,139 @@
+"""Per-key fraud state as time tiles: the count, sum, max, spike and new-terminal counts of a key's
+payments per tile, at each tile size of the feature set (`FeatureSet.tile_plan`).
+
+A window is a fixed number of tiles (definition.py), so recording a payment updates one tile per
+size and reading a window sums a bounded slice: the cost is the same for a key with 10 payments
+as for one with 100,000. A payment goes into the tile of its own time (late ones too); tiles are
+only dropped once they are older than every window of their size plus the allowed lateness,
+measured from min(payment time, clock), so a payment dated far ahead cannot evict history.
+Known frauds are kept per labelled transaction id (rare; counted exactly by label time).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+from features.fraud.definition import FeatureSet, window_label
+
+MS = 1000
+
+
+class Tiles:
+    """The tiles of one size of one key: tile ids (time // size) ascending, with per-tile
+    payment count, amount sum and max, spike count and first-time-terminal count."""
+
+    __slots__ = ("ids", "count", "total", "peak", "spikes", "newpair")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.count: list[int] = []
+        self.total: list[float] = []
+        self.peak: list[float] = []
+        self.spikes: list[int] = []
+        self.newpair: list[int] = []
+
+    def add(self, tile: int, amount: float, spike: int, newpair: int) -> None:
+        """Add one payment to tile `tile` (created in id order if absent)."""
+        ids = self.ids
+        i = len(ids) - 1
+        if i < 0 or ids[i] != tile:
+            i = bisect_left(ids, tile)
+            if i == len(ids) or ids[i] != tile:
+                ids.insert(i, tile)
+                self.count.insert(i, 0)
+                self.total.insert(i, 0.0)
+                self.peak.insert(i, amount)
+                self.spikes.insert(i, 0)
+                self.newpair.insert(i, 0)
+        self.count[i] += 1
+        self.total[i] += amount
+        if amount > self.peak[i]:
+            self.peak[i] = amount
+        self.spikes[i] += spike
+        self.newpair[i] += newpair
+
+    def drop_before(self, tile: int) -> None:
+        """Forget the tiles with id < `tile`."""
+        k = bisect_left(self.ids, tile)
+        if k:
+            for lst in (self.ids, self.count, self.total, self.peak, self.spikes, self.newpair):
+                del lst[:k]
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """Positions [a, b) of the tiles with first <= id <= last."""
+        ids = self.ids
+        return bisect_left(ids, first), bisect_right(ids, last)
+
+
+class KeyState:
+    """What the online store holds for one customer, card or terminal: tiles per tile size,
+    the latest payment time, the terminals used (customers, cards) and known frauds
+    (label id -> (time the label became known, payment time), both ms)."""
+
+    __slots__ = ("levels", "last_ms", "terminals", "frauds")
+
+    def __init__(self, n_levels: int) -> None:
+        self.levels = [Tiles() for _ in range(n_levels)]
+        self.last_ms = -1
+        self.terminals: set[str] = set()
+        self.frauds: dict[str, tuple[int, int]] = {}
+
+    def add(self, t_ms: int, amount: float, spike: int, terminal: str | None, plan) -> int:
+        """Record one payment (in-process stores; Redis runs the same steps in its script);
+        returns 1 when `terminal` is new for the key (0 otherwise or without a terminal)."""
+        levels = self.levels
+        while len(levels) < len(plan):  # a key first filed by a label or warm-up
+            levels.append(Tiles())
+        new = 0
+        if terminal is not None and terminal not in self.terminals:
+            self.terminals.add(terminal)
+            new = 1
+        for tiles, (g, _) in zip(levels, plan, strict=True):
+            tiles.add(t_ms // g, amount, spike, new)
+        if t_ms > self.last_ms:
+            self.last_ms = t_ms
+        return new
+
+    def trim(self, ref_ms: int, plan) -> None:
+        """Drop the tiles no window at or after `ref_ms` can see; `plan` = (size, keep) in ms."""
+        for tiles, (g, keep) in zip(self.levels, plan, strict=False):
+            if tiles.ids and (tiles.ids[0] + 1) * g + keep <= ref_ms:
+                tiles.drop_before((ref_ms - keep) // g)
+
+
+def plan_ms(fs: FeatureSet, late_s: int | None = None) -> tuple[tuple[int, int], ...]:
+    """(tile size, keep) in ms per tile size; keep includes the allowed lateness (default the
+    label delay) so that a late payment still finds the tiles its windows need."""
+    late = fs.label_delay if late_s is None else late_s
+    return tuple((g * MS, (keep + late) * MS) for g, keep in fs.tile_plan)
+
+
+def describe(st: KeyState | None, fs: FeatureSet, at_ms: int | None = None) -> dict:
+    """A key's state as plain JSON-able values: per window (ending at `at_ms`, default the key's
+    latest payment) the payment count, amount sum and max, plus known frauds and terminals."""
+    if st is None:
+        return {"found": False}
+    at = st.last_ms if at_ms is None else at_ms
+    sizes = [g for g, _ in fs.tile_plan]
+    windows = {}
+    for w in fs.windows:
+        g = fs.window_tile(w)
+        tiles = st.levels[sizes.index(g)]
+        now = at // (g * MS)
+        a, b = tiles.span(now - w // g, now)
+        windows[window_label(w)] = {
+            "count": sum(tiles.count[a:b]),
+            "sum": sum(tiles.total[a:b]),
+            "max": max(tiles.peak[a:b], default=None),
+        }
+    frauds = sorted(st.frauds.items(), key=lambda kv: kv[1])
+    return {
+        "found": True,
+        "last_payment_ms": st.last_ms,
+        "windows_end_ms": at,
+        "windows": windows,
+        "terminals": len(st.terminals),
+        "known_frauds": [
+            {"label_id": k, "known_ms": known, "payment_ms": tx} for k, (known, tx) in frauds
+        ],
+    }

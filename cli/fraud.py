@@ -1,5 +1,5 @@
-"""Fraud scoring commands: `shopml train fraud`, `shopml bench fraud-handbook` and
-`shopml fraud ingest-labels FILE`."""
+"""Fraud scoring commands: `shopml train fraud`, `shopml bench fraud-handbook`,
+`shopml fraud ingest-labels FILE` and `shopml fraud state customer|card|terminal ID`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from shopml.settings import CONFIG_DIR, load_settings
 
 DEFAULT_CONFIG = CONFIG_DIR / "fraud.toml"
 
-fraud_app = typer.Typer(help="Fraud scoring utilities (late labels).", no_args_is_help=True)
+fraud_app = typer.Typer(
+    help="Fraud scoring utilities (late labels, online state).", no_args_is_help=True
+)
 
 
 def train_fraud_cmd(
@@ -95,9 +97,80 @@ def _read_labels_file(file: Path):
     return df
 
 
+ENTITIES = ("customer", "card", "terminal")
+
+
+def state_cmd(
+    entity: str = typer.Argument(..., help="customer, card or terminal."),
+    key_id: str = typer.Argument(..., metavar="ID", help="The customer, card or terminal id."),
+    redis_url: str | None = typer.Option(
+        None, "--redis-url", help="Read the Redis online store (default: settings redis_url)."
+    ),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        help="Ask a running fraud service instead (e.g. http://127.0.0.1:3001): its in-process "
+        "store, through POST /state with the bearer token SHOPML_STATE_TOKEN.",
+    ),
+) -> None:
+    """Print what the online store holds for one key as JSON: counts and sums per window,
+    known frauds, last payment time (for support, investigators and checks)."""
+    if entity not in ENTITIES:
+        raise DataError(f"entity: must be one of {', '.join(ENTITIES)}, got {entity!r}")
+    settings = load_settings()
+    if url:
+        answer = _service_state(url, settings.state_token, entity, key_id)
+    else:
+        target = redis_url or settings.redis_url
+        if not target:
+            raise DataError(
+                "no online store to read: pass --redis-url URL (or SHOPML_REDIS_URL), or --url "
+                "of a running fraud service for its in-process store"
+            )
+        answer = _redis_state(target, entity, key_id)
+    typer.echo(json.dumps(answer, indent=2))
+
+
+def _redis_state(url: str, entity: str, key_id: str) -> dict:
+    """The key's state in the Redis at `url`; an unreachable Redis is a DataError naming it."""
+    # on use: the state store (redis client): 0.1 s
+    from features.fraud.state_store import STORE_ERRORS, RedisStateStore
+
+    try:
+        return RedisStateStore(url).read_key(entity, key_id)
+    except STORE_ERRORS as err:
+        raise DataError(f"--redis-url {url}: unreachable ({type(err).__name__})") from None
+
+
+def _service_state(url: str, token: str | None, entity: str, key_id: str) -> dict:
+    """POST /state of a running fraud service; its refusal is a DataError with its message."""
+    # on use: httpx: 0.1 s
+    import httpx
+
+    if not token:
+        raise DataError("--url needs the service's state token: set SHOPML_STATE_TOKEN")
+    try:
+        r = httpx.post(
+            url.rstrip("/") + "/state",
+            json={"entity": entity, "id": key_id},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as err:
+        raise DataError(f"--url {url}: unreachable ({type(err).__name__})") from None
+    if r.status_code != 200:
+        try:
+            detail = r.json().get("error", r.text)
+        except ValueError:
+            detail = r.text[:200]
+        raise DataError(f"--url {url}: HTTP {r.status_code}: {detail}")
+    return r.json()
+
+
 def register(app: typer.Typer, train_app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add the fraud commands: `train fraud`, `bench fraud-handbook`, `fraud ingest-labels`."""
     train_app.command("fraud")(train_fraud_cmd)
     bench_app.command("fraud-handbook")(bench_fraud_handbook_cmd)
     fraud_app.command("ingest-labels")(ingest_labels_cmd)
+    fraud_app.command("state")(state_cmd)
     app.add_typer(fraud_app, name="fraud")

@@ -134,12 +134,15 @@ def _service_env(
 
 def bench_serve_cmd(
     out: Path = typer.Option(Path("bench-serve.json"), "--out", help="Where to write the JSON."),
+    redis: bool = typer.Option(
+        False, "--redis", help="Fraud service only, its online state in a redis-server it starts."
+    ),
 ) -> None:
     """Load-test the built services on loopback: p50/p99 at c=1 and rps at c=8 vs /livez."""
     # on use: httpx and serving: 0.1 s
     from experiments.bench_serve import report_lines, run
 
-    result = run(out)
+    result = run(out, redis=redis)
     for line in report_lines(result):
         typer.echo(line)
     typer.echo(json.dumps(result))

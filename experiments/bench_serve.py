@@ -8,21 +8,29 @@ interleaved in rounds so that a busy machine slows every endpoint alike. Request
 durations are bounded. JSON:
 `{"livez": {p50_ms, p99_ms, rps_c8}, "fraud": {p50_ms, p99_ms, rps_c8, errors, ...},
 "recommend": {p50_ms, p99_ms, rps_c8, errors, ...}}` (`livez` is the fraud server's; the
-recommend entry also carries its own server's livez figures).
+recommend entry also carries its own server's livez figures). `--redis` benchmarks the fraud
+service alone with its online state in a redis-server started on a free port. The payments
+replay a generated stream moved to end now; the server is started with the stream's span as
+its time guard's `SHOPML_FRAUD_MAX_BEHIND_S`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import redis
 
 from features.generator import GeneratorConfig, generate
 from serving import runner
 from serving.model_store import load_native, use_bentoml_home
+from shopml.clock import now_ms
 from shopml.errors import ShopmlError
 from shopml.settings import Settings, load_settings
 
@@ -38,36 +46,36 @@ TARGETS = {
 }
 
 
-def payment_bodies(n: int, seed: int = 1) -> list[str]:
-    """`n` checkout requests replaying a generated shop's payment stream in time order.
+def payment_bodies(n: int, seed: int = 1) -> tuple[list[str], int]:
+    """`n` checkout requests replaying a generated shop's payment stream in time order, and
+    the stream's span in seconds (the time guard's `behind` the server needs to take them).
 
     Realistic traffic matters: reasons (LightGBM contributions, ~1-5 ms) are computed only for
     review/decline answers, about 1% of real payments. Ids get a `bench-` prefix and are unique;
-    each payment updates the online features, as at a real checkout.
+    each payment updates the online features, as at a real checkout. The stream is moved to end
+    a minute before now, so that the server's time guard sees a replay of the recent past.
     """
     pay = generate(GeneratorConfig(scale="tiny", seed=seed)).payments
     pay = pay.sort_values("timestamp", kind="stable")
+    rows = list(pay.itertuples(index=False))
+    base = pay["timestamp"].to_numpy().astype("datetime64[ms]")
+    # later laps shift time forward by 400 days, keeping order
+    times = [base[i % len(rows)] + np.timedelta64(i // len(rows) * 400, "D") for i in range(n)]
+    shift = np.datetime64(now_ms() - 60_000, "ms") - times[-1]
     out = []
-    while len(out) < n:
-        lap = len(out) // max(len(pay), 1)  # later laps shift time forward, keeping order
-        shift = np.timedelta64(lap * 400, "D")
-        for r in pay.itertuples(index=False):
-            if len(out) >= n:
-                break
-            out.append(
-                json.dumps(
-                    {
-                        "transaction_id": f"bench-{seed}-{len(out)}",
-                        "timestamp": str(np.datetime64(r.timestamp, "ms") + shift),
-                        "customer_id": str(r.customer_id),
-                        "card_id": str(r.card_id),
-                        "terminal_id": str(r.terminal_id),
-                        "amount": float(r.amount),
-                        "currency": str(r.currency),
-                    }
-                )
-            )
-    return out
+    for i, when in enumerate(times):
+        r = rows[i % len(rows)]
+        body = {
+            "transaction_id": f"bench-{seed}-{i}",
+            "timestamp": str(when + shift),
+            "customer_id": str(r.customer_id),
+            "card_id": str(r.card_id),
+            "terminal_id": str(r.terminal_id),
+            "amount": float(r.amount),
+            "currency": str(r.currency),
+        }
+        out.append(json.dumps(body))
+    return out, int((times[-1] - times[0]) / np.timedelta64(1, "s"))
 
 
 def recommend_bodies(settings: Settings, n: int = 500, seed: int = 0) -> list[str]:
@@ -147,9 +155,11 @@ def _summary(results: list[dict], name: str) -> dict:
     }
 
 
-def bench_service(service: str, settings: Settings, bodies: list[str], path: str) -> dict:
+def bench_service(
+    service: str, settings: Settings, bodies: list[str], path: str, env: dict | None = None
+) -> dict:
     """Start one built service, warm it, measure it and its own /livez; stop it."""
-    server = runner.start(service, settings=settings)
+    server = runner.start(service, settings=settings, env=env)
     try:
         cold = server.wait_ready(timeout=120)
         warm = [
@@ -197,7 +207,9 @@ def bench_service(service: str, settings: Settings, bodies: list[str], path: str
 def check_targets(result: dict) -> dict[str, bool]:
     """Which targets the run met (ratios against the same server's /livez)."""
     checks = {}
-    for name, livez in (("fraud", result["livez"]), ("recommend", result["recommend"])):
+    for name, livez in (("fraud", result["livez"]), ("recommend", result.get("recommend"))):
+        if livez is None:
+            continue
         t, ep = TARGETS[name], result[name]
         if name == "recommend":
             livez = {k: ep[f"livez_{k}"] for k in ("p50_ms", "p99_ms", "rps_c8")}
@@ -213,23 +225,33 @@ def check_targets(result: dict) -> dict[str, bool]:
     return checks
 
 
-def run(out: str | Path | None = None, settings: Settings | None = None) -> dict:
-    """Benchmark both built services; writes the JSON to `out` and returns it."""
+def run(
+    out: str | Path | None = None, settings: Settings | None = None, redis: bool = False
+) -> dict:
+    """Benchmark both built services (with `redis`: only the fraud service, its online state
+    in a redis-server started on a free port); writes the JSON to `out` and returns it."""
     settings = settings or load_settings()
-    for service in ("fraud", "recommend"):
+    services = ("fraud",) if redis else ("fraud", "recommend")
+    for service in services:
         if not runner.bento_exists(service, settings):
             raise ShopmlError(f"no built {service} service: run `shopml build` first")
-    n_payments = WARMUP + C1_REQUESTS + C8_REQUESTS
-    fraud = bench_service("fraud", settings, payment_bodies(n_payments), "/score")
-    rec = bench_service("recommend", settings, recommend_bodies(settings), "/recommend")
+    bodies, span_s = payment_bodies(WARMUP + C1_REQUESTS + C8_REQUESTS)
+    env = {"SHOPML_FRAUD_MAX_BEHIND_S": str(span_s + 86400)}  # the replayed stream's span
+    with redis_server() if redis else contextlib.nullcontext() as url:
+        if url:
+            env["SHOPML_REDIS_URL"] = url
+        fraud = bench_service("fraud", settings, bodies, "/score", env)
     result = {
+        "state_store": "redis" if redis else "memory",
         "livez": {k: fraud["livez"][k] for k in ("p50_ms", "p99_ms", "rps_c8")},
         "fraud": fraud["endpoint"],
-        "recommend": {
+    }
+    if not redis:
+        rec = bench_service("recommend", settings, recommend_bodies(settings), "/recommend")
+        result["recommend"] = {
             **rec["endpoint"],
             **{f"livez_{k}": rec["livez"][k] for k in ("p50_ms", "p99_ms", "rps_c8")},
-        },
-    }
+        }
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2))
     return result
@@ -237,18 +259,49 @@ def run(out: str | Path | None = None, settings: Settings | None = None) -> dict
 
 def report_lines(result: dict) -> list[str]:
     """A printable table: every figure beside its target."""
-    lv, fr, rc = result["livez"], result["fraud"], result["recommend"]
+    lv, fr, rc = result["livez"], result["fraud"], result.get("recommend")
+    score = f"/score ({result.get('state_store', 'memory')})"
     lines = [
         f"{'endpoint':<22}{'p50 ms':>9}{'p99 ms':>9}{'rps c=8':>10}{'errors':>8}{'cold s':>8}",
         f"{'fraud server /livez':<22}{lv['p50_ms']:>9}{lv['p99_ms']:>9}{lv['rps_c8']:>10}",
-        f"{'/score':<22}{fr['p50_ms']:>9}{fr['p99_ms']:>9}{fr['rps_c8']:>10}{fr['errors']:>8}"
+        f"{score:<22}{fr['p50_ms']:>9}{fr['p99_ms']:>9}{fr['rps_c8']:>10}{fr['errors']:>8}"
         f"{fr['cold_start_s']:>8}",
-        f"{'storefront /livez':<22}{rc['livez_p50_ms']:>9}{rc['livez_p99_ms']:>9}"
-        f"{rc['livez_rps_c8']:>10}",
-        f"{'/recommend':<22}{rc['p50_ms']:>9}{rc['p99_ms']:>9}{rc['rps_c8']:>10}{rc['errors']:>8}"
-        f"{rc['cold_start_s']:>8}",
-        "",
     ]
+    if rc is not None:
+        lines += [
+            f"{'storefront /livez':<22}{rc['livez_p50_ms']:>9}{rc['livez_p99_ms']:>9}"
+            f"{rc['livez_rps_c8']:>10}",
+            f"{'/recommend':<22}{rc['p50_ms']:>9}{rc['p99_ms']:>9}{rc['rps_c8']:>10}"
+            f"{rc['errors']:>8}{rc['cold_start_s']:>8}",
+        ]
+    lines.append("")
     for check, ok in check_targets(result).items():
         lines.append(f"  [{'met' if ok else 'MISSED'}] {check}")
     return lines
+
+
+@contextlib.contextmanager
+def redis_server():
+    """A throw-away redis-server on a free loopback port (no persistence); yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ShopmlError("--redis needs redis-server on the PATH (apt-get install redis-server)")
+    port = runner.free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", runner.HOST, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://{runner.HOST}:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -123,3 +123,24 @@ class RulesReloadResponse(BaseModel):
     previous_version: str
     changed: bool = Field(description="False when the file held the rules already in force")
     source: str | None = Field(description="The rules file read")
+
+
+class StateRequest(BaseModel):
+    """Which key of the online state to show (the operator view, `shopml fraud state`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entity: Literal["customer", "card", "terminal"]
+    id: str = _id("The customer, card or terminal id")
+
+
+class StateResponse(BaseModel):
+    """What the online store holds for the key (`features.fraud.state_store.read_key`): when
+    found, `last_payment_ms`, `windows_end_ms`, per window `count`, `sum` and `max` of the
+    amounts, `terminals` used and `known_frauds` (label id, known and payment time, ms)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    entity: str
+    id: str
+    found: bool = Field(description="False when the online store holds nothing for this key")

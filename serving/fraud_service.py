@@ -11,18 +11,20 @@ reloaded without a restart by `/rules/reload` or SIGHUP (serving/fraud_rules.py)
 from __future__ import annotations
 
 import gc
+import hmac
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS
 
 import bentoml  # noqa: E402
+from pydantic_core import to_json  # noqa: E402
 
 from features.fraud.labels import LabelStore  # noqa: E402
 from features.fraud.rules_store import RulesStore  # noqa: E402
 from features.fraud.state_store import open_store  # noqa: E402
 from serving import metrics  # noqa: E402
-from serving.checkout import Checkout  # noqa: E402
-from serving.endpoints import FastRoutes, endpoint  # noqa: E402
+from serving.checkout import Checkout, TimeGuard  # noqa: E402
+from serving.endpoints import FastRoutes, Forbidden, Unauthorized, endpoint  # noqa: E402
 from serving.fraud_rules import RulesControl  # noqa: E402
 from serving.fraud_schemas import (  # noqa: E402
     LabelsRequest,
@@ -31,8 +33,10 @@ from serving.fraud_schemas import (  # noqa: E402
     RulesReloadRequest,
     RulesReloadResponse,
     ScoreResponse,
+    StateRequest,
+    StateResponse,
 )
-from serving.history import warm_state  # noqa: E402
+from serving.history import StoreHealth, warm_once, warm_state  # noqa: E402
 from serving.model_store import load_native, stored_model  # noqa: E402
 from serving.service_common import optional_model, service_config  # noqa: E402
 from shopml.errors import ConfigError  # noqa: E402
@@ -43,7 +47,26 @@ log = get_logger("serving.fraud")
 
 
 class CheckoutRoutes(FastRoutes):
+    """The fast routes, and `GET /readyz` answered here with the state store's health."""
+
     routes = {}
+    service = None  # the started FraudService, once ready
+
+    async def __call__(self, scope, receive, send) -> None:
+        service = CheckoutRoutes.service
+        if (
+            service is None
+            or scope["type"] != "http"
+            or scope["path"] != "/readyz"
+            or scope["method"] != "GET"
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        body = to_json({"ready": service.ready, **service.health_status()})
+        status = 200 if service.ready else 503
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 @bentoml.service(name="shopml-fraud", **service_config("SHOPML_FRAUD_WORKERS"))
@@ -68,10 +91,22 @@ class FraudService:
             stored_model(type(self).fraud_ref, "fraud"), "fraud", store=store, label_store=labels
         )
         engine = loaded.obj
-        history = os.environ.get("SHOPML_FRAUD_HISTORY")
-        if history:
-            warm_state(engine, history)
-        self.checkout = Checkout(engine, loaded.version_label)
+        history = os.environ.get("SHOPML_FRAUD_HISTORY") or None
+        self.health = None
+        if kind == "memory":
+            if history:
+                warm_state(engine, history)
+        else:  # shared: warmed once per store, watched for loss
+            self.health = StoreHealth(engine, history, warm_once(engine, history))
+        behind = settings.fraud_max_behind_s
+        guard = TimeGuard(
+            settings.fraud_max_ahead_s * 1000,
+            engine.feature_set.label_delay * 1000 if behind is None else behind * 1000,
+        )
+        self.checkout = Checkout(
+            engine, loaded.version_label, guard, settings.fraud_retry_ttl_s, self.health
+        )
+        self._state_token = settings.state_token.encode() if settings.state_token else None
         self.rules = RulesControl(
             engine, settings.fraud_rules, settings.rules_token, RulesStore.open(settings)
         )
@@ -79,6 +114,7 @@ class FraudService:
         engine.warm_up()
         metrics.model_loaded("fraud", loaded.version_label, loaded.mlflow_run_id)
         CheckoutRoutes.serve(self)
+        CheckoutRoutes.service = self
         gc.freeze()  # models and start-up objects never need collecting: shorter GC pauses
         self.ready = True
         log.info(
@@ -93,12 +129,19 @@ class FraudService:
     async def __is_ready__(self) -> bool:  # async: no thread hop per probe
         return self.ready
 
+    def health_status(self) -> dict:
+        """The state store's health as `/readyz` reports it (degraded after a store loss)."""
+        if self.health is None:
+            return {"degraded": False, "degraded_reason": None, "state_resets": 0}
+        self.health.check()
+        return self.health.status()
+
     @endpoint("/score", answers=ScoreResponse)
     def score(self, payment: PaymentRequest, /) -> dict:
         """Score one payment: probability, risk score, decision, reasons; records it online."""
         return self.checkout.score(payment)
 
-    @endpoint("/labels", answers=LabelsResponse)
+    @endpoint("/labels", answers=LabelsResponse, batch=True)
     def labels(self, request: LabelsRequest, /) -> dict:
         """Late fraud labels: update the online risk features and keep them for training."""
         return self.checkout.labels(request)
@@ -109,6 +152,26 @@ class FraudService:
         naming the field and the old rules stay in force."""
         self.rules.authorize(headers)
         return self.rules.reload()
+
+    @endpoint("/state", answers=StateResponse, headers=True)
+    def state(self, request: StateRequest, /, headers: dict[str, str]) -> dict:
+        """What the online store holds for one customer, card or terminal (bearer token
+        SHOPML_STATE_TOKEN; 403 when none is set): counts and sums per window, known frauds,
+        last payment time."""
+        if self._state_token is None:
+            raise Forbidden("the state view is disabled on this server: set SHOPML_STATE_TOKEN")
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self._state_token
+        ):
+            raise Unauthorized("the state view needs the header 'Authorization: Bearer <token>'")
+        held = self.checkout.engine.store.read_key(request.entity, request.id)
+        return {
+            "entity": request.entity,
+            "id": request.id,
+            "found": held is not None,
+            "state": held,
+        }
 
 
 FraudService.add_asgi_middleware(CheckoutRoutes)

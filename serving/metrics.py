@@ -99,6 +99,33 @@ def fraud_labels(count: int, model_version: str) -> None:
     )
 
 
+def fraud_retry(model_version: str) -> None:
+    _inc(
+        "shopml_fraud_retries_total",
+        "Retried /score requests answered with the first answer (not recorded again).",
+        model_version=model_version,
+    )
+
+
+def fraud_state_reset(outcome: str) -> None:
+    """The shared online state store was found empty or replaced (e.g. Redis lost its data):
+    outcome `detected`, then `rewarmed` by the worker that replayed the history."""
+    _inc(
+        "shopml_fraud_state_resets_total",
+        "Online state store losses detected (outcome detected) and re-warms done (rewarmed).",
+        outcome=outcome,
+    )
+
+
+def fraud_state_degraded(reason: str | None) -> None:
+    """1 while answers are degraded by a state store loss (until re-warmed), else 0."""
+    _gauge(
+        "shopml_fraud_state_degraded",
+        "1 while fraud answers are degraded by a lost online state store (re-warming).",
+        [],
+    ).set(0 if reason is None else 1)
+
+
 def recommendation(endpoint: str, source: str, fallback: bool, model_version: str) -> None:
     _inc(
         "shopml_recommendations_total",

@@ -8,6 +8,7 @@ Redis turns fraud answers degraded instead of failing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -20,12 +21,15 @@ import httpx
 import numpy as np
 import psutil
 import pytest
+import redis
 
 from features.fraud.labels import LabelStore
 from serving import runner
 
 REPO = Path(__file__).resolve().parents[1]
 RULES_TOKEN = "e2e-rules-token"
+STATE_TOKEN = "e2e-state-token"
+REPLAY_BEHIND_S = 20 * 365 * 86400  # the time guard's window back, for the replayed tiny store
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
 
@@ -124,6 +128,8 @@ def servers(built, redis_url, home):
         shutil.copy(REPO / "experiments" / "configs" / "fraud_rules.toml", rules)
         env = {"SHOPML_REDIS_URL": redis_url["url"], "SHOPML_FRAUD_RULES": str(rules)}
         env["SHOPML_RULES_TOKEN"] = RULES_TOKEN
+        env["SHOPML_STATE_TOKEN"] = STATE_TOKEN
+        env["SHOPML_FRAUD_MAX_BEHIND_S"] = str(REPLAY_BEHIND_S)  # `payments` replay 2023
         fraud = runner.start("fraud", env=env, log_dir=home / "logs")
     try:
         rec.wait_ready(120)
@@ -482,13 +488,161 @@ def test_rules_reload_on_the_running_server(servers, home):
     for worker in workers:  # the workers, not `bentoml serve` (which would restart them)
         worker.send_signal(signal.SIGHUP)
     deadline, version = time.time() + 20, after["rules_version"]
+    n = 0
     while version == after["rules_version"] and time.time() < deadline:
         time.sleep(0.2)
-        version = post(servers, "fraud", "/score", {**pay, "transaction_id": "rules-3"}).json()
-        version = version["rules_version"]
+        n += 1  # a new id each time: a retry of one id gets its first answer back
+        version = post(servers, "fraud", "/score", {**pay, "transaction_id": f"rules-3-{n}"})
+        version = version.json()["rules_version"]
     assert version == before["rules_version"]
     log = Path(servers["fraud"].log_path).read_text()
     assert log.count("fraud service ready") == 1  # reloaded in place, not restarted
+
+
+def test_a_retry_gets_the_first_answer_and_another_body_a_409(servers):
+    pay = {**GOOD, "transaction_id": "retry-1", "customer_id": "retry-c", "terminal_id": "retry-t"}
+    first = post(servers, "fraud", "/score", pay)
+    again = post(servers, "fraud", "/score", pay)
+    assert first.status_code == again.status_code == 200 and again.json() == first.json()
+    conflict = post(servers, "fraud", "/score", {**pay, "amount": 6.0})
+    assert conflict.status_code == 409 and conflict.json()["field"] == "amount"
+    auth = {"Authorization": f"Bearer {STATE_TOKEN}"}
+    held = servers["client"].post(
+        servers["fraud"].url + "/state", json={"entity": "card", "id": "retry-c"}, headers=auth
+    )
+    assert held.status_code == 200, held.text
+    assert max(w["count"] for w in held.json()["windows"].values()) == 1  # recorded once
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "9999-12-31T23:59:59",
+        "0001-01-01T00:00:00",
+        "10000-01-01T00:00:00",
+        1e20,
+    ],
+)
+def test_datetime_edges_are_4xx_naming_timestamp(servers, when):
+    r = post(servers, "fraud", "/score", {**GOOD, "transaction_id": "edge", "timestamp": when})
+    assert 400 <= r.status_code < 500 and "timestamp" in r.json()["error"], r.text
+
+
+def test_the_state_view_needs_its_token_and_fraud_state_reads_it(servers):
+    url = servers["fraud"].url
+    post(servers, "fraud", "/score", {**GOOD, "transaction_id": "view-1", "card_id": "K-view"})
+    ask = {"entity": "card", "id": "K-view"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert servers["client"].post(url + "/state", json=ask, headers=headers).status_code == 401
+    out = _cli(
+        "fraud", "state", "card", "K-view", "--url", url, env={"SHOPML_STATE_TOKEN": STATE_TOKEN}
+    )
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["found"] and max(w["count"] for w in shown["windows"].values()) == 1
+
+
+def start_redis() -> tuple[str, subprocess.Popen]:
+    port = runner.free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(200):
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    return url, proc
+
+
+def _by_time(held: dict) -> dict:
+    """A key's view with replayed frauds compared by time (their label ids are per process)."""
+    frauds = [(f["known_ms"], f["payment_ms"]) for f in held.get("known_frauds", [])]
+    return {**held, "known_frauds": sorted(frauds)}
+
+
+def test_two_workers_warm_redis_once_and_rewarm_it_after_a_flush(built, store, home):
+    """`--workers 2 --history DIR` on a shared Redis: the history is recorded once (as one
+    in-process warm-up records it); a flush is noticed (degraded_reason, /readyz, metric) and
+    the store re-warmed to the same state."""
+    from features.fraud.state_store import InMemoryStateStore, RedisStateStore
+    from models.fraud import FraudEngine
+    from registry.store import fetch
+    from serving.history import warm_state
+
+    history = home / "history"
+    store.write(history)
+    once = FraudEngine.load(fetch("fraud").native_dir, store=InMemoryStateStore())
+    warm_state(once, history)
+    last = store.payments.sort_values("timestamp").tail(20)
+    keys = [("customer", c) for c in last["customer_id"]] + [
+        ("terminal", t) for t in last["terminal_id"]
+    ]
+    expected = {k: _by_time(once.store.read_key(*k)) for k in keys}
+    url, proc = start_redis()
+    env = {
+        "SHOPML_REDIS_URL": url,
+        "SHOPML_FRAUD_WORKERS": "2",
+        "SHOPML_FRAUD_HISTORY": str(history),
+    }
+    server = runner.start("fraud", env=env, log_dir=home / "logs-warm")
+    try:
+        server.wait_ready(180)
+        shared = RedisStateStore(url)
+        assert {k: _by_time(shared.read_key(*k)) for k in keys} == expected
+        assert shared.generation() is not None
+        redis.Redis.from_url(url).flushdb()  # Redis comes back empty
+        seen, deadline, i = set(), time.time() + 20, 0
+        with httpx.Client(timeout=10) as client:
+            while time.time() < deadline:
+                i += 1
+                pay = {
+                    **GOOD,
+                    "transaction_id": f"flush-{i}",
+                    "customer_id": "flush-c",
+                    "terminal_id": "flush-t",
+                }
+                seen.add(client.post(server.url + "/score", json=pay).json()["degraded_reason"])
+                if "state_store_reset" in seen:
+                    break
+                time.sleep(0.1)
+            assert "state_store_reset" in seen
+            deadline = time.time() + 90
+            while (
+                time.time() < deadline
+                and {k: _by_time(shared.read_key(*k)) for k in keys} != expected
+            ):
+                time.sleep(0.5)
+            assert {k: _by_time(shared.read_key(*k)) for k in keys} == expected  # re-warmed, once
+            healthy, deadline = 0, time.time() + 20
+            while healthy < 8 and time.time() < deadline:  # either worker: ready, not degraded
+                ready = client.get(server.url + "/readyz")
+                assert ready.status_code == 200, ready.text
+                healthy = healthy + 1 if ready.json()["degraded"] is False else 0
+                time.sleep(0.3)
+            assert healthy >= 8
+            metrics = client.get(server.url + "/metrics").text
+            assert 'shopml_fraud_state_resets_total{outcome="detected"' in metrics
+    finally:
+        server.stop()
+        proc.terminate()
+        proc.wait(5)
 
 
 def test_redis_stopped_gives_degraded_answers_not_errors(servers, redis_url):

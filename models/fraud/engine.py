@@ -121,7 +121,13 @@ def validate_payment(payment: Mapping) -> tuple[str, int, float, str, str, str]:
             f"payment.currency: unknown currency {currency!r}; expected one of "
             f"{', '.join(CURRENCIES)}"
         )
-    return tx, epoch_ms(payment.get("timestamp")), amount, customer, card, terminal
+    try:
+        t_ms = epoch_ms(payment.get("timestamp"))
+    except OverflowError:  # an offset that moves the time outside years 1-9999 in UTC
+        raise DataError(
+            f"payment.timestamp: {payment.get('timestamp')!r} is outside the years 1-9999 in UTC"
+        ) from None
+    return tx, t_ms, amount, customer, card, terminal
 
 
 class FraudEngine:
@@ -316,13 +322,18 @@ def ingest_labels(
     label_store: LabelStore | None = None,
     source: str = "service",
 ) -> LabelReport:
-    """Late labels (transaction_id, is_fraud, [label_time], [customer_id, terminal_id]).
+    """Late labels (transaction_id, is_fraud, [label_time], [customer_id, terminal_id,
+    [timestamp]]).
 
-    The batch is first written to `label_store` (one transaction; the next training applies
-    it). Frauds the store added or corrected then count in the online customer and terminal
-    risk from their label time (default now): a label sent again is not counted twice. The
-    payment's customer and terminal come from the row or from the payment record the state
-    store kept when it was scored; if the state store is unreachable the report is `degraded`.
+    The whole batch is validated first (a bad row: a DataError naming the field, and nothing
+    is stored or applied). It is then written to `label_store` (one transaction; the next
+    training applies it). The labels the store added or corrected then change the online
+    customer and terminal risk from their label time (default now), by transaction id: a label
+    sent again changes nothing, a correction from fraud to genuine takes the fraud back out,
+    one back to fraud files it again. Without a label store every label is applied, still
+    idempotent per transaction id. The payment's customer and terminal come from the row or
+    from the payment record the state store kept when it was scored; if the state store is
+    unreachable the report is `degraded` (the labels are kept for training only).
     """
     rows = labels.to_dict("records") if isinstance(labels, pd.DataFrame) else list(labels)
     now = now_ms()
@@ -330,17 +341,18 @@ def ingest_labels(
         Label(_id(row, "transaction_id", what="label"), _label_flag(row), from_epoch_ms(k))
         for row, k in ((row, _label_known_ms(row, now)) for row in rows)
     ]
+    payments = [_label_payment(row) for row in rows]  # validated before anything is written
     report = LabelReport(len(parsed))
-    todo = list(zip(rows, parsed, strict=True))
+    todo = list(zip(parsed, payments, strict=True))
     if label_store is not None:
         write = label_store.write(parsed, source)
         report.stored_at = label_store.where
         report.added, report.corrected = write.added, write.corrected
         report.unchanged = write.unchanged + write.stale
         changed = {id(lab) for lab in write.changed}
-        todo = [(row, lab) for row, lab in todo if id(lab) in changed]
+        todo = [(lab, pay) for lab, pay in todo if id(lab) in changed]
     try:
-        report.unknown_transactions = _file_frauds(todo, features)
+        report.unknown_transactions = _file_labels(todo, features)
     except STORE_ERRORS as exc:
         report.degraded_reason = f"online store unavailable: {type(exc).__name__}"
         log.warning(
@@ -350,6 +362,19 @@ def ingest_labels(
         if label_store is None:
             report.accepted = 0
     return report
+
+
+def _label_payment(row: Mapping) -> tuple[str, str, int | None] | None:
+    """(customer, terminal, payment time ms or None) when the row names them, else None."""
+    if row.get("customer_id") is None or row.get("terminal_id") is None:
+        return None
+    ts = row.get("timestamp")
+    missing = ts is None or ts is pd.NaT or (isinstance(ts, float) and math.isnan(ts))
+    return (
+        str(row["customer_id"]),
+        str(row["terminal_id"]),
+        None if missing else epoch_ms(ts, "label.timestamp"),
+    )
 
 
 def _label_flag(row: Mapping) -> bool:
@@ -369,22 +394,27 @@ def _label_known_ms(row: Mapping, now: int) -> int:
     return now if missing else epoch_ms(lt, "label.label_time")
 
 
-def _file_frauds(todo: list[tuple[Mapping, Label]], features: OnlineFeatures) -> list[str]:
-    """File each fraud label in the online state; returns the frauds whose payment is unknown."""
-    unknown = []
-    for row, label in todo:
-        if not label.is_fraud:
-            continue
-        tx, tx_ms = label.transaction_id, None
-        if row.get("customer_id") is not None and row.get("terminal_id") is not None:
-            customer, terminal = str(row["customer_id"]), str(row["terminal_id"])
-            if row.get("timestamp") is not None:
-                tx_ms = epoch_ms(row["timestamp"])
-        else:
-            found = features.store.lookup_payment(tx)
-            if found is None:
-                unknown.append(tx)
+def _file_labels(
+    todo: list[tuple[Label, tuple[str, str, int | None] | None]], features: OnlineFeatures
+) -> list[str]:
+    """Set (fraud) or take back (genuine) each label in the online state, by transaction id,
+    once every payment is found; returns the frauds whose payment is unknown."""
+    unknown, found = [], []
+    for label, payment in todo:
+        if payment is None:
+            payment = features.store.lookup_payment(label.transaction_id)
+            if payment is None:
+                if label.is_fraud:
+                    unknown.append(label.transaction_id)
                 continue
-            customer, terminal, tx_ms = found
-        features.add_fraud_label(customer, terminal, epoch_ms(label.label_time), tx_ms)
+        found.append((label, payment))
+    for label, (customer, terminal, tx_ms) in found:
+        features.add_fraud_label(
+            customer,
+            terminal,
+            epoch_ms(label.label_time),
+            tx_ms,
+            transaction_id=label.transaction_id,
+            is_fraud=label.is_fraud,
+        )
     return unknown

@@ -413,3 +413,18 @@ def test_the_gated_run_is_challenger_in_the_gate_and_runs_until_promoted(
     better = log_run("fraud", {**GOOD, "average_precision": 0.80}, name="better")
     assert promote("fraud", better).promoted
     assert aliases() == {"champion": "3", "previous-champion": "1"}  # challenger cleared
+
+
+def test_a_dry_run_registers_nothing_and_moves_no_alias(mlflow_env, monkeypatch, capsys):
+    first = log_run("fraud", GOOD, register=False)
+    code, out = run_cli(["promote", "fraud", first, "--dry-run"], monkeypatch, capsys)
+    assert code == 0, out
+    assert "would be the first model of fraud (dry run: nothing registered)" in out
+    assert MlflowClient().search_model_versions("name='shopml-fraud'") == []
+    log_run("fraud", GOOD)  # registered: the first version becomes champion
+    better = log_run("fraud", {**GOOD, "average_precision": 0.80}, register=False)
+    code, out = run_cli(["promote", "fraud", better, "--dry-run"], monkeypatch, capsys)
+    assert code == 0, out
+    assert "(not registered)" in out and "would be promoted" in out
+    assert len(MlflowClient().search_model_versions("name='shopml-fraud'")) == 1
+    assert aliases() == {"champion": "1"}

@@ -41,6 +41,8 @@ from training.runs import (
 from training.tracking import PROTOCOL_TAG, experiment_name, register_model
 
 EVALUATED_VERSION_TAG = "shopml.evaluated_model_version"
+# the version shown for a run a dry run did not register
+UNREGISTERED = "(not registered)"
 
 
 @dataclass
@@ -106,8 +108,13 @@ class Decision:
     def explain(self) -> str:
         """A few lines a person (or a cron mail) can act on."""
         name = families.family(self.family).registered_model
-        held = "" if self.promoted or self.first or self.already_champion else f" @{CHALLENGER}"
-        who = f"run {self.run_id[:8]} ({name} v{self.version}{held})"
+        held = (
+            ""
+            if self.promoted or self.first or self.already_champion or self.dry_run
+            else f" @{CHALLENGER}"
+        )
+        shown = self.version if self.version == UNREGISTERED else f"v{self.version}"
+        who = f"run {self.run_id[:8]} ({name} {shown}{held})"
         failed = ", ".join(c.name for c in self.failed)
         if self.dry_run and not (self.first or self.already_champion):
             head = (
@@ -117,6 +124,8 @@ class Decision:
                 else f"{who} would NOT be promoted (dry run): {failed} failed; "
                 f"@{CHAMPION} stays v{self.champion_version}"
             )
+        elif self.first and self.dry_run:
+            head = f"{who} would be the first model of {self.family} (dry run: nothing registered)"
         elif self.first:
             head = f"{who} is the first model of {self.family}: now @{CHAMPION}"
         elif self.already_champion:
@@ -384,10 +393,14 @@ def evaluate_gate(
     mlflow_client = client(settings)
     run = _training_run(run_ref, family, mlflow_client)
     champion = alias_version(family, CHAMPION, mlflow_client)
-    version = ensure_version(family, run, mlflow_client)
+    if dry_run:  # a dry run changes nothing: no new version, no alias
+        found = find_run_version(family, run.info.run_id, mlflow_client)
+        version = str(found.version) if found is not None else UNREGISTERED
+    else:
+        version = ensure_version(family, run, mlflow_client)
     decision = Decision(family, run.info.run_id, version, None, dry_run=dry_run)
     if champion is None:
-        # register_model made the first version champion; confirm it is ours
+        # register_model made the first version champion (not in a dry run); confirm it is ours
         now = alias_version(family, CHAMPION, mlflow_client)
         decision.champion_version = None if now is None else str(now.version)
         decision.first = True
@@ -397,7 +410,8 @@ def evaluate_gate(
     if str(champion.version) == version:
         decision.already_champion = True
         return decision
-    set_alias(family, CHALLENGER, version, mlflow_client)
+    if not dry_run:
+        set_alias(family, CHALLENGER, version, mlflow_client)
     challenger = Tested.of(run)
     evidence, candidates = champion_evidence(
         family, champion, challenger.fingerprint, mlflow_client, challenger.signature

@@ -44,6 +44,17 @@ def bench_fraud_handbook_cmd(
     typer.echo(json.dumps({k: v for k, v in result.items() if k != "variants"}, indent=2))
 
 
+def bench_online_state_cmd(
+    out: Path | None = typer.Option(None, "--out", help="Write the JSON result here."),
+) -> None:
+    """Online fraud state: record cost for keys with 10 / 1,000 / 100,000 payments, and exact
+    counts of 8 concurrent processes on one card and terminal against a real Redis."""
+    # on use: the fraud features: 0.5 s
+    from experiments.bench_online_state import run
+
+    typer.echo(json.dumps(run(out), indent=2))
+
+
 def ingest_labels_cmd(
     file: Path = typer.Argument(
         ...,
@@ -171,6 +182,7 @@ def register(app: typer.Typer, train_app: typer.Typer, bench_app: typer.Typer) -
     """Add the fraud commands: `train fraud`, `bench fraud-handbook`, `fraud ingest-labels`."""
     train_app.command("fraud")(train_fraud_cmd)
     bench_app.command("fraud-handbook")(bench_fraud_handbook_cmd)
+    bench_app.command("online-state")(bench_online_state_cmd)
     fraud_app.command("ingest-labels")(ingest_labels_cmd)
     fraud_app.command("state")(state_cmd)
     app.add_typer(fraud_app, name="fraud")

@@ -59,3 +59,21 @@ def progress(
         for item in items:
             yield item
             bar.update(1)
+
+
+class RoundsBar:
+    """A LightGBM training callback that advances a bar per boosting round (closed at the last).
+
+    Plain callable, so the ground layer needs no LightGBM import: `lgb.train(...,
+    callbacks=[RoundsBar("fraud scorer", rounds)])`.
+    """
+
+    order = 100  # after LightGBM's own callbacks (early stopping sets the final round)
+
+    def __init__(self, desc: str, rounds: int) -> None:
+        self._bar = progress_bar(desc, rounds, unit="round")
+
+    def __call__(self, env) -> None:
+        self._bar.update(1)
+        if env.iteration + 1 >= env.end_iteration:
+            self._bar.close()

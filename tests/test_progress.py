@@ -68,3 +68,16 @@ def test_generator_draws_its_stages_on_a_terminal(monkeypatch):
     generate(GeneratorConfig(scale="tiny", days=14, customers=30, products=30), progress=True)
     drawn = terminal.getvalue()
     assert "generate tiny:" in drawn and "/6" in drawn and "catalog" in drawn
+
+
+def test_training_rounds_show_on_a_terminal(monkeypatch):
+    import numpy as np
+
+    from models.fraud import FraudScorer
+
+    terminal = on_terminal(monkeypatch)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    y = X[:, 0] + rng.normal(scale=0.5, size=400) > 1.0
+    FraudScorer(num_boost_round=7, min_data_in_leaf=5, calibration="none").fit(X, y)
+    assert "fraud scorer:" in terminal.getvalue() and "/7 " in terminal.getvalue()

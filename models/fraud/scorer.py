@@ -24,6 +24,7 @@ from models.base import Estimator, check_is_fitted
 from models.fraud.calibration import Calibrator
 from models.fraud.reasons import Reason, describe
 from shopml.errors import DataError
+from shopml.progress import RoundsBar
 
 _PREDICT_RAW, _PREDICT_CONTRIB, _FLOAT64 = 1, 3, 1
 MODEL_FILE, META_FILE = "booster.txt", "scorer.json"
@@ -153,7 +154,12 @@ class FraudScorer(Estimator):
         ds = lgb.Dataset(
             X[rows], y[rows].astype("float64"), feature_name=names or "auto", free_raw_data=True
         )
-        self.booster_ = lgb.train(self._lgb_params(y[rows]), ds, self.num_boost_round)
+        self.booster_ = lgb.train(
+            self._lgb_params(y[rows]),
+            ds,
+            self.num_boost_round,
+            callbacks=[RoundsBar("fraud scorer", self.num_boost_round)],
+        )
         self.feature_names_ = list(self.booster_.feature_name())
         self.n_features_in_ = X.shape[1]
         method = self.calibration if X_cal is not None else "none"

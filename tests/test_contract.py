@@ -156,3 +156,44 @@ def test_every_schema_documents_its_columns():
     for schema in SCHEMAS.values():
         assert schema.doc
         assert all(c.doc for c in schema.columns)
+
+
+def test_known_future_tables_name_their_bad_rows():
+    promotions = pd.DataFrame(
+        {
+            "product_id": ["p1", None, "p3", None],
+            "category": [None, None, "toys", "toys"],
+            "start": ["2024-03-01", "2024-03-05", "2024-03-01", "2024-03-09"],
+            "end": ["2024-03-03", "2024-03-04", "2024-03-02", "2024-03-10"],
+            "discount": [0.2, 0.1, 1.0, None],
+        }
+    )
+    with pytest.raises(DataError) as err:
+        validate("promotions", promotions)
+    text = str(err.value)
+    assert (
+        "promotions.product_id: neither product_id nor category given in 1 row (e.g. rows [1])"
+        in text
+    )
+    assert (
+        "promotions.category: both product_id and category given in 1 row (e.g. rows [2])" in text
+    )
+    assert "promotions.end: end before start in 1 row (e.g. rows [1])" in text
+    assert "promotions.discount: discount of 1 or more in 1 row (e.g. rows [2])" in text
+    ok = validate("promotions", promotions.drop(index=[1, 2]))
+    assert ok["promo"].all() and ok["start"].dtype == "datetime64[ns]"
+    prices = pd.DataFrame(
+        {
+            "product_id": ["p1", "p1"],
+            "valid_from": ["2024-03-01 08:00", "2024-03-01"],
+            "price": [2, -1],
+        }
+    )
+    with pytest.raises(DataError) as err:
+        validate("prices", prices)
+    assert "prices.valid_from: two prices for the same product and day in 1 row" in str(err.value)
+    assert "prices.price: negative value in 1 row (e.g. rows [1])" in str(err.value)
+    with pytest.raises(DataError, match=r"closures\.date: unparseable timestamp in 1 row"):
+        validate("closures", pd.DataFrame({"date": ["2024-12-25", "Christmas"]}))
+    with pytest.raises(DataError, match="promotions.product_id: required column is missing"):
+        validate("promotions", promotions[["start", "end"]])

@@ -246,7 +246,43 @@ def _tiny_store():
             "label_time": pd.to_datetime([None, "2024-03-10"]),
         }
     )
-    return Store(products, customers, interactions, order_lines, payments, name="tiny").validated()
+    promotions = pd.DataFrame(  # known-future tables: a product and a category promotion
+        {
+            "product_id": ["007", None],
+            "category": [None, "books"],
+            "start": pd.to_datetime(["2024-03-04", "2024-03-10"]),
+            "end": pd.to_datetime(["2024-03-06", "2024-03-10"]),
+            "discount": [0.2, None],
+            "promo": [True, True],
+            "planned_at": pd.to_datetime(["2024-02-20 09:00", None]),
+        }
+    )
+    prices = pd.DataFrame(
+        {
+            "product_id": ["007", "007"],
+            "valid_from": pd.to_datetime(["2024-01-01", "2024-03-15"]),
+            "price": [9.5, 8.0],
+            "planned_at": pd.to_datetime([None, "2024-03-01"]),
+        }
+    )
+    closures = pd.DataFrame(
+        {
+            "date": pd.to_datetime(["2024-03-08", "2024-03-09"]),
+            "product_id": ["p2", None],
+            "location": [None, "north"],
+        }
+    )
+    return Store(
+        products,
+        customers,
+        interactions,
+        order_lines,
+        payments,
+        promotions=promotions,
+        prices=prices,
+        closures=closures,
+        name="tiny",
+    ).validated()
 
 
 def _assert_same(a, b):

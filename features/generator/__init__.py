@@ -6,7 +6,9 @@
 Customers in taste segments browse a long-tail catalog with weekly and yearly seasonality and
 promotions; sessions turn views into carts into orders (with returns and guest checkouts); card
 payments carry fraud from compromised terminals, compromised cards and unusually large amounts,
-labelled after an investigation delay. Same config, same tables.
+labelled after an investigation delay. The promotion calendar and the list prices are published
+as the known-future tables `promotions` and `prices`, each row with the time it was planned.
+Same config, same tables.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from features.generator.calendar import NS_PER_DAY, day_intensity
-from features.generator.catalog import make_catalog
+from features.generator.catalog import make_catalog, prices_frame
 from features.generator.config import SCALES, GeneratorConfig, Scale, ScaleSpec
 from features.generator.customers import make_customers, make_segments
 from features.generator.ids import make_ids
 from features.generator.orders import make_orders, order_lines_frame
 from features.generator.payments import make_payments
-from features.generator.promotions import make_promotions
+from features.generator.promotions import make_promotions, promotions_frame
 from features.generator.sessions import ProductSampler, simulate_sessions
 from features.store import Store
 from shopml.progress import progress_bar
@@ -33,10 +35,21 @@ __all__ = ["GENERATOR_VERSION", "SCALES", "GeneratorConfig", "Scale", "ScaleSpec
 
 # Bumped whenever the same config would give different tables (caches of generated stores
 # should key on it together with the config).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: promotions and prices tables
 
 EVENT_NAMES = np.array(["view", "add_to_cart", "purchase"], dtype=object)
-_STREAMS = ("catalog", "customers", "promotions", "sessions", "orders", "returns", "payments")
+# New streams go last: SeedSequence children depend on their position only, so the existing
+# streams (and the tables drawn from them) stay the same.
+_STREAMS = (
+    "catalog",
+    "customers",
+    "promotions",
+    "sessions",
+    "orders",
+    "returns",
+    "payments",
+    "plans",
+)
 
 
 class _Stages:
@@ -58,7 +71,8 @@ class _Stages:
 
 
 def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Store:
-    """Simulate a shop described by `cfg` and return its five canonical tables.
+    """Simulate a shop described by `cfg` and return its canonical tables (the five behavioural
+    ones plus the planned `promotions` and `prices`).
 
     One timed stage per part, in the order the simulation needs them; kept as one function
     (a screen and a bit) so the whole pipeline reads top to bottom.
@@ -113,6 +127,8 @@ def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Stor
             interactions=interactions_frame(events, customers.ids, catalog.ids),
             order_lines=order_lines,
             payments=payments,
+            promotions=promotions_frame(rngs["plans"], promos, catalog, cfg.start),
+            prices=prices_frame(rngs["plans"], catalog, cfg.start),
             name=f"generated-{cfg.scale}-seed{cfg.seed}",
         )
     return store

@@ -115,6 +115,22 @@ class Catalog:
         )
 
 
+def prices_frame(rng: np.random.Generator, catalog: Catalog, start: date) -> pd.DataFrame:
+    """The prices table: each product's list price from its launch (the simulation keeps list
+    prices fixed; promotions are the price cuts), planned 2-6 weeks before the launch."""
+    t0 = np.datetime64(start, "ns").astype("int64")
+    valid = (t0 + catalog.first_day.astype("int64") * NS_PER_DAY).astype("datetime64[ns]")
+    lead = rng.integers(14, 43, catalog.n).astype("timedelta64[D]").astype("timedelta64[ns]")
+    return pd.DataFrame(
+        {
+            "product_id": catalog.ids,
+            "valid_from": valid,
+            "price": catalog.price,
+            "planned_at": valid - lead,
+        }
+    )
+
+
 def make_catalog(
     rng: np.random.Generator, n_products: int, n_categories: int, days: int, zipf_exponent: float
 ) -> Catalog:

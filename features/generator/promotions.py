@@ -1,11 +1,19 @@
-"""Promotions: product and category windows that cut the price and lift demand."""
+"""Promotions: product and category windows that cut the price and lift demand.
+
+The windows are also published as the `promotions` table of the data contract, each with the
+time it was planned: product promotions 1-8 weeks ahead, category campaigns 4-13 weeks ahead
+(drawn from their own random stream, so publishing them changes no other table).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
+import pandas as pd
 
+from features.generator.calendar import NS_PER_DAY
 from features.generator.catalog import Catalog
 
 
@@ -26,6 +34,8 @@ class Promotions:
     by_day: np.ndarray
     by_day_cum: np.ndarray  # cumulative weight in by_day order
     mass: np.ndarray  # total extra demand per day
+    windows: tuple = ()  # (product, length, first, discount) of the product promotions
+    campaigns: tuple = ()  # (category, length, first, discount) of the category promotions
 
     def discount_of(self, product: np.ndarray, day: np.ndarray) -> np.ndarray:
         """Discount applying to each (product, day); 0 when no promotion runs."""
@@ -51,19 +61,22 @@ def make_promotions(
 ) -> Promotions:
     """Discount windows of products and whole categories, as the best discount per
     (product, day) on sale, with the extra demand each brings."""
-    windows = _windows(rng, catalog, days, share)
-    key, p, d, x = _best_discounts(catalog, days, *windows)
+    windows, campaigns = _windows(rng, catalog, days, share)
+    key, p, d, x = _best_discounts(catalog, days, *_expand(catalog, windows, campaigns))
     lift = (1.0 - x) ** -elasticity
     weight = catalog.popularity[p] * (lift - 1.0)
     by_day = np.argsort(d, kind="stable")
     day_start = np.searchsorted(d[by_day], np.arange(days + 1))
     by_day_cum = np.cumsum(weight[by_day])
     mass = np.bincount(d, weights=weight, minlength=days)
-    return Promotions(days, key, p, d, x, lift, weight, day_start, by_day, by_day_cum, mass)
+    return Promotions(
+        days, key, p, d, x, lift, weight, day_start, by_day, by_day_cum, mass, windows, campaigns
+    )
 
 
 def _windows(rng: np.random.Generator, catalog: Catalog, days: int, share: float):
-    """Promotion windows: (product, length in days, first day, discount) per promoted product."""
+    """Product windows (product, length in days, first day, discount) and category campaigns
+    (category, length, first day, discount)."""
     n = catalog.n
     # Product promotions: on an average day about `share` of the products are discounted,
     # popular products more often.
@@ -81,6 +94,13 @@ def _windows(rng: np.random.Generator, catalog: Catalog, days: int, share: float
     cat_len = rng.integers(3, 8, n_cat)
     cat_first = rng.integers(0, days, n_cat)
     cat_disc = np.round(rng.uniform(0.1, 0.25, n_cat), 2)
+    return (prod, length, first, disc), (cats, cat_len, cat_first, cat_disc)
+
+
+def _expand(catalog: Catalog, windows, campaigns):
+    """Product windows followed by every member product's window of each category campaign."""
+    prod, length, first, disc = windows
+    cats, cat_len, cat_first, cat_disc = campaigns
     members = [np.flatnonzero(catalog.category == c) for c in cats]
     prod = np.concatenate([prod, *[np.full(m.size, 0) + m for m in members]]).astype(np.int64)
     length = np.concatenate(
@@ -110,3 +130,41 @@ def _best_discounts(catalog: Catalog, days: int, prod, length, first, disc):
     key, p, d, x = key[first_of_key], p[first_of_key], d[first_of_key], x[first_of_key]
     on_sale = catalog.on_sale(p, d)
     return key[on_sale], p[on_sale], d[on_sale], x[on_sale]
+
+
+def promotions_frame(
+    rng: np.random.Generator, promos: Promotions, catalog: Catalog, start: date
+) -> pd.DataFrame:
+    """The promotions table: every window overlapping the period, with its planned time."""
+    prod, length, first, disc = promos.windows
+    cats, cat_len, cat_first, cat_disc = promos.campaigns
+    lead = np.concatenate([rng.integers(7, 57, prod.size), rng.integers(28, 92, cats.size)])
+    hour = rng.integers(8, 18, lead.size)
+    first_day = np.concatenate([first, cat_first]).astype(np.int64)
+    last_day = first_day + np.concatenate([length, cat_len]).astype(np.int64) - 1
+    t0 = np.datetime64(start, "ns").astype("int64")
+
+    def at(day):
+        return (t0 + day * NS_PER_DAY).astype("datetime64[ns]")
+
+    df = pd.DataFrame(
+        {
+            "product_id": np.concatenate(
+                [catalog.ids[prod], np.full(cats.size, None, dtype=object)]
+            ),
+            "category": np.concatenate(
+                [np.full(prod.size, None, dtype=object), catalog.category_names[cats]]
+            ),
+            "start": at(first_day),
+            "end": at(last_day),
+            "discount": np.concatenate([disc, cat_disc]).astype(float),
+            "promo": True,
+            "planned_at": at(first_day - lead) + (hour * 3_600 * 10**9).astype("timedelta64[ns]"),
+        }
+    )
+    inside = (last_day >= 0) & (first_day < promos.days)
+    return (
+        df[inside]
+        .sort_values(["start", "product_id", "category"], kind="mergesort")
+        .reset_index(drop=True)
+    )

@@ -11,19 +11,15 @@ reported per decile of the forecast level and per horizon week, with the share o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
-
-import pandas as pd
 
 from experiments.forecast_peers import AutoETSPeer, MLForecastLGBM
 from features.demand import PanelConfig, build_panel
 from features.loaders.online_retail import load, non_product_codes
 from models.forecast import LightGBMForecaster, MovingAverage, SeasonalNaive
-from models.forecast.tuning import choose_settings
-from training.backtest import backtest, rolling_origins
+from training.backtest import backtest, settings_before_folds
 
 TOP_N = 500
 HORIZON = 28
@@ -65,18 +61,11 @@ def models(include_peer: bool = True, lgbm_params: dict | None = None) -> dict:
 
 
 def tuned_settings(lines, products, full, cfg: PanelConfig, horizon: int, folds: int, known=None):
-    """Settings chosen on the history before the first test origin (its last `horizon` days are
-    the inner fold), so the search never reads a test fold; (params, report)."""
-    first = rolling_origins(full.dates, folds, horizon)[0]
-    keep = set(full.product_ids)
-    known_lines = lines[
-        lines["product_id"].astype(str).isin(keep)
-        & (lines["timestamp"] < first + pd.Timedelta(days=1))
-    ]
-    history = build_panel(
-        known_lines, products, dataclasses.replace(cfg, end=first, top_n=None), known
+    """Settings chosen on the inner fold before the first test origin (`settings_before_folds`),
+    printed; (params, report)."""
+    res, first = settings_before_folds(
+        lines, products, full, cfg, horizon, folds, known, n_trials=TUNING_TRIALS
     )
-    res = choose_settings(history, horizon, n_trials=TUNING_TRIALS, seed=0)
     report = {
         "chosen": res.params,
         "inner_fold": [res.inner_origin, res.inner_end],

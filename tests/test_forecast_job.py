@@ -32,6 +32,7 @@ def test_train_forecast_job_end_to_end(tmp_shopml_home, tmp_path):
             "horizon": 14,
             "n_folds": 2,
             "top_n": 40,
+            "tune_trials": 2,
             "plot_top_products": 2,
             "output": str(tmp_path / "forecast.parquet"),
             "model": {
@@ -75,6 +76,17 @@ def test_train_forecast_job_end_to_end(tmp_shopml_home, tmp_path):
 
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["data.fingerprint"] == result.data_fingerprint
+    # settings chosen on the inner fold before the test folds: one nested run per trial
+    trials = mlflow.search_runs(
+        [run.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{result.run_id}'",
+        output_format="list",
+    )
+    assert len(trials) == 2 and all("inner_wape" in t.data.metrics for t in trials)
+    assert {"tuned.recency_half_life", "tuned.learning_rate", "tuned.num_leaves"} <= set(
+        run.data.params
+    )
+    assert "tuned.n_estimators" not in run.data.params  # the config's explicit value wins
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}
     assert artifacts == {"plots/actual_vs_forecast_top_products.png", "plots/error_by_horizon.png"}
     from models.forecast import load_forecaster
@@ -95,6 +107,7 @@ def _tiny_config(seed: int, tmp_path, kind: str = "lightgbm") -> ForecastJobConf
             "horizon": 14,
             "n_folds": 2,
             "top_n": 40,
+            "tune_trials": 0,
             "plot_top_products": 0,
             "output": str(tmp_path / f"forecast-{seed}.parquet"),
             "model": {"kind": kind, "params": params if kind == "lightgbm" else {}},

@@ -19,6 +19,7 @@ import pandas as pd
 from features.demand import DemandPanel, PanelConfig, build_panel
 from features.known_future import KnownFuture
 from models.forecast.base import Forecaster
+from models.forecast.tuning import TuningResult, choose_settings
 from shopml.errors import ConfigError, DataError
 from training.forecast_metrics import coverage_report, evaluate, evaluation_frame, summarize
 
@@ -154,3 +155,30 @@ def _score_model(factory, history: DemandPanel, full: DemandPanel, horizon: int,
     frame = evaluation_frame(fc, full, history)
     frame["fold"] = fold
     return (fit, fit_cpu, predict), evaluate(frame), frame
+
+
+def settings_before_folds(
+    order_lines: pd.DataFrame,
+    products: pd.DataFrame | None,
+    full: DemandPanel,
+    cfg: PanelConfig,
+    horizon: int,
+    n_folds: int,
+    known: KnownFuture | None = None,
+    n_trials: int = 10,
+    seed: int = 0,
+    on_trial: Callable[[int, dict, float], None] | None = None,
+) -> tuple[TuningResult, pd.Timestamp]:
+    """LightGBM settings chosen on the shop's own history before the first test fold: the panel
+    is rebuilt from the order lines known at the first test origin and its last `horizon` days
+    are the inner validation fold, so no test day is read. (result, first test origin)."""
+    first = rolling_origins(full.dates, n_folds, horizon)[0]
+    keep = set(full.product_ids)
+    known_lines = order_lines[
+        order_lines["product_id"].astype(str).isin(keep)
+        & (order_lines["timestamp"] < first + pd.Timedelta(days=1))
+    ]
+    fold_cfg = dataclasses.replace(cfg, end=first, top_n=None)
+    history = build_panel(known_lines, products, fold_cfg, known)
+    res = choose_settings(history, horizon, n_trials=n_trials, seed=seed, on_trial=on_trial)
+    return res, first

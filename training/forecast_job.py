@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from features.demand import DemandPanel, PanelConfig, build_panel, store_country
+from features.known_future import KnownFuture
 from features.sources import SourceConfig, load_source
 from models.forecast import FORECASTERS, make_forecaster
 from models.forecast.base import Forecaster, as_panel
@@ -29,7 +30,7 @@ from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
 from training import tracking
-from training.backtest import BacktestResult, backtest
+from training.backtest import BacktestResult, backtest, settings_before_folds
 from training.params import check_kind_params
 from training.tracking import TrainResult
 
@@ -65,6 +66,13 @@ class ForecastJobConfig(ConfigModel):
     model: ForecastModelConfig = Field(default_factory=ForecastModelConfig)
     baselines: list[Literal["seasonal_naive", "moving_average"]] = Field(
         default_factory=lambda: ["seasonal_naive", "moving_average"]
+    )
+    tune_trials: int = Field(
+        10,
+        ge=0,
+        le=200,
+        description="LightGBM settings search on the inner fold before the test folds "
+        "(Optuna trials, each a nested MLflow run); 0 keeps the configured parameters",
     )
     plot_top_products: int = Field(6, ge=0, le=24)
     register_model: bool = True
@@ -240,19 +248,57 @@ def _backtest(config: ForecastJobConfig, lines, products, factories: dict, panel
         horizon=config.horizon,
         panel_config=panel_cfg,
         full_panel=panel,
+        known=panel.known,
     )
+
+
+def _tune(config: ForecastJobConfig, lines, products, panel_cfg, panel) -> dict:
+    """LightGBM settings chosen on the inner fold before the test folds, each trial a nested
+    MLflow run; the chosen values are logged as `tuned.*` params. {} when not searched."""
+    if config.model.kind != "lightgbm" or config.tune_trials == 0:
+        return {}
+
+    experiment = mlflow.active_run().info.experiment_id
+
+    def log_trial(number: int, params: dict, wape: float) -> None:
+        name = f"settings-trial-{number}"
+        with mlflow.start_run(experiment_id=experiment, run_name=name, nested=True):
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metric("inner_wape", wape)
+
+    res, first = settings_before_folds(
+        lines,
+        products,
+        panel,
+        panel_cfg,
+        config.horizon,
+        config.n_folds,
+        panel.known,
+        n_trials=config.tune_trials,
+        seed=config.seed,
+        on_trial=log_trial,
+    )
+    applied = {k: v for k, v in res.params.items() if k not in config.model.params}
+    mlflow.log_params({f"tuned.{k}": str(v) for k, v in applied.items()})  # config keys win
+    mlflow.log_params({"tuned.inner_fold": f"{res.inner_origin}..{res.inner_end}"})
+    mlflow.log_metrics(
+        {"tuned.inner_wape": res.wape, "tuned.inner_wape_defaults": res.default_wape}
+    )
+    return applied
 
 
 def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainResult:
     """Backtest, refit, register and publish the forecast (see module docstring)."""
     settings = settings or load_settings()
     store, lines, products, panel_cfg = load_demand(config, settings)
-    panel = build_panel(lines, products, panel_cfg)
+    panel = build_panel(lines, products, panel_cfg, KnownFuture.from_store(store))
     primary = config.model.kind
-    factories = {primary: _factory(primary, config.model.params, config.horizon, config.seed)}
-    factories |= _factories(config, primary)
 
     with tracking.start_run(FAMILY, config=config, store=store, settings=settings) as run:
+        chosen = _tune(config, lines, products, panel_cfg, panel)
+        params = {**chosen, **config.model.params}
+        factories = {primary: _factory(primary, params, config.horizon, config.seed)}
+        factories |= _factories(config, primary)
         result = _backtest(config, lines, products, factories, panel_cfg, panel)
         metrics = _log_backtest(result, primary, panel, config)
         final = factories[primary]().fit(panel)
@@ -326,7 +372,7 @@ def evaluate(
     settings = configure(settings)
     model: Forecaster = load_logged(model_uri, FAMILY)
     store, lines, products, panel_cfg = load_demand(config, settings)
-    panel = build_panel(lines, products, panel_cfg)
+    panel = build_panel(lines, products, panel_cfg, KnownFuture.from_store(store))
     name = model.kind
     factories = {name: lambda: _Fixed(model)} | _factories(config, name)
     model_end = model.panel_.dates[-1]

@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 
 from features.demand import DemandPanel
+from features.known_future import KnownFuture
 from models.base import Estimator, check_is_fitted
 from models.forecast.calibration import BAND, band_quantile
 from shopml.errors import ConfigError, DataError
 
 OUTPUT_COLUMNS = ("product_id", "date", "p10", "p50", "p90", "flag")
 FLAG_MODEL, FLAG_SHORT, FLAG_CLOSED = "model", "short_history", "closed"
+KNOWN_TABLES = ("promotions", "prices", "closures")
 
 
 def as_panel(data) -> DemandPanel:
@@ -59,10 +61,21 @@ def save_panel(panel: DemandPanel, path: Path) -> None:
         units=panel.units,
         price=panel.price,
         open_days=panel.open_days,
+        closed=panel.closed,
+        series_closed_weekdays=panel.series_closed_weekdays,
         **({} if panel.orders is None else {"orders": panel.orders}),
+        **({} if panel.locations is None else {"locations": panel.locations.astype(str)}),
     )
-    meta = {"closed_weekdays": list(panel.closed_weekdays), "country": panel.country}
+    meta = {
+        "closed_weekdays": list(panel.closed_weekdays),
+        "country": panel.country,
+        "has_locations": panel.locations is not None,
+        "known_lead_days": None if panel.known is None else panel.known.lead_days,
+    }
     (path / "panel.json").write_text(json.dumps(meta))
+    if panel.known is not None:  # the plans the forecast reads (Parquet: no pickles)
+        for name in KNOWN_TABLES:
+            getattr(panel.known, name).to_parquet(path / f"known_{name}.parquet", index=False)
 
 
 def load_panel(path: Path) -> DemandPanel:
@@ -81,7 +94,19 @@ def load_panel(path: Path) -> DemandPanel:
         tuple(meta["closed_weekdays"]),
         meta["country"],
         arrays.get("orders"),
+        arrays["locations"].astype(object) if meta.get("has_locations") else None,
+        arrays.get("closed"),
+        arrays.get("series_closed_weekdays"),
+        _load_known(path, meta.get("known_lead_days")),
     )
+
+
+def _load_known(path: Path, lead_days: int | None) -> KnownFuture | None:
+    """The saved plans (`save_panel`), None when the panel had none."""
+    if lead_days is None:
+        return None
+    tables = {n: pd.read_parquet(path / f"known_{n}.parquet") for n in KNOWN_TABLES}
+    return KnownFuture(**tables, lead_days=lead_days)
 
 
 def empirical_band(panel: DemandPanel, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@ Pure logic with no BentoML in it: requests are already-validated pydantic object
 are plain dicts shaped like the response schemas (serialised directly on the hot path). The
 recommender is used only through its interface: `recommend_with_context`, `similar_items` and
 `name` (the primary model's name, which a fallback chain answers as). An answer is a fallback
-unless the primary model made it (alone, or with the customer's session blended in).
+unless the primary model made it (alone, or with the customer's session blended in; the ranker
+also when it ranks a session's candidates per request, `source: "ranker:fold-in"`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Storefront:
         self.model_version = model_version
         self.primary_name = model.name
         self._own_sources = {model.name, f"{model.name}:session"}
+        if model.name == "ranker":  # a session or new visitor is ranked per request: not a fallback
+            self._own_sources.add("ranker:fold-in")
 
     def recommend(self, req: RecommendRequest) -> dict:
         filters = RecommendFilters(

@@ -10,9 +10,16 @@ import scipy.sparse as sp
 
 from features.interactions import InteractionConfig, build_matrix
 from features.ranking import RankingState, feature_names, label_matrix, split_events_at
-from models.recommenders import EASERecommender, PopularityRecommender, RankerRecommender
+from models.recommenders import (
+    EASERecommender,
+    FallbackRecommender,
+    PopularityRecommender,
+    RankerRecommender,
+)
 from models.recommenders.catalog import align_catalog
 from models.recommenders.ranker import training_groups
+from serving.schemas import RecommendRequest
+from serving.storefront import Storefront
 from training.recommender_eval import candidate_recall, evaluate, truth_from_events
 from training.splits import temporal_split
 
@@ -176,3 +183,16 @@ def test_save_and_load_keep_the_ranker(fitted, tmp_path):
             fitted.recommend_one(c, k=5).product_ids.tolist()
         )
     assert loaded.feature_importance_ == fitted.feature_importance_
+
+
+def test_the_storefront_answers_a_session_from_the_ranker_with_filters_after_ranking(store):
+    matrix, products, _ = store
+    chain = FallbackRecommender(ranker()).fit(matrix, products)
+    front = Storefront(chain, "shopml-recommender/1")
+    req = RecommendRequest(recent_product_ids=["p01", "p02"], k=4, exclude=["p03", "p04"])
+    answer = front.recommend(req)
+    assert answer["source"] == "ranker:fold-in" and answer["fallback"] is False
+    shown = [item["product_id"] for item in answer["items"]]
+    assert len(shown) == 4 and not {"p01", "p02", "p03", "p04"} & set(shown)
+    known = front.recommend(RecommendRequest(customer_id=chain.customer_ids_[0], k=3))
+    assert known["source"] == "ranker" and known["model"] == "ranker"

@@ -98,3 +98,24 @@ def test_model_params_are_checked_against_the_constructor_and_defaults_left_to_i
             {"model": {"kind": "seasonal_naive", "params": {"windows": 7}}}, ForecastJobConfig
         )
     assert RecommenderJobConfig().model.params == {}  # every default is the model's own
+
+
+def test_the_ranker_is_trained_logged_and_registered_like_the_others(home, tiny_store):
+    cfg = _tiny_config(
+        ranker={"params": {"n_candidates": 30, "n_estimators": 40, "min_child_samples": 5}},
+        precompute_top_n=20,
+    )
+    result = train(cfg, store=tiny_store)
+    run = MlflowClient().get_run(result.run_id)
+    for key in ("candidate_recall_union", "ranker_lift_ndcg_at_20", "best_generator_ndcg_at_20"):
+        assert key in run.data.metrics
+    assert run.data.metrics["candidate_recall_union"] >= run.data.metrics["candidate_recall_ease"]
+    report = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/ranker/report.json")
+    assert set(report["feature_importance"]) >= {"ease_score", "pair_log_price_ratio"}
+    native = fetch("recommender", result.model_version, dst=home / "dl-ranker").native_dir
+    model = Recommender.load(native)
+    assert model.kind == "fallback" and model.primary.kind == "ranker"
+    customer = model.customer_ids_[0]
+    assert model.recommend_one(customer, k=5).source == "ranker"
+    rec = model.recommend_with_context(None, k=5, recent_product_ids=[model.product_ids_[0]])
+    assert rec.source == "ranker:fold-in" and len(rec) == 5

@@ -28,6 +28,7 @@ from models.recommenders import (
     BlendRecommender,
     FallbackRecommender,
     PopularityRecommender,
+    RankerRecommender,
     Recommender,
     make_model,
 )
@@ -37,7 +38,7 @@ from shopml.errors import ConfigError, DataError
 from shopml.settings import Settings
 from training import tracking
 from training.params import check_kind_params
-from training.recommender_eval import EVAL_FILTERS, Truth, truth_from_events
+from training.recommender_eval import EVAL_FILTERS, Truth, candidate_recall, truth_from_events
 from training.recommender_eval import evaluate as evaluate_model
 from training.splits import Split, stratified_split, temporal_split
 from training.tracking import TrainResult
@@ -57,6 +58,20 @@ class ModelConfig(ConfigModel):
     @model_validator(mode="after")
     def _known_params(self) -> ModelConfig:
         check_kind_params(RECOMMENDERS, self.kind, self.params)
+        return self
+
+
+class RankerConfig(ConfigModel):
+    """The second stage: a LightGBM LambdaRank model over the candidates of the configured
+    model, each `blend_with` model and (with `popular`) trending and category-popular products;
+    `params` are `RankerRecommender`'s own (n_candidates, label_days, n_estimators, ...)."""
+
+    popular: bool = True
+    params: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_params(self) -> RankerConfig:
+        check_kind_params(RECOMMENDERS, "ranker", self.params)
         return self
 
 
@@ -85,6 +100,7 @@ class RecommenderJobConfig(ConfigModel):
     interactions: InteractionConfig = Field(default_factory=InteractionConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     blend_with: list[ModelConfig] = Field(default_factory=list)
+    ranker: RankerConfig | None = None  # re-rank the models' candidates (they are not blended)
     fallback: bool = True
     split: SplitConfig = Field(default_factory=SplitConfig)
     k: int = Field(default=20, gt=0)
@@ -125,9 +141,15 @@ def _matrix(events: pd.DataFrame, cfg: InteractionConfig, as_of) -> InteractionM
 
 
 def build_model(config: RecommenderJobConfig) -> Recommender:
-    """The configured model: one kind, or a blend, wrapped in the fallback chain if asked."""
+    """The configured model: one kind, a blend, or the ranker over the models' candidates,
+    wrapped in the fallback chain if asked."""
     model = make_model(config.model.kind, **config.model.params)
-    if config.blend_with:
+    if config.ranker is not None:
+        gens = [model] + [make_model(m.kind, **m.params) for m in config.blend_with]
+        if config.ranker.popular:
+            gens += [PopularityRecommender(mode="trending"), PopularityRecommender(mode="category")]
+        model = RankerRecommender(gens, **config.ranker.params)
+    elif config.blend_with:
         parts = [model] + [make_model(m.kind, **m.params) for m in config.blend_with]
         weights = [config.model.weight] + [m.weight for m in config.blend_with]
         model = BlendRecommender(parts, weights=weights)
@@ -185,14 +207,61 @@ def _fit_and_evaluate(config: RecommenderJobConfig, split: Split, cutoff, produc
     matrix = _matrix(split.train, config.interactions, cutoff)
     truth = truth_from_events(split.test, matrix)
     model = build_model(config)
+    ranker = _ranker_of(model)
+    if ranker is not None:  # its own time split cuts these events, not the matrix's cells
+        ranker.use_events(split.train, _as_of(config.interactions, cutoff))
     start = time.perf_counter()
     model.fit(matrix, products)
     fit_seconds = time.perf_counter() - start
     metrics = _evaluate_and_log(model, truth, config.k)
+    if ranker is not None:
+        metrics |= _log_ranker(ranker, truth, config.k)
     metrics["train_seconds"] = fit_seconds
     mlflow.log_metric("train_seconds", fit_seconds)
     mlflow.log_params({"matrix.customers": matrix.shape[0], "matrix.products": matrix.shape[1]})
     return model, metrics
+
+
+def _ranker_of(model: Recommender) -> RankerRecommender | None:
+    """The ranker inside the configured model (alone or as the fallback chain's primary)."""
+    model = model.primary if isinstance(model, FallbackRecommender) else model
+    return model if isinstance(model, RankerRecommender) else None
+
+
+def _as_of(cfg: InteractionConfig, as_of) -> InteractionConfig:
+    if cfg.half_life_days is not None and as_of is not None and cfg.as_of is None:
+        return cfg.model_copy(update={"as_of": pd.Timestamp(as_of).to_pydatetime()})
+    return cfg
+
+
+def _log_ranker(ranker: RankerRecommender, truth: Truth, k: int) -> dict[str, float]:
+    """Log the ranker's candidate recall (its validation and the test part), feature
+    importance and lift in nDCG@k over the best single generator on the test part."""
+    alone = {
+        name: evaluate_model(g, truth, k)[f"ndcg@{k}"]
+        for name, g in zip(ranker.generator_names_, ranker.generators, strict=True)
+    }
+    best = max(alone, key=alone.get)
+    ndcg = evaluate_model(ranker, truth, k)[f"ndcg@{k}"]
+    test_recall = candidate_recall(ranker, truth)
+    report = {
+        "candidate_recall_validation": ranker.candidate_recall_,
+        "candidate_recall_test": test_recall,
+        "validation": ranker.validation_,
+        "rounds": ranker.rounds_,
+        "generators_test_ndcg": alone,
+        "best_generator": best,
+        "feature_importance": ranker.feature_importance_,
+    }
+    mlflow.log_dict(report, "ranker/report.json")
+    metrics = {f"candidate_recall_{name}": v for name, v in test_recall.items()}
+    metrics[f"best_generator_ndcg_at_{k}"] = alone[best]
+    metrics[f"ranker_lift_ndcg_at_{k}"] = ndcg / alone[best] - 1.0 if alone[best] > 0 else 0.0
+    if ranker.validation_.get("lift") is not None:
+        metrics["ranker_validation_lift"] = ranker.validation_["lift"]
+    mlflow.log_metrics(metrics)
+    mlflow.set_tag("ranker.best_generator", best)
+    return metrics
 
 
 def _log_model(model: Recommender, config: RecommenderJobConfig) -> str:

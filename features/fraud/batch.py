@@ -146,12 +146,15 @@ class _Entity:
         """First sorted position of the same key with time >= T - back_ms, T the start of the
         payment's tile of `tile_ms`."""
         if (back_ms, tile_ms) not in self._starts:
-            if tile_ms not in self._aligned:
-                shift = self.t - (self.t // tile_ms) * tile_ms
-                self._aligned[tile_ms] = self.c - shift
-            ca = self._aligned[tile_ms]
+            ca = self.aligned(tile_ms)
             self._starts[back_ms, tile_ms] = np.searchsorted(self.c, ca - back_ms, side="left")
         return self._starts[back_ms, tile_ms]
+
+    def aligned(self, tile_ms: int) -> np.ndarray:
+        """The (key, time) composite of each payment's tile start."""
+        if tile_ms not in self._aligned:
+            self._aligned[tile_ms] = self.c - (self.t - (self.t // tile_ms) * tile_ms)
+        return self._aligned[tile_ms]
 
     def window(self, fs: FeatureSet, w: int, delay: int = 0) -> np.ndarray:
         """Start of window `w` s (with `delay`: of [T - delay - w, ...)) per sorted position."""
@@ -365,8 +368,11 @@ def _fraud_risk(
         frauds = (known_end - known_start[w]).astype("float64")
         X.put(f"{e}_delayed_count_{lab}", perm, cnt)
         X.put(f"{e}_known_frauds_{lab}", perm, frauds)
+        # the rate's frauds: known in [T - w, T), the delayed window's payments for default labels
+        ca = ent.aligned(fs.window_tile(w, delay) * MS)
+        rated = np.searchsorted(cf, ca, side="left") - np.searchsorted(cf, ca - w * MS, "left")
         with np.errstate(divide="ignore", invalid="ignore"):
-            X.put(f"{e}_fraud_rate_{lab}", perm, np.where(cnt > 0, frauds / cnt, 0.0))
+            X.put(f"{e}_fraud_rate_{lab}", perm, np.where(cnt > 0, rated / cnt, 0.0))
 
 
 def _first_pairs(codes: np.ndarray, n_codes: int, term: np.ndarray, n_term: int) -> np.ndarray:

@@ -5,7 +5,8 @@ windows [T - w, t] *including itself* (as in the fraud-detection handbook: its a
 checkout) but never payments that follow it in the stream, where T is the start of t's time tile
 of the window (`FeatureSet.window_tile`: 5 minutes for 1 h, 1 hour for 1 day, 1 day from 7
 days), so that online state is a fixed number of tiles per window whatever a key's history
-(delayed windows: [T - delay - w, T - delay)), and (2) fraud labels only once they
+(delayed windows: [T - delay - w, T - delay); a fraud rate divides the frauds whose label became
+known in [T - w, T) by those payments), and (2) fraud labels only once they
 are known: at `label_time`, or at `timestamp + label_delay` when `label_time` is empty, and never
 before the payment that carries the label plus one millisecond. Times are whole milliseconds.
 Amounts are in the store's base currency: each payment's amount times the rate of its currency

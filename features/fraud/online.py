@@ -149,7 +149,7 @@ class OnlineFeatures:
             names = ("delayed_count", "known_frauds", "fraud_rate")
             delay = fs.label_delay
             fwin = self._window_columns(e, fs.fraud_windows, delay, *names)
-            exact = tuple(w * _MS for w in fs.fraud_windows)
+            exact = tuple((w * _MS, fs.window_tile(w, delay) * _MS) for w in fs.fraud_windows)
             back = max(fs.fraud_windows)
             dm = None
             if e == "customer":
@@ -385,10 +385,13 @@ def _amount_ratios(params, st, t, amount, terminal, now, out, spikes, j) -> None
 def _fraud_risk(params, st, t, amount, terminal, now, out, spikes, j) -> None:
     """Payments old enough to be labelled, known frauds and their rate per window, the time
     since the last and first known fraud (and, customer only, the amount against the labelled
-    payments' mean). Frauds count by the exact time their label became known."""
+    payments' mean). Known frauds count by the exact time their label became known; the rate
+    divides the frauds known in [T - w, T) (T: the tile start) by the delayed window's payments,
+    the same payments when labels come `label_delay` after them."""
     fwin, exact, back, dm, i_last, i_first = params
     levels = st.levels
-    frauds = [(k, tx) for k, tx in st.frauds.values() if t - back < k <= t] if st.frauds else ()
+    labels = st.frauds.values() if st.frauds else ()
+    frauds = [(k, tx) for k, tx in labels if t - back < k <= t] if labels else ()
     if dm is not None:
         lv, first, last, i_dm = dm
         tiles = levels[lv]
@@ -397,15 +400,18 @@ def _fraud_risk(params, st, t, amount, terminal, now, out, spikes, j) -> None:
         cnt = sum(tiles.count[a:b])
         mean = sum(tiles.total[a:b]) / cnt if cnt else NAN
         out[i_dm] = amount / mean if mean > 0 else NAN
-    for (lv, first, last, ic, ik, ir), w in zip(fwin, exact, strict=True):
+    for (lv, first, last, ic, ik, ir), (w, g) in zip(fwin, exact, strict=True):
         tiles = levels[lv]
         n = now[lv]
         a, b = tiles.span(n - first, n - last)
         cnt = sum(tiles.count[a:b])
-        k = sum(1 for known, _ in frauds if known > t - w) if frauds else 0
         out[ic] = cnt
-        out[ik] = k
-        out[ir] = k / cnt if cnt > 0 else 0.0
+        out[ik] = sum(1 for known, _ in frauds if known > t - w) if frauds else 0
+        if cnt > 0 and labels:  # the rate's frauds: known in [T - w, T), like the payments
+            tile = n * g
+            out[ir] = sum(1 for known, _ in labels if tile - w <= known < tile) / cnt
+        else:
+            out[ir] = 0.0
     if frauds:
         txs = [tx for _, tx in frauds]
         out[i_last] = (t - max(txs)) / _MS

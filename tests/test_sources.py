@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from features.sources import SourceConfig, generated_dir, load_source
+from features.sources import GENERATOR_CONFIG, SourceConfig, generated_dir, load_source
 from features.store import Store
 from shopml.config import load_config
 from shopml.errors import ConfigError, DataError
@@ -45,6 +47,19 @@ def test_generated_is_cached_and_reused(tmp_shopml_home, monkeypatch):
     monkeypatch.setattr(generator, "generate", fail)
     again = load_source(cfg)
     assert again.fingerprint() == first.fingerprint()
+    assert len(again.promotions) > 0 and len(again.prices) == len(again.products)
+
+
+def test_a_cache_from_an_older_generator_is_made_again(tmp_shopml_home):
+    """A store cached before the generator published promotions is regenerated, not reused."""
+    cfg = SourceConfig(kind="generated", scale="tiny", seed=4)
+    load_source(cfg)
+    folder = generated_dir("tiny", 4, load_settings())
+    meta = json.loads((folder / GENERATOR_CONFIG).read_text())
+    (folder / GENERATOR_CONFIG).write_text(json.dumps(meta | {"generator_version": 1}))
+    (folder / "promotions.parquet").unlink()
+    again = load_source(cfg)
+    assert again.promotions is not None and (folder / "promotions.parquet").is_file()
 
 
 def test_store_files_and_sql_kinds(tmp_path):

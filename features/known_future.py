@@ -128,20 +128,25 @@ class KnownFuture:
     def _price_grid(self, ids: pd.Index, dates, origin, cutoff):
         n_p, n_d = len(ids), len(dates)
         rows = self.prices[self.prices["planned_at"].to_numpy() < cutoff]
-        rows = rows[ids.get_indexer(rows["product_id"]) >= 0]
+        p = ids.get_indexer(rows["product_id"])
+        valid = rows["valid_from"].to_numpy()[p >= 0]
+        value = rows["price"].to_numpy()[p >= 0]
+        p = p[p >= 0]
         price = np.full((n_p, n_d), np.nan)
         ref = np.full(n_p, np.nan)
-        if not rows.empty and n_d:
-            rows = rows.sort_values(["product_id", "valid_from"], kind="mergesort")
-            p = ids.get_indexer(rows["product_id"])
-            d = dates.searchsorted(rows["valid_from"].to_numpy())
-            keep = ~pd.DataFrame({"p": p, "d": d}).duplicated(keep="last").to_numpy() & (d < n_d)
-            price[p[keep], d[keep]] = rows["price"].to_numpy()[keep]
-            price = pd.DataFrame(price).ffill(axis=1).to_numpy()
-            in_effect = rows[rows["valid_from"] <= origin].drop_duplicates(
-                "product_id", keep="last"
-            )
-            ref[ids.get_indexer(in_effect["product_id"])] = in_effect["price"].to_numpy()
+        if p.size and n_d:
+            order = np.lexsort((valid, p))  # by product, then valid_from: the last row wins
+            p, valid, value = p[order], valid[order], value[order]
+            d = dates.searchsorted(valid)  # first grid day the row applies to
+            inside = d < n_d
+            last = _last_per_key(p[inside] * n_d + d[inside])
+            price[p[inside][last], d[inside][last]] = value[inside][last]
+            filled = np.where(np.isnan(price), 0, np.arange(n_d)[None, :])
+            filled = np.maximum.accumulate(filled, axis=1)  # forward fill along the days
+            price = np.take_along_axis(price, filled, axis=1)
+            before = valid <= np.datetime64(origin, "ns")
+            now = _last_per_key(p[before])
+            ref[p[before][now]] = value[before][now]
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = price / ref[:, None]
         ratio = np.where(np.isfinite(ratio), ratio, 1.0)
@@ -170,6 +175,13 @@ class KnownFuture:
             else:  # a single-site shop: its location is every product
                 closed[:, day] = True
         return closed
+
+
+def _last_per_key(key: np.ndarray) -> np.ndarray:
+    """Positions of the last occurrence of each value of a sorted `key`."""
+    if key.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.append(key[1:] != key[:-1], True))
 
 
 def _promo_targets(rows: pd.DataFrame, ids: pd.Index, categories: np.ndarray):

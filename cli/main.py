@@ -75,8 +75,8 @@ def ui_cmd(port: int = typer.Option(5000, min=1, max=65535, help="Port on 127.0.
 
 def main() -> None:
     """Console entry point: run the Typer app, turning ShopmlError into a clean message."""
-    setup_logging(os.environ.get("SHOPML_LOG_LEVEL", "WARNING"))
     try:
+        setup_logging(load_settings().log_level or "WARNING")
         app()  # standalone: usage errors print click's message and exit 2
     except (ShopmlError, OSError) as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)

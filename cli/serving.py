@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -47,7 +48,13 @@ def serve_cmd(
         3001,
         min=1,
         max=65534,
-        help="Port of the first service on 127.0.0.1 (fraud: +1 with all).",
+        help="Port of the first service (fraud: +1 with all).",
+    ),
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        help="Address to bind (default SHOPML_HOST, else 127.0.0.1). Beyond loopback the "
+        "fraud service needs SHOPML_API_TOKEN (its /labels are never open to the network).",
     ),
     redis_url: str | None = typer.Option(
         None,
@@ -67,13 +74,14 @@ def serve_cmd(
         "saved with the model); reload it with SIGHUP or POST /rules/reload.",
     ),
 ) -> None:
-    """Run the built services on 127.0.0.1 until Ctrl-C."""
+    """Run the built services (on 127.0.0.1 unless --host) until Ctrl-C."""
     # on use: reaches the model registry (mlflow: 0.9 s)
     from serving import runner
 
     settings = load_settings()
     names = tuple(SERVICES) if service == "all" else (service,)
     env = _service_env(names, redis_url, workers, history, settings.redis_url)
+    host = _bind_host(host or settings.host, names, settings)
     if rules is not None:
         from models.fraud import RuleSet  # on use: lightgbm, pandas (1.3 s)
 
@@ -82,7 +90,7 @@ def serve_cmd(
     servers = []
     try:
         for i, name in enumerate(names):
-            server = runner.start(name, port + i, settings=settings, env=env)
+            server = runner.start(name, port + i, settings=settings, env=env, host=host)
             servers.append(server)
         for server in servers:
             seconds = server.wait_ready(timeout=120)
@@ -104,6 +112,25 @@ def serve_cmd(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan a server
         for server in servers:
             server.stop()
+
+
+def _bind_host(host: str, names: tuple[str, ...], settings) -> str:
+    """The address to bind, checked before any server starts: beyond loopback the fraud
+    service's /labels need SHOPML_API_TOKEN; 0.0.0.0 gets a warning."""
+    beyond = replace(settings, host=host)
+    if not beyond.loopback and "fraud" in names and not settings.api_token:
+        raise ShopmlError(
+            f"--host {host} exposes the fraud service's /labels: set SHOPML_API_TOKEN (clients "
+            "send 'Authorization: Bearer <token>') or bind to 127.0.0.1"
+        )
+    if host in ("0.0.0.0", "::"):
+        typer.secho(
+            f"warning: --host {host} listens on every network interface; anyone who can reach "
+            "this machine can call the services",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    return host
 
 
 def _service_env(
@@ -149,8 +176,39 @@ def bench_serve_cmd(
     typer.echo(f"written to {out}")
 
 
+def bench_serve_body_cmd(
+    size_mb: int = typer.Option(100, "--size-mb", min=1, max=1024, help="Size of the big body."),
+    out: Path = typer.Option(Path("bench-serve-body.json"), "--out", help="Where to write it."),
+) -> None:
+    """One oversized body against the built fraud service on loopback: its time to an answer
+    and the concurrent /score p50/p99 during it, against /score alone."""
+    # on use: serving (bentoml, 0.9 s)
+    from experiments.bench_body import run
+
+    result = run(size_mb=size_mb)
+    big, base, during = (
+        result["big_request"],
+        result["score_baseline"],
+        result["score_during_big_body"],
+    )
+    typer.echo(
+        f"{size_mb} MB body: HTTP {big['status']} after {big['seconds']:.3f} s "
+        f"({big['sent_bytes'] / 1e6:.1f} MB sent)"
+    )
+    typer.echo(
+        f"/score alone      p50 {base['p50_ms']} ms  p99 {base['p99_ms']} ms  (n={base['n']})"
+    )
+    typer.echo(
+        f"/score during it  p50 {during.get('p50_ms')} ms  p99 {during.get('p99_ms')} ms  "
+        f"(n={during['n']})"
+    )
+    out.write_text(json.dumps(result, indent=2))
+    typer.echo(f"written to {out}")
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add the serving commands: `build`, `serve`, `bench serve`."""
+    """Add the serving commands: `build`, `serve`, `bench serve`, `bench serve-body`."""
     app.command("build")(build_cmd)
     app.command("serve")(serve_cmd)
     bench_app.command("serve")(bench_serve_cmd)
+    bench_app.command("serve-body")(bench_serve_body_cmd)

@@ -1,12 +1,15 @@
-"""Run built Bentos locally on 127.0.0.1: start, wait for `/readyz`, stop.
+"""Run built Bentos locally: start, wait for `/readyz`, stop.
 
-Used by `shopml serve`, the main job, the load benchmark and the end-to-end test. The server
-always binds to loopback (BentoML would otherwise listen on 0.0.0.0).
+Used by `shopml serve`, the main job, the load benchmark and the end-to-end test. A server binds
+to loopback unless told otherwise (`host`, SHOPML_HOST). Each server has its own Prometheus
+multiprocess folder, `<SHOPML_HOME>/metrics/<service>-<port>-<pid>` (BentoML would share and wipe
+one per BentoML home), so `/metrics` of one reports only its own series; its log appends.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +26,17 @@ from shopml.errors import ShopmlError
 from shopml.settings import Settings, load_settings
 
 HOST = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::")
+# `bentoml serve` with this server's own Prometheus folder (argv[1]); imports nothing of shopml,
+# so a Bento's own code is the only shopml code its server loads
+LAUNCHER = (
+    "import sys\n"
+    "from bentoml._internal.configuration.containers import BentoMLContainer\n"
+    "BentoMLContainer.prometheus_multiproc_dir.set(sys.argv.pop(1))\n"
+    "from bentoml_cli.cli import cli\n"
+    "sys.argv[0] = 'bentoml'\n"
+    "sys.exit(cli())\n"
+)
 
 
 def free_port() -> int:
@@ -51,18 +65,21 @@ def server_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
 
 @dataclass
 class Server:
-    """One `bentoml serve` process bound to 127.0.0.1:port."""
+    """One `bentoml serve` process bound to host:port."""
 
     service: str
     port: int
     process: subprocess.Popen
     log_path: Path
+    metrics_dir: Path | None = None
+    host: str = HOST
     started: float = field(default_factory=time.perf_counter)
     ready_seconds: float | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        host = HOST if self.host in WILDCARDS else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def wait_ready(self, timeout: float = 60.0) -> float:
         """Poll `/readyz` until 200; returns seconds from process start. Raises if it dies."""
@@ -94,18 +111,18 @@ class Server:
         return "\n".join(text[-lines:])
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server and its workers (its own process group only)."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        """Stop the server and its workers (its own process group only); drop its metrics."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def bento_exists(service: str, settings: Settings) -> bool:
@@ -120,28 +137,36 @@ def start(
     env: dict[str, str] | None = None,
     log_dir: Path | None = None,
     from_source: bool = False,
+    host: str | None = None,
 ) -> Server:
-    """Start the built Bento of `service` on 127.0.0.1 (not yet ready: call `wait_ready`)."""
+    """Start the built Bento of `service` on `host` (default SHOPML_HOST, loopback); not yet
+    ready: call `wait_ready`."""
     spec = service_spec(service)
     settings = settings or load_settings()
     if not from_source and not bento_exists(service, settings):
         raise ShopmlError(
             f"no Bento {spec.bento} in {settings.bentoml_home}: run `shopml build` first"
         )
+    host = host or settings.host
     port = port or free_port()
     target = spec.source if from_source else f"{spec.bento}:latest"
     log_dir = Path(log_dir or settings.home / "logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{service}-{port}.log"
-    cmd = [bentoml_executable(), "serve", target, "--host", HOST, "--port", str(port)]
-    log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child process
-    process = subprocess.Popen(
-        cmd,
-        env=server_env(settings, env),
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log_file.close()
-    return Server(service=service, port=port, process=process, log_path=log_path)
+    metrics_dir = settings.home / "metrics" / f"{service}-{port}-{os.getpid()}"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-c", LAUNCHER, str(metrics_dir), "serve", target]
+    cmd += ["--host", host, "--port", str(port)]
+    extra = {"SHOPML_HOST": host, "SHOPML_METRICS_DIR": str(metrics_dir), **(env or {})}
+    with open(log_path, "ab") as log_file:  # appends: a restart keeps the last run's log
+        log_file.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd[3:])}\n".encode())
+        log_file.flush()
+        process = subprocess.Popen(
+            cmd,
+            env=server_env(settings, extra),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Server(service, port, process, log_path, metrics_dir, host)

@@ -8,7 +8,6 @@ card ids) into the server log: client errors become one line naming the fields.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import bentoml
@@ -17,20 +16,24 @@ from pydantic import ValidationError
 
 from serving.model_store import model_tag
 from shopml.log import redact, setup_logging
+from shopml.settings import VARIABLES, load_settings
 
-if os.environ.get("SHOPML_SERVING_PROCESS") == "1":  # not when `shopml build` imports us
-    setup_logging(os.environ.get("SHOPML_LOG_LEVEL", "INFO"))
+SETTINGS = load_settings()
+if SETTINGS.serving_process:  # not when `shopml build` imports us
+    setup_logging(SETTINGS.log_level or "INFO")
 
 
 def service_config(workers_env: str, default_workers: int = 1) -> dict:
-    """Options of `@bentoml.service`: workers from the environment, one thread, no access log."""
-    workers = int(
-        os.environ.get(workers_env) or os.environ.get("SHOPML_WORKERS") or default_workers
-    )
+    """Options of `@bentoml.service`: workers from the settings (`workers_env`, e.g.
+    SHOPML_FRAUD_WORKERS, else SHOPML_WORKERS), one thread, no access log, and the address
+    plain `bentoml serve` binds to (SHOPML_HOST, loopback by default)."""
+    field = {env: name for name, env in VARIABLES.items()}[workers_env]
+    workers = getattr(SETTINGS, field) or SETTINGS.workers or default_workers
     return {
         "workers": workers,
         "threads": 1,
         "traffic": {"timeout": 10},
+        "http": {"host": SETTINGS.host},
         "logging": {"access": {"enabled": False}},
         "metrics": {"enabled": True, "namespace": "bentoml_service"},
     }
@@ -66,14 +69,25 @@ def optional_model(family: str):
     if pinned is not None:
         tag = pinned.get(model_tag(family).split(":")[0])
         return bentoml.models.BentoModel(tag) if tag else None
-    allowed = os.environ.get("SHOPML_BUILD_FAMILIES")
-    if allowed is not None and family not in allowed.split(","):
+    allowed = load_settings().build_families  # read again: `shopml build` sets it per build
+    if allowed is not None and family not in allowed:
         return None
     try:
         stored = bentoml.models.get(model_tag(family))
     except bentoml.exceptions.NotFound:
         return None
     return bentoml.models.BentoModel(str(stored.tag))
+
+
+def logged_fields(exc: ValidationError) -> str:
+    """The bad fields of a refused request as a log may show them: declared fields by name,
+    unknown ones only counted (a client's stray key could be a card number or an e-mail)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    unknown = sum(e["type"] == "extra_forbidden" for e in errors)
+    fields = sorted(
+        {".".join(str(p) for p in e["loc"]) for e in errors if e["type"] != "extra_forbidden"}
+    )
+    return f"invalid request fields {fields}" + (f", {unknown} unknown field(s)" if unknown else "")
 
 
 class _NoPayloadInLogs(logging.Filter):
@@ -84,8 +98,7 @@ class _NoPayloadInLogs(logging.Filter):
         if exc is None:
             return True
         if isinstance(exc, ValidationError):
-            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-            record.msg = f"{record.getMessage()}: invalid request fields {fields}"
+            record.msg = f"{record.getMessage()}: {logged_fields(exc)}"
         elif isinstance(exc, bentoml.exceptions.BentoMLException) and exc.error_code < 500:
             record.msg = f"{record.getMessage()}: {redact(str(exc))}"
         else:

@@ -38,6 +38,25 @@ class Settings:
     # now + ahead] of the server clock; behind defaults to the feature set's label delay
     fraud_max_ahead_s: int = 300
     fraud_max_behind_s: int | None = None
+    # serving (serving.endpoints, serving.runner, serving.service_common)
+    host: str = "127.0.0.1"  # SHOPML_HOST: where the services bind (beyond loopback: a token)
+    # SHOPML_API_TOKEN: bearer token of the endpoints (`auth_routes`); kept out of any repr
+    api_token: str | None = field(default=None, repr=False)
+    # SHOPML_AUTH_ROUTES: comma-separated routes that need the token (None: every endpoint
+    # without its own token when `api_token` is set; /labels always beyond loopback)
+    auth_routes: tuple[str, ...] | None = None
+    max_body_bytes: int = 64 * 1024  # SHOPML_MAX_BODY_BYTES: larger bodies get a 413
+    max_batch_body_bytes: int = 4 << 20  # SHOPML_MAX_BATCH_BODY_BYTES: the same for /labels
+    fastpath: bool = True  # SHOPML_FASTPATH: 0 lets BentoML's IO layer serve every route
+    workers: int | None = None  # SHOPML_WORKERS: worker processes of each service (default 1)
+    fraud_workers: int | None = None  # SHOPML_FRAUD_WORKERS: the same, fraud only
+    recommend_workers: int | None = None  # SHOPML_RECOMMEND_WORKERS: the same, storefront only
+    fraud_history: Path | None = None  # SHOPML_FRAUD_HISTORY: store folder warming the features
+    metrics_dir: Path | None = None  # SHOPML_METRICS_DIR: Prometheus folder of this server
+    serving_process: bool = False  # SHOPML_SERVING_PROCESS: set by serving.runner in servers
+    build_families: tuple[str, ...] | None = None  # SHOPML_BUILD_FAMILIES: set by shopml build
+    log_level: str | None = None  # SHOPML_LOG_LEVEL (CLI: WARNING, servers: INFO)
+    progress: bool | None = None  # SHOPML_PROGRESS: 1/0 forces progress bars on/off
 
     @property
     def data_dir(self) -> Path:
@@ -57,10 +76,48 @@ class Settings:
     def registry_uri(self) -> str:
         return self.tracking_uri
 
+    @property
+    def loopback(self) -> bool:
+        """True when the services bind to this machine only."""
+        return self.host in LOOPBACK or self.host.startswith("127.")
+
     def ensure_dirs(self) -> Settings:
         for path in (self.home, self.artifact_root, self.data_dir):
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+# every field read from the environment -> its variable (README "Configuration" lists them all;
+# tests/test_serving.py checks both against this map and the tree)
+VARIABLES = {
+    "home": "SHOPML_HOME",
+    "tracking_uri": "MLFLOW_TRACKING_URI",
+    "datasets_dir": "SHOPML_DATASETS",
+    "redis_url": "SHOPML_REDIS_URL",
+    "labels_url": "SHOPML_LABELS_URL",
+    "fraud_rules": "SHOPML_FRAUD_RULES",
+    "rules_token": "SHOPML_RULES_TOKEN",
+    "state_token": "SHOPML_STATE_TOKEN",
+    "fraud_retry_ttl_s": "SHOPML_FRAUD_RETRY_TTL_S",
+    "fraud_max_ahead_s": "SHOPML_FRAUD_MAX_AHEAD_S",
+    "fraud_max_behind_s": "SHOPML_FRAUD_MAX_BEHIND_S",
+    "host": "SHOPML_HOST",
+    "api_token": "SHOPML_API_TOKEN",
+    "auth_routes": "SHOPML_AUTH_ROUTES",
+    "max_body_bytes": "SHOPML_MAX_BODY_BYTES",
+    "max_batch_body_bytes": "SHOPML_MAX_BATCH_BODY_BYTES",
+    "fastpath": "SHOPML_FASTPATH",
+    "workers": "SHOPML_WORKERS",
+    "fraud_workers": "SHOPML_FRAUD_WORKERS",
+    "recommend_workers": "SHOPML_RECOMMEND_WORKERS",
+    "fraud_history": "SHOPML_FRAUD_HISTORY",
+    "metrics_dir": "SHOPML_METRICS_DIR",
+    "serving_process": "SHOPML_SERVING_PROCESS",
+    "build_families": "SHOPML_BUILD_FAMILIES",
+    "log_level": "SHOPML_LOG_LEVEL",
+    "progress": "SHOPML_PROGRESS",
+}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def default_datasets_dir() -> Path:
@@ -94,7 +151,78 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         fraud_retry_ttl_s=_seconds(env, "SHOPML_FRAUD_RETRY_TTL_S", 86400),
         fraud_max_ahead_s=_seconds(env, "SHOPML_FRAUD_MAX_AHEAD_S", 300),
         fraud_max_behind_s=_seconds(env, "SHOPML_FRAUD_MAX_BEHIND_S", None),
+        **_serving_settings(env),
     )
+
+
+def _serving_settings(env: dict[str, str]) -> dict:
+    """The serving fields of `Settings` from the environment (ConfigError naming a bad one)."""
+    routes = _text(env, "SHOPML_AUTH_ROUTES")
+    families = env.get("SHOPML_BUILD_FAMILIES")
+    return {
+        "host": _text(env, "SHOPML_HOST") or "127.0.0.1",
+        "api_token": _text(env, "SHOPML_API_TOKEN"),
+        "auth_routes": None if routes is None else _routes(routes),
+        "max_body_bytes": _count(env, "SHOPML_MAX_BODY_BYTES", 64 * 1024),
+        "max_batch_body_bytes": _count(env, "SHOPML_MAX_BATCH_BODY_BYTES", 4 << 20),
+        "fastpath": _flag(env, "SHOPML_FASTPATH", True),
+        "workers": _count(env, "SHOPML_WORKERS", None, minimum=1),
+        "fraud_workers": _count(env, "SHOPML_FRAUD_WORKERS", None, minimum=1),
+        "recommend_workers": _count(env, "SHOPML_RECOMMEND_WORKERS", None, minimum=1),
+        "fraud_history": _path(env, "SHOPML_FRAUD_HISTORY"),
+        "metrics_dir": _path(env, "SHOPML_METRICS_DIR"),
+        "serving_process": _flag(env, "SHOPML_SERVING_PROCESS", False),
+        "build_families": None if families is None else tuple(_split(families)),
+        "log_level": (_text(env, "SHOPML_LOG_LEVEL") or "").upper() or None,
+        "progress": _flag(env, "SHOPML_PROGRESS", None),
+    }
+
+
+def _text(env: dict[str, str], name: str) -> str | None:
+    value = (env.get(name) or "").strip()
+    return value or None
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _routes(text: str) -> tuple[str, ...]:
+    routes = tuple(_split(text))
+    bad = [r for r in routes if not r.startswith("/")]
+    if bad:
+        raise ConfigError(f"SHOPML_AUTH_ROUTES: routes start with '/', got {bad}")
+    return routes
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    value = _text(env, name)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def _flag(env: dict[str, str], name: str, default: bool | None) -> bool | None:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: expected 1/0 (true/false), got {raw!r}")
+
+
+def _count(env: dict[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
+    """A whole number >= `minimum` from `env[name]`, else a ConfigError naming it."""
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{name}: must be a whole number >= {minimum}, got {raw!r}")
+    return value
 
 
 def _seconds(env: dict[str, str], name: str, default: int | None) -> int | None:

@@ -201,9 +201,12 @@ def test_an_endpoint_with_headers_gets_them_on_both_paths():
     schema = api.input_spec.model_json_schema()["properties"]
     assert api.ctx_param == "ctx" and set(schema) == set(ForecastRequest.model_fields)
     for headers, status in (({"authorization": "Bearer t"}, 200), ({}, 401)):
-        ctx = SimpleNamespace(request=SimpleNamespace(headers=headers))
+        ctx = SimpleNamespace(
+            request=SimpleNamespace(headers=headers), response=SimpleNamespace(status_code=200)
+        )
         answer = asyncio.run(api.func(Guarded(), ForecastRequest(product_ids=["a"]), ctx=ctx))
-        assert answer.status_code == status
+        # BentoML answers with the context's status: it must be the error's, not 200
+        assert answer.status_code == ctx.response.status_code == status
 
 
 def test_forecast_table_round_trip(tmp_path):

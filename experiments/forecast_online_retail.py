@@ -64,7 +64,15 @@ def tuned_settings(lines, products, full, cfg: PanelConfig, horizon: int, folds:
     """Settings chosen on the inner fold before the first test origin (`settings_before_folds`),
     printed; (params, report)."""
     res, first = settings_before_folds(
-        lines, products, full, cfg, horizon, folds, known, n_trials=TUNING_TRIALS
+        lines,
+        products,
+        full,
+        cfg,
+        horizon,
+        folds,
+        known,
+        n_trials=TUNING_TRIALS,
+        on_trial=lambda n, p, w: print(f"settings trial {n}: inner wape {w:.4f} {p}", flush=True),
     )
     report = {
         "chosen": res.params,

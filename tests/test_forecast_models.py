@@ -215,6 +215,7 @@ def test_lightgbm_band_on_mostly_zero_days_is_ordered_and_covers_each_level_deci
     report = coverage_report(df)
     for decile, m in report["by_decile"].items():
         assert 0.75 <= m["coverage_p10_p90"] <= 1.0, (decile, m)
-        assert m["above_p90"] <= 0.17 and m["below_p10"] <= 0.12, (decile, m)
+        # issue 14: the upper tail takes what the (empty) lower tail leaves of the nominal 20%
+        assert m["above_p90"] <= 0.2 and m["below_p10"] <= 0.12, (decile, m)
     for week, m in report["by_week"].items():
         assert 0.8 <= m["coverage_p10_p90"] <= 0.97, (week, m)

@@ -5,7 +5,9 @@ fitted on the history before the cut, each customer's candidates are built from 
 candidate is relevant when the customer interacts with it after the cut (new products only);
 features come from `features.ranking` at the cut, so nothing after it reaches them. The number
 of boosting rounds is chosen by early stopping on a seeded share of customers held out
-(`valid_share`), then the ranker is refitted on every customer with that many rounds. Serving
+(`valid_share`), then the ranker is refitted on every customer with that many rounds; on the same held-out
+customers a penalty on item popularity is chosen, the best nDCG among those that keep catalog
+coverage at least the first generator's (a ranker must not narrow the catalog it re-ranks). Serving
 uses the generators refitted on the whole period and the same feature definition: a known
 customer's scores (cached by `precompute` like every kind), a session's or a new visitor's per
 request. Products outside the candidates rank after them, in the first generator's order.
@@ -61,6 +63,7 @@ class RankerRecommender(_Composite):
         min_child_samples: int = 20,
         valid_share: float = 0.25,
         seed: int = 0,
+        penalties: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8),
     ):
         self.generators = generators
         self.n_candidates = n_candidates
@@ -71,6 +74,7 @@ class RankerRecommender(_Composite):
         self.min_child_samples = min_child_samples
         self.valid_share = valid_share
         self.seed = seed
+        self.penalties = penalties
 
     @property
     def parts(self) -> list[Recommender]:
@@ -140,7 +144,7 @@ class RankerRecommender(_Composite):
     def _learn(self, gens, history, labels, products) -> None:
         codes, _, available = align_catalog(history.product_ids, products)
         state = RankingState.from_matrix(history, codes, available, products)
-        X, y, groups, _, recall = training_groups(
+        X, y, groups, items, recall = training_groups(
             self, gens, state, history.purchased, sp.csr_matrix(labels)
         )
         self.candidate_recall_ = recall
@@ -155,9 +159,9 @@ class RankerRecommender(_Composite):
         if n_valid:
             booster = self._train(X, y, groups, ~valid, valid, self.n_estimators)
             rounds = max(booster.best_iteration, 1)
-            self.validation_ = _lift(self, booster, X, y, groups, valid)
+            self.penalty_, self.validation_ = _held_out(self, booster, X, y, groups, items, valid)
         else:
-            self.validation_ = {}
+            self.penalty_, self.validation_ = 0.0, {}
         self.rounds_ = int(rounds)
         self.booster_ = self._train(X, y, groups, np.ones(len(groups), bool), None, rounds)
 
@@ -228,7 +232,10 @@ class RankerRecommender(_Composite):
         ]
         if not feats or sum(len(c.items) for c in sets) == 0:
             return out
-        pred = self.booster_.predict(np.vstack(feats), num_threads=1)
+        X = np.vstack(feats)
+        pred = self.booster_.predict(X, num_threads=1)
+        if self.penalty_:
+            pred = pred - self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
         start = 0
         for i, c in enumerate(sets):
             m = len(c.items)
@@ -305,6 +312,7 @@ class RankerRecommender(_Composite):
             "generator_names": self.generator_names_,
             "feature_names": self.feature_names_,
             "rounds": self.rounds_,
+            "penalty": self.penalty_,
             "candidate_recall": self.candidate_recall_,
             "validation": self.validation_,
         }
@@ -323,12 +331,15 @@ class RankerRecommender(_Composite):
     @classmethod
     def _init_params(cls, params: dict[str, Any], path: Path) -> dict[str, Any]:
         rest = {k: v for k, v in params.items() if k != "n_parts"}
+        if "penalties" in rest:
+            rest["penalties"] = tuple(rest["penalties"])
         return {"generators": cls._load_parts(params, path), **rest}
 
     def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:
         self.generator_names_ = meta["generator_names"]
         self.feature_names_ = meta["feature_names"]
         self.rounds_ = meta["rounds"]
+        self.penalty_ = meta["penalty"]
         self.candidate_recall_ = meta["candidate_recall"]
         self.validation_ = meta["validation"]
         self.booster_ = lgb.Booster(model_file=str(path / BOOSTER_FILE))
@@ -379,25 +390,54 @@ def _ndcg(order_scores: np.ndarray, rel: np.ndarray, k: int) -> float:
     return dcg / ideal if ideal else 0.0
 
 
-def _lift(ranker, booster, X, y, groups, valid) -> dict[str, Any]:
-    """Held-out nDCG@20 within the candidates: the ranker's and each generator's own order."""
+def _held_out(ranker, booster, X, y, groups, items, valid) -> tuple[float, dict[str, Any]]:
+    """On the held-out customers, within their candidates: the popularity penalty (among
+    `ranker.penalties`, in units of the ranker score's spread) with the best nDCG@20 whose
+    catalog coverage is at least the first generator's on the same customers (the ranker may
+    not narrow the catalog below the model it re-ranks), and that nDCG beside each generator's
+    own order; returns (penalty per unit of item_log_customers, report)."""
     bounds = np.concatenate([[0], np.cumsum(groups)])
+    held = np.flatnonzero(valid)
+    rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in held])
+    pred = booster.predict(X[rows], num_iteration=booster.best_iteration)
+    pop = X[rows, ranker.feature_names_.index("item_log_customers")]
+    spread = float(np.std(pred)) or 1.0
+    sizes = np.asarray(groups)[held]
+    cuts = np.concatenate([[0], np.cumsum(sizes)])
+    cand = np.concatenate([items[g] for g in held])
+    rel = y[rows]
+
+    def judge(order_scores):
+        ndcg, shown = 0.0, set()
+        for j in range(len(held)):
+            lo, hi = cuts[j], cuts[j + 1]
+            ndcg += _ndcg(order_scores[lo:hi], rel[lo:hi], EVAL_K)
+            top = np.argsort(-order_scores[lo:hi], kind="stable")[:EVAL_K]
+            shown.update(cand[lo:hi][top].tolist())
+        return ndcg / len(held), len(shown)
+
     n_gen = len(ranker.generator_names_)
-    totals = np.zeros(n_gen + 1)
-    for gi in np.flatnonzero(valid):
-        lo, hi = bounds[gi], bounds[gi + 1]
-        rel = y[lo:hi]
-        totals[0] += _ndcg(
-            booster.predict(X[lo:hi], num_iteration=booster.best_iteration), rel, EVAL_K
-        )
-        for g in range(n_gen):
-            totals[g + 1] += _ndcg(-X[lo:hi, 2 * g + 1], rel, EVAL_K)
-    mean = totals / max(int(valid.sum()), 1)
-    per = dict(zip(ranker.generator_names_, mean[1:].tolist(), strict=True))
+    per = {}
+    lead_shown = 0
+    for g in range(n_gen):
+        per[ranker.generator_names_[g]], shown = judge(-X[rows, 2 * g + 1])
+        lead_shown = shown if g == 0 else lead_shown
+    tried = {lam: judge(pred - lam * spread * pop) for lam in ranker.penalties}
+    ok = [lam for lam in ranker.penalties if tried[lam][1] >= lead_shown] or [max(ranker.penalties)]
+    chosen = max(ok, key=lambda lam: (tried[lam][0], -lam))
     best = max(per, key=per.get)
-    return {
-        "ndcg@20": round(float(mean[0]), 4),
+    ndcg = tried[chosen][0]
+    report = {
+        "ndcg@20": round(float(ndcg), 4),
         "generators_ndcg@20": {k: round(v, 4) for k, v in per.items()},
         "best_generator": best,
-        "lift": round(float(mean[0] / per[best] - 1.0), 4) if per[best] > 0 else None,
+        "lift": round(float(ndcg / per[best] - 1.0), 4) if per[best] > 0 else None,
+        "popularity_penalty": chosen,
+        "penalties_tried": {
+            str(lam): {"ndcg@20": round(v[0], 4), "products_shown": v[1]}
+            for lam, v in tried.items()
+        },
+        "lead_products_shown": lead_shown,
+        "customers": len(held),
     }
+    return chosen * spread, report

@@ -109,10 +109,11 @@ def fraud_retry(model_version: str) -> None:
 
 def fraud_state_reset(outcome: str) -> None:
     """The shared online state store was found empty or replaced (e.g. Redis lost its data):
-    outcome `detected`, then `rewarmed` by the worker that replayed the history."""
+    outcome `detected`, then `rewarmed` once this worker sees the store warmed again."""
     _inc(
         "shopml_fraud_state_resets_total",
-        "Online state store losses detected (outcome detected) and re-warms done (rewarmed).",
+        "Online state store losses detected (outcome detected), and the store warmed again"
+        " (rewarmed).",
         outcome=outcome,
     )
 

@@ -153,6 +153,22 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
     return report
 
 
+def session_latency(model: Recommender, k: int, n: int = 200, seed: int = 0) -> dict:
+    """p50/p99 ms of a new visitor's request (5 recent products, purchases hidden) ranked per
+    request: candidates, features and the ranker, as `/recommend` runs it for a session."""
+    rng = np.random.default_rng(seed)
+    sessions = [model.product_ids_[rng.integers(0, model.n_items, 5)].tolist() for _ in range(n)]
+    for s in sessions[:10]:
+        model.recommend_for_items(s, k)
+    lat = np.empty(n)
+    for i, s in enumerate(sessions):
+        t0 = time.perf_counter()
+        model.recommend_for_items(s, k)
+        lat[i] = time.perf_counter() - t0
+    p50, p99 = np.percentile(lat, [50, 99]) * 1e3
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3), "requests": n}
+
+
 def _generators(chosen: dict, models: dict) -> list[str]:
     """The ranker's candidate generators: every chosen kind, the best personalised one by
     validation nDCG first (its order ranks products beyond the candidates)."""
@@ -199,6 +215,7 @@ def _ranker(proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Da
     singles = {r["model"]: r[f"ndcg@{k}"] for r in rows if r["model"] != "blend"}
     best_single = max(singles, key=singles.get)
     ranking = {
+        "session_latency": session_latency(model, k),
         "generators": names,
         "candidates_per_generator": model.n_candidates,
         "candidate_recall_validation": model.candidate_recall_,
@@ -211,7 +228,9 @@ def _ranker(proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Da
     }
     proto.log(
         f"ranker: test ndcg@{k}={metrics[f'ndcg@{k}']:.4f} vs {best_single} "
-        f"{singles[best_single]:.4f} (lift {ranking[f'test_lift_ndcg@{k}']:+.1%}); "
+        f"{singles[best_single]:.4f} (lift {ranking[f'test_lift_ndcg@{k}']:+.1%}); session "
+        f"request p50/p99 {ranking['session_latency']['p50_ms']:.2f}/"
+        f"{ranking['session_latency']['p99_ms']:.2f} ms; "
         f"candidate recall {ranking['candidate_recall_test']}"
     )
     return row, ranking

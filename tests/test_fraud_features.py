@@ -286,11 +286,11 @@ class _FlakyStore(InMemoryStateStore):
         super().__init__()
         self.down, self.calls = True, 0
 
-    def read(self, keys, n_levels):
+    def read(self, keys, n_levels, tiles=None):
         self.calls += 1
         if self.down:
             raise ConnectionError("redis down")
-        return super().read(keys, n_levels)
+        return super().read(keys, n_levels, tiles)
 
 
 def test_circuit_breaker_fails_fast_then_tries_again():

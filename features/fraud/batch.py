@@ -341,7 +341,7 @@ def _fraud_risk(
         has = cnt > 0
         mean = np.full(n, np.nan)
         mean[has] = ent.window_sum(lo[has], end[has] - 1) / cnt[has]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ratio = np.where(mean > 0, ent.amount / mean, np.nan)
         X.put("customer_amount_to_delayed_mean", perm, ratio)
     fk = p.codes[e][p.is_fraud]

@@ -57,6 +57,8 @@ class OnlineFeatures:
         self._hour, self._night, self._weekend = ix("hour"), ix("is_night"), ix("is_weekend")
         self._amount = ix("amount")
         self._plan = tuple(self._plan_steps(e) for e in self._ents)
+        self._offsets = self._tile_offsets()
+        self._wants_tiles = bool(getattr(self.store, "wants_tiles", False))
         self._empty = KeyState(self._n_levels)
         self._anon = f"~{uuid.uuid4().hex[:12]}:"  # ids of labels filed without a payment id
         self._counter = count()
@@ -94,7 +96,12 @@ class OnlineFeatures:
         what-if score). `label_known_ms` (replay only) files the payment's fraud label,
         effective from that time."""
         keys = self.keys(customer, card, terminal)
-        states = self.store.read(keys, self._n_levels)
+        now = [t // g for g, _ in self.plan]
+        if self._wants_tiles:
+            tiles = [[n - off for off in offs] for n, offs in zip(now, self._offsets, strict=True)]
+            states = self.store.read(keys, self._n_levels, tiles)
+        else:
+            states = self.store.read(keys, self._n_levels)
         unseen = 0
         n_levels = self._n_levels
         for j, st in enumerate(states):
@@ -104,7 +111,6 @@ class OnlineFeatures:
             elif len(st.levels) < n_levels:  # a key known only from a label or warm-up
                 states[j] = _padded(st, n_levels)
         self._calendar(t, amount, out)
-        now = [t // g for g, _ in self.plan]
         spikes = [0] * len(keys)
         for j, (st, steps) in enumerate(zip(states, self._plan, strict=True)):
             for step, params in steps:
@@ -158,6 +164,18 @@ class OnlineFeatures:
             ages = (ix(f"{e}_secs_since_last_fraud"), ix(f"{e}_secs_since_first_fraud"))
             steps.append((_fraud_risk, (fwin, exact, back * _MS, dm, *ages)))
         return tuple(steps)
+
+    def _tile_offsets(self) -> tuple[tuple[int, ...], ...]:
+        """Per level, the offsets back from the payment's tile that some window reads,
+        largest first (so that tile ids come out ascending)."""
+        fs = self.fs
+        ranges = self._tile_ranges((*fs.windows, *fs.pair_windows, *fs.spike_windows), 0)
+        if fs.fraud_entities and fs.fraud_windows:
+            ranges += self._tile_ranges(fs.fraud_windows, fs.label_delay)
+        offsets: list[set[int]] = [set() for _ in self.plan]
+        for lv, first, last in ranges:
+            offsets[lv].update(range(last, first + 1))
+        return tuple(tuple(sorted(o, reverse=True)) for o in offsets)
 
     def _tile_ranges(self, windows, delay: int) -> list[tuple[int, int, int]]:
         """Per window: (tile level, first, last tile offset back from the payment's tile);

@@ -77,8 +77,11 @@ class Recording:
 class StateStore(Protocol):
     """Where online feature state lives. Every method is safe with concurrent callers."""
 
-    def read(self, keys: Sequence[str], n_levels: int) -> list[KeyState | None]:
-        """The state of each key (None: never seen or expired); read-only for the caller."""
+    def read(
+        self, keys: Sequence[str], n_levels: int, tiles: Sequence[Sequence[int]] | None = None
+    ) -> list[KeyState | None]:
+        """The state of each key (None: never seen or expired); read-only for the caller.
+        `tiles[level]` (ascending tile ids) limits what a store with `wants_tiles` fetches."""
         ...
 
     def record(self, rec: Recording) -> bool:
@@ -173,7 +176,11 @@ class InMemoryStateStore(_Primitives):
         self.max_keys, self.max_payments, self.max_values = max_keys, max_payments, max_values
         self._lock = threading.Lock()
 
-    def read(self, keys: Sequence[str], n_levels: int) -> list[KeyState | None]:
+    wants_tiles = False  # live objects: reading every tile costs nothing
+
+    def read(
+        self, keys: Sequence[str], n_levels: int, tiles: Sequence[Sequence[int]] | None = None
+    ) -> list[KeyState | None]:
         get = self._data.get
         return [get(k) for k in keys]
 
@@ -239,7 +246,7 @@ class InMemoryStateStore(_Primitives):
     def seed(self, key: str, terminals: Sequence[str], last_ms: int) -> None:
         with self._lock:
             st = self._touch(key, 0, PAYMENT_TTL_S)
-            st.terminals.update(terminals)
+            st.terminals = {*st.terminals, *terminals}
             st.last_ms = max(st.last_ms, int(last_ms))
             self._evict()
 
@@ -368,14 +375,28 @@ class RedisStateStore(_Primitives):
         self._put = client.register_script(_PUT_IF_ABSENT)
         self._seed = client.register_script(_SEED)
 
-    def read(self, keys: Sequence[str], n_levels: int) -> list[KeyState | None]:
+    wants_tiles = True  # fetch only the tiles the windows need: the same count for any history
+
+    def read(
+        self, keys: Sequence[str], n_levels: int, tiles: Sequence[Sequence[int]] | None = None
+    ) -> list[KeyState | None]:
         p = self.prefix
         pipe = self.client.pipeline(transaction=False)
+        fields = None
+        if tiles is not None:
+            fields = [b"l"]
+            for level, ids in enumerate(tiles):
+                fields += [f"{level}:{tile}" for tile in ids]
         for k in keys:
-            pipe.hgetall(p + k)
+            if fields is None:
+                pipe.hgetall(p + k)
+            else:
+                pipe.hmget(p + k, fields)
             pipe.smembers(f"{p}t:{k}")
             pipe.hgetall(f"{p}f:{k}")
         got = pipe.execute()
+        if fields is not None:
+            got = [_as_fields(g, fields) if i % 3 == 0 else g for i, g in enumerate(got)]
         return [_decode(*got[3 * j : 3 * j + 3], n_levels) for j in range(len(keys))]
 
     def record(self, rec: Recording) -> bool:
@@ -453,6 +474,15 @@ class RedisStateStore(_Primitives):
             self.client.delete(*keys[i : i + 1000])
 
 
+def _as_fields(values: list, fields: list) -> dict:
+    """An HMGET reply as the {field: value} of the fields present."""
+    return {
+        f if isinstance(f, bytes) else f.encode(): v
+        for f, v in zip(fields, values, strict=True)
+        if v is not None
+    }
+
+
 def _decode(tiles: dict, terminals: set, frauds: dict, n_levels: int) -> KeyState | None:
     """A `KeyState` from the replies of HGETALL (tiles), SMEMBERS and HGETALL (frauds)."""
     if not tiles and not terminals and not frauds:
@@ -521,8 +551,12 @@ class CircuitBreaker:
             self._down_until = 0.0
         return out
 
-    def read(self, keys: Sequence[str], n_levels: int) -> list[KeyState | None]:
-        return self._call(self.store.read, keys, n_levels)
+    def read(
+        self, keys: Sequence[str], n_levels: int, tiles: Sequence[Sequence[int]] | None = None
+    ) -> list[KeyState | None]:
+        if tiles is None:
+            return self._call(self.store.read, keys, n_levels)
+        return self._call(self.store.read, keys, n_levels, tiles)
 
     def record(self, rec: Recording) -> bool:
         return self._call(self.store.record, rec)

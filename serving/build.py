@@ -3,8 +3,11 @@
 Each family's `champion` is downloaded (`registry.store.fetch`), its native folder copied into
 a BentoML model labelled with the MLflow name, version and run id and carrying its family and
 kind (reused when that version was imported before), and the two Bentos are built:
-`shopml-recommend` (recommender + optional forecast) and `shopml-fraud`. Building needs no
-network: no Python packages are resolved or locked.
+`shopml-recommend` (recommender + optional forecast) and `shopml-fraud`. Each Bento is
+self-contained: it carries the shopml packages it imports as source and pins every Python
+package they import (and their dependencies) as in `constraints.txt` (`registry.requirements`),
+so `bentoml serve` and `bentoml containerize` need nothing from this checkout. Building needs
+no network: the pins come from the constraints, not from a resolver.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 
 from models.family import FAMILY_NAMES, NATIVE_ARTIFACT
 from registry.metadata import FAMILY_KEY, KIND_KEY
+from registry.requirements import CODE_PACKAGES, serving_requirements
 from registry.store import FetchedModel, fetch, run_artifact, run_artifact_paths
 from serving.model_store import use_bentoml_home
 from serving.services import SERVICES
@@ -30,13 +34,7 @@ from shopml.settings import REPO_ROOT, Settings, load_settings
 
 log = get_logger("serving.build")
 
-INCLUDE = [
-    "serving/**/*.py",
-    "registry/**/*.py",
-    "models/**/*.py",
-    "features/**/*.py",
-    "shopml/**/*.py",
-]
+INCLUDE = [f"{package}/**/*.py" for package in ("serving", *CODE_PACKAGES)]
 EXCLUDE = ["**/__pycache__", "**/*.pyc"]
 FORECAST_HORIZON = 28
 KEEP_BENTOS = 3  # older builds of a service are deleted (models stay in the store)
@@ -104,9 +102,15 @@ def _build_bento(service: str, report: BuildReport) -> None:
         build_ctx=str(REPO_ROOT),
         labels={"project": "shopml", "service": service},
         description=f"shopml {service} service",
+        python=python_options(),
     )
     report.bentos[service] = str(bento.tag)
     _prune(name, keep=KEEP_BENTOS)
+
+
+def python_options() -> dict:
+    """The Bento's Python packages: pinned from the constraints, installed as listed (no lock)."""
+    return {"packages": serving_requirements(), "lock_packages": False}
 
 
 def find_imported(champion: FetchedModel):

@@ -4,7 +4,9 @@ Every run records its parameters (the flattened config and `config.json`), the s
 fingerprint (content hash and rows per table), the git commit and the versions of the packages
 that shape results. Models are logged as a thin pyfunc wrapper around the family's own native
 save folder (artifact `native`), so that serving loads native objects while MLflow still offers
-a generic interface.
+a generic interface. A logged model is self-contained: it carries its signature and an input
+example, the shopml packages it imports (`code_paths`) and pip requirements pinned as in
+`constraints.txt` (`registry.requirements`), so it loads where no shopml is installed.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from features.loaders.sql import safe_url
 from features.store import Store
 from models.family import FAMILY_NAMES, NATIVE_ARTIFACT
 from registry.metadata import model_metadata
+from registry.requirements import code_paths, pyfunc_requirements
 from registry.store import configure, register
 from shopml.config import flatten
-from shopml.errors import ConfigError
+from shopml.errors import ConfigError, ShopmlError
+from shopml.log import get_logger
 from shopml.settings import REPO_ROOT, Settings
 
+log = get_logger("training.tracking")
 PROTOCOL_TAG = "protocol.signature"
 PROTOCOL_ARTIFACT = "protocol.json"
 RUN_FAMILIES = (*FAMILY_NAMES, "data")  # "data": the profile runs of `shopml profile`
@@ -297,9 +302,10 @@ def log_native_model(
     """
     # here, not at the top: defining the wrapper makes MLflow print a type-hint warning, which
     # `shopml runs` / `promote` (no model logged) should not show
-    from training.pyfunc_wrapper import NativeModel
+    from registry.pyfunc import NativeModel
 
     shopml_entries = model_metadata(family, kind)
+    signature, example = _signature(family, shopml_entries, Path(model_dir))
     with tempfile.TemporaryDirectory() as tmp:
         native = Path(tmp) / NATIVE_ARTIFACT  # MLflow names the artifact after the folder
         shutil.copytree(model_dir, native)
@@ -307,11 +313,26 @@ def log_native_model(
             name="model",
             python_model=NativeModel(shopml_entries),
             artifacts={NATIVE_ARTIFACT: str(native)},
-            pip_requirements=[f"shopml=={package_versions()['shopml']}"],
+            code_paths=code_paths(),
+            pip_requirements=pyfunc_requirements(),
+            signature=signature,
+            input_example=example,
             metadata={**(metadata_extra or {}), **shopml_entries},
         )
     mlflow.set_tag("shopml.model_uri", info.model_uri)
     return info.model_uri
+
+
+def _signature(family: str, entries: dict[str, str], model_dir: Path):
+    """(signature, input example) of a real model folder; (None, None) for one that holds no
+    loadable model (the registry's own tests log placeholder folders)."""
+    from registry.pyfunc import signature_and_example
+
+    try:
+        return signature_and_example(family, entries, model_dir)
+    except (ShopmlError, OSError, ValueError, KeyError) as err:
+        log.warning("no signature for the %s model (%s: %s)", family, type(err).__name__, err)
+        return None, None
 
 
 def register_model(model_uri: str, *, family: str, tags: dict[str, str] | None = None) -> str:

@@ -304,3 +304,37 @@ def test_cli_generate_writes_a_store_and_refuses_to_overwrite(tmp_path) -> None:
     again = runner.invoke(app, args)
     assert isinstance(again.exception, ShopmlError) and "--force" in str(again.exception)
     assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+
+
+def test_markdowns_are_published_as_planned_price_cuts() -> None:
+    from features.demand import panel_from_store
+
+    store = generate(GeneratorConfig(scale="tiny", seed=0, markdown_share=0.1))
+    prices = store.prices
+    cuts = prices[prices.duplicated("product_id", keep="first")]
+    assert 10 <= len(cuts) <= 30
+    launch = prices.drop_duplicates("product_id").set_index("product_id")["price"]
+    assert (cuts.price.to_numpy() < launch.reindex(cuts.product_id).to_numpy()).all()
+    panel = panel_from_store(store)
+    seen = panel.known_future()
+    new_price = seen.price[panel.positions(cuts.product_id)]
+    day = panel.dates.searchsorted(cuts.valid_from.to_numpy())
+    rows = np.arange(len(cuts))
+    paid = panel.price[panel.positions(cuts.product_id)]
+    after = (np.arange(len(panel.dates))[None, :] >= day[:, None]) & ~seen.promo[
+        panel.positions(cuts.product_id)
+    ]
+    sold = after & ~np.isnan(paid)
+    assert sold.sum() > 50  # the cut products keep selling, at the new list price
+    np.testing.assert_allclose(paid[sold], new_price[sold], atol=0.006)
+    assert (
+        new_price[rows, day.clip(max=len(panel.dates) - 1)] < launch.reindex(cuts.product_id)
+    ).all()
+    # a fold before the cut was planned sees no price change; once planned, the ratio drops
+    first = cuts[cuts.planned_at > panel.dates[1]].iloc[0]
+    i = panel.positions([first.product_id])[0]
+    d = panel.dates.searchsorted(first.valid_from)
+    before_plan = panel.known_future(first.planned_at - pd.Timedelta(days=1))
+    after_plan = panel.known_future(first.planned_at)
+    assert before_plan.price_ratio[i, d] == 1.0
+    assert after_plan.price_ratio[i, d] == pytest.approx(first.price / launch[first.product_id])

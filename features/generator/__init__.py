@@ -26,7 +26,7 @@ from features.generator.customers import make_customers, make_segments
 from features.generator.ids import make_ids
 from features.generator.orders import make_orders, order_lines_frame
 from features.generator.payments import make_payments
-from features.generator.promotions import make_promotions, promotions_frame
+from features.generator.promotions import make_markdowns, make_promotions, promotions_frame
 from features.generator.sessions import ProductSampler, simulate_sessions
 from features.store import Store
 from shopml.progress import progress_bar
@@ -49,6 +49,7 @@ _STREAMS = (
     "returns",
     "payments",
     "plans",
+    "markdowns",
 )
 
 
@@ -89,8 +90,9 @@ def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Stor
         catalog = make_catalog(
             rngs["catalog"], spec.products, spec.categories, days, cfg.zipf_exponent
         )
+        markdowns = make_markdowns(rngs["markdowns"], catalog, days, cfg.markdown_share)
         promos = make_promotions(
-            rngs["promotions"], catalog, days, cfg.promo_share, cfg.promo_elasticity
+            rngs["promotions"], catalog, days, cfg.promo_share, cfg.promo_elasticity, markdowns
         )
         base = day_intensity(cfg.start, days, cfg.yearly_growth)
         day_weights = base * (1.0 + promos.mass)  # promotions bring extra traffic
@@ -128,7 +130,7 @@ def generate(cfg: GeneratorConfig | None = None, progress: bool = False) -> Stor
             order_lines=order_lines,
             payments=payments,
             promotions=promotions_frame(rngs["plans"], promos, catalog, cfg.start),
-            prices=prices_frame(rngs["plans"], catalog, cfg.start),
+            prices=prices_frame(rngs["plans"], catalog, cfg.start, markdowns),
             name=f"generated-{cfg.scale}-seed{cfg.seed}",
         )
     return store

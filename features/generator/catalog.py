@@ -115,20 +115,31 @@ class Catalog:
         )
 
 
-def prices_frame(rng: np.random.Generator, catalog: Catalog, start: date) -> pd.DataFrame:
-    """The prices table: each product's list price from its launch (the simulation keeps list
-    prices fixed; promotions are the price cuts), planned 2-6 weeks before the launch."""
+def prices_frame(
+    rng: np.random.Generator, catalog: Catalog, start: date, markdowns: tuple = ()
+) -> pd.DataFrame:
+    """The prices table: each product's list price from its launch, planned 2-6 weeks before,
+    and each markdown (product, first day, cut) as a new price planned 2-6 weeks ahead."""
     t0 = np.datetime64(start, "ns").astype("int64")
-    valid = (t0 + catalog.first_day.astype("int64") * NS_PER_DAY).astype("datetime64[ns]")
-    lead = rng.integers(14, 43, catalog.n).astype("timedelta64[D]").astype("timedelta64[ns]")
-    return pd.DataFrame(
+    prod = np.arange(catalog.n)
+    day = catalog.first_day.astype("int64")
+    price = catalog.price
+    if markdowns and markdowns[0].size:
+        md_prod, md_first, md_cut = markdowns
+        prod = np.concatenate([prod, md_prod])
+        day = np.concatenate([day, md_first.astype("int64")])
+        price = np.concatenate([price, np.round(catalog.price[md_prod] * (1 - md_cut), 2)])
+    valid = (t0 + day * NS_PER_DAY).astype("datetime64[ns]")
+    lead = rng.integers(14, 43, prod.size).astype("timedelta64[D]").astype("timedelta64[ns]")
+    df = pd.DataFrame(
         {
-            "product_id": catalog.ids,
+            "product_id": catalog.ids[prod],
             "valid_from": valid,
-            "price": catalog.price,
+            "price": price,
             "planned_at": valid - lead,
         }
     )
+    return df.sort_values(["product_id", "valid_from"], kind="mergesort").reset_index(drop=True)
 
 
 def make_catalog(

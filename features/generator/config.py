@@ -58,6 +58,9 @@ class GeneratorConfig(ConfigModel):
     zipf_exponent: float = Field(default=1.0, gt=0.0, le=3.0)
     promo_share: float = Field(default=0.02, ge=0.0, le=0.5)
     promo_elasticity: float = Field(default=2.0, ge=0.0, le=10.0)
+    # share of products given one permanent list-price cut (markdown) during the period; 0 keeps
+    # the generator's tables identical to version 1 (list prices then never change)
+    markdown_share: float = Field(default=0.0, ge=0.0, le=1.0)
     # Orders
     guest_order_share: float = Field(default=0.08, ge=0.0, lt=1.0)
     return_rate: float = Field(default=0.03, ge=0.0, le=0.5)

@@ -36,6 +36,7 @@ class Promotions:
     mass: np.ndarray  # total extra demand per day
     windows: tuple = ()  # (product, length, first, discount) of the product promotions
     campaigns: tuple = ()  # (category, length, first, discount) of the category promotions
+    markdowns: tuple = ()  # (product, first day, cut) of the permanent list-price cuts
 
     def discount_of(self, product: np.ndarray, day: np.ndarray) -> np.ndarray:
         """Discount applying to each (product, day); 0 when no promotion runs."""
@@ -57,12 +58,23 @@ class Promotions:
 
 
 def make_promotions(
-    rng: np.random.Generator, catalog: Catalog, days: int, share: float, elasticity: float
+    rng: np.random.Generator,
+    catalog: Catalog,
+    days: int,
+    share: float,
+    elasticity: float,
+    markdowns: tuple = (),
 ) -> Promotions:
     """Discount windows of products and whole categories, as the best discount per
-    (product, day) on sale, with the extra demand each brings."""
+    (product, day) on sale, with the extra demand each brings; `markdowns` (from
+    `make_markdowns`) are permanent cuts that act as a discount from their day to the end."""
     windows, campaigns = _windows(rng, catalog, days, share)
-    key, p, d, x = _best_discounts(catalog, days, *_expand(catalog, windows, campaigns))
+    expanded = _expand(catalog, windows, campaigns)
+    if markdowns and markdowns[0].size:
+        md_prod, md_first, md_cut = markdowns
+        extra = (md_prod, days - md_first, md_first, md_cut)
+        expanded = tuple(np.concatenate([a, b]) for a, b in zip(expanded, extra, strict=True))
+    key, p, d, x = _best_discounts(catalog, days, *expanded)
     lift = (1.0 - x) ** -elasticity
     weight = catalog.popularity[p] * (lift - 1.0)
     by_day = np.argsort(d, kind="stable")
@@ -70,8 +82,33 @@ def make_promotions(
     by_day_cum = np.cumsum(weight[by_day])
     mass = np.bincount(d, weights=weight, minlength=days)
     return Promotions(
-        days, key, p, d, x, lift, weight, day_start, by_day, by_day_cum, mass, windows, campaigns
+        days,
+        key,
+        p,
+        d,
+        x,
+        lift,
+        weight,
+        day_start,
+        by_day,
+        by_day_cum,
+        mass,
+        windows,
+        campaigns,
+        markdowns,
     )
+
+
+def make_markdowns(rng: np.random.Generator, catalog: Catalog, days: int, share: float):
+    """Permanent list-price cuts of 10-30% for about `share` of the products, each from a day
+    of the last three quarters of the period on which the product is on sale."""
+    n = int(rng.binomial(catalog.n, share)) if share > 0 else 0
+    prod = np.sort(rng.choice(catalog.n, n, replace=False)).astype(np.int64)
+    first = rng.integers(days // 4, days, n).astype(np.int64)
+    first = np.maximum(first, catalog.first_day[prod] + 1)
+    cut = np.round(rng.uniform(0.1, 0.3, n), 2)
+    keep = first <= catalog.last_day[prod]
+    return prod[keep], first[keep], cut[keep]
 
 
 def _windows(rng: np.random.Generator, catalog: Catalog, days: int, share: float):

@@ -341,7 +341,8 @@ def _padded(st: KeyState, n_levels: int) -> KeyState:
 # ---- the per-key feature steps of `OnlineFeatures.compute` (module functions: cheapest calls)
 # Each takes (params, state, t, amount, terminal, now, out, spikes, j): `now[l]` is the payment's
 # tile id at level l, `spikes[j]` receives the payment's spike flag for key j (customers).
-# A range (level, first, last) is the tile ids [now - first, now - last] of that level.
+# A range (level, first, last) is the tile ids [now - first, now - last] of that level; a tile's
+# values are 5 apart in `Tiles.data` (count, sum, max, spikes, new terminals).
 
 
 def _window_stats(win, st, t, amount, terminal, now, out, spikes, j) -> None:
@@ -351,10 +352,10 @@ def _window_stats(win, st, t, amount, terminal, now, out, spikes, j) -> None:
         tiles = levels[lv]
         n = now[lv]
         a, b = tiles.span(n - first, n - last)
-        c = sum(tiles.count[a:b]) + 1
+        c = sum(tiles.data[a:b:5]) + 1
         out[ic] = c
-        out[im] = (sum(tiles.total[a:b]) + amount) / c
-        m = max(tiles.peak[a:b], default=amount)
+        out[im] = (sum(tiles.data[a + 1 : b : 5]) + amount) / c
+        m = max(tiles.data[a + 2 : b : 5], default=amount)
         out[ix] = m if m > amount else amount
 
 
@@ -371,7 +372,7 @@ def _terminal_novelty(pair, st, t, amount, terminal, now, out, spikes, j) -> Non
         tiles = levels[lv]
         n = now[lv]
         a, b = tiles.span(n - first, n - last)
-        out[idx] = sum(tiles.newpair[a:b]) + isnew
+        out[idx] = sum(tiles.data[a + 4 : b : 5]) + isnew
 
 
 def _amount_ratios(params, st, t, amount, terminal, now, out, spikes, j) -> None:
@@ -380,12 +381,12 @@ def _amount_ratios(params, st, t, amount, terminal, now, out, spikes, j) -> None
     tiles = st.levels[lv]
     n = now[lv]
     a, b = tiles.span(n - first, n - last)
-    n_prev = sum(tiles.count[a:b])
+    n_prev = sum(tiles.data[a:b:5])
     ratio = NAN
     if n_prev > 0:
-        usual = sum(tiles.total[a:b]) / n_prev
+        usual = sum(tiles.data[a + 1 : b : 5]) / n_prev
         ratio = amount / usual if usual > 0 else NAN
-        pmax = max(tiles.peak[a:b])
+        pmax = max(tiles.data[a + 2 : b : 5], default=0.0)
         out[i_pmax] = amount / pmax if pmax > 0 else NAN
     else:
         out[i_pmax] = NAN
@@ -397,7 +398,7 @@ def _amount_ratios(params, st, t, amount, terminal, now, out, spikes, j) -> None
         tiles = levels[lv]
         n = now[lv]
         a, b = tiles.span(n - first, n - last)
-        out[idx] = sum(tiles.spikes[a:b]) + spike
+        out[idx] = sum(tiles.data[a + 3 : b : 5]) + spike
 
 
 def _fraud_risk(params, st, t, amount, terminal, now, out, spikes, j) -> None:
@@ -415,14 +416,14 @@ def _fraud_risk(params, st, t, amount, terminal, now, out, spikes, j) -> None:
         tiles = levels[lv]
         n = now[lv]
         a, b = tiles.span(n - first, n - last)
-        cnt = sum(tiles.count[a:b])
-        mean = sum(tiles.total[a:b]) / cnt if cnt else NAN
+        cnt = sum(tiles.data[a:b:5])
+        mean = sum(tiles.data[a + 1 : b : 5]) / cnt if cnt else NAN
         out[i_dm] = amount / mean if mean > 0 else NAN
     for (lv, first, last, ic, ik, ir), (w, g) in zip(fwin, exact, strict=True):
         tiles = levels[lv]
         n = now[lv]
         a, b = tiles.span(n - first, n - last)
-        cnt = sum(tiles.count[a:b])
+        cnt = sum(tiles.data[a:b:5])
         out[ic] = cnt
         out[ik] = sum(1 for known, _ in frauds if known > t - w) if frauds else 0
         if cnt > 0 and labels:  # the rate's frauds: known in [T - w, T), like the payments

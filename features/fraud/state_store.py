@@ -500,12 +500,7 @@ def _decode(tiles: dict, terminals: set, frauds: dict, n_levels: int) -> KeyStat
             found.sort()
             for tile, value in found:
                 c, s, m, sp, np_ = value.split(b",")
-                level.ids.append(tile)
-                level.count.append(int(c))
-                level.total.append(float(s))
-                level.peak.append(float(m))
-                level.spikes.append(int(sp))
-                level.newpair.append(int(np_))
+                level.append(tile, (int(c), float(s), float(m), int(sp), int(np_)))
         st.terminals = {t.decode() for t in terminals}
         for label, value in frauds.items():
             known, tx = value.split(b",")

@@ -16,22 +16,21 @@ from bisect import bisect_left, bisect_right
 from features.fraud.definition import FeatureSet, window_label
 
 MS = 1000
+STRIDE = 5  # values per tile in `Tiles.data`
 _NONE: frozenset[str] = frozenset()  # shared "no terminals yet" (saves 200 B per key)
 
 
 class Tiles:
-    """The tiles of one size of one key: tile ids (time // size) ascending, with per-tile
-    payment count, amount sum and max, spike count and first-time-terminal count."""
+    """The tiles of one size of one key: tile ids (time // size) ascending, and per tile five
+    values in one flat list (`STRIDE` apart, to save memory): payment count, amount sum, amount
+    max, spike count, first-time-terminal count. `span` gives positions in that list, so
+    `data[a:b:5]` are the counts, `data[a + 1:b:5]` the sums and so on."""
 
-    __slots__ = ("ids", "count", "total", "peak", "spikes", "newpair")
+    __slots__ = ("ids", "data")
 
     def __init__(self) -> None:
         self.ids: list[int] = []
-        self.count: list[int] = []
-        self.total: list[float] = []
-        self.peak: list[float] = []
-        self.spikes: list[int] = []
-        self.newpair: list[int] = []
+        self.data: list = []
 
     def add(self, tile: int, amount: float, spike: int, newpair: int) -> None:
         """Add one payment to tile `tile` (created in id order if absent)."""
@@ -41,29 +40,30 @@ class Tiles:
             i = bisect_left(ids, tile)
             if i == len(ids) or ids[i] != tile:
                 ids.insert(i, tile)
-                self.count.insert(i, 0)
-                self.total.insert(i, 0.0)
-                self.peak.insert(i, amount)
-                self.spikes.insert(i, 0)
-                self.newpair.insert(i, 0)
-        self.count[i] += 1
-        self.total[i] += amount
-        if amount > self.peak[i]:
-            self.peak[i] = amount
-        self.spikes[i] += spike
-        self.newpair[i] += newpair
+                self.data[STRIDE * i : STRIDE * i] = (0, 0.0, amount, 0, 0)
+        d, at = self.data, STRIDE * i
+        d[at] += 1
+        d[at + 1] += amount
+        if amount > d[at + 2]:
+            d[at + 2] = amount
+        d[at + 3] += spike
+        d[at + 4] += newpair
+
+    def append(self, tile: int, values) -> None:
+        """Append a tile read from a store (ids must come ascending)."""
+        self.ids.append(tile)
+        self.data.extend(values)
 
     def drop_before(self, tile: int) -> None:
         """Forget the tiles with id < `tile`."""
         k = bisect_left(self.ids, tile)
         if k:
-            for lst in (self.ids, self.count, self.total, self.peak, self.spikes, self.newpair):
-                del lst[:k]
+            del self.ids[:k], self.data[: STRIDE * k]
 
     def span(self, first: int, last: int) -> tuple[int, int]:
-        """Positions [a, b) of the tiles with first <= id <= last."""
+        """Positions [a, b) in `data` of the tiles with first <= id <= last."""
         ids = self.ids
-        return bisect_left(ids, first), bisect_right(ids, last)
+        return STRIDE * bisect_left(ids, first), STRIDE * bisect_right(ids, last)
 
 
 class KeyState:
@@ -126,9 +126,9 @@ def describe(st: KeyState | None, fs: FeatureSet, at_ms: int | None = None) -> d
         now = at // (g * MS)
         a, b = tiles.span(now - w // g, now)
         windows[window_label(w)] = {
-            "count": sum(tiles.count[a:b]),
-            "sum": sum(tiles.total[a:b]),
-            "max": max(tiles.peak[a:b], default=None),
+            "count": sum(tiles.data[a:b:STRIDE]),
+            "sum": sum(tiles.data[a + 1 : b : STRIDE]),
+            "max": max(tiles.data[a + 2 : b : STRIDE], default=None),
         }
     frauds = sorted(st.frauds.items(), key=lambda kv: kv[1])
     return {

@@ -6,7 +6,8 @@ customer, card and terminal each already hold 10, 1,000 or 100,000 payments in t
 window (in-process store; `redis_record_us` the same against Redis). concurrency: 8 processes
 send 500 payments each at once on one card and one terminal (each process also resends 50 of
 another's transaction ids, as checkout retries), then the store's 30-day counts are compared
-with the distinct payments sent. `bytes_per_key`: in-process memory of a key with one payment.
+with the distinct payments sent. `bytes_per_key`: in-process memory of a key with one payment;
+`bytes_per_transaction_id`: of a remembered transaction id (retries, late labels).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def _flat_costs(make_store) -> dict[str, float]:
     return out
 
 
-def bytes_per_key(n_keys: int = 20_000) -> float:
-    """In-process bytes per key (customer, card and terminal keys of one-payment customers)."""
+def bytes_per_key(n_keys: int = 20_000, with_ids: bool = False) -> float:
+    """In-process bytes per key (customer, card and terminal keys of one-payment customers);
+    `with_ids`: per payment remembered by transaction id instead (minus the keys' share)."""
     online = OnlineFeatures(FeatureSet(), InMemoryStateStore())
     out = online.new_vector()
     t = now_ms() - 3_600_000
@@ -74,10 +76,11 @@ def bytes_per_key(n_keys: int = 20_000) -> float:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(n_keys):
-        online.compute(t + i, 10.0, f"c{i}", f"k{i}", f"m{i}", out)
+        tx = f"{i:032x}" if with_ids else None  # a 32-character id, like a UUID
+        online.compute(t + i, 10.0, f"c{i}", f"k{i}", f"m{i}", out, transaction_id=tx)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    return round(used / (3 * n_keys), 1)
+    return round(used / (3 * n_keys), 1) if not with_ids else round(used / n_keys, 1)
 
 
 def send_burst(
@@ -156,7 +159,8 @@ def start_redis() -> tuple[subprocess.Popen, str] | None:
 def run(out: Path | None = None) -> dict:
     """Measure and return (and write to `out`) the figures described in the module doc."""
     result: dict = {"record_us": _flat_costs(InMemoryStateStore)}
-    result["bytes_per_key"] = bytes_per_key()
+    result["bytes_per_key"] = per_key = bytes_per_key()
+    result["bytes_per_transaction_id"] = round(bytes_per_key(with_ids=True) - 3 * per_key, 1)
     server = start_redis()
     if server is None:
         result["redis"] = "redis-server not installed: Redis figures not measured"

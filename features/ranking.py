@@ -213,7 +213,7 @@ def _pair_and_customer(state, profile, candidates, now_days):
     n_cat = max(state.n_categories, 1)
     own_codes = codes[items] if len(items) else np.zeros(0, np.int32)
     has = own_codes >= 0
-    share = np.bincount(own_codes[has], w[has], minlength=n_cat)
+    share = np.bincount(own_codes[has], w[has], minlength=n_cat).astype(np.float64)
     total = max(float(share.sum()), 1e-12)
     share /= total
     cat_last = np.full(n_cat, -np.inf)

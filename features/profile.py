@@ -129,12 +129,51 @@ def _payments(df: pd.DataFrame) -> dict:
     return out
 
 
+def _lead_days(df: pd.DataFrame, anchor: str) -> float | None:
+    """Median days between a plan's `planned_at` and its `anchor` day (None without)."""
+    if "planned_at" not in df.columns or df["planned_at"].isna().all():
+        return None
+    return _num(((df[anchor] - df["planned_at"]).dt.total_seconds() / 86_400).median())
+
+
+def _promotions(df: pd.DataFrame) -> dict:
+    by_category = df["category"].notna() if "category" in df.columns else pd.Series(False)
+    days = (df["end"] - df["start"]).dt.days + 1
+    return {
+        "category_share": _num(by_category.mean()) if len(df) else None,
+        "mean_days": _num(days.mean()),
+        "mean_discount": _num(df["discount"].mean()) if "discount" in df.columns else None,
+        "median_lead_days": _lead_days(df, "start"),
+    }
+
+
+def _prices(df: pd.DataFrame) -> dict:
+    return {
+        "changes": int(df["product_id"].duplicated().sum()),
+        "median_lead_days": _lead_days(df, "valid_from"),
+    }
+
+
+def _closures(df: pd.DataFrame) -> dict:
+    named = pd.Series(False, index=df.index)
+    for col in ("product_id", "location"):
+        if col in df.columns:
+            named |= df[col].notna()
+    return {
+        "shop_wide": int((~named).sum()),
+        "median_lead_days": _lead_days(df, "date"),
+    }
+
+
 _DOMAIN = {
     "products": _products,
     "customers": _customers,
     "interactions": _interactions,
     "order_lines": _order_lines,
     "payments": _payments,
+    "promotions": _promotions,
+    "prices": _prices,
+    "closures": _closures,
 }
 
 

@@ -91,3 +91,48 @@ def test_profile_of_partial_and_empty_tables():
     assert p["tables"]["payments"]["rows"] == 0
     assert p["tables"]["payments"]["domain"]["fraud_rate"] is None
     json.dumps(p)
+
+
+def test_profile_of_the_known_future_tables():
+    from features.contract import validate
+
+    store = Store(
+        promotions=validate(
+            "promotions",
+            pd.DataFrame(
+                {
+                    "product_id": ["a", None],
+                    "category": [None, "x"],
+                    "start": ["2024-03-10", "2024-03-20"],
+                    "end": ["2024-03-12", "2024-03-20"],
+                    "discount": [0.2, 0.4],
+                    "planned_at": ["2024-03-01", "2024-03-10"],
+                }
+            ),
+        ),
+        prices=validate(
+            "prices",
+            pd.DataFrame(
+                {
+                    "product_id": ["a", "a"],
+                    "valid_from": ["2024-01-01", "2024-04-01"],
+                    "price": [2, 1],
+                }
+            ),
+        ),
+        closures=validate(
+            "closures",
+            pd.DataFrame({"date": ["2024-12-25", "2024-12-26"], "location": [None, "north"]}),
+        ),
+        name="plans",
+    )
+    p = profile(store)["tables"]
+    assert p["promotions"]["domain"] == {
+        "category_share": 0.5,
+        "mean_days": 2.0,
+        "mean_discount": pytest.approx(0.3),
+        "median_lead_days": 9.5,
+    }
+    assert p["prices"]["domain"]["changes"] == 1
+    assert p["closures"]["domain"]["shop_wide"] == 1
+    json.dumps(profile(store))

@@ -91,12 +91,12 @@ class RetryLedger:
     """
 
     def __init__(self, store, ttl_s: int) -> None:
-        self.store = store
         self.ttl_s = ttl_s
+        self._put, self._get = store.put_if_absent, store.get  # bound once: the hot path
 
     def claim(self, tx: str, canon: list) -> dict | None:
         """None when this caller owns `tx`; else the first answer (or a Conflict/DataError)."""
-        first = self.store.put_if_absent(f"score:claim:{tx}", to_json(canon), self.ttl_s)
+        first = self._put(f"score:claim:{tx}", to_json(canon), self.ttl_s)
         if first is None:
             return None
         earlier = json.loads(first)
@@ -112,7 +112,7 @@ class RetryLedger:
     def _first_answer(self, tx: str) -> dict:
         deadline = time.monotonic() + IN_FLIGHT_WAIT_S
         while True:
-            blob = self.store.get(f"score:answer:{tx}")
+            blob = self._get(f"score:answer:{tx}")
             if blob is not None:
                 answer = json.loads(blob)
                 if "error" in answer:
@@ -126,7 +126,7 @@ class RetryLedger:
             time.sleep(0.005)
 
     def keep(self, tx: str, answer: dict) -> None:
-        self.store.put_if_absent(f"score:answer:{tx}", to_json(answer), self.ttl_s)
+        self._put(f"score:answer:{tx}", to_json(answer), self.ttl_s)
 
 
 class Checkout:
@@ -193,7 +193,7 @@ class Checkout:
         elif reset is not None:
             degraded, reason = True, reset
             metrics.fraud_degraded(reset, version)
-        return {
+        answer = {
             "transaction_id": d.transaction_id,
             "probability": d.probability,
             "risk_score": d.risk_score,
@@ -204,8 +204,10 @@ class Checkout:
             "rules_version": d.rules_version,
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             "degraded": degraded,
-            "degraded_reason": reason,
         }
+        if reason:  # a string when degraded, absent otherwise (as documented)
+            answer["degraded_reason"] = reason
+        return answer
 
     def labels(self, req: LabelsRequest) -> dict:
         try:

@@ -86,6 +86,8 @@ class FraudService:
                 f"{workers} fraud workers need shared online features: set SHOPML_REDIS_URL"
             )
         store, kind = open_store(settings.redis_url)
+        if kind == "memory":  # cannot be unreachable: no breaker (~6 us per store call)
+            store = store.store
         labels = LabelStore.open(settings)  # the one label store, also read by `train fraud`
         loaded = load_native(
             stored_model(type(self).fraud_ref, "fraud"), "fraud", store=store, label_store=labels

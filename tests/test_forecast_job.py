@@ -142,3 +142,18 @@ def test_evaluate_scores_a_registered_model_on_other_data_without_registering(
     assert out.model_version is None and "forecast" not in out.artifacts
     versions = mlflow.MlflowClient().search_model_versions("name='shopml-forecast'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
+
+
+def test_without_top_n_the_published_forecast_covers_every_catalog_product():
+    from training.forecast_job import _unsold
+
+    cfg = parse_config({"exclude_categories": ["non_product"]}, ForecastJobConfig)
+    dates = pd.date_range("2024-03-01", periods=3)
+    sold = pd.DataFrame({"product_id": ["a"] * 3, "date": dates, "p50": 1.0})
+    products = pd.DataFrame(
+        {"product_id": ["a", "b", "POST"], "category": ["toys", "toys", "non_product"]}
+    )
+    extra = _unsold(sold, products, cfg)
+    assert extra["product_id"].unique().tolist() == ["b"] and len(extra) == 3
+    assert (extra[["p10", "p50", "p90"]] == 0).all().all()
+    assert (extra["flag"] == "short_history").all()

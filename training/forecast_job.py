@@ -24,7 +24,7 @@ from features.demand import DemandPanel, PanelConfig, build_panel, store_country
 from features.known_future import KnownFuture
 from features.sources import SourceConfig, load_source
 from models.forecast import FORECASTERS, make_forecaster
-from models.forecast.base import Forecaster, as_panel
+from models.forecast.base import FLAG_SHORT, Forecaster, as_panel
 from registry.store import configure, load_logged
 from shopml.config import ConfigModel
 from shopml.errors import DataError
@@ -302,26 +302,52 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
         result = _backtest(config, lines, products, factories, panel_cfg, panel)
         metrics = _log_backtest(result, primary, panel, config)
         final = factories[primary]().fit(panel)
-        out = _publish(final, config, panel, settings.home, run.info.run_id)
+        out = _publish(final, config, panel, settings.home, run.info.run_id, products)
         uri = _log_model(final, config, metrics)
         version = tracking.register_model(uri, family=FAMILY) if config.register_model else None
         return TrainResult.of_run(run, store, metrics, version, forecast=str(out), model=uri)
 
 
-def _publish(final: Forecaster, config: ForecastJobConfig, panel, home: Path, run_id: str) -> Path:
-    """Write the next `horizon` days' forecast as Parquet, log it and its totals; its path."""
+def _publish(
+    final: Forecaster, config: ForecastJobConfig, panel, home: Path, run_id: str, products=None
+) -> Path:
+    """Write the next `horizon` days' forecast as Parquet, log it and its totals; its path.
+    Without `top_n`, catalog products that never sold get a zero forecast (`short_history`), so
+    the forecast (and `/forecast`) covers every product."""
     forecast = final.predict(config.horizon)
+    if products is not None and config.top_n is None:
+        forecast = pd.concat([forecast, _unsold(forecast, products, config)], ignore_index=True)
     out = Path(config.output or (home / "forecasts" / f"forecast-{run_id}.parquet"))
     out.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_parquet(out, index=False)
     mlflow.log_artifact(str(out), "forecast")
     mlflow.log_metrics(
         {
-            "forecast.products": float(panel.n_products),
+            "forecast.products": float(forecast["product_id"].nunique()),
             "forecast.units_p50": float(forecast["p50"].sum()),
         }
     )
     return out
+
+
+def _unsold(forecast: pd.DataFrame, products: pd.DataFrame, config: ForecastJobConfig):
+    """Zero forecasts, flagged `short_history`, for the catalog products without any sale."""
+    catalog = products
+    if "category" in products.columns:
+        catalog = products[~products["category"].isin(config.exclude_categories)]
+    ids = sorted(set(catalog["product_id"].astype(str)) - set(forecast["product_id"].astype(str)))
+    dates = forecast["date"].drop_duplicates().sort_values().to_numpy()
+    n = len(ids) * len(dates)
+    return pd.DataFrame(
+        {
+            "product_id": np.repeat(np.array(ids, dtype=object), len(dates)),
+            "date": np.tile(dates, len(ids)),
+            "p10": np.zeros(n),
+            "p50": np.zeros(n),
+            "p90": np.zeros(n),
+            "flag": np.full(n, FLAG_SHORT, dtype=object),
+        }
+    )
 
 
 def _log_model(final: Forecaster, config: ForecastJobConfig, metrics: dict) -> str:

@@ -64,6 +64,13 @@ def test_run_protocol_reports_every_model_and_the_best():
             assert key in row, key
     best = report["best"]
     assert best["model"] in names
+    assert names[-1] == "ranker"  # over the chosen models' candidates
+    ranking = report["ranker"]
+    assert ranking["candidate_recall_test"]["union"] >= max(
+        v for g, v in ranking["candidate_recall_test"].items() if g != "union"
+    )
+    assert {"ease_score", "pair_days_since_category"} <= set(ranking["feature_importance"])
+    assert "test_lift_ndcg@5" in ranking and ranking["session_latency"]["p50_ms"] > 0
     assert (
         best["ndcg@5"] > next(r for r in report["models"] if r["model"] == "popularity")["ndcg@5"]
     )

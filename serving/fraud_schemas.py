@@ -78,7 +78,9 @@ class ScoreResponse(BaseModel):
     rules_version: str = Field(description="Version of the rules that decided: name@content hash")
     latency_ms: float = Field(description="Server time spent on this payment (the budget used)")
     degraded: bool = Field(description="True when online features were unavailable")
-    degraded_reason: str | None = None
+    degraded_reason: str = Field(
+        None, description="Why the answer is degraded (e.g. online_features); absent otherwise"
+    )
 
 
 class Label(BaseModel):

@@ -386,7 +386,7 @@ class RedisStateStore(_Primitives):
         if tiles is not None:
             fields = [b"l"]
             for level, ids in enumerate(tiles):
-                fields += [f"{level}:{tile}" for tile in ids]
+                fields += [b"%d:%d" % (level, tile) for tile in ids]
         for k in keys:
             if fields is None:
                 pipe.hgetall(p + k)
@@ -476,11 +476,7 @@ class RedisStateStore(_Primitives):
 
 def _as_fields(values: list, fields: list) -> dict:
     """An HMGET reply as the {field: value} of the fields present."""
-    return {
-        f if isinstance(f, bytes) else f.encode(): v
-        for f, v in zip(fields, values, strict=True)
-        if v is not None
-    }
+    return {f: v for f, v in zip(fields, values, strict=True) if v is not None}
 
 
 def _decode(tiles: dict, terminals: set, frauds: dict, n_levels: int) -> KeyState | None:

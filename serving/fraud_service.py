@@ -167,13 +167,7 @@ class FraudService:
             given.strip().encode(), self._state_token
         ):
             raise Unauthorized("the state view needs the header 'Authorization: Bearer <token>'")
-        held = self.checkout.engine.store.read_key(request.entity, request.id)
-        return {
-            "entity": request.entity,
-            "id": request.id,
-            "found": held is not None,
-            "state": held,
-        }
+        return self.checkout.engine.store.read_key(request.entity, request.id)
 
 
 FraudService.add_asgi_middleware(CheckoutRoutes)

@@ -10,6 +10,7 @@ every package is pinned to its line in `constraints.txt`.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from importlib import metadata
@@ -35,7 +36,7 @@ BUILD_ONLY = frozenset({"mlflow"})
 
 def imported_distributions(packages: tuple[str, ...], root: Path = REPO_ROOT) -> set[str]:
     """The distributions the source of `packages` imports (standard library and shopml aside)."""
-    owners = metadata.packages_distributions()
+    owners = _owners()
     found = set()
     for package in packages:
         for path in sorted((root / package).rglob("*.py")):
@@ -48,6 +49,12 @@ def imported_distributions(packages: tuple[str, ...], root: Path = REPO_ROOT) ->
                     raise ShopmlError(f"{path.relative_to(root)} imports {top}, not installed")
                 found.add(top if _canonical(top) in map(_canonical, dists) else dists[0])
     return found
+
+
+@functools.cache
+def _owners() -> dict[str, list[str]]:
+    """Top-level module -> distributions (one scan of the installed metadata: ~1 s)."""
+    return metadata.packages_distributions()
 
 
 def _imports(path: Path) -> list[str]:
@@ -114,7 +121,7 @@ def pinned(packages: tuple[str, ...], path: Path = CONSTRAINTS) -> list[str]:
                 todo.append(dep)
     missing = sorted(n for n in seen if n not in pins)
     if missing:
-        raise ShopmlError(f"{CONSTRAINTS.name} pins no version of {', '.join(missing)}")
+        raise ShopmlError(f"{path.name} pins no version of {', '.join(missing)}")
     return [f"{n}{_extras(seen[n])}=={pins[n]}" for n in sorted(seen)]
 
 

@@ -402,3 +402,24 @@ def test_every_registered_model_has_a_signature_and_answers_its_example(built):
     assert set(answer["product_id"]) == set(example["product_id"])
     example, answer = answers["fraud"]
     assert {"probability", "decision", "risk_score"} <= set(answer.columns)
+
+
+def test_requirements_follow_the_code_s_imports_and_the_constraints(tmp_path):
+    """Every import counts (lazy ones too); dependencies are pinned; a gap is a clear error."""
+    from registry.requirements import constraints, imported_distributions, pinned
+    from shopml.errors import ShopmlError
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("import json\nimport lightgbm\n\ndef f():\n    import yaml\n")
+    assert imported_distributions(("pkg",), root=tmp_path) == {"lightgbm", "PyYAML"}
+    pins = constraints()
+    lines = pinned(("lightgbm",))
+    assert f"numpy=={pins['numpy']}" in lines and f"scipy=={pins['scipy']}" in lines
+    partial = tmp_path / "constraints.txt"
+    partial.write_text("\n".join(f"{n}=={v}" for n, v in pins.items() if n != "numpy"))
+    with pytest.raises(ShopmlError, match="numpy"):
+        pinned(("lightgbm",), path=partial)
+    (package / "b.py").write_text("import no_such_package_anywhere\n")
+    with pytest.raises(ShopmlError, match="no_such_package_anywhere"):
+        imported_distributions(("pkg",), root=tmp_path)

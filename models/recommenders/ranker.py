@@ -3,14 +3,17 @@
 Training (`fit`) cuts the training period at `label_days` before its end: the generators are
 fitted on the history before the cut, each customer's candidates are built from them, and a
 candidate is relevant when the customer interacts with it after the cut (new products only);
-features come from `features.ranking` at the cut, so nothing after it reaches them. The number
-of boosting rounds is chosen by early stopping on a seeded share of customers held out
-(`valid_share`), then the ranker is refitted on every customer with that many rounds; on the same held-out
-customers a penalty on item popularity is chosen, the best nDCG among those that keep catalog
-coverage at least the first generator's (a ranker must not narrow the catalog it re-ranks). Serving
-uses the generators refitted on the whole period and the same feature definition: a known
-customer's scores (cached by `precompute` like every kind), a session's or a new visitor's per
-request. Products outside the candidates rank after them, in the first generator's order.
+features come from `features.ranking` at the cut, so nothing after it reaches them. Boosting
+starts from the first generator's order (its score z-scored over the candidates is the initial
+score), so the trees learn corrections to it and a ranker trained on little data stays near it.
+The number of boosting rounds is chosen by early stopping on a seeded share of customers held
+out (`valid_share`), then the ranker is refitted on every customer with that many rounds; on the
+same held-out customers a penalty on item popularity is chosen, the best nDCG among those that
+keep catalog coverage at least the first generator's (a ranker must not narrow the catalog it
+re-ranks). Serving uses the generators refitted on the whole period and the same feature
+definition: a known customer's scores (cached by `precompute` like every kind), a session's or a
+new visitor's per request. Products outside the candidates rank after them, in the first
+generator's order.
 """
 
 from __future__ import annotations
@@ -184,6 +187,7 @@ class RankerRecommender(_Composite):
         dtrain = lgb.Dataset(
             X[rows],
             y[rows],
+            init_score=X[rows, 0],
             group=np.asarray(groups)[train],
             feature_name=self.feature_names_,
             free_raw_data=False,
@@ -191,7 +195,13 @@ class RankerRecommender(_Composite):
         if valid is None:
             return lgb.train(params, dtrain, num_boost_round=rounds)
         vrows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in np.flatnonzero(valid)])
-        dvalid = lgb.Dataset(X[vrows], y[vrows], group=np.asarray(groups)[valid], reference=dtrain)
+        dvalid = lgb.Dataset(
+            X[vrows],
+            y[vrows],
+            init_score=X[vrows, 0],
+            group=np.asarray(groups)[valid],
+            reference=dtrain,
+        )
         return lgb.train(
             params,
             dtrain,
@@ -233,7 +243,7 @@ class RankerRecommender(_Composite):
         if not feats or sum(len(c.items) for c in sets) == 0:
             return out
         X = np.vstack(feats)
-        pred = self.booster_.predict(X, num_threads=1)
+        pred = self.booster_.predict(X, num_threads=1) + X[:, 0]  # from the lead's order
         if self.penalty_:
             pred = pred - self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
         start = 0
@@ -399,7 +409,7 @@ def _held_out(ranker, booster, X, y, groups, items, valid) -> tuple[float, dict[
     bounds = np.concatenate([[0], np.cumsum(groups)])
     held = np.flatnonzero(valid)
     rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in held])
-    pred = booster.predict(X[rows], num_iteration=booster.best_iteration)
+    pred = booster.predict(X[rows], num_iteration=booster.best_iteration) + X[rows, 0]
     pop = X[rows, ranker.feature_names_.index("item_log_customers")]
     spread = float(np.std(pred)) or 1.0
     sizes = np.asarray(groups)[held]

@@ -18,8 +18,9 @@ Decisions (documented because every forecaster and metric relies on them):
   given ones (the `closures` table: a product, a location or the whole shop on a day) close a
   cell unless the series sold that day (the data wins); detected ones are conservative:
   * a location (`products.location`, when the products name two or more) is closed on a day
-    without any sale line among its products, if it has at least `location_min_lines` lines on
-    an average open day (so a quiet day of a small site is not mistaken for a closure);
+    without any sale line among its products, and on a weekday whose mean volume is below
+    `closed_weekday_share` of its mean day (as the shop-wide rule), if it has at least
+    `location_min_lines` lines on an average open day (a quiet day of a small site is no closure);
   * a product is closed on a weekday it never sold on over at least `series_min_weeks` weeks
     while it sells on other days often enough that so many empty weekdays would happen by
     chance with probability < `series_closed_p` (a recurring product or site closing day).
@@ -429,20 +430,23 @@ def _series_closures(panel: DemandPanel, known: KnownFuture | None, config: Pane
         ).closed
         closed |= given & ~(panel.units > 0)  # a series that sold that day was open
     if config.detect_series_closures:
-        closed |= _closed_location_days(panel, config)
-        weekdays = _closed_series_weekdays(np.where(closed, np.nan, panel.units), panel, config)
+        days, weekdays = _closed_locations(panel, config)
+        closed |= days
+        weekdays |= _closed_series_weekdays(np.where(closed, np.nan, panel.units), panel, config)
     return closed, weekdays
 
 
-def _closed_location_days(panel: DemandPanel, config: PanelConfig) -> np.ndarray:
-    """Cells of open shop days on which a busy location sold nothing at all (closed there)."""
+def _closed_locations(panel: DemandPanel, config: PanelConfig):
+    """(cells, products x 7 weekdays) where a busy location is closed: open shop days on which
+    it sold nothing at all, and its weekdays below `closed_weekday_share` of its mean day."""
     n_p, n_d = panel.units.shape
     closed = np.zeros((n_p, n_d), dtype=bool)
+    weekdays = np.zeros((n_p, 7), dtype=bool)
     if panel.locations is None:
-        return closed
+        return closed, weekdays
     names = pd.Series(panel.locations).dropna().unique()
     if len(names) < 2:
-        return closed
+        return closed, weekdays
     lines = np.nan_to_num(panel.orders if panel.orders is not None else panel.units)
     alive = ~np.isnan(panel.units) | ~panel.open_days[None, :]
     for name in names:
@@ -452,8 +456,12 @@ def _closed_location_days(panel: DemandPanel, config: PanelConfig) -> np.ndarray
         days = started & panel.open_days
         if not days.any() or volume[days].mean() < config.location_min_lines:
             continue
+        closed_wd, _ = detect_closed(
+            pd.Series(volume[days], index=panel.dates[days]), config.closed_weekday_share
+        )
+        weekdays[np.ix_(members, list(closed_wd))] = True
         closed[np.ix_(members, days & (volume == 0))] = True
-    return closed
+    return closed, weekdays
 
 
 def _closed_series_weekdays(units: np.ndarray, panel: DemandPanel, config: PanelConfig):

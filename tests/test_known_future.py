@@ -224,36 +224,42 @@ def _lines_from_units(units: np.ndarray, ids=IDS, lines_per_unit: int = 1) -> pd
 
 def test_closures_are_detected_per_location_and_per_series_weekday_conservatively():
     rng = np.random.default_rng(0)
-    ids = ["north1", "north2", "south1", "sunday_off", "slow", "stockout"]
+    ids = ["north1", "north2", "south1", "sunday_off", "slow", "stockout", "south_slow"]
     n_days = 84  # 12 weeks from a Monday
     dates = pd.date_range(START, periods=n_days, freq="D")
     units = np.full((len(ids), n_days), 8.0)
-    units[2, 30] = 0.0  # the south site sells nothing on day 30
+    units[2] = 12.0  # the south site: about 10 lines on an average day
     units[3, dates.dayofweek == 6] = 0.0  # a product never sold on Sundays
     units[4] = (rng.random(n_days) < 0.2) * 1.0  # a slow seller ...
     units[4, dates.dayofweek == 6] = 0.0  # ... that also never sold on a Sunday
     units[5, 40:46] = 0.0  # a stock-out: six days without sales
+    units[6] = (rng.random(n_days) < 0.2) * 1.0  # a slow seller of a site ...
+    units[np.ix_([2, 6], np.flatnonzero(dates.dayofweek == 2))] = 0.0  # ... closed on Wednesdays
+    units[[2, 6], 31] = 0.0  # the south site sells nothing on day 31 (a Thursday)
     lines = _lines_from_units(units, ids)
     products = pd.DataFrame(
         {
             "product_id": ids,
             "category": "c",
             "price": 2.0,
-            "location": ["north", "north", "south", "north", "north", "north"],
+            "location": ["north", "north", "south", "north", "north", "north", "south"],
         }
     )
     panel = build_panel(lines, products)
-    north1, north2, south1, sunday_off, slow, stockout = panel.positions(ids)
-    assert panel.closed[south1, 30] and np.isnan(panel.units[south1, 30])
-    assert not panel.closed[[north1, north2, sunday_off, stockout], 30].any()
+    north1, north2, south1, sunday_off, slow, stockout, south_slow = panel.positions(ids)
+    assert panel.closed[south1, 31] and np.isnan(panel.units[south1, 31])
+    assert not panel.closed[[north1, north2, sunday_off, stockout], 31].any()
     assert panel.series_closed_weekdays[sunday_off].tolist() == [False] * 6 + [True]
     assert np.isnan(panel.units[sunday_off, dates.dayofweek == 6]).all()
-    others = [north1, north2, south1, slow, stockout]
+    others = [north1, north2, slow, stockout]
     assert not panel.series_closed_weekdays[others].any()  # the slow seller's Sundays: chance
+    wednesday = [False, False, True, False, False, False, False]
+    assert panel.series_closed_weekdays[[south1, south_slow]].tolist() == [wednesday] * 2
     assert (panel.units[stockout, 40:46] == 0).all() and not panel.closed[stockout, 40:46].any()
     future = panel.known_future(horizon=7)
     sunday = future.day(dates[-1] + pd.Timedelta(days=7))
     assert np.flatnonzero(future.closed[:, sunday]).tolist() == [sunday_off]
+    assert sorted(np.flatnonzero(future.closed[:, sunday - 4])) == sorted([south1, south_slow])
     off = build_panel(lines, products, PanelConfig(detect_series_closures=False))
     assert not off.closed.any() and off.units[off.positions(["sunday_off"])[0], 6] == 0
 

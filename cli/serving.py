@@ -189,7 +189,7 @@ def bench_serve_body_cmd(
     big, base, during = (
         result["big_request"],
         result["score_baseline"],
-        result["score_during_big_body"],
+        result["score_during_big_bodies"],
     )
     typer.echo(
         f"{size_mb} MB body: HTTP {big['status']} after {big['seconds']:.3f} s "

@@ -224,3 +224,16 @@ def test_media_type_and_validation_are_the_same_on_both_paths(fast):
     assert body.startswith(b'{"error":"invalid request: n: Input should be a valid integer')
     assert b"4111" not in body  # the detail names fields, never echoes values
     assert app.app.calls == handed_on  # BentoML never sees an invalid body
+
+
+def test_shopml_serve_beyond_loopback_needs_a_token_and_warns_for_every_interface(capsys):
+    from cli.serving import _bind_host
+    from shopml.errors import ShopmlError
+
+    with pytest.raises(ShopmlError, match="SHOPML_API_TOKEN"):
+        _bind_host("0.0.0.0", ("recommend", "fraud"), settings())
+    assert _bind_host("127.0.0.1", ("fraud",), settings()) == "127.0.0.1"
+    assert capsys.readouterr().err == ""
+    assert _bind_host("0.0.0.0", ("fraud",), settings(api_token=TOKEN)) == "0.0.0.0"
+    assert "every network interface" in capsys.readouterr().err
+    assert _bind_host("0.0.0.0", ("recommend",), settings()) == "0.0.0.0"  # no /labels there

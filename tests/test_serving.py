@@ -4,7 +4,10 @@ and the forecast table (the registry's messages: tests/test_registry.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +27,8 @@ from serving.fraud_schemas import LabelsRequest, PaymentRequest
 from serving.schemas import ForecastRequest, RecommendRequest
 from serving.services import SERVICE_OF_FAMILY, SERVICES
 from serving.storefront import Forecasts, write_forecast_table
-from shopml.errors import UnknownEntity
+from shopml.errors import ConfigError, UnknownEntity
+from shopml.settings import VARIABLES, Settings, load_settings
 
 PAYMENT = {
     "transaction_id": "t1",
@@ -342,3 +346,48 @@ def test_a_known_customer_s_session_is_part_of_the_answer(storefront):
     with pytest.raises(ValidationError) as err:
         RecommendRequest.model_validate({"session_weight": 1.5})
     assert fields(err.value) == {"session_weight"}
+
+
+# --------------------------------------------------------------------- configuration in one place
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = ("7", "0", "1", "/score,/labels", "10.0.0.1", "redis://h:1/0", "debug", "/tmp/x")
+
+
+def _readme_table() -> dict[str, str]:
+    """variable -> default cell of the README's "Configuration" table."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (.+?) \|", section, flags=re.MULTILINE)
+    return dict(rows)
+
+
+def test_every_variable_is_a_setting_listed_once_in_the_readme_with_its_default():
+    table = _readme_table()
+    assert set(table) == set(VARIABLES.values())
+    assert {f.name for f in dataclasses.fields(Settings)} - {"artifact_root"} == set(VARIABLES)
+    used = set()
+    for path in REPO.rglob("*.py"):
+        if not {".venv", "tests"} & set(path.relative_to(REPO).parts):
+            # quoted or `$`-prefixed: a variable, not a constant such as SHOPML_PACKAGES
+            used |= set(re.findall(r"[\"'`$](SHOPML_[A-Z_]*[A-Z])\b", path.read_text()))
+    assert used <= set(VARIABLES.values()), used - set(VARIABLES.values())
+    for field in dataclasses.fields(Settings):
+        if isinstance(field.default, (int, str)) and not isinstance(field.default, bool):
+            assert f"`{field.default}`" in table[VARIABLES[field.name]], field.name
+
+
+def test_every_variable_is_read_into_its_setting():
+    base = load_settings({"SHOPML_HOME": "/tmp/shopml-settings"})
+    for name, variable in VARIABLES.items():
+        changed = []
+        for sample in SAMPLES:
+            try:
+                value = getattr(load_settings({"SHOPML_HOME": "/tmp/y", variable: sample}), name)
+            except ConfigError:
+                continue
+            changed.append(value != getattr(base, name))
+        assert any(changed), f"{variable} does not set Settings.{name}"
+    with pytest.raises(ConfigError, match="SHOPML_MAX_BODY_BYTES"):
+        load_settings({"SHOPML_MAX_BODY_BYTES": "lots"})
+    with pytest.raises(ConfigError, match="SHOPML_FASTPATH"):
+        load_settings({"SHOPML_FASTPATH": "maybe"})

@@ -13,6 +13,7 @@ loads through the family's table of kinds and answers one DataFrame per family:
 from __future__ import annotations
 
 import json
+import warnings
 
 import mlflow.pyfunc
 import numpy as np
@@ -110,7 +111,11 @@ def signature_and_example(family_name: str, metadata: dict[str, str], native_dir
     model = load_model(metadata, native_dir, "the model being logged")
     example = input_example(family_name, model)
     answer = predict_frame(family_name, model, example.copy())
-    return infer_signature(example, _plain(answer)), example
+    # MLflow hints that integer columns cannot hold missing values: `k`, `horizon` and
+    # `risk_score` never miss one, so the hint would only clutter every training run
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+        return infer_signature(example, _plain(answer)), example
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:

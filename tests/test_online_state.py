@@ -149,3 +149,15 @@ def test_service_primitives(store):
     store.clear()
     assert store.generation() is None and store.get("score:t1") is None
     assert store.acquire_once("warm-up", 60)
+
+
+def test_old_fraud_labels_are_dropped_once_no_window_can_see_them(store):
+    online = OnlineFeatures(FeatureSet(), store)
+    start = now_ms() - 200 * DAY * 1000
+    for day in range(0, 200, 2):
+        t = start + day * DAY * 1000
+        online.add_fraud_label("a", "m", t + 1000, t, transaction_id=f"f{day}")
+    kept = store.read_key("terminal", "m")["known_frauds"]
+    keep_days = 30 + 1 + FeatureSet().label_delay // DAY  # longest window, its tile, lateness
+    assert len(kept) == keep_days // 2 + 1
+    assert min(f["payment_ms"] for f in kept) >= start + (198 - keep_days) * DAY * 1000

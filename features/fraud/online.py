@@ -47,6 +47,10 @@ class OnlineFeatures:
         self._n_levels = len(self.plan)
         late = fs.label_delay if late_s is None else late_s
         self._ttl_s = fs.horizon + late + DAY
+        # how long a fraud label can matter: the longest fraud window, its tile, the lateness
+        back = max(fs.fraud_windows, default=0)
+        tile = fs.window_tile(back, fs.label_delay) if back else 0
+        self._fraud_keep = (back + tile + late) * _MS
         self._ents = tuple(dict.fromkeys((*fs.entities, *fs.fraud_entities)))
         self._slot = tuple(ENTITIES.index(e) for e in self._ents)
         self._key_slots = tuple(
@@ -131,7 +135,8 @@ class OnlineFeatures:
             if self.store.record(rec) and label_known_ms is not None:
                 label = transaction_id or f"{self._anon}{next(self._counter)}"
                 fraud_keys = [keys[j] for j in self._fraud_keys]
-                self.store.file_label(fraud_keys, label, int(label_known_ms), t, True)
+                known = int(label_known_ms)
+                self.store.file_label(fraud_keys, label, known, t, True, self._fraud_keep)
         return unseen
 
     def _plan_steps(self, e: str) -> tuple:
@@ -221,7 +226,7 @@ class OnlineFeatures:
         keys = [entity_key(e, ids[e]) for e in self.fs.fraud_entities]
         label = transaction_id or f"{self._anon}{next(self._counter)}"
         tx = int(known_ms if tx_ms is None else tx_ms)
-        return self.store.file_label(keys, label, int(known_ms), tx, is_fraud)
+        return self.store.file_label(keys, label, int(known_ms), tx, is_fraud, self._fraud_keep)
 
     def replay_frame(self, payments: pd.DataFrame) -> np.ndarray:
         """Feed a payments frame through `compute` in stream order (time, ties in input order),
@@ -326,7 +331,7 @@ def _known_frauds(online: OnlineFeatures, payments: pd.DataFrame, t_ms) -> int:
     tx = t_ms[rows].tolist()
     for i, (label, when) in enumerate(zip(labels, known[keep].tolist(), strict=True)):
         keys = [entity_key(e, str(ids[e][i])) for e in fs.fraud_entities]
-        online.store.file_label(keys, label, int(when), int(tx[i]), True)
+        online.store.file_label(keys, label, int(when), int(tx[i]), True, online._fraud_keep)
     return len(labels)
 
 

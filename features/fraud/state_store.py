@@ -90,10 +90,17 @@ class StateStore(Protocol):
         ...
 
     def file_label(
-        self, keys: Sequence[str], label_id: str, known_ms: int, tx_ms: int, is_fraud: bool
+        self,
+        keys: Sequence[str],
+        label_id: str,
+        known_ms: int,
+        tx_ms: int,
+        is_fraud: bool,
+        keep_ms: int | None = None,
     ) -> bool:
         """Set (is_fraud) or remove (a correction to genuine) the fraud label `label_id` on
-        `keys`; repeating it is a no-op. True when some key changed."""
+        `keys`; repeating it is a no-op. True when some key changed. With `keep_ms`, labels
+        known more than that before min(tx_ms, clock) are dropped from those keys."""
         ...
 
     def lookup_payment(self, transaction_id: str) -> tuple[str, str, int] | None:
@@ -224,9 +231,16 @@ class InMemoryStateStore(_Primitives):
             del data[key], touched[key]
 
     def file_label(
-        self, keys: Sequence[str], label_id: str, known_ms: int, tx_ms: int, is_fraud: bool
+        self,
+        keys: Sequence[str],
+        label_id: str,
+        known_ms: int,
+        tx_ms: int,
+        is_fraud: bool,
+        keep_ms: int | None = None,
     ) -> bool:
         changed = False
+        cut = None if keep_ms is None else min(tx_ms, now_ms()) - keep_ms
         with self._lock:
             for key in keys:
                 st = self._data.get(key)
@@ -237,6 +251,10 @@ class InMemoryStateStore(_Primitives):
                     st.frauds[label_id] = (known_ms, tx_ms)
                 elif st is not None and st.frauds.pop(label_id, None) is not None:
                     changed = True
+                if cut is not None and st is not None:
+                    old = [k for k, (known, _) in st.frauds.items() if known <= cut]
+                    for k in old:
+                        del st.frauds[k]
             self._evict()
         return changed
 
@@ -339,6 +357,30 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
 
+# KEYS: the frauds hash of each key. ARGV: label id, "known,tx" (empty: remove), ttl s, drop
+# labels known at or before this ms ("-inf": none). Returns 1 when a label was added/changed/removed.
+_LABEL = """
+local changed = 0
+local cut = tonumber(ARGV[4])
+for _, f in ipairs(KEYS) do
+  if ARGV[2] ~= '' then
+    if redis.call('HGET', f, ARGV[1]) ~= ARGV[2] then changed = 1 end
+    redis.call('HSET', f, ARGV[1], ARGV[2])
+    redis.call('EXPIRE', f, ARGV[3])
+  elseif redis.call('HDEL', f, ARGV[1]) == 1 then
+    changed = 1
+  end
+  if cut > -math.huge then
+    local all = redis.call('HGETALL', f)
+    for i = 1, #all, 2 do
+      local known = tonumber(string.match(all[i + 1], '^([^,]*),'))
+      if known <= cut then redis.call('HDEL', f, all[i]) end
+    end
+  end
+end
+return changed
+"""
+
 _SEED = """
 local last = tonumber(redis.call('HGET', KEYS[1], 'l') or '-1')
 if tonumber(ARGV[1]) > last then redis.call('HSET', KEYS[1], 'l', ARGV[1]) end
@@ -374,6 +416,7 @@ class RedisStateStore(_Primitives):
         self._record = client.register_script(_RECORD)
         self._put = client.register_script(_PUT_IF_ABSENT)
         self._seed = client.register_script(_SEED)
+        self._label = client.register_script(_LABEL)
 
     wants_tiles = True  # fetch only the tiles the windows need: the same count for any history
 
@@ -425,18 +468,19 @@ class RedisStateStore(_Primitives):
         return bool(self._record(keys=keys, args=args))
 
     def file_label(
-        self, keys: Sequence[str], label_id: str, known_ms: int, tx_ms: int, is_fraud: bool
+        self,
+        keys: Sequence[str],
+        label_id: str,
+        known_ms: int,
+        tx_ms: int,
+        is_fraud: bool,
+        keep_ms: int | None = None,
     ) -> bool:
         p = self.prefix
-        pipe = self.client.pipeline(transaction=True)  # MULTI/EXEC: all keys or none
-        for k in keys:
-            if is_fraud:
-                pipe.hset(f"{p}f:{k}", label_id, f"{int(known_ms)},{int(tx_ms)}")
-                pipe.expire(f"{p}f:{k}", self.payment_ttl_s)
-            else:
-                pipe.hdel(f"{p}f:{k}", label_id)
-        out = pipe.execute()
-        return any(out[0::2] if is_fraud else out)
+        cut = "-inf" if keep_ms is None else min(tx_ms, now_ms()) - keep_ms
+        value = f"{int(known_ms)},{int(tx_ms)}"
+        args = [label_id, value if is_fraud else "", self.payment_ttl_s, cut]
+        return bool(self._label(keys=[f"{p}f:{k}" for k in keys], args=args))
 
     def lookup_payment(self, transaction_id: str) -> tuple[str, str, int] | None:
         blob = self.client.get(f"{self.prefix}tx:{transaction_id}")

@@ -122,7 +122,8 @@ def describe(st: KeyState | None, fs: FeatureSet, at_ms: int | None = None) -> d
     windows = {}
     for w in fs.windows:
         g = fs.window_tile(w)
-        tiles = st.levels[sizes.index(g)]
+        lv = sizes.index(g)
+        tiles = st.levels[lv] if lv < len(st.levels) else Tiles()  # label-only key: no tiles
         now = at // (g * MS)
         a, b = tiles.span(now - w // g, now)
         windows[window_label(w)] = {

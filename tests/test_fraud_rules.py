@@ -266,10 +266,13 @@ def _reload(service, authorization: str | None = None, fast: bool = True) -> tup
 
     headers = {} if authorization is None else {"authorization": authorization}
     if not fast:
-        ctx = SimpleNamespace(request=SimpleNamespace(headers=headers))
+        ctx = SimpleNamespace(
+            request=SimpleNamespace(headers=headers), response=SimpleNamespace(status_code=200)
+        )
         api = FraudService.apis["reload_rules"].func
         answer = asyncio.run(api(service, RulesReloadRequest(), ctx=ctx))
-        return answer.status_code, json.loads(answer.body)
+        # BentoML answers with the context's status (serving.endpoints sets it to the error's)
+        return ctx.response.status_code, json.loads(answer.body)
 
     class Routes(FastRoutes):
         routes = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from itertools import count
 
@@ -355,12 +356,13 @@ def _window_stats(win, st, t, amount, terminal, now, out, spikes, j) -> None:
     levels = st.levels
     for lv, first, last, ic, im, ix in win:
         tiles = levels[lv]
+        ids, d = tiles.ids, tiles.data
         n = now[lv]
-        a, b = tiles.span(n - first, n - last)
-        c = sum(tiles.data[a:b:5]) + 1
+        a, b = 5 * bisect_left(ids, n - first), 5 * bisect_right(ids, n - last)
+        c = sum(d[a:b:5]) + 1
         out[ic] = c
-        out[im] = (sum(tiles.data[a + 1 : b : 5]) + amount) / c
-        m = max(tiles.data[a + 2 : b : 5], default=amount)
+        out[im] = (sum(d[a + 1 : b : 5]) + amount) / c
+        m = max(d[a + 2 : b : 5], default=amount)
         out[ix] = m if m > amount else amount
 
 
@@ -414,30 +416,35 @@ def _fraud_risk(params, st, t, amount, terminal, now, out, spikes, j) -> None:
     the same payments when labels come `label_delay` after them."""
     fwin, exact, back, dm, i_last, i_first = params
     levels = st.levels
-    labels = st.frauds.values() if st.frauds else ()
-    frauds = [(k, tx) for k, tx in labels if t - back < k <= t] if labels else ()
+    if st.frauds:
+        labels = sorted(st.frauds.values())  # (known, payment time) by known time
+        ks = [k for k, _ in labels]
+        hi = bisect_right(ks, t)
+        lo = bisect_right(ks, t - back, 0, hi)
+    else:
+        ks, lo, hi = (), 0, 0
     if dm is not None:
         lv, first, last, i_dm = dm
-        tiles = levels[lv]
+        ids, d = levels[lv].ids, levels[lv].data
         n = now[lv]
-        a, b = tiles.span(n - first, n - last)
-        cnt = sum(tiles.data[a:b:5])
-        mean = sum(tiles.data[a + 1 : b : 5]) / cnt if cnt else NAN
+        a, b = 5 * bisect_left(ids, n - first), 5 * bisect_right(ids, n - last)
+        cnt = sum(d[a:b:5])
+        mean = sum(d[a + 1 : b : 5]) / cnt if cnt else NAN
         out[i_dm] = amount / mean if mean > 0 else NAN
     for (lv, first, last, ic, ik, ir), (w, g) in zip(fwin, exact, strict=True):
-        tiles = levels[lv]
+        ids, d = levels[lv].ids, levels[lv].data
         n = now[lv]
-        a, b = tiles.span(n - first, n - last)
-        cnt = sum(tiles.data[a:b:5])
+        a, b = 5 * bisect_left(ids, n - first), 5 * bisect_right(ids, n - last)
+        cnt = sum(d[a:b:5])
         out[ic] = cnt
-        out[ik] = sum(1 for known, _ in frauds if known > t - w) if frauds else 0
-        if cnt > 0 and labels:  # the rate's frauds: known in [T - w, T), like the payments
+        out[ik] = hi - bisect_right(ks, t - w, 0, hi) if hi else 0
+        if cnt > 0 and ks:  # the rate's frauds: known in [T - w, T), like the payments
             tile = n * g
-            out[ir] = sum(1 for known, _ in labels if tile - w <= known < tile) / cnt
+            out[ir] = (bisect_left(ks, tile) - bisect_left(ks, tile - w)) / cnt
         else:
             out[ir] = 0.0
-    if frauds:
-        txs = [tx for _, tx in frauds]
+    if hi > lo:
+        txs = [tx for _, tx in labels[lo:hi]]
         out[i_last] = (t - max(txs)) / _MS
         out[i_first] = (t - min(txs)) / _MS
     else:

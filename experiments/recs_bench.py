@@ -144,7 +144,7 @@ def run_protocol(proto: Protocol, grids: dict[str, list[Candidate]]) -> dict:
     best_row = max(rows, key=lambda r: _score(r["val"], k, proto.min_coverage))
     report = {"benchmark": proto.name, "k": k, "models": rows}
     if proto.ranker:
-        ranker_row, ranking = _ranker(proto, chosen, val_models, val_data, test_data, rows)
+        ranker_row, ranking = _ranker(proto, chosen, val_models, val_data, test_data, rows, blend)
         rows.append(ranker_row)
         report["ranker"] = ranking
         if (ranking["validation"].get("lift") or 0.0) > 0:  # chosen on validation only
@@ -186,10 +186,14 @@ def _generators(chosen: dict, models: dict) -> list[str]:
     ]
 
 
-def _ranker(proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Data, rows):
+def _ranker(
+    proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Data, rows, blend=None
+):
     """Train the ranker on validation (generators fitted on its training part, labels its
     test part), serve it with the generators refitted on the whole training part, evaluate it
-    once on the test part; its report row and its candidate recall, importance and lift."""
+    once on the test part; its report row and its candidate recall, importance and lift. The
+    blend chosen on validation, when there is one, leads the generators (the ranker starts from
+    its order)."""
     k = proto.k
     test_models = {kind: model for kind, (_, _, model) in chosen.items()}
     names = _generators(chosen, val_models)
@@ -197,8 +201,15 @@ def _ranker(proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Da
     labels = val_truth.matrix[:, : val_truth.n_catalog]
     full, truth = test_data.get({})
     start, cpu = time.perf_counter(), time.process_time()
-    model = RankerRecommender([test_models[n] for n in names], seed=0)
-    model.fit_stages([val_models[n] for n in names], history, labels, full, proto.products)
+    early = [val_models[n] for n in names]
+    late = [test_models[n] for n in names]
+    if blend is not None:
+        parts, weights = blend[0], list(blend[1])
+        early.insert(0, BlendRecommender([val_models[n] for n in parts], weights).fit(history))
+        late.insert(0, BlendRecommender([test_models[n] for n in parts], weights).fit(full))
+        names = ["blend", *names]
+    model = RankerRecommender(late, seed=0)
+    model.fit_stages(early, history, labels, full, proto.products)
     fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
     metrics = evaluate(model, truth, k)
     pre = time.perf_counter()
@@ -214,6 +225,7 @@ def _ranker(proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Da
     row["val"] = {f"ndcg@{k}": model.validation_.get("ndcg@20", 0.0)}
     singles = {r["model"]: r[f"ndcg@{k}"] for r in rows if r["model"] != "blend"}
     best_single = max(singles, key=singles.get)
+    blend_ndcg = next((r[f"ndcg@{k}"] for r in rows if r["model"] == "blend"), None)
     ranking = {
         "session_latency": session_latency(model, k),
         "generators": names,
@@ -225,6 +237,9 @@ def _ranker(proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Da
         "feature_importance": model.feature_importance_,
         "best_single_generator": best_single,
         f"test_lift_ndcg@{k}": round(metrics[f"ndcg@{k}"] / singles[best_single] - 1.0, 4),
+        f"test_lift_over_blend_ndcg@{k}": (
+            round(metrics[f"ndcg@{k}"] / blend_ndcg - 1.0, 4) if blend_ndcg else None
+        ),
     }
     proto.log(
         f"ranker: test ndcg@{k}={metrics[f'ndcg@{k}']:.4f} vs {best_single} "

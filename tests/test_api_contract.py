@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import hypothesis
+import psutil
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
@@ -320,8 +321,29 @@ def test_logs_never_hold_request_bodies_or_unknown_field_names(servers, client):
             assert needle not in text, (server.service, needle)
 
 
-def test_servers_bind_loopback_by_default(servers):
+def test_servers_bind_loopback_by_default(servers, home):
     for server in servers.values():
         assert server.host == "127.0.0.1"
     cmd = " ".join(os.fspath(a) for a in servers["fraud", "fast"].process.args)
     assert "--host 127.0.0.1" in cmd
+    # a plain `bentoml serve` of the Bento, no --host: the Bento's own config binds loopback
+    port = runner.free_port()
+    env = runner.server_env(runner.load_settings())
+    plain = subprocess.Popen(
+        [runner.bentoml_executable(), "serve", "shopml-recommend:latest", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    server = runner.Server("recommend", port, plain, home / "logs" / "plain.log")
+    try:
+        server.wait_ready(120)
+        listening = {
+            c.laddr.ip
+            for c in psutil.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert listening == {"127.0.0.1"}
+    finally:
+        server.stop()

@@ -31,7 +31,7 @@ from starlette.responses import Response
 from serving.openapi import openapi_document
 from shopml.errors import ConfigError, ShopmlError, UnknownEntity
 from shopml.log import get_logger
-from shopml.settings import Settings, load_settings
+from shopml.settings import Settings, is_loopback, load_settings
 
 log = get_logger("serving")
 
@@ -268,6 +268,8 @@ class FastRoutes:
     async def _endpoint(self, declared: Endpoint, scope, receive, send) -> None:
         headers = scope.get("headers", ())
         try:
+            if declared.route == "/labels" and "/labels" not in self.protected:
+                _loopback_only(scope)
             self._check(declared.route, headers)
             body = await read_body(receive, headers, self.limits[declared.route])
         except ShopmlError as exc:
@@ -314,6 +316,17 @@ class FastRoutes:
             doc = openapi_document(json.loads(raw), list(self.endpoints.values()), self.protected)
             cls.document = to_json(doc)
         await _respond(send, 200, cls.document)
+
+
+def _loopback_only(scope) -> None:
+    """Forbidden when the request reached this server on an address beyond loopback (a plain
+    `bentoml serve --host 0.0.0.0` of the fraud Bento without SHOPML_HOST or a token)."""
+    host, port = scope.get("server") or ("127.0.0.1", 0)
+    if port is not None and not is_loopback(host or "127.0.0.1"):  # port None: a Unix socket
+        raise Forbidden(
+            "/labels is not open beyond loopback: set SHOPML_API_TOKEN on this server (clients "
+            "send 'Authorization: Bearer <token>')"
+        )
 
 
 def is_json(media: bytes) -> bool:

@@ -65,6 +65,7 @@ ERROR_SCHEMAS: dict[str, dict] = {
 STATUSES: dict[int, tuple[str, str]] = {
     400: ("InvalidRequest", "Invalid JSON or a field out of its schema (each one named)"),
     401: ("Error", "Missing or wrong bearer token (`Authorization: Bearer <token>`)"),
+    403: ("Error", "Switched off on this server (no token configured for it, or beyond loopback)"),
     404: ("NotFoundError", "An unknown product, category or other id, named"),
     409: ("ConflictError", "Contradicts an earlier request with the same id"),
     413: ("Error", "Body larger than this server's limit (SHOPML_MAX_BODY_BYTES)"),
@@ -73,7 +74,6 @@ STATUSES: dict[int, tuple[str, str]] = {
     500: ("Error", "A bug: logged on the server without the request"),
     503: ("Error", "The service cannot answer this route now (model or store unavailable)"),
 }
-OWN_TOKEN_STATUSES = {403: ("Error", "The route is switched off on this server (no token set)")}
 
 
 def openapi_document(base: dict, endpoints, protected: set[str]) -> dict:
@@ -96,11 +96,10 @@ def openapi_document(base: dict, endpoints, protected: set[str]) -> dict:
 
 
 def _operation(declared, bentoml_op: dict, protected: bool, schemas: dict) -> dict:
-    statuses = {**STATUSES, **(OWN_TOKEN_STATUSES if declared.headers else {})}
     responses = {
         "200": _json("The answer", _schema_ref(declared.answers, schemas, "serialization"))
     }
-    for status, (name, text) in sorted(statuses.items()):
+    for status, (name, text) in sorted(STATUSES.items()):
         responses[str(status)] = _json(text, {"$ref": REF.format(model=name)})
     doc = inspect.getdoc(declared.handler) or ""
     operation = {

@@ -79,7 +79,7 @@ class Settings:
     @property
     def loopback(self) -> bool:
         """True when the services bind to this machine only."""
-        return self.host in LOOPBACK or self.host.startswith("127.")
+        return is_loopback(self.host)
 
     def ensure_dirs(self) -> Settings:
         for path in (self.home, self.artifact_root, self.data_dir):
@@ -118,6 +118,11 @@ VARIABLES = {
     "progress": "SHOPML_PROGRESS",
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address of this machine only (127.x, ::1, localhost)."""
+    return host in LOOPBACK or host.startswith("127.") or host.startswith("::ffff:127.")
 
 
 def default_datasets_dir() -> Path:

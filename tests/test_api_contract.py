@@ -43,7 +43,7 @@ TOKEN = "contract-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PATHS = ("fast", "bentoml")  # SHOPML_FASTPATH=1 / 0
 FUZZ_EXAMPLES = 15  # per operation and generation mode: the whole fuzz stays well under 60 s
-DOCUMENTED = {"200", "400", "401", "404", "409", "413", "415", "422", "503"}
+DOCUMENTED = {"200", "400", "401", "403", "404", "409", "413", "415", "422", "503"}
 PAYMENT = {"transaction_id": "c-1", "customer_id": "C1", "terminal_id": "T1", "amount": 12.5}
 
 

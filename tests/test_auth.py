@@ -80,7 +80,7 @@ def routes_for(service, **fields):
     return Routes(Downstream())
 
 
-def call(app, path, body=b'{"n": 3}', headers=(), chunks=None, method="POST"):
+def call(app, path, body=b'{"n": 3}', headers=(), chunks=None, method="POST", server=None):
     """(status, body, chunks the app read) of one request to the ASGI `app`."""
     parts = list(chunks) if chunks is not None else [body]
     read = {"n": 0}
@@ -104,6 +104,7 @@ def call(app, path, body=b'{"n": 3}', headers=(), chunks=None, method="POST"):
         "method": method,
         "path": path,
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+        "server": server or ("127.0.0.1", 3002),
     }
     asyncio.run(app(scope, receive, send))
     status = sent[0]["status"]
@@ -237,3 +238,16 @@ def test_shopml_serve_beyond_loopback_needs_a_token_and_warns_for_every_interfac
     assert _bind_host("0.0.0.0", ("fraud",), settings(api_token=TOKEN)) == "0.0.0.0"
     assert "every network interface" in capsys.readouterr().err
     assert _bind_host("0.0.0.0", ("recommend",), settings()) == "0.0.0.0"  # no /labels there
+
+
+def test_labels_reached_beyond_loopback_without_a_token_are_refused():
+    """A plain `bentoml serve --host 0.0.0.0` (no SHOPML_HOST, no token) still never takes
+    labels from the network: the address a request arrived on decides."""
+    app = routes_for(Service())
+    assert call(app, "/labels", server=("127.0.0.1", 3002))[0] == 200
+    status, body, _ = call(app, "/labels", server=("10.0.0.5", 3002))
+    assert status == 403 and b"SHOPML_API_TOKEN" in body
+    assert call(app, "/score", server=("10.0.0.5", 3002))[0] == 200  # only /labels
+    guarded = routes_for(Service(), api_token=TOKEN)
+    assert call(guarded, "/labels", server=("10.0.0.5", 3002))[0] == 401
+    assert call(guarded, "/labels", server=("10.0.0.5", 3002), headers=(BEARER,))[0] == 200

@@ -70,7 +70,8 @@ def _imports(path: Path) -> list[str]:
 def serving_requirements() -> list[str]:
     """What a Bento installs: its code's imports (build-only ones aside), drivers, speed-ups."""
     imported = imported_distributions(("serving", *CODE_PACKAGES)) - BUILD_ONLY
-    return pinned((*sorted(imported), *DRIVERS, *SERVER_SPEEDUPS))
+    lines = pinned((*sorted(imported), *DRIVERS, *SERVER_SPEEDUPS))
+    return [line for line in lines if not line.startswith("bentoml==")]  # BentoML adds its own
 
 
 def pyfunc_requirements() -> list[str]:

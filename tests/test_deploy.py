@@ -63,6 +63,9 @@ def test_each_kubernetes_service_runs_its_bento_on_its_port_with_probes():
         assert port["containerPort"] == spec.port
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["BENTOML_PORT"] == str(spec.port) and env["BENTOML_HOST"] == "0.0.0.0"
+        # beyond loopback the settings must know it, and the endpoints take a bearer token
+        assert not load_settings({"SHOPML_HOST": env["SHOPML_HOST"]}).loopback
+        assert "SHOPML_API_TOKEN" in env
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
         assert container["readinessProbe"]["httpGet"]["port"] == port["name"]
@@ -117,6 +120,8 @@ def test_compose_runs_mlflow_on_postgresql_redis_with_aof_and_both_services():
             value = re.sub(r"\$\{[^}]*\}", "x", str(value))
             assert var in NOT_SETTINGS or _is_a_setting(var, value), var
         assert service["environment"]["BENTOML_PORT"] == str(spec.port)
+        assert service["environment"]["SHOPML_HOST"] == "0.0.0.0"
+        assert "SHOPML_API_TOKEN" in service["environment"]
 
 
 # ------------------------------------------------------------ MLflow on a real PostgreSQL

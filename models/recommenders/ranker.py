@@ -4,8 +4,9 @@ Training (`fit`) cuts the training period at `label_days` before its end: the ge
 fitted on the history before the cut, each customer's candidates are built from them, and a
 candidate is relevant when the customer interacts with it after the cut (new products only);
 features come from `features.ranking` at the cut, so nothing after it reaches them. Boosting
-starts from the first generator's order (its score z-scored over the candidates is the initial
-score), so the trees learn corrections to it and a ranker trained on little data stays near it.
+starts from scratch or from the first generator's order (its score z-scored over the candidates
+as the initial score: the trees then learn corrections to it), whichever is better on the
+held-out customers below.
 The number of boosting rounds is chosen by early stopping on a seeded share of customers held
 out (`valid_share`), then the ranker is refitted on every customer with that many rounds; on the
 same held-out customers a penalty on item popularity is chosen, the best nDCG among those that
@@ -159,12 +160,17 @@ class RankerRecommender(_Composite):
         valid = np.zeros(len(groups), bool)
         valid[order[:n_valid]] = True
         rounds = self.n_estimators
-        if n_valid:
+        self.start_, self.penalty_, self.validation_ = 0.0, 0.0, {}
+        best = None
+        for start in (0.0, 1.0) if n_valid else ():  # from scratch, or from the lead's order
+            self.start_ = start
             booster = self._train(X, y, groups, ~valid, valid, self.n_estimators)
-            rounds = max(booster.best_iteration, 1)
-            self.penalty_, self.validation_ = _held_out(self, booster, X, y, groups, items, valid)
-        else:
-            self.penalty_, self.validation_ = 0.0, {}
+            penalty, report = _held_out(self, booster, X, y, groups, items, valid)
+            if best is None or report["ndcg@20"] > best[3]["ndcg@20"]:
+                best = (start, max(booster.best_iteration, 1), penalty, report)
+        if best is not None:
+            self.start_, rounds, self.penalty_, self.validation_ = best
+            self.validation_["start_from_lead"] = bool(self.start_)
         self.rounds_ = int(rounds)
         self.booster_ = self._train(X, y, groups, np.ones(len(groups), bool), None, rounds)
 
@@ -187,7 +193,7 @@ class RankerRecommender(_Composite):
         dtrain = lgb.Dataset(
             X[rows],
             y[rows],
-            init_score=X[rows, 0],
+            init_score=self.start_ * X[rows, 0],
             group=np.asarray(groups)[train],
             feature_name=self.feature_names_,
             free_raw_data=False,
@@ -198,7 +204,7 @@ class RankerRecommender(_Composite):
         dvalid = lgb.Dataset(
             X[vrows],
             y[vrows],
-            init_score=X[vrows, 0],
+            init_score=self.start_ * X[vrows, 0],
             group=np.asarray(groups)[valid],
             reference=dtrain,
         )
@@ -243,7 +249,7 @@ class RankerRecommender(_Composite):
         if not feats or sum(len(c.items) for c in sets) == 0:
             return out
         X = np.vstack(feats)
-        pred = self.booster_.predict(X, num_threads=1) + X[:, 0]  # from the lead's order
+        pred = self.booster_.predict(X, num_threads=1) + self.start_ * X[:, 0]
         if self.penalty_:
             pred = pred - self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
         start = 0
@@ -323,6 +329,7 @@ class RankerRecommender(_Composite):
             "feature_names": self.feature_names_,
             "rounds": self.rounds_,
             "penalty": self.penalty_,
+            "start": self.start_,
             "candidate_recall": self.candidate_recall_,
             "validation": self.validation_,
         }
@@ -350,6 +357,7 @@ class RankerRecommender(_Composite):
         self.feature_names_ = meta["feature_names"]
         self.rounds_ = meta["rounds"]
         self.penalty_ = meta["penalty"]
+        self.start_ = meta["start"]
         self.candidate_recall_ = meta["candidate_recall"]
         self.validation_ = meta["validation"]
         self.booster_ = lgb.Booster(model_file=str(path / BOOSTER_FILE))
@@ -409,7 +417,8 @@ def _held_out(ranker, booster, X, y, groups, items, valid) -> tuple[float, dict[
     bounds = np.concatenate([[0], np.cumsum(groups)])
     held = np.flatnonzero(valid)
     rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in held])
-    pred = booster.predict(X[rows], num_iteration=booster.best_iteration) + X[rows, 0]
+    pred = booster.predict(X[rows], num_iteration=booster.best_iteration)
+    pred = pred + ranker.start_ * X[rows, 0]
     pop = X[rows, ranker.feature_names_.index("item_log_customers")]
     spread = float(np.std(pred)) or 1.0
     sizes = np.asarray(groups)[held]

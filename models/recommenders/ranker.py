@@ -11,7 +11,7 @@ The number of boosting rounds is chosen by early stopping on a seeded share of c
 out (`valid_share`), then the ranker is refitted on every customer with that many rounds; on the
 same held-out customers a penalty on item popularity is chosen, the best nDCG among those that
 keep catalog coverage at least the first generator's (a ranker must not narrow the catalog it
-re-ranks). Serving uses the generators refitted on the whole period and the same feature
+re-ranks; when none does, the best nDCG). Serving uses the generators refitted on the whole period and the same feature
 definition: a known customer's scores (cached by `precompute` like every kind), a session's or a
 new visitor's per request. Products outside the candidates rank after them, in the first
 generator's order.
@@ -442,7 +442,7 @@ def _held_out(ranker, booster, X, y, groups, items, valid) -> tuple[float, dict[
         per[ranker.generator_names_[g]], shown = judge(-X[rows, 2 * g + 1])
         lead_shown = shown if g == 0 else lead_shown
     tried = {lam: judge(pred - lam * spread * pop) for lam in ranker.penalties}
-    ok = [lam for lam in ranker.penalties if tried[lam][1] >= lead_shown] or [max(ranker.penalties)]
+    ok = [lam for lam in ranker.penalties if tried[lam][1] >= lead_shown] or list(tried)
     chosen = max(ok, key=lambda lam: (tried[lam][0], -lam))
     best = max(per, key=per.get)
     ndcg = tried[chosen][0]

@@ -12,9 +12,9 @@ out (`valid_share`), then the ranker is refitted on every customer with that man
 same held-out customers a penalty on item popularity is chosen, the best nDCG among those that
 keep catalog coverage at least the first generator's (a ranker must not narrow the catalog it
 re-ranks; when none does, the best nDCG). Serving uses the generators refitted on the whole
-period and the same feature definition: a known customer's scores (cached by `precompute` like every kind), a session's or a
-new visitor's per request. Products outside the candidates rank after them, in the first
-generator's order.
+period and the same feature definition: a known customer's scores (cached by `precompute` like
+every kind), a session's or a new visitor's per request. Products outside the candidates rank
+after them, in the first generator's order.
 """
 
 from __future__ import annotations

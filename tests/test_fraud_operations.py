@@ -207,15 +207,16 @@ def test_labels_are_idempotent_online_and_a_correction_reverses_the_fraud(scorer
     checkout = Checkout(engine_with(scorer, label_store=labels), "m/1")
     checkout.score(request(transaction_id="L1"))
     frauds = lambda: checkout.engine.store.read_key("customer", "C1")["known_frauds"]  # noqa: E731
-    fraud = {"transaction_id": "L1", "is_fraud": True, "label_time": "2026-01-01T00:00:00"}
+    hours_ago = lambda h: (datetime.now(UTC) - timedelta(hours=h)).isoformat()  # noqa: E731
+    fraud = {"transaction_id": "L1", "is_fraud": True, "label_time": hours_ago(3)}
     for _ in range(3):  # sent again and again: filed once
         report = checkout.engine.ingest_labels([fraud, fraud])
     assert report.unchanged == 1 and len(frauds()) == 1
     assert checkout.engine.store.read_key("terminal", "M1")["known_frauds"] == frauds()
-    cleared = {**fraud, "is_fraud": False, "label_time": "2026-01-02T00:00:00"}
+    cleared = {**fraud, "is_fraud": False, "label_time": hours_ago(2)}
     assert checkout.engine.ingest_labels([cleared]).corrected == 1
     assert frauds() == [] and checkout.engine.store.read_key("terminal", "M1")["known_frauds"] == []
-    again = {**fraud, "label_time": "2026-01-03T00:00:00"}
+    again = {**fraud, "label_time": hours_ago(1)}
     checkout.engine.ingest_labels([again])
     assert len(frauds()) == 1
 
@@ -249,7 +250,7 @@ def history(tmp_path_factory):
     from fraud_helpers import synthetic_payments
 
     folder = tmp_path_factory.mktemp("history") / "store"
-    Store(payments=synthetic_payments(600, days=20)).write(folder)
+    Store(payments=synthetic_payments(200, days=20)).write(folder)
     return folder
 
 
@@ -286,14 +287,16 @@ def test_two_workers_warm_a_shared_redis_once_and_a_flush_is_detected_and_rewarm
     engine_dir = str(engine_with(scorer).save(tmp_path / "engine"))
     spawn = multiprocessing.get_context("spawn")
     workers = [
-        spawn.Process(target=_warm_in_a_worker, args=(engine_dir, redis_url, str(history)))
+        spawn.Process(
+            target=_warm_in_a_worker, args=(engine_dir, redis_url, str(history)), daemon=True
+        )
         for _ in range(2)
     ]
     for w in workers:
         w.start()
     for w in workers:
-        w.join(120)
-        assert w.exitcode == 0
+        w.join(300)
+    assert [w.exitcode for w in workers] == [0, 0]
     _warm_in_a_worker(engine_dir, redis_url, str(history))  # a restarted worker: no replay
     pay = Store.read(history, tables=("payments",)).payments
     once = engine_with(scorer)

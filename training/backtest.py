@@ -21,6 +21,7 @@ from features.known_future import KnownFuture
 from models.forecast.base import Forecaster
 from models.forecast.tuning import TuningResult, choose_settings
 from shopml.errors import ConfigError, DataError
+from shopml.progress import progress
 from training.forecast_metrics import coverage_report, evaluate, evaluation_frame, summarize
 
 
@@ -117,7 +118,8 @@ def backtest(
     keep = set(full.product_ids)
     lines = order_lines[order_lines["product_id"].astype(str).isin(keep)]
     folds = []
-    for i, origin in enumerate(rolling_origins(full.dates, n_folds, horizon, step), start=1):
+    origins = rolling_origins(full.dates, n_folds, horizon, step)
+    for i, origin in enumerate(progress(origins, "backtest folds", unit="fold"), start=1):
         t0, c0 = time.perf_counter(), time.process_time()
         fold_cfg = dataclasses.replace(cfg, end=origin, top_n=None)
         history = build_panel(

@@ -35,6 +35,7 @@ from models.recommenders import (
 from registry.store import load_logged
 from shopml.config import ConfigModel
 from shopml.errors import ConfigError, DataError
+from shopml.progress import progress
 from shopml.settings import Settings
 from training import tracking
 from training.params import check_kind_params
@@ -332,7 +333,7 @@ def _search(config: RecommenderJobConfig, train_events: pd.DataFrame, products) 
     seen, best, best_score = set(), None, -np.inf
     key_metric = f"ndcg_at_{config.k}"
     experiment_id = mlflow.active_run().info.experiment_id
-    for trial in range(config.search.trials):
+    for trial in progress(range(config.search.trials), "search trials", unit="trial"):
         choice = {
             k: config.search.space[k][rng.integers(len(config.search.space[k]))] for k in keys
         }

@@ -42,6 +42,7 @@ from models.forecast.calibration import (
 )
 from models.forecast.intermittent import SUITED, demand_classes, suited_means
 from shopml.errors import ConfigError, DataError
+from shopml.progress import RoundsBar
 
 MODEL_FILE = "lightgbm.txt"  # LightGBM's own text format
 
@@ -178,7 +179,12 @@ class LightGBMForecaster(Forecaster):
             free_raw_data=True,
             params={"max_bin": 63, "verbosity": -1},
         )
-        return lgb.train(self._lgb_params(), ds, num_boost_round=self.n_estimators)
+        return lgb.train(
+            self._lgb_params(),
+            ds,
+            num_boost_round=self.n_estimators,
+            callbacks=[RoundsBar("forecaster", self.n_estimators)],
+        )
 
     def fit(self, panel, calibrate: bool = True) -> LightGBMForecaster:
         """Calibrate on the held-out last `horizon` days, then refit on all days (see module

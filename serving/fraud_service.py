@@ -78,9 +78,7 @@ class FraudService:
     def __init__(self) -> None:
         self.ready = False
         settings = load_settings()
-        workers = int(
-            os.environ.get("SHOPML_FRAUD_WORKERS") or os.environ.get("SHOPML_WORKERS") or 1
-        )
+        workers = settings.fraud_workers or settings.workers or 1
         if workers > 1 and not settings.redis_url:
             raise ConfigError(
                 f"{workers} fraud workers need shared online features: set SHOPML_REDIS_URL"
@@ -93,7 +91,7 @@ class FraudService:
             stored_model(type(self).fraud_ref, "fraud"), "fraud", store=store, label_store=labels
         )
         engine = loaded.obj
-        history = os.environ.get("SHOPML_FRAUD_HISTORY") or None
+        history = settings.fraud_history
         self.health = None
         if kind == "memory":
             if history:

@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -251,9 +252,11 @@ def served(parts, tmp_path):
 
 
 def _score(service, **kw) -> dict:
+    """Score through the service; its time guard takes payments of now, not of 2024."""
     from serving.fraud_schemas import PaymentRequest
 
-    return service.checkout.score(PaymentRequest(**_payment(**kw)))
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+    return service.checkout.score(PaymentRequest(**_payment(timestamp=now, **kw)))
 
 
 def _reload(service, authorization: str | None = None, fast: bool = True) -> tuple[int, dict]:

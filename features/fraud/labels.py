@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from features.fraud.database import FraudDatabase
 from shopml.clock import from_epoch_ms, now_ms
 from shopml.errors import ShopmlError
 from shopml.settings import Settings, load_settings
@@ -67,15 +67,15 @@ class LabelWrite:
         return self.added + self.corrected + self.unchanged + self.stale
 
 
-class LabelStore:
+class LabelStore(FraudDatabase):
     """The labels table behind a SQLAlchemy engine, created on first use (so that a service
     starts, and scores, while the database is down)."""
 
+    what = "label store"
+    error = LabelStoreError
+
     def __init__(self, url: str) -> None:
-        self.url = sa.engine.make_url(url)
-        if self.url.get_backend_name() == "sqlite" and self.url.database:
-            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        super().__init__(url)
         self._created = False
 
     def _ensure_table(self) -> None:
@@ -87,22 +87,6 @@ class LabelStore:
     def open(cls, settings: Settings | None = None) -> LabelStore:
         """The store named by the settings (`label_store_url`)."""
         return cls((settings or load_settings()).label_store_url)
-
-    @property
-    def where(self) -> str:
-        """The store's URL without its password, for messages."""
-        return self.url.render_as_string(hide_password=True)
-
-    def _guard(self, fn):
-        """`fn()`, with database errors as a `LabelStoreError` naming the store."""
-        try:
-            return fn()
-        except SQLAlchemyError as err:
-            raise self._error(err) from None
-
-    def _error(self, err: SQLAlchemyError) -> LabelStoreError:
-        detail = str(getattr(err, "orig", None) or type(err).__name__).splitlines()[0]
-        return LabelStoreError(f"label store {self.where}: {detail}")
 
     def write(self, labels: Iterable[Label], source: str) -> LabelWrite:
         """Add or correct `labels` in one transaction (all or nothing); see the module doc."""

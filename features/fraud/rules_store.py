@@ -13,11 +13,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
+from features.fraud.database import FraudDatabase
 from shopml.clock import from_epoch_ms, now_ms
 from shopml.errors import ShopmlError
 from shopml.settings import Settings, load_settings
@@ -51,32 +51,20 @@ class RulesVersion:
     loads: int
 
 
-class RulesStore:
+class RulesStore(FraudDatabase):
     """The rules versions table behind a SQLAlchemy engine (created on first use)."""
 
+    what = "rules store"
+    error = RulesStoreError
+
     def __init__(self, url: str) -> None:
-        self.url = sa.engine.make_url(url)
-        if self.url.get_backend_name() == "sqlite" and self.url.database:
-            Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        super().__init__(url)
         self._guard(lambda: _META.create_all(self.engine))
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> RulesStore:
         """The store in the fraud database named by the settings (`label_store_url`)."""
         return cls((settings or load_settings()).label_store_url)
-
-    @property
-    def where(self) -> str:
-        return self.url.render_as_string(hide_password=True)
-
-    def _guard(self, fn):
-        """`fn()`, with database errors as a `RulesStoreError` naming the store."""
-        try:
-            return fn()
-        except SQLAlchemyError as err:
-            detail = str(getattr(err, "orig", None) or type(err).__name__).splitlines()[0]
-            raise RulesStoreError(f"rules store {self.where}: {detail}") from None
 
     def record(self, version: str, content: str, source: str | None) -> bool:
         """Note that `version` (rules `content`, canonical JSON) was loaded now; True when this

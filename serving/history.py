@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.fraud.state_store import STORE_ERRORS
+from features.fraud.online import OnlineFeatures
+from features.fraud.state_store import STORE_ERRORS, StateStore, warm_up_store
 from features.store import Store
 from models.fraud import FraudEngine
 from serving import metrics
@@ -42,15 +43,20 @@ WARM_LOCK_TTL_S = 600  # a worker that died while warming frees the lock after t
 CHECK_EVERY_S = 1.0
 
 
-def warm_state(engine: FraudEngine, folder: str | Path) -> int:
-    """Replay the recent payments of the Store at `folder` into `engine`'s state; returns count."""
-    store = Store.read(folder, tables=("payments",))
-    pay = store.payments
+def warm_state(engine: FraudEngine, folder: str | Path, store: StateStore | None = None) -> int:
+    """Replay the recent payments of the Store at `folder` into `engine`'s state (through
+    `store`, by default the engine's own) by transaction id, so that a replay interrupted and
+    run again records each payment once; returns the count."""
+    pay = Store.read(folder, tables=("payments",)).payments
     if pay is None or len(pay) == 0:
         raise DataError(f"{folder}: no payments to warm the fraud features from")
     t_ms = epoch_ms_array(pay["timestamp"])
     recent = pay.iloc[np.flatnonzero(t_ms >= t_ms.max() - engine.feature_set.horizon * 1000)]
-    count = engine.replay(recent)
+    if store is None:
+        count = engine.replay(recent)
+    else:
+        OnlineFeatures(engine.feature_set, store).replay_frame(recent)
+        count = len(recent)
     log.info("online fraud features warmed from history", extra={"payments": count})
     return count
 
@@ -60,15 +66,16 @@ def warm_once(engine: FraudEngine, history: str | Path | None, wait_s: float = 9
 
     If the store has a marker it is returned as is. Otherwise the worker that wins
     `acquire_once` replays `history` (if any) and sets a new marker; the others wait for it.
+    All of it goes through a client of its own with long timeouts (`warm_up_store`).
     """
-    store = engine.store
+    store = warm_up_store(engine.store)
     deadline = time.monotonic() + wait_s
     while True:
         gen = store.generation()
         if gen is not None:
             return gen
         if store.acquire_once(WARM_LOCK, WARM_LOCK_TTL_S):
-            count = warm_state(engine, history) if history else 0
+            count = warm_state(engine, history, store) if history else 0
             gen = uuid.uuid4().hex
             store.set_generation(gen)
             log.info("online state store warmed", extra={"payments": count, "generation": gen})

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from features.fraud.batch import compute_batch
 from features.fraud.definition import FeatureSet
 from features.fraud.labels import LabelStore
-from features.fraud.state_store import InMemoryStateStore, open_store
+from features.fraud.online import OnlineFeatures
+from features.fraud.state_store import InMemoryStateStore, open_store, warm_up_store
 from features.store import Store
 from models.fraud import FraudEngine, FraudScorer
 from serving.checkout import Checkout, TimeGuard
@@ -317,6 +318,27 @@ def test_two_workers_warm_a_shared_redis_once_and_a_flush_is_detected_and_rewarm
     assert answer["degraded"] and answer["degraded_reason"] == STATE_RESET
     health._rewarm.join(120)
     assert health.check() is None and health.resets == 1
+    assert state_of_every_key(store, pay) == state_of_every_key(once.store, pay)
+
+
+def test_a_warm_up_cut_off_half_way_and_run_again_records_each_payment_once(
+    scorer, history, redis_url
+):
+    """A worker that dies mid-replay leaves half the history in Redis; the next warm-up
+    (through its own long-timeout client) completes it instead of counting that half twice."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    pay = Store.read(history, tables=("payments",)).payments
+    store, _ = open_store(redis_url)
+    engine = engine_with(scorer, store=store)
+    warm = warm_up_store(store)
+    assert warm.client.connection_pool.connection_kwargs["socket_timeout"] >= 30
+    first_half = pay.sort_values("timestamp", kind="stable").iloc[: len(pay) // 2]
+    OnlineFeatures(engine.feature_set, warm).replay_frame(first_half)  # then the worker died
+    warm_once(engine, history)
+    once = engine_with(scorer)
+    warm_state(once, history)
     assert state_of_every_key(store, pay) == state_of_every_key(once.store, pay)
 
 

@@ -241,6 +241,9 @@ class OnlineFeatures:
             for k, f in zip(p.known_ms.tolist(), p.is_fraud.tolist(), strict=True)
         ]
         card = payments["card_id"] if "card_id" in payments else payments["customer_id"]
+        tx = None
+        if "transaction_id" in payments:  # recorded by id: replaying it again is a no-op
+            tx = payments["transaction_id"].to_numpy()[o].astype(str).tolist()
         return self.replay(
             p.t_ms.tolist(),
             p.amount.tolist(),
@@ -248,6 +251,7 @@ class OnlineFeatures:
             card.to_numpy()[o].tolist(),
             payments["terminal_id"].to_numpy()[o].tolist(),
             known,
+            tx,
         )
 
     def replay(
@@ -258,8 +262,11 @@ class OnlineFeatures:
         card: Sequence[str],
         terminal: Sequence[str],
         label_known_ms: Sequence[int | None] | None = None,
+        transaction_id: Sequence[str] | None = None,
     ) -> np.ndarray:
-        """Feed a time-ordered stream through `compute`; returns the feature matrix (stream order)."""
+        """Feed a time-ordered stream through `compute`; returns the feature matrix (stream order).
+        With `transaction_id` each payment (and its label) is recorded once: a replay interrupted
+        and started again does not count the payments it already recorded twice."""
         n = len(t_ms)
         X = np.empty((n, self.fs.n_features), dtype="float64")
         buf = [0.0] * self.fs.n_features
@@ -273,6 +280,7 @@ class OnlineFeatures:
                 terminal[i],
                 buf,
                 label_known_ms=lk,
+                transaction_id=None if transaction_id is None else transaction_id[i],
             )
             X[i] = buf
         return X

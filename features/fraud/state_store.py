@@ -34,6 +34,7 @@ from shopml.log import get_logger
 log = get_logger("features.fraud.state_store")
 
 REDIS_TIMEOUT_S = 0.05
+WARM_TIMEOUT_S = 30.0  # warm-up writes thousands of payments: it may wait, a checkout may not
 PAYMENT_TTL_S = 90 * 86400  # how long a transaction id is remembered (retries, late labels)
 # exceptions that mean "the state store is unreachable" (not a bug in the request)
 STORE_ERRORS: tuple[type[BaseException], ...] = (
@@ -420,6 +421,15 @@ class RedisStateStore(_Primitives):
 
     wants_tiles = True  # fetch only the tiles the windows need: the same count for any history
 
+    def with_timeout(self, seconds: float) -> RedisStateStore:
+        """The same store (server, prefix) through its own client with `seconds` timeouts."""
+        old = self.client.connection_pool
+        kwargs = {**old.connection_kwargs, "socket_timeout": seconds}
+        kwargs["socket_connect_timeout"] = seconds
+        pool = type(old)(connection_class=old.connection_class, **kwargs)
+        client = redis.Redis(connection_pool=pool)
+        return RedisStateStore(prefix=self.prefix, payment_ttl_s=self.payment_ttl_s, client=client)
+
     def read(
         self, keys: Sequence[str], n_levels: int, tiles: Sequence[Sequence[int]] | None = None
     ) -> list[KeyState | None]:
@@ -602,6 +612,16 @@ class CircuitBreaker:
         if not callable(fn):
             return fn
         return lambda *args, **kwargs: self._call(lambda: fn(*args, **kwargs))
+
+
+def warm_up_store(store) -> StateStore:
+    """The store a warm-up writes through: for Redis its own client with `WARM_TIMEOUT_S`
+    timeouts and no breaker (a replay under checkout load must not fail on the 50 ms
+    checkout timeout); an in-process store as it is."""
+    inner = store.store if isinstance(store, CircuitBreaker) else store
+    if isinstance(inner, RedisStateStore):
+        return inner.with_timeout(WARM_TIMEOUT_S)
+    return inner
 
 
 def open_store(redis_url: str | None) -> tuple[CircuitBreaker, str]:

@@ -366,7 +366,8 @@ def _window_stats(win, st, t, amount, terminal, now, out, spikes, j) -> None:
         tiles = levels[lv]
         ids, d = tiles.ids, tiles.data
         n = now[lv]
-        a, b = 5 * bisect_left(ids, n - first), 5 * bisect_right(ids, n - last)
+        a = 5 * bisect_left(ids, n - first)
+        b = len(d) if not ids or ids[-1] <= n - last else 5 * bisect_right(ids, n - last)
         c = sum(d[a:b:5]) + 1
         out[ic] = c
         out[im] = (sum(d[a + 1 : b : 5]) + amount) / c
@@ -385,23 +386,27 @@ def _terminal_novelty(pair, st, t, amount, terminal, now, out, spikes, j) -> Non
     levels = st.levels
     for lv, first, last, idx in pwin:
         tiles = levels[lv]
+        ids, d = tiles.ids, tiles.data
         n = now[lv]
-        a, b = tiles.span(n - first, n - last)
-        out[idx] = sum(tiles.data[a + 4 : b : 5]) + isnew
+        a = 5 * bisect_left(ids, n - first)
+        b = len(d) if not ids or ids[-1] <= n - last else 5 * bisect_right(ids, n - last)
+        out[idx] = sum(d[a + 4 : b : 5]) + isnew
 
 
 def _amount_ratios(params, st, t, amount, terminal, now, out, spikes, j) -> None:
     """Customer only: amount against the usual and the previous maximum; spikes per window."""
     lv, first, last, i_usual, i_pmax, spike_ratio, spike_windows = params
     tiles = st.levels[lv]
+    ids, d = tiles.ids, tiles.data
     n = now[lv]
-    a, b = tiles.span(n - first, n - last)
-    n_prev = sum(tiles.data[a:b:5])
+    a = 5 * bisect_left(ids, n - first)
+    b = len(d) if not ids or ids[-1] <= n - last else 5 * bisect_right(ids, n - last)
+    n_prev = sum(d[a:b:5])
     ratio = NAN
     if n_prev > 0:
-        usual = sum(tiles.data[a + 1 : b : 5]) / n_prev
+        usual = sum(d[a + 1 : b : 5]) / n_prev
         ratio = amount / usual if usual > 0 else NAN
-        pmax = max(tiles.data[a + 2 : b : 5], default=0.0)
+        pmax = max(d[a + 2 : b : 5], default=0.0)
         out[i_pmax] = amount / pmax if pmax > 0 else NAN
     else:
         out[i_pmax] = NAN
@@ -411,9 +416,11 @@ def _amount_ratios(params, st, t, amount, terminal, now, out, spikes, j) -> None
     levels = st.levels
     for lv, first, last, idx in spike_windows:
         tiles = levels[lv]
+        ids, d = tiles.ids, tiles.data
         n = now[lv]
-        a, b = tiles.span(n - first, n - last)
-        out[idx] = sum(tiles.data[a + 3 : b : 5]) + spike
+        a = 5 * bisect_left(ids, n - first)
+        b = len(d) if not ids or ids[-1] <= n - last else 5 * bisect_right(ids, n - last)
+        out[idx] = sum(d[a + 3 : b : 5]) + spike
 
 
 def _fraud_risk(params, st, t, amount, terminal, now, out, spikes, j) -> None:
@@ -435,14 +442,16 @@ def _fraud_risk(params, st, t, amount, terminal, now, out, spikes, j) -> None:
         lv, first, last, i_dm = dm
         ids, d = levels[lv].ids, levels[lv].data
         n = now[lv]
-        a, b = 5 * bisect_left(ids, n - first), 5 * bisect_right(ids, n - last)
+        a = 5 * bisect_left(ids, n - first)
+        b = len(d) if not ids or ids[-1] <= n - last else 5 * bisect_right(ids, n - last)
         cnt = sum(d[a:b:5])
         mean = sum(d[a + 1 : b : 5]) / cnt if cnt else NAN
         out[i_dm] = amount / mean if mean > 0 else NAN
     for (lv, first, last, ic, ik, ir), (w, g) in zip(fwin, exact, strict=True):
         ids, d = levels[lv].ids, levels[lv].data
         n = now[lv]
-        a, b = 5 * bisect_left(ids, n - first), 5 * bisect_right(ids, n - last)
+        a = 5 * bisect_left(ids, n - first)
+        b = len(d) if not ids or ids[-1] <= n - last else 5 * bisect_right(ids, n - last)
         cnt = sum(d[a:b:5])
         out[ic] = cnt
         out[ik] = hi - bisect_right(ks, t - w, 0, hi) if hi else 0

@@ -202,11 +202,19 @@ class InMemoryStateStore(_Primitives):
                 pays[tx] = (rec.customer, rec.terminal, rec.t_ms)
                 if len(pays) > self.max_payments:
                     pays.popitem(last=False)
-            ref = min(rec.t_ms, now_ms())
+            t, amount, terminal, plan = rec.t_ms, rec.amount, rec.terminal, rec.plan
+            ref = min(t, now_ms())
+            data, touched = self._data, self._touched
+            expiry = time.monotonic() + rec.ttl_s
             for key, spike, pair in zip(rec.keys, rec.spikes, rec.pairs, strict=True):
-                st = self._touch(key, len(rec.plan), rec.ttl_s)
-                st.add(rec.t_ms, rec.amount, spike, rec.terminal if pair else None, rec.plan)
-                st.trim(ref, rec.plan)
+                st = data.get(key)  # `_touch`, inlined: three keys per payment
+                if st is None:
+                    st = data[key] = KeyState(len(plan))
+                else:
+                    data.move_to_end(key)
+                touched[key] = expiry
+                st.add(t, amount, spike, terminal if pair else None, plan)
+                st.trim(ref, plan)
             self._evict()
             return True
 

@@ -83,8 +83,8 @@ class KeyState:
         """Record one payment (in-process stores; Redis runs the same steps in its script);
         returns 1 when `terminal` is new for the key (0 otherwise or without a terminal)."""
         levels = self.levels
-        while len(levels) < len(plan):  # a key first filed by a label or warm-up
-            levels.append(Tiles())
+        if len(levels) < len(plan):  # a key first filed by a label or warm-up
+            levels.extend(Tiles() for _ in range(len(plan) - len(levels)))
         new = 0
         if terminal is not None and terminal not in self.terminals:
             if self.terminals is _NONE:
@@ -93,7 +93,21 @@ class KeyState:
                 self.terminals.add(terminal)
             new = 1
         for tiles, (g, _) in zip(levels, plan, strict=True):
-            tiles.add(t_ms // g, amount, spike, new)
+            tile, ids = t_ms // g, tiles.ids  # the usual cases inlined: a new latest tile,
+            if not ids or ids[-1] < tile:  # or the latest one (same values as `Tiles.add`)
+                ids.append(tile)
+                tiles.data += (1, 0.0 + amount, amount, 0 + spike, 0 + new)
+            elif ids[-1] == tile:
+                d = tiles.data
+                at = len(d) - STRIDE
+                d[at] += 1
+                d[at + 1] += amount
+                if amount > d[at + 2]:
+                    d[at + 2] = amount
+                d[at + 3] += spike
+                d[at + 4] += new
+            else:
+                tiles.add(tile, amount, spike, new)
         if t_ms > self.last_ms:
             self.last_ms = t_ms
         return new

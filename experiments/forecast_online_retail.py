@@ -79,6 +79,7 @@ def tuned_settings(lines, products, full, cfg: PanelConfig, horizon: int, folds:
         "inner_fold": [res.inner_origin, res.inner_end],
         "first_test_origin": str(first.date()),
         "inner_wape_chosen": round(res.wape, 4),
+        "inner_bias_chosen": round(res.bias, 4),
         "inner_wape_defaults": round(res.default_wape, 4),
         "trials": len(res.trials),
         "seconds": round(res.seconds, 1),

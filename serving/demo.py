@@ -76,7 +76,7 @@ def build_serve_and_call(
         if service not in report.bentos:
             continue
         with step(f"Serve {service} on 127.0.0.1 and call each endpoint once"):
-            env = {"SHOPML_FRAUD_HISTORY": str(history)} if history and service == "fraud" else None
+            env = _fraud_env(store, history) if service == "fraud" else None
             server = runner.start(service, settings=settings, env=env)
             try:
                 seconds = server.wait_ready(120)
@@ -90,6 +90,18 @@ def build_serve_and_call(
             finally:
                 server.stop()
     return answers
+
+
+def _fraud_env(store, history: Path | None) -> dict[str, str]:
+    """The demo fraud server's settings: warmed from `history`, and a time guard reaching back
+    to the simulated store's last payment (the guard is relative to the server's clock, and a
+    generated store lies in the past), so the demo payment is scored, not refused."""
+    env = {"SHOPML_FRAUD_HISTORY": str(history)} if history else {}
+    if store.payments is not None and len(store.payments):
+        last = pd.Timestamp(store.payments["timestamp"].max())
+        behind = pd.Timestamp.now(tz="UTC").tz_localize(None) - last + pd.Timedelta(days=1)
+        env["SHOPML_FRAUD_MAX_BEHIND_S"] = str(max(int(behind.total_seconds()), 1))
+    return env
 
 
 def _short(answer, limit: int = 600) -> str:

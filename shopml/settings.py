@@ -57,6 +57,8 @@ class Settings:
     build_families: tuple[str, ...] | None = None  # SHOPML_BUILD_FAMILIES: set by shopml build
     log_level: str | None = None  # SHOPML_LOG_LEVEL (CLI: WARNING, servers: INFO)
     progress: bool | None = None  # SHOPML_PROGRESS: 1/0 forces progress bars on/off
+    # SHOPML_DASK_SCHEDULER: address of a running Dask scheduler; wins over a job's [compute]
+    dask_scheduler: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -116,6 +118,7 @@ VARIABLES = {
     "build_families": "SHOPML_BUILD_FAMILIES",
     "log_level": "SHOPML_LOG_LEVEL",
     "progress": "SHOPML_PROGRESS",
+    "dask_scheduler": "SHOPML_DASK_SCHEDULER",
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -180,6 +183,7 @@ def _serving_settings(env: dict[str, str]) -> dict:
         "build_families": None if families is None else tuple(_split(families)),
         "log_level": (_text(env, "SHOPML_LOG_LEVEL") or "").upper() or None,
         "progress": _flag(env, "SHOPML_PROGRESS", None),
+        "dask_scheduler": _text(env, "SHOPML_DASK_SCHEDULER"),
     }
 
 

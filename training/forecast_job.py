@@ -26,6 +26,7 @@ from features.sources import SourceConfig, load_source
 from models.forecast import FORECASTERS, make_forecaster
 from models.forecast.base import FLAG_SHORT, Forecaster, as_panel
 from registry.store import configure, load_logged
+from shopml.compute import ComputeConfig
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
@@ -56,6 +57,7 @@ class ForecastModelConfig(ConfigModel):
 class ForecastJobConfig(ConfigModel):
     """Everything `shopml train forecast` needs (see experiments/configs/forecast.toml)."""
 
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     seed: int = 0
     source: SourceConfig = Field(default_factory=lambda: SourceConfig(kind="generated"))
     horizon: int = Field(28, ge=1, le=366)

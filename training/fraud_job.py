@@ -33,6 +33,7 @@ from features.sources import SourceConfig, load_source
 from features.store import Store
 from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, LogisticBaseline, RuleSet
 from registry.store import configure, load_logged
+from shopml.compute import ComputeConfig
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import CONFIG_DIR, Settings
@@ -150,6 +151,7 @@ class PolicyConfig(_DecisionParams):
 
 
 class FraudJobConfig(ConfigModel):
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     seed: int = 0
     source: SourceConfig = Field(
         default_factory=lambda: SourceConfig(kind="generated", scale="small", seed=0)

@@ -33,6 +33,7 @@ from models.recommenders import (
     make_model,
 )
 from registry.store import load_logged
+from shopml.compute import ComputeConfig
 from shopml.config import ConfigModel
 from shopml.errors import ConfigError, DataError
 from shopml.progress import progress
@@ -97,6 +98,7 @@ class SearchConfig(ConfigModel):
 
 
 class RecommenderJobConfig(ConfigModel):
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     source: SourceConfig = Field(default_factory=lambda: SourceConfig(kind="generated"))
     interactions: InteractionConfig = Field(default_factory=InteractionConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from cli import data, experiments, forecast, fraud, recommender, serving
+from cli import data, experiments, forecast, fraud, monitor, recommender, serving
 from shopml.errors import ShopmlError
 from shopml.log import setup_logging
 from shopml.settings import load_settings
@@ -38,6 +38,7 @@ data.register(app, bench_app)  # generate, validate, profile, bench generator, b
 forecast.register(train_app, bench_app)  # train forecast, bench forecast-online-retail
 fraud.register(app, train_app, bench_app)  # train fraud, bench fraud-handbook, fraud ingest-labels
 recommender.register(train_app, bench_app)  # train recommender, bench recs-movielens/-online-retail
+monitor.register(app)  # monitor (drift + live performance)
 
 
 @app.command("run")

@@ -31,9 +31,11 @@ and iterative-telemetry, which sends usage telemetry) for what is here about 200
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -344,3 +346,26 @@ def compare_profiles(
     if not shared:
         raise DataError("the new profile shares no column with the reference")
     return [compare(reference.columns[n], new.columns[n], rule, len(shared)) for n in shared]
+
+
+# ------------------------------------------------------------------------ stored with a model
+REFERENCE_FILE = "reference_profile.json"  # in a model's native folder (travels into the Bento)
+
+
+def save_profile(folder: str | Path, profile: Profile) -> Path:
+    """Write `profile` as `REFERENCE_FILE` in a model's native folder."""
+    path = Path(folder) / REFERENCE_FILE
+    path.write_text(json.dumps(profile.to_dict()))
+    return path
+
+
+def load_profile(folder: str | Path) -> Profile | None:
+    """The reference profile stored in a model's native folder; None when it has none (a
+    model trained before profiles existed)."""
+    path = Path(folder) / REFERENCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Profile.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None

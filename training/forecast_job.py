@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from features.demand import DemandPanel, PanelConfig, build_panel, store_country
 from features.known_future import KnownFuture
+from features.reference import Profile
 from features.sources import SourceConfig, load_source
 from models.forecast import FORECASTERS, make_forecaster
 from models.forecast.base import FLAG_SHORT, Forecaster, as_panel
@@ -33,6 +34,7 @@ from shopml.settings import Settings, load_settings
 from training import tracking
 from training.backtest import BacktestResult, backtest, settings_before_folds
 from training.params import check_kind_params
+from training.reference_profiles import forecast_reference_for, store_reference
 from training.tracking import TrainResult
 
 FAMILY = "forecast"
@@ -305,7 +307,8 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
         metrics = _log_backtest(result, primary, panel, config)
         final = factories[primary]().fit(panel)
         out = _publish(final, config, panel, settings.home, run.info.run_id, products)
-        uri = _log_model(final, config, metrics)
+        reference = forecast_reference_for(lines, products, out, config.exclude_categories)
+        uri = _log_model(final, config, metrics, reference)
         version = tracking.register_model(uri, family=FAMILY) if config.register_model else None
         return TrainResult.of_run(run, store, metrics, version, forecast=str(out), model=uri)
 
@@ -352,10 +355,15 @@ def _unsold(forecast: pd.DataFrame, products: pd.DataFrame, config: ForecastJobC
     )
 
 
-def _log_model(final: Forecaster, config: ForecastJobConfig, metrics: dict) -> str:
-    """Log the refitted forecaster (with the job's horizon and backtest metrics); its URI."""
+def _log_model(
+    final: Forecaster, config: ForecastJobConfig, metrics: dict, reference: Profile | None = None
+) -> str:
+    """Log the refitted forecaster (with the job's horizon, backtest metrics and reference
+    profile); its URI."""
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = final.save(Path(tmp) / "model")
+        if reference is not None:
+            store_reference(model_dir, reference)
         (model_dir / "job.json").write_text(
             json.dumps({"horizon": config.horizon, "metrics": metrics})
         )

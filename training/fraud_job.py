@@ -29,6 +29,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from features.fraud.batch import compute_columns, to_matrix
 from features.fraud.definition import DAY, HANDBOOK_BASELINE, FeatureSet
 from features.fraud.labels import LabelStore, apply_labels
+from features.reference import Profile
 from features.sources import SourceConfig, load_source
 from features.store import Store
 from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, LogisticBaseline, RuleSet
@@ -46,6 +47,7 @@ from training.fraud_metrics import (
     fraud_metrics,
 )
 from training.params import params_config
+from training.reference_profiles import fraud_reference_for, store_reference
 from training.tracking import TrainResult
 
 FAMILY = "fraud"
@@ -353,7 +355,8 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
         metrics = score_test(scorer, fs, policy, data, config.card_precision_k, rules) | extra
         metrics |= _baseline(fs, data, config)
         engine = FraudEngine(scorer, fs, policy=policy, rules=rules)
-        uri, version = _log_engine(engine, config.register_model)
+        reference = fraud_reference_for(scorer, fs, data)  # what `shopml monitor` compares with
+        uri, version = _log_engine(engine, config.register_model, reference)
     return TrainResult.of_run(run, data.store, metrics, version, model_uri=uri)
 
 
@@ -393,11 +396,16 @@ def _fit(scorer: FraudScorer, fs: FeatureSet, data: Prepared) -> dict[str, float
     return extra
 
 
-def _log_engine(engine: FraudEngine, register: bool) -> tuple[str, str | None]:
-    """Log the engine (scorer, feature set, policy, rules) as the run's model; register it."""
+def _log_engine(
+    engine: FraudEngine, register: bool, reference: Profile | None = None
+) -> tuple[str, str | None]:
+    """Log the engine (scorer, feature set, policy, rules) and its reference profile as the
+    run's model; register it."""
     fs, policy = engine.feature_set, engine.policy
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = engine.save(Path(tmp) / "m")
+        if reference is not None:
+            store_reference(model_dir, reference)
         uri = tracking.log_native_model(
             model_dir,
             family=FAMILY,

@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from features.interactions import InteractionConfig, InteractionMatrix, build_matrix, events_frame
+from features.reference import Profile
 from features.sources import SourceConfig, load_source
 from features.store import Store
 from models.recommenders import (
@@ -42,6 +43,7 @@ from training import tracking
 from training.params import check_kind_params
 from training.recommender_eval import EVAL_FILTERS, Truth, candidate_recall, truth_from_events
 from training.recommender_eval import evaluate as evaluate_model
+from training.reference_profiles import recommender_reference_for, store_reference
 from training.splits import Split, stratified_split, temporal_split
 from training.tracking import TrainResult
 
@@ -192,7 +194,8 @@ def train(
         model, metrics = _fit_and_evaluate(config, split, cutoff, store.products)
         if config.precompute_top_n:
             model.precompute(config.precompute_top_n)
-        uri = _log_model(model, config)
+        reference = recommender_reference_for(store, split.train, cutoff, model, config.k)
+        uri = _log_model(model, config, reference)
         version = tracking.register_model(uri, family=FAMILY) if config.register_model else None
         return TrainResult.of_run(run, store, metrics, version, model_uri=uri)
 
@@ -267,11 +270,16 @@ def _log_ranker(ranker: RankerRecommender, truth: Truth, k: int) -> dict[str, fl
     return metrics
 
 
-def _log_model(model: Recommender, config: RecommenderJobConfig) -> str:
-    """Log the fitted model with the interaction settings serving needs; its URI."""
+def _log_model(
+    model: Recommender, config: RecommenderJobConfig, reference: Profile | None = None
+) -> str:
+    """Log the fitted model with the interaction settings serving needs and its reference
+    profile; its URI."""
     with tempfile.TemporaryDirectory() as tmp:
         native = Path(tmp) / "native"
         model.save(native)
+        if reference is not None:
+            store_reference(native, reference)
         (native / "interactions.json").write_text(
             json.dumps(config.interactions.model_dump(mode="json"), indent=2)
         )

@@ -1,0 +1,266 @@
+"""Each family's reference profile, built at training and stored in the model's native folder
+(`features.reference.REFERENCE_FILE`, so it travels into the Bento) and as run artifact
+`reference/profile.json`; and the profile of a batch of new data on the same bins, which
+`shopml monitor` compares with it.
+
+* fraud: every feature of the feature set and the calibrated score, on the test period (the
+  newest labelled week). Not the training period: features such as `card_terminals_ever` or
+  `customer_new_terminals_30d` grow or shrink through a year of history by design (on the
+  small generated store a train-period reference flags 6 of 78 features on the very next
+  week, the test-week reference none), and live traffic continues from the newest week.
+* recommender: the request mix (`request_kind`: known customer, known customer with a session,
+  new visitor) and the `category` of the products they interacted with, both over the sessions
+  of the test period; and `served_category`, the categories of what the model answers a sample
+  of those requests with (what a live service counts).
+* forecast: over the last `FORECAST_WINDOW_DAYS` days of sales, `demand_level` (mean daily
+  units per catalog product), the `category` mix of units sold and `price:<category>` (the unit
+  price of each line, one column per category, so a price change names its category); and
+  `forecast_level` (mean P50 per product of the published forecast: what `/forecast` serves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from features.reference import (
+    DEFAULT_BINS,
+    ColumnProfile,
+    Profile,
+    categorical_profile,
+    numeric_profile,
+    save_profile,
+)
+
+FORECAST_WINDOW_DAYS = 28
+REFERENCE_ARTIFACT = "reference/profile.json"
+REQUEST_KINDS = ("known", "new", "session")
+SERVED_SAMPLE = 500  # requests the recommender answers at training for `served_category`
+
+
+# ------------------------------------------------------------------------------------ fraud
+def fraud_reference(
+    X: np.ndarray, names: Iterable[str], scores: np.ndarray, *, bins: int = DEFAULT_BINS, **meta
+) -> Profile:
+    """Quantile bins and counts of every feature column of `X` (in `names` order) and of the
+    score."""
+    names = list(names)
+    cols = {n: numeric_profile(n, X[:, j], bins) for j, n in enumerate(names)}
+    cols["score"] = numeric_profile("score", scores, bins)
+    return Profile(cols, {"family": "fraud", "rows": int(len(X)), "bins": bins, **meta})
+
+
+def fraud_batch(
+    reference: Profile, X: np.ndarray, names: Iterable[str], scores: np.ndarray | None
+) -> Profile:
+    """New payments' features (and scores, when given) on the reference's bins."""
+    cols = {}
+    for j, n in enumerate(names):
+        if n in reference.columns:
+            cols[n] = reference.columns[n].with_values(X[:, j])
+    if scores is not None and "score" in reference.columns:
+        cols["score"] = reference.columns["score"].with_values(scores)
+    return Profile(cols, {"family": "fraud", "rows": int(len(X))})
+
+
+# ------------------------------------------------------------------------------ recommender
+def request_kinds(interactions: pd.DataFrame, known_customers) -> pd.DataFrame:
+    """One row per session (its customer, first product, kind): `new` when the customer is not
+    in `known_customers`, `session` when a known customer's session holds more than one event
+    (the storefront then sends recent products), else `known`."""
+    if len(interactions) == 0:
+        return pd.DataFrame({"customer_id": [], "kind": [], "product_id": []})
+    key = "session_id" if "session_id" in interactions.columns else "customer_id"
+    ordered = interactions.sort_values("timestamp", kind="stable")
+    g = ordered.groupby(key, sort=False)
+    sessions = pd.DataFrame(
+        {
+            "customer_id": g["customer_id"].first().astype(str),
+            "product_id": g["product_id"].first().astype(str),
+            "events": g.size(),
+        }
+    )
+    known = sessions["customer_id"].isin(set(map(str, known_customers)))
+    sessions["kind"] = np.where(known, np.where(sessions["events"] > 1, "session", "known"), "new")
+    return sessions.reset_index(drop=True)
+
+
+def _categories_of(product_ids, products: pd.DataFrame | None) -> list:
+    if products is None or "category" not in products.columns:
+        return [None] * len(product_ids)
+    ids, cats = products["product_id"].astype(str), products["category"].astype(str)
+    lookup = dict(zip(ids, cats, strict=True))
+    return [lookup.get(str(p)) for p in product_ids]
+
+
+def recommender_reference(
+    interactions: pd.DataFrame,
+    products: pd.DataFrame | None,
+    known_customers,
+    served_product_ids: Iterable[str] = (),
+    **meta,
+) -> Profile:
+    """Request kinds and interacted categories of `interactions` (the test period), and the
+    categories of `served_product_ids` (what the model answered for a sample of them)."""
+    sessions = request_kinds(interactions, known_customers)
+    kinds = ColumnProfile("request_kind", "categorical", np.zeros(5), categories=REQUEST_KINDS)
+    cols = {
+        "request_kind": kinds.with_values(sessions["kind"]),
+        "category": categorical_profile(
+            "category", _categories_of(interactions["product_id"], products)
+        ),
+    }
+    served = list(served_product_ids)
+    if served:
+        cats = _categories_of(served, products)
+        cols["served_category"] = categorical_profile("served_category", cats)
+    meta = {"family": "recommender", "sessions": int(len(sessions)), **meta}
+    return Profile(cols, meta)
+
+
+def recommender_batch(
+    reference: Profile,
+    interactions: pd.DataFrame,
+    products: pd.DataFrame | None,
+    known_customers,
+) -> Profile:
+    """New interactions' request kinds and categories on the reference's bins."""
+    sessions = request_kinds(interactions, known_customers)
+    cols = {"request_kind": reference.columns["request_kind"].with_values(sessions["kind"])}
+    if "category" in reference.columns:
+        cats = _categories_of(interactions["product_id"], products)
+        cols["category"] = reference.columns["category"].with_values(cats)
+    return Profile(cols, {"family": "recommender", "sessions": int(len(sessions))})
+
+
+def served_sample(model, sessions: pd.DataFrame, interactions: pd.DataFrame, k: int) -> list[str]:
+    """The products the model answers the first `SERVED_SAMPLE` sessions with, each asked as
+    the storefront would (known: the customer; new or session: with the session's products)."""
+    from models.recommenders import RecommendFilters
+
+    if len(sessions) == 0:
+        return []
+    step = max(1, len(sessions) // SERVED_SAMPLE)
+    picked = sessions.iloc[::step].head(SERVED_SAMPLE)
+    out: list[str] = []
+    for row in picked.itertuples(index=False):
+        recent = [row.product_id] if row.kind != "known" else []
+        customer = row.customer_id if row.kind != "new" else ""
+        rec = model.recommend_with_context(
+            customer, k, RecommendFilters(), recent_product_ids=recent
+        )
+        out.extend(str(p) for p in rec.product_ids.tolist())
+    return out
+
+
+# --------------------------------------------------------------------------------- forecast
+def _window(lines: pd.DataFrame, days: int) -> pd.DataFrame:
+    end = lines["timestamp"].max()
+    return lines[lines["timestamp"] > end - pd.Timedelta(days=days)]
+
+
+def _forecast_columns(lines: pd.DataFrame, products: pd.DataFrame | None, days: int):
+    """(demand level per product, category per unit sold, unit price per line by category)."""
+    recent = _window(lines, days)
+    units = recent.groupby(recent["product_id"].astype(str))["quantity"].sum()
+    if products is not None:  # catalog products without a sale have a level of zero
+        units = units.reindex(sorted(set(products["product_id"].astype(str))), fill_value=0)
+    level = units.to_numpy(dtype="float64") / days
+    cats = np.asarray(_categories_of(recent["product_id"], products), dtype=object)
+    qty = recent["quantity"].clip(lower=0).to_numpy(dtype="int64")
+    unit_cats = np.repeat(cats, qty)
+    price = recent["unit_price"].to_numpy(dtype="float64")
+    prices = {str(c): price[cats == c] for c in pd.unique(cats) if c is not None}
+    return level, unit_cats, prices
+
+
+def forecast_reference(
+    lines: pd.DataFrame,
+    products: pd.DataFrame | None,
+    forecast: pd.DataFrame | None = None,
+    *,
+    days: int = FORECAST_WINDOW_DAYS,
+    bins: int = DEFAULT_BINS,
+    **meta,
+) -> Profile:
+    """Demand levels, category mix and prices per category of the last `days` of `lines`;
+    the published forecast's level per product when given."""
+    level, unit_cats, prices = _forecast_columns(lines, products, days)
+    cols = {
+        "demand_level": numeric_profile("demand_level", level, bins),
+        "category": categorical_profile("category", unit_cats),
+    }
+    for cat in sorted(prices):
+        cols[f"price:{cat}"] = numeric_profile(f"price:{cat}", prices[cat], bins)
+    if forecast is not None and len(forecast):
+        per_product = forecast.groupby("product_id")["p50"].mean().to_numpy(dtype="float64")
+        cols["forecast_level"] = numeric_profile("forecast_level", per_product, bins)
+    return Profile(cols, {"family": "forecast", "window_days": days, "bins": bins, **meta})
+
+
+def forecast_batch(
+    reference: Profile, lines: pd.DataFrame, products: pd.DataFrame | None
+) -> Profile:
+    """New sales on the reference's bins (its window length)."""
+    days = int(reference.meta.get("window_days", FORECAST_WINDOW_DAYS))
+    level, unit_cats, prices = _forecast_columns(lines, products, days)
+    cols = {
+        "demand_level": reference.columns["demand_level"].with_values(level),
+        "category": reference.columns["category"].with_values(unit_cats),
+    }
+    for name, ref in reference.columns.items():
+        if name.startswith("price:"):
+            cols[name] = ref.with_values(prices.get(name.removeprefix("price:"), np.empty(0)))
+    return Profile(cols, {"family": "forecast", "window_days": days})
+
+
+# ------------------------------------------------------------------------ from the jobs' data
+def fraud_reference_for(scorer, fs, data) -> Profile:
+    """The fraud job's reference: features and calibrated scores of the test period of
+    `data` (a `training.fraud_job.Prepared`)."""
+    from features.fraud.batch import to_matrix
+
+    te = data.parts["test"]
+    X = to_matrix(data.cols, fs.names, te)
+    pay = data.store.payments
+    period = [str(pay["timestamp"].iloc[te].min()), str(pay["timestamp"].iloc[te].max())]
+    return fraud_reference(
+        X, fs.names, scorer.predict_proba(X), period=period, feature_version=fs.version
+    )
+
+
+def recommender_reference_for(store, train_events: pd.DataFrame, cutoff, model, k: int) -> Profile:
+    """The recommender job's reference: the sessions after the split's cut-off (else the last
+    7 days), customers known from the training events, and what `model` serves a sample."""
+    inter = store.interactions
+    if inter is None or len(inter) == 0:
+        inter = train_events.iloc[0:0]
+    start = cutoff if cutoff is not None else inter["timestamp"].max() - pd.Timedelta(days=7)
+    test = inter[inter["timestamp"] > start] if len(inter) else inter
+    known = set(train_events["customer_id"].astype(str))
+    sessions = request_kinds(test, known)
+    served = served_sample(model, sessions, test, k)
+    return recommender_reference(
+        test, store.products, known, served, since=str(start), known_customers=len(known)
+    )
+
+
+def store_reference(model_dir, profile: Profile) -> None:
+    """Put `profile` in the model's native folder (it travels into the Bento) and log it as
+    artifact `reference/profile.json` of the active run (what `shopml monitor` reads)."""
+    import mlflow
+
+    save_profile(model_dir, profile)
+    if mlflow.active_run() is not None:
+        mlflow.log_dict(profile.to_dict(), REFERENCE_ARTIFACT)
+
+
+def forecast_reference_for(lines, products, forecast_path, exclude_categories=()) -> Profile:
+    """The forecast job's reference: the last window of the lines it trained on, the catalog
+    without excluded categories, and the forecast it published (a Parquet file)."""
+    if products is not None and exclude_categories:
+        products = products[~products["category"].isin(list(exclude_categories))]
+    forecast = pd.read_parquet(forecast_path) if forecast_path is not None else None
+    return forecast_reference(lines, products, forecast, until=str(lines["timestamp"].max()))

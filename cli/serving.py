@@ -33,6 +33,8 @@ def build_cmd(
     report = build(settings, services)
     for family, text in report.models.items():
         typer.echo(f"model   {family:<12} {text}")
+    for family, text in report.challengers.items():
+        typer.echo(f"challenger {family:<9} {text} (fraud: scored in shadow)")
     for family, why in report.missing.items():
         typer.echo(f"missing {family:<12} {why}")
     for svc, tag in report.bentos.items():

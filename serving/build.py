@@ -2,7 +2,9 @@
 
 Each family's `champion` is downloaded (`registry.store.fetch`), its native folder copied into
 a BentoML model labelled with the MLflow name, version and run id and carrying its family and
-kind (reused when that version was imported before), and the two Bentos are built:
+kind (reused when that version was imported before); its `challenger`, when the alias is set,
+goes in beside it as `<name>-challenger` (the fraud service scores it in shadow, the storefront
+may split traffic to it); and the two Bentos are built:
 `shopml-recommend` (recommender + optional forecast) and `shopml-fraud`. Each Bento is
 self-contained: it carries the shopml packages it imports as source and pins every Python
 package they import (and their dependencies) as in `constraints.txt` (`registry.requirements`),
@@ -21,11 +23,11 @@ from pathlib import Path
 import bentoml
 import pandas as pd
 
-from models.family import FAMILY_NAMES, NATIVE_ARTIFACT
+from models.family import CHALLENGER, FAMILY_NAMES, NATIVE_ARTIFACT
 from registry.metadata import FAMILY_KEY, KIND_KEY
 from registry.requirements import CODE_PACKAGES, serving_requirements
 from registry.store import FetchedModel, fetch, run_artifact, run_artifact_paths
-from serving.model_store import use_bentoml_home
+from serving.model_store import challenger_name, use_bentoml_home
 from serving.services import SERVICES
 from serving.storefront import write_forecast_table
 from shopml.errors import RegistryError
@@ -46,6 +48,8 @@ class BuildReport:
     missing: dict[str, str] = field(default_factory=dict)  # family -> what to do
     bentos: dict[str, str] = field(default_factory=dict)  # service -> bento tag
     skipped: dict[str, str] = field(default_factory=dict)  # service -> why
+    challengers: dict[str, str] = field(default_factory=dict)  # family -> "tag (MLflow vN)"
+    no_challenger: dict[str, str] = field(default_factory=dict)  # family -> why none is carried
 
 
 def build(
@@ -72,7 +76,9 @@ def build(
             report.models[family] = (
                 f"{model.tag} (MLflow {champion.name} v{champion.version}, run {champion.run_id[:8]})"
             )
-    os.environ["SHOPML_BUILD_FAMILIES"] = ",".join(report.models)  # what the Bentos may use
+            _import_challenger(family, champion, settings, Path(tmp), report)
+    carried = [*report.models, *(f"{f}@{CHALLENGER}" for f in report.challengers)]
+    os.environ["SHOPML_BUILD_FAMILIES"] = ",".join(carried)  # what the Bentos may use
     try:
         for service in services:
             _build_bento(service, report)
@@ -113,11 +119,35 @@ def python_options() -> dict:
     return {"packages": serving_requirements(), "lock_packages": False}
 
 
-def find_imported(champion: FetchedModel):
-    """The BentoML model already imported from this MLflow version and run (and recording the
-    same kind), or None."""
+def _import_challenger(
+    family: str, champion: FetchedModel, settings: Settings, tmp: Path, report: BuildReport
+) -> None:
+    """Carry the family's `challenger` too (its own BentoML name, so the champion stays
+    `:latest`), for a shadow or an A/B split; none when the alias is unset, points at the
+    champion, or names a version this code cannot load (said in the report)."""
     try:
-        models = bentoml.models.list(champion.name)
+        challenger = fetch(family, CHALLENGER, settings=settings, dst=tmp / f"{family}-challenger")
+    except RegistryError:
+        report.no_challenger[family] = f"{champion.name} has no @{CHALLENGER}"
+        return
+    if challenger.version == champion.version:
+        report.no_challenger[family] = f"@{CHALLENGER} is the champion (v{champion.version})"
+        return
+    problem = _load_problem(challenger)
+    if problem:
+        report.no_challenger[family] = problem
+        return
+    model = import_champion(challenger, name=challenger_name(family))
+    report.challengers[family] = (
+        f"{model.tag} (MLflow {challenger.name} v{challenger.version}, run {challenger.run_id[:8]})"
+    )
+
+
+def find_imported(champion: FetchedModel, name: str | None = None):
+    """The BentoML model `name` (default the registered name) already imported from this
+    MLflow version and run (and recording the same kind), or None."""
+    try:
+        models = bentoml.models.list(name or champion.name)
     except bentoml.exceptions.NotFound:
         return None
     for model in models:
@@ -131,9 +161,12 @@ def find_imported(champion: FetchedModel):
     return None
 
 
-def import_champion(champion: FetchedModel, extra_files: dict[str, Path] | None = None):
-    """Copy the champion's native folder (+ extra files) into a new BentoML model; reuse a match."""
-    found = find_imported(champion)
+def import_champion(
+    champion: FetchedModel, extra_files: dict[str, Path] | None = None, name: str | None = None
+):
+    """Copy the champion's native folder (+ extra files) into a new BentoML model (named `name`,
+    default the registered name; the challenger has its own); reuse a match."""
+    found = find_imported(champion, name)
     if found is not None and not extra_files:
         return found
     labels = {
@@ -151,7 +184,7 @@ def import_champion(champion: FetchedModel, extra_files: dict[str, Path] | None 
         KIND_KEY: champion.kind,
     }
     with bentoml.models.create(
-        name=champion.name, labels=labels, metadata=metadata, module="shopml"
+        name=name or champion.name, labels=labels, metadata=metadata, module="shopml"
     ) as model:
         shutil.copytree(champion.native_dir, Path(model.path) / NATIVE_ARTIFACT)
         for name, path in (extra_files or {}).items():

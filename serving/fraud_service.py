@@ -5,7 +5,10 @@ by `shopml build`). Online features live in the process by default (one worker);
 `SHOPML_REDIS_URL` to keep them in Redis, which several workers need. If Redis is unreachable
 the payment is still scored, flagged `degraded`, and counted in the metrics; never a 500.
 The rules (block lists, amount limits, review rules) come from `SHOPML_FRAUD_RULES` and are
-reloaded without a restart by `/rules/reload` or SIGHUP (serving/fraud_rules.py).
+reloaded without a restart by `/rules/reload` or SIGHUP (serving/fraud_rules.py). Every served
+decision goes to the decision log (`SHOPML_FRAUD_DECISION_SAMPLE` of them, all by default) off
+the answer's path, and the Bento's `challenger`, when it carries one, scores each logged payment
+in shadow (serving/shadow.py; off with `SHOPML_FRAUD_SHADOW=0`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLA
 import bentoml  # noqa: E402
 from pydantic_core import to_json  # noqa: E402
 
+from features.fraud.decision_log import DecisionLog  # noqa: E402
 from features.fraud.labels import LabelStore  # noqa: E402
 from features.fraud.rules_store import RulesStore  # noqa: E402
 from features.fraud.state_store import open_store  # noqa: E402
@@ -37,8 +41,18 @@ from serving.fraud_schemas import (  # noqa: E402
     StateResponse,
 )
 from serving.history import StoreHealth, warm_once, warm_state  # noqa: E402
-from serving.model_store import load_native, stored_model  # noqa: E402
-from serving.service_common import optional_model, service_config  # noqa: E402
+from serving.model_store import load_challenger, load_native, stored_model  # noqa: E402
+from serving.service_common import (  # noqa: E402
+    challenger_model,
+    optional_model,
+    service_config,
+)
+from serving.shadow import (  # noqa: E402
+    DecisionLogConfig,
+    DecisionRecorder,
+    RecordingEngine,
+    ShadowModel,
+)
 from shopml.errors import ConfigError  # noqa: E402
 from shopml.log import get_logger  # noqa: E402
 from shopml.settings import load_settings  # noqa: E402
@@ -74,6 +88,7 @@ class FraudService:
     """Fraud scores at checkout, from a calibrated LightGBM model and online features."""
 
     fraud_ref = optional_model("fraud")
+    challenger_ref = challenger_model("fraud")  # scored in shadow when the Bento carries one
 
     def __init__(self) -> None:
         self.ready = False
@@ -103,8 +118,13 @@ class FraudService:
             settings.fraud_max_ahead_s * 1000,
             engine.feature_set.label_delay * 1000 if behind is None else behind * 1000,
         )
+        self.recorder = self._recorder(engine, loaded.version_label, settings)
         self.checkout = Checkout(
-            engine, loaded.version_label, guard, settings.fraud_retry_ttl_s, self.health
+            RecordingEngine(engine, self.recorder),
+            loaded.version_label,
+            guard,
+            settings.fraud_retry_ttl_s,
+            self.health,
         )
         self._state_token = settings.state_token.encode() if settings.state_token else None
         self.rules = RulesControl(
@@ -112,6 +132,7 @@ class FraudService:
         )
         self.rules.on_sighup()
         engine.warm_up()
+        self.recorder.start()
         metrics.model_loaded("fraud", loaded.version_label, loaded.mlflow_run_id)
         CheckoutRoutes.serve(self)
         CheckoutRoutes.service = self
@@ -123,8 +144,30 @@ class FraudService:
                 "model": loaded.version_label,
                 "state_store": kind,
                 "rules_version": self.rules.version,
+                "shadow": self.recorder.status()["shadow_version"],
+                "decision_log_sample": self.recorder.config.sample_rate,
             },
         )
+
+    def _recorder(self, engine, version: str, settings) -> DecisionRecorder:
+        """The decision log's writer, with the Bento's challenger scoring in shadow when it
+        carries one and SHOPML_FRAUD_SHADOW is on (its own scorer, no online state)."""
+        config = DecisionLogConfig(
+            sample_rate=settings.fraud_decision_sample, shadow=settings.fraud_shadow
+        )
+        shadow = None
+        if config.shadow:
+            loaded = load_challenger(type(self).challenger_ref, "fraud")
+            if loaded is not None:
+                shadow = ShadowModel(loaded.obj, loaded.version_label)
+                try:
+                    shadow.check_features(engine)
+                except ConfigError as err:  # serve without it, say why
+                    log.warning("challenger not scored in shadow", extra={"reason": str(err)})
+                    shadow = None
+                else:
+                    metrics.model_loaded("fraud-shadow", shadow.version, loaded.mlflow_run_id)
+        return DecisionRecorder(DecisionLog.open(settings), engine, version, config, shadow)
 
     async def __is_ready__(self) -> bool:  # async: no thread hop per probe
         return self.ready

@@ -107,6 +107,19 @@ def fraud_retry(model_version: str) -> None:
     )
 
 
+def fraud_decision_log(outcome: str, count: int, model_version: str) -> None:
+    """Served decisions the decision log `written`, `dropped` (queue full, or the database
+    down too long), or had `shadow_scored` (model_version: the shadow's); counted off the
+    answer's path, by the background writer."""
+    _inc(
+        "shopml_fraud_decision_log_total",
+        "Fraud decisions written to the decision log, dropped from it, or scored in shadow.",
+        amount=float(count),
+        outcome=outcome,
+        model_version=model_version,
+    )
+
+
 def fraud_state_reset(outcome: str) -> None:
     """The shared online state store was found empty or replaced (e.g. Redis lost its data):
     outcome `detected`, then `rewarmed` once this worker sees the store warmed again."""

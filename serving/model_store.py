@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.family import NATIVE_ARTIFACT, family
+from models.family import CHALLENGER, CHAMPION, NATIVE_ARTIFACT, family
 from registry.metadata import model_kind
 from shopml.errors import RegistryError
 from shopml.settings import Settings, load_settings
@@ -35,6 +35,17 @@ def model_tag(family_name: str) -> str:
     return f"{family(family_name).registered_model}:latest"
 
 
+def challenger_name(family_name: str) -> str:
+    """The BentoML model name of the family's `challenger` (`shopml-fraud-challenger`): a name
+    of its own, so that `shopml-fraud:latest` always stays the champion."""
+    return f"{family(family_name).registered_model}-{CHALLENGER}"
+
+
+def challenger_tag(family_name: str) -> str:
+    """The newest imported challenger of the family (`shopml-fraud-challenger:latest`)."""
+    return f"{challenger_name(family_name)}:latest"
+
+
 @dataclass
 class LoadedModel:
     """A native model object with where it came from (for answers, labels and logs)."""
@@ -49,6 +60,11 @@ class LoadedModel:
     @property
     def version_label(self) -> str:
         return f"{family(self.family).registered_model}/{self.mlflow_version}"
+
+    @property
+    def alias(self) -> str:
+        """The registry alias the model was imported as (`champion` or `challenger`)."""
+        return CHALLENGER if self.tag.startswith(challenger_name(self.family) + ":") else CHAMPION
 
 
 def stored_model(ref, family_name: str):
@@ -83,3 +99,13 @@ def load_native(stored, family_name: str, **kwargs) -> LoadedModel:
         mlflow_version=str(labels.get("mlflow_version", "?")),
         mlflow_run_id=str(labels.get("mlflow_run_id", "")),
     )
+
+
+def load_challenger(ref, family_name: str, **kwargs) -> LoadedModel | None:
+    """The family's `challenger` from the Bento (`ref`: the service's `challenger_model(family)`
+    reference), loaded like the champion; None when the Bento carries none (no challenger in
+    the registry when it was built, or one this code could not load)."""
+    stored = ref.stored if ref is not None else None
+    if stored is None:
+        return None
+    return load_native(stored, family_name, **kwargs)

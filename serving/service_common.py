@@ -14,7 +14,7 @@ import bentoml
 import yaml
 from pydantic import ValidationError
 
-from serving.model_store import model_tag
+from serving.model_store import challenger_tag, model_tag
 from shopml.log import redact, setup_logging
 from shopml.settings import VARIABLES, load_settings
 
@@ -57,26 +57,36 @@ def bento_model_tags() -> dict[str, str] | None:
     return tags
 
 
-def optional_model(family: str):
+def optional_model(family: str, alias: str | None = None):
     """A `BentoModel` reference to the family's model, or None when there is none to serve.
 
     In a built Bento: the exact model it was built with. At build time: the newest imported
     model, unless `shopml build` skipped the family (`SHOPML_BUILD_FAMILIES`). A missing model
     must not make BentoML try to download it (it would look for a cloud); the service then
-    stops start-up with a message naming the command to run.
+    stops start-up with a message naming the command to run. `alias="challenger"`: the
+    family's challenger (`challenger_model`).
     """
+    wanted = model_tag(family) if alias is None else challenger_tag(family)
     pinned = bento_model_tags()
     if pinned is not None:
-        tag = pinned.get(model_tag(family).split(":")[0])
+        tag = pinned.get(wanted.split(":")[0])
         return bentoml.models.BentoModel(tag) if tag else None
     allowed = load_settings().build_families  # read again: `shopml build` sets it per build
-    if allowed is not None and family not in allowed:
+    if allowed is not None and (family if alias is None else f"{family}@{alias}") not in allowed:
+        return None
+    if alias is not None and allowed is None:  # only a build says which challenger is current
         return None
     try:
-        stored = bentoml.models.get(model_tag(family))
+        stored = bentoml.models.get(wanted)
     except bentoml.exceptions.NotFound:
         return None
     return bentoml.models.BentoModel(str(stored.tag))
+
+
+def challenger_model(family: str):
+    """A `BentoModel` reference to the family's `challenger` when the Bento carries one (for a
+    shadow or an A/B split; load it with `serving.model_store.load_challenger`), else None."""
+    return optional_model(family, alias="challenger")
 
 
 def logged_fields(exc: ValidationError) -> str:

@@ -38,6 +38,9 @@ class Settings:
     # now + ahead] of the server clock; behind defaults to the feature set's label delay
     fraud_max_ahead_s: int = 300
     fraud_max_behind_s: int | None = None
+    # SHOPML_FRAUD_DECISION_SAMPLE: share of served fraud decisions kept in the decision log
+    fraud_decision_sample: float = 1.0
+    fraud_shadow: bool = True  # SHOPML_FRAUD_SHADOW: score the Bento's challenger in shadow
     # serving (serving.endpoints, serving.runner, serving.service_common)
     host: str = "127.0.0.1"  # SHOPML_HOST: where the services bind (beyond loopback: a token)
     # SHOPML_API_TOKEN: bearer token of the endpoints (`auth_routes`); kept out of any repr
@@ -103,6 +106,8 @@ VARIABLES = {
     "fraud_retry_ttl_s": "SHOPML_FRAUD_RETRY_TTL_S",
     "fraud_max_ahead_s": "SHOPML_FRAUD_MAX_AHEAD_S",
     "fraud_max_behind_s": "SHOPML_FRAUD_MAX_BEHIND_S",
+    "fraud_decision_sample": "SHOPML_FRAUD_DECISION_SAMPLE",
+    "fraud_shadow": "SHOPML_FRAUD_SHADOW",
     "host": "SHOPML_HOST",
     "api_token": "SHOPML_API_TOKEN",
     "auth_routes": "SHOPML_AUTH_ROUTES",
@@ -159,6 +164,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         fraud_retry_ttl_s=_seconds(env, "SHOPML_FRAUD_RETRY_TTL_S", 86400),
         fraud_max_ahead_s=_seconds(env, "SHOPML_FRAUD_MAX_AHEAD_S", 300),
         fraud_max_behind_s=_seconds(env, "SHOPML_FRAUD_MAX_BEHIND_S", None),
+        fraud_decision_sample=_fraction(env, "SHOPML_FRAUD_DECISION_SAMPLE", 1.0),
+        fraud_shadow=_flag(env, "SHOPML_FRAUD_SHADOW", True),
         **_serving_settings(env),
     )
 
@@ -231,6 +238,20 @@ def _count(env: dict[str, str], name: str, default: int | None, minimum: int = 1
         value = minimum - 1
     if value < minimum:
         raise ConfigError(f"{name}: must be a whole number >= {minimum}, got {raw!r}")
+    return value
+
+
+def _fraction(env: dict[str, str], name: str, default: float) -> float:
+    """A number in [0, 1] from `env[name]`, else a ConfigError naming it."""
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}: must be a number between 0 and 1, got {raw!r}")
     return value
 
 

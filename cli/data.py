@@ -13,7 +13,7 @@ from shopml.errors import ConfigError, ShopmlError
 
 # Written out (importing features costs 0.3 s on every --help); tests/test_cli.py checks them
 # against features.generator.Scale and features.sources.Kind.
-Scale = Literal["tiny", "small", "medium", "large"]
+Scale = Literal["tiny", "small", "medium", "large", "xlarge"]
 SCALES = get_args(Scale)
 # every source kind but sql, whose URL and queries only a config file can give
 ProfileSource = Literal[
@@ -47,6 +47,9 @@ def generate_cmd(
     data = {"scale": scale, "seed": seed} | ({"days": days} if days is not None else {})
     cfg = parse_config(data, GeneratorConfig, source="shopml generate")
     t0 = time.perf_counter()
+    if cfg.spec().chunks > 1:
+        _generate_partitioned(cfg, out, force, quiet)
+        return
     store = generate(cfg, progress=not quiet)
     t_gen = time.perf_counter() - t0
     try:  # atomic: a failed write leaves the old folder in place
@@ -61,6 +64,25 @@ def generate_cmd(
     typer.echo(
         f"wrote {out} ({folder_mb(out):.1f} MB) in {t_all:.1f}s "
         f"(generate {t_gen:.1f}s, validate + write {t_all - t_gen:.1f}s)"
+    )
+
+
+def _generate_partitioned(cfg, out: Path, force: bool, quiet: bool) -> None:
+    """A scale too big for memory: simulated a customer chunk at a time, written as
+    `<table>/part-*.parquet` (validated per partition)."""
+    from features.generator import generate_partitioned
+    from features.store import folder_mb
+
+    t0 = time.perf_counter()
+    try:
+        counts = generate_partitioned(cfg, out, progress=not quiet, overwrite=force)
+    except OSError as err:
+        raise ShopmlError(f"--out {out}: cannot write the store ({err.strerror or err})") from None
+    for table, rows in counts.items():
+        typer.echo(f"{table:<13} {rows:>12,} rows")
+    typer.echo(
+        f"wrote {out} ({folder_mb(out):.1f} MB, {cfg.spec().chunks} customer chunks, "
+        f"partitioned Parquet) in {time.perf_counter() - t0:.1f}s"
     )
 
 

@@ -53,7 +53,7 @@ class SourceConfig(ConfigModel):
 
     kind: Kind = "generated"
     name: str | None = Field(default=None, description="Store name (defaults per kind).")
-    scale: Literal["tiny", "small", "medium", "large"] = "small"
+    scale: Literal["tiny", "small", "medium", "large", "xlarge"] = "small"
     seed: int = Field(default=0, ge=0)
     path: Path | None = None
     url: str | None = Field(default=None, description="SQLAlchemy database URL.")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.fraud.definition import ID_COLUMNS, FeatureSet, window_label
+from features.fraud.definition import ENTITIES, ID_COLUMNS, FeatureSet, window_label
 from shopml.clock import epoch_ms_array
 from shopml.errors import DataError
 
@@ -183,9 +183,21 @@ def compute_batch(payments: pd.DataFrame, fs: FeatureSet | None = None) -> pd.Da
     return pd.DataFrame(cols, index=payments.index, columns=list(fs.names), copy=False)
 
 
-def compute_columns(payments: pd.DataFrame, fs: FeatureSet | None = None) -> dict[str, np.ndarray]:
-    """Feature columns (name -> float64 array) in the row order of `payments`."""
+def compute_columns(
+    payments: pd.DataFrame, fs: FeatureSet | None = None, compute=None
+) -> dict[str, np.ndarray]:
+    """Feature columns (name -> float64 array) in the row order of `payments`.
+
+    `compute` (a `shopml.compute.Compute`) on Dask cuts the table into its partitions and runs
+    the same kernels there (`batch_dask.feature_frame`): the same values, bit for bit.
+    """
     fs = fs or FeatureSet()
+    if compute is not None and compute.is_dask:
+        from features.frames import from_pandas
+        from features.fraud import batch_dask
+
+        frame = batch_dask.feature_frame(from_pandas(payments, compute.n_partitions), fs)
+        return batch_dask.collect_columns(frame, len(payments))[1]
     p = prepare(payments, fs)
     return compute_prepared(p, fs, target=p.order)
 
@@ -219,15 +231,34 @@ class _Columns(dict):
             self[name] = out
 
 
+def feature_groups(fs: FeatureSet) -> dict[str, tuple[str, ...]]:
+    """The feature names each entity's payments alone determine, by entity: the payment's own
+    features (amount, calendar) go with the customer's. A group is computed from any subset of
+    payments holding all of its entity's keys' payments (the Dask engine's partitions)."""
+    groups: dict[str, list[str]] = {e: [] for e in ENTITIES}
+    for name in fs.names:
+        owner = next((e for e in ENTITIES if name.startswith(f"{e}_")), "customer")
+        groups[owner].append(name)
+    return {e: tuple(names) for e, names in groups.items() if names}
+
+
 def compute_prepared(
-    p: PreparedPayments, fs: FeatureSet, target: np.ndarray | None = None
+    p: PreparedPayments,
+    fs: FeatureSet,
+    target: np.ndarray | None = None,
+    groups: tuple[str, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Feature columns in `fs.names` order; row i of stream order goes to row `target[i]`
-    (stream order itself when `target` is None)."""
+    (stream order itself when `target` is None). `groups` (entities of `feature_groups`)
+    restricts the columns to those groups' features; None: every feature."""
+    wanted = feature_groups(fs)
+    groups = tuple(wanted) if groups is None else tuple(g for g in groups if g in wanted)
+    names = [n for g in groups for n in wanted[g]]
+    names = [n for n in fs.names if n in set(names)]
     n = p.t_ms.shape[0]
     X = _Columns(n, target)
     if n == 0:
-        return {name: np.empty(0) for name in fs.names}
+        return {name: np.empty(0) for name in names}
     t, a = p.t_ms, p.amount
     t0 = int(t[0])
     pad = (fs.horizon + max(fs.tile_sizes)) * MS + 1
@@ -236,22 +267,29 @@ def compute_prepared(
     span = t_max - t0 + 2 * pad + 1
     if max(p.n_codes.values()) * span >= 2**62:
         raise DataError("payments span too long a time for millisecond window keys")
-    _calendar(X, t, a, fs)
+    if "customer" in groups:
+        _calendar(X, t, a, fs)
     ents: dict[str, _Entity] = {}
     for e in dict.fromkeys((*fs.entities, *fs.fraud_entities)):
+        if e not in groups:
+            continue
         same = [o for o in ents if p.codes[o] is p.codes[e]]
         ents[e] = ents[same[0]] if same else _Entity(p.codes[e], p.n_codes[e], t, a, span, pad)
     for ent in ents.values():
         ent.dest = ent.perm if target is None else target[ent.perm]
     for e in fs.entities:
-        _window_stats(X, e, ents[e], fs)
+        if e in ents:
+            _window_stats(X, e, ents[e], fs)
     firsts: dict[int, np.ndarray] = {}  # first (key, terminal) pairs, shared by equal codes
     for e in fs.pair_entities:
-        _terminal_novelty(X, e, ents[e], p, fs, firsts)
-    _amount_ratios(X, ents["customer"], fs)
+        if e in ents:
+            _terminal_novelty(X, e, ents[e], p, fs, firsts)
+    if "customer" in ents:
+        _amount_ratios(X, ents["customer"], fs)
     for e in fs.fraud_entities:
-        _fraud_risk(X, e, ents[e], p, fs, span, t0 - pad)
-    return {name: X[name] for name in fs.names}
+        if e in ents:
+            _fraud_risk(X, e, ents[e], p, fs, span, t0 - pad)
+    return {name: X[name] for name in names}
 
 
 def _calendar(X: _Columns, t: np.ndarray, a: np.ndarray, fs: FeatureSet) -> None:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from shopml.config import ConfigModel
 
-Scale = Literal["tiny", "small", "medium", "large"]
+Scale = Literal["tiny", "small", "medium", "large", "xlarge"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class ScaleSpec:
     terminals: int
     sessions_per_customer_day: float
     card_tx_per_customer_day: float
+    chunks: int = 1  # > 1: simulated and written in customer chunks (`generate_partitioned`)
 
 
 SCALES: dict[str, ScaleSpec] = {
@@ -36,6 +37,9 @@ SCALES: dict[str, ScaleSpec] = {
     "medium": ScaleSpec(20_000, 5_000, 20, 12, 365, 5_000, 0.059, 0.2),
     # >= 10M interactions over two years.
     "large": ScaleSpec(60_000, 20_000, 30, 16, 730, 10_000, 0.042, 0.1),
+    # 5x large (~55M interactions, ~23M payments): never whole in memory, written as a
+    # partitioned Parquet dataset one chunk of 30k customers at a time.
+    "xlarge": ScaleSpec(270_000, 40_000, 40, 16, 730, 50_000, 0.042, 0.1, chunks=9),
 }
 
 
@@ -86,4 +90,5 @@ class GeneratorConfig(ConfigModel):
             terminals=base.terminals,
             sessions_per_customer_day=base.sessions_per_customer_day,
             card_tx_per_customer_day=base.card_tx_per_customer_day,
+            chunks=base.chunks,
         )

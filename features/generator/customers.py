@@ -92,6 +92,7 @@ def make_customers(
     start: date,
     days: int,
     day_weights: np.ndarray,
+    id_offset: int = 0,
 ) -> Customers:
     n_seg = segments.names.size
     seg_p = rng.dirichlet(np.full(n_seg, 6.0))
@@ -129,5 +130,5 @@ def make_customers(
     mates[:, :, 0] = seeds
     favourites = mates.transpose(0, 2, 1).reshape(n_customers, N_FAVOURITES)  # seeds first
 
-    ids = make_ids("C", n_customers, 6)
+    ids = make_ids("C", n_customers, 6, id_offset)
     return Customers(ids, segment, country, signup_ns, first_day, activity, favourites)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_ids(prefix: str, n: int, width: int | None = None) -> np.ndarray:
-    """`prefix` + zero-padded 0..n-1 as an object array of Python str (e.g. "card_000123")."""
-    width = max(width or 1, len(str(max(n - 1, 0))))
-    numbers = np.arange(n, dtype=np.int64)
+def make_ids(prefix: str, n: int, width: int | None = None, offset: int = 0) -> np.ndarray:
+    """`prefix` + zero-padded offset..offset+n-1 as an object array of Python str (e.g.
+    "card_000123"); a chunk of a partitioned store numbers on from the chunks before it."""
+    width = max(width or 1, len(str(max(offset + n - 1, 0))))
+    numbers = np.arange(offset, offset + n, dtype=np.int64)
     head = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8)
     raw = np.empty((n, head.size + width), dtype=np.uint8)
     raw[:, : head.size] = head

@@ -116,8 +116,10 @@ def order_lines_frame(
     product_ids: np.ndarray,
     end_ns: int,
     return_rate: float,
+    order_offset: int = 0,
 ) -> pd.DataFrame:
-    """The order_lines table: sales plus cancellations and returns as negative lines."""
+    """The order_lines table: sales plus cancellations and returns as negative lines (order
+    ids numbered from `order_offset`)."""
     n = orders.order.size
     back = np.flatnonzero(rng.random(n) < return_rate)
     cancel = rng.random(back.size) < CANCEL_SHARE
@@ -135,7 +137,7 @@ def order_lines_frame(
     sort = np.argsort(ts)
     rows, ts, qty = rows[sort], ts[sort], qty[sort]
 
-    order_ids = make_ids("O", orders.n_orders, 7)
+    order_ids = make_ids("O", orders.n_orders, 7, order_offset)
     cust = orders.customer[rows]
     guest = cust < 0
     guest_country = COUNTRIES[rng.choice(COUNTRIES.size, orders.n_orders, p=COUNTRY_P)]

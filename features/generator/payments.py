@@ -88,10 +88,14 @@ def make_payments(
     customers: Customers,
     orders: Orders,
     t0_ns: int,
+    bad_terminal_days: np.ndarray | None = None,
+    offsets: tuple[int, int] = (0, 0),
 ) -> pd.DataFrame:
     """Every card payment of the simulated period, in time order, with its fraud label.
 
-    The steps draw from `rng` in a fixed order (the same seed gives the same table).
+    The steps draw from `rng` in a fixed order (the same seed gives the same table). A chunk of
+    a partitioned store passes the compromised terminal-days of the whole shop (terminals are
+    shared by every chunk) and the (card, transaction) numbers its ids start from.
     """
     wallets = make_wallets(rng, spec, customers.n)
     g_cust, g_ts, g_amt = other_purchases(rng, spec, customers, wallets, t0_ns)
@@ -103,13 +107,16 @@ def make_payments(
     terminal = wallets.usual_terminal(rng, cust)
     day = (ts - t0_ns) // NS_PER_DAY
     scenario = np.where(amount > cfg.large_amount_threshold, 1, 0)  # scenario 1: large amounts
-    bad = compromised_terminal_days(rng, cfg, spec.days, spec.terminals)
+    bad = bad_terminal_days
+    if bad is None:
+        bad = compromised_terminal_days(rng, cfg, spec.days, spec.terminals)
     scenario = np.where(np.isin(terminal * spec.days + day, bad), 2, scenario)
     genuine = Stream(cust, ts, amount, card, terminal, scenario)
     fraud = card_fraud(rng, cfg, spec, customers, wallets, genuine, day, t0_ns)
     stream = (genuine + fraud).sorted_by_time()
     label = label_times(rng, cfg, stream.ts, stream.scenario > 0)
-    return payments_frame(stream, label, customers, wallets.card_owner.size, spec.terminals)
+    n_card = wallets.card_owner.size
+    return payments_frame(stream, label, customers, n_card, spec.terminals, offsets)
 
 
 def make_wallets(rng: np.random.Generator, spec: ScaleSpec, n_c: int) -> Wallets:
@@ -250,7 +257,12 @@ def label_times(
 
 
 def payments_frame(
-    stream: Stream, label: np.ndarray, customers: Customers, n_card: int, n_term: int
+    stream: Stream,
+    label: np.ndarray,
+    customers: Customers,
+    n_card: int,
+    n_term: int,
+    offsets: tuple[int, int] = (0, 0),
 ) -> pd.DataFrame:
     """The payments table of the data contract, with ids in place of indices."""
     currency_of_country = np.array(
@@ -258,10 +270,10 @@ def payments_frame(
     )
     return pd.DataFrame(
         {
-            "transaction_id": make_ids("T", stream.ts.size, 10),
+            "transaction_id": make_ids("T", stream.ts.size, 10, offsets[1]),
             "timestamp": stream.ts.astype("datetime64[ns]"),
             "customer_id": customers.ids[stream.cust],
-            "card_id": make_ids("card_", n_card, 6)[stream.card],
+            "card_id": make_ids("card_", n_card, 6, offsets[0])[stream.card],
             "terminal_id": make_ids("term_", n_term, 5)[stream.terminal],
             "amount": stream.amount,
             "currency": currency_of_country[stream.cust],

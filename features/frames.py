@@ -1,0 +1,268 @@
+"""Contract tables as Dask dataframes: partitioned Parquet folders and SQL read in pieces.
+
+A table too big for one process is a folder `<table>/part-*.parquet` (what the `xlarge`
+generator writes) or a SQL table cut into ranges of a key or time column. Each piece is read
+and validated by the worker that needs it (`features.contract.validate`), so a bad piece fails
+with the table, column, problem and rows *and the partition* it was found in; nothing is
+gathered in the client. `FrameStore` is the Dask side of `features.store.Store`: the same
+fingerprint (rows and sha256 per table, streamed partition by partition), never the whole table
+in one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.contract import TABLES, validate
+from shopml.errors import DataError
+
+PART_GLOB = "part-*.parquet"
+
+
+def _dd():
+    """dask.dataframe, imported on use (0.5 s, and only Dask jobs need it)."""
+    import dask.dataframe as dd
+
+    return dd
+
+
+def table_parts(path: str | Path, table: str) -> list[Path]:
+    """The Parquet files of `table` under a store folder: `<table>/part-*.parquet` in name order,
+    else the single `<table>.parquet`; empty when the folder holds neither."""
+    path = Path(path)
+    folder = path / table
+    if folder.is_dir():
+        return sorted(folder.glob(PART_GLOB))
+    single = path / f"{table}.parquet"
+    return [single] if single.is_file() else []
+
+
+def _read_part(file: str, table: str, columns: tuple[str, ...] | None) -> pd.DataFrame:
+    """One partition: read and validated; a `DataError` names the table and the partition."""
+    where = f"{table} partition {Path(file).parent.name}/{Path(file).name}"
+    try:
+        df = pq.read_table(file, columns=list(columns) if columns else None).to_pandas()
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise DataError(f"{where}: not a readable Parquet file ({err})") from None
+    try:
+        return validate(table, df)
+    except DataError as err:
+        raise DataError(f"{where} (rows counted within the partition): {err}") from None
+
+
+def _meta(file: Path, table: str, columns: tuple[str, ...] | None) -> pd.DataFrame:
+    """The validated, empty frame of a partition's schema (the dataframe's meta)."""
+    try:
+        schema = pq.read_schema(file)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise DataError(
+            f"{table} partition {file.name}: not a readable Parquet file ({err})"
+        ) from None
+    empty = schema.empty_table().to_pandas()
+    if columns:
+        empty = empty[[c for c in columns if c in empty.columns]]
+    return validate(table, empty)
+
+
+def read_parquet_table(path: str | Path, table: str, columns: Sequence[str] | None = None):
+    """`table` of the store folder `path` as a Dask dataframe, one partition per Parquet file,
+    each validated when it is read (a `DataError` naming the partition)."""
+    if table not in TABLES:
+        raise DataError(f"unknown table '{table}'; the contract has {list(TABLES)}")
+    files = table_parts(path, table)
+    if not files:
+        raise DataError(f"{path}: no {table}/{PART_GLOB} nor {table}.parquet")
+    cols = tuple(columns) if columns else None
+    meta = _meta(files[0], table, cols)
+    return _dd().from_map(
+        _read_part,
+        [str(f) for f in files],
+        table=table,
+        columns=cols,
+        meta=meta,
+        enforce_metadata=False,
+        label=f"read-{table}",
+    )
+
+
+def from_pandas(df: pd.DataFrame, npartitions: int):
+    """A validated in-memory table cut into `npartitions` row ranges (order kept)."""
+    return _dd().from_pandas(df, npartitions=max(1, int(npartitions)), sort=False)
+
+
+# ----------------------------------------------------------------- SQL in ranges
+def sql_ranges(lo, hi, n: int) -> list[tuple[object, object]]:
+    """`n` half-open ranges [a, b) covering [lo, hi] of a number or a time (the last one closed)."""
+    n = max(1, int(n))
+    if isinstance(lo, pd.Timestamp | np.datetime64) or hasattr(lo, "isoformat"):
+        lo_ns, hi_ns = pd.Timestamp(lo).value, pd.Timestamp(hi).value
+        edges = np.linspace(lo_ns, hi_ns, n + 1).astype("int64")
+        edges = [pd.Timestamp(int(e)).to_pydatetime() for e in np.unique(edges)]
+    else:
+        raw = np.linspace(float(lo), float(hi), n + 1)
+        edges = list(np.unique(raw.astype("int64") if float(lo).is_integer() else raw))
+        edges = [e.item() if hasattr(e, "item") else e for e in edges]
+    if len(edges) == 1:
+        edges = [edges[0], edges[0]]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _sql_part(
+    url: str, table: str, query: str, key: str, lo, hi, last: bool, columns
+) -> pd.DataFrame:
+    """One range of a SQL table: rows with lo <= key < hi (<= hi for the last range), validated."""
+    import sqlalchemy as sa
+
+    from features.loaders import sql
+    from features.loaders._columns import rename
+
+    op = "<=" if last else "<"
+    text = sa.text(f"SELECT * FROM ({query}) AS q WHERE q.{key} >= :lo AND q.{key} {op} :hi")
+    where = f"{table} partition {key} in [{lo}, {hi}{']' if last else ')'}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            df = pd.read_sql(text, conn, params={"lo": lo, "hi": hi})
+    except sa.exc.SQLAlchemyError as err:
+        raise DataError(
+            f"sql: {where} failed on {sql.safe_url(url)}: {getattr(err, 'orig', None) or err}"
+        ) from None
+    finally:
+        engine.dispose()
+    df = rename(df, table, columns, f"sql: {sql.safe_url(url)}")
+    try:
+        return validate(table, df)
+    except DataError as err:
+        raise DataError(f"{where} (rows counted within the partition): {err}") from None
+
+
+def read_sql_table(
+    url: str,
+    table: str,
+    source: str,
+    partition_on: str,
+    npartitions: int,
+    columns: dict | None = None,
+):
+    """A contract table from SQL as a Dask dataframe: the query (or database table) `source`
+    cut into `npartitions` ranges of the key or time column `partition_on`, each read and
+    validated by a worker (a `DataError` naming the range)."""
+    import sqlalchemy as sa
+
+    from features.loaders import sql
+
+    if not partition_on.isidentifier():
+        raise DataError(f"sql: partition_on.{table}: {partition_on!r} is not a column name")
+    query = source if " " in source.strip() else f"SELECT * FROM {source}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            lo, hi = conn.execute(
+                sa.text(f"SELECT MIN(q.{partition_on}), MAX(q.{partition_on}) FROM ({query}) AS q")
+            ).one()
+            head = pd.read_sql(sa.text(f"SELECT * FROM ({query}) AS q LIMIT 0"), conn)
+    except sa.exc.SQLAlchemyError as err:
+        raise DataError(
+            f"sql: table '{table}' on {sql.safe_url(url)}: {getattr(err, 'orig', None) or err}"
+        ) from None
+    finally:
+        engine.dispose()
+    if lo is None:
+        raise DataError(f"sql: table '{table}' is empty (no {partition_on} to cut ranges of)")
+    if isinstance(lo, str):
+        lo, hi = pd.Timestamp(lo), pd.Timestamp(hi)
+    ranges = sql_ranges(lo, hi, npartitions)
+    from features.loaders._columns import rename
+
+    meta = validate(table, rename(head, table, columns, "sql"))
+    args = [(lo_, hi_, i == len(ranges) - 1) for i, (lo_, hi_) in enumerate(ranges)]
+    return _dd().from_map(
+        lambda a: _sql_part(url, table, query, partition_on, a[0], a[1], a[2], columns),
+        args,
+        meta=meta,
+        enforce_metadata=False,
+        label=f"sql-{table}",
+    )
+
+
+# ----------------------------------------------------------------- the store of frames
+def _row_hashes(df: pd.DataFrame) -> np.ndarray:
+    """Per-row hashes as `features.store.table_hash` feeds them (strings as Python objects, so
+    an Arrow string column hashes as the object column of the local engine does)."""
+    obj = df.copy()
+    for c in obj.columns:
+        if isinstance(obj[c].dtype, pd.StringDtype) or str(obj[c].dtype).startswith("string"):
+            obj[c] = obj[c].astype(object).where(obj[c].notna(), None)
+    return pd.util.hash_pandas_object(obj, index=False).to_numpy()
+
+
+@dataclass
+class FrameStore:
+    """Tables as Dask dataframes, with `Store`'s name and fingerprint (equal to the local
+    store's for equal data: the row hashes are streamed into one sha256 per table)."""
+
+    tables: dict = field(default_factory=dict)
+    name: str = "store"
+    _fingerprint: dict | None = field(default=None, repr=False)
+
+    def __getattr__(self, table: str):
+        if table in TABLES:
+            return self.tables.get(table)
+        raise AttributeError(table)
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if n not in self.tables]
+        if missing:
+            raise DataError(
+                f"store '{self.name}' has no {', '.join(missing)} table; "
+                f"it provides {list(self.tables)}"
+            )
+
+    def fingerprint(self) -> dict[str, dict[str, object]]:
+        """Rows and content hash per table, computed on the workers one partition at a time."""
+        if self._fingerprint is None:
+            out = {}
+            for t, frame in self.tables.items():
+                import dask
+
+                h = hashlib.sha256()
+                h.update(json.dumps([str(c) for c in frame.columns]).encode())
+                parts = frame.map_partitions(_row_hashes, meta=(None, "u8")).to_delayed()
+                rows = 0
+                for hashes in dask.compute(*parts):  # 8 bytes a row reach the client, in order
+                    rows += len(hashes)
+                    h.update(np.asarray(hashes).tobytes())
+                out[t] = {"rows": rows, "sha256": h.hexdigest()}
+            self._fingerprint = out
+        return self._fingerprint
+
+    def fingerprint_id(self) -> str:
+        blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def row_counts(self) -> dict[str, int]:
+        return {t: int(v["rows"]) for t, v in self.fingerprint().items()}
+
+
+def read_store(path: str | Path, tables: Sequence[str] | None = None) -> FrameStore:
+    """Every contract table found in a store folder (partitioned or single files) as frames."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"store folder {path} does not exist")
+    found = {t: read_parquet_table(path, t) for t in tables or TABLES if table_parts(path, t)}
+    if not found:
+        raise DataError(f"{path} holds no table of the contract ({', '.join(TABLES)})")
+    name = path.name
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        name = json.loads(manifest.read_text()).get("name", name)
+    return FrameStore(found, name=name)

@@ -38,6 +38,7 @@ data.register(app, bench_app)  # generate, validate, profile, bench generator, b
 forecast.register(train_app, bench_app)  # train forecast, bench forecast-online-retail
 fraud.register(app, train_app, bench_app)  # train fraud, bench fraud-handbook, fraud ingest-labels
 recommender.register(train_app, bench_app)  # train recommender, bench recs-movielens/-online-retail
+recommender.register_commands(app)  # recommend export
 monitor.register(app)  # monitor (drift + live performance)
 
 

@@ -331,9 +331,9 @@ def _net_cancellations(lines: pd.DataFrame) -> pd.DataFrame:
     neg = lines[(lines["quantity"] < 0) & lines["customer_id"].notna()]
     if neg.empty or sales.empty:
         return sales
-    sales = sales.sort_values("timestamp").reset_index(drop=True)
+    sales = sales.sort_values("timestamp", kind="stable").reset_index(drop=True)  # ties: as read
     sales["_row"] = np.arange(len(sales))
-    neg = neg.sort_values("timestamp")
+    neg = neg.sort_values("timestamp", kind="stable")
     keyed = sales[sales["customer_id"].notna()]
     matched = pd.merge_asof(
         neg[["timestamp", "customer_id", "product_id", "quantity"]],

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from pydantic import Field, field_validator
 
 from features.store import Store
+from shopml.compute import Compute
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 
@@ -43,6 +44,9 @@ class InteractionConfig(ConfigModel):
     as_of: datetime | None = None
     purchases_from: Literal["auto", "interactions", "order_lines"] = "auto"
     exclude_products: list[str] = Field(default_factory=list)
+    # train also on the storefront's feedback (POST /feedback: clicks as views, add-to-carts,
+    # purchases unless order lines hold them), before the test period (features.feedback)
+    include_feedback: bool = False
 
     @field_validator("event_weights")
     @classmethod
@@ -226,17 +230,23 @@ def build_matrix(
     *,
     customer_ids=None,
     product_ids=None,
+    compute: Compute | None = None,
 ) -> InteractionMatrix:
     """Build the weighted customer x product matrix.
 
     `source` is a Store or an events frame (as from `events_frame`, e.g. a split's train part).
     Fixed `customer_ids` / `product_ids` pin the id mappings (events outside them are dropped);
-    otherwise they are the sorted ids that pass the minimum-count filters.
+    otherwise they are the sorted ids that pass the minimum-count filters. On a Dask `compute`
+    the cells are aggregated on the cluster, per customer partition (`_cells_on_dask`); the
+    matrix is the same, bit for bit.
     """
     cfg = cfg or InteractionConfig()
     events = events_frame(source, cfg) if isinstance(source, Store) else source
     if cfg.as_of is not None and not isinstance(source, Store):
         events = events[events["timestamp"] < pd.Timestamp(cfg.as_of)]
+    if compute is not None and compute.is_dask:
+        cells = _cells_on_dask(events, cfg, compute)
+        return _matrix_from_cells(cells, cfg, customer_ids, product_ids)
     w = event_weights(events, cfg, as_of=cfg.as_of)
     events = events.assign(_w=w)[w > 0]
     if customer_ids is None and product_ids is None:
@@ -286,3 +296,108 @@ def _min_count_filter(events: pd.DataFrame, cfg: InteractionConfig) -> pd.DataFr
         if len(events) == before:
             break
     return events
+
+
+# ---- the Dask path ---------------------------------------------------------------------------
+CELL_COLUMNS = ["customer_id", "product_id", "v", "d", "p"]
+
+
+def _cells_on_dask(events: pd.DataFrame, cfg: InteractionConfig, compute: Compute) -> pd.DataFrame:
+    """One row per (customer, product) cell with the aggregated weight `v`, the last event day
+    `d` and whether a purchase is among its events `p`, aggregated on the Dask cluster.
+
+    Events are shuffled by customer, so each cell lives in one partition; every partition
+    re-sorts its events by their position in `events`, so a cell's weights are summed in the
+    local engine's order (the same float bits). The decay reference is the global last event,
+    as in `event_weights`.
+    """
+    import dask.dataframe as dd
+
+    ref = cfg.as_of
+    if ref is None and cfg.half_life_days is not None and len(events):
+        ref = events["timestamp"].max()
+    frame = events[EVENT_COLUMNS].reset_index(drop=True)
+    frame = frame.assign(_i=np.arange(len(frame), dtype=np.int64))
+    n = max(compute.n_partitions, 1)
+    ddf = dd.from_pandas(frame, npartitions=n, sort=False)
+    if n > 1:
+        ddf = ddf.shuffle(on="customer_id", npartitions=n)
+    meta = pd.DataFrame(
+        {
+            "customer_id": pd.Series(dtype=object),
+            "product_id": pd.Series(dtype=object),
+            "v": pd.Series(dtype="float64"),
+            "d": pd.Series(dtype="float64"),
+            "p": pd.Series(dtype=bool),
+        }
+    )
+    cells = ddf.map_partitions(_partition_cells, cfg, ref, meta=meta).compute()
+    return cells.reset_index(drop=True)
+
+
+def _partition_cells(part: pd.DataFrame, cfg: InteractionConfig, ref) -> pd.DataFrame:
+    """The cells of one customer partition (see `_cells_on_dask`)."""
+    part = part.sort_values("_i", kind="stable")
+    w = event_weights(part, cfg, as_of=ref)
+    keep = w > 0
+    part = part[keep]
+    ts = part["timestamp"].to_numpy(dtype="datetime64[ns]")
+    cells = pd.DataFrame(
+        {
+            "customer_id": part["customer_id"].to_numpy(dtype=object),
+            "product_id": part["product_id"].to_numpy(dtype=object),
+            "v": w[keep],
+            "d": ts.astype("datetime64[s]").astype("float64") / 86400.0,
+            "p": part["event"].to_numpy() == "purchase",
+        }
+    )
+    agg = cells.groupby(["customer_id", "product_id"], sort=True).agg(
+        v=("v", cfg.aggregate), d=("d", "max"), p=("p", "any")
+    )
+    return agg.reset_index()[CELL_COLUMNS]
+
+
+def _matrix_from_cells(
+    cells: pd.DataFrame, cfg: InteractionConfig, customer_ids=None, product_ids=None
+) -> InteractionMatrix:
+    """The matrix of aggregated cells: the minimum-count filters (a cell is a distinct
+    customer-product pair, so counting cells counts what `_min_count_filter` counts), the sorted
+    or pinned id mappings, and the weight, last-seen and purchase matrices."""
+    if customer_ids is None and product_ids is None:
+        cells = _min_count_cells(cells, cfg)
+    customers = np.sort(cells["customer_id"].unique()) if customer_ids is None else customer_ids
+    products = np.sort(cells["product_id"].unique()) if product_ids is None else product_ids
+    customers = np.asarray(customers).astype(str)
+    products = np.asarray(products).astype(str)
+    r = pd.Index(customers).get_indexer(cells["customer_id"])
+    c = pd.Index(products).get_indexer(cells["product_id"])
+    keep = (r >= 0) & (c >= 0)
+    r, c = r[keep], c[keep]
+    shape = (len(customers), len(products))
+    v = np.ones(len(r)) if cfg.binary else np.maximum(cells["v"].to_numpy()[keep], 1e-30)
+    m = sp.csr_matrix((v.astype(np.float32), (r, c)), shape=shape, dtype=np.float32)
+    days = cells["d"].to_numpy()[keep]
+    last = sp.csr_matrix((days, (r, c)), shape=shape, dtype=np.float64)
+    p = cells["p"].to_numpy(bool)[keep]
+    ones = np.ones(int(p.sum()), np.float32)
+    purchases = sp.csr_matrix((ones, (r[p], c[p])), shape=shape, dtype=np.float32)
+    as_of = np.datetime64(cfg.as_of, "ns") if cfg.as_of is not None else None
+    return InteractionMatrix(
+        m, customers, products, as_of=as_of, last_seen_days=last, purchases=purchases
+    )
+
+
+def _min_count_cells(cells: pd.DataFrame, cfg: InteractionConfig) -> pd.DataFrame:
+    """`_min_count_filter` on aggregated cells (the same passes, the same result)."""
+    if cfg.min_customer_products <= 1 and cfg.min_product_customers <= 1:
+        return cells
+    for _ in range(5):
+        per_product = cells["product_id"].value_counts()
+        per_customer = cells["customer_id"].value_counts()
+        ok_p = per_product.index[per_product >= cfg.min_product_customers]
+        ok_c = per_customer.index[per_customer >= cfg.min_customer_products]
+        before = len(cells)
+        cells = cells[cells["product_id"].isin(ok_p) & cells["customer_id"].isin(ok_c)]
+        if len(cells) == before:
+            break
+    return cells

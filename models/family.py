@@ -53,6 +53,18 @@ class Guard(ConfigModel):
         return self
 
 
+class LiveABRule(ConfigModel):
+    """What the gate asks of a live A/B split (recommender): with `required`, the challenger
+    is promoted only when its lists beat the champion's of the same period on `metric` at `k`
+    (one-sided two-proportion z-test, p < `alpha`) with at least `min_lists` lists a side."""
+
+    required: bool = False
+    metric: Literal["ctr", "conversion"] = "ctr"
+    k: int = Field(20, ge=1, le=200)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    min_lists: int = Field(1000, ge=1)
+
+
 class FamilySpec(ConfigModel):
     """The promotion rule of one family: what "better" means, by how much, and what must hold."""
 
@@ -66,12 +78,15 @@ class FamilySpec(ConfigModel):
     key_metrics: list[str] = Field(default_factory=list)
     # test-size metric the job logs -> least value the gate accepts (fewer: too little to decide)
     min_evidence: dict[str, float] = Field(default_factory=dict)
+    live_ab: LiveABRule | None = None  # recommender: the live A/B evidence the gate may require
 
     @model_validator(mode="after")
     def _evidence_positive(self) -> FamilySpec:
         bad = [k for k, v in self.min_evidence.items() if not v >= 0]
         if bad:
             raise ValueError(f"min_evidence {', '.join(bad)}: the least count must be >= 0")
+        if self.live_ab is not None and self.family != "recommender":
+            raise ValueError(f"live_ab: only the recommender has an A/B split, not {self.family}")
         return self
 
     def improvement(self, challenger: float, champion: float) -> float:

@@ -130,6 +130,13 @@ class Endpoint:
         """The fast route of this endpoint on a started service: validate, call, serialise."""
         validate = self.request.model_validate_json
         answer = self.handler.__get__(service)
+        if inspect.iscoroutinefunction(self.handler):  # e.g. /feedback awaits its commit
+
+            async def handle_awaited(body: bytes, headers=()) -> tuple[int, bytes]:
+                extra = (asgi_headers(headers),) if self.headers else ()
+                return 200, to_json(await answer(validate(body), *extra))
+
+            return handle_awaited
         if self.headers:
 
             async def handle_with_headers(body: bytes, headers=()) -> tuple[int, bytes]:
@@ -151,7 +158,8 @@ def asgi_headers(raw) -> dict[str, str]:
 def endpoint(route: str, answers: type[BaseModel], headers: bool = False, batch: bool = False):
     """Declare `method(self, request: RequestSchema, /) -> dict` as the endpoint of `route`
     (with `headers=True`: `method(self, request, /, headers: dict[str, str])`, names lower case;
-    `batch=True`: bodies up to SHOPML_MAX_BATCH_BODY_BYTES).
+    `batch=True`: bodies up to SHOPML_MAX_BATCH_BODY_BYTES; an `async def` method is awaited,
+    on the event loop: e.g. /feedback waiting for its database commit).
 
     Returns the `@bentoml.api` method (served by BentoML when the fast path is off) and records
     it for `FastRoutes.serve`.
@@ -166,7 +174,10 @@ def endpoint(route: str, answers: type[BaseModel], headers: bool = False, batch:
         async def api(self, request, /, ctx=None):
             try:
                 extra = (dict(ctx.request.headers),) if headers else ()
-                status, body = 200, to_json(method(self, request, *extra))
+                answer = method(self, request, *extra)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+                status, body = 200, to_json(answer)
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never a crash
                 status, body = error_response(exc)
             if ctx is not None:  # BentoML sets the answer's status from its context

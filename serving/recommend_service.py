@@ -2,7 +2,10 @@
 
 Models come only from the BentoML store (imported from the MLflow champions by `shopml build`):
 `shopml-recommender` (required) and `shopml-forecast` (optional: without it `/forecast`
-answers 503 saying which model to train). Stateless, so it may run several workers.
+answers 503 saying which model to train). `POST /feedback` stores what the storefront saw and
+did with the lists in the feedback store (SQLite under SHOPML_HOME, or SHOPML_FEEDBACK_URL),
+answering once the events are committed (`serving.feedback`). The answers hold no state, so it
+may run several workers (each with its own writer into the one store).
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLA
 
 import bentoml  # noqa: E402
 
+from features.feedback import FeedbackStore  # noqa: E402
 from serving import metrics  # noqa: E402
+from serving.ab_split import ABSplitConfig  # noqa: E402
 from serving.endpoints import FastRoutes, Unavailable, endpoint  # noqa: E402
+from serving.feedback import FeedbackIntake  # noqa: E402
 from serving.model_store import load_native, stored_model  # noqa: E402
 from serving.schemas import (  # noqa: E402
+    FeedbackRequest,
+    FeedbackResponse,
     ForecastRequest,
     ForecastResponse,
     RecommendRequest,
@@ -29,6 +37,7 @@ from serving.schemas import (  # noqa: E402
 from serving.service_common import optional_model, service_config  # noqa: E402
 from serving.storefront import FORECAST_FILE, Forecasts, Storefront  # noqa: E402
 from shopml.log import get_logger  # noqa: E402
+from shopml.settings import load_settings  # noqa: E402
 
 log = get_logger("serving.recommend")
 
@@ -46,9 +55,12 @@ class RecommendService:
 
     def __init__(self) -> None:
         self.ready = False
+        settings = load_settings()
         loaded = load_native(stored_model(type(self).recommender_ref, "recommender"), "recommender")
-        self.storefront = Storefront(loaded.obj, loaded.version_label)
+        split = ABSplitConfig.of(settings)
+        self.storefront = Storefront(loaded.obj, loaded.version_label, split=split)
         metrics.model_loaded("recommender", loaded.version_label, loaded.mlflow_run_id)
+        self.feedback_intake = FeedbackIntake(FeedbackStore.open(settings))
         self.forecasts = None
         forecast_ref = type(self).forecast_ref
         if forecast_ref is not None and forecast_ref.stored is not None:
@@ -62,7 +74,11 @@ class RecommendService:
         self.ready = True
         log.info(
             "storefront ready",
-            extra={"recommender": loaded.version_label, "forecast": bool(self.forecasts)},
+            extra={
+                "recommender": loaded.version_label,
+                "forecast": bool(self.forecasts),
+                "ab_share": split.share if self.storefront.ab_active else 0.0,
+            },
         )
 
     async def __is_ready__(self) -> bool:  # async: no thread hop per probe
@@ -79,6 +95,12 @@ class RecommendService:
         """Products similar to the one on a product page, available ones by default, with the
         category and exclusion filters of /recommend (404 naming an unknown product/category)."""
         return self.storefront.similar(request)
+
+    @endpoint("/feedback", answers=FeedbackResponse, batch=True)
+    async def feedback(self, request: FeedbackRequest, /) -> dict:
+        """Impressions, clicks, add-to-carts and purchases of the products shown (each naming
+        the `request_id` of its answer), stored all or nothing before the answer."""
+        return await self.feedback_intake.submit(request)
 
     @endpoint("/forecast", answers=ForecastResponse)
     def forecast(self, request: ForecastRequest, /) -> dict:

@@ -7,8 +7,11 @@ silently ignored).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.feedback import REQUEST_ID
 from models.recommenders.selection import SESSION_WEIGHT
 
 MAX_K = 200
@@ -73,6 +76,10 @@ class RecommendResponse(BaseModel):
     source: str = Field(description="Which model or fallback produced this list")
     fallback: bool = Field(description="True when the primary model could not answer itself")
     model_version: str = Field(description="MLflow registered model and version")
+    variant: Literal["champion", "challenger"] = Field(
+        description="Which model of the A/B split made the list (challenger: SHOPML_AB_SHARE)"
+    )
+    request_id: str = Field(description="Id of this answer: send it back with POST /feedback")
 
 
 class SimilarRequest(Strict):
@@ -97,6 +104,63 @@ class SimilarResponse(BaseModel):
     model: str
     source: str
     model_version: str
+    variant: Literal["champion", "challenger"] = Field(
+        description="Always champion: a product page has no customer to split on"
+    )
+    request_id: str = Field(description="Id of this answer: send it back with POST /feedback")
+
+
+MAX_FEEDBACK_EVENTS = 1000
+
+
+class FeedbackEventIn(Strict):
+    """What happened to one product of a list shown: seen, clicked, carted or bought."""
+
+    event: Literal["impression", "click", "add_to_cart", "purchase"]
+    request_id: str = Field(
+        ...,
+        max_length=160,
+        pattern=REQUEST_ID.pattern,
+        description="The `request_id` of the /recommend or /similar answer that showed it",
+    )
+    product_id: str = _id("The product")
+    customer_id: str | None = Field(
+        None, min_length=1, max_length=128, description="The customer; omit for a visitor"
+    )
+    position: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_K,
+        description="1-based rank of the product in that answer (required for an impression)",
+    )
+    quantity: int = Field(1, ge=1, le=10_000, description="Units (add_to_cart, purchase)")
+    event_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\s]+$",
+        description="The client's id of this event: a retry with the same id is stored once",
+    )
+
+    @model_validator(mode="after")
+    def _impression_has_a_position(self) -> FeedbackEventIn:
+        if self.event == "impression" and self.position is None:
+            raise ValueError("an impression needs its position (1-based rank in the list)")
+        if self.event_id is not None and self.event_id.startswith("g-"):
+            raise ValueError("event_id: ids starting with 'g-' are the server's own")
+        return self
+
+
+class FeedbackRequest(Strict):
+    """A batch of feedback events, stored all or nothing."""
+
+    events: list[FeedbackEventIn] = Field(..., min_length=1, max_length=MAX_FEEDBACK_EVENTS)
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(description="Events in the batch, all in the store when this answers")
+    stored: int = Field(description="Events stored by this request")
+    duplicates: int = Field(description="Events whose event_id was stored before (not again)")
 
 
 class ForecastRequest(Strict):

@@ -6,16 +6,23 @@ recommender is used only through its interface: `recommend_with_context`, `simil
 `name` (the primary model's name, which a fallback chain answers as). An answer is a fallback
 unless the primary model made it (alone, or with the customer's session blended in; the ranker
 also when it ranks a session's candidates per request, `source: "ranker:fold-in"`).
+
+With a challenger and an A/B split (`serving.ab_split`), a customer in the split's share gets
+the challenger's list; every answer says its `variant` and carries a `request_id` naming the
+endpoint, variant and model version, which `POST /feedback` events send back.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from features.feedback import new_request_id, request_id_suffix
 from models.recommenders import Recommender, RecommendFilters
 from serving import metrics
+from serving.ab_split import CHALLENGER, CHAMPION, ABSplit, ABSplitConfig
 from serving.schemas import ForecastRequest, RecommendRequest, SimilarRequest
 from shopml.errors import UnknownEntity
 
@@ -28,16 +35,60 @@ def _items(rec) -> list[dict]:
     return [{"product_id": p, "score": s} for p, s in zip(ids, scores, strict=True)]
 
 
-class Storefront:
-    """Recommendations and similar products from one loaded recommender."""
+@dataclass
+class Variant:
+    """One served recommender of the split: the model, its version and what its answers say."""
 
-    def __init__(self, model: Recommender, model_version: str) -> None:
+    name: str  # champion / challenger
+    model: Recommender
+    model_version: str
+    primary_name: str = ""
+    own_sources: set[str] = field(default_factory=set)
+    recommend_suffix: str = ""
+    similar_suffix: str = ""
+
+    def __post_init__(self) -> None:
+        self.primary_name = self.model.name
+        self.own_sources = {self.model.name, f"{self.model.name}:session"}
+        if self.model.name == "ranker":  # a session or new visitor is ranked per request
+            self.own_sources.add("ranker:fold-in")
+        self.recommend_suffix = request_id_suffix("recommend", self.name, self.model_version)
+        self.similar_suffix = request_id_suffix("similar", self.name, self.model_version)
+
+
+class Storefront:
+    """Recommendations and similar products from the champion recommender, and from the
+    challenger for the customers the A/B split gives it."""
+
+    def __init__(
+        self,
+        model: Recommender,
+        model_version: str,
+        challenger: Recommender | None = None,
+        challenger_version: str | None = None,
+        split: ABSplitConfig | None = None,
+    ) -> None:
+        self.champion = Variant(CHAMPION, model, model_version)
+        self.challenger = (
+            Variant(CHALLENGER, challenger, challenger_version or "?")
+            if challenger is not None
+            else None
+        )
+        self.split = ABSplit(split or ABSplitConfig())
         self.model = model
         self.model_version = model_version
         self.primary_name = model.name
-        self._own_sources = {model.name, f"{model.name}:session"}
-        if model.name == "ranker":  # a session or new visitor is ranked per request: not a fallback
-            self._own_sources.add("ranker:fold-in")
+
+    @property
+    def ab_active(self) -> bool:
+        """True when some customers are served the challenger."""
+        return self.challenger is not None and self.split.active
+
+    def variant_of(self, customer_id: str | None) -> Variant:
+        """The variant that answers this customer."""
+        if self.challenger is not None and self.split.variant(customer_id) == CHALLENGER:
+            return self.challenger
+        return self.champion
 
     def recommend(self, req: RecommendRequest) -> dict:
         filters = RecommendFilters(
@@ -48,8 +99,9 @@ class Storefront:
             only_available=req.only_available,
         )
         customer = req.customer_id
+        served = self.variant_of(customer)
         hint = req.categories[0] if req.categories and len(req.categories) == 1 else None
-        rec = self.model.recommend_with_context(
+        rec = served.model.recommend_with_context(
             customer or "",
             req.k,
             filters,
@@ -58,15 +110,17 @@ class Storefront:
             session_weight=req.session_weight,
         )  # an unknown category: UnknownEntity -> 404 naming it
         source = rec.source
-        fallback = source not in self._own_sources
-        metrics.recommendation("recommend", source, fallback, self.model_version)
+        fallback = source not in served.own_sources
+        metrics.recommendation("recommend", source, fallback, served.model_version)
         return {
             "customer_id": customer,
             "items": _items(rec),
-            "model": self.primary_name,
+            "model": served.primary_name,
             "source": source,
             "fallback": fallback,
-            "model_version": self.model_version,
+            "model_version": served.model_version,
+            "variant": served.name,
+            "request_id": new_request_id(served.recommend_suffix),
         }
 
     def similar(self, req: SimilarRequest) -> dict:
@@ -76,15 +130,18 @@ class Storefront:
             categories=tuple(req.categories) if req.categories is not None else None,
             only_available=req.only_available,
         )
+        served = self.champion  # a product page has no customer to split on
         # an unknown product or category: UnknownEntity -> 404 naming it
-        rec = self.model.similar_items([req.product_id], req.k, filters)[0]
-        metrics.recommendation("similar", rec.source, False, self.model_version)
+        rec = served.model.similar_items([req.product_id], req.k, filters)[0]
+        metrics.recommendation("similar", rec.source, False, served.model_version)
         return {
             "product_id": req.product_id,
             "items": _items(rec),
-            "model": self.primary_name,
+            "model": served.primary_name,
             "source": rec.source,
-            "model_version": self.model_version,
+            "model_version": served.model_version,
+            "variant": served.name,
+            "request_id": new_request_id(served.similar_suffix),
         }
 
 

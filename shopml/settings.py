@@ -27,6 +27,11 @@ class Settings:
     datasets_dir: Path
     redis_url: str | None = None
     labels_url: str | None = None  # SHOPML_LABELS_URL: the fraud label store (PostgreSQL)
+    # SHOPML_FEEDBACK_URL: the recommendation feedback store (PostgreSQL in production)
+    feedback_url: str | None = None
+    # SHOPML_AB_SHARE: share of customers served the recommender challenger's lists (0: none)
+    ab_share: float = 0.0
+    ab_salt: str = "shopml-ab"  # SHOPML_AB_SALT: a new salt reshuffles who is in the A/B split
     fraud_rules: Path | None = None  # SHOPML_FRAUD_RULES: the rules file the service loads
     # SHOPML_RULES_TOKEN: bearer token of POST /rules/reload (kept out of any repr or log)
     rules_token: str | None = field(default=None, repr=False)
@@ -78,6 +83,11 @@ class Settings:
         return self.labels_url or f"sqlite:///{self.home / 'fraud' / 'labels.db'}"
 
     @property
+    def feedback_store_url(self) -> str:
+        """SQLAlchemy URL of the feedback store: `feedback_url`, else a SQLite file in home."""
+        return self.feedback_url or f"sqlite:///{self.home / 'feedback' / 'feedback.db'}"
+
+    @property
     def registry_uri(self) -> str:
         return self.tracking_uri
 
@@ -100,6 +110,9 @@ VARIABLES = {
     "datasets_dir": "SHOPML_DATASETS",
     "redis_url": "SHOPML_REDIS_URL",
     "labels_url": "SHOPML_LABELS_URL",
+    "feedback_url": "SHOPML_FEEDBACK_URL",
+    "ab_share": "SHOPML_AB_SHARE",
+    "ab_salt": "SHOPML_AB_SALT",
     "fraud_rules": "SHOPML_FRAUD_RULES",
     "rules_token": "SHOPML_RULES_TOKEN",
     "state_token": "SHOPML_STATE_TOKEN",
@@ -156,6 +169,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         datasets_dir=datasets_dir,
         redis_url=env.get("SHOPML_REDIS_URL") or None,
         labels_url=env.get("SHOPML_LABELS_URL") or None,
+        feedback_url=env.get("SHOPML_FEEDBACK_URL") or None,
+        ab_share=_share(env, "SHOPML_AB_SHARE"),
+        ab_salt=_text(env, "SHOPML_AB_SALT") or "shopml-ab",
         fraud_rules=Path(env["SHOPML_FRAUD_RULES"]).expanduser().resolve()
         if env.get("SHOPML_FRAUD_RULES")
         else None,
@@ -238,6 +254,20 @@ def _count(env: dict[str, str], name: str, default: int | None, minimum: int = 1
         value = minimum - 1
     if value < minimum:
         raise ConfigError(f"{name}: must be a whole number >= {minimum}, got {raw!r}")
+    return value
+
+
+def _share(env: dict[str, str], name: str) -> float:
+    """A fraction in [0, 1] from `env[name]` (default 0), else a ConfigError naming it."""
+    raw = _text(env, name)
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}: must be a fraction between 0 and 1, got {raw!r}")
     return value
 
 

@@ -20,14 +20,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from features.demand import DemandPanel, PanelConfig, build_panel, store_country
+from features.demand import DemandPanel, PanelConfig, store_country
+from features.demand_dask import build_panel_on
 from features.known_future import KnownFuture
 from features.reference import Profile
 from features.sources import SourceConfig, load_source
 from models.forecast import FORECASTERS, make_forecaster
 from models.forecast.base import FLAG_SHORT, Forecaster, as_panel
 from registry.store import configure, load_logged
-from shopml.compute import ComputeConfig
+from shopml.compute import Compute, ComputeConfig, open_compute
 from shopml.config import ConfigModel
 from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
@@ -242,8 +243,17 @@ def _log_backtest(
     return metrics
 
 
-def _backtest(config: ForecastJobConfig, lines, products, factories: dict, panel_cfg, panel):
-    """The rolling-origin backtest of `factories` that `train` and `evaluate` both run."""
+def _backtest(
+    config: ForecastJobConfig,
+    lines,
+    products,
+    factories: dict,
+    panel_cfg,
+    panel,
+    compute: Compute | None = None,
+):
+    """The rolling-origin backtest of `factories` that `train` and `evaluate` both run (each
+    fold a task on the cluster when `compute` is Dask)."""
     return backtest(
         lines,
         products,
@@ -253,6 +263,7 @@ def _backtest(config: ForecastJobConfig, lines, products, factories: dict, panel
         panel_config=panel_cfg,
         full_panel=panel,
         known=panel.known,
+        compute=compute,
     )
 
 
@@ -292,20 +303,39 @@ def _tune(config: ForecastJobConfig, lines, products, panel_cfg, panel) -> dict:
 
 
 def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainResult:
-    """Backtest, refit, register and publish the forecast (see module docstring)."""
+    """Backtest, refit, register and publish the forecast (see module docstring), on the
+    engine of `config.compute`."""
     settings = settings or load_settings()
+    with open_compute(config.compute, settings.dask_scheduler) as compute:
+        return _train(config, settings, compute)
+
+
+def _fit_final(compute: Compute, factory, panel: DemandPanel) -> Forecaster:
+    """The model refitted on all days: here, or as one task on a Dask worker (same code and
+    seed, so the same model)."""
+    if not compute.is_dask:
+        return factory().fit(panel)
+    return compute.client.submit(_fit_new, factory, panel, pure=False).result()
+
+
+def _fit_new(factory, panel: DemandPanel) -> Forecaster:
+    return factory().fit(panel)
+
+
+def _train(config: ForecastJobConfig, settings: Settings, compute: Compute) -> TrainResult:
     store, lines, products, panel_cfg = load_demand(config, settings)
-    panel = build_panel(lines, products, panel_cfg, KnownFuture.from_store(store))
+    panel = build_panel_on(compute, lines, products, panel_cfg, KnownFuture.from_store(store))
     primary = config.model.kind
 
     with tracking.start_run(FAMILY, config=config, store=store, settings=settings) as run:
+        mlflow.log_params({f"compute.cluster.{k}": v for k, v in compute.describe().items()})
         chosen = _tune(config, lines, products, panel_cfg, panel)
         params = {**chosen, **config.model.params}
         factories = {primary: _factory(primary, params, config.horizon, config.seed)}
         factories |= _factories(config, primary)
-        result = _backtest(config, lines, products, factories, panel_cfg, panel)
+        result = _backtest(config, lines, products, factories, panel_cfg, panel, compute)
         metrics = _log_backtest(result, primary, panel, config)
-        final = factories[primary]().fit(panel)
+        final = _fit_final(compute, factories[primary], panel)
         out = _publish(final, config, panel, settings.home, run.info.run_id, products)
         reference = forecast_reference_for(lines, products, out, config.exclude_categories)
         uri = _log_model(final, config, metrics, reference)
@@ -406,16 +436,22 @@ def evaluate(
     end and the last fold is one).
     """
     settings = configure(settings)
+    with open_compute(config.compute, settings.dask_scheduler) as compute:
+        return _evaluate(config, model_uri, settings, compute)
+
+
+def _evaluate(config: ForecastJobConfig, model_uri: str, settings: Settings, compute: Compute):
     model: Forecaster = load_logged(model_uri, FAMILY)
     store, lines, products, panel_cfg = load_demand(config, settings)
-    panel = build_panel(lines, products, panel_cfg, KnownFuture.from_store(store))
+    panel = build_panel_on(compute, lines, products, panel_cfg, KnownFuture.from_store(store))
     name = model.kind
     factories = {name: lambda: _Fixed(model)} | _factories(config, name)
     model_end = model.panel_.dates[-1]
     with tracking.evaluation_run(
         FAMILY, model_uri, config=config, store=store, settings=settings
     ) as run:
-        result = _backtest(config, lines, products, factories, panel_cfg, panel)
+        mlflow.log_params({f"compute.cluster.{k}": v for k, v in compute.describe().items()})
+        result = _backtest(config, lines, products, factories, panel_cfg, panel, compute)
         mlflow.set_tags(
             {
                 "forecast.model_train_end": str(model_end.date()),

@@ -48,10 +48,12 @@ class PerformanceTable:
 
 Provider = Callable[[MonitorContext], list[PerformanceTable]]
 
+from training.live_recommender import feedback_tables  # noqa: E402 - it imports this module lazily
+
 # family -> its providers, in display order (agents add their one line here)
 PROVIDERS: dict[str, list[Provider]] = {
     "fraud": [],
-    "recommender": [],
+    "recommender": [feedback_tables],
     "forecast": [],
 }
 

@@ -6,7 +6,9 @@ protocol a job logs with `training.tracking.log_protocol`): the champion's own t
 an evaluation run of the champion model on newer data (tagged `shopml.evaluated_model_version`,
 as `shopml retrain` logs them). The test must hold enough evidence (the family's
 `min_evidence`, e.g. 30 frauds); the challenger must beat the primary metric by the family's
-margin and must not regress a guard metric beyond its tolerance. The gated version holds the
+margin and must not regress a guard metric beyond its tolerance; with the recommender's
+`live_ab.required`, its lists must also beat the champion's in the live A/B split
+(`training.live_recommender`). The gated version holds the
 alias `challenger` until it is promoted; `previous-champion` keeps the replaced version so that
 `rollback` can restore it.
 """
@@ -27,9 +29,10 @@ from mlflow.tracking import MlflowClient
 import models.family as families
 from models.family import CHALLENGER, CHAMPION, FamilySpec, Guard
 from registry.store import PREVIOUS_CHAMPION, alias_version, clear_alias, client, set_alias
-from shopml.errors import ConfigError, RegistryError
+from shopml.errors import ConfigError, RegistryError, ShopmlError
 from shopml.settings import Settings
 from training.families import family_spec
+from training.live_recommender import live_check, read_feedback
 from training.runs import (
     FINGERPRINT_TAG,
     RUN_KIND_TAG,
@@ -419,7 +422,22 @@ def evaluate_gate(
     if evidence is not None:
         decision.champion_run_id = evidence.run_id
     decision.checks = gate_checks(spec, challenger, candidates)
+    if spec.live_ab is not None and spec.live_ab.required:
+        decision.checks.append(live_ab_check(spec, version, settings))
     return decision
+
+
+def live_ab_check(spec: FamilySpec, version: str, settings: Settings | None) -> Check:
+    """The required live A/B win of `spec.live_ab`: the challenger version's lists against the
+    champion's of the same period, from the feedback store (`training.live_recommender`)."""
+    rule = spec.live_ab
+    name = f"live {rule.metric}@{rule.k}"
+    try:
+        feedback = read_feedback(settings)
+    except ShopmlError as err:
+        return Check(name, False, f"no live evidence: {err}")
+    outcome = live_check(rule, version, feedback, spec.family)
+    return Check(name, outcome.passed, outcome.detail)
 
 
 def _training_run(run_ref: str, family: str, mlflow_client: MlflowClient) -> Run:

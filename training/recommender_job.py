@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from features.feedback import with_feedback
 from features.interactions import InteractionConfig, InteractionMatrix, build_matrix, events_frame
 from features.reference import Profile
 from features.sources import SourceConfig, load_source
@@ -33,12 +34,13 @@ from models.recommenders import (
     Recommender,
     make_model,
 )
+from models.recommenders.ease import check_catalog_size
 from registry.store import load_logged
-from shopml.compute import ComputeConfig
+from shopml.compute import Compute, ComputeConfig, open_compute
 from shopml.config import ConfigModel
 from shopml.errors import ConfigError, DataError
 from shopml.progress import progress
-from shopml.settings import Settings
+from shopml.settings import Settings, load_settings
 from training import tracking
 from training.params import check_kind_params
 from training.recommender_eval import EVAL_FILTERS, Truth, candidate_recall, truth_from_events
@@ -139,10 +141,24 @@ def evaluation_protocol(config: RecommenderJobConfig) -> dict:
     return {"split": split, "k": config.k, "events": events, "hidden": EVAL_FILTERS}
 
 
-def _matrix(events: pd.DataFrame, cfg: InteractionConfig, as_of) -> InteractionMatrix:
+def _matrix(
+    events: pd.DataFrame, cfg: InteractionConfig, as_of, compute: Compute | None = None
+) -> InteractionMatrix:
     if cfg.half_life_days is not None and as_of is not None and cfg.as_of is None:
         cfg = cfg.model_copy(update={"as_of": pd.Timestamp(as_of).to_pydatetime()})
-    return build_matrix(events, cfg)
+    return build_matrix(events, cfg, compute=compute)
+
+
+def _fit_on(compute: Compute | None, model: Recommender, matrix: InteractionMatrix, products):
+    """`model` fitted on the aggregated matrix: here, or on one Dask worker (the same code and
+    seeds, so the same model; the matrix travels once, the fitted model comes back)."""
+    if compute is None or not compute.is_dask:
+        return model.fit(matrix, products)
+    return compute.client.submit(_fit_model, model, matrix, products, pure=False).result()
+
+
+def _fit_model(model: Recommender, matrix: InteractionMatrix, products) -> Recommender:
+    return model.fit(matrix, products)
 
 
 def build_model(config: RecommenderJobConfig) -> Recommender:
@@ -181,17 +197,30 @@ def train(
     config: RecommenderJobConfig, settings: Settings | None = None, store: Store | None = None
 ) -> TrainResult:
     """Run the whole job and return its TrainResult (run id, metrics, registered version)."""
+    settings = settings or load_settings()
+    with open_compute(config.compute, settings.dask_scheduler) as compute:
+        return _train(config, settings, store, compute)
+
+
+def _train(
+    config: RecommenderJobConfig, settings: Settings, store: Store | None, compute: Compute
+) -> TrainResult:
     store = store if store is not None else load_source(config.source, settings)
     events = events_frame(store, config.interactions)
     split, cutoff = split_events(events, config.split)
+    if config.interactions.include_feedback:  # the storefront's feedback trains, never tests
+        lines = store.order_lines is not None and len(store.order_lines) > 0
+        bought = config.interactions.purchases_from == "interactions" or not lines
+        split.train = with_feedback(split.train, cutoff, bought, settings)
     with tracking.start_run(FAMILY, config=config, store=store, settings=settings) as run:
         mlflow.log_params(
             {"split.train_events": len(split.train), "split.test_events": len(split.test)}
         )
+        mlflow.log_params({f"compute.cluster.{k}": v for k, v in compute.describe().items()})
         tracking.log_protocol(evaluation_protocol(config))
         if config.search.trials > 0:
-            config = _searched(config, split.train, store.products)
-        model, metrics = _fit_and_evaluate(config, split, cutoff, store.products)
+            config = _searched(config, split.train, store.products, compute)
+        model, metrics = _fit_and_evaluate(config, split, cutoff, store.products, compute)
         if config.precompute_top_n:
             model.precompute(config.precompute_top_n)
         reference = recommender_reference_for(store, split.train, cutoff, model, config.k)
@@ -200,25 +229,32 @@ def train(
         return TrainResult.of_run(run, store, metrics, version, model_uri=uri)
 
 
-def _searched(config: RecommenderJobConfig, train_events, products) -> RecommenderJobConfig:
+def _searched(
+    config: RecommenderJobConfig, train_events, products, compute: Compute | None = None
+) -> RecommenderJobConfig:
     """`config` with the parameters of the best search trial, logged as the run's best."""
-    best = _search(config, train_events, products)
+    best = _search(config, train_events, products, compute)
     mlflow.log_dict({"best": best}, "search/best.json")
     mlflow.log_params({f"best.{k}": v for k, v in best.items()})
     return _with_overrides(config, best)
 
 
-def _fit_and_evaluate(config: RecommenderJobConfig, split: Split, cutoff, products):
+def _fit_and_evaluate(
+    config: RecommenderJobConfig, split: Split, cutoff, products, compute: Compute | None = None
+):
     """Fit the configured model on the training part, evaluate and log it on the test part."""
-    matrix = _matrix(split.train, config.interactions, cutoff)
+    matrix = _matrix(split.train, config.interactions, cutoff, compute)
+    if "ease" in {config.model.kind, *(m.kind for m in config.blend_with)}:
+        check_catalog_size(matrix.shape[1])  # before any part is fitted
     truth = truth_from_events(split.test, matrix)
     model = build_model(config)
     ranker = _ranker_of(model)
     if ranker is not None:  # its own time split cuts these events, not the matrix's cells
         ranker.use_events(split.train, _as_of(config.interactions, cutoff))
     start = time.perf_counter()
-    model.fit(matrix, products)
+    model = _fit_on(compute, model, matrix, products)
     fit_seconds = time.perf_counter() - start
+    ranker = _ranker_of(model)  # the fitted one (a model fitted on a worker is a copy)
     metrics = _evaluate_and_log(model, truth, config.k)
     if ranker is not None:
         metrics |= _log_ranker(ranker, truth, config.k)
@@ -333,7 +369,12 @@ def _plot(ks, curve) -> None:
     tracking.log_figure(fig, "plots/recall_coverage_at_k.png")
 
 
-def _search(config: RecommenderJobConfig, train_events: pd.DataFrame, products) -> dict:
+def _search(
+    config: RecommenderJobConfig,
+    train_events: pd.DataFrame,
+    products,
+    compute: Compute | None = None,
+) -> dict:
     """Random search on a validation split of the training part; one nested run per trial."""
     if not config.search.space:
         raise ConfigError("search.trials > 0 needs search.space (parameter -> list of choices)")
@@ -354,11 +395,11 @@ def _search(config: RecommenderJobConfig, train_events: pd.DataFrame, products) 
         trial_cfg = _with_overrides(config, choice)
         with mlflow.start_run(run_name=f"trial-{trial}", nested=True, experiment_id=experiment_id):
             mlflow.log_params({f"trial.{k}": v for k, v in choice.items()})
-            matrix = _matrix(inner.train, trial_cfg.interactions, inner_cut)
+            matrix = _matrix(inner.train, trial_cfg.interactions, inner_cut, compute)
             truth = truth_from_events(inner.test, matrix)
             if truth.matrix.nnz == 0:
                 raise DataError("validation part of the training data has no test purchases")
-            model = build_model(trial_cfg).fit(matrix, products)
+            model = _fit_on(compute, build_model(trial_cfg), matrix, products)
             metrics = {
                 _metric_name(k): v for k, v in evaluate_model(model, truth, config.k).items()
             }

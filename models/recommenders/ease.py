@@ -10,8 +10,25 @@ from scipy.linalg import lapack
 
 from features.interactions import InteractionMatrix
 from models.recommenders.scoring import ScoringRecommender
+from shopml.errors import ConfigError
 
 MAX_ITEMS = 20_000
+PEAK_BYTES_PER_CELL = 12  # float32 Gram matrix, its in-place inverse and B: 3 x 4 bytes per cell
+
+
+def check_catalog_size(n_items: int, max_items: int | None = None) -> None:
+    """Refuse a catalog past EASE's limit (`MAX_ITEMS`) before the dense n x n matrices are
+    allocated: the closed form cannot be cut into partitions, so no cluster helps."""
+    max_items = MAX_ITEMS if max_items is None else max_items
+    if n_items > max_items:
+        gb = PEAK_BYTES_PER_CELL * n_items * n_items / 1e9
+        raise ConfigError(
+            f"model.kind 'ease': the interaction matrix has {n_items:,} products, past EASE's "
+            f"limit of {max_items:,} (its dense {n_items:,} x {n_items:,} item-item inverse "
+            f"needs about {gb:.1f} GB on one machine); use 'als' or 'bpr' (memory grows with "
+            "the interactions, not with products squared) or 'item_knn', or fewer products "
+            "(interactions.min_product_customers, interactions.exclude_products)"
+        )
 
 
 def _spd_inverse(G: np.ndarray) -> np.ndarray:
@@ -42,8 +59,7 @@ class EASERecommender(ScoringRecommender):
         if self.l2 <= 0:
             raise ValueError(f"l2 must be > 0, got {self.l2}")
         n = X.shape[1]
-        if n > MAX_ITEMS:
-            raise ValueError(f"EASE needs a dense {n}x{n} matrix; use at most {MAX_ITEMS} products")
+        check_catalog_size(n)
         G = (X.T @ X).toarray().astype(np.float32)
         diag = np.diag(G).copy()
         G[np.diag_indices(n)] += self.l2 + self.dropout / (1.0 - self.dropout) * diag

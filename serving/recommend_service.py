@@ -22,8 +22,15 @@ from features.feedback import FeedbackStore  # noqa: E402
 from serving import metrics  # noqa: E402
 from serving.ab_split import ABSplitConfig  # noqa: E402
 from serving.endpoints import FastRoutes, Unavailable, endpoint  # noqa: E402
+from serving.live_profile import (  # noqa: E402
+    ProfileRequest,
+    ProfileResponse,
+    forecast_live,
+    recommender_live,
+    snapshot_answer,
+)
 from serving.feedback import FeedbackIntake  # noqa: E402
-from serving.model_store import load_native, stored_model  # noqa: E402
+from serving.model_store import load_challenger, load_native, stored_model  # noqa: E402
 from serving.schemas import (  # noqa: E402
     FeedbackRequest,
     FeedbackResponse,
@@ -34,7 +41,7 @@ from serving.schemas import (  # noqa: E402
     SimilarRequest,
     SimilarResponse,
 )
-from serving.service_common import optional_model, service_config  # noqa: E402
+from serving.service_common import challenger_model, optional_model, service_config  # noqa: E402
 from serving.storefront import FORECAST_FILE, Forecasts, Storefront  # noqa: E402
 from shopml.log import get_logger  # noqa: E402
 from shopml.settings import load_settings  # noqa: E402
@@ -51,6 +58,7 @@ class RecommendService:
     """Recommendations for a customer or a session, similar products, and forecasts."""
 
     recommender_ref = optional_model("recommender")
+    challenger_ref = challenger_model("recommender")  # the A/B split's, when the Bento has one
     forecast_ref = optional_model("forecast")
 
     def __init__(self) -> None:
@@ -58,8 +66,19 @@ class RecommendService:
         settings = load_settings()
         loaded = load_native(stored_model(type(self).recommender_ref, "recommender"), "recommender")
         split = ABSplitConfig.of(settings)
-        self.storefront = Storefront(loaded.obj, loaded.version_label, split=split)
+        challenger = load_challenger(type(self).challenger_ref, "recommender")
+        self.storefront = Storefront(
+            loaded.obj,
+            loaded.version_label,
+            challenger=challenger.obj if challenger is not None else None,
+            challenger_version=challenger.version_label if challenger is not None else None,
+            split=split,
+        )
         metrics.model_loaded("recommender", loaded.version_label, loaded.mlflow_run_id)
+        if challenger is not None:
+            metrics.model_loaded("recommender", challenger.version_label, challenger.mlflow_run_id)
+        elif split.share > 0:
+            log.warning("SHOPML_AB_SHARE is set but the Bento carries no recommender challenger")
         self.feedback_intake = FeedbackIntake(FeedbackStore.open(settings))
         self.forecasts = None
         forecast_ref = type(self).forecast_ref
@@ -69,6 +88,10 @@ class RecommendService:
             if self.forecasts is not None:
                 run_id = str(stored.info.labels.get("mlflow_run_id", ""))
                 metrics.model_loaded("forecast", self.forecasts.model_version, run_id)
+        self.live = recommender_live(loaded.path, loaded.obj, loaded.version_label)
+        self.live_forecast = None  # live profiles (issue 15): None without a reference
+        if self.forecasts is not None:
+            self.live_forecast = forecast_live(type(self).forecast_ref.stored.path, self.forecasts)
         StorefrontRoutes.serve(self)
         gc.freeze()  # models and start-up objects never need collecting: shorter GC pauses
         self.ready = True
@@ -77,6 +100,7 @@ class RecommendService:
             extra={
                 "recommender": loaded.version_label,
                 "forecast": bool(self.forecasts),
+                "challenger": challenger.version_label if challenger is not None else None,
                 "ab_share": split.share if self.storefront.ab_active else 0.0,
             },
         )
@@ -88,7 +112,10 @@ class RecommendService:
     def recommend(self, request: RecommendRequest, /) -> dict:
         """Top-k products for a customer (their session blended in) or a new visitor's recent
         products, with filters (404 naming an unknown category)."""
-        return self.storefront.recommend(request)
+        answer = self.storefront.recommend(request)
+        if self.live is not None:
+            self.live.observe_answer(request, answer)
+        return answer
 
     @endpoint("/similar", answers=SimilarResponse)
     def similar(self, request: SimilarRequest, /) -> dict:
@@ -102,6 +129,12 @@ class RecommendService:
         the `request_id` of its answer), stored all or nothing before the answer."""
         return await self.feedback_intake.submit(request)
 
+    @endpoint("/profile", answers=ProfileResponse)
+    def profile(self, request: ProfileRequest, /) -> dict:
+        """This worker's live profiles (recommendation requests and answers, forecast
+        lookups, on each model's reference bins), which `shopml monitor --live URL` compares."""
+        return snapshot_answer(self.live, self.live_forecast)
+
     @endpoint("/forecast", answers=ForecastResponse)
     def forecast(self, request: ForecastRequest, /) -> dict:
         """The latest P10/P50/P90 daily demand forecast of one or more products."""
@@ -110,7 +143,10 @@ class RecommendService:
                 "this Bento has no forecast model (`shopml build` said why): train one with "
                 "`shopml train forecast` or promote one with `shopml promote`, then `shopml build`"
             )
-        return self.forecasts.forecast(request)
+        answer = self.forecasts.forecast(request)
+        if self.live_forecast is not None:
+            self.live_forecast.observe(request.product_ids)
+        return answer
 
 
 def load_forecast_table(stored):

@@ -92,8 +92,11 @@ def recommend_export_cmd(
     from registry.store import configure, fetch
     from shopml.compute import ComputeConfig, open_compute
     from shopml.config import parse_config
+    from shopml.errors import ShopmlError
     from training.export import export_recommendations
 
+    if out.exists() and not force:  # before the registry is read
+        raise ShopmlError(f"--out {out} exists; pass --force to replace it")
     settings = configure()
     compute_cfg = parse_config(
         {

@@ -36,6 +36,7 @@ from shopml.errors import ConfigError, ShopmlError
 
 MANIFEST = "_manifest.json"
 DEFAULT_BLOCK_CUSTOMERS = 50_000
+SCORE_ROWS = 1024  # customers scored at once inside a block (a float32 row per product each)
 SCHEMA = pa.schema(
     [
         ("customer_id", pa.string()),
@@ -78,7 +79,13 @@ def block_parquet(
     """The Parquet bytes of customer rows [start, stop) and their row count (ranks 1..k;
     a customer with fewer than k eligible products gets fewer rows)."""
     rows = np.arange(start, stop, dtype=np.int64)
-    idx, scores = model.top_k_block(rows, k, filters)
+    parts = [  # a dense score block is customers x products: scored SCORE_ROWS at a time
+        model.top_k_block(rows[i : i + SCORE_ROWS], k, filters)
+        for i in range(0, len(rows), SCORE_ROWS)
+    ]
+    width = max(p[0].shape[1] for p in parts)
+    idx = np.concatenate([_pad(p[0], width, 0) for p in parts])
+    scores = np.concatenate([_pad(p[1], width, -np.inf) for p in parts])
     ok = scores > -np.inf  # best first: missing slots are at the end of each row
     counts = ok.sum(axis=1)
     rank = np.broadcast_to(np.arange(1, idx.shape[1] + 1, dtype=np.int16), idx.shape)[ok]
@@ -94,6 +101,14 @@ def block_parquet(
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", write_statistics=True)
     return buf.getvalue(), len(table)
+
+
+def _pad(block: np.ndarray, width: int, value) -> np.ndarray:
+    if block.shape[1] == width:
+        return block
+    out = np.full((block.shape[0], width), value, dtype=block.dtype)
+    out[:, : block.shape[1]] = block
+    return out
 
 
 def export_recommendations(

@@ -47,6 +47,9 @@ PSI_EPSILON = 1e-4  # floor of a bin share in PSI: an empty bin counts as 0.01 %
 DEFAULT_BINS = 10
 OTHER = "other"  # categorical bin of categories the reference never saw
 MISSING = "missing"  # the last bin of every column: NaN / None
+# how a recommendation request counts (recommender profiles): a customer the model knows, one
+# who sends recent products of a session, a new visitor
+REQUEST_KINDS = ("known", "new", "session")
 
 Kind = Literal["numeric", "categorical"]
 

@@ -146,6 +146,7 @@ class Checkout:
         self.guard = guard or TimeGuard(300_000, behind)
         self.ledger = RetryLedger(engine.store, retry_ttl_s) if retry_ttl_s > 0 else None
         self.health = health  # serving.history.StoreHealth: the shared store's generation
+        self.profile = None  # serving.live_profile.FraudLive, set by the service (issue 15)
 
     def score(self, req: PaymentRequest) -> dict:
         started = time.perf_counter()
@@ -185,6 +186,8 @@ class Checkout:
             req.terminal_id,
             currency=req.currency,
         )
+        if self.profile is not None and not d.degraded:  # the live profile (~3 us): the
+            self.profile.observe(self.engine._x, d.probability)  # engine's vector of this payment
         version = self.model_version
         metrics.fraud_decision(d.decision, version, d.rules_version, d.decided_by)
         degraded, reason = d.degraded, d.degraded_reason

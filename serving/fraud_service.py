@@ -41,6 +41,12 @@ from serving.fraud_schemas import (  # noqa: E402
     StateResponse,
 )
 from serving.history import StoreHealth, warm_once, warm_state  # noqa: E402
+from serving.live_profile import (  # noqa: E402
+    ProfileRequest,
+    ProfileResponse,
+    fraud_live,
+    snapshot_answer,
+)
 from serving.model_store import load_challenger, load_native, stored_model  # noqa: E402
 from serving.service_common import (  # noqa: E402
     challenger_model,
@@ -132,6 +138,8 @@ class FraudService:
         )
         self.rules.on_sighup()
         engine.warm_up()
+        self.live = fraud_live(loaded.path, engine, loaded.version_label)  # None: no reference
+        self.checkout.profile = self.live
         self.recorder.start()
         metrics.model_loaded("fraud", loaded.version_label, loaded.mlflow_run_id)
         CheckoutRoutes.serve(self)
@@ -188,6 +196,12 @@ class FraudService:
     def labels(self, request: LabelsRequest, /) -> dict:
         """Late fraud labels: update the online risk features and keep them for training."""
         return self.checkout.labels(request)
+
+    @endpoint("/profile", answers=ProfileResponse)
+    def profile(self, request: ProfileRequest, /) -> dict:
+        """This worker's live profile (features and scores of the payments it scored, on the
+        model's reference bins), which `shopml monitor fraud --live URL` compares."""
+        return snapshot_answer(self.live)
 
     @endpoint("/rules/reload", answers=RulesReloadResponse, headers=True)
     def reload_rules(self, request: RulesReloadRequest, /, headers: dict[str, str]) -> dict:

@@ -163,3 +163,27 @@ def forecast_request(model_version: str) -> None:
         "Forecast requests answered.",
         model_version=model_version,
     )
+
+
+_psi_children: dict[tuple, object] = {}
+PSI_DOC = (
+    "Population stability index of a live column against the model's reference profile (the "
+    "worst live worker), by family, column and model version; > 0.2 is a common drift alarm."
+)
+
+
+def live_psi(family: str, column: str, model_version: str, value: float) -> None:
+    """Set the PSI gauge of one column of a live profile (serving.live_profile)."""
+    key = (family, column, model_version)
+    child = _psi_children.get(key)
+    if child is None:
+        if "shopml_live_psi" not in _counters:
+            _counters["shopml_live_psi"] = bentoml.metrics.Gauge(
+                name="shopml_live_psi",
+                documentation=PSI_DOC,
+                labelnames=["family", "column", "model_version"],
+                multiprocess_mode="livemax",
+            )
+        child = _counters["shopml_live_psi"].labels(*key)
+        _psi_children[key] = child
+    child.set(value)

@@ -22,6 +22,7 @@ from features.feedback import FeedbackStore  # noqa: E402
 from serving import metrics  # noqa: E402
 from serving.ab_split import ABSplitConfig  # noqa: E402
 from serving.endpoints import FastRoutes, Unavailable, endpoint  # noqa: E402
+from serving.feedback import FeedbackIntake  # noqa: E402
 from serving.live_profile import (  # noqa: E402
     ProfileRequest,
     ProfileResponse,
@@ -29,7 +30,6 @@ from serving.live_profile import (  # noqa: E402
     recommender_live,
     snapshot_answer,
 )
-from serving.feedback import FeedbackIntake  # noqa: E402
 from serving.model_store import load_challenger, load_native, stored_model  # noqa: E402
 from serving.schemas import (  # noqa: E402
     FeedbackRequest,

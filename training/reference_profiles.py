@@ -27,6 +27,7 @@ import pandas as pd
 
 from features.reference import (
     DEFAULT_BINS,
+    REQUEST_KINDS,
     ColumnProfile,
     Profile,
     categorical_profile,
@@ -36,7 +37,6 @@ from features.reference import (
 
 FORECAST_WINDOW_DAYS = 28
 REFERENCE_ARTIFACT = "reference/profile.json"
-REQUEST_KINDS = ("known", "new", "session")
 SERVED_SAMPLE = 500  # requests the recommender answers at training for `served_category`
 
 

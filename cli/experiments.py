@@ -87,8 +87,15 @@ def runs_cmd(
 
 @_mlflow_errors
 def compare_cmd(
-    runs: list[str] = typer.Argument(
-        ..., help="Two or more run ids (or unique id prefixes / run names)."
+    runs: list[str] | None = typer.Argument(
+        None, help="Two or more run ids (or unique id prefixes / run names)."
+    ),
+    live: str | None = typer.Option(
+        None,
+        "--live",
+        metavar="FAMILY",
+        help="Instead of runs: the served model and its shadow on the same payments, once "
+        "their labels matured (fraud), per week and the gate's live verdict.",
     ),
     out: Path | None = typer.Option(
         None, "--out", help="HTML report path (default compare-<ids>.html)."
@@ -104,12 +111,19 @@ def compare_cmd(
 ) -> None:
     """Metric deltas side by side, whether the runs saw the same data and test, the gate's
     verdict, and overlaid plots in HTML."""
+    if live is not None:
+        if runs:
+            raise ConfigError(
+                "compare --live takes a family, not runs: shopml compare --live fraud"
+            )
+        _compare_live(live, strict)
+        return
     # on use: training (mlflow): 1.0 s
     from training.compare import compare_runs, log_comparison
     from training.report_html import write_report
     from training.runs import format_number
 
-    comparison = compare_runs(list(runs))
+    comparison = compare_runs(list(runs or []))
     console = _console()
     table = Table(title=f"{comparison.family}: deltas against {comparison.baseline.short_id}")
     table.add_column("metric")
@@ -135,6 +149,63 @@ def compare_cmd(
         run_id = log_comparison(comparison, path)
         typer.echo(f"report logged to MLflow run {run_id} (experiment shopml-comparisons)")
     if strict and not comparison.comparable:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _compare_live(family: str, strict: bool) -> None:
+    """`compare --live FAMILY`: served vs shadow on the same matured payments, overall and
+    per week, and the gate's checks on them (with --strict: exit 3 unless they pass)."""
+    if family != "fraud":
+        raise ConfigError(
+            f"compare --live compares the fraud service's shadow; {family!r} has none "
+            "(the recommender's A/B split is in `shopml monitor recommender`)"
+        )
+    # on use: training (mlflow, sqlalchemy): 1.0 s
+    from shopml.settings import load_settings
+    from training.families import family_spec
+    from training.live_fraud import SHOWN, compare_live, live_gate_checks, load_matured
+    from training.runs import format_number
+
+    c = compare_live(load_matured(load_settings()))
+    console = _console()
+    table = Table(title=f"fraud live: {c.payments} matured payments scored by both")
+    for col in ("metric", f"served {c.served_version}", f"shadow {c.shadow_version}", "Δ"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for m in SHOWN:
+        table.add_row(
+            m, format_number(c.served[m]), format_number(c.shadow[m]), f"{c.delta(m):+.4g}"
+        )
+    console.print(table)
+    weekly = Table(title="per week (payment week, Monday)")
+    for col in (
+        "week",
+        "payments",
+        "frauds",
+        "AP served",
+        "AP shadow",
+        "fraud let through served",
+        "fraud let through shadow",
+    ):
+        weekly.add_column(col, justify="left" if col == "week" else "right")
+    for week, part in c.weeks.groupby("week", sort=True):
+        v = part.set_index("metric")
+        weekly.add_row(
+            week,
+            format_number(v.loc["payments", "served"]),
+            format_number(v.loc["frauds", "served"]),
+            format_number(v.loc["average_precision", "served"]),
+            format_number(v.loc["average_precision", "shadow"]),
+            format_number(v.loc["fraud_amount_approved", "served"]),
+            format_number(v.loc["fraud_amount_approved", "shadow"]),
+        )
+    console.print(weekly)
+    checks = live_gate_checks(family_spec(family), c)
+    for check in checks:
+        console.print(f"  {check.line()}", markup=False, highlight=False)
+    passed = all(check.passed for check in checks)
+    verdict = "would pass" if passed else "would NOT pass"
+    typer.echo(f"verdict: the shadow {c.shadow_version} {verdict} the gate on live evidence")
+    if strict and not passed:
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
@@ -173,18 +244,24 @@ def promote_cmd(
         None, "--reason", help="Why the gate is overridden; recorded as a tag."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only run the gate and print it."),
+    live: bool = typer.Option(
+        False,
+        "--live",
+        help="The gate must pass on live evidence too (fraud: the run's version scored in "
+        "shadow beside the champion, on payments whose labels matured).",
+    ),
 ) -> None:
     """Make a run's model the family's @champion if it beats the champion on the same data (exit 3 if not)."""
     # on use: training (mlflow): 1.0 s
     from training.promotion import evaluate_gate, promote
 
     if dry_run:  # a dry run that would refuse exits as the refusal does
-        decision = evaluate_gate(family, run, dry_run=True)
+        decision = evaluate_gate(family, run, dry_run=True, live=live)
         typer.echo(decision.explain())
         if not (decision.gate_passed or decision.first or decision.already_champion):
             raise typer.Exit(EXIT_GATE_FAILED)
         return
-    decision = promote(family, run, force=force, reason=reason)
+    decision = promote(family, run, force=force, reason=reason, live=live)
     typer.echo(decision.explain())
     if not (decision.promoted or decision.already_champion):
         raise typer.Exit(EXIT_GATE_FAILED)

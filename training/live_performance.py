@@ -48,11 +48,12 @@ class PerformanceTable:
 
 Provider = Callable[[MonitorContext], list[PerformanceTable]]
 
+from training.live_fraud import fraud_live_tables  # noqa: E402 - it imports this module lazily
 from training.live_recommender import feedback_tables  # noqa: E402 - it imports this module lazily
 
 # family -> its providers, in display order (agents add their one line here)
 PROVIDERS: dict[str, list[Provider]] = {
-    "fraud": [],
+    "fraud": [fraud_live_tables],
     "recommender": [feedback_tables],
     "forecast": [],
 }

@@ -385,8 +385,10 @@ def evaluate_gate(
     spec: FamilySpec | None = None,
     settings: Settings | None = None,
     dry_run: bool = False,
+    live: bool = False,
 ) -> Decision:
-    """Run the gate for `run_ref` against the current champion without moving `champion`.
+    """Run the gate for `run_ref` against the current champion without moving `champion`
+    (`live`: and on live evidence too, `live_evidence_checks`).
 
     Registers the run's model if it is not registered yet (a run needs a version to be promoted)
     and marks that version `challenger`, the version under comparison.
@@ -422,6 +424,10 @@ def evaluate_gate(
     if evidence is not None:
         decision.champion_run_id = evidence.run_id
     decision.checks = gate_checks(spec, challenger, candidates)
+    if live:
+        decision.checks += live_evidence_checks(
+            family, spec, decision.champion_version, version, settings
+        )
     if spec.live_ab is not None and spec.live_ab.required:
         decision.checks.append(live_ab_check(spec, version, settings))
     return decision
@@ -438,6 +444,37 @@ def live_ab_check(spec: FamilySpec, version: str, settings: Settings | None) -> 
         return Check(name, False, f"no live evidence: {err}")
     outcome = live_check(rule, version, feedback, spec.family)
     return Check(name, outcome.passed, outcome.detail)
+
+
+def live_evidence_checks(
+    family: str,
+    spec: FamilySpec,
+    champion_version: str,
+    version: str,
+    settings: Settings | None,
+) -> list[Check]:
+    """The gate's checks on live evidence (`promote --live`). Fraud: the version scored in
+    shadow beside the champion, on the same payments once their labels matured
+    (`training.live_fraud`); without such payments, one failed check saying why."""
+    if family != "fraud":
+        return [
+            Check(
+                "live evidence",
+                False,
+                f"--live reads the fraud shadow log; {family} has no shadow "
+                "(the recommender's live evidence is its A/B split: live_ab.required)",
+            )
+        ]
+    from shopml.settings import load_settings
+    from training.live_fraud import compare_live, live_gate_checks, load_matured
+
+    name = families.family(family).registered_model
+    try:
+        frame = load_matured(settings or load_settings())
+        comparison = compare_live(frame, f"{name}/{champion_version}", f"{name}/{version}")
+    except ShopmlError as err:
+        return [Check("live evidence", False, str(err))]
+    return live_gate_checks(spec, comparison)
 
 
 def _training_run(run_ref: str, family: str, mlflow_client: MlflowClient) -> Run:
@@ -462,11 +499,13 @@ def promote(
     reason: str | None = None,
     spec: FamilySpec | None = None,
     settings: Settings | None = None,
+    live: bool = False,
 ) -> Decision:
-    """Make `run_ref`'s model the champion if the gate passes (or `force` with a `reason`)."""
+    """Make `run_ref`'s model the champion if the gate passes (or `force` with a `reason`);
+    `live`: the gate's checks must pass on live evidence too."""
     if force and not (reason and reason.strip()):
         raise ConfigError("--force needs --reason: say why the gate is overridden (it is recorded)")
-    decision = evaluate_gate(family, run_ref, spec=spec, settings=settings)
+    decision = evaluate_gate(family, run_ref, spec=spec, settings=settings, live=live)
     mlflow_client = client(settings)
     name = families.family(decision.family).registered_model
     now = _now()

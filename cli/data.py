@@ -166,6 +166,22 @@ def bench_loaders_cmd(
     run(out, repeat)
 
 
+def bench_scale_cmd(
+    out: Path = typer.Option(Path("bench-scale.json"), "--out", help="Where to write the JSON."),
+    parity_scale: Scale = typer.Option("medium", help="Store of the engine-parity checks."),
+    speed_scale: Scale = typer.Option("large", help="Store of the 2-vs-1-worker timings."),
+    xlarge: bool = typer.Option(True, help="Run the xlarge end-to-end section."),
+) -> None:
+    """Local engine vs Dask: identical results, 2-vs-1-worker speed-up, memory (JSON)."""
+    # on use: features, models, training and distributed: ~2 s
+    import json
+
+    from experiments.bench_scale import run
+
+    report = run(out, parity_scale, speed_scale, xlarge)
+    typer.echo(json.dumps({k: v for k, v in report.items() if not k.endswith("_detail")}, indent=2))
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add the store commands to the `shopml` app and its `bench` group."""
     app.command("generate")(generate_cmd)
@@ -173,3 +189,4 @@ def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command("profile")(profile_cmd)
     bench_app.command("generator")(bench_generator_cmd)
     bench_app.command("loaders")(bench_loaders_cmd)
+    bench_app.command("scale")(bench_scale_cmd)

@@ -1,0 +1,343 @@
+"""Benchmark: the same jobs on the local engine and on Dask (`shopml bench scale --out F.json`).
+
+    .venv/bin/python -m experiments.bench_scale --out scale.json [--parity-scale medium]
+        [--speed-scale large] [--no-xlarge]
+
+Sections of the JSON (every figure measured in this run; a part that cannot run is null, with
+the reason under `notes`):
+- `parity` (on `--parity-scale`): fraud features of every payment, local vs a 2-worker
+  LocalCluster (`features_identical`: every column equal, bit for bit); the recommender
+  (interaction matrix, then the same model fitted and scored) and the forecaster (backtest of
+  the LightGBM forecaster, folds as Dask tasks) metrics of both engines (`metrics_max_abs_diff`:
+  the largest gap over all of them); the batch export of the same model (`export_identical`:
+  the same files, byte for byte).
+- `speedup_2_vs_1` / `dask1_vs_local` (on `--speed-scale`): fraud features and batch export
+  timed on the local engine, on 1 and on 2 workers, in one run, after a warm-up task on each
+  cluster (cluster start-up is not timed). Ratios only: the machine is shared.
+- `factor_model`: the recommender's aggregated matrix of `--speed-scale` (customers, products,
+  nnz, MB) and ALS fitted on one worker (seconds, the worker's peak RSS).
+- `xlarge`: end to end on a LocalCluster of 2 workers x 6 GB (generate, validate, fraud features
+  + training, recommender + export), peak RSS of every process.
+- `local_handbook_features_s`: every handbook payment featurised by the local engine (best of 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shopml.compute import Compute, ComputeConfig, open_compute
+
+EXPORT_K = 20
+
+
+def _rss_mb() -> float:
+    """Peak RSS of the calling process in MB: VmHWM of /proc/self/status (per address space;
+    ru_maxrss would carry a spawned worker's parent's peak over the exec), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def peak_rss(compute: Compute | None) -> dict[str, float]:
+    """Peak RSS of the client process and of every Dask worker (MB)."""
+    out = {"client": _rss_mb()}
+    if compute is not None and compute.is_dask:
+        per_worker = compute.client.run(_rss_mb)
+        for i, (_, mb) in enumerate(sorted(per_worker.items())):
+            out[f"worker-{i}"] = mb
+    return out
+
+
+def _cluster(n_workers: int, memory_limit: str = "6GB"):
+    cfg = ComputeConfig(
+        engine="dask", n_workers=n_workers, memory_limit=memory_limit, partitions=2 * n_workers
+    )
+    return open_compute(cfg)
+
+
+def _warm(compute: Compute) -> None:
+    """Import the libraries on every worker before anything is timed."""
+
+    def imports() -> bool:
+        import features.fraud.batch  # noqa: F401
+        import models.recommenders  # noqa: F401
+
+        return True
+
+    compute.client.run(imports)
+
+
+def _timed(fn, *args, **kwargs) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+# ---- the pieces ------------------------------------------------------------------------------
+def fraud_columns(payments, compute: Compute | None):
+    from features.fraud.batch import compute_columns
+
+    return compute_columns(payments, compute=compute)
+
+
+def same_columns(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+
+
+def recommender_parts(store, compute: Compute | None):
+    """(matrix, fitted model, metrics) of the recommender on `store`'s temporal split: EASE
+    blended with ALS as in experiments/configs/recommender.toml, fitted where `compute` fits."""
+    from features.interactions import InteractionConfig, events_frame
+    from training import recommender_job as job
+    from training.recommender_eval import evaluate, truth_from_events
+
+    config = job.RecommenderJobConfig.model_validate(
+        {
+            "interactions": {"quantity_weighting": "log", "half_life_days": 120.0},
+            "model": {"kind": "ease", "params": {"l2": 400.0}},
+            "blend_with": [{"kind": "als", "params": {"factors": 32, "iterations": 10}}],
+        }
+    )
+    cfg: InteractionConfig = config.interactions
+    events = events_frame(store, cfg)
+    split, cutoff = job.split_events(events, config.split)
+    matrix = job._matrix(split.train, cfg, cutoff, compute)
+    model = job._fit_on(compute, job.build_model(config), matrix, store.products)
+    metrics = evaluate(model, truth_from_events(split.test, matrix), config.k)
+    return matrix, model, {k: float(v) for k, v in metrics.items()}
+
+
+def forecast_metrics(store, compute: Compute | None) -> dict[str, float]:
+    """Backtest summary of the LightGBM forecaster (top 500 products, 2 folds of 28 days)."""
+    from features.demand import PanelConfig, store_country
+    from features.demand_dask import build_panel_on
+    from features.known_future import KnownFuture
+    from models.forecast import make_forecaster
+    from training.backtest import backtest
+
+    lines = store.order_lines
+    cfg = PanelConfig(top_n=500, country=store_country(lines, store.customers))
+    panel = build_panel_on(compute, lines, store.products, cfg, KnownFuture.from_store(store))
+
+    def lightgbm():
+        return make_forecaster("lightgbm", horizon=28, seed=0)
+
+    result = backtest(
+        lines,
+        store.products,
+        {"lightgbm": lightgbm},
+        n_folds=2,
+        horizon=28,
+        panel_config=cfg,
+        full_panel=panel,
+        known=panel.known,
+        compute=compute,
+    )
+    summary = result.summary()["lightgbm"]
+    keys = ("wape", "mase", "bias", "pinball_loss", "coverage_p10_p90")
+    return {k: float(summary[k]) for k in keys if k in summary}
+
+
+def export_files(model, folder: Path, compute: Compute | None, block_customers: int) -> dict:
+    from training.export import export_recommendations
+
+    export_recommendations(
+        model, folder, k=EXPORT_K, compute=compute, block_customers=block_customers, force=True
+    )
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+# ---- the sections ----------------------------------------------------------------------------
+def parity(scale: str, tmp: Path) -> dict:
+    """Features, metrics and export of both engines on the generated `scale` store."""
+    from features.generator import GeneratorConfig, generate
+
+    store = generate(GeneratorConfig(scale=scale, seed=0))
+    out: dict[str, Any] = {"scale": scale, "seconds": {}}
+    local_cols, out["seconds"]["fraud_features_local"] = _timed(fraud_columns, store.payments, None)
+    local_m, local_model, local_rec = recommender_parts(store, None)
+    local_fc, out["seconds"]["forecast_backtest_local"] = _timed(forecast_metrics, store, None)
+    local_files = export_files(local_model, tmp / "export-local", None, 5_000)
+    with _cluster(2, "4GB") as compute:
+        _warm(compute)
+        dask_cols, out["seconds"]["fraud_features_dask2"] = _timed(
+            fraud_columns, store.payments, compute
+        )
+        dask_m, _, dask_rec = recommender_parts(store, compute)
+        dask_fc, out["seconds"]["forecast_backtest_dask2"] = _timed(
+            forecast_metrics, store, compute
+        )
+        dask_files = export_files(local_model, tmp / "export-dask", compute, 5_000)
+        out["peak_rss_mb"] = peak_rss(compute)
+    diffs = {f"recommender.{k}": abs(local_rec[k] - dask_rec[k]) for k in local_rec}
+    diffs |= {f"forecast.{k}": abs(local_fc[k] - dask_fc[k]) for k in local_fc}
+    out |= {
+        "features_identical": same_columns(local_cols, dask_cols),
+        "feature_columns": len(local_cols),
+        "payments": len(store.payments),
+        "matrix_identical": bool(
+            (local_m.matrix != dask_m.matrix).nnz == 0
+            and np.array_equal(local_m.customer_ids, dask_m.customer_ids)
+        ),
+        "metrics_max_abs_diff": max(diffs.values()),
+        "metrics_abs_diff": diffs,
+        "recommender_metrics": {"local": local_rec, "dask": dask_rec},
+        "forecast_metrics": {"local": local_fc, "dask": dask_fc},
+        "export_identical": local_files == dask_files,
+        "export_files": len(local_files),
+    }
+    return out
+
+
+def speed(scale: str, tmp: Path) -> dict:
+    """Fraud features and batch export on `scale`: local, 1 worker, 2 workers (one run)."""
+    from features.interactions import InteractionConfig, build_matrix, events_frame
+    from features.sources import SourceConfig, load_source
+    from models.recommenders import ALSRecommender
+
+    store = load_source(SourceConfig(kind="generated", scale=scale, seed=0))
+    payments = store.payments
+    seconds: dict[str, float] = {}
+    _, seconds["fraud_features_local"] = _timed(fraud_columns, payments, None)
+    matrix, seconds["matrix_local"] = _timed(
+        build_matrix, events_frame(store, InteractionConfig()), InteractionConfig()
+    )
+    als = ALSRecommender(factors=64, iterations=5)
+    rss_before = _rss_mb()
+    model, seconds["als_fit_local"] = _timed(als.fit, matrix, store.products)
+    block = max(len(model.customer_ids_) // 16, 1)  # 16 files: enough blocks for 2 workers
+    _, seconds["export_local"] = _timed(export_files, model, tmp / "x-local", None, block)
+    factor = {
+        "customers": int(matrix.shape[0]),
+        "products": int(matrix.shape[1]),
+        "nnz": int(matrix.nnz),
+        "matrix_mb": round((matrix.matrix.data.nbytes + matrix.matrix.indices.nbytes) / 1e6, 1),
+        "factors_mb": round((model.user_factors_.nbytes + model.item_factors_.nbytes) / 1e6, 1),
+        "fit_seconds_local": round(seconds["als_fit_local"], 2),
+        "client_peak_rss_mb_before_fit": rss_before,
+    }
+    rss: dict[str, dict] = {"local": peak_rss(None)}
+    for n in (1, 2):
+        with _cluster(n) as compute:
+            _warm(compute)
+            _, seconds[f"fraud_features_dask{n}"] = _timed(fraud_columns, payments, compute)
+            _, seconds[f"export_dask{n}"] = _timed(
+                export_files, model, tmp / f"x-dask{n}", compute, block
+            )
+            if n == 1:
+                _, seconds["als_fit_worker"] = _timed(
+                    _fit_on_worker,
+                    compute,
+                    ALSRecommender(factors=64, iterations=5),
+                    matrix,
+                    store.products,
+                )
+                factor["fit_seconds_one_worker"] = round(seconds["als_fit_worker"], 2)
+            rss[f"dask{n}"] = peak_rss(compute)
+    factor["worker_peak_rss_mb"] = rss["dask1"].get("worker-0")
+    s = seconds
+    return {
+        "scale": scale,
+        "payments": len(payments),
+        "interactions": len(store.interactions),
+        "seconds": {k: round(v, 2) for k, v in s.items()},
+        "speedup_2_vs_1": {
+            "fraud_features": round(s["fraud_features_dask1"] / s["fraud_features_dask2"], 3),
+            "export": round(s["export_dask1"] / s["export_dask2"], 3),
+        },
+        "dask1_vs_local": {
+            "fraud_features": round(s["fraud_features_dask1"] / s["fraud_features_local"], 3),
+            "export": round(s["export_dask1"] / s["export_local"], 3),
+        },
+        "factor_model": factor,
+        "peak_rss_mb": rss,
+    }
+
+
+def _fit_on_worker(compute: Compute, model, matrix, products):
+    return compute.client.submit(model.fit, matrix, products, pure=False).result()
+
+
+def handbook_features_seconds() -> float | None:
+    """Best of 2: every handbook payment featurised by the local engine (None without data)."""
+    from features.loaders import fraud_handbook
+    from shopml.errors import ShopmlError
+
+    try:
+        payments = fraud_handbook.load().payments
+    except (ShopmlError, OSError):
+        return None
+    return round(min(_timed(fraud_columns, payments, None)[1] for _ in range(2)), 3)
+
+
+def xlarge_end_to_end(tmp: Path) -> dict | None:
+    """The xlarge run of the data-at-scale and fraud parts (`experiments.bench_xlarge`), when
+    it exists; None otherwise."""
+    try:
+        from experiments import bench_xlarge  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return bench_xlarge.run(tmp)
+
+
+def run(
+    out: Path | None = None,
+    parity_scale: str = "medium",
+    speed_scale: str = "large",
+    xlarge: bool = True,
+) -> dict:
+    """Every section (see the module docstring); written to `out` as JSON when given."""
+    tmp = Path(tempfile.mkdtemp(prefix="shopml-bench-scale-"))
+    notes: list[str] = []
+    try:
+        report: dict[str, Any] = {"machine": {"note": "shared 2-core machine; ratios only"}}
+        par = parity(parity_scale, tmp)
+        report["parity"] = {
+            k: par[k] for k in ("features_identical", "metrics_max_abs_diff", "export_identical")
+        }
+        report["parity_detail"] = par
+        spd = speed(speed_scale, tmp)
+        report["speedup_2_vs_1"] = spd["speedup_2_vs_1"]
+        report["dask1_vs_local"] = spd["dask1_vs_local"]
+        report["speed_detail"] = spd
+        report["factor_model"] = spd["factor_model"]
+        report["local_handbook_features_s"] = handbook_features_seconds()
+        if report["local_handbook_features_s"] is None:
+            notes.append("fraud handbook data not found: local_handbook_features_s is null")
+        report["xlarge"] = xlarge_end_to_end(tmp) if xlarge else None
+        if report["xlarge"] is None:
+            notes.append("xlarge end-to-end run not available in this build: xlarge is null")
+        report["notes"] = notes
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if out is not None:
+        Path(out).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--parity-scale", default="medium")
+    parser.add_argument("--speed-scale", default="large")
+    parser.add_argument("--no-xlarge", action="store_true")
+    args = parser.parse_args(argv)
+    report = run(args.out, args.parity_scale, args.speed_scale, not args.no_xlarge)
+    print(json.dumps({k: v for k, v in report.items() if not k.endswith("_detail")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -39,7 +39,7 @@ forecast.register(train_app, bench_app)  # train forecast, bench forecast-online
 fraud.register(app, train_app, bench_app)  # train fraud, bench fraud-handbook, fraud ingest-labels
 recommender.register(train_app, bench_app)  # train recommender, bench recs-movielens/-online-retail
 recommender.register_commands(app)  # recommend export
-monitor.register(app)  # monitor (drift + live performance)
+monitor.register(app, bench_app)  # monitor (drift + live performance), bench drift
 
 
 @app.command("run")

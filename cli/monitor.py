@@ -114,6 +114,21 @@ def _cell(v) -> str:
     return str(v)
 
 
-def register(app: typer.Typer) -> None:
-    """Add `shopml monitor` to the app."""
+def bench_drift_cmd(
+    out: Path | None = typer.Option(None, "--out", help="Write the numbers as JSON here."),
+    seeds: int = typer.Option(20, min=1, help="Generated stores (seeds 0..N-1)."),
+    scale: str = typer.Option("small", help="Scale of the generated stores."),
+) -> None:
+    """Drift detection on generated stores: the no-shift control's false-alarm rate and the
+    detection of injected shifts (fraud scenario, price change, new segment) per family."""
+    # on use: features, training (scipy, pandas)
+    from experiments.bench_drift import run
+
+    run(seeds, scale, out)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer | None = None) -> None:
+    """Add `shopml monitor` (and `shopml bench drift`) to the app."""
     app.command("monitor")(monitor_cmd)
+    if bench_app is not None:
+        bench_app.command("drift")(bench_drift_cmd)

@@ -337,7 +337,9 @@ def _train(config: ForecastJobConfig, settings: Settings, compute: Compute) -> T
         metrics = _log_backtest(result, primary, panel, config)
         final = _fit_final(compute, factories[primary], panel)
         out = _publish(final, config, panel, settings.home, run.info.run_id, products)
-        reference = forecast_reference_for(lines, products, out, config.exclude_categories)
+        reference = forecast_reference_for(
+            lines, products, out, config.exclude_categories, store.promotions
+        )
         uri = _log_model(final, config, metrics, reference)
         version = tracking.register_model(uri, family=FAMILY) if config.register_model else None
         return TrainResult.of_run(run, store, metrics, version, forecast=str(out), model=uri)

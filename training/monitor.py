@@ -176,7 +176,7 @@ def batch_profile(ch: Champion, store: Store, config: MonitorConfig) -> tuple[Pr
         return _recommender_batch(ch, store, config.batch.recommender_days)
     if ch.family == "forecast":
         store.require("order_lines")
-        prof = forecast_batch(ch.reference, store.order_lines, store.products)
+        prof = forecast_batch(ch.reference, store.order_lines, store.products, store.promotions)
         days = prof.meta["window_days"]
         return prof, f"the last {days} days of {store.name}'s order lines"
     raise ConfigError(f"no batch profile for family {ch.family!r}")

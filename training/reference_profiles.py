@@ -13,8 +13,9 @@
   of the test period; and `served_category`, the categories of what the model answers a sample
   of those requests with (what a live service counts).
 * forecast: over the last `FORECAST_WINDOW_DAYS` days of sales, `demand_level` (mean daily
-  units per catalog product), the `category` mix of units sold and `price:<category>` (the unit
-  price of each line, one column per category, so a price change names its category); and
+  units per catalog product), the `category` mix of units sold and `price:<category>` (each
+  line's price index: its unit price over the product's reference median, one column per
+  category, lines sold in a promotion left out, so a price change names its category); and
   `forecast_level` (mean P50 per product of the published forecast: what `/forecast` serves).
 """
 
@@ -37,6 +38,8 @@ from features.reference import (
 
 FORECAST_WINDOW_DAYS = 28
 REFERENCE_ARTIFACT = "reference/profile.json"
+# bins of the price index (unit price / the product's reference price): +-1 % is unchanged
+PRICE_INDEX_EDGES = np.array([0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01, 1.05, 1.1, 1.2, 1.5])
 SERVED_SAMPLE = 500  # requests the recommender answers at training for `served_category`
 
 
@@ -161,8 +164,13 @@ def _window(lines: pd.DataFrame, days: int) -> pd.DataFrame:
     return lines[lines["timestamp"] > end - pd.Timedelta(days=days)]
 
 
-def _forecast_columns(lines: pd.DataFrame, products: pd.DataFrame | None, days: int):
-    """(demand level per product, category per unit sold, unit price per line by category)."""
+def _forecast_columns(
+    lines: pd.DataFrame, products: pd.DataFrame | None, days: int, prices, promotions=None
+):
+    """(demand level per product, category per unit sold, price index per line by category:
+    its unit price over the product's reference price `prices[product]`, for lines sold outside
+    promotions: those are planned, known to the forecaster, and would make every window
+    differ)."""
     recent = _window(lines, days)
     units = recent.groupby(recent["product_id"].astype(str))["quantity"].sum()
     if products is not None:  # catalog products without a sale have a level of zero
@@ -171,9 +179,46 @@ def _forecast_columns(lines: pd.DataFrame, products: pd.DataFrame | None, days: 
     cats = np.asarray(_categories_of(recent["product_id"], products), dtype=object)
     qty = recent["quantity"].clip(lower=0).to_numpy(dtype="int64")
     unit_cats = np.repeat(cats, qty)
-    price = recent["unit_price"].to_numpy(dtype="float64")
-    prices = {str(c): price[cats == c] for c in pd.unique(cats) if c is not None}
-    return level, unit_cats, prices
+    base = recent["product_id"].astype(str).map(prices).to_numpy(dtype="float64")
+    index = recent["unit_price"].to_numpy(dtype="float64") / base
+    known = ~np.isnan(index) & ~promoted(recent, products, promotions)
+    by_cat = {str(c): index[known & (cats == c)] for c in pd.unique(cats) if c is not None}
+    return level, unit_cats, by_cat
+
+
+def promoted(lines: pd.DataFrame, products: pd.DataFrame | None, promotions) -> np.ndarray:
+    """Which lines were sold during a promotion of their product or category (`promotions`:
+    product_id or category, start, end), as a boolean array in `lines` order."""
+    hit = np.zeros(len(lines), dtype=bool)
+    if promotions is None or len(promotions) == 0 or len(lines) == 0:
+        return hit
+    frame = pd.DataFrame(
+        {"row": np.arange(len(lines)), "product_id": lines["product_id"].astype(str).to_numpy()}
+    )
+    frame["t"] = lines["timestamp"].to_numpy()
+    if products is not None and "category" in products.columns:
+        cat = dict(zip(products["product_id"].astype(str), products["category"], strict=True))
+        frame["category"] = frame["product_id"].map(cat)
+    for key in ("product_id", "category"):
+        promos = promotions[promotions[key].notna()][[key, "start", "end"]]
+        if key not in frame.columns or len(promos) == 0:
+            continue
+        promos = promos.assign(**{key: promos[key].astype(str)})
+        m = frame.merge(promos, on=key, how="inner")
+        inside = m["row"][(m["t"] >= m["start"]) & (m["t"] < m["end"])]
+        hit[inside.to_numpy()] = True
+    return hit
+
+
+def reference_prices(
+    lines: pd.DataFrame, days: int, products=None, promotions=None
+) -> dict[str, float]:
+    """Each product's median unit price outside promotions over the last `days` of `lines`
+    (the price index's base)."""
+    recent = _window(lines, days)
+    recent = recent[~promoted(recent, products, promotions)]
+    med = recent.groupby(recent["product_id"].astype(str))["unit_price"].median()
+    return {p: float(v) for p, v in med.items() if v > 0}
 
 
 def forecast_reference(
@@ -181,38 +226,55 @@ def forecast_reference(
     products: pd.DataFrame | None,
     forecast: pd.DataFrame | None = None,
     *,
+    promotions: pd.DataFrame | None = None,
     days: int = FORECAST_WINDOW_DAYS,
     bins: int = DEFAULT_BINS,
     **meta,
 ) -> Profile:
-    """Demand levels, category mix and prices per category of the last `days` of `lines`;
-    the published forecast's level per product when given."""
-    level, unit_cats, prices = _forecast_columns(lines, products, days)
+    """Demand levels, category mix and the price index per category of the last `days` of
+    `lines`; the published forecast's level per product when given.
+
+    `price:<category>` is each line's unit price over its product's median unit price in this
+    window (kept in `meta["reference_prices"]`, the base of new data's index too), in the fixed
+    bins `PRICE_INDEX_EDGES` around 1. Raw prices per line would mostly measure which products
+    happened to sell: on the generated store their PSI from one 28-day window to the next is
+    above 1 for some categories without any price change; the index measures prices."""
+    prices = reference_prices(lines, days, products, promotions)
+    level, unit_cats, by_cat = _forecast_columns(lines, products, days, prices, promotions)
     cols = {
         "demand_level": numeric_profile("demand_level", level, bins),
         "category": categorical_profile("category", unit_cats),
     }
-    for cat in sorted(prices):
-        cols[f"price:{cat}"] = numeric_profile(f"price:{cat}", prices[cat], bins)
+    for cat in sorted(by_cat):
+        name = f"price:{cat}"
+        empty = ColumnProfile(
+            name, "numeric", np.zeros(len(PRICE_INDEX_EDGES) + 2), PRICE_INDEX_EDGES
+        )
+        cols[name] = empty.with_values(by_cat[cat])
     if forecast is not None and len(forecast):
         per_product = forecast.groupby("product_id")["p50"].mean().to_numpy(dtype="float64")
         cols["forecast_level"] = numeric_profile("forecast_level", per_product, bins)
-    return Profile(cols, {"family": "forecast", "window_days": days, "bins": bins, **meta})
+    meta = {"family": "forecast", "window_days": days, "bins": bins, **meta}
+    return Profile(cols, {**meta, "reference_prices": prices})
 
 
 def forecast_batch(
-    reference: Profile, lines: pd.DataFrame, products: pd.DataFrame | None
+    reference: Profile,
+    lines: pd.DataFrame,
+    products: pd.DataFrame | None,
+    promotions: pd.DataFrame | None = None,
 ) -> Profile:
-    """New sales on the reference's bins (its window length)."""
+    """New sales on the reference's bins (its window length and reference prices)."""
     days = int(reference.meta.get("window_days", FORECAST_WINDOW_DAYS))
-    level, unit_cats, prices = _forecast_columns(lines, products, days)
+    prices = reference.meta.get("reference_prices") or {}
+    level, unit_cats, by_cat = _forecast_columns(lines, products, days, prices, promotions)
     cols = {
         "demand_level": reference.columns["demand_level"].with_values(level),
         "category": reference.columns["category"].with_values(unit_cats),
     }
     for name, ref in reference.columns.items():
         if name.startswith("price:"):
-            cols[name] = ref.with_values(prices.get(name.removeprefix("price:"), np.empty(0)))
+            cols[name] = ref.with_values(by_cat.get(name.removeprefix("price:"), np.empty(0)))
     return Profile(cols, {"family": "forecast", "window_days": days})
 
 
@@ -257,10 +319,13 @@ def store_reference(model_dir, profile: Profile) -> None:
         mlflow.log_dict(profile.to_dict(), REFERENCE_ARTIFACT)
 
 
-def forecast_reference_for(lines, products, forecast_path, exclude_categories=()) -> Profile:
+def forecast_reference_for(
+    lines, products, forecast_path, exclude_categories=(), promotions=None
+) -> Profile:
     """The forecast job's reference: the last window of the lines it trained on, the catalog
     without excluded categories, and the forecast it published (a Parquet file)."""
     if products is not None and exclude_categories:
         products = products[~products["category"].isin(list(exclude_categories))]
     forecast = pd.read_parquet(forecast_path) if forecast_path is not None else None
-    return forecast_reference(lines, products, forecast, until=str(lines["timestamp"].max()))
+    until = str(lines["timestamp"].max())
+    return forecast_reference(lines, products, forecast, promotions=promotions, until=until)

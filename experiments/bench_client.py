@@ -3,7 +3,8 @@
 Reads a JSON plan on stdin and prints JSON results on stdout. Each scenario sends prepared
 request bodies (cycled) over `concurrency` persistent connections until `requests` answers or
 `max_seconds` elapse, whichever comes first, and records every latency and every non-2xx or
-broken answer as an error. Raw HTTP over asyncio streams keeps the client's own cost per
+broken answer as an error (with `record_ok`, also the indices of the bodies answered 2xx, for
+checking what the server accepted). Raw HTTP over asyncio streams keeps the client's own cost per
 request (~30 us) well below the server's, so the numbers describe the server.
 Only loopback targets are accepted.
 """
@@ -56,7 +57,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length or 0)
 
 
-async def _connection(host, port, requests, state, latencies, errors, deadline) -> None:
+async def _connection(host, port, requests, state, latencies, errors, deadline, ok=None) -> None:
     reader = writer = None
     n = len(requests)
     while state["left"] > 0 and time.perf_counter() < deadline:
@@ -73,6 +74,8 @@ async def _connection(host, port, requests, state, latencies, errors, deadline) 
             latencies.append(time.perf_counter() - t0)
             if not 200 <= status < 300:
                 errors.append(f"HTTP {status}: {body[:200].decode(errors='replace')}")
+            elif ok is not None:
+                ok.append(i)
         except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
             if writer is not None:
@@ -92,16 +95,17 @@ async def run_scenario(host: str, port: int, sc: dict) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     state = {"left": int(sc["requests"]), "next": int(sc.get("offset", 0))}
+    ok: list[int] | None = [] if sc.get("record_ok") else None  # indices answered 2xx
     started = time.perf_counter()
     deadline = started + float(sc.get("max_seconds", 30))
     await asyncio.gather(
         *(
-            _connection(host, port, requests, state, latencies, errors, deadline)
+            _connection(host, port, requests, state, latencies, errors, deadline, ok)
             for _ in range(int(sc.get("concurrency", 1)))
         )
     )
     elapsed = time.perf_counter() - started
-    return {
+    out = {
         "name": sc.get("name", sc["path"]),
         "latencies_ms": [round(x * 1000, 4) for x in latencies],
         "elapsed_s": elapsed,
@@ -109,6 +113,9 @@ async def run_scenario(host: str, port: int, sc: dict) -> dict:
         "errors": len(errors),
         "error_samples": errors[:5],
     }
+    if ok is not None:
+        out["ok"] = sorted(ok)
+    return out
 
 
 async def main_async(plan: dict) -> list[dict]:

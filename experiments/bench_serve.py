@@ -7,8 +7,12 @@ concurrency 8 for `/score` or `/recommend` and for `/livez` of the same server. 
 interleaved in rounds so that a busy machine slows every endpoint alike. Request counts and
 durations are bounded. JSON:
 `{"livez": {p50_ms, p99_ms, rps_c8}, "fraud": {p50_ms, p99_ms, rps_c8, errors, ...},
-"recommend": {p50_ms, p99_ms, rps_c8, errors, ...}}` (`livez` is the fraud server's; the
-recommend entry also carries its own server's livez figures). `--redis` benchmarks the fraud
+"recommend": {p50_ms, p99_ms, rps_c8, errors, ...}, "feedback": {rps_c8, events_per_s_c8,
+errors, accepted, stored_after_restart, ...}}` (`livez` is the fraud server's; the
+recommend entry also carries its own server's livez figures). The feedback run posts batches
+of `FEEDBACK_EVENTS` events (a list's impressions, a click, an add-to-cart) at concurrency 8 to
+a storefront writing into a throw-away feedback store, kills the server (SIGKILL), starts it
+again and counts which of the accepted events the store holds. `--redis` benchmarks the fraud
 service alone with its online state in a redis-server started on a free port. The payments
 replay a generated stream moved to end now; the server is started with the stream's span as
 its time guard's `SHOPML_FRAUD_MAX_BEHIND_S`.
@@ -18,15 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import redis
 
+from features.feedback import FeedbackStore, new_request_id, request_id_suffix
 from features.generator import GeneratorConfig, generate
 from serving import runner
 from serving.model_store import load_native, use_bentoml_home
@@ -35,6 +43,7 @@ from shopml.errors import ShopmlError
 from shopml.settings import Settings, load_settings
 
 ROUNDS = 4
+SHADOW_SLOWDOWN = 0.05  # /score with a shadow model: p50 and p99 at most 5% above without
 C1_REQUESTS = 2000  # per endpoint, split over the rounds
 C8_REQUESTS = 8000
 WARMUP = 400
@@ -43,7 +52,10 @@ TARGETS = {
     "fraud": {"p50": 1.3, "p99": 2.0, "rps": 0.8, "rps_min": 800.0},
     "recommend": {"p50": 1.5, "p99": 2.0, "rps": 0.7, "rps_min": 0.0},
     "cold_start_s": 10.0,
+    "feedback_events_per_s": 2000.0,
 }
+FEEDBACK_EVENTS = 20  # per POST /feedback: 18 impressions of a list, a click, an add-to-cart
+FEEDBACK_REQUESTS = 3000  # at concurrency 8 (bounded by MAX_SECONDS)
 
 
 def payment_bodies(n: int, seed: int = 1) -> tuple[list[str], int]:
@@ -98,6 +110,103 @@ def recommend_bodies(settings: Settings, n: int = 500, seed: int = 0) -> list[st
         }
         out.append(json.dumps(body))
     return out
+
+
+def feedback_bodies(n: int, run: str) -> tuple[list[str], list[list[str]]]:
+    """`n` POST /feedback bodies of FEEDBACK_EVENTS events each, and each body's event ids
+    (unique: `fb-<run>-<body>-<event>`, so the store can be checked event by event)."""
+    suffix = request_id_suffix("recommend", "champion", "shopml-recommender/bench")
+    bodies, ids = [], []
+    for i in range(n):
+        rid = new_request_id(suffix)
+        mine = [f"fb-{run}-{i}-{j}" for j in range(FEEDBACK_EVENTS)]
+        events = [
+            {
+                "event": "impression",
+                "request_id": rid,
+                "product_id": f"P{j:06d}",
+                "customer_id": f"C{i % 997:06d}",
+                "position": j + 1,
+                "event_id": mine[j],
+            }
+            for j in range(FEEDBACK_EVENTS - 2)
+        ]
+        for kind, j in (("click", FEEDBACK_EVENTS - 2), ("add_to_cart", FEEDBACK_EVENTS - 1)):
+            events.append(
+                {
+                    "event": kind,
+                    "request_id": rid,
+                    "product_id": "P000001",
+                    "customer_id": f"C{i % 997:06d}",
+                    "event_id": mine[j],
+                }
+            )
+        bodies.append(json.dumps({"events": events}))
+        ids.append(mine)
+    return bodies, ids
+
+
+def bench_feedback(settings: Settings) -> dict:
+    """POST /feedback at concurrency 8 into a throw-away store, then a killed and restarted
+    server: events/s, errors, events accepted, and how many of those the store holds."""
+    warm_n = 100
+    bodies, ids = feedback_bodies(warm_n + FEEDBACK_REQUESTS, run=str(now_ms()))
+    with tempfile.TemporaryDirectory(prefix="shopml-bench-feedback-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'feedback.db'}"
+        env = {"SHOPML_FEEDBACK_URL": url}
+        scenarios = [
+            {
+                "name": "warm",
+                "path": "/feedback",
+                "method": "POST",
+                "bodies": bodies,
+                "concurrency": 4,
+                "requests": warm_n,
+                "max_seconds": MAX_SECONDS,
+                "record_ok": True,
+            },
+            {
+                "name": "c8",
+                "path": "/feedback",
+                "method": "POST",
+                "bodies": bodies,
+                "concurrency": 8,
+                "requests": FEEDBACK_REQUESTS,
+                "offset": warm_n,
+                "max_seconds": MAX_SECONDS,
+                "record_ok": True,
+            },
+        ]
+        server = runner.start("recommend", settings=settings, env=env)
+        try:
+            server.wait_ready(timeout=120)
+            results = _client(server.port, scenarios)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.process.pid, signal.SIGKILL)  # a crash, not a clean stop
+            server.stop()
+        accepted = [e for r in results for i in r["ok"] for e in ids[i]]
+        again = runner.start("recommend", settings=settings, env=env)  # the restart
+        try:
+            again.wait_ready(timeout=120)
+            store = FeedbackStore(url)
+            stored = len(store.stored_ids(accepted))
+            store.dispose()
+        finally:
+            again.stop()
+    c8 = _summary(results, "c8")
+    return {
+        "rps_c8": c8["rps"],
+        "events_per_request": FEEDBACK_EVENTS,
+        "events_per_s_c8": round(c8["rps"] * FEEDBACK_EVENTS, 1),
+        "p50_ms_c8": c8["p50_ms"],
+        "p99_ms_c8": c8["p99_ms"],
+        "errors": c8["errors"] + _summary(results, "warm")["errors"],
+        "accepted": len(accepted),
+        "stored_after_restart": stored,
+        "lost": len(accepted) - stored,
+        "error_samples": c8["samples"],
+    }
 
 
 def _plan(port: int, path: str, bodies: list[str], offset: int) -> list[dict]:
@@ -159,6 +268,7 @@ def bench_service(
     service: str, settings: Settings, bodies: list[str], path: str, env: dict | None = None
 ) -> dict:
     """Start one built service, warm it, measure it and its own /livez; stop it."""
+    env, scratch = _scratch_fraud_db(service, env)
     server = runner.start(service, settings=settings, env=env)
     try:
         cold = server.wait_ready(timeout=120)
@@ -183,6 +293,8 @@ def bench_service(
         results = _client(server.port, warm + _plan(server.port, path, bodies, WARMUP))
     finally:
         server.stop()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     lz1, lz8 = _summary(results, "livez_c1"), _summary(results, "livez_c8")
     ep1, ep8 = _summary(results, "ep_c1"), _summary(results, "ep_c8")
     warm_errors = _summary(results, "warm")["errors"]
@@ -204,6 +316,129 @@ def bench_service(
     }
 
 
+def _scratch_fraud_db(service: str, env: dict | None) -> tuple[dict | None, str | None]:
+    """A throw-away fraud database (decision log, labels, rules history) for a benchmarked
+    fraud server, so that bench payments never enter the real decision log; (env, its folder)."""
+    if service != "fraud" or (env or {}).get("SHOPML_LABELS_URL"):
+        return env, None
+    scratch = tempfile.mkdtemp(prefix="shopml-bench-fraud-")
+    return {**(env or {}), "SHOPML_LABELS_URL": f"sqlite:///{Path(scratch) / 'fraud.db'}"}, scratch
+
+
+def _shadow_plan(ports: dict[str, int], bodies: list[str], offset: int) -> list[dict]:
+    """Interleaved rounds over both fraud servers (which goes first alternates by round); both
+    get the same payments in the same order, each into its own online state."""
+    scenarios = []
+    for i in range(ROUNDS):
+        order = ("plain", "shadow") if i % 2 == 0 else ("shadow", "plain")
+        for conc, n in ((1, C1_REQUESTS // ROUNDS), (8, C8_REQUESTS // ROUNDS)):
+            scenarios.append(
+                {
+                    "name": f"livez_c{conc}",
+                    "port": ports["plain"],
+                    "path": "/livez",
+                    "method": "GET",
+                    "concurrency": conc,
+                    "requests": n,
+                    "max_seconds": MAX_SECONDS,
+                }
+            )
+            for who in order:
+                scenarios.append(
+                    {
+                        "name": f"{who}_c{conc}",
+                        "port": ports[who],
+                        "path": "/score",
+                        "method": "POST",
+                        "bodies": bodies,
+                        "offset": offset,
+                        "concurrency": conc,
+                        "requests": n,
+                        "max_seconds": MAX_SECONDS,
+                    }
+                )
+            offset += n
+    return scenarios
+
+
+def _carries_challenger(settings: Settings) -> bool:
+    """Whether the newest fraud Bento was built with a `challenger` (its bento.yaml's models)."""
+    import yaml
+
+    from serving.model_store import challenger_name
+
+    home = Path(use_bentoml_home(settings)) / "bentos" / runner.service_spec("fraud").bento
+    manifest = home / (home / "latest").read_text().strip() / "bento.yaml"
+    info = yaml.safe_load(manifest.read_text()) or {}
+    tags = [str(m["tag"]) for s in info.get("services") or [] for m in s.get("models") or []]
+    return any(t.startswith(challenger_name("fraud") + ":") for t in tags)
+
+
+def bench_shadow(settings: Settings, bodies: list[str], env: dict) -> tuple[dict, dict, dict]:
+    """The fraud Bento twice at once, without (`SHOPML_FRAUD_SHADOW=0`) and with its challenger
+    scoring in shadow, measured in interleaved rounds of one client run: (livez, fraud,
+    fraud_shadow). Each server logs into its own throw-away fraud database; the shadow's entry
+    also counts the payments it answered, logged, and logged with a shadow score."""
+    from features.fraud.decision_log import DecisionLog
+
+    servers, scratch = {}, {}
+    try:
+        for who, flag in (("plain", "0"), ("shadow", "1")):
+            own, scratch[who] = _scratch_fraud_db("fraud", {**env, "SHOPML_FRAUD_SHADOW": flag})
+            servers[who] = runner.start("fraud", settings=settings, env=own)
+        cold = {who: s.wait_ready(timeout=120) for who, s in servers.items()}
+        ports = {who: s.port for who, s in servers.items()}
+        warm = [
+            {
+                "name": f"warm_{who}",
+                "port": port,
+                "path": "/score",
+                "method": "POST",
+                "bodies": bodies,
+                "concurrency": 4,
+                "requests": WARMUP,
+                "max_seconds": MAX_SECONDS,
+            }
+            for who, port in ports.items()
+        ]
+        results = _client(ports["plain"], warm + _shadow_plan(ports, bodies, WARMUP))
+        mine = [r for r in results if r["name"].startswith(("shadow_", "warm_shadow"))]
+        answered = sum(r["completed"] - r["errors"] for r in mine)
+        log = DecisionLog(f"sqlite:///{Path(scratch['shadow']) / 'fraud.db'}")
+        deadline = time.monotonic() + 10
+        while len(log) < answered and time.monotonic() < deadline:  # the last flush
+            time.sleep(0.1)
+        logged = log.read()
+        log.dispose()
+    finally:
+        for s in servers.values():
+            s.stop()
+        for folder in scratch.values():
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+    entries = {}
+    for who in ("plain", "shadow"):
+        c1, c8 = _summary(results, f"{who}_c1"), _summary(results, f"{who}_c8")
+        entries[who] = {
+            "p50_ms": c1["p50_ms"],
+            "p99_ms": c1["p99_ms"],
+            "rps_c8": c8["rps"],
+            "errors": c1["errors"] + c8["errors"] + _summary(results, f"warm_{who}")["errors"],
+            "cold_start_s": round(cold[who], 2),
+            "error_samples": c1["samples"] + c8["samples"],
+        }
+    lz1, lz8 = _summary(results, "livez_c1"), _summary(results, "livez_c8")
+    livez = {"p50_ms": lz1["p50_ms"], "p99_ms": lz1["p99_ms"], "rps_c8": lz8["rps"]}
+    versions = logged["shadow_version"].dropna()
+    entries["shadow"] |= {
+        "answered": int(answered),
+        "logged": int(len(logged)),
+        "shadow_scored": int(len(versions)),
+        "shadow_version": str(versions.iloc[0]) if len(versions) else None,
+    }
+    return livez, entries["plain"], entries["shadow"]
+
+
 def check_targets(result: dict) -> dict[str, bool]:
     """Which targets the run met (ratios against the same server's /livez)."""
     checks = {}
@@ -222,36 +457,68 @@ def check_targets(result: dict) -> dict[str, bool]:
         checks[f"{name} cold start < {TARGETS['cold_start_s']:.0f} s"] = (
             ep["cold_start_s"] < TARGETS["cold_start_s"]
         )
+    fb = result.get("feedback")
+    if fb is not None:
+        least = TARGETS["feedback_events_per_s"]
+        checks[f"feedback >= {least:.0f} events/s at c=8"] = fb["events_per_s_c8"] >= least
+        checks["feedback 0 errors"] = fb["errors"] == 0
+        checks["feedback 0 lost after a restart"] = fb["accepted"] == fb["stored_after_restart"]
+    sh = result.get("fraud_shadow")
+    if sh is not None:
+        fr, most = result["fraud"], 1.0 + SHADOW_SLOWDOWN
+        checks[f"fraud_shadow p50 <= {most:.2f}x fraud"] = sh["p50_ms"] <= most * fr["p50_ms"]
+        checks[f"fraud_shadow p99 <= {most:.2f}x fraud"] = sh["p99_ms"] <= most * fr["p99_ms"]
+        checks["fraud_shadow 0 errors"] = sh["errors"] == 0
+        checks["every answered payment logged with a shadow score"] = (
+            sh["answered"] == sh["logged"] == sh["shadow_scored"] > 0
+        )
     return checks
 
 
 def run(
-    out: str | Path | None = None, settings: Settings | None = None, redis: bool = False
+    out: str | Path | None = None,
+    settings: Settings | None = None,
+    redis: bool = False,
+    shadow: bool = False,
 ) -> dict:
     """Benchmark both built services (with `redis`: only the fraud service, its online state
-    in a redis-server started on a free port); writes the JSON to `out` and returns it."""
+    in a redis-server started on a free port; with `shadow`: the fraud Bento without and with
+    its challenger in shadow, side by side); writes the JSON to `out` and returns it."""
     settings = settings or load_settings()
     services = ("fraud",) if redis else ("fraud", "recommend")
     for service in services:
         if not runner.bento_exists(service, settings):
             raise ShopmlError(f"no built {service} service: run `shopml build` first")
+    if shadow and not _carries_challenger(settings):
+        raise ShopmlError(
+            "--shadow: the fraud Bento carries no challenger; give a registered version the "
+            "@challenger alias (`shopml promote fraud RUN` marks the version it gates) and run "
+            "`shopml build fraud`"
+        )
     bodies, span_s = payment_bodies(WARMUP + C1_REQUESTS + C8_REQUESTS)
     env = {"SHOPML_FRAUD_MAX_BEHIND_S": str(span_s + 86400)}  # the replayed stream's span
     with redis_server() if redis else contextlib.nullcontext() as url:
         if url:
             env["SHOPML_REDIS_URL"] = url
-        fraud = bench_service("fraud", settings, bodies, "/score", env)
+        if shadow:
+            livez, plain, shadowed = bench_shadow(settings, bodies, env)
+            fraud = {"livez": livez, "endpoint": plain}
+        else:
+            fraud = bench_service("fraud", settings, bodies, "/score", env)
     result = {
         "state_store": "redis" if redis else "memory",
         "livez": {k: fraud["livez"][k] for k in ("p50_ms", "p99_ms", "rps_c8")},
         "fraud": fraud["endpoint"],
     }
+    if shadow:
+        result["fraud_shadow"] = shadowed
     if not redis:
         rec = bench_service("recommend", settings, recommend_bodies(settings), "/recommend")
         result["recommend"] = {
             **rec["endpoint"],
             **{f"livez_{k}": rec["livez"][k] for k in ("p50_ms", "p99_ms", "rps_c8")},
         }
+        result["feedback"] = bench_feedback(settings)
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2))
     return result
@@ -274,6 +541,21 @@ def report_lines(result: dict) -> list[str]:
             f"{'/recommend':<22}{rc['p50_ms']:>9}{rc['p99_ms']:>9}{rc['rps_c8']:>10}"
             f"{rc['errors']:>8}{rc['cold_start_s']:>8}",
         ]
+    fb = result.get("feedback")
+    if fb is not None:
+        lines.append(
+            f"{'/feedback (c=8)':<22}{fb['p50_ms_c8']:>9}{fb['p99_ms_c8']:>9}{fb['rps_c8']:>10}"
+            f"{fb['errors']:>8}   {fb['events_per_s_c8']} events/s ({fb['events_per_request']}"
+            f" a request); accepted {fb['accepted']}, in the store after a restart "
+            f"{fb['stored_after_restart']}"
+        )
+    sh = result.get("fraud_shadow")
+    if sh is not None:
+        lines.append(
+            f"{'/score + shadow':<22}{sh['p50_ms']:>9}{sh['p99_ms']:>9}{sh['rps_c8']:>10}"
+            f"{sh['errors']:>8}{sh['cold_start_s']:>8}   {sh['shadow_version']}: "
+            f"{sh['shadow_scored']} of {sh['answered']} answered payments logged with its score"
+        )
     lines.append("")
     for check, ok in check_targets(result).items():
         lines.append(f"  [{'met' if ok else 'MISSED'}] {check}")

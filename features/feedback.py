@@ -167,7 +167,8 @@ class FeedbackStore:
         self.sqlite = self.url.get_backend_name() == "sqlite"
         if self.sqlite and self.url.database:
             Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        # a SQLite file needs no liveness ping per checkout (it costs a query per commit)
+        self.engine = sa.create_engine(self.url, pool_pre_ping=not self.sqlite)
         if self.sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_durable)
         self._insert = (sqlite.insert if self.sqlite else postgresql.insert)(FEEDBACK)

@@ -286,14 +286,35 @@ def retrain_cmd(
     config: Path | None = typer.Option(
         None, "--config", help="Job config (default experiments/configs/<family>.toml)."
     ),
+    when: str | None = typer.Option(
+        None,
+        "--when",
+        help="Only if due: 'drift' (shopml monitor on the config's source crosses a threshold)"
+        " or 'schedule' (the champion is older than [schedule] max_champion_age_days).",
+    ),
+    monitor_config: Path | None = typer.Option(
+        None, "--monitor-config", help="Thresholds (default experiments/configs/monitor.toml)."
+    ),
 ) -> None:
     """Train on fresh data, compare with the champion, promote if the gate passes.
 
-    Exit codes: 0 promoted (or first model), 3 trained but not promoted (gate failed), 2 error.
+    Exit codes: 0 promoted (or first model, or --when not due: nothing trained), 3 trained but
+    not promoted (gate failed), 2 error.
     """
     # on use: training (mlflow): 1.0 s
     from training.retrain import EXIT_ERROR, retrain
 
+    if when is not None:  # issue 15: retrain when the monitor or the calendar says so
+        from shopml.settings import load_settings
+        from training.monitor import load_monitor_config, retrain_due
+
+        report = load_settings().home / "monitor" / f"retrain-{family}.html"
+        check = retrain_due(
+            family, when, load_monitor_config(monitor_config), job_config=config, report=report
+        )
+        typer.echo(f"--when {when}: {'due' if check.due else 'not due'}: {check.reason}")
+        if not check.due:
+            raise typer.Exit(0)
     try:
         outcome = retrain(family, config_path=config)
     except ShopmlError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -352,3 +353,51 @@ def log_monitor(outcome: MonitorOutcome, settings: Settings | None = None) -> st
         if outcome.report_path is not None:
             mlflow.log_artifact(str(outcome.report_path), "monitor")
     return run.info.run_id
+
+
+# ------------------------------------------------------------------ shopml retrain --when
+WHEN = ("drift", "schedule")
+
+
+@dataclass
+class RetrainDue:
+    """Whether `shopml retrain FAMILY --when ...` should train now, and why."""
+
+    due: bool
+    reason: str
+    outcome: MonitorOutcome | None = None
+
+
+def retrain_due(
+    family_name: str,
+    when: str,
+    config: MonitorConfig,
+    *,
+    settings: Settings | None = None,
+    job_config: Path | None = None,
+    report: Path | None = None,
+    now_ms: int | None = None,
+) -> RetrainDue:
+    """`schedule`: due once the champion is older than `schedule.max_champion_age_days` (or
+    there is none); `drift`: due when `shopml monitor` on the job config's source crosses a
+    threshold (or the champion has no reference profile to compare with)."""
+    if when not in WHEN:
+        raise ConfigError(f"--when must be drift or schedule, got {when!r}")
+    name = family(family_name).name
+    settings = configure(settings)
+    mv = alias_version(name, CHAMPION, client(settings))
+    if mv is None:
+        return RetrainDue(True, f"{name} has no @{CHAMPION} yet: the first model is due")
+    if when == "schedule":
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        age = (now_ms - int(mv.creation_timestamp or 0)) / 86_400_000
+        limit = config.schedule.max_champion_age_days
+        verdict = "older than" if age > limit else "within"
+        return RetrainDue(
+            age > limit, f"champion v{mv.version} is {age:.2f} days old, {verdict} {limit:g} days"
+        )
+    try:
+        outcome = run_monitor(name, config, job_config=job_config, out=report, settings=settings)
+    except RegistryError as err:  # e.g. a champion trained before reference profiles
+        return RetrainDue(True, f"cannot monitor the champion ({err}): retraining")
+    return RetrainDue(outcome.alarmed, outcome.explain(), outcome)

@@ -212,6 +212,7 @@ class FrameStore:
 
     tables: dict = field(default_factory=dict)
     name: str = "store"
+    known: dict = field(default_factory=dict)  # fingerprints of the source's tables not read
     _fingerprint: dict | None = field(default=None, repr=False)
 
     def __getattr__(self, table: str):
@@ -229,8 +230,8 @@ class FrameStore:
 
     def fingerprint(self) -> dict[str, dict[str, object]]:
         """Rows and content hash per table, computed on the workers one partition at a time."""
-        if self._fingerprint is None:
-            out = {}
+        if self._fingerprint is None:  # a table changed after this is not seen: set it first
+            out = {t: v for t, v in self.known.items() if t not in self.tables}
             for t, frame in self.tables.items():
                 import dask
 
@@ -261,8 +262,10 @@ def read_store(path: str | Path, tables: Sequence[str] | None = None) -> FrameSt
     found = {t: read_parquet_table(path, t) for t in tables or TABLES if table_parts(path, t)}
     if not found:
         raise DataError(f"{path} holds no table of the contract ({', '.join(TABLES)})")
-    name = path.name
+    name, known = path.name, {}
     manifest = path / "manifest.json"
-    if manifest.is_file():
-        name = json.loads(manifest.read_text()).get("name", name)
-    return FrameStore(found, name=name)
+    if manifest.is_file():  # written with the store: the fingerprint of the tables not read
+        saved = json.loads(manifest.read_text())
+        name, known = saved.get("name", name), saved.get("fingerprint", {})
+        known = {t: v for t, v in known.items() if table_parts(path, t)}
+    return FrameStore(found, name=name, known=known)

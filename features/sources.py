@@ -9,6 +9,11 @@ Kinds and their fields:
 - `online_retail`, `movielens`, `fraud_handbook` (path, optional): the public datasets,
   by default from `SHOPML_DATASETS`.
 `columns` renames source columns per table: `{table: {source column: contract column}}`.
+
+On the Dask engine `load_frames(cfg, ...)` gives the same tables as Dask dataframes: a folder of
+`<table>/part-*.parquet` (the `xlarge` scale) and a `sql` source with `partition_on` (a key or
+time column per table) are read piece by piece on the workers, each piece validated; the other
+sources are loaded here and cut into partitions.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "generated": ("scale", "seed"),
     "store": ("path",),
     "files": ("path", "columns"),
-    "sql": ("url", "queries", "tables", "columns"),
+    "sql": ("url", "queries", "tables", "columns", "partition_on", "partitions"),
     "online_retail": ("path",),
     "movielens": ("path",),
     "fraud_handbook": ("path",),
@@ -62,6 +67,11 @@ class SourceConfig(ConfigModel):
     columns: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="table -> {source column: contract column}"
     )
+    partition_on: dict[str, str] = Field(
+        default_factory=dict,
+        description="sql on Dask: table -> key or time column its ranges are cut on",
+    )
+    partitions: int = Field(default=8, ge=1, description="sql on Dask: ranges per table")
 
     @model_validator(mode="after")
     def _fields_match_kind(self) -> SourceConfig:
@@ -114,6 +124,81 @@ def load_source(cfg: SourceConfig, settings: Settings | None = None) -> Store:
     return store
 
 
+def load_frames(
+    cfg: SourceConfig,
+    settings: Settings | None = None,
+    npartitions: int = 2,
+    tables: tuple[str, ...] | None = None,
+):
+    """The tables of `cfg` as Dask dataframes (`features.frames.FrameStore`), each partition
+    validated where it is read; `tables` limits which are read."""
+    from features import frames
+
+    if cfg.kind == "generated" and GeneratorConfig(scale=cfg.scale).spec().chunks > 1:
+        store = frames.read_store(generated_partitioned(cfg.scale, cfg.seed, settings), tables)
+    elif cfg.kind in ("store", "files") and _partitioned(cfg.path, tables):
+        store = frames.read_store(cfg.path, tables)
+    elif cfg.kind == "sql" and cfg.partition_on:
+        store = frames.FrameStore(_sql_frames(cfg, tables), name="sql")
+    else:
+        local = load_source(cfg, settings)
+        wanted = {t: df for t, df in local.tables().items() if tables is None or t in tables}
+        found = {t: frames.from_pandas(df, npartitions) for t, df in wanted.items()}
+        known = {t: v for t, v in local.fingerprint().items() if t not in found}
+        store = frames.FrameStore(found, name=local.name, known=known)
+    if cfg.name:
+        store.name = cfg.name
+    return store
+
+
+def _partitioned(path: Path | None, tables: tuple[str, ...] | None) -> bool:
+    """Whether a store folder holds any wanted table as `<table>/part-*.parquet`."""
+    from features.contract import TABLES
+
+    return path is not None and any((Path(path) / t).is_dir() for t in tables or TABLES)
+
+
+def _sql_frames(cfg: SourceConfig, tables: tuple[str, ...] | None) -> dict:
+    """Each wanted table of a `sql` source: in ranges of its `partition_on` column when it has
+    one, else read whole here and cut."""
+    from features import frames
+    from features.loaders import sql
+
+    sources = {**cfg.queries, **cfg.tables}
+    out = {}
+    for table, source in sources.items():
+        if tables is not None and table not in tables:
+            continue
+        if table in cfg.partition_on:
+            out[table] = frames.read_sql_table(
+                cfg.url, table, source, cfg.partition_on[table], cfg.partitions, cfg.columns
+            )
+            continue
+        kind = "queries" if table in cfg.queries else "tables"
+        one = sql.load(cfg.url, columns=cfg.columns, **{kind: {table: source}})
+        out[table] = frames.from_pandas(getattr(one, table), cfg.partitions)
+    return out
+
+
+def generated_partitioned(scale: str, seed: int, settings: Settings | None = None) -> Path:
+    """The cache folder of a generated store written in chunks (`xlarge`): reused when it was
+    made from the same config and generator version, else (re)generated chunk by chunk."""
+    from features.generator import generate_partitioned
+
+    cfg = GeneratorConfig(scale=scale, seed=seed)
+    folder = generated_dir(scale, seed, settings)
+    wanted = cfg.model_dump(mode="json") | {"generator_version": GENERATOR_VERSION}
+    if (folder / GENERATOR_CONFIG).is_file():
+        try:
+            if json.loads((folder / GENERATOR_CONFIG).read_text()) == wanted:
+                return folder
+        except (ValueError, OSError):
+            pass
+    generate_partitioned(cfg, folder, overwrite=True)
+    (folder / GENERATOR_CONFIG).write_text(json.dumps(wanted, indent=2, sort_keys=True))
+    return folder
+
+
 def generated_dir(scale: str, seed: int, settings: Settings | None = None) -> Path:
     """The cache folder of a generated store."""
     return (settings or load_settings()).data_dir / f"{scale}-seed{seed}"
@@ -126,6 +211,8 @@ def generated(scale: str, seed: int, settings: Settings | None = None) -> Store:
     (both saved beside it): bump `GENERATOR_VERSION` whenever the simulation changes.
     """
     cfg = GeneratorConfig(scale=scale, seed=seed)
+    if cfg.spec().chunks > 1:  # the local engine reads it whole (as much memory as that takes)
+        return Store.read(generated_partitioned(scale, seed, settings))
     folder = generated_dir(scale, seed, settings)
     wanted = cfg.model_dump(mode="json") | {"generator_version": GENERATOR_VERSION}
     if (folder / GENERATOR_CONFIG).is_file():

@@ -102,6 +102,11 @@ class Store:
             if file.exists():
                 with errors.collect(str(file)):
                     found[table] = validate(table, _read_parquet(file))
+            elif (path / table).is_dir():  # partitioned (`features.frames`): read whole here
+                parts = sorted((path / table).glob("part-*.parquet"))
+                with errors.collect(str(path / table)):
+                    frames = [_read_parquet(p) for p in parts]
+                    found[table] = validate(table, pd.concat(frames, ignore_index=True))
         errors.raise_if_any()
         if not found:
             raise DataError(

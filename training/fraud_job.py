@@ -34,11 +34,11 @@ from features.sources import SourceConfig, load_source
 from features.store import Store
 from models.fraud import DecisionPolicy, FraudEngine, FraudScorer, LogisticBaseline, RuleSet
 from registry.store import configure, load_logged
-from shopml.compute import ComputeConfig
+from shopml.compute import Compute, ComputeConfig, open_compute
 from shopml.config import ConfigModel
 from shopml.errors import DataError
-from shopml.settings import CONFIG_DIR, Settings
-from training import tracking
+from shopml.settings import CONFIG_DIR, Settings, load_settings
+from training import fraud_dask, tracking
 from training.fraud_metrics import (
     auc_roc,
     average_precision,
@@ -171,7 +171,12 @@ class FraudJobConfig(ConfigModel):
 
 def time_split(day: np.ndarray, split: SplitConfig) -> dict[str, np.ndarray]:
     """Row indices of train / calibration / test from each payment's day number."""
-    last, first = int(day.max()), int(day.min())
+    bounds = split_days(int(day.min()), int(day.max()), split)
+    return {name: np.flatnonzero((day >= lo) & (day < hi)) for name, (lo, hi) in bounds.items()}
+
+
+def split_days(first: int, last: int, split: SplitConfig) -> dict[str, tuple[int, int]]:
+    """Days [from, to) of train / calibration / test, from the first and last payment day."""
     test_start = last - split.test_days + 1
     cal_end = test_start - split.delay_days
     cal_start = cal_end - split.calibration_days
@@ -185,9 +190,9 @@ def time_split(day: np.ndarray, split: SplitConfig) -> dict[str, np.ndarray]:
             f"{split.test_days} days and some training days"
         )
     return {
-        "train": np.flatnonzero((day >= train_start) & (day < cal_start)),
-        "calibration": np.flatnonzero((day >= cal_start) & (day < cal_end)),
-        "test": np.flatnonzero(day >= test_start),
+        "train": (train_start, cal_start),
+        "calibration": (cal_start, cal_end),
+        "test": (test_start, last + 1),
     }
 
 
@@ -244,6 +249,7 @@ class Prepared:
     parts: dict[str, np.ndarray]
     feature_seconds: float
     labels: dict[str, float] = dataclasses.field(default_factory=dict)
+    frames: object = None  # on Dask: the `FrameStore` the run's fingerprint is taken from
 
 
 def prepare(
@@ -338,11 +344,31 @@ def score_test(
     return clean
 
 
-def train(config: FraudJobConfig | None = None, settings: Settings | None = None) -> TrainResult:
-    """Build features, fit + calibrate the scorer, evaluate on the test period, log and register."""
+def train(
+    config: FraudJobConfig | None = None,
+    settings: Settings | None = None,
+    compute: Compute | None = None,
+) -> TrainResult:
+    """Build features, fit + calibrate the scorer, evaluate on the test period, log and register.
+
+    On the engine of `config.compute` (or the `compute` handed in, e.g. a benchmark's cluster):
+    on Dask the features and the booster are made on the workers (`training/fraud_dask.py`).
+    """
     config = config or FraudJobConfig()
+    if compute is None:
+        scheduler = (settings or load_settings()).dask_scheduler
+        with open_compute(config.compute, scheduler) as opened:
+            return _train(config, settings, opened)
+    return _train(config, settings, compute)
+
+
+def _train(config: FraudJobConfig, settings: Settings | None, compute: Compute) -> TrainResult:
     fs = config.features.feature_set()
-    data = prepare(config, fs, settings)
+    dask_data = None
+    if compute.is_dask:
+        data, dask_data = fraud_dask.prepare(config, fs, settings, compute, split_days)
+    else:
+        data = prepare(config, fs, settings)
     scorer = FraudScorer(
         list(fs.names),
         feature_version=fs.version,
@@ -350,23 +376,33 @@ def train(config: FraudJobConfig | None = None, settings: Settings | None = None
         **config.model.model_dump(),
     )
     policy, rules = config.policy.policy(), config.policy.rules()
-    with tracking.start_run(FAMILY, config=config, store=data.store, settings=settings) as run:
-        extra = _fit(scorer, fs, data)
+    store = data.frames or data.store
+    with tracking.start_run(FAMILY, config=config, store=store, settings=settings) as run:
+        mlflow.log_params({f"compute.cluster.{k}": v for k, v in compute.describe().items()})
+        if dask_data is not None:
+            extra = fraud_dask.fit(scorer, fs, data, dask_data, compute)
+            mlflow.log_metrics(extra)
+        else:
+            extra = _fit(scorer, fs, data)
         metrics = score_test(scorer, fs, policy, data, config.card_precision_k, rules) | extra
-        metrics |= _baseline(fs, data, config)
+        metrics |= _baseline(fs, data, config, dask_data.baseline if dask_data else None)
         engine = FraudEngine(scorer, fs, policy=policy, rules=rules)
         reference = fraud_reference_for(scorer, fs, data)  # what `shopml monitor` compares with
         uri, version = _log_engine(engine, config.register_model, reference)
-    return TrainResult.of_run(run, data.store, metrics, version, model_uri=uri)
+    return TrainResult.of_run(run, store, metrics, version, model_uri=uri)
 
 
-def _baseline(fs: FeatureSet, data: Prepared, config: FraudJobConfig) -> dict[str, float]:
+def _baseline(
+    fs: FeatureSet, data: Prepared, config: FraudJobConfig, train: tuple | None = None
+) -> dict[str, float]:
     """The benchmark's reference beside the scorer: logistic regression on the handbook's
-    baseline features, fitted on `train`, its test ranking metrics logged as `baseline_*`."""
+    baseline features, fitted on `train` (on Dask: the training rows' features gathered), its
+    test ranking metrics logged as `baseline_*`."""
     names = [n for n in HANDBOOK_BASELINE if n in fs.names]
     tr, te = data.parts["train"], data.parts["test"]
     lr = LogisticBaseline(names, random_state=config.seed)
-    lr.fit(to_matrix(data.cols, names, tr), data.y[tr])
+    X_tr, y_tr = train if train is not None else (to_matrix(data.cols, names, tr), data.y[tr])
+    lr.fit(X_tr, y_tr)
     p = lr.predict_proba(to_matrix(data.cols, names, te))
     y, k = data.y[te], config.card_precision_k
     card = data.store.payments["card_id"].to_numpy()[te]
@@ -437,10 +473,19 @@ def evaluate(
     engine: FraudEngine = load_logged(model_uri, FAMILY)
     fs = engine.feature_set
     rules = config.policy.rules() if config.policy.rules_file else engine.rules
-    data = prepare(config, fs, settings, labelled=("test",))
-    with tracking.evaluation_run(
-        FAMILY, model_uri, config=config, store=data.store, settings=settings
-    ) as run:
-        k = config.card_precision_k
-        metrics = score_test(engine.scorer, fs, engine.policy, data, k, rules)
-    return TrainResult.of_run(run, data.store, metrics, model_uri=model_uri)
+    scheduler = (settings or load_settings()).dask_scheduler
+    with open_compute(config.compute, scheduler) as compute:
+        if compute.is_dask:
+            data, _ = fraud_dask.prepare(
+                config, fs, settings, compute, split_days, labelled=("test",)
+            )
+        else:
+            data = prepare(config, fs, settings, labelled=("test",))
+        store = data.frames or data.store
+        with tracking.evaluation_run(
+            FAMILY, model_uri, config=config, store=store, settings=settings
+        ) as run:
+            mlflow.log_params({f"compute.cluster.{k}": v for k, v in compute.describe().items()})
+            k = config.card_precision_k
+            metrics = score_test(engine.scorer, fs, engine.policy, data, k, rules)
+    return TrainResult.of_run(run, store, metrics, model_uri=model_uri)

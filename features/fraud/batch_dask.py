@@ -37,10 +37,15 @@ def with_row_numbers(payments):
 
 
 def _group_kernel(
-    part: pd.DataFrame, fs: FeatureSet, group: str, keep: str | None, names: tuple[str, ...]
+    part: pd.DataFrame,
+    fs: FeatureSet,
+    group: str,
+    keep: str | None,
+    names: tuple[str, ...],
+    carry: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """One partition (all the payments of its keys of `group`'s entity): the group's features,
-    with `_row`; only the rows flagged in `keep` when given."""
+    with `_row` and the `carry` columns; only the rows flagged in `keep` when given."""
     part = part.sort_values(ROW, kind="stable")  # input order: ties as the local engine has them
     if len(part):
         p = prepare(part, fs)
@@ -49,35 +54,45 @@ def _group_kernel(
         cols = {n: np.empty(0) for n in names}
     out = pd.DataFrame(cols, columns=list(names), copy=False)
     out.insert(0, ROW, part[ROW].to_numpy(dtype="int64"))
+    for c in carry:
+        out[c] = part[c].to_numpy()
     if keep is not None:
         out = out[part[keep].to_numpy(dtype=bool)]
     return out.reset_index(drop=True)
 
 
 def feature_frame(
-    payments, fs: FeatureSet | None = None, npartitions: int | None = None, keep: str | None = None
+    payments,
+    fs: FeatureSet | None = None,
+    npartitions: int | None = None,
+    keep: str | None = None,
+    carry: tuple[str, ...] = (),
 ):
     """Fraud features of a Dask dataframe of payments: a Dask dataframe of `_row` (input row
-    number, see `with_row_numbers`) and `fs.names`, in no particular row order.
+    number, see `with_row_numbers`), `fs.names` and the `carry` columns of `payments`, in no
+    particular row order.
 
     `keep` names a boolean column of `payments`: only those rows come back (every payment still
     counts in the windows of the others), which keeps what is joined small.
     """
     fs = fs or FeatureSet()
     payments = with_row_numbers(payments)
-    inputs = [c for c in (ROW, *_INPUTS, keep) if c and c in payments.columns]
+    inputs = [c for c in (ROW, *_INPUTS, keep, *carry) if c and c in payments.columns]
     base = payments[list(dict.fromkeys(inputs))]
     n = int(npartitions or payments.npartitions)
     joined = None
     for group, names in feature_groups(fs).items():
         key = ID_COLUMNS[group]
         shuffled = base.shuffle(on=key, npartitions=n)
+        extra = tuple(carry) if joined is None else ()  # carried once, by the first group
         meta = pd.DataFrame({ROW: np.empty(0, "int64"), **{c: np.empty(0) for c in names}})
+        for c in extra:
+            meta[c] = base._meta[c]
         part = shuffled.map_partitions(
-            _group_kernel, fs, group, keep, names, meta=meta, align_dataframes=False
+            _group_kernel, fs, group, keep, names, extra, meta=meta, align_dataframes=False
         )
         joined = part if joined is None else joined.merge(part, on=ROW, how="inner", npartitions=n)
-    return joined[[ROW, *fs.names]]
+    return joined[[ROW, *fs.names, *carry]]
 
 
 def collect_columns(frame, n_rows: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -87,5 +102,5 @@ def collect_columns(frame, n_rows: int | None = None) -> tuple[np.ndarray, dict[
     rows = df[ROW].to_numpy()[order]
     if n_rows is not None and (len(rows) != n_rows or (n_rows and rows[-1] != n_rows - 1)):
         raise RuntimeError(f"fraud features came back for {len(rows)} of {n_rows} payments")
-    cols = {c: df[c].to_numpy(dtype="float64")[order] for c in df.columns if c != ROW}
+    cols = {c: df[c].to_numpy()[order] for c in df.columns if c != ROW}
     return rows, cols

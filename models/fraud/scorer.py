@@ -112,10 +112,15 @@ class FraudScorer(Estimator):
 
     # ------------------------------------------------------------------ fit
     def _lgb_params(self, y: np.ndarray) -> dict:
+        return self.lgb_params(len(y), int(np.sum(y)))
+
+    def lgb_params(self, n_rows: int, n_frauds: int) -> dict:
+        """LightGBM's parameters for a training set of `n_rows` with `n_frauds` (the Dask
+        trainer of the fraud job passes the counts; its rows never meet in one process)."""
         spw = self.scale_pos_weight
         if spw == "auto":
-            pos = max(float(y.sum()), 1.0)
-            spw = math.sqrt(max(float(len(y)) - pos, 1.0) / pos)
+            pos = max(float(n_frauds), 1.0)
+            spw = math.sqrt(max(float(n_rows) - pos, 1.0) / pos)
         return {
             "objective": "binary",
             "learning_rate": self.learning_rate,
@@ -160,8 +165,20 @@ class FraudScorer(Estimator):
             self.num_boost_round,
             callbacks=[RoundsBar("fraud scorer", self.num_boost_round)],
         )
+        return self.calibrate(self.booster_, X.shape[1], X_cal, y_cal)
+
+    def calibrate(
+        self,
+        booster: lgb.Booster,
+        n_features: int,
+        X_cal: np.ndarray | None = None,
+        y_cal: np.ndarray | None = None,
+    ) -> FraudScorer:
+        """Take `booster` as the scorer's (trained by `fit`, or by LightGBM's Dask trainer: the
+        same native model) and fit the calibrator on the later (X_cal, y_cal)."""
+        self.booster_ = booster
         self.feature_names_ = list(self.booster_.feature_name())
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = n_features
         method = self.calibration if X_cal is not None else "none"
         if X_cal is not None:
             raw = self.decision_function(X_cal)

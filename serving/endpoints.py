@@ -11,6 +11,8 @@ it streams in (413, the rest is never read), the body against the request type (
 field); then the fast path answers, or with `SHOPML_FASTPATH=0` the body is handed on to
 BentoML's IO layer. Both paths serialise the answer the same way and map errors with one table
 (`ERRORS`); `/docs.json` is BentoML's document rewritten by `serving.openapi`.
+`FastRoutes.install` also keeps the fast routes out of BentoML's request tracing while it exports
+no traces (it records spans nobody reads, ~0.3 ms of a `/score`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import functools
 import hmac
 import inspect
 import json
+import re
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -248,6 +251,21 @@ class FastRoutes:
         self.app = app
 
     @classmethod
+    def install(cls, service, settings: Settings | None = None) -> None:
+        """Answer the `@endpoint`s of the BentoML `service` here (its ASGI middleware), and,
+        while the fast path is on and BentoML exports no traces, keep them out of its request
+        tracing: BentoML records a span per request and per body message even with no exporter
+        (about 0.3 ms of a 0.5 ms `/score`), which nobody can read, and the fast path answers
+        without BentoML's request-id header, the one other trace of them. With an exporter
+        configured (`tracing.exporter_type`) or `tracing.excluded_urls` set, they are traced as
+        before."""
+        service.add_asgi_middleware(cls)
+        settings = settings or load_settings()
+        if settings.fastpath and not traces_exported():
+            routes = [re.escape(e.route) + "$" for e in declared_endpoints(service.inner)]
+            service.config.setdefault("tracing", {}).setdefault("excluded_urls", routes)
+
+    @classmethod
     def serve(cls, service, settings: Settings | None = None) -> None:
         """Check and answer every `@endpoint` of a started `service` here (ConfigError when the
         authentication settings cannot work)."""
@@ -327,6 +345,14 @@ class FastRoutes:
             doc = openapi_document(json.loads(raw), list(self.endpoints.values()), self.protected)
             cls.document = to_json(doc)
         await _respond(send, 200, cls.document)
+
+
+def traces_exported() -> bool:
+    """Whether BentoML's configuration (its config file or BENTOML_CONFIG_OPTIONS) names a
+    trace exporter: without one, its spans are recorded and dropped."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return BentoMLContainer.tracing.exporter_type.get() is not None
 
 
 def _loopback_only(scope) -> None:

@@ -225,4 +225,4 @@ class FraudService:
         return self.checkout.engine.store.read_key(request.entity, request.id)
 
 
-FraudService.add_asgi_middleware(CheckoutRoutes)
+CheckoutRoutes.install(FraudService)  # also: no dropped spans on its fast routes

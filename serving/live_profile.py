@@ -11,9 +11,10 @@ checkout copies its feature vector and score into a preallocated row buffer (no 
 every `FLUSH_ROWS` payments the buffer is binned column by column (`searchsorted` on the
 reference's edges, `bincount`) into the current block, and at most every `GAUGE_INTERVAL_S`
 the PSI gauges are refreshed. The window rolls: after `window // blocks` observations the
-oldest block is cleared and reused, so a snapshot covers the last `window` observations at most
-(and at least `window * (blocks - 1) / blocks` once full). Each worker keeps its own; a snapshot
-is one worker's (its `worker` pid says which), a sample of the traffic.
+oldest block is cleared and reused, so a snapshot covers about the last `window` observations
+(between `window * (blocks - 1) / blocks` and `window` plus one flush per block once full).
+Each worker keeps its own; a snapshot is one worker's (its `worker` pid says which), a sample
+of the traffic.
 
 What each service counts:
 * fraud: every feature of the scored payment and its probability (`score`);

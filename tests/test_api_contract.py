@@ -36,6 +36,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from features.feedback import parse_request_id
 from serving import runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,10 @@ def test_docs_are_valid_openapi_documenting_every_status(servers, client):
         validate(doc)  # openapi-spec-validator: raises naming the first violation
         text = str(doc)
         assert "root_input" not in text and "'type': 'null'" not in text
-        endpoints = {"fraud": ["/score", "/labels"], "recommend": ["/recommend", "/similar"]}
+        endpoints = {
+            "fraud": ["/score", "/labels"],
+            "recommend": ["/recommend", "/similar", "/feedback"],
+        }
         for route in endpoints[service]:
             operation = doc["paths"][route]["post"]
             assert set(operation["responses"]) >= DOCUMENTED, (service, path, route)
@@ -145,7 +149,18 @@ AWKWARD = {
     "year 9999 with an offset": {"json": {**PAYMENT, "timestamp": "9999-12-31T23:59:59-01:00"}},
     "nan": {"content": b'{"amount": NaN}', "headers": {"content-type": "application/json"}},
 }
-ROUTES = {"fraud": ["/score", "/labels", "/rules/reload"], "recommend": ["/recommend", "/similar"]}
+ROUTES = {
+    "fraud": ["/score", "/labels", "/rules/reload"],
+    "recommend": ["/recommend", "/similar", "/feedback"],
+}
+
+
+def comparable(body):
+    """An answer without its random `request_id` (checked to be one a service makes)."""
+    if isinstance(body, dict) and "request_id" in body:
+        assert parse_request_id(body["request_id"]) is not None, body["request_id"]
+        return {k: v for k, v in body.items() if k != "request_id"}
+    return body
 
 
 def test_both_paths_answer_every_awkward_input_alike(servers, client):
@@ -159,7 +174,7 @@ def test_both_paths_answer_every_awkward_input_alike(servers, client):
                     r = client.post(servers[service, path].url + route, headers=headers, **kwargs)
                     assert r.status_code < 500, (service, route, name, path, r.text)
                     assert r.headers["content-type"] == "application/json"
-                    answers.append((r.status_code, r.json()))
+                    answers.append((r.status_code, comparable(r.json())))
                 assert answers[0] == answers[1], (service, route, name)
                 status, body = answers[0]
                 assert status in (200, 400, 403, 415), (service, route, name, body)
@@ -183,6 +198,36 @@ def test_answers_have_the_same_shape_on_both_paths(servers, client):
         found[path] = (sorted(answer), similar.json())
     assert found["fast"] == found["bentoml"]
     assert set(found["fast"][1]) == {"error", "kind", "ids"}
+
+
+def test_feedback_on_an_answer_is_stored_once_on_both_paths(servers, client):
+    for path in PATHS:
+        url = servers["recommend", path].url
+        shown = client.post(url + "/recommend", json={"k": 3}, headers=AUTH).json()
+        rid, first = shown["request_id"], shown["items"][0]["product_id"]
+        assert shown["variant"] == "champion" and parse_request_id(rid)[0] == "recommend"
+        events = [
+            {
+                "event": "impression",
+                "request_id": rid,
+                "product_id": first,
+                "position": 1,
+                "event_id": f"contract-{path}-1",
+            },
+            {
+                "event": "click",
+                "request_id": rid,
+                "product_id": first,
+                "event_id": f"contract-{path}-2",
+            },
+        ]
+        r = client.post(url + "/feedback", json={"events": events}, headers=AUTH)
+        assert (r.status_code, r.json()) == (200, {"accepted": 2, "stored": 2, "duplicates": 0})
+        r = client.post(url + "/feedback", json={"events": events}, headers=AUTH)
+        assert r.json() == {"accepted": 2, "stored": 0, "duplicates": 2}  # a retry: once
+        bad = [{**events[0], "request_id": "not-an-answer"}]
+        r = client.post(url + "/feedback", json={"events": bad}, headers=AUTH)
+        assert r.status_code == 400 and "events.0.request_id" in r.json()["error"]
 
 
 def stream_oversized(url: str, size: int) -> tuple[int, int, float]:

@@ -166,12 +166,18 @@ def bench_serve_cmd(
     redis: bool = typer.Option(
         False, "--redis", help="Fraud service only, its online state in a redis-server it starts."
     ),
+    shadow: bool = typer.Option(
+        False,
+        "--shadow",
+        help="The fraud Bento also with its challenger scoring in shadow, both measured in one "
+        "interleaved run: adds fraud_shadow beside fraud (the Bento must carry a @challenger).",
+    ),
 ) -> None:
     """Load-test the built services on loopback: p50/p99 at c=1 and rps at c=8 vs /livez."""
     # on use: httpx and serving: 0.1 s
     from experiments.bench_serve import report_lines, run
 
-    result = run(out, redis=redis)
+    result = run(out, redis=redis, shadow=shadow)
     for line in report_lines(result):
         typer.echo(line)
     typer.echo(json.dumps(result))

@@ -374,17 +374,21 @@ def _carries_challenger(settings: Settings) -> bool:
     return any(t.startswith(challenger_name("fraud") + ":") for t in tags)
 
 
-def bench_shadow(settings: Settings, bodies: list[str], env: dict) -> tuple[dict, dict, dict]:
-    """The fraud Bento twice at once, without (`SHOPML_FRAUD_SHADOW=0`) and with its challenger
-    scoring in shadow, measured in interleaved rounds of one client run: (livez, fraud,
-    fraud_shadow). Each server logs into its own throw-away fraud database; the shadow's entry
-    also counts the payments it answered, logged, and logged with a shadow score."""
+def bench_shadow(
+    settings: Settings, bodies: list[str], env: dict, plain_env: dict | None = None
+) -> tuple[dict, dict, dict]:
+    """The fraud Bento twice at once, without (`SHOPML_FRAUD_SHADOW=0`, and `plain_env`) and
+    with its challenger scoring in shadow, measured in interleaved rounds of one client run:
+    (livez, fraud, fraud_shadow). Each server logs into its own throw-away fraud database; the
+    shadow's entry also counts the payments it answered, logged, and logged with a shadow
+    score."""
     from features.fraud.decision_log import DecisionLog
 
     servers, scratch = {}, {}
     try:
-        for who, flag in (("plain", "0"), ("shadow", "1")):
-            own, scratch[who] = _scratch_fraud_db("fraud", {**env, "SHOPML_FRAUD_SHADOW": flag})
+        for who, extra in (("plain", plain_env or {}), ("shadow", {})):
+            flag = {"SHOPML_FRAUD_SHADOW": "0" if who == "plain" else "1"}
+            own, scratch[who] = _scratch_fraud_db("fraud", {**env, **extra, **flag})
             servers[who] = runner.start("fraud", settings=settings, env=own)
         cold = {who: s.wait_ready(timeout=120) for who, s in servers.items()}
         ports = {who: s.port for who, s in servers.items()}

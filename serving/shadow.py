@@ -28,7 +28,7 @@ from pydantic import Field
 
 from features.fraud.decision_log import DecisionLog
 from serving import metrics
-from shopml.clock import from_epoch_ms, now_ms
+from shopml.clock import now_ms
 from shopml.config import ConfigModel
 from shopml.errors import ConfigError, ShopmlError
 from shopml.log import get_logger
@@ -172,36 +172,25 @@ class DecisionRecorder:
         self._report()
         return written
 
-    def _rows(self, items: list[tuple]) -> list[dict]:
+    def _rows(self, items: list[tuple]) -> list[tuple]:
+        """The log's rows (`decision_log.ROW` order) of a batch, shadow scores included."""
         self.observed += len(items)
-        fs = self.served.feature_set
-        base = [fs.to_base(item[2], item[6]) for item in items]
-        shadow_p = shadow_d = None
+        to_base = self.served.feature_set.to_base
+        base = [to_base(item[2], item[6]) for item in items]
+        version, delay = self.model_version, self.label_delay_s
+        rows = [
+            (tx, t_ms, served_ms, base[i], version, d.probability, d.decision, d.decided_by,
+             d.degraded, delay, None, None, None)
+            for i, (tx, t_ms, _, _, _, _, _, _, d, served_ms) in enumerate(items)
+        ]  # fmt: skip
         if self.shadow is not None:
-            shadow_p, shadow_d = self._shadow_scores(items, base)
-        version = self.model_version
-        rows = []
-        for i, (tx, t_ms, _, _, _, _, _, _, d, served_ms) in enumerate(items):
-            row = {
-                "transaction_id": tx,
-                "payment_time": from_epoch_ms(t_ms),
-                "served_at": from_epoch_ms(served_ms),
-                "amount": base[i],
-                "model_version": version,
-                "probability": d.probability,
-                "decision": d.decision,
-                "decided_by": d.decided_by,
-                "degraded": d.degraded,
-                "label_delay_s": self.label_delay_s,
-                "shadow_version": None,
-                "shadow_probability": None,
-                "shadow_decision": None,
-            }
-            if shadow_p is not None:
-                row["shadow_version"] = self.shadow.version
-                row["shadow_probability"] = float(shadow_p[i])
-                row["shadow_decision"] = str(shadow_d[i])
-            rows.append(row)
+            p, decisions = self._shadow_scores(items, base)
+            if p is not None:
+                shadow = self.shadow.version
+                rows = [
+                    (*row[:10], shadow, float(p[i]), str(decisions[i]))
+                    for i, row in enumerate(rows)
+                ]
         return rows
 
     def _shadow_scores(self, items: list[tuple], base: list[float]):
@@ -235,7 +224,7 @@ class DecisionRecorder:
         n = min(len(self._unwritten), self.config.batch_max)
         batch = [self._unwritten[i] for i in range(n)]
         try:
-            self.log.write(batch)
+            self.log.write_rows(batch)
         except ShopmlError as err:
             if not self._failing:
                 log.warning(
@@ -256,7 +245,7 @@ class DecisionRecorder:
         self.written += n
         metrics.fraud_decision_log("written", n, self.model_version)
         if self.shadow is not None:
-            scored = sum(row["shadow_version"] is not None for row in batch)
+            scored = sum(row[10] is not None for row in batch)
             if scored:
                 metrics.fraud_decision_log("shadow_scored", scored, self.shadow.version)
         return n

@@ -283,14 +283,88 @@ def handbook_features_seconds() -> float | None:
     return round(min(_timed(fraud_columns, payments, None)[1] for _ in range(2)), 3)
 
 
-def xlarge_end_to_end(tmp: Path) -> dict | None:
-    """The xlarge run of the data-at-scale and fraud parts (`experiments.bench_xlarge`), when
-    it exists; None otherwise."""
+def recommender_from_frames(path: Path, tmp: Path, compute: Compute) -> dict:
+    """The recommender stage of a partitioned store: the matrix aggregated on the cluster
+    (`build_matrix_frames`: no table whole in one process), EASE's refusal when the catalog is
+    past its limit, ALS fitted on one worker, every customer's top-k exported on the cluster."""
+    import pandas as pd
+
+    from features.frames import read_parquet_table, table_parts
+    from features.interactions import InteractionConfig, build_matrix_frames
+    from models.recommenders import ALSRecommender
+    from models.recommenders.ease import check_catalog_size
+    from shopml.errors import ConfigError
+
+    inter = read_parquet_table(path, "interactions")  # each part validated as it is read
+    lines = read_parquet_table(path, "order_lines")
+    products = pd.concat(pd.read_parquet(f) for f in table_parts(path, "products"))
+    seconds: dict[str, float] = {}
+    matrix, seconds["matrix"] = _timed(
+        build_matrix_frames, inter, lines, InteractionConfig(), compute
+    )
     try:
-        from experiments import bench_xlarge  # type: ignore[attr-defined]
+        check_catalog_size(matrix.shape[1])
+        ease = "accepted"
+    except ConfigError as err:
+        ease = f"refused: {err}"
+    model, seconds["als_fit_one_worker"] = _timed(
+        _fit_on_worker, compute, ALSRecommender(factors=64, iterations=5), matrix, products
+    )
+    block = max(len(model.customer_ids_) // 32, 1)
+    result, seconds["export"] = _timed(_export, model, tmp / "xlarge-export", compute, block)
+    return {
+        "customers": int(matrix.shape[0]),
+        "products": int(matrix.shape[1]),
+        "nnz": int(matrix.nnz),
+        "ease": ease,
+        "export_rows": result.rows,
+        "export_files": result.files,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+
+
+def _export(model, folder: Path, compute: Compute, block_customers: int):
+    from training.export import export_recommendations
+
+    return export_recommendations(
+        model, folder, k=EXPORT_K, compute=compute, block_customers=block_customers, force=True
+    )
+
+
+def xlarge_end_to_end(tmp: Path, path: Path | None) -> dict:
+    """xlarge on a LocalCluster of 2 workers x 6 GB: the store (generated here unless `path`
+    holds one), the fraud stage when the build has it, the recommender stage; peak RSS of the
+    client and of every worker; `completed` only when every stage ran."""
+    out: dict[str, Any] = {"completed": False, "stages": {}, "peak_rss_mb": None}
+    if path is None:
+        from features.generator import GeneratorConfig, generate_partitioned
+
+        path = tmp / "xlarge"
+        _, out["stages"]["generate_seconds"] = _timed(
+            generate_partitioned, GeneratorConfig(scale="xlarge", seed=0), path
+        )
+    out["path"] = str(path)
+    with _cluster(2, "6GB") as compute:
+        _warm(compute)
+        fraud = _fraud_stage()
+        if fraud is None:
+            out["stages"]["fraud"] = None
+        else:
+            out["stages"]["fraud"] = fraud(path, compute)
+        out["stages"]["recommender"] = recommender_from_frames(path, tmp, compute)
+        out["peak_rss_mb"] = peak_rss(compute)
+    out["completed"] = out["stages"]["fraud"] is not None
+    return out
+
+
+def _fraud_stage():
+    """The xlarge fraud stage (validate, features and training on Dask) of the data-at-scale
+    work, `experiments.bench_xlarge.fraud_stage(path, compute)`, when this build has it."""
+    try:
+        from experiments.bench_xlarge import fraud_stage  # type: ignore[import-not-found]
     except ImportError:
         return None
-    return bench_xlarge.run(tmp)
+    return fraud_stage
 
 
 def run(
@@ -298,28 +372,40 @@ def run(
     parity_scale: str = "medium",
     speed_scale: str = "large",
     xlarge: bool = True,
+    xlarge_path: Path | None = None,
+    only: str | None = None,
 ) -> dict:
-    """Every section (see the module docstring); written to `out` as JSON when given."""
+    """Every section (see the module docstring), or `only` one of parity / speed / xlarge
+    (the others are then null); written to `out` as JSON when given."""
     tmp = Path(tempfile.mkdtemp(prefix="shopml-bench-scale-"))
     notes: list[str] = []
+    report: dict[str, Any] = {
+        "machine": {"note": "shared 2-core machine; compare ratios only"},
+        "parity": None,
+        "xlarge": None,
+        "speedup_2_vs_1": None,
+        "dask1_vs_local": None,
+        "local_handbook_features_s": None,
+    }
     try:
-        report: dict[str, Any] = {"machine": {"note": "shared 2-core machine; ratios only"}}
-        par = parity(parity_scale, tmp)
-        report["parity"] = {
-            k: par[k] for k in ("features_identical", "metrics_max_abs_diff", "export_identical")
-        }
-        report["parity_detail"] = par
-        spd = speed(speed_scale, tmp)
-        report["speedup_2_vs_1"] = spd["speedup_2_vs_1"]
-        report["dask1_vs_local"] = spd["dask1_vs_local"]
-        report["speed_detail"] = spd
-        report["factor_model"] = spd["factor_model"]
-        report["local_handbook_features_s"] = handbook_features_seconds()
-        if report["local_handbook_features_s"] is None:
-            notes.append("fraud handbook data not found: local_handbook_features_s is null")
-        report["xlarge"] = xlarge_end_to_end(tmp) if xlarge else None
-        if report["xlarge"] is None:
-            notes.append("xlarge end-to-end run not available in this build: xlarge is null")
+        if only in (None, "parity"):
+            par = parity(parity_scale, tmp)
+            keys = ("features_identical", "metrics_max_abs_diff", "export_identical")
+            report["parity"] = {k: par[k] for k in keys}
+            report["parity_detail"] = par
+        if only in (None, "speed"):
+            spd = speed(speed_scale, tmp)
+            report["speedup_2_vs_1"] = spd["speedup_2_vs_1"]
+            report["dask1_vs_local"] = spd["dask1_vs_local"]
+            report["factor_model"] = spd["factor_model"]
+            report["speed_detail"] = spd
+            report["local_handbook_features_s"] = handbook_features_seconds()
+            if report["local_handbook_features_s"] is None:
+                notes.append("fraud handbook data not found: local_handbook_features_s is null")
+        if only in (None, "xlarge") and xlarge:
+            report["xlarge"] = xlarge_end_to_end(tmp, xlarge_path)
+            if report["xlarge"]["stages"]["fraud"] is None:
+                notes.append("xlarge fraud stage not in this build: xlarge.completed is false")
         report["notes"] = notes
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -334,8 +420,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parity-scale", default="medium")
     parser.add_argument("--speed-scale", default="large")
     parser.add_argument("--no-xlarge", action="store_true")
+    parser.add_argument("--xlarge-path", type=Path, default=None)
+    parser.add_argument("--only", choices=["parity", "speed", "xlarge"], default=None)
     args = parser.parse_args(argv)
-    report = run(args.out, args.parity_scale, args.speed_scale, not args.no_xlarge)
+    report = run(
+        args.out,
+        args.parity_scale,
+        args.speed_scale,
+        not args.no_xlarge,
+        args.xlarge_path,
+        args.only,
+    )
     print(json.dumps({k: v for k, v in report.items() if not k.endswith("_detail")}, indent=2))
 
 

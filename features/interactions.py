@@ -372,13 +372,18 @@ def _matrix_from_cells(
     r = pd.Index(customers).get_indexer(cells["customer_id"])
     c = pd.Index(products).get_indexer(cells["product_id"])
     keep = (r >= 0) & (c >= 0)
-    r, c = r[keep], c[keep]
+    v, d, p = (cells[k].to_numpy()[keep] for k in ("v", "d", "p"))
+    return _assemble(r[keep], c[keep], v, d, p, customers, products, cfg)
+
+
+def _assemble(r, c, v, days, p, customers, products, cfg: InteractionConfig) -> InteractionMatrix:
+    """The weight, last-seen and purchase matrices of aggregated cells (row and column codes
+    into the sorted `customers` and `products`)."""
     shape = (len(customers), len(products))
-    v = np.ones(len(r)) if cfg.binary else np.maximum(cells["v"].to_numpy()[keep], 1e-30)
+    v = np.ones(len(r)) if cfg.binary else np.maximum(v, 1e-30)
     m = sp.csr_matrix((v.astype(np.float32), (r, c)), shape=shape, dtype=np.float32)
-    days = cells["d"].to_numpy()[keep]
     last = sp.csr_matrix((days, (r, c)), shape=shape, dtype=np.float64)
-    p = cells["p"].to_numpy(bool)[keep]
+    p = p.astype(bool)
     ones = np.ones(int(p.sum()), np.float32)
     purchases = sp.csr_matrix((ones, (r[p], c[p])), shape=shape, dtype=np.float32)
     as_of = np.datetime64(cfg.as_of, "ns") if cfg.as_of is not None else None
@@ -401,3 +406,136 @@ def _min_count_cells(cells: pd.DataFrame, cfg: InteractionConfig) -> pd.DataFram
         if len(cells) == before:
             break
     return cells
+
+
+# ---- from Dask dataframes (tables too big for one process) -----------------------------------
+def build_matrix_frames(
+    interactions, order_lines, cfg: InteractionConfig | None, compute: Compute
+) -> InteractionMatrix:
+    """The matrix of a store whose `interactions` / `order_lines` are Dask dataframes (e.g.
+    `features.frames.read_store` of a partitioned Parquet store; either may be None), with no
+    table ever whole in one process: each partition turns its rows into events (as
+    `events_frame`), the events are numbered in table order and shuffled by customer, and each
+    customer partition drops exact duplicates, weighs and aggregates its cells; the ids are
+    mapped to the sorted id codes on the workers, so only the cells' codes and values reach the
+    caller. The same matrix as `build_matrix(store)` of the same tables in memory."""
+    import dask.dataframe as dd
+
+    cfg = cfg or InteractionConfig()
+    has_lines = order_lines is not None
+    use_lines = cfg.purchases_from == "order_lines" or (cfg.purchases_from == "auto" and has_lines)
+    if cfg.purchases_from == "order_lines" and not has_lines:
+        raise DataError("purchases_from='order_lines' but the store has no order_lines")
+    meta = _events_meta()
+    frames = []
+    if interactions is not None:
+        frames.append(
+            interactions.map_partitions(_interaction_events, purchases=not use_lines, meta=meta)
+        )
+    if use_lines:
+        frames.append(order_lines.map_partitions(_order_line_events, meta=meta))
+    if not frames:
+        raise DataError("the store has neither interactions nor order_lines to recommend from")
+    events = dd.concat(frames) if len(frames) > 1 else frames[0]
+    if cfg.exclude_products:
+        events = events[~events["product_id"].isin(cfg.exclude_products)]
+    if cfg.as_of is not None:
+        events = events[events["timestamp"] < pd.Timestamp(cfg.as_of)]
+    one = events.map_partitions(
+        lambda d: pd.Series(np.ones(len(d), dtype="int64"), index=d.index), meta=("_i", "int64")
+    )
+    events = events.assign(_i=one.cumsum() - 1)  # table order: the local engine's row order
+    ref = cfg.as_of
+    if ref is None and cfg.half_life_days is not None:
+        ref = events["timestamp"].max().compute()
+    n = max(compute.n_partitions, events.npartitions)
+    events = events.shuffle(on="customer_id", npartitions=n)
+    cells = events.map_partitions(_deduplicated_cells, cfg, ref, meta=_cells_meta()).persist()
+    customers = np.sort(cells["customer_id"].unique().compute().to_numpy().astype(str))
+    products = np.sort(cells["product_id"].unique().compute().to_numpy().astype(str))
+    codes = cells.map_partitions(
+        _cell_codes,
+        compute.client.scatter(customers, broadcast=True),
+        compute.client.scatter(products, broadcast=True),
+        meta=pd.DataFrame(
+            {
+                "r": pd.Series(dtype="int32"),
+                "c": pd.Series(dtype="int32"),
+                "v": pd.Series(dtype="float64"),
+                "d": pd.Series(dtype="float64"),
+                "p": pd.Series(dtype=bool),
+            }
+        ),
+    ).compute()
+    del cells
+    return _matrix_from_codes(codes, customers, products, cfg)
+
+
+def _events_meta() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": pd.Series(dtype=object),
+            "product_id": pd.Series(dtype=object),
+            "timestamp": pd.Series(dtype="datetime64[ns]"),
+            "event": pd.Series(dtype=object),
+            "quantity": pd.Series(dtype="int64"),
+        }
+    )
+
+
+def _cells_meta() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": pd.Series(dtype=object),
+            "product_id": pd.Series(dtype=object),
+            "v": pd.Series(dtype="float64"),
+            "d": pd.Series(dtype="float64"),
+            "p": pd.Series(dtype=bool),
+        }
+    )
+
+
+def _deduplicated_cells(part: pd.DataFrame, cfg: InteractionConfig, ref) -> pd.DataFrame:
+    """A customer partition's cells after dropping exact duplicate events (first kept, as
+    `events_frame` does: duplicates share a customer, so they share a partition)."""
+    part = part.sort_values("_i", kind="stable").drop_duplicates(EVENT_COLUMNS)
+    return _partition_cells(part, cfg, ref)
+
+
+def _cell_codes(cells: pd.DataFrame, customers: np.ndarray, products: np.ndarray):
+    """Cells with their row and column codes in the sorted id lists instead of the ids."""
+    return pd.DataFrame(
+        {
+            "r": pd.Index(customers).get_indexer(cells["customer_id"]).astype(np.int32),
+            "c": pd.Index(products).get_indexer(cells["product_id"]).astype(np.int32),
+            "v": cells["v"].to_numpy(),
+            "d": cells["d"].to_numpy(),
+            "p": cells["p"].to_numpy(bool),
+        }
+    )
+
+
+def _matrix_from_codes(
+    codes: pd.DataFrame, customers: np.ndarray, products: np.ndarray, cfg: InteractionConfig
+) -> InteractionMatrix:
+    """`_matrix_from_cells` on coded cells: the minimum-count filters on codes, then the
+    surviving ids (still sorted) renumbered."""
+    r, c = codes["r"].to_numpy(), codes["c"].to_numpy()
+    keep = np.ones(len(r), bool)
+    if cfg.min_customer_products > 1 or cfg.min_product_customers > 1:
+        for _ in range(5):
+            per_c = np.bincount(r[keep], minlength=len(customers))
+            per_p = np.bincount(c[keep], minlength=len(products))
+            ok = keep & (per_c[r] >= cfg.min_customer_products)
+            ok &= per_p[c] >= cfg.min_product_customers
+            if ok.sum() == keep.sum():
+                break
+            keep = ok
+    used_c = np.zeros(len(customers), bool)
+    used_p = np.zeros(len(products), bool)
+    used_c[r[keep]] = True
+    used_p[c[keep]] = True
+    rows = (np.cumsum(used_c) - 1)[r[keep]]
+    cols = (np.cumsum(used_p) - 1)[c[keep]]
+    v, d, p = (codes[k].to_numpy()[keep] for k in ("v", "d", "p"))
+    return _assemble(rows, cols, v, d, p, customers[used_c], products[used_p], cfg)

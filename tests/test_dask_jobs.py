@@ -14,7 +14,12 @@ import models.recommenders.ease as ease
 from features.demand import PanelConfig, build_panel
 from features.demand_dask import build_panel_dask
 from features.generator import GeneratorConfig, generate
-from features.interactions import InteractionConfig, build_matrix, events_frame
+from features.interactions import (
+    InteractionConfig,
+    build_matrix,
+    build_matrix_frames,
+    events_frame,
+)
 from features.known_future import KnownFuture
 from models.recommenders.ease import EASERecommender, check_catalog_size
 from shopml.config import parse_config
@@ -52,7 +57,6 @@ def _same_sparse(a, b) -> None:
 @pytest.mark.parametrize(
     "cfg",
     [
-        InteractionConfig(),
         InteractionConfig(
             quantity_weighting="log",
             half_life_days=30.0,
@@ -61,13 +65,28 @@ def _same_sparse(a, b) -> None:
         ),
         InteractionConfig(aggregate="max", binary=True),
     ],
-    ids=["default", "decay-and-min-counts", "max-binary"],
+    ids=["decay-and-min-counts", "max-binary"],
 )
 def test_interaction_matrix_on_dask_is_bit_identical(tiny_store, dask_compute, cfg):
     events = events_frame(tiny_store, cfg)
     local = build_matrix(events, cfg)
     dask = build_matrix(events, cfg, compute=dask_compute)
     assert local.nnz > 1000
+    assert np.array_equal(local.customer_ids, dask.customer_ids)
+    assert np.array_equal(local.product_ids, dask.product_ids)
+    _same_sparse(local.matrix, dask.matrix)
+    _same_sparse(local.purchases, dask.purchases)
+    _same_sparse(local.last_seen_days, dask.last_seen_days)
+
+
+def test_matrix_from_partitioned_frames_equals_the_store_matrix(tiny_store, dask_compute):
+    from features.frames import from_pandas
+
+    cfg = InteractionConfig(quantity_weighting="log", half_life_days=30.0, min_customer_products=2)
+    local = build_matrix(tiny_store, cfg)
+    inter = from_pandas(tiny_store.interactions, 3)
+    lines = from_pandas(tiny_store.order_lines, 2)
+    dask = build_matrix_frames(inter, lines, cfg, dask_compute)
     assert np.array_equal(local.customer_ids, dask.customer_ids)
     assert np.array_equal(local.product_ids, dask.product_ids)
     _same_sparse(local.matrix, dask.matrix)

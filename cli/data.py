@@ -171,6 +171,10 @@ def bench_scale_cmd(
     parity_scale: Scale = typer.Option("medium", help="Store of the engine-parity checks."),
     speed_scale: Scale = typer.Option("large", help="Store of the 2-vs-1-worker timings."),
     xlarge: bool = typer.Option(True, help="Run the xlarge end-to-end section."),
+    xlarge_path: Path | None = typer.Option(
+        None, help="An xlarge store folder already generated (else one is generated)."
+    ),
+    only: str | None = typer.Option(None, help="Only one section: parity, speed or xlarge."),
 ) -> None:
     """Local engine vs Dask: identical results, 2-vs-1-worker speed-up, memory (JSON)."""
     # on use: features, models, training and distributed: ~2 s
@@ -178,7 +182,9 @@ def bench_scale_cmd(
 
     from experiments.bench_scale import run
 
-    report = run(out, parity_scale, speed_scale, xlarge)
+    if only not in (None, "parity", "speed", "xlarge"):
+        raise ConfigError(f"--only: {only!r} is not one of parity, speed, xlarge")
+    report = run(out, parity_scale, speed_scale, xlarge, xlarge_path, only)
     typer.echo(json.dumps({k: v for k, v in report.items() if not k.endswith("_detail")}, indent=2))
 
 

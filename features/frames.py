@@ -104,15 +104,25 @@ def sql_ranges(lo, hi, n: int) -> list[tuple[object, object]]:
     """`n` half-open ranges [a, b) covering [lo, hi] of a number or a time (the last one closed)."""
     n = max(1, int(n))
     if isinstance(lo, pd.Timestamp | np.datetime64) or hasattr(lo, "isoformat"):
-        lo_ns, hi_ns = pd.Timestamp(lo).value, pd.Timestamp(hi).value
-        edges = np.linspace(lo_ns, hi_ns, n + 1).astype("int64")
-        edges = [pd.Timestamp(int(e)).to_pydatetime() for e in np.unique(edges)]
+        lo_us, hi_us = pd.Timestamp(lo).value // 1000, pd.Timestamp(hi).value // 1000
+        edges = np.linspace(lo_us, hi_us, n + 1).astype("int64")  # databases keep microseconds
+        edges = [pd.Timestamp(int(e), unit="us").to_pydatetime() for e in np.unique(edges)]
     else:
         raw = np.linspace(float(lo), float(hi), n + 1)
         edges = list(np.unique(raw.astype("int64") if float(lo).is_integer() else raw))
         edges = [e.item() if hasattr(e, "item") else e for e in edges]
     if len(edges) == 1:
         edges = [edges[0], edges[0]]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _text_ranges(lo: str, hi: str, n: int) -> list[tuple[str, str]]:
+    """`sql_ranges` of times stored as ISO text, the edges written as the stored values are (the
+    first and last edge are the stored minimum and maximum themselves)."""
+    sep = "T" if "T" in hi else " "
+    fmt = f"%Y-%m-%d{sep}%H:%M:%S" + (".%f" if "." in hi else "")
+    ranges = sql_ranges(pd.Timestamp(lo), pd.Timestamp(hi), n)
+    edges = [lo, *(b.strftime(fmt) for _, b in ranges[:-1]), hi]
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
@@ -178,9 +188,10 @@ def read_sql_table(
         engine.dispose()
     if lo is None:
         raise DataError(f"sql: table '{table}' is empty (no {partition_on} to cut ranges of)")
-    if isinstance(lo, str):
-        lo, hi = pd.Timestamp(lo), pd.Timestamp(hi)
-    ranges = sql_ranges(lo, hi, npartitions)
+    if isinstance(lo, str):  # times stored as text (SQLite): bounds compared as that text
+        ranges = _text_ranges(lo, hi, npartitions)
+    else:
+        ranges = sql_ranges(lo, hi, npartitions)
     from features.loaders._columns import rename
 
     meta = validate(table, rename(head, table, columns, "sql"))

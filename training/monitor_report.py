@@ -83,8 +83,11 @@ def render_report(outcome, reference: Profile, new: Profile) -> str:
     ]
     if drifted or o.alarms:
         names = ", ".join(d.name for d in drifted)
-        out.append(f"<p class='warn' id='verdict'>DRIFT: {len(drifted)} column(s) crossed the ")
-        out.append(f"thresholds: {_esc(names)}</p>" if names else "thresholds</p>")
+        listed = f": {_esc(names)}" if names else ""
+        out.append(
+            f"<p class='warn' id='verdict'>DRIFT: {len(drifted)} column(s) crossed the "
+            f"thresholds{listed}</p>"
+        )
         for a in o.alarms:
             out.append(f"<p class='warn'>alarm: {_esc(a)}</p>")
     else:

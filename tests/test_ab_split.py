@@ -221,12 +221,17 @@ def test_the_monitor_table_shows_both_variants_and_alarms_on_a_worse_challenger(
     url = f"sqlite:///{tmp_path / 'feedback.db'}"
     FeedbackStore(url).write(shown_lists(ONE, 300, 60, 6) + shown_lists(TWO, 300, 15, 0))
     settings = load_settings({"SHOPML_HOME": str(tmp_path), "SHOPML_FEEDBACK_URL": url})
-    ctx = MonitorContext("recommender", settings, "1", "run", {"ndcg_at_20": 0.31})
+    ctx = MonitorContext(
+        "recommender", settings, "1", "run", {"ndcg_at_20": 0.31, "hit_rate_at_20": 0.5, "map": 0.1}
+    )
     tables, notes = live_tables(ctx)
     assert notes == []
     live, ab = tables
     rows = {r[1]: r for r in live.rows}
     assert rows["champion"][:4] == ["shopml-recommender/1", "champion", 300, 900]
-    assert rows["champion"][4].startswith("20.00% [") and "ndcg@20 0.31" in rows["champion"][6]
+    assert (
+        rows["champion"][4].startswith("20.00% [")
+        and rows["champion"][6] == "hit_rate@20 0.5, ndcg@20 0.31"
+    )
     assert rows["challenger"][4].startswith("5.00% [")
     assert any("significantly lower" in a for a in ab.alarms)

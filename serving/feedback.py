@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from features.feedback import FeedbackEvent, FeedbackStore, FeedbackWrite, GroupCommitter
+from serving import metrics
 from serving.endpoints import Unavailable
 from serving.schemas import FeedbackRequest
 from shopml.errors import ShopmlError
@@ -45,7 +46,10 @@ class FeedbackIntake:
         )
         result = await done
         if isinstance(result, ShopmlError):
+            metrics.feedback_events("failed", len(events))
             raise Unavailable(f"{result}; nothing of this batch was stored, send it again")
+        metrics.feedback_events("stored", result.stored)
+        metrics.feedback_events("duplicate", result.duplicates)
         return {
             "accepted": result.accepted,
             "stored": result.stored,

@@ -187,3 +187,15 @@ def live_psi(family: str, column: str, model_version: str, value: float) -> None
         child = _counters["shopml_live_psi"].labels(*key)
         _psi_children[key] = child
     child.set(value)
+
+
+def feedback_events(outcome: str, count: int) -> None:
+    """Feedback events of POST /feedback by outcome: `stored`, `duplicate` (an event_id stored
+    before) or `failed` (the store was down: a 503, nothing written)."""
+    if count:
+        _inc(
+            "shopml_feedback_events_total",
+            "Recommendation feedback events by outcome (stored, duplicate, failed).",
+            amount=float(count),
+            outcome=outcome,
+        )

@@ -375,20 +375,25 @@ def _carries_challenger(settings: Settings) -> bool:
 
 
 def bench_shadow(
-    settings: Settings, bodies: list[str], env: dict, plain_env: dict | None = None
+    settings: Settings,
+    bodies: list[str],
+    env: dict,
+    plain_env: dict | None = None,
+    shadow_env: dict | None = None,
 ) -> tuple[dict, dict, dict]:
-    """The fraud Bento twice at once, without (`SHOPML_FRAUD_SHADOW=0`, and `plain_env`) and
-    with its challenger scoring in shadow, measured in interleaved rounds of one client run:
-    (livez, fraud, fraud_shadow). Each server logs into its own throw-away fraud database; the
-    shadow's entry also counts the payments it answered, logged, and logged with a shadow
-    score."""
+    """The fraud Bento twice at once, without (`SHOPML_FRAUD_SHADOW=0`) and with its challenger
+    scoring in shadow, measured in interleaved rounds of one client run: (livez, fraud,
+    fraud_shadow). Each server logs into its own throw-away fraud database; the shadow's entry
+    also counts the payments it answered, logged, and logged with a shadow score. `plain_env`
+    and `shadow_env` add to (or override) each server's environment, e.g. an A/A run with the
+    shadow off on both to see the noise of the machine."""
     from features.fraud.decision_log import DecisionLog
 
     servers, scratch = {}, {}
     try:
-        for who, extra in (("plain", plain_env or {}), ("shadow", {})):
+        for who, extra in (("plain", plain_env or {}), ("shadow", shadow_env or {})):
             flag = {"SHOPML_FRAUD_SHADOW": "0" if who == "plain" else "1"}
-            own, scratch[who] = _scratch_fraud_db("fraud", {**env, **extra, **flag})
+            own, scratch[who] = _scratch_fraud_db("fraud", {**env, **flag, **extra})
             servers[who] = runner.start("fraud", settings=settings, env=own)
         cold = {who: s.wait_ready(timeout=120) for who, s in servers.items()}
         ports = {who: s.port for who, s in servers.items()}

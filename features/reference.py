@@ -269,12 +269,13 @@ class ColumnDrift:
 class DriftRule:
     """When a column counts as drifted: PSI above `psi_threshold` AND the chi-square p-value
     below `alpha` divided by the number of columns compared (Bonferroni), with at least
-    `min_count` new observations. PSI alone alarms on small samples (its noise grows as
+    `min_count` new observations (30, the usual least sample; forecast price columns count
+    products, a few dozen per category). PSI alone alarms on small samples (its noise grows as
     bins/n), a test alone on tiny effects in large ones; requiring both keeps the control quiet."""
 
     psi_threshold: float = 0.2
     alpha: float = 0.01
-    min_count: int = 100
+    min_count: int = 30
     bonferroni: bool = True
 
 

@@ -53,7 +53,7 @@ class DriftConfig(ConfigModel):
     psi_threshold: float = Field(0.2, gt=0, description="PSI above this (0.2: common default)")
     alpha: float = Field(0.01, gt=0, lt=1, description="family-wise p-value of the chi2 test")
     bonferroni: bool = Field(True, description="divide alpha by the number of columns")
-    min_count: int = Field(100, ge=1, description="fewer new values: never flagged")
+    min_count: int = Field(30, ge=1, description="fewer new values: never flagged")
 
     def rule(self) -> DriftRule:
         return DriftRule(self.psi_threshold, self.alpha, self.min_count, self.bonferroni)

@@ -14,7 +14,7 @@
   of those requests with (what a live service counts).
 * forecast: over the last `FORECAST_WINDOW_DAYS` days of sales, `demand_level` (mean daily
   units per catalog product), the `category` mix of units sold and `price:<category>` (each
-  line's price index: its unit price over the product's reference median, one column per
+  product's price index: its unit price over its reference median, one column per
   category, lines sold in a promotion left out, so a price change names its category); and
   `forecast_level` (mean P50 per product of the published forecast: what `/forecast` serves).
 """
@@ -167,10 +167,10 @@ def _window(lines: pd.DataFrame, days: int) -> pd.DataFrame:
 def _forecast_columns(
     lines: pd.DataFrame, products: pd.DataFrame | None, days: int, prices, promotions=None
 ):
-    """(demand level per product, category per unit sold, price index per line by category:
-    its unit price over the product's reference price `prices[product]`, for lines sold outside
-    promotions: those are planned, known to the forecaster, and would make every window
-    differ)."""
+    """(demand level per product, category per unit sold, price index per product by
+    category: the median unit price of its lines sold outside promotions (planned, known to the
+    forecaster, they would make every window differ) over its reference price
+    `prices[product]`)."""
     recent = _window(lines, days)
     units = recent.groupby(recent["product_id"].astype(str))["quantity"].sum()
     if products is not None:  # catalog products without a sale have a level of zero
@@ -182,7 +182,14 @@ def _forecast_columns(
     base = recent["product_id"].astype(str).map(prices).to_numpy(dtype="float64")
     index = recent["unit_price"].to_numpy(dtype="float64") / base
     known = ~np.isnan(index) & ~promoted(recent, products, promotions)
-    by_cat = {str(c): index[known & (cats == c)] for c in pd.unique(cats) if c is not None}
+    per_product = (  # one value per product: a popular product's own change is one product
+        pd.DataFrame({"p": recent["product_id"].astype(str).to_numpy(), "c": cats, "i": index})[
+            known
+        ]
+        .groupby(["c", "p"])["i"]
+        .median()
+    )
+    by_cat = {str(c): g.to_numpy() for c, g in per_product.groupby(level=0)}
     return level, unit_cats, by_cat
 
 
@@ -234,11 +241,13 @@ def forecast_reference(
     """Demand levels, category mix and the price index per category of the last `days` of
     `lines`; the published forecast's level per product when given.
 
-    `price:<category>` is each line's unit price over its product's median unit price in this
-    window (kept in `meta["reference_prices"]`, the base of new data's index too), in the fixed
-    bins `PRICE_INDEX_EDGES` around 1. Raw prices per line would mostly measure which products
-    happened to sell: on the generated store their PSI from one 28-day window to the next is
-    above 1 for some categories without any price change; the index measures prices."""
+    `price:<category>` is each product's price index: the median of its lines' unit prices
+    over its median unit price in this window (kept in `meta["reference_prices"]`, the base of
+    new data's index too), lines in a promotion left out, in the fixed bins `PRICE_INDEX_EDGES`
+    around 1; one value per product sold. Raw prices per line would mostly measure which
+    products happened to sell (on the generated store their PSI from one 28-day window to the
+    next is above 1 for some categories without any price change), and per line one popular
+    product's own price change would flag its whole category."""
     prices = reference_prices(lines, days, products, promotions)
     level, unit_cats, by_cat = _forecast_columns(lines, products, days, prices, promotions)
     cols = {

@@ -118,6 +118,21 @@ def argsort_codes(codes: np.ndarray, n_codes: int) -> np.ndarray:
     return np.argsort(codes, kind="stable")
 
 
+def _search_sorted(values: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """`searchsorted(values, queries, "left")` for non-decreasing `queries`, searching each
+    distinct query once (payments of one key in one tile share their window's start)."""
+    if queries.shape[0] < 2:
+        return np.searchsorted(values, queries, side="left")
+    new = np.empty(queries.shape[0], dtype=bool)
+    new[0] = True
+    np.not_equal(queries[1:], queries[:-1], out=new[1:])
+    distinct = np.flatnonzero(new)
+    if 4 * distinct.shape[0] > 3 * queries.shape[0]:  # mostly distinct: search them all
+        return np.searchsorted(values, queries, side="left")
+    found = np.searchsorted(values, queries[distinct], side="left")
+    return found[np.cumsum(new) - 1]
+
+
 class _Entity:
     """One key's payments sorted by (key, stream position), with window boundary helpers."""
 
@@ -132,7 +147,13 @@ class _Entity:
         self.pos = np.arange(codes.shape[0], dtype="int64")
         # per-key running sums (small magnitudes, so window differences keep ~1e-13 precision)
         self.cum = pd.Series(self.amount).groupby(self.keys, sort=True).cumsum().to_numpy()
-        self.seg0 = np.searchsorted(self.keys, self.keys, side="left")
+        same = np.zeros(self.keys.shape[0], dtype=bool)  # same key as the position before
+        same[1:] = self.keys[1:] == self.keys[:-1]
+        self.seg0 = np.maximum.accumulate(np.where(same, 0, self.pos))  # the key's first position
+        # the running sum before each position (0 at a key's first): the same stored values
+        self.cum_before = np.zeros_like(self.cum)
+        inner = np.flatnonzero(same)
+        self.cum_before[inner] = self.cum[inner - 1]
         self._starts: dict[tuple[int, int], np.ndarray] = {}
         self._aligned: dict[int, np.ndarray] = {}
         self._rmax: RangeMax | None = None
@@ -146,8 +167,7 @@ class _Entity:
         """First sorted position of the same key with time >= T - back_ms, T the start of the
         payment's tile of `tile_ms`."""
         if (back_ms, tile_ms) not in self._starts:
-            ca = self.aligned(tile_ms)
-            self._starts[back_ms, tile_ms] = np.searchsorted(self.c, ca - back_ms, side="left")
+            self._starts[back_ms, tile_ms] = _search_sorted(self.c, self.aligned(tile_ms) - back_ms)
         return self._starts[back_ms, tile_ms]
 
     def aligned(self, tile_ms: int) -> np.ndarray:
@@ -166,8 +186,7 @@ class _Entity:
 
     def window_sum(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Sum of amounts over sorted positions [start, end] (same key, start <= end)."""
-        before = np.where(start > self.seg0[start], self.cum[np.maximum(start - 1, 0)], 0.0)
-        return self.cum[end] - before
+        return self.cum[end] - self.cum_before[start]
 
     def int_window(self, flags: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Windowed count of `flags` (sorted order) over [start, pos]."""

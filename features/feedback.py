@@ -18,6 +18,7 @@ the live metrics (`training.live_recommender`) and for the next training's inter
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -368,7 +369,9 @@ class GroupCommitter:
             results = [FeedbackStoreError(f"feedback store write failed: {type(err).__name__}")]
             results *= len(group)
         for (_, done), result in zip(group, results, strict=True):
-            done(result)
+            # a request whose event loop is gone (shutdown) must not stop the writer
+            with contextlib.suppress(Exception):
+                done(result)
 
 
 # feedback event -> the interaction event it is for training (impressions are not interest)

@@ -163,6 +163,19 @@ def test_concurrent_batches_share_commits_and_each_hears_of_its_own(tmp_path):
     assert all(r.accepted == (6 if i % 10 == 0 else 5) for i, r in results.items())
 
 
+def test_the_writer_survives_a_callback_that_fails(tmp_path):
+    committer = GroupCommitter(FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}"))
+    got, done = [], threading.Event()
+
+    def broken(_result):
+        raise RuntimeError("event loop is closed")
+
+    committer.submit([event(new_request_id(CHAMPION))], broken)
+    committer.submit([event(new_request_id(CHAMPION))], lambda r: (got.append(r), done.set()))
+    assert done.wait(30) and got[0].stored == 1
+    committer.close()
+
+
 def test_a_failed_group_commit_tells_every_batch(tmp_path):
     store = FeedbackStore("postgresql+psycopg://shop@127.0.0.1:9/nowhere")
     committer = GroupCommitter(store)

@@ -34,6 +34,7 @@ from shopml.errors import DataError
 from shopml.settings import Settings, load_settings
 from training import tracking
 from training.backtest import BacktestResult, backtest, settings_before_folds
+from training.forecast_dask import dask_booster_trainer
 from training.params import check_kind_params
 from training.reference_profiles import forecast_reference_for, store_reference
 from training.tracking import TrainResult
@@ -82,6 +83,12 @@ class ForecastJobConfig(ConfigModel):
     plot_top_products: int = Field(6, ge=0, le=24)
     register_model: bool = True
     output: Path | None = Field(None, description="where to write the forecast Parquet")
+    lightgbm_on_dask: bool = Field(
+        False,
+        description="with compute.engine = 'dask': the final LightGBM model trained across the "
+        "workers by lightgbm.dask (data-parallel; its trees differ from the single-machine "
+        "booster within tolerance) instead of single-machine LightGBM in one task",
+    )
 
 
 def _factory(kind: str, params: dict, horizon: int, seed: int):
@@ -310,12 +317,24 @@ def train(config: ForecastJobConfig, settings: Settings | None = None) -> TrainR
         return _train(config, settings, compute)
 
 
-def _fit_final(compute: Compute, factory, panel: DemandPanel) -> Forecaster:
-    """The model refitted on all days: here, or as one task on a Dask worker (same code and
-    seed, so the same model)."""
+def _fit_final(
+    compute: Compute, factory, panel: DemandPanel, lightgbm_on_dask: bool = False
+) -> Forecaster:
+    """The model refitted on all days: here, as one task on a Dask worker (same code and seed,
+    so the same model), or with `lightgbm_on_dask` its boosters trained by `lightgbm.dask`
+    across the workers (`training.forecast_dask`)."""
     if not compute.is_dask:
         return factory().fit(panel)
-    return compute.client.submit(_fit_new, factory, panel, pure=False).result()
+    if not lightgbm_on_dask:
+        return compute.client.submit(_fit_new, factory, panel, pure=False).result()
+    model = factory()
+    if model.kind != "lightgbm":  # the baselines train nothing
+        return model.fit(panel)
+    model.booster_trainer = dask_booster_trainer(compute.client)
+    try:
+        return model.fit(panel)
+    finally:
+        del model.booster_trainer
 
 
 def _fit_new(factory, panel: DemandPanel) -> Forecaster:
@@ -335,7 +354,7 @@ def _train(config: ForecastJobConfig, settings: Settings, compute: Compute) -> T
         factories |= _factories(config, primary)
         result = _backtest(config, lines, products, factories, panel_cfg, panel, compute)
         metrics = _log_backtest(result, primary, panel, config)
-        final = _fit_final(compute, factories[primary], panel)
+        final = _fit_final(compute, factories[primary], panel, config.lightgbm_on_dask)
         out = _publish(final, config, panel, settings.home, run.info.run_id, products)
         reference = forecast_reference_for(
             lines, products, out, config.exclude_categories, store.promotions

@@ -179,6 +179,9 @@ class LightGBMForecaster(Forecaster):
             free_raw_data=True,
             params={"max_bin": 63, "verbosity": -1},
         )
+        trainer = getattr(self, "booster_trainer", None)  # training.forecast_dask: lightgbm.dask
+        if trainer is not None:
+            return trainer(self._lgb_params(), X, y, w, cats, self.n_estimators)
         return lgb.train(
             self._lgb_params(),
             ds,

@@ -140,6 +140,15 @@ def load_frames(
         store = frames.read_store(cfg.path, tables)
     elif cfg.kind == "sql" and cfg.partition_on:
         store = frames.FrameStore(_sql_frames(cfg, tables), name="sql")
+    elif cfg.kind == "store" and tables is not None:  # only the wanted tables leave the disk
+        local = Store.read(cfg.path, tuple(tables))
+        found = {t: frames.from_pandas(df, npartitions) for t, df in local.tables().items()}
+        manifest = Path(cfg.path) / "manifest.json"
+        saved = (
+            json.loads(manifest.read_text()).get("fingerprint", {}) if manifest.is_file() else {}
+        )
+        known = {t: v for t, v in saved.items() if t not in found}
+        store = frames.FrameStore(found, name=local.name, known=known)
     else:
         local = load_source(cfg, settings)
         wanted = {t: df for t, df in local.tables().items() if tables is None or t in tables}

@@ -215,8 +215,8 @@ def compute_columns(
         from features.frames import from_pandas
         from features.fraud import batch_dask
 
-        frame = batch_dask.feature_frame(from_pandas(payments, compute.n_partitions), fs)
-        return batch_dask.collect_columns(frame, len(payments))[1]
+        frame = from_pandas(payments, compute.n_partitions)
+        return batch_dask.gather_columns(frame, fs, len(payments))
     p = prepare(payments, fs)
     return compute_prepared(p, fs, target=p.order)
 

@@ -61,6 +61,35 @@ def _group_kernel(
     return out.reset_index(drop=True)
 
 
+def group_frames(
+    payments,
+    fs: FeatureSet | None = None,
+    npartitions: int | None = None,
+    keep: str | None = None,
+    carry: tuple[str, ...] = (),
+) -> dict[str, object]:
+    """Per entity group (`batch.feature_groups`): a Dask dataframe of `_row` and that group's
+    features (the first group also the `carry` columns of `payments`), partitioned by the
+    entity's key. `keep` names a boolean column: only those rows come back (every payment still
+    counts in the windows of the others)."""
+    fs = fs or FeatureSet()
+    payments = with_row_numbers(payments)
+    inputs = [c for c in (ROW, *_INPUTS, keep, *carry) if c and c in payments.columns]
+    base = payments[list(dict.fromkeys(inputs))]
+    n = int(npartitions or payments.npartitions)
+    out: dict[str, object] = {}
+    for group, names in feature_groups(fs).items():
+        shuffled = base.shuffle(on=ID_COLUMNS[group], npartitions=n)
+        extra = tuple(carry) if not out else ()  # carried once, by the first group
+        meta = pd.DataFrame({ROW: np.empty(0, "int64"), **{c: np.empty(0) for c in names}})
+        for c in extra:
+            meta[c] = base._meta[c]
+        out[group] = shuffled.map_partitions(
+            _group_kernel, fs, group, keep, names, extra, meta=meta, align_dataframes=False
+        )
+    return out
+
+
 def feature_frame(
     payments,
     fs: FeatureSet | None = None,
@@ -70,37 +99,30 @@ def feature_frame(
 ):
     """Fraud features of a Dask dataframe of payments: a Dask dataframe of `_row` (input row
     number, see `with_row_numbers`), `fs.names` and the `carry` columns of `payments`, in no
-    particular row order.
-
-    `keep` names a boolean column of `payments`: only those rows come back (every payment still
-    counts in the windows of the others), which keeps what is joined small.
-    """
+    particular row order (the groups of `group_frames` joined on `_row`; pass `keep` to join
+    only the rows needed)."""
     fs = fs or FeatureSet()
-    payments = with_row_numbers(payments)
-    inputs = [c for c in (ROW, *_INPUTS, keep, *carry) if c and c in payments.columns]
-    base = payments[list(dict.fromkeys(inputs))]
     n = int(npartitions or payments.npartitions)
     joined = None
-    for group, names in feature_groups(fs).items():
-        key = ID_COLUMNS[group]
-        shuffled = base.shuffle(on=key, npartitions=n)
-        extra = tuple(carry) if joined is None else ()  # carried once, by the first group
-        meta = pd.DataFrame({ROW: np.empty(0, "int64"), **{c: np.empty(0) for c in names}})
-        for c in extra:
-            meta[c] = base._meta[c]
-        part = shuffled.map_partitions(
-            _group_kernel, fs, group, keep, names, extra, meta=meta, align_dataframes=False
-        )
+    for part in group_frames(payments, fs, n, keep, carry).values():
         joined = part if joined is None else joined.merge(part, on=ROW, how="inner", npartitions=n)
     return joined[[ROW, *fs.names, *carry]]
 
 
-def collect_columns(frame, n_rows: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A feature frame gathered in the client, in `_row` order: (rows, name -> float64 column)."""
-    df = frame.compute()
-    order = np.argsort(df[ROW].to_numpy(), kind="stable")
-    rows = df[ROW].to_numpy()[order]
-    if n_rows is not None and (len(rows) != n_rows or (n_rows and rows[-1] != n_rows - 1)):
-        raise RuntimeError(f"fraud features came back for {len(rows)} of {n_rows} payments")
-    cols = {c: df[c].to_numpy()[order] for c in df.columns if c != ROW}
-    return rows, cols
+def gather_columns(payments, fs: FeatureSet, n_rows: int, npartitions: int | None = None):
+    """Every payment's features in the client, in input row order (name -> float64 column):
+    each group's frame is gathered and put in place by `_row`, no join on the cluster."""
+    import dask
+
+    frames = group_frames(payments, fs, npartitions)
+    cols: dict[str, np.ndarray] = {}
+    for df in dask.compute(*frames.values()):
+        rows = df[ROW].to_numpy()
+        if len(rows) != n_rows:
+            raise RuntimeError(f"fraud features came back for {len(rows)} of {n_rows} payments")
+        for c in df.columns:
+            if c != ROW:
+                col = np.empty(n_rows, dtype="float64")
+                col[rows] = df[c].to_numpy(dtype="float64")
+                cols[c] = col
+    return {name: cols[name] for name in fs.names}

@@ -314,7 +314,7 @@ def recommender_reference_for(store, train_events: pd.DataFrame, cutoff, model, 
     sessions = request_kinds(test, known)
     served = served_sample(model, sessions, test, k)
     return recommender_reference(
-        test, store.products, known, served, since=str(start), known_customers=len(known)
+        test, store.products, known, served, since=str(start), known_customer_count=len(known)
     )
 
 

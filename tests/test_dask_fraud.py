@@ -67,3 +67,13 @@ def test_fraud_job_on_dask_matches_local_and_registers_a_native_booster(
     native = fetch("fraud").native_dir  # the newest version: the Dask run's, as serving loads it
     booster = lgb.Booster(model_file=str(native / "booster.txt"))
     assert booster.num_trees() == 30
+
+
+def test_negative_sampling_on_the_workers_depends_on_row_and_seed_only():
+    from training.fraud_dask import _hash_unit
+
+    rows = np.arange(200_000)
+    u = _hash_unit(rows, seed=3)
+    assert abs((u < 0.05).mean() - 0.05) < 0.003  # the configured share of genuine rows
+    assert np.array_equal(_hash_unit(rows[5000:6000], 3), u[5000:6000])  # any partitioning
+    assert not np.array_equal(_hash_unit(rows, 4), u)  # another seed, another sample

@@ -73,7 +73,7 @@ def _periods(part: pd.DataFrame, day0, bounds: dict, rate: float, seed: int) -> 
 
 def _hash_unit(rows: np.ndarray, seed: int) -> np.ndarray:
     """A uniform number in [0, 1) per row number and seed (splitmix64): the same on any worker."""
-    z = rows.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+    z = rows.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % (1 << 64))
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))

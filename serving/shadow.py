@@ -45,7 +45,7 @@ class DecisionLogConfig(ConfigModel):
     shadow: bool = True  # score the Bento's challenger in shadow when it carries one
     queue_max: int = Field(50_000, ge=1)  # payments waiting before new ones are dropped
     flush_ms: int = Field(50, ge=1)  # how often the background thread takes the queue
-    batch_max: int = Field(2_000, ge=1)  # rows per write transaction
+    batch_max: int = Field(500, ge=1)  # rows per write transaction (and per shadow batch)
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,12 @@ class DecisionRecorder:
         """Score and write everything queued now; returns the rows written (tests call it
         directly; the background thread calls it every `flush_ms`)."""
         written = 0
-        while self._queue or self._unwritten:
-            n = min(len(self._queue), self.config.batch_max)
+        # only what is queued now: payments arriving meanwhile wait for the next round (under
+        # steady traffic the loop would otherwise commit a row or two at a time, never waiting)
+        pending = len(self._queue)
+        while pending or self._unwritten:
+            n = min(pending, self.config.batch_max)
+            pending -= n
             if n:
                 self._unwritten.extend(self._rows([self._queue.popleft() for _ in range(n)]))
             done = self._write()
@@ -184,6 +188,7 @@ class DecisionRecorder:
             for i, (tx, t_ms, _, _, _, _, _, _, d, served_ms) in enumerate(items)
         ]  # fmt: skip
         if self.shadow is not None:
+            time.sleep(0)  # a request waiting for the GIL gets it before the shadow's turn
             p, decisions = self._shadow_scores(items, base)
             if p is not None:
                 shadow = self.shadow.version

@@ -172,7 +172,10 @@ class FeedbackStore:
         self.engine = sa.create_engine(self.url, pool_pre_ping=not self.sqlite)
         if self.sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_durable)
-        self._insert = (sqlite.insert if self.sqlite else postgresql.insert)(FEEDBACK)
+        insert = (sqlite.insert if self.sqlite else postgresql.insert)(FEEDBACK)
+        self._insert_new = insert.on_conflict_do_nothing(index_elements=["event_id"]).returning(
+            FEEDBACK.c.event_id
+        )
         self._created = False
 
     @classmethod
@@ -202,8 +205,9 @@ class FeedbackStore:
         """Store several batches in ONE transaction (all or nothing): what each batch did.
 
         An event id seen before (stored, or earlier in these batches) is a duplicate and is not
-        written again; an id another writer adds at the same moment is skipped by the database
-        (`ON CONFLICT DO NOTHING`), so an event is never stored twice.
+        written again: the database skips an id it holds (`ON CONFLICT DO NOTHING`, also one
+        another writer adds at the same moment) and returns the ids it inserted, so an event is
+        never stored twice and each batch learns what it added in one round trip.
         """
         try:
             return self._write(batches)
@@ -216,20 +220,24 @@ class FeedbackStore:
             return out
         self._ensure_table()
         received = from_epoch_ms(now_ms())
-        ids = [e.event_id for batch in batches for e in batch if not e.event_id.startswith("g-")]
         rows: list[dict] = []
-        with self.engine.begin() as conn:
-            seen = self._stored_ids(conn, ids) if ids else set()
-            for batch, result in zip(batches, out, strict=True):
-                for e in batch:
-                    if e.event_id in seen:
-                        result.duplicates += 1
-                        continue
-                    seen.add(e.event_id)
-                    rows.append(_row(e, received))
-                    result.stored += 1
-            if rows:
-                conn.execute(self._insert.on_conflict_do_nothing(index_elements=["event_id"]), rows)
+        owners: list[int] = []  # the batch of each row
+        seen: set[str] = set()
+        for b, batch in enumerate(batches):
+            for e in batch:
+                if e.event_id in seen:  # twice in these batches: the first one counts
+                    out[b].duplicates += 1
+                    continue
+                seen.add(e.event_id)
+                rows.append(_row(e, received))
+                owners.append(b)
+        with self.engine.begin() as conn:  # one round trip: the ids the database inserted
+            inserted = set(conn.execute(self._insert_new, rows).scalars())
+        for row, b in zip(rows, owners, strict=True):
+            if row["event_id"] in inserted:
+                out[b].stored += 1
+            else:  # stored before (or by another writer just now)
+                out[b].duplicates += 1
         return out
 
     @staticmethod

@@ -103,7 +103,9 @@ class DecisionRecorder:
         self._max = self.config.queue_max
         rate = self.config.sample_rate
         self._keep_below = None if rate >= 1.0 else int(rate * _SAMPLE_BUCKETS)
-        self.observed = self.dropped = self.written = self.shadow_scored = 0
+        self.observed = self.written = self.shadow_scored = 0
+        self.dropped = 0  # queue full: counted by the request thread only
+        self.dropped_unwritten = 0  # database down too long: by the background thread only
         self._reported_dropped = 0
         self._failing = False
         self._stop = threading.Event()
@@ -153,8 +155,14 @@ class DecisionRecorder:
     def _run(self) -> None:
         wait = self.config.flush_ms / 1000
         while not self._stop.wait(wait):
+            self._flush_logged()
+        self._flush_logged()
+
+    def _flush_logged(self) -> None:
+        try:
             self.flush()
-        self.flush()
+        except Exception as err:  # noqa: BLE001 - a bug here must not end the log's thread
+            log.error("decision log round failed", extra={"error_type": type(err).__name__})
 
     def flush(self) -> int:
         """Score and write everything queued now; returns the rows written (tests call it
@@ -240,7 +248,7 @@ class DecisionRecorder:
             over = len(self._unwritten) - self._max
             for _ in range(max(over, 0)):
                 self._unwritten.popleft()
-            self.dropped += max(over, 0)
+            self.dropped_unwritten += max(over, 0)
             return 0
         if self._failing:
             log.info("decision log reachable again", extra={"rows": n})
@@ -256,7 +264,7 @@ class DecisionRecorder:
         return n
 
     def _report(self) -> None:
-        dropped = self.dropped - self._reported_dropped
+        dropped = self.dropped + self.dropped_unwritten - self._reported_dropped
         if dropped:
             self._reported_dropped += dropped
             metrics.fraud_decision_log("dropped", dropped, self.model_version)
@@ -267,7 +275,7 @@ class DecisionRecorder:
             "observed": self.observed,
             "written": self.written,
             "shadow_scored": self.shadow_scored,
-            "dropped": self.dropped,
+            "dropped": self.dropped + self.dropped_unwritten,
             "queued": len(self._queue) + len(self._unwritten),
             "shadow_version": None if self.shadow is None else self.shadow.version,
         }

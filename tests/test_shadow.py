@@ -166,6 +166,21 @@ def test_a_database_outage_keeps_the_rows_for_the_next_round(scorers, tmp_path):
     assert recorder.status()["queued"] == 20 and recorder.status()["dropped"] == 0
     recorder.log = DecisionLog(f"sqlite:///{tmp_path / 'decisions.db'}")  # back up
     assert recorder.flush() == 20 and len(recorder.log) == 20
+    # down for longer than the queue holds: the oldest waiting rows go, counted
+    small = DecisionRecorder(down, served, "v1", DecisionLogConfig(queue_max=8))
+    checkout = Checkout(RecordingEngine(served, small), "v1", GUARD)
+    reqs = _requests(df, 36)[20:]
+    for req in reqs[:8]:
+        checkout.score(req)
+    assert small.flush() == 0 and small.status()["queued"] == 8
+    for req in reqs[8:]:
+        checkout.score(req)
+    assert small.flush() == 0
+    assert small.status()["dropped"] == 8
+    small.log = DecisionLog(f"sqlite:///{tmp_path / 'later.db'}")
+    assert small.flush() == 8
+    kept = set(small.log.read()["transaction_id"])
+    assert kept == {r.transaction_id for r in reqs[8:]}  # the newest were kept
 
 
 def test_the_background_thread_writes_and_a_sample_rate_keeps_a_stable_share(scorers, tmp_path):

@@ -22,6 +22,7 @@ import pandas as pd
 
 from features.interactions import InteractionConfig, InteractionMatrix, build_matrix
 from models.recommenders import BlendRecommender, RankerRecommender, Recommender, make_model
+from models.recommenders.ranker import Window
 from shopml.progress import progress
 from training.recommender_eval import (
     Truth,
@@ -72,6 +73,12 @@ class Protocol:
     blend_max_parts: int = 3  # a cap by count: a blend holds at most this many models
     blend_weights: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7, 1.0)
     ranker: bool = True  # train the LambdaRank ranker over the chosen models' candidates
+    # the split of a part's training events one window earlier, as the validation split cuts
+    # the training part: (events, as_of) -> (split with .train/.test, its as_of); None: the
+    # ranker learns from the validation window alone
+    earlier: Callable | None = None
+    ranker_windows: int = 2  # windows the ranker is trained on (the validation one and earlier)
+    ranker_params: dict = field(default_factory=dict)  # RankerRecommender's, beside its defaults
     log: Callable[[str], None] = print
 
     @classmethod
@@ -186,30 +193,68 @@ def _generators(chosen: dict, models: dict) -> list[str]:
     ]
 
 
+def _generator_models(proto: Protocol, chosen, names, blend, data: _Data, models=None) -> list:
+    """The ranker's generators on a part: the blend (when there is one) and the chosen models
+    `names` (`models`, else each chosen setting fitted on the part's training events)."""
+    history, _ = data.get({})
+    if models is None:
+        models = {}
+        for n in {*names, *(blend[0] if blend is not None else ())}:
+            cand = chosen[n][0]
+            models[n] = make_model(cand.kind, **cand.params).fit(
+                data.get(cand.interactions)[0], proto.products
+            )
+    gens = [models[n] for n in names]
+    if blend is not None:
+        parts, weights = blend[0], list(blend[1])
+        gens.insert(0, BlendRecommender([models[n] for n in parts], weights).fit(history))
+    return gens
+
+
+def _window(proto: Protocol, chosen, names, blend, data: _Data, models=None) -> Window:
+    """The ranker's window of a part: its generators, history and test labels."""
+    history, truth = data.get({})
+    gens = _generator_models(proto, chosen, names, blend, data, models)
+    return Window(gens, history, truth.matrix[:, : truth.n_catalog])
+
+
+def _ranker_windows(proto: Protocol, chosen, val_models, names, blend, val_data) -> list:
+    """The validation window and up to `proto.ranker_windows - 1` earlier ones (oldest first),
+    each cut from the training events of the next as validation is cut from the training
+    part: never the test part."""
+    windows = [_window(proto, chosen, names, blend, val_data, val_models)]
+    events, as_of = proto.fit, proto.as_of_val
+    for _ in range(proto.ranker_windows - 1 if proto.earlier is not None else 0):
+        split, as_of = proto.earlier(events, as_of)
+        if len(split.train) == 0 or len(split.test) == 0:
+            break
+        data = _Data(proto, split.train, split.test, as_of)
+        windows.insert(0, _window(proto, chosen, names, blend, data))
+        events = split.train
+    return windows
+
+
 def _ranker(
     proto: Protocol, chosen, val_models, val_data: _Data, test_data: _Data, rows, blend=None
 ):
-    """Train the ranker on validation (generators fitted on its training part, labels its
-    test part), serve it with the generators refitted on the whole training part, evaluate it
-    once on the test part; its report row and its candidate recall, importance and lift. The
-    blend chosen on validation, when there is one, leads the generators (the ranker starts from
-    its order)."""
+    """Train the ranker on validation windows (generators fitted on each one's training
+    part, labels its test part), serve it with the generators refitted on the whole training
+    part, evaluate it once on the test part; its report row and its candidate recall,
+    importance and lift. The blend chosen on validation, when there is one, leads the
+    generators (the ranker starts from its order)."""
     k = proto.k
     test_models = {kind: model for kind, (_, _, model) in chosen.items()}
     names = _generators(chosen, val_models)
-    history, val_truth = val_data.get({})
-    labels = val_truth.matrix[:, : val_truth.n_catalog]
     full, truth = test_data.get({})
     start, cpu = time.perf_counter(), time.process_time()
-    early = [val_models[n] for n in names]
-    late = [test_models[n] for n in names]
+    windows = _ranker_windows(proto, chosen, val_models, names, blend, val_data)
+    late = _generator_models(proto, chosen, names, blend, test_data, test_models)
     if blend is not None:
-        parts, weights = blend[0], list(blend[1])
-        early.insert(0, BlendRecommender([val_models[n] for n in parts], weights).fit(history))
-        late.insert(0, BlendRecommender([test_models[n] for n in parts], weights).fit(full))
         names = ["blend", *names]
-    model = RankerRecommender(late, seed=0)
-    model.fit_stages(early, history, labels, full, proto.products)
+    # the protocol's coverage rule binds the ranker as it binds every setting
+    own = {"eval_k": k, "seed": 0, "min_coverage": proto.min_coverage or None}
+    model = RankerRecommender(late, **(own | proto.ranker_params))
+    model.fit_stages(windows, full, proto.products)
     fit_s, fit_cpu = time.perf_counter() - start, time.process_time() - cpu
     metrics = evaluate(model, truth, k)
     pre = time.perf_counter()
@@ -222,7 +267,7 @@ def _ranker(
     row.update(train_cpu_seconds=round(fit_cpu, 3), precompute_seconds=round(pre_s, 3))
     row.update({key: round(v, 4) for key, v in served.items()})
     row.update({f"direct_{key}": round(v, 4) for key, v in served.items()})
-    row["val"] = {f"ndcg@{k}": model.validation_.get("ndcg@20", 0.0)}
+    row["val"] = {f"ndcg@{k}": model.validation_.get("ndcg", 0.0)}
     singles = {r["model"]: r[f"ndcg@{k}"] for r in rows if r["model"] != "blend"}
     best_single = max(singles, key=singles.get)
     blend_ndcg = next((r[f"ndcg@{k}"] for r in rows if r["model"] == "blend"), None)
@@ -230,6 +275,8 @@ def _ranker(
         "session_latency": session_latency(model, k),
         "generators": names,
         "candidates_per_generator": model.n_candidates,
+        "windows": len(windows),
+        "gate_open": model.fallback_ is None,
         "candidate_recall_validation": model.candidate_recall_,
         "candidate_recall_test": candidate_recall(model, truth),
         "validation": model.validation_,

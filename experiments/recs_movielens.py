@@ -78,13 +78,21 @@ def grids() -> dict[str, list[Candidate]]:
     }
 
 
+def earlier_window(events, as_of) -> tuple:
+    """The same stratified split of a part's training events (as validation is cut from the
+    training part): the ranker's earlier training window."""
+    return stratified_split(events, ratio=0.75, by="product_id", seed=42), as_of
+
+
 def protocol(path: Path | None = None, log=print) -> Protocol:
     store = movielens.load(path)
     base = InteractionConfig(event_weights={"purchase": 1.0}, binary=True)
     events = events_frame(store, base)  # file order kept: the seeded draw matches the reference
     outer = stratified_split(events, ratio=0.75, by="product_id", seed=42)
     inner = stratified_split(outer.train, ratio=0.75, by="product_id", seed=42)
-    return Protocol.from_splits("recs-movielens", K, base, outer, inner, store.products, log=log)
+    return Protocol.from_splits(
+        "recs-movielens", K, base, outer, inner, store.products, earlier=earlier_window, log=log
+    )
 
 
 def run(out: Path | None = None, path: Path | None = None, quick: bool = False) -> dict:

@@ -90,6 +90,13 @@ def grids() -> dict[str, list[Candidate]]:
     }
 
 
+def earlier_window(events: pd.DataFrame, as_of) -> tuple:
+    """The split one month before `as_of` (as validation is cut from the training part), and
+    its cut: the ranker's earlier training window."""
+    cut = pd.Timestamp(as_of) - VAL_MONTH
+    return temporal_split(events, cut, only_new=True), cut.to_pydatetime()
+
+
 def protocol(path: Path | None = None, log=print, cutoff: pd.Timestamp = CUTOFF) -> Protocol:
     store = online_retail.load(path)
     base = InteractionConfig(
@@ -113,6 +120,7 @@ def protocol(path: Path | None = None, log=print, cutoff: pd.Timestamp = CUTOFF)
         as_of_val=val_cutoff.to_pydatetime(),
         min_coverage=TARGET["coverage@20"],
         blend_max_parts=BLEND_MAX_PARTS,
+        earlier=earlier_window,
         log=log,
     )
 

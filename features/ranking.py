@@ -242,11 +242,12 @@ def _pair_and_customer(state, profile, candidates, now_days):
 
 
 def split_cells(
-    matrix: InteractionMatrix, cut_days: float
+    matrix: InteractionMatrix, cut_days: float, end_days: float | None = None
 ) -> tuple[InteractionMatrix, sp.csr_matrix]:
     """(history, labels) of a matrix at day `cut_days`: history keeps the cells whose last
-    interaction is before the cut (as of the cut), labels are the other cells (binary). A cell
-    with events on both sides counts as a label, so nothing after the cut reaches history."""
+    interaction is before the cut (as of the cut), labels are the other cells (binary) whose
+    last interaction is before `end_days` (the window's end; None: no end). A cell with events
+    on both sides counts as a label, so nothing after the cut reaches history."""
     last = matrix.last_seen_days
     if last is None:
         raise ValueError("split_cells needs the matrix's last_seen_days (build_matrix sets them)")
@@ -254,7 +255,8 @@ def split_cells(
     history = _cells(matrix.matrix, before)
     days = _cells(last, before)
     bought = matrix.purchased.multiply(history > 0).tocsr()
-    labels = _cells(matrix.matrix, ~before)
+    window = ~before if end_days is None else ~before & (last.data < end_days)
+    labels = _cells(matrix.matrix, window)
     labels.data = np.ones(len(labels.data), np.float32)
     as_of = np.datetime64(int(round(cut_days * 86400)), "s").astype("datetime64[ns]")
     hist = InteractionMatrix(
@@ -268,13 +270,17 @@ def split_cells(
     return hist, labels
 
 
-def split_events_at(events: pd.DataFrame, cut: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_events_at(
+    events: pd.DataFrame, cut: pd.Timestamp, end: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(history, labels) of an events frame at `cut`: the events before it, and the
-    (customer, product) pairs first used after it by customers of the history (new products
-    only, as the test protocol). Nothing at or after the cut is in history."""
+    (customer, product) pairs first used in [cut, end) (`end` None: from the cut on) by
+    customers of the history (new products only, as the test protocol). Nothing at or after
+    the cut is in history."""
     ts = events["timestamp"]
     history = events[ts < cut]
-    after = events[ts >= cut][["customer_id", "product_id"]].drop_duplicates()
+    window = ts >= cut if end is None else (ts >= cut) & (ts < end)
+    after = events[window][["customer_id", "product_id"]].drop_duplicates()
     seen = pd.MultiIndex.from_frame(history[["customer_id", "product_id"]])
     pairs = pd.MultiIndex.from_frame(after)
     keep = ~pairs.isin(seen) & after["customer_id"].isin(history["customer_id"]).to_numpy()

@@ -9,7 +9,13 @@ import pytest
 import scipy.sparse as sp
 
 from features.interactions import InteractionConfig, build_matrix
-from features.ranking import RankingState, feature_names, label_matrix, split_events_at
+from features.ranking import (
+    RankingState,
+    feature_names,
+    label_matrix,
+    split_cells,
+    split_events_at,
+)
 from models.recommenders import (
     EASERecommender,
     FallbackRecommender,
@@ -27,10 +33,10 @@ T0 = pd.Timestamp("2024-01-01")
 N_PRODUCTS, N_CUSTOMERS = 60, 160
 
 
-def price_store(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Customers buy 8 products at random (days 0-59), then each month (days 60-89 and 90-119)
-    the 2 new products whose price is nearest what they usually pay: a customer's price level
-    decides the later purchases, and co-purchases carry no sign of it."""
+def price_store(seed: int = 0, months: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Customers buy 8 products at random (days 0-59), then each month (days 60-89, 90-119,
+    ... `months` of them) the 2 new products whose price is nearest what they usually pay: a
+    customer's price level decides the later purchases, and co-purchases carry no sign of it."""
     rng = np.random.default_rng(seed)
     price = np.round(np.exp(rng.normal(3.0, 1.0, N_PRODUCTS)), 2)
     products = pd.DataFrame(
@@ -46,7 +52,7 @@ def price_store(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     for c in range(N_CUSTOMERS):
         owned = list(rng.choice(N_PRODUCTS, 8, replace=False))
         rows += [(c, p, int(rng.integers(0, 60))) for p in owned]
-        for start in (60, 90):
+        for start in range(60, 60 + 30 * months, 30):
             level = log_price[owned].mean()
             gap = np.abs(log_price - level)
             gap[owned] = np.inf
@@ -146,11 +152,12 @@ def test_training_and_serving_features_agree(store, fitted):
     wanted = [i for i in range(matrix.shape[1]) if matrix.purchased[row, i] == 0][:5]
     for i in wanted:
         labels[row, i] = 1.0
-    X, y, groups, items, _ = training_groups(
+    groups, _ = training_groups(
         fitted, fitted.generators, fitted.state_, fitted.purchased_, labels.tocsr()
     )
-    assert groups == [X.shape[0]]
-    served = fitted.features_for(customer, fitted.product_ids_[items[0]])
+    X = groups.X
+    assert groups.sizes == [X.shape[0]] and groups.totals == [5]
+    served = fitted.features_for(customer, fitted.product_ids_[groups.items[0]])
     trained = X
     np.testing.assert_array_equal(np.isnan(served), np.isnan(trained))
     np.testing.assert_allclose(np.nan_to_num(served), np.nan_to_num(trained), rtol=1e-6)
@@ -196,3 +203,75 @@ def test_the_storefront_answers_a_session_from_the_ranker_with_filters_after_ran
     assert len(shown) == 4 and not {"p01", "p02", "p03", "p04"} & set(shown)
     known = front.recommend(RecommendRequest(customer_id=chain.customer_ids_[0], k=3))
     assert known["source"] == "ranker" and known["model"] == "ranker"
+
+
+def test_the_ranker_learns_on_earlier_windows_and_is_judged_on_the_latest():
+    events, products = price_store(months=3)  # train to day 120: windows cut at days 59 and 89
+    split = temporal_split(events, T0 + pd.Timedelta(days=120), only_new=True)
+    matrix = build_matrix(split.train, InteractionConfig(event_weights={"purchase": 1.0}))
+    model = ranker()
+    cuts = model._cuts(matrix)
+    newest = float(matrix.last_seen_days.data.max())
+    assert cuts == [newest - 60.0, newest - 30.0]
+    fitted = model.fit(matrix, products)
+    assert fitted.validation_["windows"] == 2
+    assert fitted.validation_["judged_on"] == "latest window"
+    assert fitted.validation_["lift"] > 0.2 and fitted.validation_["gate_open"]
+    assert fitted.name == "ranker" and fitted.fallback_ is None
+    truth = truth_from_events(split.test, matrix)
+    ease = evaluate(fitted.generators[0], truth, 5)["ndcg@5"]
+    assert evaluate(fitted, truth, 5)["ndcg@5"] > ease + 0.2
+
+
+def test_a_window_s_labels_end_at_the_next_cut():
+    events, _ = price_store(months=3)
+    cut, end = T0 + pd.Timedelta(days=60), T0 + pd.Timedelta(days=90)
+    history, pairs = split_events_at(events, cut, end)
+    assert history["timestamp"].max() < cut
+    bought = events.merge(pairs, on=["customer_id", "product_id"])
+    first = bought.groupby(["customer_id", "product_id"])["timestamp"].min()
+    assert len(pairs) and first.between(cut, end, inclusive="left").all()
+    _, unbounded = split_events_at(events, cut)
+    assert len(unbounded) > len(pairs)  # the purchases after `end` are left out
+    matrix = build_matrix(events, InteractionConfig(event_weights={"purchase": 1.0}))
+    cut_d, end_d = cut.value / 86400e9, end.value / 86400e9
+    hist, labels = split_cells(matrix, cut_d, end_d)
+    days = matrix.last_seen_days.multiply(labels > 0).tocsr()
+    assert labels.nnz and ((days.data >= cut_d) & (days.data < end_d)).all()
+    assert hist.last_seen_days.data.max() < cut_d
+
+
+def test_the_gate_serves_the_best_generator_when_the_ranker_loses_on_validation(store):
+    matrix, products, truth = store
+    # a ranker forced to rank EASE's order upside down (a huge negative anchor on the lead's
+    # score) loses to its generators on validation
+    losing = RankerRecommender(
+        [EASERecommender(l2=10.0), PopularityRecommender()],
+        n_candidates=N_PRODUCTS,
+        n_estimators=1,
+        penalties=(0.0,),
+        anchors=(-50.0,),
+        seed=0,
+    ).fit(matrix, products)
+    report = losing.validation_
+    assert report["lift"] < 0 and not report["gate_open"]
+    best = report["best_generator"]
+    assert losing.name == f"ranker:{best}"
+    generator = losing.generators[losing.generator_names_.index(best)]
+    for c in losing.customer_ids_[:10]:
+        got, alone = losing.recommend_one(c, k=5), generator.recommend_one(c, k=5)
+        assert got.product_ids.tolist() == alone.product_ids.tolist()
+        assert got.source == f"ranker:{best}"
+    assert evaluate(losing, truth, 5) == evaluate(generator, truth, 5)
+    again = RankerRecommender.load(_saved(losing))
+    assert again.name == losing.name and again.fallback_ == losing.fallback_
+    session = losing.recommend_with_context(None, k=3, recent_product_ids=["p01", "p02"])
+    assert session.source == f"ranker:{best}:fold-in"
+
+
+def _saved(model) -> str:
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="ranker-gate-")
+    model.save(path)
+    return path

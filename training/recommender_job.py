@@ -278,7 +278,8 @@ def _as_of(cfg: InteractionConfig, as_of) -> InteractionConfig:
 
 def _log_ranker(ranker: RankerRecommender, truth: Truth, k: int) -> dict[str, float]:
     """Log the ranker's candidate recall (its validation and the test part), feature
-    importance and lift in nDCG@k over the best single generator on the test part."""
+    importance, lift in nDCG@k over the best single generator on the test part, and its gate
+    (closed: it serves the generator that beat it on its validation window)."""
     alone = {
         name: evaluate_model(g, truth, k)[f"ndcg@{k}"]
         for name, g in zip(ranker.generator_names_, ranker.generators, strict=True)
@@ -303,6 +304,8 @@ def _log_ranker(ranker: RankerRecommender, truth: Truth, k: int) -> dict[str, fl
         metrics["ranker_validation_lift"] = ranker.validation_["lift"]
     mlflow.log_metrics(metrics)
     mlflow.set_tag("ranker.best_generator", best)
+    mlflow.set_tag("ranker.source", ranker.name)  # `ranker:<generator>` when the gate closed
+    mlflow.log_metric("ranker_gate_open", float(ranker.fallback_ is None))
     return metrics
 
 

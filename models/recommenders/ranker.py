@@ -1,24 +1,36 @@
 """The second stage: a LightGBM LambdaRank model re-ranking the generators' candidates.
 
-Training (`fit`) cuts the training period at `label_days` before its end: the generators are
-fitted on the history before the cut, each customer's candidates are built from them, and a
-candidate is relevant when the customer interacts with it after the cut (new products only);
-features come from `features.ranking` at the cut, so nothing after it reaches them. Boosting
-starts from scratch or from the first generator's order (its score z-scored over the candidates
-as the initial score: the trees then learn corrections to it), whichever is better on the
-held-out customers below.
-The number of boosting rounds is chosen by early stopping on a seeded share of customers held
-out (`valid_share`), then the ranker is refitted on every customer with that many rounds; on the
-same held-out customers a penalty on item popularity is chosen, the best nDCG among those that
-keep catalog coverage at least the first generator's (a ranker must not narrow the catalog it
-re-ranks; when none does, the best nDCG). Serving uses the generators refitted on the whole
-period and the same feature definition: a known customer's scores (cached by `precompute` like
-every kind), a session's or a new visitor's per request. Products outside the candidates rank
-after them, in the first generator's order.
+Training (`fit`) cuts the training period into time windows inside it: the cut `label_days`
+before its end and, up to `n_windows`, cuts `label_days` earlier each (while at least half the
+cells lie before a cut). At each cut the generators are fitted on the history before it, each
+customer's candidates are built from them, and a candidate is relevant when the customer first
+uses it in the window after the cut (new products only, the window ending at the next cut);
+features come from `features.ranking` at the cut, so nothing after it reaches them.
+
+The windows are stacked: the ranker learns across several regimes, not one month's. Its choices
+are made on the latest window with a ranker trained on the earlier ones only (a test of how it
+carries forward in time, as it must at serving): the number of boosting rounds (early
+stopping), whether boosting starts from scratch or from the first generator's order (its score
+z-scored over the candidates as the initial score), and how the final score mixes in a penalty
+on item popularity and the first generator's z-score (`penalties` x `anchors`, in units of the
+ranker score's spread): the best nDCG among the mixes that keep catalog coverage at least the
+first generator's (a ranker must not narrow the catalog it re-ranks; or `min_coverage`, when a
+protocol asks a coverage of every model), else the widest
+coverage among those with at least the first generator's nDCG, else the best nDCG. With one window
+only, a seeded share of its customers (`valid_share`) is held out instead. Then the ranker is
+refitted on every window with those choices. The gate (`gate`): when on that validation the
+ranker does not beat the best generator's own order, the model serves that generator's scores
+(its answers' `source` says `ranker:<generator>`), so a second stage never loses to a first.
+
+Serving uses the generators refitted on the whole period and the same feature definition: a
+known customer's scores (cached by `precompute` like every kind), a session's or a new
+visitor's per request. Products outside the candidates rank after them, in the first
+generator's order.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -47,8 +59,67 @@ from shopml.errors import DataError
 BOOSTER_FILE = "ranker.txt"
 LOW = np.float32(-1e6)  # products outside the candidates score below every candidate
 TIE = 1e-4  # equal ranker scores are ordered by the first generator's rank
-EVAL_K = 20  # nDCG cut of early stopping and of the logged validation lift
 STATE_PREFIX = "s_"
+MIN_HISTORY_SHARE = 0.5  # an earlier cut is used while this share of the cells lies before it
+
+
+@dataclass
+class Window:
+    """One time split inside the training period: `generators` fitted on `history` (as of the
+    cut) and the binary `labels` (customers x products of `history`) of the window after it."""
+
+    generators: list[Recommender]
+    history: InteractionMatrix
+    labels: sp.csr_matrix
+
+
+@dataclass
+class Groups:
+    """The ranker's rows: features `X`, relevance `y`, one group per customer (`sizes`, its
+    candidate `items`, `totals`: its relevant products inside and outside the candidates), in
+    a catalog of `n_items` products."""
+
+    X: np.ndarray
+    y: np.ndarray
+    sizes: list[int]
+    items: list[np.ndarray]
+    totals: list[int]
+    n_items: int = 0
+
+    @classmethod
+    def stack(cls, parts: list[Groups]) -> Groups:
+        parts = [p for p in parts if p.sizes]
+        if not parts:
+            return cls(np.zeros((0, 0), np.float32), np.zeros(0, np.float32), [], [], [])
+        return cls(
+            np.vstack([p.X for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            [s for p in parts for s in p.sizes],
+            [i for p in parts for i in p.items],
+            [t for p in parts for t in p.totals],
+            parts[-1].n_items,
+        )
+
+    def subset(self, keep: np.ndarray) -> Groups:
+        """The groups where `keep` (one flag per group) holds."""
+        bounds = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        chosen = np.flatnonzero(keep)
+        rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in chosen])
+        return Groups(
+            self.X[rows],
+            self.y[rows],
+            [self.sizes[g] for g in chosen],
+            [self.items[g] for g in chosen],
+            [self.totals[g] for g in chosen],
+            self.n_items,
+        )
+
+    def relevant(self) -> Groups:
+        """The groups with at least one relevant candidate (the others teach LambdaRank
+        nothing)."""
+        bounds = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        hits = np.add.reduceat(self.y, bounds[:-1]) if self.sizes else np.zeros(0)
+        return self.subset(hits > 0) if self.sizes else self
 
 
 class RankerRecommender(_Composite):
@@ -61,28 +132,44 @@ class RankerRecommender(_Composite):
         generators: list[Recommender],
         n_candidates: int = 100,
         label_days: float = 30.0,
+        n_windows: int = 2,
         n_estimators: int = 300,
         learning_rate: float = 0.05,
         num_leaves: int = 31,
         min_child_samples: int = 20,
         valid_share: float = 0.25,
+        eval_k: int = 20,
+        gate: bool = True,
         seed: int = 0,
         penalties: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.8),
+        anchors: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0),
+        min_coverage: float | None = None,
     ):
         self.generators = generators
         self.n_candidates = n_candidates
         self.label_days = label_days
+        self.n_windows = n_windows
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.valid_share = valid_share
+        self.eval_k = eval_k
+        self.gate = gate
         self.seed = seed
         self.penalties = penalties
+        self.anchors = anchors
+        self.min_coverage = min_coverage
 
     @property
     def parts(self) -> list[Recommender]:
         return self.generators
+
+    @property
+    def name(self) -> str:
+        """`ranker`, or `ranker:<generator>` when the gate serves that generator's order."""
+        fallback = getattr(self, "fallback_", None)
+        return self.kind if fallback is None else f"{self.kind}:{self.generator_names_[fallback]}"
 
     # ---- fitting ----------------------------------------------------------------------------
     def use_events(self, events: pd.DataFrame, config: InteractionConfig) -> Self:
@@ -92,51 +179,62 @@ class RankerRecommender(_Composite):
         return self
 
     def fit(self, matrix: InteractionMatrix, products: pd.DataFrame | None = None) -> Self:
-        """Train on a time split (see module), then serve from all of `matrix`. Without
+        """Train on time windows (see module), then serve from all of `matrix`. Without
         `use_events` the split is of the matrix's cells: a cell with events on both sides of
-        the cut counts as a label then (its earlier events are not kept apart)."""
+        a cut counts as a label then (its earlier events are not kept apart)."""
         if not self.generators:
             raise ValueError("a ranker needs at least one candidate generator")
-        cut = self._cut_days(matrix)
+        cuts = self._cuts(matrix)
+        ends = [*cuts[1:], None]
+        windows = [self._window(matrix, c, e, products) for c, e in zip(cuts, ends, strict=True)]
+        for g in self.generators:
+            g.fit(matrix, products)
+        return self.fit_stages(windows, matrix, products)
+
+    def _window(self, matrix, cut: float, end: float | None, products) -> Window:
+        """The generators fitted before day `cut`, and the labels of [cut, end)."""
         events = getattr(self, "_events", None)
         if events is not None:
             frame, cfg = events
             cut_ts = pd.Timestamp(cut * 86400, unit="s")
-            before, pairs = split_events_at(frame, cut_ts)
+            end_ts = None if end is None else pd.Timestamp(end * 86400, unit="s")
+            before, pairs = split_events_at(frame, cut_ts, end_ts)
             history = build_matrix(before, cfg.model_copy(update={"as_of": cut_ts.to_pydatetime()}))
             labels = label_matrix(pairs, history)
         else:
-            history, labels = split_cells(matrix, cut)
-        early = [g.clone().fit(history, products) for g in self.generators]
-        for g in self.generators:
-            g.fit(matrix, products)
-        return self.fit_stages(early, history, labels, matrix, products)
+            history, labels = split_cells(matrix, cut, end)
+        return Window([g.clone().fit(history, products) for g in self.generators], history, labels)
 
-    def _cut_days(self, matrix: InteractionMatrix) -> float:
-        """`label_days` before the newest event; when that leaves less than half the cells as
-        history (a short period), the day before which 80% of the cells lie."""
+    def _cuts(self, matrix: InteractionMatrix) -> list[float]:
+        """Cut days, oldest first: `label_days`, 2 x `label_days`, ... before the newest event
+        (at most `n_windows`), each while at least half the cells lie before it; when not even
+        the first does (a short period), the day before which 80% of the cells lie."""
         last = matrix.last_seen_days
         if last is None or last.nnz == 0:
             raise DataError("the ranker needs event days (a matrix from build_matrix)")
-        cut = float(last.data.max()) - self.label_days
-        if (last.data < cut).mean() < 0.5:
-            cut = float(np.quantile(last.data, 0.8))
-        return cut
+        newest = float(last.data.max())
+        cuts = []
+        for i in range(1, max(self.n_windows, 1) + 1):
+            cut = newest - i * self.label_days
+            if (last.data < cut).mean() < MIN_HISTORY_SHARE:
+                break
+            cuts.append(cut)
+        return cuts[::-1] or [float(np.quantile(last.data, 0.8))]
 
     def fit_stages(
         self,
-        history_generators: list[Recommender],
-        history: InteractionMatrix,
-        labels: sp.csr_matrix,
+        windows: list[Window],
         matrix: InteractionMatrix,
         products: pd.DataFrame | None = None,
     ) -> Self:
-        """Learn the ranker from generators fitted on `history` and the `labels` after it
-        (customers x products of `history`), then serve with `self.generators` (fitted on
-        `matrix`, the whole training period)."""
+        """Learn the ranker from the `windows` (oldest first; each with its generators fitted
+        on its history), then serve with `self.generators` (fitted on `matrix`, the whole
+        training period)."""
+        if not windows:
+            raise ValueError("the ranker needs at least one training window")
         self.generator_names_ = generator_names(self.generators)
         self.feature_names_ = feature_names(self.generator_names_)
-        self._learn(history_generators, history, labels, products)
+        self._learn(windows, products)
         self._products = products
         return ScoringRecommender.fit(self, matrix, products)
 
@@ -145,40 +243,70 @@ class RankerRecommender(_Composite):
             matrix, self.category_codes_, self.available_, self._products
         )
 
-    def _learn(self, gens, history, labels, products) -> None:
-        codes, _, available = align_catalog(history.product_ids, products)
-        state = RankingState.from_matrix(history, codes, available, products)
-        X, y, groups, items, recall = training_groups(
-            self, gens, state, history.purchased, sp.csr_matrix(labels)
+    def _groups(self, window: Window, products, keep_all=False) -> tuple[Groups, dict]:
+        codes, _, available = align_catalog(window.history.product_ids, products)
+        state = RankingState.from_matrix(window.history, codes, available, products)
+        labels = sp.csr_matrix(window.labels)
+        return training_groups(
+            self, window.generators, state, window.history.purchased, labels, keep_all=keep_all
         )
-        self.candidate_recall_ = recall
-        if not groups:
-            raise DataError("no customer interacts with a candidate after the ranker's cut")
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(groups))
-        n_valid = int(round(len(groups) * self.valid_share)) if len(groups) >= 8 else 0
-        valid = np.zeros(len(groups), bool)
-        valid[order[:n_valid]] = True
-        rounds = self.n_estimators
-        self.start_, self.penalty_, self.validation_ = 0.0, 0.0, {}
-        best = None
-        for start in (0.0, 1.0) if n_valid else ():  # from scratch, or from the lead's order
-            self.start_ = start
-            booster = self._train(X, y, groups, ~valid, valid, self.n_estimators)
-            penalty, report = _held_out(self, booster, X, y, groups, items, valid)
-            if best is None or report["ndcg@20"] > best[3]["ndcg@20"]:
-                best = (start, max(booster.best_iteration, 1), penalty, report)
-        if best is not None:
-            self.start_, rounds, self.penalty_, self.validation_ = best
-            self.validation_["start_from_lead"] = bool(self.start_)
-        self.rounds_ = int(rounds)
-        self.booster_ = self._train(X, y, groups, np.ones(len(groups), bool), None, rounds)
 
-    def _train(self, X, y, groups, train, valid, rounds) -> lgb.Booster:
+    def _learn(self, windows: list[Window], products) -> None:
+        # the latest window keeps every labelled customer: it is judged on (catalog coverage
+        # and nDCG over all of them, as the test's metrics), and learns from the relevant ones
+        built = [
+            self._groups(w, products, keep_all=i == len(windows) - 1) for i, w in enumerate(windows)
+        ]
+        self.candidate_recall_ = built[-1][1]
+        latest = built[-1][0]
+        earlier = Groups.stack([g for g, _ in built[:-1]])
+        every = Groups.stack([earlier, latest.relevant()])
+        if not every.sizes:
+            raise DataError("no customer interacts with a candidate after the ranker's cut")
+        if earlier.sizes and latest.relevant().sizes:  # learn on the earlier, judge the latest
+            train, valid, how = earlier, latest, "latest window"
+        else:
+            train, valid, how = self._held_out_split(latest)
+        self.start_, self.penalty_, self.anchor_ = 0.0, 0.0, 0.0
+        self.validation_, self.fallback_ = {}, None
+        rounds, best = self.n_estimators, None
+        for start in (0.0, 1.0) if valid is not None else ():  # from scratch, or the lead's order
+            self.start_ = start
+            booster = self._train(train, valid, self.n_estimators)
+            mix, report = _held_out(self, booster, valid)
+            if best is None or report["ndcg"] > best[3]["ndcg"]:
+                best = (start, max(booster.best_iteration, 1), mix, report)
+        if best is not None:
+            self.start_, rounds, (self.penalty_, self.anchor_), self.validation_ = best
+            self.validation_ |= {"start_from_lead": bool(self.start_), "judged_on": how}
+            self.validation_["windows"] = len(windows)
+            lift = self.validation_["lift"]
+            if self.gate and lift is not None and lift <= 0:
+                self.fallback_ = self.generator_names_.index(self.validation_["best_generator"])
+            self.validation_["gate_open"] = self.fallback_ is None
+        self.rounds_ = int(rounds)
+        self.booster_ = self._train(every, None, self.rounds_)
+
+    def _held_out_split(self, latest: Groups) -> tuple[Groups, Groups | None, str]:
+        """A seeded share of the customers held out (one window only); none below 8."""
+        n = len(latest.sizes)
+        n_valid = int(round(n * self.valid_share)) if n >= 8 else 0
+        train = latest.relevant()
+        if not n_valid or not train.sizes:
+            return train, None, "none"
+        order = np.random.default_rng(self.seed).permutation(n)
+        valid = np.zeros(n, bool)
+        valid[order[:n_valid]] = True
+        train = latest.subset(~valid).relevant()
+        if not train.sizes or not latest.subset(valid).relevant().sizes:
+            return latest.relevant(), None, "none"
+        return train, latest.subset(valid), "held-out customers"
+
+    def _train(self, train: Groups, valid: Groups | None, rounds: int) -> lgb.Booster:
         params = {
             "objective": "lambdarank",
             "metric": "ndcg",
-            "eval_at": [EVAL_K],
+            "eval_at": [self.eval_k],
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_child_samples,
@@ -188,24 +316,21 @@ class RankerRecommender(_Composite):
             "num_threads": 1,
             "verbose": -1,
         }
-        bounds = np.concatenate([[0], np.cumsum(groups)])
-        rows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in np.flatnonzero(train)])
         dtrain = lgb.Dataset(
-            X[rows],
-            y[rows],
-            init_score=self.start_ * X[rows, 0],
-            group=np.asarray(groups)[train],
+            train.X,
+            train.y,
+            init_score=self.start_ * train.X[:, 0],
+            group=train.sizes,
             feature_name=self.feature_names_,
             free_raw_data=False,
         )
         if valid is None:
             return lgb.train(params, dtrain, num_boost_round=rounds)
-        vrows = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in np.flatnonzero(valid)])
         dvalid = lgb.Dataset(
-            X[vrows],
-            y[vrows],
-            init_score=self.start_ * X[vrows, 0],
-            group=np.asarray(groups)[valid],
+            valid.X,
+            valid.y,
+            init_score=self.start_ * valid.X[:, 0],
+            group=valid.sizes,
             reference=dtrain,
         )
         return lgb.train(
@@ -233,7 +358,9 @@ class RankerRecommender(_Composite):
 
     def _rank(self, gen_scores, profiles, hidden) -> np.ndarray:
         """(n, n_items) scores: ranker scores on the candidates, `LOW` + the first generator's
-        z-score elsewhere."""
+        z-score elsewhere; the gated generator's own scores when the gate is closed."""
+        if self.fallback_ is not None:
+            return np.asarray(gen_scores[self.fallback_], np.float32).reshape(len(profiles), -1)
         gen_scores = [np.asarray(s, np.float32).reshape(len(profiles), -1) for s in gen_scores]
         lead = gen_scores[0]
         z = (lead - lead.mean(axis=1, keepdims=True)) / np.maximum(
@@ -252,12 +379,20 @@ class RankerRecommender(_Composite):
         pred = self.booster_.predict(X, num_threads=1) + self.start_ * X[:, 0]
         if self.penalty_:
             pred = pred - self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
+        if self.anchor_:
+            pred = pred + self.anchor_ * X[:, 0]
         start = 0
         for i, c in enumerate(sets):
             m = len(c.items)
             out[i, c.items] = pred[start : start + m] - TIE * c.ranks[0] / (self.n_candidates + 1)
             start += m
         return out
+
+    def _each(self, score) -> list:
+        """`score(generator)` of every generator (of the gated one only when the gate is
+        closed: the others are not computed)."""
+        fb = self.fallback_
+        return [score(g) if fb is None or i == fb else None for i, g in enumerate(self.generators)]
 
     def _known(self, rows: np.ndarray, gen_scores) -> np.ndarray:
         profiles = [self.state_.profile(int(r)) for r in rows]
@@ -268,10 +403,10 @@ class RankerRecommender(_Composite):
 
     def _scores_known(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows)
-        return self._known(rows, [g._scores_known(rows) for g in self.generators])
+        return self._known(rows, self._each(lambda g: g._scores_known(rows)))
 
     def _score_one(self, row: int) -> np.ndarray:
-        return self._known(np.array([row]), [g._score_one(row) for g in self.generators])[0]
+        return self._known(np.array([row]), self._each(lambda g: g._score_one(row)))[0]
 
     def _scores_items(self, X: sp.csr_matrix) -> np.ndarray:
         X = sp.csr_matrix(X, dtype=np.float32)
@@ -283,12 +418,12 @@ class RankerRecommender(_Composite):
                 CustomerProfile.session(items, X.data[X.indptr[i] : X.indptr[i + 1]], now)
             )
             hidden.append(items)
-        return self._rank([g._scores_items(X) for g in self.generators], profiles, hidden)
+        return self._rank(self._each(lambda g: g._scores_items(X)), profiles, hidden)
 
     def _score_weights(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """A session's or a new visitor's scores, computed per request (NumPy and LightGBM)."""
         profile = CustomerProfile.session(items, weights, self.state_.as_of_days)
-        gens = [g._score_weights(items, weights) for g in self.generators]
+        gens = self._each(lambda g: g._score_weights(items, weights))
         return self._rank(gens, [profile], [items])[0]
 
     def _similar_scores(self, item: int) -> np.ndarray:
@@ -329,9 +464,11 @@ class RankerRecommender(_Composite):
             "feature_names": self.feature_names_,
             "rounds": self.rounds_,
             "penalty": self.penalty_,
+            "anchor": self.anchor_,
             "start": self.start_,
             "candidate_recall": self.candidate_recall_,
             "validation": self.validation_,
+            "fallback": self.fallback_,
         }
 
     def _model_arrays(self) -> dict[str, np.ndarray]:
@@ -348,8 +485,9 @@ class RankerRecommender(_Composite):
     @classmethod
     def _init_params(cls, params: dict[str, Any], path: Path) -> dict[str, Any]:
         rest = {k: v for k, v in params.items() if k != "n_parts"}
-        if "penalties" in rest:
-            rest["penalties"] = tuple(rest["penalties"])
+        for name in ("penalties", "anchors"):
+            if name in rest:
+                rest[name] = tuple(rest[name])
         return {"generators": cls._load_parts(params, path), **rest}
 
     def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> None:
@@ -357,23 +495,27 @@ class RankerRecommender(_Composite):
         self.feature_names_ = meta["feature_names"]
         self.rounds_ = meta["rounds"]
         self.penalty_ = meta["penalty"]
+        self.anchor_ = meta.get("anchor", 0.0)
         self.start_ = meta["start"]
         self.candidate_recall_ = meta["candidate_recall"]
         self.validation_ = meta["validation"]
+        self.fallback_ = meta.get("fallback")
         self.booster_ = lgb.Booster(model_file=str(path / BOOSTER_FILE))
         super()._restore(meta, arrays, path)
 
 
-def training_groups(ranker, gens, state: RankingState, purchased, labels: sp.csr_matrix, block=512):
-    """The ranker's training rows: features, relevance, group sizes and candidates of every
-    customer with history and at least one relevant candidate; and candidate recall per generator and for
-    the union (mean share of each labelled customer's relevant products among them)."""
+def training_groups(
+    ranker, gens, state: RankingState, purchased, labels: sp.csr_matrix, block=512, keep_all=False
+) -> tuple[Groups, dict[str, float]]:
+    """The ranker's groups: one per customer with history and at least one relevant candidate
+    (`keep_all`: with at least one label); and candidate recall per generator and for the
+    union (mean share of each labelled customer's relevant products among them)."""
     n_rel = np.diff(labels.indptr)
     has_history = np.diff(state.weights.indptr) > 0
     rows = np.flatnonzero((n_rel > 0) & has_history)
     names = generator_names(ranker.generators)
     hits = {name: 0.0 for name in [*names, "union"]}
-    X, y, groups, items = [], [], [], []
+    X, y, sizes, items, totals = [], [], [], [], []
     for start in range(0, len(rows), block):
         chunk = rows[start : start + block]
         scores = [np.asarray(g._scores_known(chunk), np.float32) for g in gens]
@@ -384,79 +526,97 @@ def training_groups(ranker, gens, state: RankingState, purchased, labels: sp.csr
             hits["union"] += rel.sum() / total
             for g, name in enumerate(names):
                 hits[name] += (rel & c.proposed[g]).sum() / total
-            if rel.any():
+            if keep_all or rel.any():
                 X.append(
                     rank_features(
                         state, state.profile(r), c.items, c.scores, c.ranks, state.as_of_days
                     )
                 )
                 y.append(rel.astype(np.float32))
-                groups.append(len(c.items))
+                sizes.append(len(c.items))
                 items.append(c.items)
+                totals.append(int(total))
     recall = {name: round(float(h / max(len(rows), 1)), 4) for name, h in hits.items()}
-    if not groups:
-        return np.zeros((0, len(ranker.feature_names_)), np.float32), np.zeros(0), [], [], recall
-    return np.vstack(X), np.concatenate(y), groups, items, recall
+    n_items = labels.shape[1]
+    if not sizes:
+        empty = np.zeros((0, len(ranker.feature_names_)), np.float32)
+        return Groups(empty, np.zeros(0, np.float32), [], [], [], n_items), recall
+    return Groups(np.vstack(X), np.concatenate(y), sizes, items, totals, n_items), recall
 
 
-def _ndcg(order_scores: np.ndarray, rel: np.ndarray, k: int) -> float:
-    """nDCG@k of one group ranked by `order_scores` (higher first)."""
+def _ndcg(order_scores: np.ndarray, rel: np.ndarray, k: int, total: int) -> float:
+    """nDCG@k of one group ranked by `order_scores` (higher first); `total` relevant products
+    in all (those outside the group count in the ideal, as in the test's metric)."""
     top = np.argsort(-order_scores, kind="stable")[:k]
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = float((rel[top] * disc[: len(top)]).sum())
-    ideal = float(disc[: min(int(rel.sum()), k)].sum())
+    ideal = float(disc[: min(total, k)].sum())
     return dcg / ideal if ideal else 0.0
 
 
-def _held_out(ranker, booster, X, y, groups, items, valid) -> tuple[float, dict[str, Any]]:
-    """On the held-out customers, within their candidates: the popularity penalty (among
-    `ranker.penalties`, in units of the ranker score's spread) with the best nDCG@20 whose
-    catalog coverage is at least the first generator's on the same customers (the ranker may
-    not narrow the catalog below the model it re-ranks), and that nDCG beside each generator's
-    own order; returns (penalty per unit of item_log_customers, report)."""
-    bounds = np.concatenate([[0], np.cumsum(groups)])
-    held = np.flatnonzero(valid)
-    rows = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in held])
-    pred = booster.predict(X[rows], num_iteration=booster.best_iteration)
-    pred = pred + ranker.start_ * X[rows, 0]
-    pop = X[rows, ranker.feature_names_.index("item_log_customers")]
+def _held_out(ranker, booster, valid: Groups) -> tuple[tuple[float, float], dict[str, Any]]:
+    """On the validation groups: the mix of the ranker's score with a popularity penalty
+    (`ranker.penalties`) and the first generator's z-score (`ranker.anchors`), both in units
+    of the ranker score's spread, with the best nDCG@k whose catalog coverage is at least the
+    first generator's on the same customers (the ranker may not narrow the catalog below the
+    model it re-ranks; when no mix does, the widest among those with at least the first
+    generator's nDCG, else the best nDCG), and that nDCG beside each generator's own order;
+    `ranker.min_coverage`, when set, is the catalog coverage asked instead of the first
+    generator's. Returns ((penalty per unit of item_log_customers, anchor per unit of the
+    lead's z-score), report)."""
+    k = ranker.eval_k
+    X, rel = valid.X, valid.y
+    pred = booster.predict(X, num_iteration=booster.best_iteration)
+    pred = pred + ranker.start_ * X[:, 0]
+    pop = X[:, ranker.feature_names_.index("item_log_customers")]
     spread = float(np.std(pred)) or 1.0
-    sizes = np.asarray(groups)[held]
-    cuts = np.concatenate([[0], np.cumsum(sizes)])
-    cand = np.concatenate([items[g] for g in held])
-    rel = y[rows]
+    cuts = np.concatenate([[0], np.cumsum(valid.sizes)])
+    cand = np.concatenate(valid.items)
 
     def judge(order_scores):
         ndcg, shown = 0.0, set()
-        for j in range(len(held)):
+        for j, total in enumerate(valid.totals):
             lo, hi = cuts[j], cuts[j + 1]
-            ndcg += _ndcg(order_scores[lo:hi], rel[lo:hi], EVAL_K)
-            top = np.argsort(-order_scores[lo:hi], kind="stable")[:EVAL_K]
+            ndcg += _ndcg(order_scores[lo:hi], rel[lo:hi], k, total)
+            top = np.argsort(-order_scores[lo:hi], kind="stable")[:k]
             shown.update(cand[lo:hi][top].tolist())
-        return ndcg / len(held), len(shown)
+        return ndcg / len(valid.sizes), len(shown) / max(valid.n_items, 1)
 
-    n_gen = len(ranker.generator_names_)
-    per = {}
-    lead_shown = 0
-    for g in range(n_gen):
-        per[ranker.generator_names_[g]], shown = judge(-X[rows, 2 * g + 1])
-        lead_shown = shown if g == 0 else lead_shown
-    tried = {lam: judge(pred - lam * spread * pop) for lam in ranker.penalties}
-    ok = [lam for lam in ranker.penalties if tried[lam][1] >= lead_shown] or list(tried)
-    chosen = max(ok, key=lambda lam: (tried[lam][0], -lam))
+    per, lead_coverage = {}, 0.0
+    for g, name in enumerate(ranker.generator_names_):
+        per[name], coverage = judge(-X[:, 2 * g + 1])
+        lead_coverage = coverage if g == 0 else lead_coverage
+    lead_ndcg = per[ranker.generator_names_[0]]
+    asked = lead_coverage if ranker.min_coverage is None else ranker.min_coverage
+    mixes = [(lam, mu) for mu in ranker.anchors for lam in ranker.penalties]
+    tried = {m: judge(pred + spread * (m[1] * X[:, 0] - m[0] * pop)) for m in mixes}
+    wide = [m for m in mixes if tried[m][1] >= asked]
+    if wide:
+        chosen = max(wide, key=lambda m: (tried[m][0], -m[1], -m[0]))
+    else:
+        good = [m for m in mixes if tried[m][0] >= lead_ndcg]
+        chosen = (
+            max(good, key=lambda m: (tried[m][1], tried[m][0], -m[1], -m[0]))
+            if good
+            else (max(mixes, key=lambda m: (tried[m][0], -m[1], -m[0])))
+        )
     best = max(per, key=per.get)
     ndcg = tried[chosen][0]
     report = {
-        "ndcg@20": round(float(ndcg), 4),
-        "generators_ndcg@20": {k: round(v, 4) for k, v in per.items()},
+        "k": k,
+        "ndcg": round(float(ndcg), 4),
+        f"coverage@{k}": round(tried[chosen][1], 4),
+        "generators_ndcg": {name: round(v, 4) for name, v in per.items()},
         "best_generator": best,
         "lift": round(float(ndcg / per[best] - 1.0), 4) if per[best] > 0 else None,
-        "popularity_penalty": chosen,
-        "penalties_tried": {
-            str(lam): {"ndcg@20": round(v[0], 4), "products_shown": v[1]}
-            for lam, v in tried.items()
+        "popularity_penalty": chosen[0],
+        "lead_anchor": chosen[1],
+        "mixes_tried": {
+            f"penalty={lam:g},anchor={mu:g}": {"ndcg": round(v[0], 4), "coverage": round(v[1], 4)}
+            for (lam, mu), v in tried.items()
         },
-        "lead_products_shown": lead_shown,
-        "customers": len(held),
+        "lead_coverage": round(lead_coverage, 4),
+        "coverage_asked": round(asked, 4),
+        "customers": len(valid.sizes),
     }
-    return chosen * spread, report
+    return (chosen[0] * spread, chosen[1] * spread), report

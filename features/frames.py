@@ -46,11 +46,14 @@ def table_parts(path: str | Path, table: str) -> list[Path]:
     return [single] if single.is_file() else []
 
 
-def _read_part(file: str, table: str, columns: tuple[str, ...] | None) -> pd.DataFrame:
-    """One partition: read and validated; a `DataError` names the table and the partition."""
+def _read_part(file: str, table: str, subset: tuple[str, ...] | None) -> pd.DataFrame:
+    """One partition: read and validated; a `DataError` names the table and the partition.
+
+    (Not named `columns`: Dask would push its column projection into it, and a partition is
+    validated whole, every required column present.)"""
     where = f"{table} partition {Path(file).parent.name}/{Path(file).name}"
     try:
-        df = pq.read_table(file, columns=list(columns) if columns else None).to_pandas()
+        df = pq.read_table(file, columns=list(subset) if subset else None).to_pandas()
     except (OSError, ValueError, pa.ArrowException) as err:
         raise DataError(f"{where}: not a readable Parquet file ({err})") from None
     try:
@@ -87,7 +90,7 @@ def read_parquet_table(path: str | Path, table: str, columns: Sequence[str] | No
         _read_part,
         [str(f) for f in files],
         table=table,
-        columns=cols,
+        subset=cols,
         meta=meta,
         enforce_metadata=False,
         label=f"read-{table}",

@@ -208,3 +208,47 @@ def test_monitor_report_renders_in_a_real_browser(tmp_path):
     assert 'id="verdict"' in dom and "DRIFT: 2 column(s)" in dom
     assert 'id="dist-n1"' in dom and dom.count("<rect") >= 2 * 30
     assert dom.index('id="dist-n1"') < dom.index('id="dist-n0"')  # drifted columns first
+
+
+def test_the_storefront_live_profiles_count_request_kinds_categories_and_lookups(monkeypatch):
+    import types
+
+    import pandas as pd
+
+    from serving import live_profile
+    from training.reference_profiles import recommender_reference
+
+    monkeypatch.setattr(live_profile.metrics, "live_psi", lambda *a: None)
+    products = pd.DataFrame({"product_id": ["p1", "p2", "p3"], "category": ["a", "b", "b"]})
+    inter = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c2", "new"],
+            "product_id": ["p1", "p2", "p3", "p1"],
+            "timestamp": pd.to_datetime(["2024-01-01 10:00", "2024-01-01 10:01"] * 2),
+            "session_id": ["s1", "s1", "s2", "s3"],
+        }
+    )
+    reference = recommender_reference(inter, products, {"c1", "c2"}, ["p1", "p2", "p3"])
+    # sessions: c1 with two events (session), c2 one (known), an unknown visitor (new)
+    assert reference.columns["request_kind"].counts.tolist() == [1, 1, 1, 0, 0]
+    assert reference.columns["category"].counts.tolist() == [2, 2, 0, 0]
+    model = types.SimpleNamespace(
+        customer_index_={"c1": 0, "c2": 1},
+        product_ids_=np.array(["p1", "p2", "p3"]),
+        category_codes_=np.array([0, 1, 1]),
+        categories_=np.array(["a", "b"]),
+    )
+    live = live_profile.RecommenderLive(reference, model, "shopml-recommender/2")
+    for customer, recent in (("c1", []), ("c1", ["p2"]), ("stranger", ["p1", "p9"])):
+        request = types.SimpleNamespace(customer_id=customer, recent_product_ids=recent)
+        live.observe_answer(request, {"items": [{"product_id": "p3"}, {"product_id": "p1"}]})
+    got = Profile.from_dict(live.snapshot()["profile"])
+    assert got.columns["request_kind"].counts.tolist() == [1, 1, 1, 0, 0]  # known, new, session
+    assert got.columns["category"].counts.tolist() == [1, 1, 0, 0]  # p2 (b), p1 (a); p9 unknown
+    assert got.columns["served_category"].counts.tolist() == [3, 3, 0, 0]
+    forecast_ref = Profile({"forecast_level": numeric_profile("forecast_level", np.arange(100.0))})
+    p50 = np.array([[5.0, 5.0], [50.0, 52.0]])
+    lookups = live_profile.ForecastLive(forecast_ref, ["p1", "p2"], p50, "shopml-forecast/1")
+    lookups.observe(["p1", "p2", "p2", "unknown"])
+    counts = Profile.from_dict(lookups.snapshot()["profile"]).columns["forecast_level"].counts
+    assert counts[0] == 1 and counts[5] == 2 and counts.sum() == 3  # levels 5 and 51

@@ -82,6 +82,8 @@ def tuned_settings(lines, products, full, cfg: PanelConfig, horizon: int, folds:
         "inner_bias_chosen": round(res.bias, 4),
         "inner_wape_defaults": round(res.default_wape, 4),
         "trials": len(res.trials),
+        "work_mrow_rounds": round(res.work, 1),
+        "capped_by_work_budget": res.capped,
         "seconds": round(res.seconds, 1),
     }
     print(f"settings chosen on the inner fold: {report}", flush=True)

@@ -31,6 +31,18 @@ SEASONAL = (
     "target_year_sin2",
     "target_year_cos2",
 )
+# Yearly calendar terms of the target day: a tree reads them as "which part of the year", but
+# from less than two years of history each part was seen once at most, at one point of the
+# shop's trend, so they mark time rather than season (issue 14: on the generated `small` store,
+# one year, they took a forecast from Aug 2024 down to the level of the two August days seen,
+# -43% in that fold). The forecaster turns them off (NaN, never split on) below two years.
+YEARLY = (
+    "target_month",
+    "target_year_sin",
+    "target_year_cos",
+    "target_year_sin2",
+    "target_year_cos2",
+)
 KNOWN_FUTURE = (
     "target_promotion",
     "target_discount",
@@ -101,6 +113,7 @@ class FeatureState:
     product_codes: np.ndarray  # integer code of each panel row for the `product` feature
     category_codes: np.ndarray
     use_known: bool = True  # read the panel's planned promotions/prices (off: as if none)
+    use_yearly: bool = True  # yearly calendar terms (off: constant, see `YEARLY`)
 
     def __post_init__(self) -> None:
         u = self.panel.units
@@ -239,6 +252,8 @@ class FeatureState:
         cols["horizon"] = hs[None, :]
         cols.update(self._same_weekday(t, hs))
         cols.update(_calendar(target_dates, self.panel.country))
+        if not self.use_yearly:
+            cols.update({k: np.full((1, horizon), np.nan) for k in YEARLY})
         cols.update(self._last_year(t, hs))
         cols.update(self._planned(t, horizon))
         names = feature_names()

@@ -19,7 +19,7 @@ import pandas as pd
 from features.demand import DemandPanel, PanelConfig, build_panel
 from features.known_future import KnownFuture
 from models.forecast.base import Forecaster
-from models.forecast.tuning import TuningResult, choose_settings
+from models.forecast.tuning import DEFAULT_WORK_BUDGET, TuningResult, choose_settings
 from shopml.compute import Compute
 from shopml.errors import ConfigError, DataError
 from shopml.progress import progress
@@ -188,6 +188,7 @@ def settings_before_folds(
     n_trials: int = 10,
     seed: int = 0,
     on_trial: Callable[[int, dict, float], None] | None = None,
+    work_budget: float | None = DEFAULT_WORK_BUDGET,
 ) -> tuple[TuningResult, pd.Timestamp]:
     """LightGBM settings chosen on the shop's own history before the first test fold: the panel
     is rebuilt from the order lines known at the first test origin and its last `horizon` days
@@ -200,5 +201,7 @@ def settings_before_folds(
     ]
     fold_cfg = dataclasses.replace(cfg, end=first, top_n=None)
     history = build_panel(known_lines, products, fold_cfg, known)
-    res = choose_settings(history, horizon, n_trials=n_trials, seed=seed, on_trial=on_trial)
+    res = choose_settings(
+        history, horizon, n_trials=n_trials, seed=seed, on_trial=on_trial, work_budget=work_budget
+    )
     return res, first

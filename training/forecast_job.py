@@ -27,6 +27,7 @@ from features.reference import Profile
 from features.sources import SourceConfig, load_source
 from models.forecast import FORECASTERS, make_forecaster
 from models.forecast.base import FLAG_SHORT, Forecaster, as_panel
+from models.forecast.tuning import DEFAULT_WORK_BUDGET
 from registry.store import configure, load_logged
 from shopml.compute import Compute, ComputeConfig, open_compute
 from shopml.config import ConfigModel
@@ -79,6 +80,13 @@ class ForecastJobConfig(ConfigModel):
         le=200,
         description="LightGBM settings search on the inner fold before the test folds "
         "(Optuna trials, each a nested MLflow run); 0 keeps the configured parameters",
+    )
+    tune_work_budget: float = Field(
+        DEFAULT_WORK_BUDGET,
+        ge=0,
+        description="cap on the settings search's work: training rows x boosting rounds summed "
+        "over trials, in millions; the search stops after the trial that reaches it (a count, not "
+        "a clock: the same data and seed give the same choice); 0 = only tune_trials caps it",
     )
     plot_top_products: int = Field(6, ge=0, le=24)
     register_model: bool = True
@@ -299,13 +307,21 @@ def _tune(config: ForecastJobConfig, lines, products, panel_cfg, panel) -> dict:
         n_trials=config.tune_trials,
         seed=config.seed,
         on_trial=log_trial,
+        work_budget=config.tune_work_budget or None,
     )
     applied = {k: v for k, v in res.params.items() if k not in config.model.params}
     mlflow.log_params({f"tuned.{k}": str(v) for k, v in applied.items()})  # config keys win
     mlflow.log_params({"tuned.inner_fold": f"{res.inner_origin}..{res.inner_end}"})
     mlflow.log_metrics(
-        {"tuned.inner_wape": res.wape, "tuned.inner_wape_defaults": res.default_wape}
+        {
+            "tuned.inner_wape": res.wape,
+            "tuned.inner_wape_defaults": res.default_wape,
+            "tuned.trials": float(len(res.trials)),
+            "tuned.work_mrow_rounds": res.work,
+            "tuned.seconds": res.seconds,
+        }
     )
+    mlflow.set_tag("tuned.capped_by_work_budget", str(res.capped).lower())
     return applied
 
 

@@ -58,8 +58,12 @@ class LightGBMForecaster(Forecaster):
     or clip spikes above target_clip x (recent mean + 1); both off by default, tried on Online
     Retail without a clear gain). `intermittent`: intermittent/lumpy series may get Croston SBA /
     ADIDA (`models.forecast.intermittent`); `known_future`: read the promotions and planned prices
-    known at each origin (off: as if the shop published none). `num_threads=1`: on a shared 2-core machine more threads were
-    10x slower.
+    known at each origin (off: as if the shop published none); `yearly_min_days`: days of
+    history from which the yearly calendar terms are used (`features.demand_features.YEARLY`:
+    from one year they mark time, not season). `refit`: True trains the final model anew on all
+    days; "leaves" keeps the calibrated model's trees and re-estimates their leaf values on all
+    days (one boosting run instead of two); False forecasts with the calibrated model.
+    `num_threads=1`: on a shared 2-core machine more threads were 10x slower.
     """
 
     kind = "lightgbm"
@@ -81,13 +85,14 @@ class LightGBMForecaster(Forecaster):
         calibration_bins: int = 10,
         bias_correction: float = 0.5,
         bias_clip: tuple[float, float] = (0.8, 1.25),
-        refit: bool = True,
+        refit: bool | str = True,
         min_history: int = 28,
         use_product_feature: bool = True,
         scale_target: bool = False,
         target_clip: float | None = None,
         intermittent: bool = True,
         known_future: bool = True,
+        yearly_min_days: int = 728,
         num_threads: int = 1,
         seed: int = 0,
     ):
@@ -113,6 +118,7 @@ class LightGBMForecaster(Forecaster):
         self.target_clip = target_clip
         self.intermittent = intermittent
         self.known_future = known_future
+        self.yearly_min_days = yearly_min_days
         self.num_threads = num_threads
         self.seed = seed
 
@@ -144,11 +150,18 @@ class LightGBMForecaster(Forecaster):
         if not self.use_product_feature:
             prod_codes = np.full(len(prod_codes), -1)
         return FeatureState(
-            panel, prod_codes.astype(np.float64), cat_codes.astype(np.float64), self.known_future
+            panel,
+            prod_codes.astype(np.float64),
+            cat_codes.astype(np.float64),
+            self.known_future,
+            getattr(self, "yearly_", True),
         )
 
-    def _train(self, state: FeatureState, last_target: int) -> lgb.Booster:
-        """Train on origins whose targets end on or before day index `last_target`."""
+    def _train(
+        self, state: FeatureState, last_target: int, trees_of: lgb.Booster | None = None
+    ) -> lgb.Booster:
+        """Train on origins whose targets end on or before day index `last_target`; with
+        `trees_of`, keep that booster's trees and only re-estimate their leaf values."""
         origins = list(range(last_target - 1, self.min_origin_history - 2, -self.origin_step))[::-1]
         # keep only targets <= last_target
         sub = _TruncatedState(state, last_target)
@@ -160,6 +173,7 @@ class LightGBMForecaster(Forecaster):
                 "needed, with some sales); give it more data, or fewer backtest folds "
                 "(n_folds) or a shorter horizon"
             )
+        self.train_rows_ = len(y)  # the settings search's work budget counts rows x rounds
         w = np.ones(len(y))
         if self.recency_half_life:
             w = np.power(0.5, (last_target - o) / self.recency_half_life)
@@ -179,6 +193,16 @@ class LightGBMForecaster(Forecaster):
             free_raw_data=True,
             params={"max_bin": 63, "verbosity": -1},
         )
+        if trees_of is not None:  # keep these trees, their leaf values re-estimated on all rows
+            return trees_of.refit(
+                X,
+                y,
+                decay_rate=0.0,
+                weight=w,
+                feature_name=feature_names(),
+                categorical_feature=cats,
+                dataset_params={"max_bin": 63, "verbosity": -1},
+            )
         trainer = getattr(self, "booster_trainer", None)  # training.forecast_dask: lightgbm.dask
         if trainer is not None:
             return trainer(self._lgb_params(), X, y, w, cats, self.n_estimators)
@@ -200,8 +224,9 @@ class LightGBMForecaster(Forecaster):
         self.category_index_ = {
             c: i for i, c in enumerate(sorted({str(c) for c in panel.categories}))
         }
-        state = self._state(panel)
         n_d = len(panel.dates)
+        self.yearly_ = n_d >= self.yearly_min_days  # fixed at fit: predict builds the same columns
+        state = self._state(panel)
         cal_origin = n_d - 1 - self.horizon
         self.calibration_ = default_calibration()
         self.suited_classes_: list[str] = []
@@ -210,7 +235,8 @@ class LightGBMForecaster(Forecaster):
             booster = self._train(state, cal_origin)
             self.calibration_ = self._calibrate(booster, state, cal_origin)
         if booster is None or self.refit:
-            booster = self._train(state, n_d - 1)
+            trees = booster if booster is not None and self.refit == "leaves" else None
+            booster = self._train(state, n_d - 1, trees)
         self.booster_ = booster
         self.panel_ = panel
         return self
@@ -292,6 +318,7 @@ class LightGBMForecaster(Forecaster):
             "product_index": self.product_index_,
             "category_index": self.category_index_,
             "suited_classes": self.suited_classes_,
+            "yearly": self.yearly_,
             "feature_names": feature_names(),
         }
 
@@ -310,6 +337,7 @@ class LightGBMForecaster(Forecaster):
         self.product_index_ = meta["product_index"]
         self.category_index_ = meta["category_index"]
         self.suited_classes_ = meta.get("suited_classes", [])
+        self.yearly_ = meta.get("yearly", True)  # models saved before issue 14 used them always
         self.booster_ = lgb.Booster(model_file=str(path / MODEL_FILE))
 
 

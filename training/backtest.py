@@ -122,6 +122,7 @@ def backtest(
     lines = order_lines[order_lines["product_id"].astype(str).isin(keep)]
     origins = rolling_origins(full.dates, n_folds, horizon, step)
     args = (lines, products, cfg, known, models, full, horizon)
+    folds = []
     if compute is not None and compute.is_dask:
         client = compute.client
         shared = [client.scatter(a) for a in args]
@@ -129,22 +130,25 @@ def backtest(
             client.submit(_run_fold, i, origin, *shared, pure=False)
             for i, origin in enumerate(origins, start=1)
         ]
-        folds = client.gather(futures)
+        for future in futures:  # in fold order, each logged as soon as it is there
+            folds.append(future.result())
+            _log_fold(folds[-1], log)
     else:
-        folds = [
-            _run_fold(i, origin, *args)
-            for i, origin in enumerate(progress(origins, "backtest folds", unit="fold"), start=1)
-        ]
-    for fold in folds if log else ():
-        for name in models:
-            o = fold.metrics[name]["overall"]
-            log(
-                f"fold {fold.fold} ({fold.origin.date()}) {name}: wape {o['wape']:.3f} bias "
-                f"{o['bias']:+.3f} coverage {o['coverage_p10_p90']:.3f} ordered band "
-                f"{o['band_ordered_share']:.3f} fit "
-                f"{fold.fit_seconds[name]:.1f}s predict {fold.predict_seconds[name]:.2f}s"
-            )
-    return BacktestResult(list(folds), horizon)
+        for i, origin in enumerate(progress(origins, "backtest folds", unit="fold"), start=1):
+            folds.append(_run_fold(i, origin, *args))
+            _log_fold(folds[-1], log)
+    return BacktestResult(folds, horizon)
+
+
+def _log_fold(fold: FoldResult, log: Callable[[str], None] | None) -> None:
+    for name in fold.metrics if log else ():
+        o = fold.metrics[name]["overall"]
+        log(
+            f"fold {fold.fold} ({fold.origin.date()}) {name}: wape {o['wape']:.3f} bias "
+            f"{o['bias']:+.3f} coverage {o['coverage_p10_p90']:.3f} ordered band "
+            f"{o['band_ordered_share']:.3f} fit "
+            f"{fold.fit_seconds[name]:.1f}s predict {fold.predict_seconds[name]:.2f}s"
+        )
 
 
 def _run_fold(i, origin, lines, products, cfg, known, models, full, horizon) -> FoldResult:

@@ -121,7 +121,7 @@ def recommender_parts(store, compute: Compute | None):
 
 
 def forecast_metrics(store, compute: Compute | None) -> dict[str, float]:
-    """Backtest summary of the LightGBM forecaster (top 500 products, 2 folds of 28 days)."""
+    """Backtest summary of the LightGBM forecaster (top 200 products, 2 folds of 28 days)."""
     from features.demand import PanelConfig, store_country
     from features.demand_dask import build_panel_on
     from features.known_future import KnownFuture
@@ -129,7 +129,7 @@ def forecast_metrics(store, compute: Compute | None) -> dict[str, float]:
     from training.backtest import backtest
 
     lines = store.order_lines
-    cfg = PanelConfig(top_n=500, country=store_country(lines, store.customers))
+    cfg = PanelConfig(top_n=200, country=store_country(lines, store.customers))
     panel = build_panel_on(compute, lines, store.products, cfg, KnownFuture.from_store(store))
 
     def lightgbm():
@@ -171,7 +171,7 @@ def parity(scale: str, tmp: Path) -> dict:
     local_m, local_model, local_rec = recommender_parts(store, None)
     local_fc, out["seconds"]["forecast_backtest_local"] = _timed(forecast_metrics, store, None)
     local_files = export_files(local_model, tmp / "export-local", None, 5_000)
-    with _cluster(2, "4GB") as compute:
+    with _cluster(2, "6GB") as compute:
         _warm(compute)
         dask_cols, out["seconds"]["fraud_features_dask2"] = _timed(
             fraud_columns, store.payments, compute

@@ -112,15 +112,16 @@ def test_demand_panel_per_product_partition_equals_the_local_panel(tiny_store, d
 def _forecast_config(tmp_path, engine: str, compute: dict):
     from training.forecast_job import ForecastJobConfig
 
-    params = {"n_estimators": 30, "min_child_samples": 20, "min_origin_history": 14}
+    params = {"n_estimators": 15, "min_child_samples": 20, "min_origin_history": 14}
     return parse_config(
         {
             "compute": compute,
             "source": {"kind": "generated", "scale": "tiny", "seed": 0},
             "horizon": 14,
             "n_folds": 2,
-            "top_n": 40,
+            "top_n": 25,
             "tune_trials": 0,
+            "baselines": ["seasonal_naive"],
             "plot_top_products": 0,
             "register_model": False,
             "output": str(tmp_path / f"forecast-{engine}.parquet"),

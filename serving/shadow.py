@@ -17,13 +17,14 @@ changes an answer, the online state or the metrics of the served model.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import threading
-import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from lightgbm.basic import _LIB, _safe_call
 from pydantic import Field
 
 from features.fraud.decision_log import DecisionLog
@@ -36,6 +37,7 @@ from shopml.log import get_logger
 log = get_logger("serving.shadow")
 
 _SAMPLE_BUCKETS = 1_000_000
+_PREDICT_RAW, _FLOAT64 = 1, 1  # LightGBM C API: C_API_PREDICT_RAW_SCORE, C_API_DTYPE_FLOAT64
 
 
 class DecisionLogConfig(ConfigModel):
@@ -66,14 +68,42 @@ class ShadowModel:
                 f"({len(theirs)}): a shadow must score the same features"
             )
 
-    def score(self, X: np.ndarray, base_amount: np.ndarray, columns: dict, rules) -> tuple:
-        """Probabilities and decisions of many payments (rows of `X`)."""
-        scorer = self.engine.scorer
-        raw = scorer.booster_.predict(X, raw_score=True, num_threads=1)
-        p = scorer.calibrator_.transform(raw)
-        decisions, _ = rules.apply_many(
-            self.engine.policy.decide_many(p, base_amount), p, X, columns
+    def raw_scores(self, X: np.ndarray) -> np.ndarray:
+        """LightGBM's raw scores of the rows of `X` (C-contiguous float64) in one C call on one
+        thread: the GIL is released for the whole prediction (the Python wrapper of
+        `Booster.predict` would hold it for ~0.1 ms of checks per call)."""
+        n, m = X.shape
+        out = np.empty(n, dtype=np.float64)
+        got = ctypes.c_int64()
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMat(
+                self.engine.scorer.booster_._handle,
+                X.ctypes.data_as(ctypes.c_void_p),
+                ctypes.c_int(_FLOAT64),
+                ctypes.c_int32(n),
+                ctypes.c_int32(m),
+                ctypes.c_int(1),  # row major
+                ctypes.c_int(_PREDICT_RAW),
+                ctypes.c_int(0),  # from the first iteration
+                ctypes.c_int(-1),  # to the best (all)
+                ctypes.c_char_p(b"num_threads=1"),
+                ctypes.byref(got),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+            )
         )
+        if got.value != n:
+            raise ShopmlError(f"shadow predict returned {got.value} scores for {n} payments")
+        return out
+
+    def score(self, X: np.ndarray, base_amount: np.ndarray, columns: dict, rules) -> tuple:
+        """Probabilities and decisions of many payments (rows of `X`). No explicit yields of
+        the GIL between the steps: each is one more hand-over to wait for, and measured in one
+        process they raised the checkout's p99 beside the shadow (1.6-2.1x that of the
+        log-only thread, against 0.9-1.2x without them)."""
+        raw = self.raw_scores(X)
+        p = self.engine.scorer.calibrator_.transform(raw)
+        decided = self.engine.policy.decide_many(p, base_amount)
+        decisions, _ = rules.apply_many(decided, p, X, columns)
         return p, decisions
 
 
@@ -180,7 +210,6 @@ class DecisionRecorder:
             written += done
             if not done:
                 break  # the database is down: the rows wait for the next round
-            time.sleep(0)  # let the request thread have the GIL between batches
         self._report()
         return written
 
@@ -196,12 +225,11 @@ class DecisionRecorder:
             for i, (tx, t_ms, _, _, _, _, _, _, d, served_ms) in enumerate(items)
         ]  # fmt: skip
         if self.shadow is not None:
-            time.sleep(0)  # a request waiting for the GIL gets it before the shadow's turn
             p, decisions = self._shadow_scores(items, base)
             if p is not None:
-                shadow = self.shadow.version
+                shadow, probabilities = self.shadow.version, p.tolist()
                 rows = [
-                    (*row[:10], shadow, float(p[i]), str(decisions[i]))
+                    (*row[:10], shadow, probabilities[i], str(decisions[i]))
                     for i, row in enumerate(rows)
                 ]
         return rows

@@ -111,18 +111,22 @@ def feature_frame(
 
 def gather_columns(payments, fs: FeatureSet, n_rows: int, npartitions: int | None = None):
     """Every payment's features in the client, in input row order (name -> float64 column):
-    each group's frame is gathered and put in place by `_row`, no join on the cluster."""
+    each group's partitions are gathered one by one (never concatenated on a worker) and put in
+    place by `_row`, no join on the cluster."""
     import dask
 
     frames = group_frames(payments, fs, npartitions)
     cols: dict[str, np.ndarray] = {}
-    for df in dask.compute(*frames.values()):
-        rows = df[ROW].to_numpy()
-        if len(rows) != n_rows:
-            raise RuntimeError(f"fraud features came back for {len(rows)} of {n_rows} payments")
-        for c in df.columns:
-            if c != ROW:
-                col = np.empty(n_rows, dtype="float64")
-                col[rows] = df[c].to_numpy(dtype="float64")
-                cols[c] = col
+    for frame in frames.values():
+        seen = 0
+        for df in dask.compute(*frame.to_delayed()):
+            rows = df[ROW].to_numpy()
+            seen += len(rows)
+            for c in df.columns:
+                if c != ROW:
+                    cols.setdefault(c, np.empty(n_rows, dtype="float64"))[rows] = df[c].to_numpy(
+                        dtype="float64"
+                    )
+        if seen != n_rows:
+            raise RuntimeError(f"fraud features came back for {seen} of {n_rows} payments")
     return {name: cols[name] for name in fs.names}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import sys
 import threading
 import zlib
 from collections import deque
@@ -37,6 +38,7 @@ from shopml.log import get_logger
 log = get_logger("serving.shadow")
 
 _SAMPLE_BUCKETS = 1_000_000
+SWITCH_INTERVAL_S = 0.001  # the longest a request waits for the GIL this thread holds
 _PREDICT_RAW, _FLOAT64 = 1, 1  # LightGBM C API: C_API_PREDICT_RAW_SCORE, C_API_DTYPE_FLOAT64
 
 
@@ -170,6 +172,9 @@ class DecisionRecorder:
     def start(self) -> DecisionRecorder:
         """Start the background thread (a daemon; drained at interpreter exit)."""
         if self._thread is None:
+            # a request that arrives while this thread holds the GIL waits for the switch
+            # interval (5 ms by default) before Python hands it over: 1 ms bounds that wait
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
             self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
             self._thread.start()
             atexit.register(self.close)

@@ -182,8 +182,7 @@ def bench_feedback(settings: Settings) -> dict:
             server.wait_ready(timeout=120)
             results = _client(server.port, scenarios)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.process.pid, signal.SIGKILL)  # a crash, not a clean stop
+            _crash(server.process.pid)
             server.stop()
         accepted = [e for r in results for i in r["ok"] for e in ids[i]]
         again = runner.start("recommend", settings=settings, env=env)  # the restart
@@ -262,6 +261,21 @@ def _summary(results: list[dict], name: str) -> dict:
         "errors": sum(r["errors"] for r in chunks),
         "samples": [s for r in chunks for s in r["error_samples"]][:3],
     }
+
+
+def _crash(pid: int) -> None:
+    """SIGKILL a server and every process under it, as a machine crash would: BentoML's worker
+    runs in a process group of its own, which a kill of the server's group leaves running."""
+    import psutil
+
+    tree: list[psutil.Process] = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        tree = psutil.Process(pid).children(recursive=True)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    for child in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def bench_service(

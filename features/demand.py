@@ -381,19 +381,34 @@ def build_panel(
     locations); `known` adds the planned promotions/prices/closures (given closures close cells)."""
     config = config or PanelConfig()
     lines = _sale_lines(order_lines, config)
+    dates, closed_wd, closed = _calendar(lines, config)
+    agg = _daily_sales(_net_cancellations(lines))
+    ids = _kept_products(agg.groupby(level=0)["units"].sum(), config)
+    units, price, orders = _matrices(agg, ids, dates, closed)
+    return _assemble(ids, dates, units, price, orders, closed, closed_wd, products, known, config)
+
+
+def _calendar(lines: pd.DataFrame, config: PanelConfig):
+    """The panel's days and the shop-wide closed days and weekdays (both engines)."""
     day = lines["timestamp"].dt.normalize()
     start = day.min()
     end = pd.Timestamp(config.end).normalize() if config.end is not None else day.max()
     dates = pd.date_range(start, end, freq="D")
     volume = day.value_counts().reindex(dates, fill_value=0)
     closed_wd, closed = detect_closed(volume, config.closed_weekday_share)
-    agg = _daily_sales(_net_cancellations(lines))
-    totals = agg.groupby(level=0)["units"].sum()
+    return dates, closed_wd, closed
+
+
+def _kept_products(totals: pd.Series, config: PanelConfig) -> np.ndarray:
+    """Sorted ids of the products with sales (the `top_n` best sellers when set)."""
     totals = totals[totals > 0]
     if config.top_n is not None:
         totals = totals.sort_values(ascending=False, kind="mergesort").head(config.top_n)
-    ids = np.array(sorted(totals.index), dtype=object)
-    units, price, orders = _matrices(agg, ids, dates, closed)
+    return np.array(sorted(totals.index), dtype=object)
+
+
+def _assemble(ids, dates, units, price, orders, closed, closed_wd, products, known, config):
+    """The panel from its matrices, with categories, locations and per-series closures."""
     cats = _categories(products, ids)
     locations = _locations(products, ids)
     panel = DemandPanel(

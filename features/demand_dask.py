@@ -20,15 +20,14 @@ import pandas as pd
 from features.demand import (
     DemandPanel,
     PanelConfig,
-    _categories,
+    _assemble,
+    _calendar,
     _daily_sales,
-    _locations,
+    _kept_products,
     _matrices,
     _net_cancellations,
     _sale_lines,
-    _series_closures,
     build_panel,
-    detect_closed,
 )
 from features.known_future import KnownFuture
 from shopml.compute import Compute
@@ -64,12 +63,7 @@ def build_panel_dask(
     cluster of `compute` (see the module docstring)."""
     config = config or PanelConfig()
     lines = _sale_lines(order_lines, config)
-    day = lines["timestamp"].dt.normalize()
-    start = day.min()
-    end = pd.Timestamp(config.end).normalize() if config.end is not None else day.max()
-    dates = pd.date_range(start, end, freq="D")
-    volume = day.value_counts().reindex(dates, fill_value=0)
-    closed_wd, closed = detect_closed(volume, config.closed_weekday_share)
+    dates, closed_wd, closed = _calendar(lines, config)
 
     client = compute.client
     n = max(compute.n_partitions, 1)
@@ -77,35 +71,12 @@ def build_panel_dask(
     pieces = [lines[part == i] for i in range(n)]
     futures = client.map(_partition_sales, [p for p in pieces if len(p)], pure=False)
     totals = pd.concat([f.result()[1] for f in futures]).sort_index()
-    totals = totals[totals > 0]
-    if config.top_n is not None:
-        totals = totals.sort_values(ascending=False, kind="mergesort").head(config.top_n)
-    ids = np.array(sorted(totals.index), dtype=object)
+    ids = _kept_products(totals, config)
     blocks = client.map(
         _partition_matrices, futures, keep=ids, dates=dates, closed=closed, pure=False
     )
     units, price, orders = _stack(ids, client.gather(blocks), len(dates))
-    cats = _categories(products, ids)
-    locations = _locations(products, ids)
-    panel = DemandPanel(
-        ids, cats, dates, units, price, ~closed, closed_wd, config.country, orders, locations
-    )
-    series_closed, series_wd = _series_closures(panel, known, config)
-    return DemandPanel(
-        ids,
-        cats,
-        dates,
-        panel.units,
-        price,
-        ~closed,
-        closed_wd,
-        config.country,
-        panel.orders,
-        locations,
-        series_closed,
-        series_wd,
-        known,
-    )
+    return _assemble(ids, dates, units, price, orders, closed, closed_wd, products, known, config)
 
 
 def _partition_sales(lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:

@@ -14,6 +14,7 @@ seconds from its cache).
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -149,8 +150,8 @@ def copied_servers(exported, fresh_venv, outside, repo_booting):
         BENTOML_HOME=str(outside / "bentoml"), SHOPML_HOME=str(outside / "shopml-home")
     )
     bentoml_cli = str(venv / "bin" / "bentoml")
-    procs, urls = [], {}
-    for name, archive in exported.items():
+    urls: dict[str, str] = {}
+    for archive in exported.values():
         subprocess.run(
             [bentoml_cli, "import", str(archive)],
             env=env,
@@ -159,46 +160,59 @@ def copied_servers(exported, fresh_venv, outside, repo_booting):
             capture_output=True,
             cwd=outside,
         )
-        port = runner.free_port()
-        log = open(outside / f"{name}.log", "wb")  # noqa: SIM115 - open while the server runs
-        cmd = [
-            bentoml_cli,
-            "serve",
-            f"{SERVICES[name].bento}:latest",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        procs.append(
-            subprocess.Popen(
-                cmd,
-                cwd=outside,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        urls[name] = f"http://127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
     try:
-        for (name, url), proc in zip(urls.items(), procs, strict=True):
-            _wait_ready(url, proc, outside / f"{name}.log")
+        for name in exported:
+            urls[name], proc = _copied_server(bentoml_cli, name, outside, env)
+            procs.append(proc)
+        for i, name in enumerate(exported):
+            log = outside / f"{name}.log"
+            for _ in range(2):  # another process may take the free port before the server binds
+                if _wait_ready(urls[name], procs[i], log, port_taken_ok=True):
+                    break
+                urls[name], procs[i] = _copied_server(bentoml_cli, name, outside, env)
+            else:
+                _wait_ready(urls[name], procs[i], log)
         yield urls
     finally:
         for proc in procs:
-            os.killpg(proc.pid, 15)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
             proc.wait(20)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+def _copied_server(bentoml_cli: str, name: str, outside: Path, env: dict):
+    """`bentoml serve` of the copied Bento `name` on a free port: (its URL, the process)."""
+    port = runner.free_port()
+    log = open(outside / f"{name}.log", "wb")  # noqa: SIM115 - open while the server runs
+    cmd = [
+        bentoml_cli,
+        "serve",
+        f"{SERVICES[name].bento}:latest",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=outside, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return f"http://127.0.0.1:{port}", proc
+
+
+def _wait_ready(
+    url: str, proc: subprocess.Popen, log: Path, timeout: float = 180, port_taken_ok: bool = False
+) -> bool:
+    """True once `url` is ready; False when `port_taken_ok` and the server found its port taken."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if port_taken_ok and "Address already in use" in log.read_text():
+                return False
             pytest.fail(f"{url} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.3)

@@ -1,7 +1,8 @@
 """Benchmark: the same jobs on the local engine and on Dask (`shopml bench scale --out F.json`).
 
     .venv/bin/python -m experiments.bench_scale --out scale.json [--parity-scale medium]
-        [--speed-scale large] [--no-xlarge]
+        [--speed-scale large] [--no-xlarge] [--only parity|speed|xlarge]
+        [--xlarge-path DIR] [--xlarge-minutes 180] [--local-cap-mb 12000]
 
 Sections of the JSON (every figure measured in this run; a part that cannot run is null, with
 the reason under `notes`):
@@ -16,8 +17,11 @@ the reason under `notes`):
   cluster (cluster start-up is not timed). Ratios only: the machine is shared.
 - `factor_model`: the recommender's aggregated matrix of `--speed-scale` (customers, products,
   nnz, MB) and ALS fitted on one worker (seconds, the worker's peak RSS).
-- `xlarge`: end to end on a LocalCluster of 2 workers x 6 GB (generate, validate, fraud features
-  + training, recommender + export), peak RSS of every process.
+- `xlarge` (`experiments/bench_scale_xlarge.py`): end to end on a LocalCluster of 2 workers x
+  6 GB (generate, validate, fraud features + training, recommender + export), each stage's wall
+  time and peak RSS of every process, written as each stage ends; then the local engine's
+  stages on `xlarge` and `large`, each in a child process killed past `--local-cap-mb` (12 GB:
+  the cluster's total), with its peak RSS or the stage and RSS where it was stopped.
 - `local_handbook_features_s`: every handbook payment featurised by the local engine (best of 2).
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -120,8 +125,9 @@ def recommender_parts(store, compute: Compute | None):
     return matrix, model, {k: float(v) for k, v in metrics.items()}
 
 
-def forecast_metrics(store, compute: Compute | None) -> dict[str, float]:
-    """Backtest summary of the LightGBM forecaster (top 200 products, 2 folds of 28 days)."""
+def forecast_metrics(store, compute: Compute | None) -> tuple[dict[str, float], Any]:
+    """Backtest summary of the LightGBM forecaster (top 200 products, 2 folds of 28 days) and
+    its scored forecasts (every fold's quantiles beside the actuals, one frame)."""
     from features.demand import PanelConfig, store_country
     from features.demand_dask import build_panel_on
     from features.known_future import KnownFuture
@@ -148,7 +154,7 @@ def forecast_metrics(store, compute: Compute | None) -> dict[str, float]:
     )
     summary = result.summary()["lightgbm"]
     keys = ("wape", "mase", "bias", "pinball_loss", "coverage_p10_p90")
-    return {k: float(summary[k]) for k in keys if k in summary}
+    return {k: float(summary[k]) for k in keys if k in summary}, result.pooled("lightgbm")
 
 
 def export_files(model, folder: Path, compute: Compute | None, block_customers: int) -> dict:
@@ -169,18 +175,21 @@ def parity(scale: str, tmp: Path) -> dict:
     out: dict[str, Any] = {"scale": scale, "seconds": {}}
     local_cols, out["seconds"]["fraud_features_local"] = _timed(fraud_columns, store.payments, None)
     local_m, local_model, local_rec = recommender_parts(store, None)
-    local_fc, out["seconds"]["forecast_backtest_local"] = _timed(forecast_metrics, store, None)
+    (local_fc, local_fcast), out["seconds"]["forecast_backtest_local"] = _timed(
+        forecast_metrics, store, None
+    )
     local_files = export_files(local_model, tmp / "export-local", None, 5_000)
     with _cluster(2, "6GB") as compute:
         _warm(compute)
         dask_cols, out["seconds"]["fraud_features_dask2"] = _timed(
             fraud_columns, store.payments, compute
         )
-        dask_m, _, dask_rec = recommender_parts(store, compute)
-        dask_fc, out["seconds"]["forecast_backtest_dask2"] = _timed(
+        dask_m, dask_model, dask_rec = recommender_parts(store, compute)
+        (dask_fc, dask_fcast), out["seconds"]["forecast_backtest_dask2"] = _timed(
             forecast_metrics, store, compute
         )
-        dask_files = export_files(local_model, tmp / "export-dask", compute, 5_000)
+        # each engine's own model, exported by that engine: the whole path compared
+        dask_files = export_files(dask_model, tmp / "export-dask", compute, 5_000)
         out["peak_rss_mb"] = peak_rss(compute)
     diffs = {f"recommender.{k}": abs(local_rec[k] - dask_rec[k]) for k in local_rec}
     diffs |= {f"forecast.{k}": abs(local_fc[k] - dask_fc[k]) for k in local_fc}
@@ -196,6 +205,8 @@ def parity(scale: str, tmp: Path) -> dict:
         "metrics_abs_diff": diffs,
         "recommender_metrics": {"local": local_rec, "dask": dask_rec},
         "forecast_metrics": {"local": local_fc, "dask": dask_fc},
+        "forecasts_identical": bool(local_fcast.equals(dask_fcast)),
+        "forecast_rows": len(local_fcast),
         "export_identical": local_files == dask_files,
         "export_files": len(local_files),
     }
@@ -331,56 +342,6 @@ def _export(model, folder: Path, compute: Compute, block_customers: int):
     )
 
 
-def xlarge_end_to_end(tmp: Path, path: Path | None) -> dict:
-    """xlarge on a LocalCluster of 2 workers x 6 GB: the store (generated here unless `path`
-    holds one), the fraud stage when the build has it, the recommender stage; peak RSS of the
-    client and of every worker; `completed` only when every stage ran."""
-    out: dict[str, Any] = {"completed": False, "stages": {}, "peak_rss_mb": None}
-    if path is None:
-        from features.generator import GeneratorConfig, generate_partitioned
-
-        path = tmp / "xlarge"
-        _, out["stages"]["generate_seconds"] = _timed(
-            generate_partitioned, GeneratorConfig(scale="xlarge", seed=0), path
-        )
-    out["path"] = str(path)
-    with _cluster(2, "6GB") as compute:
-        _warm(compute)
-        fraud = _fraud_stage()
-        out["stages"]["fraud"] = None if fraud is None else _stage(fraud, path, compute)
-        out["stages"]["recommender"] = _stage(recommender_from_frames, path, tmp, compute)
-        out["peak_rss_mb"] = peak_rss(compute)
-    out["completed"] = all(
-        isinstance(v, dict) and "error" not in v
-        for k, v in out["stages"].items()
-        if k in ("fraud", "recommender")
-    )
-    return out
-
-
-def _stage(fn, *args) -> dict:
-    """A stage's figures, or the error that stopped it (its first line: what failed, where)."""
-    from shopml.errors import ShopmlError
-
-    try:
-        return fn(*args)
-    except (ShopmlError, MemoryError, OSError) as err:
-        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
-
-
-def _fraud_stage():
-    """The xlarge fraud stage: the fraud job itself (`training.fraud_job.train`) on the cluster,
-    reading the partitioned store (every part validated by the worker that reads it), features
-    and `lightgbm.dask` training on the workers; None when this build's fraud job cannot."""
-    import inspect
-
-    from training import fraud_job
-
-    if "compute" not in inspect.signature(fraud_job.train).parameters:
-        return None
-    return fraud_from_frames
-
-
 def fraud_from_frames(path: Path, compute: Compute) -> dict:
     """`shopml train fraud` on the store folder `path` with this cluster (nothing registered)."""
     from shopml.config import load_config
@@ -393,7 +354,8 @@ def fraud_from_frames(path: Path, compute: Compute) -> dict:
     data["register_model"] = False
     data["compute"] = {"engine": "dask", "partitions": compute.n_partitions}
     result, seconds = _timed(train, FraudJobConfig.model_validate(data), None, compute)
-    keep = ("auc_roc", "average_precision", "card_precision_at_100", "train_seconds")
+    keep = ("auc_roc", "average_precision", "card_precision_at_100")
+    keep += ("feature_seconds", "train_seconds", "n_train")
     return {
         "seconds": round(seconds, 1),
         "metrics": {k: round(float(v), 4) for k, v in result.metrics.items() if k in keep},
@@ -408,9 +370,13 @@ def run(
     xlarge: bool = True,
     xlarge_path: Path | None = None,
     only: str | None = None,
+    xlarge_minutes: float = 180.0,
+    local_cap_mb: float = 12_000,
 ) -> dict:
     """Every section (see the module docstring), or `only` one of parity / speed / xlarge
-    (the others are then null); written to `out` as JSON when given."""
+    (the others are then null); written to `out` as JSON when given, again after every section
+    and every xlarge stage (a late failure still leaves the figures before it). The xlarge
+    section stops what is still running `xlarge_minutes` after it starts."""
     tmp = Path(tempfile.mkdtemp(prefix="shopml-bench-scale-"))
     notes: list[str] = []
     report: dict[str, Any] = {
@@ -421,12 +387,21 @@ def run(
         "dask1_vs_local": None,
         "local_handbook_features_s": None,
     }
+
+    def save(xl: dict | None = None) -> None:
+        if xl is not None:
+            report["xlarge"] = xl
+        if out is not None:
+            _write_json(Path(out), report | {"notes": notes})
+
     try:
         if only in (None, "parity"):
             par = parity(parity_scale, tmp)
             keys = ("features_identical", "metrics_max_abs_diff", "export_identical")
+            keys += ("forecasts_identical", "matrix_identical")
             report["parity"] = {k: par[k] for k in keys}
             report["parity_detail"] = par
+            save()
         if only in (None, "speed"):
             spd = speed(speed_scale, tmp)
             report["speedup_2_vs_1"] = spd["speedup_2_vs_1"]
@@ -436,16 +411,26 @@ def run(
             report["local_handbook_features_s"] = handbook_features_seconds()
             if report["local_handbook_features_s"] is None:
                 notes.append("fraud handbook data not found: local_handbook_features_s is null")
+            save()
         if only in (None, "xlarge") and xlarge:
-            report["xlarge"] = xlarge_end_to_end(tmp, xlarge_path)
+            from experiments.bench_scale_xlarge import xlarge_end_to_end
+
+            deadline = time.time() + 60 * xlarge_minutes
+            report["xlarge"] = xlarge_end_to_end(tmp, xlarge_path, save, deadline, local_cap_mb)
             if not report["xlarge"]["completed"]:
                 notes.append("xlarge did not complete: see xlarge.stages for the stage and error")
         report["notes"] = notes
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if out is not None:
-        Path(out).write_text(json.dumps(report, indent=2))
+    save()
     return report
+
+
+def _write_json(path: Path, report: dict) -> None:
+    """Replace `path` whole (written beside it, then renamed): never a half-written file."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(report, indent=2))
+    os.replace(part, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -456,6 +441,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-xlarge", action="store_true")
     parser.add_argument("--xlarge-path", type=Path, default=None)
     parser.add_argument("--only", choices=["parity", "speed", "xlarge"], default=None)
+    parser.add_argument(
+        "--xlarge-minutes", type=float, default=180.0, help="stop the xlarge section after this"
+    )
+    parser.add_argument(
+        "--local-cap-mb", type=float, default=12_000, help="RSS cap of the local-engine runs"
+    )
     args = parser.parse_args(argv)
     report = run(
         args.out,
@@ -464,6 +455,8 @@ def main(argv: list[str] | None = None) -> None:
         not args.no_xlarge,
         args.xlarge_path,
         args.only,
+        args.xlarge_minutes,
+        args.local_cap_mb,
     )
     print(json.dumps({k: v for k, v in report.items() if not k.endswith("_detail")}, indent=2))
 

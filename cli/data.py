@@ -190,6 +190,12 @@ def bench_scale_cmd(
         None, help="An xlarge store folder already generated (else one is generated)."
     ),
     only: str | None = typer.Option(None, help="Only one section: parity, speed or xlarge."),
+    xlarge_minutes: float = typer.Option(
+        180.0, min=1, help="Stop the xlarge section this long after it starts (figures kept)."
+    ),
+    local_cap_mb: float = typer.Option(
+        12_000, min=100, help="RSS cap of the local-engine stages of the xlarge section (MB)."
+    ),
 ) -> None:
     """Local engine vs Dask: identical results, 2-vs-1-worker speed-up, memory (JSON)."""
     # on use: features, models, training and distributed: ~2 s
@@ -199,7 +205,9 @@ def bench_scale_cmd(
 
     if only not in (None, "parity", "speed", "xlarge"):
         raise ConfigError(f"--only: {only!r} is not one of parity, speed, xlarge")
-    report = run(out, parity_scale, speed_scale, xlarge, xlarge_path, only)
+    report = run(
+        out, parity_scale, speed_scale, xlarge, xlarge_path, only, xlarge_minutes, local_cap_mb
+    )
     typer.echo(json.dumps({k: v for k, v in report.items() if not k.endswith("_detail")}, indent=2))
 
 

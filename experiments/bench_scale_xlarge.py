@@ -228,6 +228,29 @@ def generate_stage(path: Path) -> dict:
     return {"rows": counts, "mb_on_disk": round(_folder_mb(path), 1)}
 
 
+def generate_record(path: Path) -> Path:
+    """Where `generate` leaves the generate stage's figures: beside the store folder."""
+    return path.with_name(path.name + ".generate.json")
+
+
+def given_store(path: Path) -> dict:
+    """The generate stage of a store made earlier by `python -m experiments.bench_scale_xlarge
+    generate` (its figures, marked as not of this run), or a note that it was made elsewhere;
+    an error when it was made by another generator version (its tables would differ)."""
+    from features.generator import GENERATOR_VERSION
+
+    record = generate_record(path)
+    if not record.is_file():
+        return {"skipped": f"store given with --xlarge-path {path}, made elsewhere"}
+    rec = json.loads(record.read_text())
+    if rec.get("generator_version") != GENERATOR_VERSION:
+        return {
+            "error": f"{path} was made by generator version {rec.get('generator_version')}, "
+            f"this build's is {GENERATOR_VERSION}: generate it again"
+        }
+    return {"skipped": f"store given with --xlarge-path {path}", "when_generated": rec}
+
+
 def validate_stage(path: Path) -> dict:
     """Every partition of every table validated on the workers (`features.frames`)."""
     from features.frames import validate_store
@@ -266,7 +289,7 @@ def xlarge_end_to_end(
                 "generate", generate_stage, (path,), peaks, deadline
             )
         else:
-            out["stages"]["generate"] = {"skipped": f"store given with --xlarge-path {path}"}
+            out["stages"]["generate"] = given_store(path)
         out["path"] = str(path)
         out["peak_rss_mb"] = peaks.peaks()
         save(out)
@@ -439,17 +462,36 @@ def local_stage(stage: str, scale: str, folder: Path, work: Path) -> dict:
     raise ValueError(f"stage: {stage!r} is not one of {', '.join(LOCAL_STAGES)}")
 
 
+def generate_only(path: Path) -> dict:
+    """The generate stage alone (its figures also in `generate_record(path)`), for a later
+    `bench scale --only xlarge --xlarge-path PATH` when one run cannot hold every stage."""
+    from features.generator import GENERATOR_VERSION
+
+    with ProcessPeaks() as peaks:
+        rec = run_stage("generate", generate_stage, (path,), peaks, time.time() + 6 * 3600)
+    rec |= {"generator_version": GENERATOR_VERSION, "scale": "xlarge", "seed": 0}
+    rec["finished_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+    generate_record(path).write_text(json.dumps(rec, indent=2))
+    return rec
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`local-stage STAGE --scale S --store DIR --work DIR --result F.json` (a child of
+    """`generate --store DIR`: the generate stage alone (`generate_only`), its figures printed.
+    `local-stage STAGE --scale S --store DIR --work DIR --result F.json` (a child of
     `run_capped`): the stage's figures and this process's VmHWM into F.json."""
-    parser = argparse.ArgumentParser(description="one local-engine stage of bench scale xlarge")
-    parser.add_argument("command", choices=["local-stage"])
-    parser.add_argument("stage", choices=LOCAL_STAGES)
-    parser.add_argument("--scale", required=True)
+    parser = argparse.ArgumentParser(description="stages of the xlarge section of bench scale")
+    parser.add_argument("command", choices=["generate", "local-stage"])
+    parser.add_argument("stage", nargs="?", choices=LOCAL_STAGES)
+    parser.add_argument("--scale", default="xlarge")
     parser.add_argument("--store", type=Path, required=True)
-    parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--work", type=Path)
+    parser.add_argument("--result", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "generate":
+        print(json.dumps(generate_only(args.store), indent=2))
+        return
+    if args.stage is None or args.work is None or args.result is None:
+        parser.error("local-stage needs STAGE, --work and --result")
     try:
         rec = local_stage(args.stage, args.scale, args.store, args.work)
     except Exception as err:  # the parent records it as the stage's error

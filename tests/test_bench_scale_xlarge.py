@@ -92,3 +92,19 @@ def test_stage_figures_time_and_peaks():
     assert rec["rows"] == 7
     assert rec["seconds"] >= 0
     assert rec["peak_rss_mb"]["client"] > 0
+
+
+def test_given_store_carries_its_generate_figures_or_refuses_another_generator(tmp_path):
+    import json
+
+    from experiments.bench_scale_xlarge import generate_record, given_store
+    from features.generator import GENERATOR_VERSION
+
+    store = tmp_path / "xlarge"
+    assert "made elsewhere" in given_store(store)["skipped"]
+    generate_record(store).write_text(
+        json.dumps({"generator_version": GENERATOR_VERSION, "seconds": 9})
+    )
+    assert given_store(store)["when_generated"]["seconds"] == 9
+    generate_record(store).write_text(json.dumps({"generator_version": -1}))
+    assert "generate it again" in given_store(store)["error"]

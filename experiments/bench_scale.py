@@ -342,23 +342,42 @@ def _export(model, folder: Path, compute: Compute, block_customers: int):
     )
 
 
-def fraud_from_frames(path: Path, compute: Compute) -> dict:
-    """`shopml train fraud` on the store folder `path` with this cluster (nothing registered)."""
+# Every fraud and this share of the genuine training payments train the xlarge booster: the
+# features of all ~20M training payments would be ~13 GB, more than the cluster's 12 GB. The
+# local engine's stages of the xlarge section use the same config (`fraud_job_config`).
+XLARGE_NEG_SAMPLE_RATE = 0.05
+
+
+def fraud_job_config(path: Path, compute: dict, neg_sample_rate: float = XLARGE_NEG_SAMPLE_RATE):
+    """`shopml train fraud`'s config (experiments/configs/fraud.toml) on the store folder
+    `path`, nothing registered, genuine training payments sampled at `neg_sample_rate`."""
     from shopml.config import load_config
     from shopml.settings import CONFIG_DIR
-    from training.fraud_job import FraudJobConfig, train
+    from training.fraud_job import FraudJobConfig
 
     cfg = load_config(CONFIG_DIR / "fraud.toml", FraudJobConfig)
     data = cfg.model_dump(mode="json", exclude_unset=True)
     data["source"] = {"kind": "store", "path": str(path)}
     data["register_model"] = False
-    data["compute"] = {"engine": "dask", "partitions": compute.n_partitions}
-    result, seconds = _timed(train, FraudJobConfig.model_validate(data), None, compute)
-    keep = ("auc_roc", "average_precision", "card_precision_at_100")
-    keep += ("feature_seconds", "train_seconds", "n_train")
+    data["compute"] = compute
+    data.setdefault("model", {})["neg_sample_rate"] = neg_sample_rate
+    return FraudJobConfig.model_validate(data)
+
+
+FRAUD_KEEP = ("auc_roc", "average_precision", "card_precision_at_100")
+FRAUD_KEEP += ("feature_seconds", "train_seconds", "n_train")
+
+
+def fraud_from_frames(path: Path, compute: Compute) -> dict:
+    """`shopml train fraud` on the store folder `path` with this cluster (nothing registered)."""
+    from training.fraud_job import train
+
+    cfg = fraud_job_config(path, {"engine": "dask", "partitions": compute.n_partitions})
+    result, seconds = _timed(train, cfg, None, compute)
     return {
         "seconds": round(seconds, 1),
-        "metrics": {k: round(float(v), 4) for k, v in result.metrics.items() if k in keep},
+        "neg_sample_rate": cfg.model.neg_sample_rate,
+        "metrics": {k: round(float(v), 4) for k, v in result.metrics.items() if k in FRAUD_KEEP},
         "run_id": result.run_id,
     }
 

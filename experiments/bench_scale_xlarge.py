@@ -422,19 +422,14 @@ def local_stage(stage: str, scale: str, folder: Path, work: Path) -> dict:
         return {"rows": store.row_counts()}
     if stage == "validate":  # `shopml validate` of a store read whole
         return {"rows": Store.read(folder).row_counts()}
-    if stage == "fraud":
-        from shopml.config import load_config
-        from shopml.settings import CONFIG_DIR
-        from training.fraud_job import FraudJobConfig, train
+    if stage == "fraud":  # the cluster's fraud config (bench_scale.fraud_job_config), locally
+        from experiments.bench_scale import FRAUD_KEEP, fraud_job_config
+        from training.fraud_job import train
 
-        cfg = load_config(CONFIG_DIR / "fraud.toml", FraudJobConfig)
-        data = cfg.model_dump(mode="json", exclude_unset=True)
-        data["source"] = {"kind": "store", "path": str(folder)}
-        data["register_model"] = False
-        data["compute"] = {"engine": "local"}
-        result = train(FraudJobConfig.model_validate(data))
-        keep = ("auc_roc", "average_precision", "feature_seconds", "train_seconds")
-        return {"metrics": {k: round(float(v), 4) for k, v in result.metrics.items() if k in keep}}
+        cfg = fraud_job_config(folder, {"engine": "local"})
+        result = train(cfg)
+        metrics = {k: round(float(v), 4) for k, v in result.metrics.items() if k in FRAUD_KEEP}
+        return {"neg_sample_rate": cfg.model.neg_sample_rate, "metrics": metrics}
     if stage == "recommender":
         from features.interactions import InteractionConfig, build_matrix, events_frame
         from models.recommenders import ALSRecommender

@@ -8,14 +8,17 @@ interleaved in rounds so that a busy machine slows every endpoint alike. Request
 durations are bounded. JSON:
 `{"livez": {p50_ms, p99_ms, rps_c8}, "fraud": {p50_ms, p99_ms, rps_c8, errors, ...},
 "recommend": {p50_ms, p99_ms, rps_c8, errors, ...}, "feedback": {rps_c8, events_per_s_c8,
-errors, accepted, stored_after_restart, ...}}` (`livez` is the fraud server's; the
-recommend entry also carries its own server's livez figures). The feedback run posts batches
-of `FEEDBACK_EVENTS` events (a list's impressions, a click, an add-to-cart) at concurrency 8 to
-a storefront writing into a throw-away feedback store, kills the server (SIGKILL), starts it
-again and counts which of the accepted events the store holds. `--redis` benchmarks the fraud
-service alone with its online state in a redis-server started on a free port. The payments
-replay a generated stream moved to end now; the server is started with the stream's span as
-its time guard's `SHOPML_FRAUD_MAX_BEHIND_S`.
+errors, accepted, stored_after_restart, ...}, "recommend_session": {p50_ms, p99_ms, errors,
+livez_p50_ms, livez_p99_ms}}` (`livez` is the fraud server's; the recommend entries also carry
+their own server's livez figures). `recommend_session` is an anonymous visitor's `/recommend`
+with five recent products (the fold-in: with a ranker, its candidates and the ranker run per
+request), measured at concurrency 1 in the same rounds as the known customers'. The
+feedback run posts batches of `FEEDBACK_EVENTS` events (a list's impressions, a click, an
+add-to-cart) at concurrency 8 to a storefront writing into a throw-away feedback store, kills
+the server (SIGKILL), starts it again and counts which of the accepted events the store holds.
+`--redis` benchmarks the fraud service alone with its online state in a redis-server started
+on a free port. The payments replay a generated stream moved to end now; the server is started
+with the stream's span as its time guard's `SHOPML_FRAUD_MAX_BEHIND_S`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ from shopml.settings import Settings, load_settings
 
 ROUNDS = 4
 SHADOW_SLOWDOWN = 0.05  # /score with a shadow model: p50 and p99 at most 5% above without
+# --shadow: with/without rounds interleaved in one client run (which server goes first
+# alternates), requests per server and round; the p99 of 8 x 1000 c=1 answers rests on 80
+SHADOW_ROUNDS = 8
+SHADOW_C1 = 1000
+SHADOW_C8 = 2000
+SHADOW_LOG_WAIT_S = 10.0  # after the load, how long the log may go without a new row
 C1_REQUESTS = 2000  # per endpoint, split over the rounds
 C8_REQUESTS = 8000
 WARMUP = 400
@@ -51,6 +60,7 @@ MAX_SECONDS = 25.0  # per scenario chunk
 TARGETS = {
     "fraud": {"p50": 1.3, "p99": 2.0, "rps": 0.8, "rps_min": 800.0},
     "recommend": {"p50": 1.5, "p99": 2.0, "rps": 0.7, "rps_min": 0.0},
+    "recommend_session": {"p50": 2.0, "p99": 3.0},  # issue 17: candidates + ranker per request
     "cold_start_s": 10.0,
     "feedback_events_per_s": 2000.0,
 }
@@ -90,12 +100,16 @@ def payment_bodies(n: int, seed: int = 1) -> tuple[list[str], int]:
     return out, int((times[-1] - times[0]) / np.timedelta64(1, "s"))
 
 
-def recommend_bodies(settings: Settings, n: int = 500, seed: int = 0) -> list[str]:
-    """k=20 with filters on (purchased hidden, only available, two excluded products)."""
+def _served_recommender(settings: Settings):
     use_bentoml_home(settings)
     import bentoml  # after use_bentoml_home: bentoml reads BENTOML_HOME on import
 
-    model = load_native(bentoml.models.get("shopml-recommender:latest"), "recommender").obj
+    return load_native(bentoml.models.get("shopml-recommender:latest"), "recommender").obj
+
+
+def recommend_bodies(settings: Settings, n: int = 500, seed: int = 0) -> list[str]:
+    """k=20 with filters on (purchased hidden, only available, two excluded products)."""
+    model = _served_recommender(settings)
     rng = np.random.default_rng(seed)
     customers = np.asarray(model.customer_ids_)
     products = np.asarray(model.product_ids_)
@@ -103,6 +117,27 @@ def recommend_bodies(settings: Settings, n: int = 500, seed: int = 0) -> list[st
     for _ in range(n):
         body = {
             "customer_id": str(customers[rng.integers(len(customers))]),
+            "k": 20,
+            "exclude": [str(p) for p in products[rng.integers(len(products), size=2)]],
+            "only_available": True,
+            "exclude_purchased": True,
+        }
+        out.append(json.dumps(body))
+    return out
+
+
+def session_bodies(settings: Settings, n: int = 500, seed: int = 1, recent: int = 5) -> list[str]:
+    """Anonymous visitors (no customer_id) with `recent` products just used, k=20 and the
+    filters of `recommend_bodies`: the fold-in path (candidates + ranker with a ranker)."""
+    model = _served_recommender(settings)
+    rng = np.random.default_rng(seed)
+    products = np.asarray(model.product_ids_)
+    out = []
+    for _ in range(n):
+        body = {
+            "recent_product_ids": [
+                str(p) for p in products[rng.integers(len(products), size=recent)]
+            ],
             "k": 20,
             "exclude": [str(p) for p in products[rng.integers(len(products), size=2)]],
             "only_available": True,
@@ -208,13 +243,19 @@ def bench_feedback(settings: Settings) -> dict:
     }
 
 
-def _plan(port: int, path: str, bodies: list[str], offset: int) -> list[dict]:
-    """Interleaved rounds: livez c1, endpoint c1, livez c8, endpoint c8."""
+def _plan(
+    port: int, path: str, bodies: list[str], offset: int, extra: dict[str, list[str]] | None = None
+) -> list[dict]:
+    """Interleaved rounds: livez c1, endpoint c1, each `extra` body set c1 (`<name>_c1`, on
+    the same path), livez c8, endpoint c8."""
     scenarios = []
+    c1 = C1_REQUESTS // ROUNDS
+    more = [(f"{name}_c1", path, b, 1, c1) for name, b in (extra or {}).items()]
     for _ in range(ROUNDS):
         for name, p, b, conc, n in (
-            ("livez_c1", "/livez", None, 1, C1_REQUESTS // ROUNDS),
-            ("ep_c1", path, bodies, 1, C1_REQUESTS // ROUNDS),
+            ("livez_c1", "/livez", None, 1, c1),
+            ("ep_c1", path, bodies, 1, c1),
+            *more,
             ("livez_c8", "/livez", None, 8, C8_REQUESTS // ROUNDS),
             ("ep_c8", path, bodies, 8, C8_REQUESTS // ROUNDS),
         ):
@@ -279,9 +320,16 @@ def _crash(pid: int) -> None:
 
 
 def bench_service(
-    service: str, settings: Settings, bodies: list[str], path: str, env: dict | None = None
+    service: str,
+    settings: Settings,
+    bodies: list[str],
+    path: str,
+    env: dict | None = None,
+    extra: dict[str, list[str]] | None = None,
 ) -> dict:
-    """Start one built service, warm it, measure it and its own /livez; stop it."""
+    """Start one built service, warm it, measure it and its own /livez; stop it. `extra`:
+    more body sets for the same path, each measured at concurrency 1 in the same rounds
+    (their figures under `extra`)."""
     env, scratch = _scratch_fraud_db(service, env)
     server = runner.start(service, settings=settings, env=env)
     try:
@@ -291,11 +339,13 @@ def bench_service(
                 "name": "warm",
                 "path": path,
                 "method": "POST",
-                "bodies": bodies,
+                "bodies": b,
                 "concurrency": 4,
                 "requests": WARMUP,
                 "max_seconds": MAX_SECONDS,
-            },
+            }
+            for b in [bodies, *(extra or {}).values()]
+        ] + [
             {
                 "name": "warm",
                 "path": "/livez",
@@ -304,7 +354,7 @@ def bench_service(
                 "max_seconds": MAX_SECONDS,
             },
         ]
-        results = _client(server.port, warm + _plan(server.port, path, bodies, WARMUP))
+        results = _client(server.port, warm + _plan(server.port, path, bodies, WARMUP, extra))
     finally:
         server.stop()
         if scratch:
@@ -327,6 +377,15 @@ def bench_service(
             "cold_start_s": round(cold, 2),
             "error_samples": ep1["samples"] + ep8["samples"],
         },
+        "extra": {
+            name: {
+                "p50_ms": (e := _summary(results, f"{name}_c1"))["p50_ms"],
+                "p99_ms": e["p99_ms"],
+                "errors": e["errors"],
+                "error_samples": e["samples"],
+            }
+            for name in extra or {}
+        },
     }
 
 
@@ -340,12 +399,13 @@ def _scratch_fraud_db(service: str, env: dict | None) -> tuple[dict | None, str 
 
 
 def _shadow_plan(ports: dict[str, int], bodies: list[str], offset: int) -> list[dict]:
-    """Interleaved rounds over both fraud servers (which goes first alternates by round); both
-    get the same payments in the same order, each into its own online state."""
+    """SHADOW_ROUNDS interleaved rounds over both fraud servers (which goes first alternates by
+    round); both get the same payments in the same order, each into its own online state.
+    Scenario names carry the round (`shadow_c1_r3`) for the per-round ratios."""
     scenarios = []
-    for i in range(ROUNDS):
+    for i in range(SHADOW_ROUNDS):
         order = ("plain", "shadow") if i % 2 == 0 else ("shadow", "plain")
-        for conc, n in ((1, C1_REQUESTS // ROUNDS), (8, C8_REQUESTS // ROUNDS)):
+        for conc, n in ((1, SHADOW_C1), (8, SHADOW_C8)):
             scenarios.append(
                 {
                     "name": f"livez_c{conc}",
@@ -353,14 +413,14 @@ def _shadow_plan(ports: dict[str, int], bodies: list[str], offset: int) -> list[
                     "path": "/livez",
                     "method": "GET",
                     "concurrency": conc,
-                    "requests": n,
+                    "requests": n // 4,
                     "max_seconds": MAX_SECONDS,
                 }
             )
             for who in order:
                 scenarios.append(
                     {
-                        "name": f"{who}_c{conc}",
+                        "name": f"{who}_c{conc}_r{i}",
                         "port": ports[who],
                         "path": "/score",
                         "method": "POST",
@@ -373,6 +433,63 @@ def _shadow_plan(ports: dict[str, int], bodies: list[str], offset: int) -> list[
                 )
             offset += n
     return scenarios
+
+
+def shadow_bodies_needed() -> int:
+    """Distinct payments the --shadow run sends each server (warm-up and every round)."""
+    return WARMUP + SHADOW_ROUNDS * (SHADOW_C1 + SHADOW_C8)
+
+
+def _shadow_rounds(results: list[dict]) -> tuple[list[dict], dict]:
+    """Each round's shadow / shadow-less ratios (p50 and p99 at c=1, rps at c=8) and their
+    medians: every round compares two servers under the same moment's machine load."""
+    rounds = []
+    for i in range(SHADOW_ROUNDS):
+        s1, p1 = _summary(results, f"shadow_c1_r{i}"), _summary(results, f"plain_c1_r{i}")
+        s8, p8 = _summary(results, f"shadow_c8_r{i}"), _summary(results, f"plain_c8_r{i}")
+        if not (s1["p50_ms"] and p1["p50_ms"] and p8["rps"]):
+            continue
+        rounds.append(
+            {
+                "round": i,
+                "first": "plain" if i % 2 == 0 else "shadow",
+                "p50_ratio": round(s1["p50_ms"] / p1["p50_ms"], 3),
+                "p99_ratio": round(s1["p99_ms"] / p1["p99_ms"], 3),
+                "rps_ratio": round(s8["rps"] / p8["rps"], 3),
+                "plain_p50_ms": p1["p50_ms"],
+                "plain_p99_ms": p1["p99_ms"],
+                "shadow_p50_ms": s1["p50_ms"],
+                "shadow_p99_ms": s1["p99_ms"],
+            }
+        )
+    median = {
+        k: round(float(np.median([r[f"{k}_ratio"] for r in rounds])), 3) if rounds else None
+        for k in ("p50", "p99", "rps")
+    }
+    return rounds, median
+
+
+def _pooled(results: list[dict], prefix: str) -> dict:
+    """One summary over every round's scenarios named `prefix_r*`."""
+    merged = [dict(r, name=prefix) for r in results if r["name"].startswith(f"{prefix}_r")]
+    return _summary(merged, prefix)
+
+
+def _wait_for_log(path: Path, answered: int) -> tuple[int, float]:
+    """Wait until the decision log at `path` holds `answered` rows, or has not grown for
+    SHADOW_LOG_WAIT_S; (rows, seconds waited)."""
+    from features.fraud.decision_log import DecisionLog
+
+    log = DecisionLog(f"sqlite:///{path}")
+    started = last_change = time.monotonic()
+    rows = len(log)
+    while rows < answered and time.monotonic() - last_change < SHADOW_LOG_WAIT_S:
+        time.sleep(0.1)
+        now = len(log)
+        if now != rows:
+            rows, last_change = now, time.monotonic()
+    log.dispose()
+    return rows, time.monotonic() - started
 
 
 def _carries_challenger(settings: Settings) -> bool:
@@ -424,13 +541,17 @@ def bench_shadow(
             }
             for who, port in ports.items()
         ]
+        if len(bodies) < shadow_bodies_needed():
+            raise ShopmlError(
+                f"--shadow needs {shadow_bodies_needed()} payments, got {len(bodies)}"
+            )
         results = _client(ports["plain"], warm + _shadow_plan(ports, bodies, WARMUP))
         mine = [r for r in results if r["name"].startswith(("shadow_", "warm_shadow"))]
         answered = sum(r["completed"] - r["errors"] for r in mine)
-        log = DecisionLog(f"sqlite:///{Path(scratch['shadow']) / 'fraud.db'}")
-        deadline = time.monotonic() + 10
-        while len(log) < answered and time.monotonic() < deadline:  # the last flush
-            time.sleep(0.1)
+        db = Path(scratch["shadow"]) / "fraud.db"
+        logged_running, waited = _wait_for_log(db, answered)  # it catches up once load ends
+        servers.pop("shadow").stop()  # at shutdown the log process writes what it still holds
+        log = DecisionLog(f"sqlite:///{db}")
         logged = log.read()
         log.dispose()
     finally:
@@ -441,7 +562,7 @@ def bench_shadow(
                 shutil.rmtree(folder, ignore_errors=True)
     entries = {}
     for who in ("plain", "shadow"):
-        c1, c8 = _summary(results, f"{who}_c1"), _summary(results, f"{who}_c8")
+        c1, c8 = _pooled(results, f"{who}_c1"), _pooled(results, f"{who}_c8")
         entries[who] = {
             "p50_ms": c1["p50_ms"],
             "p99_ms": c1["p99_ms"],
@@ -453,8 +574,13 @@ def bench_shadow(
     lz1, lz8 = _summary(results, "livez_c1"), _summary(results, "livez_c8")
     livez = {"p50_ms": lz1["p50_ms"], "p99_ms": lz1["p99_ms"], "rps_c8": lz8["rps"]}
     versions = logged["shadow_version"].dropna()
+    rounds, median = _shadow_rounds(results)
     entries["shadow"] |= {
+        "median_round_ratio": median,
+        "rounds": rounds,
         "answered": int(answered),
+        "logged_while_running": int(logged_running),
+        "log_caught_up_s": round(waited, 2),
         "logged": int(len(logged)),
         "shadow_scored": int(len(versions)),
         "shadow_version": str(versions.iloc[0]) if len(versions) else None,
@@ -480,6 +606,13 @@ def check_targets(result: dict) -> dict[str, bool]:
         checks[f"{name} cold start < {TARGETS['cold_start_s']:.0f} s"] = (
             ep["cold_start_s"] < TARGETS["cold_start_s"]
         )
+    ses = result.get("recommend_session")
+    if ses is not None:
+        t = TARGETS["recommend_session"]
+        for q in ("p50", "p99"):
+            most = t[q] * ses[f"livez_{q}_ms"]
+            checks[f"recommend_session {q} <= {t[q]}x livez"] = ses[f"{q}_ms"] <= most
+        checks["recommend_session 0 errors"] = ses["errors"] == 0
     fb = result.get("feedback")
     if fb is not None:
         least = TARGETS["feedback_events_per_s"]
@@ -518,7 +651,8 @@ def run(
             "@challenger alias (`shopml promote fraud RUN` marks the version it gates) and run "
             "`shopml build fraud`"
         )
-    bodies, span_s = payment_bodies(WARMUP + C1_REQUESTS + C8_REQUESTS)
+    needed = WARMUP + C1_REQUESTS + C8_REQUESTS
+    bodies, span_s = payment_bodies(max(needed, shadow_bodies_needed()) if shadow else needed)
     env = {"SHOPML_FRAUD_MAX_BEHIND_S": str(span_s + 86400)}  # the replayed stream's span
     with redis_server() if redis else contextlib.nullcontext() as url:
         if url:
@@ -536,10 +670,17 @@ def run(
     if shadow:
         result["fraud_shadow"] = shadowed
     if not redis:
-        rec = bench_service("recommend", settings, recommend_bodies(settings), "/recommend")
+        sessions = {"session": session_bodies(settings)}
+        rec = bench_service(
+            "recommend", settings, recommend_bodies(settings), "/recommend", extra=sessions
+        )
         result["recommend"] = {
             **rec["endpoint"],
             **{f"livez_{k}": rec["livez"][k] for k in ("p50_ms", "p99_ms", "rps_c8")},
+        }
+        result["recommend_session"] = {
+            **rec["extra"]["session"],
+            **{f"livez_{k}": rec["livez"][k] for k in ("p50_ms", "p99_ms")},
         }
         result["feedback"] = bench_feedback(settings)
     if out is not None:
@@ -564,6 +705,12 @@ def report_lines(result: dict) -> list[str]:
             f"{'/recommend':<22}{rc['p50_ms']:>9}{rc['p99_ms']:>9}{rc['rps_c8']:>10}"
             f"{rc['errors']:>8}{rc['cold_start_s']:>8}",
         ]
+    ses = result.get("recommend_session")
+    if ses is not None:
+        lines.append(
+            f"{'/recommend (session)':<22}{ses['p50_ms']:>9}{ses['p99_ms']:>9}{'-':>10}"
+            f"{ses['errors']:>8}   anonymous visitor, 5 recent products (fold-in)"
+        )
     fb = result.get("feedback")
     if fb is not None:
         lines.append(
@@ -578,6 +725,12 @@ def report_lines(result: dict) -> list[str]:
             f"{'/score + shadow':<22}{sh['p50_ms']:>9}{sh['p99_ms']:>9}{sh['rps_c8']:>10}"
             f"{sh['errors']:>8}{sh['cold_start_s']:>8}   {sh['shadow_version']}: "
             f"{sh['shadow_scored']} of {sh['answered']} answered payments logged with its score"
+        )
+        med = sh["median_round_ratio"]
+        lines.append(
+            f"  shadow / shadow-less, median of {len(sh['rounds'])} rounds: p50 {med['p50']}x, "
+            f"p99 {med['p99']}x, rps {med['rps']}x; rounds (p50 / p99 / rps): "
+            + ", ".join(f"{r['p50_ratio']}/{r['p99_ratio']}/{r['rps_ratio']}" for r in sh["rounds"])
         )
     lines.append("")
     for check, ok in check_targets(result).items():

@@ -161,6 +161,10 @@ class CustomerProfile:
         )
 
 
+N_FIXED = len(PAIR_FEATURES) + len(ITEM_FEATURES) + len(CUSTOMER_FEATURES) + len(CONTEXT_FEATURES)
+_AGE = ITEM_FEATURES.index("item_age_days")
+
+
 def rank_features(
     state: RankingState,
     profile: CustomerProfile,
@@ -173,36 +177,36 @@ def rank_features(
 
     `gen_scores` / `gen_ranks` are (n_generators, len(candidates)): each generator's score
     z-scored over the candidates and its rank (1 = its best; beyond its own list, its list
-    length + 1)."""
-    m = len(candidates)
+    length + 1). Every block is written in place into one matrix (no per-block arrays
+    stacked): serving computes this per request."""
+    m, n_gen = len(candidates), len(gen_scores)
+    X = np.empty((m, 2 * n_gen + N_FIXED), np.float32)
     z = gen_scores - gen_scores.mean(axis=1, keepdims=True)
     z /= np.maximum(gen_scores.std(axis=1, keepdims=True), 1e-9)
-    gen = np.empty((m, 2 * len(gen_scores)), np.float32)
-    gen[:, 0::2] = z.T
-    gen[:, 1::2] = gen_ranks.T
-    pair, customer = _pair_and_customer(state, profile, candidates, now_days)
+    X[:, 0 : 2 * n_gen : 2] = z.T
+    X[:, 1 : 2 * n_gen : 2] = gen_ranks.T
+    at = 2 * n_gen
+    customer = _pair_and_customer(
+        state, profile, candidates, now_days, X[:, at : at + len(PAIR_FEATURES)]
+    )
+    at += len(PAIR_FEATURES)
+    X[:, at : at + len(ITEM_FEATURES)] = state.item_arrays[candidates]
+    X[:, at + _AGE] = now_days - state.launch_days[candidates]
+    at += len(ITEM_FEATURES)
+    X[:, at : at + len(CUSTOMER_FEATURES)] = customer
+    at += len(CUSTOMER_FEATURES)
     weekday = (np.floor(now_days) + DAY_EPOCH_WEEKDAY) % 7
     angle = 2 * np.pi * (now_days % 365.25) / 365.25
-    context = np.array([weekday, np.sin(angle), np.cos(angle)], np.float32)
-    items = state.item_arrays[candidates].copy()
-    items[:, ITEM_FEATURES.index("item_age_days")] = now_days - state.launch_days[candidates]
-    return np.hstack(
-        [
-            gen,
-            pair,
-            items,
-            np.broadcast_to(customer, (m, len(customer))),
-            np.broadcast_to(context, (m, 3)),
-        ]
-    ).astype(np.float32)
+    X[:, at:] = np.array([weekday, np.sin(angle), np.cos(angle)], np.float32)
+    return X
 
 
-def _pair_and_customer(state, profile, candidates, now_days):
-    """Customer x item features (m, 5) and customer features (5,)."""
+def _pair_and_customer(state, profile, candidates, now_days, pair):
+    """Customer x item features written into `pair` (m, 5, float32); returns the customer
+    features (5,)."""
     items, w, last = profile.items, profile.weights.astype(np.float64), profile.last_days
-    m = len(candidates)
-    pair = np.full((m, len(PAIR_FEATURES)), np.nan, np.float32)
     pair[:, 0] = 0.0
+    pair[:, 1:4] = np.nan
     if len(items):
         pos = np.minimum(np.searchsorted(items, candidates), len(items) - 1)
         hit = items[pos] == candidates
@@ -225,10 +229,13 @@ def _pair_and_customer(state, profile, candidates, now_days):
     pair[seen_cat, 3] = now_days - cat_last[cand_codes[seen_cat]]
     prices = state.log_price[items] if len(items) else np.zeros(0)
     priced = np.isfinite(prices)
-    usual = float(np.average(prices[priced], weights=w[priced])) if priced.any() else np.nan
+    usual = np.nan
+    if priced.any():  # np.average's weighted mean, without its checks
+        wp = w[priced]
+        usual = float(np.multiply(prices[priced], wp).sum() / wp.sum())
     pair[:, 4] = state.log_price[candidates] - usual
     nz = share[share > 0]
-    customer = np.array(
+    return np.array(
         [
             np.log1p(len(items)),
             np.log1p(float(w.sum())),
@@ -238,7 +245,6 @@ def _pair_and_customer(state, profile, candidates, now_days):
         ],
         np.float32,
     )
-    return pair, customer
 
 
 def split_cells(

@@ -42,28 +42,41 @@ def generator_names(models) -> list[str]:
     return out
 
 
-def candidates(score_rows: list[np.ndarray], n: int, hidden: np.ndarray | None) -> CandidateSet:
-    """The union of each score vector's top `n` products (`hidden` indices never proposed)."""
-    tops = []
-    for s in score_rows:
-        s = s.astype(np.float32, copy=True)
-        if hidden is not None and len(hidden):
-            s[hidden] = -np.inf
-        m = min(n, len(s))
-        top = np.argpartition(-s, m - 1)[:m]
-        top = top[np.argsort(-s[top], kind="stable")]
-        tops.append(top[np.isfinite(s[top])])
-    joined = np.concatenate(tops) if tops else np.zeros(0, np.int64)
+def candidates(score_rows, n: int, hidden: np.ndarray | None) -> CandidateSet:
+    """The union of each score vector's top `n` products (`hidden` indices never proposed).
+
+    `score_rows` is a list of score vectors or a (n_generators, n_products) array. The
+    generators are selected together (one copy, one partition and one sort of the block); the
+    selection of each row is that of `np.argpartition` on the row alone, so the candidates do
+    not depend on how many generators are stacked (a request's path and a batch's agree)."""
+    if len(score_rows) == 0:
+        empty = np.zeros((0, 0), np.float32)
+        return CandidateSet(np.zeros(0, np.int64), empty, empty, np.zeros((0, 0), bool))
+    block = np.array(score_rows, dtype=np.float32, ndmin=2)  # a copy: hidden set below
+    n_gen, n_items = block.shape
+    if hidden is not None and len(hidden):
+        block[:, hidden] = -np.inf
+    m = min(n, n_items)
+    neg = np.negative(block)
+    top = np.argpartition(neg, m - 1, axis=1)[:, :m]
+    top = np.take_along_axis(top, np.argsort(np.take_along_axis(neg, top, 1), 1, "stable"), 1)
+    finite = np.isfinite(np.take_along_axis(block, top, 1))
+    if finite.all():
+        lengths = np.full(n_gen, m)
+        joined = top.ravel()
+    else:  # a generator with fewer than n finite scores proposes only those
+        lengths = finite.sum(axis=1)
+        joined = top[finite]
     _, first = np.unique(joined, return_index=True)
     items = joined[np.sort(first)]
-    n_gen = len(score_rows)
-    scores = np.empty((n_gen, len(items)), np.float32)
-    ranks = np.empty((n_gen, len(items)), np.float32)
-    proposed = np.zeros((n_gen, len(items)), bool)
-    for g, (s, top) in enumerate(zip(score_rows, tops, strict=True)):
-        scores[g] = s[items]
-        rank = np.full(len(s), len(top) + 1, np.float32)
-        rank[top] = np.arange(1, len(top) + 1)
-        ranks[g] = rank[items]
-        proposed[g] = rank[items] <= len(top)
+    # each generator's rank of every product: 1.. its list length, beyond it length + 1
+    rank = np.empty((n_gen, n_items), np.float32)
+    rank[:] = (lengths + 1).astype(np.float32)[:, None]
+    for g in range(n_gen):
+        rank[g, top[g, : lengths[g]]] = np.arange(1, lengths[g] + 1, dtype=np.float32)
+    # C order, as the rows were built one by one before: reductions over a row (the features'
+    # z-scores) then sum in the same order, to the last bit
+    ranks = np.ascontiguousarray(rank[:, items])
+    scores = np.ascontiguousarray(block[:, items])  # candidates are never hidden
+    proposed = ranks <= lengths[:, None]
     return CandidateSet(items, scores, ranks, proposed)

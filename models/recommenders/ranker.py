@@ -30,6 +30,7 @@ generator's order.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -38,6 +39,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from lightgbm.basic import _LIB, _safe_call
 
 from features.interactions import InteractionConfig, InteractionMatrix, build_matrix
 from features.ranking import (
@@ -61,6 +63,8 @@ LOW = np.float32(-1e6)  # products outside the candidates score below every cand
 TIE = 1e-4  # equal ranker scores are ordered by the first generator's rank
 STATE_PREFIX = "s_"
 MIN_HISTORY_SHARE = 0.5  # an earlier cut is used while this share of the cells lies before it
+_FLOAT32, _ROW_MAJOR, _PREDICT_NORMAL = 0, 1, 0  # LightGBM C API constants
+_ONE_THREAD = ctypes.c_char_p(b"num_threads=1")
 
 
 @dataclass
@@ -362,11 +366,7 @@ class RankerRecommender(_Composite):
         if self.fallback_ is not None:
             return np.asarray(gen_scores[self.fallback_], np.float32).reshape(len(profiles), -1)
         gen_scores = [np.asarray(s, np.float32).reshape(len(profiles), -1) for s in gen_scores]
-        lead = gen_scores[0]
-        z = (lead - lead.mean(axis=1, keepdims=True)) / np.maximum(
-            lead.std(axis=1, keepdims=True), 1e-9
-        )
-        out = (LOW + np.clip(z, -50, 50)).astype(np.float32)
+        out = _outside(gen_scores[0])
         sets = self.candidate_sets(gen_scores, hidden)
         now = self.state_.as_of_days
         feats = [
@@ -376,16 +376,66 @@ class RankerRecommender(_Composite):
         if not feats or sum(len(c.items) for c in sets) == 0:
             return out
         X = np.vstack(feats)
-        pred = self.booster_.predict(X, num_threads=1) + self.start_ * X[:, 0]
-        if self.penalty_:
-            pred = pred - self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
-        if self.anchor_:
-            pred = pred + self.anchor_ * X[:, 0]
+        pred = self._final_scores(X)
         start = 0
         for i, c in enumerate(sets):
             m = len(c.items)
             out[i, c.items] = pred[start : start + m] - TIE * c.ranks[0] / (self.n_candidates + 1)
             start += m
+        return out
+
+    def _rank_one(self, gen_scores, profile: CustomerProfile, hidden) -> np.ndarray:
+        """`_rank` of one customer or session (the per-request path), the same scores: the
+        generators' rows selected as one block, the features written into one matrix, the
+        booster called once through the C API."""
+        if self.fallback_ is not None:
+            return np.asarray(gen_scores[self.fallback_], np.float32).reshape(-1)
+        block = np.array(gen_scores, dtype=np.float32, ndmin=2)
+        out = _outside(block[:1])[0]
+        c = candidates(block, self.n_candidates, hidden)
+        if len(c.items) == 0:
+            return out
+        X = rank_features(self.state_, profile, c.items, c.scores, c.ranks, self.state_.as_of_days)
+        out[c.items] = self._final_scores(X) - TIE * c.ranks[0] / (self.n_candidates + 1)
+        return out
+
+    def _final_scores(self, X: np.ndarray) -> np.ndarray:
+        """The served score of feature rows: the booster's, from the lead's order when it
+        started from it, with the chosen popularity penalty and lead anchor."""
+        pred = self._predict(X) + self.start_ * X[:, 0]
+        if self.penalty_:
+            pred = pred - self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
+        if self.anchor_:
+            pred = pred + self.anchor_ * X[:, 0]
+        return pred
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        """`booster_.predict(X, num_threads=1)` in one LightGBM C call on float32 rows: the
+        same scores without the Python wrapper's checks and copies (which cost as much as the
+        trees on a request's few hundred candidates); one thread, since an OpenMP team on
+        a loaded 2-core server costs more than it saves; the GIL is released in the call."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        n, m = X.shape
+        out = np.empty(n, np.float64)
+        got = ctypes.c_int64()
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMat(
+                self.booster_._handle,
+                X.ctypes.data_as(ctypes.c_void_p),
+                ctypes.c_int(_FLOAT32),
+                ctypes.c_int32(n),
+                ctypes.c_int32(m),
+                ctypes.c_int(_ROW_MAJOR),
+                ctypes.c_int(_PREDICT_NORMAL),
+                ctypes.c_int(0),  # from the first iteration
+                ctypes.c_int(self.booster_.best_iteration),  # as Booster.predict: <= 0 is all
+                _ONE_THREAD,
+                ctypes.byref(got),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+            )
+        )
+        if got.value != n:
+            raise DataError(f"the ranker's booster returned {got.value} scores for {n} rows")
         return out
 
     def _each(self, score) -> list:
@@ -406,7 +456,9 @@ class RankerRecommender(_Composite):
         return self._known(rows, self._each(lambda g: g._scores_known(rows)))
 
     def _score_one(self, row: int) -> np.ndarray:
-        return self._known(np.array([row]), self._each(lambda g: g._score_one(row)))[0]
+        hidden = self._bought_indices[self._bought_indptr[row] : self._bought_indptr[row + 1]]
+        gens = self._each(lambda g: g._score_one(row))
+        return self._rank_one(gens, self.state_.profile(row), hidden)
 
     def _scores_items(self, X: sp.csr_matrix) -> np.ndarray:
         X = sp.csr_matrix(X, dtype=np.float32)
@@ -424,7 +476,7 @@ class RankerRecommender(_Composite):
         """A session's or a new visitor's scores, computed per request (NumPy and LightGBM)."""
         profile = CustomerProfile.session(items, weights, self.state_.as_of_days)
         gens = self._each(lambda g: g._score_weights(items, weights))
-        return self._rank(gens, [profile], [items])[0]
+        return self._rank_one(gens, profile, items)
 
     def _similar_scores(self, item: int) -> np.ndarray:
         return self.generators[0]._similar_scores(item)
@@ -502,6 +554,16 @@ class RankerRecommender(_Composite):
         self.fallback_ = meta.get("fallback")
         self.booster_ = lgb.Booster(model_file=str(path / BOOSTER_FILE))
         super()._restore(meta, arrays, path)
+
+
+def _outside(lead: np.ndarray) -> np.ndarray:
+    """(n, n_items) float32: `LOW` + each row's z-score of the first generator (clipped to
+    +-50), the order of the products outside the candidates; in place, one array."""
+    out = lead - lead.mean(axis=1, keepdims=True)
+    out /= np.maximum(lead.std(axis=1, keepdims=True), 1e-9)
+    np.clip(out, -50, 50, out=out)
+    out += LOW
+    return out
 
 
 def training_groups(

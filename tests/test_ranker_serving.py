@@ -1,0 +1,175 @@
+"""The ranker's per-request path (issue 17): a session's or a customer's scores computed one at
+a time (one block of generator rows, features written in place, one LightGBM C call) are the
+scores of the batch path, to the last bit; candidates are each generator's top products as
+defined; the C call predicts what `Booster.predict` does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from features.interactions import InteractionConfig, build_matrix
+from features.ranking import CustomerProfile, rank_features
+from models.recommenders import (
+    ALSRecommender,
+    EASERecommender,
+    FallbackRecommender,
+    PopularityRecommender,
+    RankerRecommender,
+)
+from models.recommenders.candidates import candidates
+from models.recommenders.selection import RecommendFilters
+
+T0 = pd.Timestamp("2024-01-01")
+N_PRODUCTS, N_CUSTOMERS = 80, 200
+
+
+def store(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Customers of four categories buying mostly in their own over 120 days, with prices."""
+    rng = np.random.default_rng(seed)
+    cats = np.array(["a", "b", "c", "d"])[np.arange(N_PRODUCTS) % 4]
+    products = pd.DataFrame(
+        {
+            "product_id": [f"p{i:02d}" for i in range(N_PRODUCTS)],
+            "category": cats,
+            "price": np.round(np.exp(rng.normal(3.0, 1.0, N_PRODUCTS)), 2),
+            "available": rng.random(N_PRODUCTS) > 0.1,
+        }
+    )
+    rows = []
+    for c in range(N_CUSTOMERS):
+        own = np.flatnonzero(cats == cats[c % 4])
+        for _ in range(int(rng.integers(4, 12))):
+            pool = own if rng.random() < 0.8 else np.arange(N_PRODUCTS)
+            rows.append((c, int(rng.choice(pool)), int(rng.integers(0, 120))))
+    events = pd.DataFrame(
+        {
+            "customer_id": [f"c{c:03d}" for c, _, _ in rows],
+            "product_id": [f"p{p:02d}" for _, p, _ in rows],
+            "timestamp": [T0 + pd.Timedelta(days=d) for _, _, d in rows],
+            "event": "purchase",
+            "quantity": 1,
+        }
+    )
+    return events, products
+
+
+@pytest.fixture(scope="module")
+def served():
+    """A fallback chain over a ranker of four generators proposing 12 products each (fewer
+    than the catalog: the union, hidden products and ties at the edge all matter)."""
+    events, products = store()
+    matrix = build_matrix(events, InteractionConfig(event_weights={"purchase": 1.0}))
+    ranker = RankerRecommender(
+        [
+            EASERecommender(l2=10.0),
+            ALSRecommender(factors=8, iterations=3, random_state=0),
+            PopularityRecommender(mode="trending"),
+            PopularityRecommender(mode="category"),
+        ],
+        n_candidates=12,
+        label_days=30.0,
+        n_estimators=40,
+        num_leaves=7,
+        min_child_samples=5,
+        gate=False,
+    )
+    return FallbackRecommender(ranker).fit(matrix, products)
+
+
+def _sessions(model, n: int, seed: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        items = np.unique(rng.integers(0, model.n_items, int(rng.integers(1, 9)))).astype(np.int32)
+        out.append((items, rng.integers(1, 4, len(items)).astype(np.float32)))
+    return out
+
+
+def test_a_request_is_ranked_as_the_batch_ranks_it(served):
+    ranker = served.primary
+    assert ranker.fallback_ is None  # the ranker itself answers
+    sessions = _sessions(ranker, 40)
+    rows = np.repeat(np.arange(len(sessions)), [len(i) for i, _ in sessions])
+    X = sp.csr_matrix(
+        (
+            np.concatenate([w for _, w in sessions]),
+            (rows, np.concatenate([i for i, _ in sessions])),
+        ),
+        shape=(len(sessions), ranker.n_items),
+    )
+    batch = ranker._scores_items(X)
+    for i, (items, weights) in enumerate(sessions):
+        one = ranker._score_weights(items, weights)
+        assert one.dtype == np.float32
+        np.testing.assert_array_equal(one, batch[i])
+    known = np.arange(0, len(ranker.customer_ids_), 7)
+    block = ranker._scores_known(known)
+    for j, row in enumerate(known):
+        np.testing.assert_array_equal(ranker._score_one(int(row)), block[j])
+
+
+def test_a_session_answer_is_the_top_of_the_batch_scores_after_the_filters(served):
+    ranker = served.primary
+    filters = RecommendFilters(exclude_purchased=True, only_available=True, exclude_ids=("p03",))
+    for items, _ in _sessions(ranker, 10, seed=2):
+        ids = served.product_ids_[items].tolist()
+        rec = served.recommend_with_context("", 10, filters, recent_product_ids=ids)
+        assert rec.source == "ranker:fold-in"
+        X = sp.csr_matrix(
+            (np.ones(len(items), np.float32), (np.zeros(len(items), int), items)),
+            shape=(1, ranker.n_items),
+        )
+        scores = ranker._scores_items(X)[0].copy()
+        scores[items] = -np.inf
+        scores[served._blocked(filters)] = -np.inf
+        want = served._finish(scores, 10, "batch")
+        assert rec.product_ids.tolist() == want.product_ids.tolist()
+        np.testing.assert_array_equal(rec.scores, want.scores)
+
+
+def _reference_candidates(rows, n, hidden):
+    """Each row's top n by score (finite, not hidden), the union in first-proposed order."""
+    tops = []
+    for s in rows:
+        s = s.astype(np.float64).copy()
+        s[hidden] = -np.inf
+        order = [int(i) for i in np.argsort(-s, kind="stable")[:n] if np.isfinite(s[i])]
+        tops.append(order)
+    items = list(dict.fromkeys(i for top in tops for i in top))
+    ranks = [[top.index(i) + 1 if i in top else len(top) + 1 for i in items] for top in tops]
+    return np.array(items), np.array(ranks, np.float32), np.array([len(t) for t in tops])
+
+
+def test_candidates_are_each_generator_s_top_products():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        rows = rng.normal(size=(3, 50)).astype(np.float32)
+        rows[1, rng.integers(0, 50, 45)] = -np.inf  # a generator with few finite scores
+        hidden = rng.integers(0, 50, int(rng.integers(0, 6)))
+        c = candidates(list(rows), 8, hidden)
+        items, ranks, lengths = _reference_candidates(rows, 8, hidden)
+        np.testing.assert_array_equal(c.items, items)
+        np.testing.assert_array_equal(c.ranks, ranks)
+        np.testing.assert_array_equal(c.scores, rows[:, items])
+        np.testing.assert_array_equal(c.proposed, ranks <= lengths[:, None])
+        # the same answer from a stacked block (the request's path) and in C order (the
+        # features' z-scores sum a row in one order)
+        b = candidates(rows, 8, hidden)
+        for name in ("items", "scores", "ranks", "proposed"):
+            np.testing.assert_array_equal(getattr(b, name), getattr(c, name))
+        assert c.scores.flags.c_contiguous and c.ranks.flags.c_contiguous
+        assert not set(c.items.tolist()) & set(hidden.tolist())
+
+
+def test_the_c_call_predicts_what_booster_predict_does(served):
+    ranker = served.primary
+    state, now = ranker.state_, ranker.state_.as_of_days
+    for items, weights in _sessions(ranker, 5, seed=4):
+        gens = [np.asarray(g._score_weights(items, weights), np.float32) for g in ranker.generators]
+        c = candidates(gens, ranker.n_candidates, items)
+        profile = CustomerProfile.session(items, weights, now)
+        X = rank_features(state, profile, c.items, c.scores, c.ranks, now)
+        np.testing.assert_array_equal(ranker._predict(X), ranker.booster_.predict(X, num_threads=1))

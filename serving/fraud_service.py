@@ -22,10 +22,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLA
 import bentoml  # noqa: E402
 from pydantic_core import to_json  # noqa: E402
 
-from features.fraud.decision_log import DecisionLog  # noqa: E402
 from features.fraud.labels import LabelStore  # noqa: E402
 from features.fraud.rules_store import RulesStore  # noqa: E402
 from features.fraud.state_store import open_store  # noqa: E402
+from models.family import NATIVE_ARTIFACT  # noqa: E402
+from registry.metadata import model_kind  # noqa: E402
 from serving import metrics  # noqa: E402
 from serving.checkout import Checkout, TimeGuard  # noqa: E402
 from serving.endpoints import FastRoutes, Forbidden, Unauthorized, endpoint  # noqa: E402
@@ -160,14 +161,17 @@ class FraudService:
     def _recorder(self, engine, version: str, settings) -> DecisionRecorder:
         """The decision log's writer, with the Bento's challenger scoring in shadow when it
         carries one and SHOPML_FRAUD_SHADOW is on (its own scorer, no online state)."""
-        config = DecisionLogConfig(
-            sample_rate=settings.fraud_decision_sample, shadow=settings.fraud_shadow
+        config = DecisionLogConfig(  # scored and written in the log process, off the GIL
+            sample_rate=settings.fraud_decision_sample, shadow=settings.fraud_shadow, process=True
         )
         shadow = None
         if config.shadow:
             loaded = load_challenger(type(self).challenger_ref, "fraud")
             if loaded is not None:
-                shadow = ShadowModel(loaded.obj, loaded.version_label)
+                stored = type(self).challenger_ref.stored
+                _, kind = model_kind(stored.info.metadata, f"BentoML model {stored.tag}", "fraud")
+                native = str(loaded.path / NATIVE_ARTIFACT)  # the log process loads it there
+                shadow = ShadowModel(loaded.obj, loaded.version_label, (kind, native))
                 try:
                     shadow.check_features(engine)
                 except ConfigError as err:  # serve without it, say why
@@ -175,7 +179,7 @@ class FraudService:
                     shadow = None
                 else:
                     metrics.model_loaded("fraud-shadow", shadow.version, loaded.mlflow_run_id)
-        return DecisionRecorder(DecisionLog.open(settings), engine, version, config, shadow)
+        return DecisionRecorder(None, engine, version, config, shadow)  # the process opens it
 
     async def __is_ready__(self) -> bool:  # async: no thread hop per probe
         return self.ready

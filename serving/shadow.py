@@ -3,12 +3,19 @@
 At checkout the only work is `DecisionRecorder.observe`: one tuple of what the answer already
 computed (ids, time, amount, the copied feature vector, the decision) appended to a bounded
 queue; when the queue is full the payment is dropped from the log and counted, never waited
-for. A background thread takes the queue every `flush_ms`, scores the whole batch with the
-shadow model (LightGBM's batch predict on one thread, which releases the GIL while it runs,
-then the shadow's calibration and policy and the served rules, vectorised), and writes the
-rows to the `DecisionLog`, one transaction per `batch_max` rows. A write that fails keeps its
-rows for the next round (up to `queue_max`, then the oldest are dropped and counted), so a
-database outage costs neither the checkout nor, while it is short, any rows.
+for. A background thread takes the queue every `flush_ms` and turns it into batches: the log's
+rows, and for the shadow the batch's feature matrix and payment columns. A `DecisionWriter`
+scores each batch with the shadow model (LightGBM's batch predict on one thread, then the
+shadow's calibration and policy and the served rules, vectorised) and writes the rows to the
+`DecisionLog`, one transaction per `batch_max` rows. A write that fails keeps its rows for the
+next round (up to `queue_max`, then the oldest are dropped and counted), so a database outage
+costs neither the checkout nor, while it is short, any rows.
+
+Where the writer runs: in the service it runs in a child process at idle CPU priority
+(`serving.decision_process`, `process=True`), so that neither the shadow's scoring nor the
+database writes hold the checkout's GIL or take a CPU the checkout wants; the worker's thread
+only pickles each batch onto a pipe. Without `process` (tests, tools) it runs in the
+recorder's own thread.
 
 The shadow must score the same features as the served model (the same feature set); it never
 changes an answer, the online state or the metrics of the served model.
@@ -40,6 +47,7 @@ log = get_logger("serving.shadow")
 _SAMPLE_BUCKETS = 1_000_000
 SWITCH_INTERVAL_S = 0.001  # the longest a request waits for the GIL this thread holds
 _PREDICT_RAW, _FLOAT64 = 1, 1  # LightGBM C API: C_API_PREDICT_RAW_SCORE, C_API_DTYPE_FLOAT64
+PAYMENT_COLUMNS = ("customer_id", "card_id", "terminal_id", "amount", "currency")
 
 
 class DecisionLogConfig(ConfigModel):
@@ -50,6 +58,7 @@ class DecisionLogConfig(ConfigModel):
     queue_max: int = Field(50_000, ge=1)  # payments waiting before new ones are dropped
     flush_ms: int = Field(50, ge=1)  # how often the background thread takes the queue
     batch_max: int = Field(500, ge=1)  # rows per write transaction (and per shadow batch)
+    process: bool = False  # score and write in a child process at idle priority
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class ShadowModel:
 
     engine: object  # models.fraud.FraudEngine (the challenger's)
     version: str
+    # (model kind, native folder): how the log process loads it again (`Family.load`)
+    source: tuple[str, str] | None = None
 
     def check_features(self, served) -> None:
         """ConfigError when the shadow was trained on other features than the served model."""
@@ -98,10 +109,7 @@ class ShadowModel:
         return out
 
     def score(self, X: np.ndarray, base_amount: np.ndarray, columns: dict, rules) -> tuple:
-        """Probabilities and decisions of many payments (rows of `X`). No explicit yields of
-        the GIL between the steps: each is one more hand-over to wait for, and measured in one
-        process they raised the checkout's p99 beside the shadow (1.6-2.1x that of the
-        log-only thread, against 0.9-1.2x without them)."""
+        """Probabilities and decisions of many payments (rows of `X`)."""
         raw = self.raw_scores(X)
         p = self.engine.scorer.calibrator_.transform(raw)
         decided = self.engine.policy.decide_many(p, base_amount)
@@ -109,19 +117,129 @@ class ShadowModel:
         return p, decisions
 
 
-class DecisionRecorder:
-    """Bounded queue + background thread: served decisions (and shadow scores) to the log."""
+@dataclass(frozen=True)
+class Batch:
+    """Served decisions on their way to the log: the rows (`decision_log.ROW` order, shadow
+    columns empty) and, when a shadow scores them, their features and payment columns."""
+
+    rows: list[tuple]
+    X: np.ndarray | None = None  # (len(rows), n_features) float64
+    payments: tuple[list, ...] | None = None  # PAYMENT_COLUMNS, one list each
+
+
+class DecisionWriter:
+    """Scores batches in shadow and writes them to the log, keeping what the database refused
+    (in the log process of the service, or in the recorder's thread)."""
 
     def __init__(
         self,
         decision_log: DecisionLog,
+        model_version: str,
+        config: DecisionLogConfig,
+        shadow: ShadowModel | None = None,
+        rules=None,
+    ) -> None:
+        self.log = decision_log
+        self.model_version = model_version
+        self.config = config
+        self.shadow = shadow
+        self.rules = rules  # the served rules in force (they decide for the shadow too)
+        self._unwritten: deque = deque()
+        self.written = self.shadow_scored = 0
+        self.dropped = 0  # database down too long
+        self._failing = False
+
+    @property
+    def waiting(self) -> int:
+        return len(self._unwritten)
+
+    def take(self, batch: Batch) -> None:
+        """Score `batch` in shadow (when there is a shadow and it carries features) and keep
+        its rows for `write`."""
+        rows = batch.rows
+        if self.shadow is not None and batch.X is not None and rows:
+            p, decisions = self._shadow_scores(batch)
+            if p is not None:
+                version, probabilities = self.shadow.version, p.tolist()
+                rows = [
+                    (*row[:10], version, probabilities[i], str(decisions[i]))
+                    for i, row in enumerate(rows)
+                ]
+        self._unwritten.extend(rows)
+
+    def _shadow_scores(self, batch: Batch):
+        """The shadow's probabilities and decisions of a batch; (None, None) if it fails (the
+        rows are still logged, without shadow scores)."""
+        try:
+            customers, cards, terminals, amounts, currencies = batch.payments
+            columns = {
+                "customer_id": np.array(customers, dtype=object),
+                "card_id": np.array(cards, dtype=object),
+                "terminal_id": np.array(terminals, dtype=object),
+                "amount": np.array(amounts, dtype="float64"),
+                "currency": np.array(currencies, dtype=object),
+            }
+            base = np.array([row[3] for row in batch.rows], dtype="float64")
+            p, decisions = self.shadow.score(batch.X, base, columns, self.rules)
+        except Exception as err:  # noqa: BLE001 - a failing shadow never stops the log
+            log.warning(
+                "shadow scoring failed; decisions logged without shadow scores",
+                extra={"error_type": type(err).__name__, "shadow": self.shadow.version},
+            )
+            return None, None
+        self.shadow_scored += len(batch.rows)
+        return p, decisions
+
+    def write(self) -> tuple[int, int]:
+        """Write what is kept, `batch_max` rows a transaction, until done or the database
+        refuses: (rows written, of them with a shadow score)."""
+        written = scored = 0
+        while self._unwritten:
+            n, s = self._write_one()
+            if not n:
+                break  # the database is down: the rows wait for the next round
+            written, scored = written + n, scored + s
+        return written, scored
+
+    def _write_one(self) -> tuple[int, int]:
+        n = min(len(self._unwritten), self.config.batch_max)
+        batch = [self._unwritten[i] for i in range(n)]
+        try:
+            self.log.write_rows(batch)
+        except ShopmlError as err:
+            if not self._failing:
+                log.warning(
+                    "decision log unavailable; rows kept for the next round",
+                    extra={"error": str(err), "waiting": len(self._unwritten)},
+                )
+            self._failing = True
+            over = len(self._unwritten) - self.config.queue_max
+            for _ in range(max(over, 0)):
+                self._unwritten.popleft()
+            self.dropped += max(over, 0)
+            return 0, 0
+        if self._failing:
+            log.info("decision log reachable again", extra={"rows": n})
+        self._failing = False
+        for _ in range(n):
+            self._unwritten.popleft()
+        self.written += n
+        return n, sum(row[10] is not None for row in batch)
+
+
+class DecisionRecorder:
+    """Bounded queue + background thread: served decisions (and shadow scores) to the log,
+    through a `DecisionWriter` in this thread or in the log process (`config.process`)."""
+
+    def __init__(
+        self,
+        decision_log: DecisionLog | None,
         served,
         model_version: str,
         config: DecisionLogConfig | None = None,
         shadow: ShadowModel | None = None,
     ) -> None:
         self.config = config or DecisionLogConfig()
-        self.log = decision_log
         self.served = served  # the served FraudEngine: its feature vector, feature set, rules
         self.model_version = model_version
         self.shadow = shadow if self.config.shadow else None
@@ -131,17 +249,30 @@ class DecisionRecorder:
         # the engine's reused feature vector: it holds the features of the payment just scored
         self._x = served._x
         self._queue: deque = deque()
-        self._unwritten: deque = deque()
         self._max = self.config.queue_max
         rate = self.config.sample_rate
         self._keep_below = None if rate >= 1.0 else int(rate * _SAMPLE_BUCKETS)
-        self.observed = self.written = self.shadow_scored = 0
+        self.observed = 0
         self.dropped = 0  # queue full: counted by the request thread only
-        self.dropped_unwritten = 0  # database down too long: by the background thread only
         self._reported_dropped = 0
-        self._failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if self.config.process:
+            from serving.decision_process import LogProcess  # the child's side imports us
+
+            self.writer = None
+            self.sink = LogProcess(model_version, self.config, self.shadow)
+        else:
+            self.writer = DecisionWriter(decision_log, model_version, self.config, self.shadow)
+            self.sink = None
+
+    @property
+    def log(self) -> DecisionLog | None:
+        return None if self.writer is None else self.writer.log
+
+    @log.setter
+    def log(self, decision_log: DecisionLog) -> None:
+        self.writer.log = decision_log
 
     # ------------------------------------------------------------------ the request thread
     def observe(self, tx, t_ms, amount, customer, card, terminal, currency, decision) -> None:
@@ -165,27 +296,35 @@ class DecisionRecorder:
                 self._x.copy(),
                 decision,
                 now_ms(),
+                self.served.rules,  # the rules that decided it decide for the shadow too
             )
         )
 
     # --------------------------------------------------------------- the background thread
     def start(self) -> DecisionRecorder:
-        """Start the background thread (a daemon; drained at interpreter exit)."""
+        """Start the background thread (a daemon; drained at interpreter exit) and, with
+        `process`, the log process."""
         if self._thread is None:
-            # a request that arrives while this thread holds the GIL waits for the switch
-            # interval (5 ms by default) before Python hands it over: 1 ms bounds that wait
-            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+            if self.sink is not None:
+                self.sink.start()
+            else:
+                # a request that arrives while this thread holds the GIL waits for the switch
+                # interval (5 ms by default) before Python hands it over: 1 ms bounds that wait
+                sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
             self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
             self._thread.start()
             atexit.register(self.close)
         return self
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the thread after it has written what is queued (best effort within `timeout`)."""
+        """Stop the thread after it has handed on what is queued, and the log process after
+        it has written it (best effort within `timeout`)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self.sink is not None:
+            self.sink.close(timeout)
 
     def _run(self) -> None:
         wait = self.config.flush_ms / 1000
@@ -200,118 +339,83 @@ class DecisionRecorder:
             log.error("decision log round failed", extra={"error_type": type(err).__name__})
 
     def flush(self) -> int:
-        """Score and write everything queued now; returns the rows written (tests call it
-        directly; the background thread calls it every `flush_ms`)."""
+        """Hand on everything queued now; returns the rows written in this thread (0 when the
+        log process writes them). Tests call it directly; the thread every `flush_ms`."""
         written = 0
         # only what is queued now: payments arriving meanwhile wait for the next round (under
         # steady traffic the loop would otherwise commit a row or two at a time, never waiting)
         pending = len(self._queue)
-        while pending or self._unwritten:
+        while pending:
             n = min(pending, self.config.batch_max)
             pending -= n
-            if n:
-                self._unwritten.extend(self._rows([self._queue.popleft() for _ in range(n)]))
-            done = self._write()
-            written += done
-            if not done:
-                break  # the database is down: the rows wait for the next round
+            for rules, items in _by_rules([self._queue.popleft() for _ in range(n)]):
+                batch = self._batch(items)
+                if self.sink is not None:
+                    self.sink.send(batch, rules)
+                else:
+                    self.writer.rules = rules
+                    self.writer.take(batch)
+                    written += self._write()
+        if self.writer is not None and self.writer.waiting:
+            written += self._write()  # what the database refused last round
         self._report()
         return written
 
-    def _rows(self, items: list[tuple]) -> list[tuple]:
-        """The log's rows (`decision_log.ROW` order) of a batch, shadow scores included."""
+    def _batch(self, items: list[tuple]) -> Batch:
+        """The log's rows (`decision_log.ROW` order) of queued payments, and what the shadow
+        needs to score them."""
         self.observed += len(items)
         to_base = self.served.feature_set.to_base
-        base = [to_base(item[2], item[6]) for item in items]
         version, delay = self.model_version, self.label_delay_s
         rows = [
-            (tx, t_ms, served_ms, base[i], version, d.probability, d.decision, d.decided_by,
-             d.degraded, delay, None, None, None)
-            for i, (tx, t_ms, _, _, _, _, _, _, d, served_ms) in enumerate(items)
+            (tx, t_ms, served_ms, to_base(amount, currency), version, d.probability, d.decision,
+             d.decided_by, d.degraded, delay, None, None, None)
+            for (tx, t_ms, amount, _, _, _, currency, _, d, served_ms, _) in items
         ]  # fmt: skip
-        if self.shadow is not None:
-            p, decisions = self._shadow_scores(items, base)
-            if p is not None:
-                shadow, probabilities = self.shadow.version, p.tolist()
-                rows = [
-                    (*row[:10], shadow, probabilities[i], str(decisions[i]))
-                    for i, row in enumerate(rows)
-                ]
-        return rows
-
-    def _shadow_scores(self, items: list[tuple], base: list[float]):
-        """The shadow's probabilities and decisions of a batch; (None, None) if it fails (the
-        rows are still logged, without shadow scores)."""
-        try:
-            X = np.stack([item[7] for item in items])
-            columns = {
-                "customer_id": np.array([item[3] for item in items], dtype=object),
-                "card_id": np.array([item[4] for item in items], dtype=object),
-                "terminal_id": np.array([item[5] for item in items], dtype=object),
-                "amount": np.array([item[2] for item in items], dtype="float64"),
-                "currency": np.array([item[6] for item in items], dtype=object),
-            }
-            p, decisions = self.shadow.score(
-                X, np.asarray(base, dtype="float64"), columns, self.served.rules
-            )
-        except Exception as err:  # noqa: BLE001 - a failing shadow never stops the log
-            log.warning(
-                "shadow scoring failed; decisions logged without shadow scores",
-                extra={"error_type": type(err).__name__, "shadow": self.shadow.version},
-            )
-            return None, None
-        self.shadow_scored += len(items)
-        return p, decisions
+        if self.shadow is None:
+            return Batch(rows)
+        X = np.stack([item[7] for item in items])
+        payments = tuple([item[i] for item in items] for i in (3, 4, 5, 2, 6))
+        return Batch(rows, X, payments)
 
     def _write(self) -> int:
-        """Write the oldest unwritten rows (one transaction); 0 when the database refused."""
-        if not self._unwritten:
-            return 0
-        n = min(len(self._unwritten), self.config.batch_max)
-        batch = [self._unwritten[i] for i in range(n)]
-        try:
-            self.log.write_rows(batch)
-        except ShopmlError as err:
-            if not self._failing:
-                log.warning(
-                    "decision log unavailable; rows kept for the next round",
-                    extra={"error": str(err), "waiting": len(self._unwritten)},
-                )
-            self._failing = True
-            over = len(self._unwritten) - self._max
-            for _ in range(max(over, 0)):
-                self._unwritten.popleft()
-            self.dropped_unwritten += max(over, 0)
-            return 0
-        if self._failing:
-            log.info("decision log reachable again", extra={"rows": n})
-        self._failing = False
-        for _ in range(n):
-            self._unwritten.popleft()
-        self.written += n
-        metrics.fraud_decision_log("written", n, self.model_version)
-        if self.shadow is not None:
-            scored = sum(row[10] is not None for row in batch)
-            if scored:
-                metrics.fraud_decision_log("shadow_scored", scored, self.shadow.version)
-        return n
+        written, scored = self.writer.write()
+        if written:
+            metrics.fraud_decision_log("written", written, self.model_version)
+        if scored:
+            metrics.fraud_decision_log("shadow_scored", scored, self.shadow.version)
+        return written
 
     def _report(self) -> None:
-        dropped = self.dropped + self.dropped_unwritten - self._reported_dropped
+        later = self.writer.dropped if self.writer is not None else self.sink.dropped
+        dropped = self.dropped + later - self._reported_dropped
         if dropped:
             self._reported_dropped += dropped
             metrics.fraud_decision_log("dropped", dropped, self.model_version)
 
     def status(self) -> dict:
-        """Counts since start: observed, written, shadow scored, dropped, still queued."""
+        """Counts since start: observed, written, shadow scored, dropped, still queued (in
+        this process; with `process`, the written figures are those the log process reported
+        so far)."""
+        part = self.writer if self.writer is not None else self.sink
         return {
             "observed": self.observed,
-            "written": self.written,
-            "shadow_scored": self.shadow_scored,
-            "dropped": self.dropped + self.dropped_unwritten,
-            "queued": len(self._queue) + len(self._unwritten),
+            "written": part.written,
+            "shadow_scored": part.shadow_scored,
+            "dropped": self.dropped + part.dropped,
+            "queued": len(self._queue) + part.waiting,
             "shadow_version": None if self.shadow is None else self.shadow.version,
         }
+
+
+def _by_rules(items: list[tuple]) -> list[tuple[object, list[tuple]]]:
+    """Queued payments in runs decided by the same rules (one run unless they were reloaded)."""
+    runs: list[tuple[object, list[tuple]]] = []
+    for item in items:
+        if not runs or runs[-1][0] is not item[10]:
+            runs.append((item[10], []))
+        runs[-1][1].append(item)
+    return runs
 
 
 class RecordingEngine:

@@ -5,6 +5,7 @@ are all or nothing on SQLite and on a real PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from features.fraud.decision_log import DecisionLog, DecisionLogError, LoggedDec
 from features.fraud.definition import DAY, HOUR, FeatureSet
 from features.fraud.state_store import InMemoryStateStore
 from models.fraud import FraudEngine, FraudScorer
+from models.fraud.rules import BlockLists, RuleSet, RulesSpec
 from serving.checkout import Checkout, TimeGuard
 from serving.fraud_schemas import PaymentRequest
 from serving.shadow import DecisionLogConfig, DecisionRecorder, RecordingEngine, ShadowModel
@@ -122,6 +124,68 @@ def test_shadow_scores_every_payment_while_answers_match_the_champion_only_servi
     # the two models really differ, or the test could not tell the shadow from the champion
     assert np.abs(rows["shadow_probability"] - rows["probability"]).max() > 1e-3
     assert rows["label_delay_s"].eq(fs.label_delay).all()
+
+
+def test_the_log_process_scores_in_shadow_at_idle_priority_and_follows_the_rules(
+    scorers, tmp_path, monkeypatch
+):
+    """The service's set-up: the shadow scores and the rows are written by a child process
+    (SCHED_IDLE), every payment logged with the shadow's score once the recorder is closed,
+    the answers those of the champion-only service, a rules change sent on to the child."""
+    fs, champion, challenger, df = scorers
+    monkeypatch.setenv("SHOPML_LABELS_URL", f"sqlite:///{tmp_path / 'fraud.db'}")
+    alone = _engine(fs, champion, tmp_path, "alone")
+    served = _engine(fs, champion, tmp_path, "served")
+    native = FraudEngine(challenger, fs).save(tmp_path / "challenger")
+    shadow = ShadowModel(FraudEngine.load(native), "shopml-fraud/2", ("engine", str(native)))
+    config = DecisionLogConfig(process=True, flush_ms=10)
+    recorder = DecisionRecorder(None, served, "shopml-fraud/1", config, shadow).start()
+    plain = Checkout(alone, "shopml-fraud/1", GUARD)
+    watched = Checkout(RecordingEngine(served, recorder), "shopml-fraud/1", GUARD)
+    reqs = _requests(df, 400)
+    features, rules_then = {}, served.rules
+    try:
+        assert recorder.sink.ready.wait(60)  # loaded: it then lowers its priority
+        assert os.sched_getscheduler(recorder.sink._proc.pid) == os.SCHED_IDLE
+        for i, req in enumerate(reqs):
+            if i == 200:  # the card of the next payment blocked from now on, in both services
+                blocked = RuleSet(RulesSpec(block=BlockLists(cards=[req.card_id])))
+                alone.set_rules(blocked)
+                served.set_rules(blocked)
+            expected = plain.score(req)
+            features[req.transaction_id] = alone._x.copy()
+            assert _same(watched.score(req), expected), req.transaction_id
+    finally:
+        recorder.close()
+    status = recorder.status()
+    assert status["observed"] == status["written"] == status["shadow_scored"] == 400
+    assert status["dropped"] == status["queued"] == 0
+    rows = DecisionLog(f"sqlite:///{tmp_path / 'fraud.db'}").read().set_index("transaction_id")
+    ids = [r.transaction_id for r in reqs]
+    assert len(rows) == 400 and rows["shadow_version"].eq("shopml-fraud/2").all()
+    expected_p = challenger.predict_proba(np.stack([features[i] for i in ids]))
+    np.testing.assert_allclose(rows.loc[ids, "shadow_probability"], expected_p, rtol=1e-9)
+    card = reqs[200].card_id
+    after = [r.transaction_id for r in reqs[200:] if r.card_id == card]
+    before = [r.transaction_id for r in reqs[:200] if r.card_id == card]
+    assert rows.loc[after, "shadow_decision"].eq("decline").all()
+    assert rows.loc[after, "decided_by"].eq("rule:blocked_card").all()
+    # the payments before the change: the shadow's decisions under the rules then in force
+    first = [r.transaction_id for r in reqs[:200]]
+    rows_before = rows.loc[first]
+    columns = {
+        "customer_id": np.array([r.customer_id for r in reqs[:200]], dtype=object),
+        "card_id": np.array([r.card_id for r in reqs[:200]], dtype=object),
+        "terminal_id": np.array([r.terminal_id for r in reqs[:200]], dtype=object),
+        "amount": np.array([r.amount for r in reqs[:200]], dtype="float64"),
+        "currency": np.array([r.currency for r in reqs[:200]], dtype=object),
+    }
+    p_before = expected_p[:200]
+    policy = shadow.engine.policy.decide_many(p_before, rows_before["amount"].to_numpy())
+    X_before = np.stack([features[i] for i in first])
+    want, _ = rules_then.apply_many(policy, p_before, X_before, columns)
+    assert list(rows_before["shadow_decision"]) == list(want)
+    assert before and not rows.loc[before, "shadow_decision"].eq("decline").all()
 
 
 def test_retries_and_refused_payments_are_not_logged(scorers, tmp_path):

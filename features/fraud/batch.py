@@ -9,6 +9,8 @@ Amounts are converted to the base currency first (`FeatureSet.amounts_in_base`).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,10 +135,23 @@ def _search_sorted(values: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return found[np.cumsum(new) - 1]
 
 
-class _Entity:
-    """One key's payments sorted by (key, stream position), with window boundary helpers."""
+def _rank(values: np.ndarray, queries: np.ndarray, side: str) -> np.ndarray:
+    """`searchsorted(values, queries, side)` for non-decreasing `queries` and a shorter sorted
+    `values` (the known frauds against every payment): each value is searched among the
+    queries instead, and a running count of those positions gives every query's rank."""
+    n = queries.shape[0]
+    if values.shape[0] > n:
+        return np.searchsorted(values, queries, side=side)
+    # values[j] < q[i] (side left) holds from the first i with q[i] > values[j] on
+    at = np.searchsorted(queries, values, side="right" if side == "left" else "left")
+    return np.cumsum(np.bincount(at, minlength=n + 1)[:n])
 
-    def __init__(self, codes, n_codes: int, t_ms, amount, span: int, pad: int):
+
+class _Entity:
+    """One key's payments sorted by (key, stream position), with window boundary helpers;
+    `rows` puts a column of that order into the output rows (one gather)."""
+
+    def __init__(self, codes, n_codes: int, t_ms, amount, span: int, pad: int, target):
         self.perm = argsort_codes(codes, n_codes)
         self.keys = codes[self.perm]
         self.t = t_ms[self.perm]
@@ -145,10 +160,14 @@ class _Entity:
         self.span, self.pad = span, pad
         self.c = self.keys * span + (self.t - self.t0 + pad)
         self.pos = np.arange(codes.shape[0], dtype="int64")
+        dest = self.perm if target is None else target[self.perm]
+        self.source = np.empty_like(self.pos)  # output row r comes from sorted position source[r]
+        self.source[dest] = self.pos
         # per-key running sums (small magnitudes, so window differences keep ~1e-13 precision)
         self.cum = pd.Series(self.amount).groupby(self.keys, sort=True).cumsum().to_numpy()
         same = np.zeros(self.keys.shape[0], dtype=bool)  # same key as the position before
         same[1:] = self.keys[1:] == self.keys[:-1]
+        self.same = same
         self.seg0 = np.maximum.accumulate(np.where(same, 0, self.pos))  # the key's first position
         # the running sum before each position (0 at a key's first): the same stored values
         self.cum_before = np.zeros_like(self.cum)
@@ -157,6 +176,10 @@ class _Entity:
         self._starts: dict[tuple[int, int], np.ndarray] = {}
         self._aligned: dict[int, np.ndarray] = {}
         self._rmax: RangeMax | None = None
+
+    def rows(self, values) -> np.ndarray:
+        """A column in sorted order, as float64 in the output's row order."""
+        return np.asarray(values, dtype="float64")[self.source]
 
     def rmax(self) -> RangeMax:
         if self._rmax is None:
@@ -202,13 +225,22 @@ def compute_batch(payments: pd.DataFrame, fs: FeatureSet | None = None) -> pd.Da
     return pd.DataFrame(cols, index=payments.index, columns=list(fs.names), copy=False)
 
 
+def local_threads() -> int:
+    """Threads the local engine gives the entity groups: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def compute_columns(
     payments: pd.DataFrame, fs: FeatureSet | None = None, compute=None
 ) -> dict[str, np.ndarray]:
     """Feature columns (name -> float64 array) in the row order of `payments`.
 
     `compute` (a `shopml.compute.Compute`) on Dask cuts the table into its partitions and runs
-    the same kernels there (`batch_dask.feature_frame`): the same values, bit for bit.
+    the same kernels there (`batch_dask.feature_frame`): the same values, bit for bit. The
+    local engine computes the entity groups in threads, one per core (`local_threads`).
     """
     fs = fs or FeatureSet()
     if compute is not None and compute.is_dask:
@@ -218,7 +250,7 @@ def compute_columns(
         frame = from_pandas(payments, compute.n_partitions)
         return batch_dask.gather_columns(frame, fs, len(payments))
     p = prepare(payments, fs)
-    return compute_prepared(p, fs, target=p.order)
+    return compute_prepared(p, fs, target=p.order, threads=local_threads())
 
 
 def to_matrix(cols: dict[str, np.ndarray], names, rows: np.ndarray | None = None) -> np.ndarray:
@@ -229,25 +261,6 @@ def to_matrix(cols: dict[str, np.ndarray], names, rows: np.ndarray | None = None
     for j, name in enumerate(names):
         out[:, j] = cols[name] if rows is None else cols[name][rows]
     return out
-
-
-class _Columns(dict):
-    """Output columns; `put(name, dest, values)` scatters values to output rows `dest`."""
-
-    def __init__(self, n: int, target: np.ndarray | None):
-        super().__init__()
-        self.n, self.target = n, target
-
-    def put(self, name: str, dest: np.ndarray | None, values) -> None:
-        values = np.asarray(values, dtype="float64")
-        if dest is None:
-            dest = self.target
-        if dest is None:
-            self[name] = values.copy()
-        else:
-            out = np.empty(self.n, dtype="float64")
-            out[dest] = values
-            self[name] = out
 
 
 def feature_groups(fs: FeatureSet) -> dict[str, tuple[str, ...]]:
@@ -261,24 +274,41 @@ def feature_groups(fs: FeatureSet) -> dict[str, tuple[str, ...]]:
     return {e: tuple(names) for e, names in groups.items() if names}
 
 
+@dataclass
+class _Run:
+    """What every entity's kernels share: the payments, the definition and the composite
+    key's layout (key * `span` + time - `base`, ms)."""
+
+    p: PreparedPayments
+    fs: FeatureSet
+    target: np.ndarray | None
+    span: int
+    pad: int
+    base: int
+
+
 def compute_prepared(
     p: PreparedPayments,
     fs: FeatureSet,
     target: np.ndarray | None = None,
     groups: tuple[str, ...] | None = None,
+    threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """Feature columns in `fs.names` order; row i of stream order goes to row `target[i]`
-    (stream order itself when `target` is None). `groups` (entities of `feature_groups`)
-    restricts the columns to those groups' features; None: every feature."""
+    (`target` a permutation; stream order itself when None). `groups` (entities of
+    `feature_groups`) restricts the columns to those groups' features; None: every feature.
+
+    Entities with the same codes (a card per customer) are sorted and computed once and their
+    columns copied; distinct ones run in up to `threads` threads (NumPy's sorts, searches and
+    gathers release the GIL). The values do not depend on `threads`."""
     wanted = feature_groups(fs)
     groups = tuple(wanted) if groups is None else tuple(g for g in groups if g in wanted)
     names = [n for g in groups for n in wanted[g]]
     names = [n for n in fs.names if n in set(names)]
     n = p.t_ms.shape[0]
-    X = _Columns(n, target)
     if n == 0:
         return {name: np.empty(0) for name in names}
-    t, a = p.t_ms, p.amount
+    t = p.t_ms
     t0 = int(t[0])
     pad = (fs.horizon + max(fs.tile_sizes)) * MS + 1
     fraud_known = p.known_ms[p.is_fraud]
@@ -286,83 +316,114 @@ def compute_prepared(
     span = t_max - t0 + 2 * pad + 1
     if max(p.n_codes.values()) * span >= 2**62:
         raise DataError("payments span too long a time for millisecond window keys")
-    if "customer" in groups:
-        _calendar(X, t, a, fs)
-    ents: dict[str, _Entity] = {}
+    run = _Run(p, fs, target, span, pad, t0 - pad)
+    homes: dict[str, list[str]] = {}  # entity sorted once -> the entities with its codes
     for e in dict.fromkeys((*fs.entities, *fs.fraud_entities)):
-        if e not in groups:
-            continue
-        same = [o for o in ents if p.codes[o] is p.codes[e]]
-        ents[e] = ents[same[0]] if same else _Entity(p.codes[e], p.n_codes[e], t, a, span, pad)
-    for ent in ents.values():
-        ent.dest = ent.perm if target is None else target[ent.perm]
-    for e in fs.entities:
-        if e in ents:
-            _window_stats(X, e, ents[e], fs)
-    firsts: dict[int, np.ndarray] = {}  # first (key, terminal) pairs, shared by equal codes
-    for e in fs.pair_entities:
-        if e in ents:
-            _terminal_novelty(X, e, ents[e], p, fs, firsts)
-    if "customer" in ents:
-        _amount_ratios(X, ents["customer"], fs)
-    for e in fs.fraud_entities:
-        if e in ents:
-            _fraud_risk(X, e, ents[e], p, fs, span, t0 - pad)
-    return {name: X[name] for name in names}
+        if e in groups:
+            home = next((h for h in homes if p.codes[h] is p.codes[e]), e)
+            homes.setdefault(home, []).append(e)
+    cols: dict[str, np.ndarray] = {}
+    if "customer" in groups:
+        cols.update(_calendar(t, p.amount, fs, target))
+    jobs = sorted(homes, key=lambda h: -len(homes[h]))  # the larger jobs first
+    if threads > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(min(threads, len(jobs)), thread_name_prefix="fraud-batch") as ex:
+            for part in ex.map(lambda h: _entity_columns(run, h, homes[h]), jobs):
+                cols.update(part)
+    else:
+        for h in jobs:
+            cols.update(_entity_columns(run, h, homes[h]))
+    return {name: cols[name] for name in names}
 
 
-def _calendar(X: _Columns, t: np.ndarray, a: np.ndarray, fs: FeatureSet) -> None:
+def _stream_rows(values, target: np.ndarray | None) -> np.ndarray:
+    """A column in stream order, as float64 in the output's row order."""
+    values = np.asarray(values, dtype="float64")
+    if target is None:
+        return values.copy()
+    out = np.empty(values.shape[0], dtype="float64")
+    out[target] = values
+    return out
+
+
+def _entity_columns(run: _Run, home: str, members: list[str]) -> dict[str, np.ndarray]:
+    """Every feature of the entities `members` (sharing `home`'s codes), named per entity: the
+    kernels run once on `home`'s sort and the other members get copies of the columns."""
+    p, fs = run.p, run.fs
+    ent = _Entity(p.codes[home], p.n_codes[home], p.t_ms, p.amount, run.span, run.pad, run.target)
+    out: dict[str, np.ndarray] = {}
+
+    def emit(entities, columns: dict[str, np.ndarray]) -> None:
+        for i, e in enumerate(entities):
+            for suffix, values in columns.items():
+                out[f"{e}_{suffix}"] = values if i == 0 else values.copy()
+
+    stats = [e for e in members if e in fs.entities]
+    if stats:
+        emit(stats, _window_stats(ent, fs))
+    pairs = [e for e in members if e in fs.pair_entities]
+    if pairs:
+        emit(pairs, _terminal_novelty(ent, p, home, fs, run.target))
+    if "customer" in members:
+        out.update(_amount_ratios(ent, fs))
+    risk = [e for e in members if e in fs.fraud_entities]
+    if risk:
+        if "customer" in risk:
+            out.update(_delayed_mean(ent, fs))
+        emit(risk, _fraud_risk(ent, p, home, fs, run.span, run.base))
+    return out
+
+
+def _calendar(t: np.ndarray, a: np.ndarray, fs: FeatureSet, target) -> dict[str, np.ndarray]:
     """The payment's own features: amount, hour, night, weekend."""
     hours = t // (3600 * MS)
-    X.put("amount", None, a)
-    X.put("hour", None, hours % 24)
-    X.put("is_night", None, (hours % 24) <= fs.night_last_hour)
-    X.put("is_weekend", None, ((t // (86400 * MS)) + 3) % 7 >= 5)
+    return {
+        "amount": _stream_rows(a, target),
+        "hour": _stream_rows(hours % 24, target),
+        "is_night": _stream_rows((hours % 24) <= fs.night_last_hour, target),
+        "is_weekend": _stream_rows(((t // (86400 * MS)) + 3) % 7 >= 5, target),
+    }
 
 
-def _window_stats(X: _Columns, e: str, ent: _Entity, fs: FeatureSet) -> None:
+def _window_stats(ent: _Entity, fs: FeatureSet) -> dict[str, np.ndarray]:
     """Count, mean and max amount of the key's payments in each window."""
-    perm, pos = ent.dest, ent.pos
+    pos = ent.pos
+    starts = {w: ent.window(fs, w) for w in fs.windows}
     rmax = ent.rmax()
-    for w in fs.windows:
+    out = {}
+    for w, start in starts.items():
         lab = _lab(w)
-        start = ent.window(fs, w)
         count = (pos - start + 1).astype("float64")
-        X.put(f"{e}_count_{lab}", perm, count)
-        X.put(f"{e}_amount_mean_{lab}", perm, ent.window_sum(start, pos) / count)
-        X.put(f"{e}_amount_max_{lab}", perm, rmax.query(start, pos))
+        out[f"count_{lab}"] = ent.rows(count)
+        out[f"amount_mean_{lab}"] = ent.rows(ent.window_sum(start, pos) / count)
+        out[f"amount_max_{lab}"] = ent.rows(rmax.query(start, pos))
+    return out
 
 
 def _terminal_novelty(
-    X: _Columns, e: str, ent: _Entity, p: PreparedPayments, fs: FeatureSet, firsts: dict
-) -> None:
+    ent: _Entity, p: PreparedPayments, e: str, fs: FeatureSet, target
+) -> dict[str, np.ndarray]:
     """Time since the previous payment; new terminal, terminals ever, new ones per window."""
     n = ent.keys.shape[0]
-    perm = ent.dest
-    prev_same = np.zeros(n, dtype=bool)
-    prev_same[1:] = ent.keys[1:] == ent.keys[:-1]
     since = np.full(n, np.nan)
     since[1:] = (ent.t[1:] - ent.t[:-1]) / MS
-    since[~prev_same] = np.nan
-    X.put(f"{e}_secs_since_prev", perm, since)
-    if id(p.codes[e]) not in firsts:
-        firsts[id(p.codes[e])] = _first_pairs(
-            p.codes[e], p.n_codes[e], p.codes["terminal"], p.n_codes["terminal"]
-        )
-    first = firsts[id(p.codes[e])]
-    X.put(f"{e}_new_terminal", None, first)
+    since[~ent.same] = np.nan
+    out = {"secs_since_prev": ent.rows(since)}
+    first = _first_pairs(p.codes[e], p.n_codes[e], p.codes["terminal"], p.n_codes["terminal"])
+    out["new_terminal"] = _stream_rows(first, target)
     fs_sorted = first[ent.perm].astype("int64")
     cs = np.cumsum(fs_sorted)
     seg0 = ent.seg0
-    X.put(f"{e}_terminals_ever", perm, cs - cs[seg0] + fs_sorted[seg0])
+    out["terminals_ever"] = ent.rows(cs - cs[seg0] + fs_sorted[seg0])
     for w in fs.pair_windows:
-        X.put(f"{e}_new_terminals_{_lab(w)}", perm, ent.int_window(fs_sorted, ent.window(fs, w)))
+        out[f"new_terminals_{_lab(w)}"] = ent.rows(ent.int_window(fs_sorted, ent.window(fs, w)))
+    return out
 
 
-def _amount_ratios(X: _Columns, cust: _Entity, fs: FeatureSet) -> None:
+def _amount_ratios(cust: _Entity, fs: FeatureSet) -> dict[str, np.ndarray]:
     """Customer only: amount against the usual and the previous maximum; spikes per window."""
     n = cust.keys.shape[0]
-    perm, pos = cust.dest, cust.pos
+    pos = cust.pos
     start = cust.window(fs, fs.usual_window)
     n_prev = pos - start
     s_prev = cust.window_sum(start, pos) - cust.amount
@@ -373,41 +434,50 @@ def _amount_ratios(X: _Columns, cust: _Entity, fs: FeatureSet) -> None:
         prev_max = np.full(n, np.nan)
         prev_max[has_prev] = cust.rmax().query(start[has_prev], pos[has_prev] - 1)
         to_prev_max = np.where(prev_max > 0, cust.amount / prev_max, np.nan)
-    X.put("customer_amount_to_usual", perm, to_usual)
-    X.put("customer_amount_to_prev_max", perm, to_prev_max)
+    out = {
+        "customer_amount_to_usual": cust.rows(to_usual),
+        "customer_amount_to_prev_max": cust.rows(to_prev_max),
+    }
     spikes = (to_usual > fs.spike_ratio).astype("int64")  # NaN compares False
     for w in fs.spike_windows:
-        X.put(f"customer_spikes_{_lab(w)}", perm, cust.int_window(spikes, cust.window(fs, w)))
+        counted = cust.int_window(spikes, cust.window(fs, w))
+        out[f"customer_spikes_{_lab(w)}"] = cust.rows(counted)
+    return out
+
+
+def _delayed_mean(cust: _Entity, fs: FeatureSet) -> dict[str, np.ndarray]:
+    """Customer only: the amount against the mean of the payments old enough to be labelled."""
+    n = cust.keys.shape[0]
+    back, delay = max(fs.fraud_windows), fs.label_delay
+    lo, end = cust.window(fs, back, delay), cust.delayed_end(fs, back, delay)
+    cnt = end - lo
+    has = cnt > 0
+    mean = np.full(n, np.nan)
+    mean[has] = cust.window_sum(lo[has], end[has] - 1) / cnt[has]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.where(mean > 0, cust.amount / mean, np.nan)
+    return {"customer_amount_to_delayed_mean": cust.rows(ratio)}
 
 
 def _fraud_risk(
-    X: _Columns, e: str, ent: _Entity, p: PreparedPayments, fs: FeatureSet, span: int, base: int
-) -> None:
+    ent: _Entity, p: PreparedPayments, e: str, fs: FeatureSet, span: int, base: int
+) -> dict[str, np.ndarray]:
     """Payments old enough to be labelled, known frauds and their rate per window, the time
-    since the last and first known fraud (customer: amount against the labelled payments' mean).
+    since the last and first known fraud.
 
     Known frauds are located on the same (key, time) composite as the payments: key * `span` +
     (time - `base`)."""
     n = ent.keys.shape[0]
-    perm = ent.dest
     delay = fs.label_delay
-    if e == "customer":
-        back = max(fs.fraud_windows)
-        lo, end = ent.window(fs, back, delay), ent.delayed_end(fs, back, delay)
-        cnt = end - lo
-        has = cnt > 0
-        mean = np.full(n, np.nan)
-        mean[has] = ent.window_sum(lo[has], end[has] - 1) / cnt[has]
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ratio = np.where(mean > 0, ent.amount / mean, np.nan)
-        X.put("customer_amount_to_delayed_mean", perm, ratio)
+    out: dict[str, np.ndarray] = {}
     fk = p.codes[e][p.is_fraud]
     fo = np.lexsort((p.known_ms[p.is_fraud], fk))
     cf = fk[fo] * span + (p.known_ms[p.is_fraud][fo] - base)
     ftx = p.t_ms[p.is_fraud][fo].astype("float64")
-    known_end = np.searchsorted(cf, ent.c, side="right")
+    known_end = _rank(cf, ent.c, side="right")
+    known_start: dict[int, np.ndarray] = {}
     if fs.fraud_windows:
-        lo = np.searchsorted(cf, ent.c - max(fs.fraud_windows) * MS, side="right")
+        lo = _rank(cf, ent.c - max(fs.fraud_windows) * MS, side="right")
         known_start = {max(fs.fraud_windows): lo}
         has = known_end > lo
         last = np.full(n, np.nan)
@@ -415,21 +485,22 @@ def _fraud_risk(
         if has.any() and ftx.size:
             last[has] = range_max(ftx, lo[has], known_end[has] - 1)
             first[has] = -range_max(-ftx, lo[has], known_end[has] - 1)
-        X.put(f"{e}_secs_since_last_fraud", perm, (ent.t - last) / MS)
-        X.put(f"{e}_secs_since_first_fraud", perm, (ent.t - first) / MS)
+        out["secs_since_last_fraud"] = ent.rows((ent.t - last) / MS)
+        out["secs_since_first_fraud"] = ent.rows((ent.t - first) / MS)
     for w in fs.fraud_windows:
         lab = _lab(w)
         cnt = (ent.delayed_end(fs, w, delay) - ent.window(fs, w, delay)).astype("float64")
         if w not in known_start:
-            known_start[w] = np.searchsorted(cf, ent.c - w * MS, side="right")
+            known_start[w] = _rank(cf, ent.c - w * MS, side="right")
         frauds = (known_end - known_start[w]).astype("float64")
-        X.put(f"{e}_delayed_count_{lab}", perm, cnt)
-        X.put(f"{e}_known_frauds_{lab}", perm, frauds)
+        out[f"delayed_count_{lab}"] = ent.rows(cnt)
+        out[f"known_frauds_{lab}"] = ent.rows(frauds)
         # the rate's frauds: known in [T - w, T), the delayed window's payments for default labels
         ca = ent.aligned(fs.window_tile(w, delay) * MS)
-        rated = np.searchsorted(cf, ca, side="left") - np.searchsorted(cf, ca - w * MS, "left")
+        rated = _rank(cf, ca, side="left") - _rank(cf, ca - w * MS, side="left")
         with np.errstate(divide="ignore", invalid="ignore"):
-            X.put(f"{e}_fraud_rate_{lab}", perm, np.where(cnt > 0, rated / cnt, 0.0))
+            out[f"fraud_rate_{lab}"] = ent.rows(np.where(cnt > 0, rated / cnt, 0.0))
+    return out
 
 
 def _first_pairs(codes: np.ndarray, n_codes: int, term: np.ndarray, n_term: int) -> np.ndarray:

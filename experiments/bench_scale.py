@@ -400,6 +400,7 @@ def run(
     notes: list[str] = []
     report: dict[str, Any] = {
         "machine": {"note": "shared 2-core machine; compare ratios only"},
+        "code": code_version(),
         "parity": None,
         "xlarge": None,
         "speedup_2_vs_1": None,
@@ -443,6 +444,36 @@ def run(
         shutil.rmtree(tmp, ignore_errors=True)
     save()
     return report
+
+
+def code_version() -> dict:
+    """The commit the benchmark ran from and the files changed beside it: workers import
+    modules when a task first needs them, so a file edited during a run in a shared checkout
+    would put two versions of the code into one comparison. Run from a clean tree or an exported
+    snapshot (`git archive HEAD | tar -x -C DIR; git rev-parse HEAD > DIR/.snapshot-commit`)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parents[1]
+    mark = here / ".snapshot-commit"
+    if mark.is_file():
+        return {"path": str(here), "commit": mark.read_text().strip(), "snapshot": True}
+    with tempfile.TemporaryDirectory() as tmp:  # the working tree against HEAD, not the index
+        env = os.environ | {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+
+        def git(*args: str) -> str | None:
+            try:
+                done = subprocess.run(
+                    ["git", *args], cwd=here, env=env, capture_output=True, text=True, timeout=30
+                )
+            except (OSError, subprocess.SubprocessError):
+                return None
+            return done.stdout.strip() if done.returncode == 0 else None
+
+        commit = git("rev-parse", "HEAD")
+        if commit is None or git("read-tree", "HEAD") is None:
+            return {"path": str(here), "commit": None, "note": "not a git checkout"}
+        changed = (git("diff", "--name-only") or "").splitlines()
+    return {"path": str(here), "commit": commit, "changed_files": changed}
 
 
 def _write_json(path: Path, report: dict) -> None:

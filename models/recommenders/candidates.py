@@ -59,21 +59,25 @@ def candidates(score_rows, n: int, hidden: np.ndarray | None) -> CandidateSet:
     m = min(n, n_items)
     neg = np.negative(block)
     top = np.argpartition(neg, m - 1, axis=1)[:, :m]
-    top = np.take_along_axis(top, np.argsort(np.take_along_axis(neg, top, 1), 1, "stable"), 1)
-    finite = np.isfinite(np.take_along_axis(block, top, 1))
+    # positions in the flattened block: one fancy index per step, not one call per generator
+    offset = (np.arange(n_gen) * n_items)[:, None]
+    at = top + offset
+    at = at[np.arange(n_gen)[:, None], np.argsort(neg.ravel()[at], axis=1, kind="stable")]
+    finite = np.isfinite(neg.ravel()[at])
     if finite.all():
         lengths = np.full(n_gen, m)
-        joined = top.ravel()
-    else:  # a generator with fewer than n finite scores proposes only those
+        joined_at = at.ravel()
+    else:  # a generator with fewer than n finite scores proposes only those (sorted first)
         lengths = finite.sum(axis=1)
-        joined = top[finite]
+        joined_at = at[finite]
+    joined = joined_at % n_items
     _, first = np.unique(joined, return_index=True)
     items = joined[np.sort(first)]
     # each generator's rank of every product: 1.. its list length, beyond it length + 1
     rank = np.empty((n_gen, n_items), np.float32)
     rank[:] = (lengths + 1).astype(np.float32)[:, None]
-    for g in range(n_gen):
-        rank[g, top[g, : lengths[g]]] = np.arange(1, lengths[g] + 1, dtype=np.float32)
+    place = np.broadcast_to(np.arange(1, m + 1, dtype=np.float32), (n_gen, m))
+    rank.ravel()[joined_at] = place[finite]  # a view: rank is C-contiguous
     # C order, as the rows were built one by one before: reductions over a row (the features'
     # z-scores) then sum in the same order, to the last bit
     ranks = np.ascontiguousarray(rank[:, items])

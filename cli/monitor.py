@@ -82,13 +82,15 @@ def print_outcome(outcome) -> None:
         ("chi2 p", "right"),
         ("KS", "right"),
         ("n new", "right"),
+        ("bin grown most (Cohen's h, exact p)", "left"),
         ("drift", "left"),
     ):
         table.add_column(col, justify=justify)
     for d in outcome.drift:
         ks = "" if d.ks is None else f"{d.ks:.3f}"
         flag = "[red]DRIFT[/red]" if d.drifted else ""
-        table.add_row(d.name, f"{d.psi:.3f}", f"{d.p_value:.2g}", ks, f"{d.n_new:.0f}", flag)
+        grown = f"{d.bin_label} ({d.bin_effect:.2f}, {d.bin_p_value:.2g})" if d.bin_label else ""
+        table.add_row(d.name, f"{d.psi:.3f}", f"{d.p_value:.2g}", ks, f"{d.n_new:.0f}", grown, flag)
     console.print(table)
     for t in outcome.tables:
         live = Table(title=t.title)

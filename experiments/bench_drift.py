@@ -2,14 +2,17 @@
 quiet without one? Over `seeds` generated stores.
 
     .venv/bin/python -m experiments.bench_drift [--seeds 20] [--scale small] [--out FILE.json]
+        [--config experiments/configs/monitor.toml]
     shopml bench drift --out FILE.json
 
 Per seed, one generated store; every family's reference is built from an older window and the
-newest window is the new data, as a model trained a while ago would see it (the drift rule and
-the profile builders are the ones `shopml monitor` uses; shifts are injected post hoc into the
-generated tables, the generator is untouched):
+newest window is the new data, as a model trained a while ago would see it (the drift rule of
+the monitor config's `[drift]` and the profile builders are the ones `shopml monitor` uses;
+shifts are injected post hoc into the generated tables, the generator is untouched):
 
-* fraud (reference: the week ending 13 days before the last payment; new: the last 7 days):
+* fraud (reference: the 7 x 24 h ending 13 days before the last payment; new: the last
+  7 x 24 h, as `shopml monitor` takes them, `training.monitor.last_days`; calendar days would
+  end on a near-empty day when a payment falls just after the generated period's midnight):
   `fraud_scenario_<n>pct_cards` adds a card-testing attack, bursts of 6 tiny payments
   (0.5-2 EUR) within 10 minutes at random terminals by n % of the week's cards (2 and 10); it
   should touch the amount, time-of-day and velocity
@@ -42,6 +45,7 @@ from features.reference import DriftRule, Profile, compare_profiles
 from features.sources import SourceConfig, load_source
 from features.store import Store
 from shopml.progress import progress
+from training.monitor import load_monitor_config
 from training.reference_profiles import (
     forecast_batch,
     forecast_reference,
@@ -64,7 +68,7 @@ def flagged(reference: Profile, new: Profile, rule: DriftRule) -> list[str]:
 def card_testing(payments: pd.DataFrame, start, rng: np.random.Generator, share: float = 0.02):
     """Payments plus a card-testing attack after `start`: 2 % of the cards active then each
     make 6 tiny payments within 10 minutes at random terminals."""
-    recent = payments[payments["timestamp"] >= start]
+    recent = payments[payments["timestamp"] > start]
     cards = recent.drop_duplicates("card_id")[["card_id", "customer_id"]]
     hit = cards.sample(max(1, int(len(cards) * share)), random_state=int(rng.integers(1 << 31)))
     terminals = payments["terminal_id"].unique()
@@ -96,7 +100,7 @@ ATTACK_SHARES = (0.02, 0.10)  # shares of the week's cards in the card-testing a
 
 def fraud_case(pay: pd.DataFrame, rule: DriftRule, rng) -> dict[str, list[str]]:
     fs = FeatureSet()
-    end = pay["timestamp"].max().normalize() + DAY
+    end = pay["timestamp"].max()
     new_start, ref = end - 7 * DAY, (end - 20 * DAY, end - 13 * DAY)
     out = {}
     frames = [("control", pay)]
@@ -107,8 +111,8 @@ def fraud_case(pay: pd.DataFrame, rule: DriftRule, rng) -> dict[str, list[str]]:
     for case, frame in frames:
         cols = compute_columns(frame, fs)
         t = frame["timestamp"]
-        ref_rows = np.flatnonzero(((t >= ref[0]) & (t < ref[1])).to_numpy())
-        new_rows = np.flatnonzero((t >= new_start).to_numpy())
+        ref_rows = np.flatnonzero(((t > ref[0]) & (t <= ref[1])).to_numpy())
+        new_rows = np.flatnonzero((t > new_start).to_numpy())
         if case == "control":
             reference = fraud_reference(to_matrix(cols, fs.names, ref_rows), fs.names, np.empty(0))
             reference.columns.pop("score")
@@ -198,6 +202,7 @@ def summarise(per_seed: list[dict], touched) -> dict:
     detected = sum(any(touched(c) for c in cols) for cols in per_seed)
     clean = sum(not any(not touched(c) for c in cols) for cols in per_seed)
     return {
+        "detected": f"{detected}/{n}",
         "detection_rate": detected / n,
         "on_target_rate": clean / n,
         "columns_flagged_mean": float(np.mean([len(c) for c in per_seed])),
@@ -205,8 +210,11 @@ def summarise(per_seed: list[dict], touched) -> dict:
     }
 
 
-def run(seeds: int = 20, scale: str = "small", out: Path | None = None) -> dict:
-    rule = DriftRule()
+def run(
+    seeds: int = 20, scale: str = "small", out: Path | None = None, config: Path | None = None
+) -> dict:
+    drift = load_monitor_config(config).drift
+    rule = drift.rule()
     started = time.perf_counter()
     cases: dict[str, list] = {}
     price_categories: list[str] = []
@@ -224,6 +232,7 @@ def run(seeds: int = 20, scale: str = "small", out: Path | None = None) -> dict:
         print(f"seed {seed}: " + "; ".join(f"{k}={len(v[-1])}" for k, v in cases.items()))
     controls = {
         family: {
+            "false_alarms": f"{sum(bool(c) for c in cases[f'{family}:control'])}/{seeds}",
             "false_alarm_rate": float(np.mean([bool(c) for c in cases[f"{family}:control"]])),
             "flagged_counts": summarise(cases[f"{family}:control"], lambda c: False)[
                 "flagged_counts"
@@ -246,6 +255,7 @@ def run(seeds: int = 20, scale: str = "small", out: Path | None = None) -> dict:
             if key.startswith("fraud:fraud_scenario")
         },
         "price_change": {
+            "detected": f"{sum(price_hits)}/{seeds}",
             "detection_rate": float(np.mean(price_hits)),
             "on_target_rate": float(np.mean(price_clean)),
             "columns_flagged_mean": float(np.mean([len(c) for c in price_cols])),
@@ -258,12 +268,7 @@ def run(seeds: int = 20, scale: str = "small", out: Path | None = None) -> dict:
     result = {
         "seeds": seeds,
         "scale": scale,
-        "rule": {
-            "psi_threshold": rule.psi_threshold,
-            "alpha": rule.alpha,
-            "bonferroni": rule.bonferroni,
-            "min_count": rule.min_count,
-        },
+        "rule": drift.model_dump(),
         "controls": controls,
         "shifts": shifts,
         "seconds": round(time.perf_counter() - started, 1),
@@ -280,8 +285,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--scale", default="small")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--config", type=Path, help="monitor config (its [drift] rule)")
     args = parser.parse_args()
-    run(args.seeds, args.scale, args.out)
+    run(args.seeds, args.scale, args.out, args.config)
 
 
 if __name__ == "__main__":

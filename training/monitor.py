@@ -8,7 +8,9 @@ champion's features and scores of its payments; recommender: request kinds and c
 its sessions, known customers being the champion's; forecast: demand levels, category mix and
 prices per category over the reference's window). Each shared column gets PSI, a chi-square
 test and (numeric) a KS statistic (`features.reference`); a column drifts when PSI passes its
-threshold and the test's p-value is below alpha over the number of columns (Bonferroni).
+threshold and the test's p-value is below alpha over the number of columns (Bonferroni), or
+when one bin's share moves by a small effect (Cohen's h) with an exact p-value below that level
+over the number of bins (a concentrated shift, such as a small attack's tiny payments).
 
 The outcome is printed by the CLI, written as an HTML report (`training.monitor_report`) and
 logged with the PSI of every column as a run of experiment `shopml-monitoring`; `alarmed`
@@ -53,10 +55,35 @@ class DriftConfig(ConfigModel):
     psi_threshold: float = Field(0.2, gt=0, description="PSI above this (0.2: common default)")
     alpha: float = Field(0.01, gt=0, lt=1, description="family-wise p-value of the chi2 test")
     bonferroni: bool = Field(True, description="divide alpha by the number of columns")
-    min_count: int = Field(30, ge=1, description="fewer new values: never flagged")
+    min_count: int = Field(30, ge=1, description="fewer new values: PSI / chi2 never flag")
+    bin_effect: float = Field(
+        0.2, ge=0, description="Cohen's h of one bin's share (0.2: small effect); 0: off"
+    )
+    bin_ratio: float = Field(2.0, ge=1, description="a bin's share grew this many times")
 
     def rule(self) -> DriftRule:
-        return DriftRule(self.psi_threshold, self.alpha, self.min_count, self.bonferroni)
+        return DriftRule(
+            self.psi_threshold,
+            self.alpha,
+            self.min_count,
+            self.bonferroni,
+            self.bin_effect,
+            self.bin_ratio,
+        )
+
+    def text(self, n_columns: int) -> str:
+        """The rule in words, for the CLI and the report."""
+        level = f"{self.alpha:g}" + (f"/{n_columns}" if self.bonferroni else "")
+        broad = (
+            f"PSI > {self.psi_threshold:g} and chi2 p < {level}, at least {self.min_count} "
+            "new values"
+        )
+        if self.bin_effect <= 0:
+            return broad
+        return (
+            f"{broad}; or one bin's share x{self.bin_ratio:g} with Cohen's h >= "
+            f"{self.bin_effect:g} and exact p < {level}/bins"
+        )
 
 
 class BatchConfig(ConfigModel):
@@ -288,12 +315,7 @@ def run_monitor(
         notes.append(f"not in the new data, not compared: {', '.join(missing)}")
     ctx = MonitorContext(name, settings, ch.version, ch.run_id, ch.metrics)
     tables, live_notes = live_tables(ctx)
-    rule = config.drift
-    rule_text = (
-        f"PSI > {rule.psi_threshold:g} and chi2 p < {rule.alpha:g}"
-        + (f"/{len(drift)}" if rule.bonferroni else "")
-        + f", at least {rule.min_count} new values"
-    )
+    rule_text = config.drift.text(len(drift))
     outcome = MonitorOutcome(name, ch.version, source, rule_text, drift, tables, notes + live_notes)
     if out is not None:
         from training.monitor_report import write_report

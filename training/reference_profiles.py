@@ -29,6 +29,7 @@ import pandas as pd
 from features.reference import (
     DEFAULT_BINS,
     REQUEST_KINDS,
+    TAIL_QUANTILES,
     ColumnProfile,
     Profile,
     categorical_profile,
@@ -48,10 +49,12 @@ def fraud_reference(
     X: np.ndarray, names: Iterable[str], scores: np.ndarray, *, bins: int = DEFAULT_BINS, **meta
 ) -> Profile:
     """Quantile bins and counts of every feature column of `X` (in `names` order) and of the
-    score."""
+    score; besides the deciles, edges at the 1 % and 99 % quantiles (`TAIL_QUANTILES`): fraud
+    lives in the tails (a card-testing attack's tiny amounts, bursts of payments), where a
+    decile would mix it with a tenth of all traffic."""
     names = list(names)
-    cols = {n: numeric_profile(n, X[:, j], bins) for j, n in enumerate(names)}
-    cols["score"] = numeric_profile("score", scores, bins)
+    cols = {n: numeric_profile(n, X[:, j], bins, TAIL_QUANTILES) for j, n in enumerate(names)}
+    cols["score"] = numeric_profile("score", scores, bins, TAIL_QUANTILES)
     return Profile(cols, {"family": "fraud", "rows": int(len(X)), "bins": bins, **meta})
 
 
@@ -212,7 +215,10 @@ def promoted(lines: pd.DataFrame, products: pd.DataFrame | None, promotions) -> 
             continue
         promos = promos.assign(**{key: promos[key].astype(str)})
         m = frame.merge(promos, on=key, how="inner")
-        inside = m["row"][(m["t"] >= m["start"]) & (m["t"] < m["end"])]
+        # `end` is the promotion's last day, inclusive (the contract's and known_future's
+        # reading): a line of that day is promoted all day long
+        last = m["end"].dt.normalize() + pd.Timedelta(days=1)
+        inside = m["row"][(m["t"] >= m["start"]) & (m["t"] < last)]
         hit[inside.to_numpy()] = True
     return hit
 

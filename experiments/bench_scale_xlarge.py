@@ -79,15 +79,16 @@ class ProcessPeaks:
     """Peak RSS (MB) of this process and of every descendant, per stage and over the run.
 
     `labels` maps a pid to its name (`worker-0`, ...; see `worker_labels`); this process is
-    `client`, any other descendant `helper-PID`."""
+    `client`, any other descendant `helper-PID`. Peaks are kept per pid and named when read, so
+    a worker sampled before its nanny reported its pid is still counted as that worker."""
 
     def __init__(self, interval: float = SAMPLE_SECONDS) -> None:
         self.interval = interval
         self.labels: Callable[[], dict[int, str]] = dict
-        self.overall: dict[str, float] = {}
-        self.pids: dict[str, set[int]] = {}
+        self.overall: dict[int, float] = {}
+        self.names: dict[int, str] = {}
         self.hwm_resets = True
-        self._stage: dict[str, float] = {}
+        self._stage: dict[int, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
@@ -125,11 +126,16 @@ class ProcessPeaks:
                 continue
             if self.hwm_resets:
                 mb = max(mb, _vm_hwm_mb(proc.pid) or 0.0)
-            label = "client" if proc.pid == me else labels.get(proc.pid) or _helper_label(proc)
+            pid = proc.pid
             with self._lock:
-                self._stage[label] = max(self._stage.get(label, 0.0), mb)
-                self.overall[label] = max(self.overall.get(label, 0.0), mb)
-                self.pids.setdefault(label, set()).add(proc.pid)
+                if pid == me:
+                    self.names[pid] = "client"
+                elif pid in labels:
+                    self.names[pid] = labels[pid]
+                elif pid not in self.names:
+                    self.names[pid] = _helper_label(proc)
+                self._stage[pid] = max(self._stage.get(pid, 0.0), mb)
+                self.overall[pid] = max(self.overall.get(pid, 0.0), mb)
 
     def begin_stage(self) -> None:
         """Start a stage's own peaks: every process's VmHWM back to its current RSS."""
@@ -144,20 +150,25 @@ class ProcessPeaks:
         """The peaks of every process since `begin_stage` (MB)."""
         self.sample()
         with self._lock:
-            return _rounded(self._stage)
+            return self._named(self._stage)
 
     def peaks(self) -> dict[str, float]:
         with self._lock:
-            return _rounded(self.overall)
+            return self._named(self.overall)
 
     def incarnations(self) -> dict[str, int]:
-        """Processes seen per label (a worker restarted by its nanny counts twice)."""
+        """Processes seen per worker (a worker restarted by its nanny counts twice)."""
         with self._lock:
-            return {k: len(v) for k, v in sorted(self.pids.items()) if k.startswith("worker")}
+            names = [n for n in self.names.values() if n.startswith("worker")]
+        return {n: names.count(n) for n in sorted(set(names))}
 
-
-def _rounded(d: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 1) for k, v in sorted(d.items())}
+    def _named(self, by_pid: dict[int, float]) -> dict[str, float]:
+        """Peaks per name (MB): the largest of a name's processes (a restarted worker's)."""
+        out: dict[str, float] = {}
+        for pid, mb in by_pid.items():
+            name = self.names.get(pid, f"helper-{pid}")
+            out[name] = max(out.get(name, 0.0), mb)
+        return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
 def worker_labels(client) -> Callable[[], dict[int, str]]:
@@ -191,7 +202,7 @@ def run_stage(name: str, fn: Callable[..., Any], args: tuple, peaks: ProcessPeak
     line), or `stopped at the deadline` when `deadline` (epoch seconds) came first."""
     left = deadline - time.time()
     if left <= 0:
-        return {"error": "not started: no time left before the deadline"}
+        return {"not_run": "no time left before the deadline"}
     log(f"stage {name}: start ({left / 60:.0f} min before the deadline)")
     peaks.begin_stage()
     box: dict[str, Any] = {}
@@ -296,7 +307,7 @@ def xlarge_end_to_end(
         if "error" not in out["stages"]["generate"]:
             _cluster_stages(out, path, tmp, peaks, deadline, save, bs)
         done = [out["stages"].get(s, {}) for s in LOCAL_STAGES]
-        out["completed"] = all(s and "error" not in s for s in done)
+        out["completed"] = all(s and "error" not in s and "not_run" not in s for s in done)
         out["generated_in_this_run"] = "skipped" not in out["stages"]["generate"]
         out["peak_rss_mb"] = peaks.peaks()
         out["worker_processes"] = peaks.incarnations()
@@ -392,7 +403,7 @@ def local_engine(
             out["stages"][stage] = {"skipped": "the chunked writer of xlarge.stages.generate"}
             continue
         if time.time() >= deadline:
-            out["stages"][stage] = {"error": "not started: no time left before the deadline"}
+            out["stages"][stage] = {"not_run": "no time left before the deadline"}
             continue
         log(f"local {scale} {stage}: start")
         cmd = [sys.executable, "-m", "experiments.bench_scale_xlarge", "local-stage", stage]

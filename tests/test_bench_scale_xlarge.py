@@ -77,13 +77,37 @@ def _fails():
     [
         (_fails, 20, "DataError: payments.amount: 3 rows are negative"),
         (lambda: time.sleep(5), 0.3, "stopped at the deadline"),
-        (lambda: None, -1, "not started: no time left before the deadline"),
     ],
 )
 def test_stage_error_or_deadline_is_recorded_not_raised(fn, deadline_s, expected):
     with ProcessPeaks(interval=0.05) as peaks:
         rec = run_stage("x", fn, (), peaks, time.time() + deadline_s)
     assert rec["error"].startswith(expected)
+
+
+def test_stage_past_the_deadline_is_not_run():
+    with ProcessPeaks(interval=0.05) as peaks:
+        rec = run_stage("x", lambda: None, (), peaks, time.time() - 1)
+    assert rec == {"not_run": "no time left before the deadline"}
+
+
+def test_a_process_named_after_it_was_first_sampled_keeps_its_peak_under_that_name():
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD.format(mb=100, sleep=30)], stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        with ProcessPeaks(interval=0.05) as peaks:
+            peaks.begin_stage()
+            time.sleep(0.2)
+            peaks.labels = lambda: {child.pid: "worker-0"}
+            stage = peaks.end_stage()
+    finally:
+        child.kill()
+        child.wait()
+    assert stage["worker-0"] >= 95
+    assert f"helper-{child.pid}" not in stage and f"helper-{child.pid}" not in peaks.peaks()
+    assert peaks.incarnations() == {"worker-0": 1}
 
 
 def test_stage_figures_time_and_peaks():

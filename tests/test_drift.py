@@ -324,3 +324,36 @@ def test_the_storefront_live_profiles_count_request_kinds_categories_and_lookups
     lookups.observe(["p1", "p2", "p2", "unknown"])
     counts = Profile.from_dict(lookups.snapshot()["profile"]).columns["forecast_level"].counts
     assert counts[0] == 1 and counts[5] == 2 and counts.sum() == 3  # levels 5 and 51
+
+
+def test_a_promotion_covers_its_last_day_in_the_price_index():
+    """`end` is a promotion's last day, inclusive (as the contract and the known-future inputs
+    read it): a line sold that afternoon is promoted and stays out of the price index."""
+    import pandas as pd
+
+    from training.reference_profiles import promoted
+
+    products = pd.DataFrame({"product_id": ["p1", "p2"], "category": ["a", "b"]})
+    promotions = pd.DataFrame(
+        {
+            "product_id": ["p1", None],
+            "category": [None, "b"],
+            "start": pd.to_datetime(["2024-03-01", "2024-03-05"]),
+            "end": pd.to_datetime(["2024-03-03", "2024-03-05"]),
+        }
+    )
+    lines = pd.DataFrame(
+        {
+            "product_id": ["p1", "p1", "p1", "p2", "p2"],
+            "timestamp": pd.to_datetime(
+                [
+                    "2024-02-29 23:00",
+                    "2024-03-03 15:00",  # the last day of p1's promotion
+                    "2024-03-04 00:30",
+                    "2024-03-05 20:00",  # a one-day category promotion
+                    "2024-03-06 08:00",
+                ]
+            ),
+        }
+    )
+    assert promoted(lines, products, promotions).tolist() == [False, True, False, True, False]

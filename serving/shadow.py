@@ -374,7 +374,9 @@ class DecisionRecorder:
         ]  # fmt: skip
         if self.shadow is None:
             return Batch(rows)
-        X = np.stack([item[7] for item in items])
+        # one concatenation: np.stack's per-row work cost 4x as much GIL time (0.13 vs 0.03 ms
+        # per 100 payments) in the worker's thread
+        X = np.concatenate([item[7] for item in items]).reshape(len(items), -1)
         payments = tuple([item[i] for item in items] for i in (3, 4, 5, 2, 6))
         return Batch(rows, X, payments)
 

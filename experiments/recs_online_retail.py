@@ -72,9 +72,9 @@ def grids() -> dict[str, list[Candidate]]:
             Candidate("item_knn", {"similarity": s, "K": k}, _hl(h))
             for s, k, h in itertools.product(["cosine", "bm25"], [50, 200], [None, 30.0])
         ],
-        "als": [
-            Candidate("als", {"factors": f, "regularization": 0.1, "alpha": a}, _hl(h))
-            for f, a, h in itertools.product([64, 128], [10.0, 20.0], [None, 30.0])
+        "als": [  # strong regularization (20) as well, as on MovieLens; validation chooses
+            Candidate("als", {"factors": f, "regularization": r, "alpha": a}, _hl(h))
+            for f, r, a, h in itertools.product([64, 128], [0.1, 20.0], [10.0, 20.0], [None, 30.0])
         ],
         "bpr": [
             Candidate(

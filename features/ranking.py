@@ -42,6 +42,12 @@ PAIR_FEATURES = (
     "pair_category_share",
     "pair_days_since_category",
     "pair_log_price_ratio",
+    # the product's customers in the 7 / 30 days up to the customer's own last interaction
+    # (a session's: now), and that 30-day count's share of all its customers: what was bought
+    # when the customer was active, which the collaborative scores do not see
+    "pair_log_customers_7d_at_last",
+    "pair_log_customers_30d_at_last",
+    "pair_recent_share_30d_at_last",
 )
 CONTEXT_FEATURES = ("context_weekday", "context_season_sin", "context_season_cos")
 
@@ -64,6 +70,27 @@ class RankingState:
     launch_days: np.ndarray  # first day on sale (or of the earliest interaction)
     log_price: np.ndarray  # NaN: unknown price
     as_of_days: float
+    # (product, day of last interaction) of every cell as one sorted key, product x span + day
+    # - origin, so one searchsorted counts a product's customers in any window (derived)
+    day_keys: np.ndarray | None = None
+    day_origin: float = 0.0
+    day_span: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.day_keys is None:
+            last = sp.csc_matrix(self.last_days)
+            days = last.data.astype(np.float64)
+            self.day_origin = float(days.min()) if len(days) else 0.0
+            newest = max(float(days.max()) if len(days) else 0.0, self.as_of_days)
+            self.day_span = newest - self.day_origin + 64.0  # > any window reaching back
+            items = np.repeat(np.arange(last.shape[1]), np.diff(last.indptr))
+            self.day_keys = np.sort(items * self.day_span + (days - self.day_origin))
+
+    def customers_between(self, products: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """Per product, its customers whose last interaction fell in [lo, hi] (days)."""
+        base = products * self.day_span  # the keys' own arithmetic: equal days compare equal
+        top = np.searchsorted(self.day_keys, base + (hi - self.day_origin), "right")
+        return top - np.searchsorted(self.day_keys, base + (lo - self.day_origin), "left")
 
     @classmethod
     def from_matrix(
@@ -202,7 +229,7 @@ def rank_features(
 
 
 def _pair_and_customer(state, profile, candidates, now_days, pair):
-    """Customer x item features written into `pair` (m, 5, float32); returns the customer
+    """Customer x item features written into `pair` (m, 8, float32); returns the customer
     features (5,)."""
     items, w, last = profile.items, profile.weights.astype(np.float64), profile.last_days
     pair[:, 0] = 0.0
@@ -234,6 +261,11 @@ def _pair_and_customer(state, profile, candidates, now_days, pair):
         wp = w[priced]
         usual = float(np.multiply(prices[priced], wp).sum() / wp.sum())
     pair[:, 4] = state.log_price[candidates] - usual
+    then = float(last.max()) if len(items) else now_days
+    month = state.customers_between(candidates, then - 30, then)
+    pair[:, 5] = np.log1p(state.customers_between(candidates, then - 7, then))
+    pair[:, 6] = np.log1p(month)
+    pair[:, 7] = month / np.maximum(np.expm1(state.item_arrays[candidates, 0]), 1.0)
     nz = share[share > 0]
     return np.array(
         [

@@ -10,9 +10,11 @@ import scipy.sparse as sp
 
 from features.interactions import InteractionConfig, build_matrix
 from features.ranking import (
+    CustomerProfile,
     RankingState,
     feature_names,
     label_matrix,
+    rank_features,
     split_cells,
     split_events_at,
 )
@@ -142,6 +144,38 @@ def test_no_label_from_after_the_cut_reaches_the_features():
     row = 1  # c001 (customer ids are sorted)
     owned = set(a.weights[row].indices.tolist())
     assert not owned & set(labels[1][row].indices.tolist())
+
+
+def test_a_product_s_customers_are_counted_up_to_the_customer_s_own_last_day():
+    # product 0 last used by customer 0 on day 10, 1 on day 20, 2 on day 50; product 1 by 2 on
+    # day 45: each customer sees the customers of the 30 days up to their own last day only
+    days = np.array([[10.0, 0.0], [20.0, 0.0], [50.0, 45.0]])
+    last = sp.csr_matrix(days)
+    weights = last.copy()
+    weights.data[:] = 1.0
+    pop = np.log1p(np.array([3.0, 1.0], np.float32))
+    state = RankingState(
+        weights, last, np.zeros(2, np.int32), 1, np.tile(pop[:, None], (1, 7)),
+        np.zeros(2), np.zeros(2), 60.0,
+    )  # fmt: skip
+    names = feature_names(["g"])
+    month = names.index("pair_log_customers_30d_at_last")
+    share = names.index("pair_recent_share_30d_at_last")
+    week = names.index("pair_log_customers_7d_at_last")
+    items, one = np.array([0, 1]), np.ones((1, 2), np.float32)
+    got = [
+        rank_features(state, state.profile(r), items, one, one, 60.0)[:, [month, week, share]]
+        for r in range(3)
+    ]
+    np.testing.assert_allclose(np.expm1(got[0][:, 0]), [1, 0], atol=1e-5)  # days -20..10
+    np.testing.assert_allclose(np.expm1(got[1][:, 0]), [2, 0], atol=1e-5)  # day 50 is later
+    np.testing.assert_allclose(np.expm1(got[2][:, 0]), [2, 1], atol=1e-5)  # days 20..50
+    np.testing.assert_allclose(np.expm1(got[2][:, 1]), [1, 1], atol=1e-5)  # days 43..50
+    np.testing.assert_allclose(got[2][:, 2], [2 / 3, 1.0], rtol=1e-5)
+    session = CustomerProfile.session(np.array([1]), np.ones(1), 60.0)  # now: days 30..60
+    np.testing.assert_allclose(
+        np.expm1(rank_features(state, session, items, one, one, 60.0)[:, month]), [1, 1], atol=1e-5
+    )
 
 
 def test_training_and_serving_features_agree(store, fitted):

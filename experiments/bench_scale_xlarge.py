@@ -47,6 +47,9 @@ MB = 1 << 20
 SAMPLE_SECONDS = 0.5
 EXPORT_K = 20
 LOCAL_STAGES = ("generate", "validate", "fraud", "recommender")
+# pieces the cluster cuts a table into: ~1.3M of xlarge's 21M payments each (the default, two
+# per worker thread, makes 5M-row pieces whose 78 features alone are 3 GB of a 6 GB worker)
+XLARGE_PARTITIONS = 16
 
 
 def log(msg: str) -> None:
@@ -324,7 +327,13 @@ def xlarge_end_to_end(
 
 
 def _cluster_stages(out, path, tmp, peaks, deadline, save, bs) -> None:
-    with bs._cluster(2, "6GB") as compute:
+    from shopml.compute import ComputeConfig, open_compute
+
+    cfg = ComputeConfig(
+        engine="dask", n_workers=2, memory_limit="6GB", partitions=XLARGE_PARTITIONS
+    )
+    out["cluster"]["partitions"] = XLARGE_PARTITIONS
+    with open_compute(cfg) as compute:
         peaks.labels = worker_labels(compute.client)
         bs._warm(compute)
         stages = (

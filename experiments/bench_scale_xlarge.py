@@ -50,6 +50,9 @@ LOCAL_STAGES = ("generate", "validate", "fraud", "recommender")
 # pieces the cluster cuts a table into: ~1.3M of xlarge's 21M payments each (the default, two
 # per worker thread, makes 5M-row pieces whose 78 features alone are 3 GB of a 6 GB worker)
 XLARGE_PARTITIONS = 16
+# a capped child is also stopped when the machine has less than this left: on a shared machine
+# the kernel's out-of-memory killer would otherwise pick a process, maybe another's
+MACHINE_RESERVE_MB = 400
 
 
 def log(msg: str) -> None:
@@ -350,7 +353,8 @@ def _cluster_stages(out, path, tmp, peaks, deadline, save, bs) -> None:
 # ---- the local engine under a memory cap -------------------------------------------------------
 def run_capped(cmd: list[str], cap_mb: float, deadline: float, result: Path) -> dict:
     """Run `cmd` (which writes its figures as JSON to `result`) while a watchdog samples the RSS
-    of its process tree every 0.2 s and kills the tree past `cap_mb` or at `deadline`: the
+    of its process tree every 0.2 s and kills the tree past `cap_mb`, when the machine runs
+    out of memory (`MACHINE_RESERVE_MB`) or at `deadline`: the
     figures, `peak_rss_mb` (max of the samples and the child's own VmHWM) and `seconds`, or
     `error` naming why it stopped."""
     result.unlink(missing_ok=True)
@@ -364,6 +368,11 @@ def run_capped(cmd: list[str], cap_mb: float, deadline: float, result: Path) -> 
             peak = max(peak, mb)
             if mb > cap_mb:
                 why = f"killed by the watchdog at {mb:,.0f} MB RSS (cap {cap_mb:,.0f} MB)"
+            elif psutil.virtual_memory().available < MACHINE_RESERVE_MB * MB:
+                why = (
+                    f"stopped at {mb:,.0f} MB RSS, under the cap: the machine had less than "
+                    f"{MACHINE_RESERVE_MB} MB left (other processes)"
+                )
             elif time.time() > deadline:
                 why = "stopped at the deadline"
             if why:

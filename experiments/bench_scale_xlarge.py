@@ -341,8 +341,9 @@ def _cluster_stages(out, path, tmp, peaks, deadline, save, bs) -> None:
         bs._warm(compute)
         stages = (
             ("validate", validate_stage, (path,)),
-            ("fraud", bs.fraud_from_frames, (path, compute)),
+            # the longest stage last: stopped at the deadline, it leaves the others' figures
             ("recommender", bs.recommender_from_frames, (path, tmp, compute)),
+            ("fraud", bs.fraud_from_frames, (path, compute)),
         )
         for name, fn, args in stages:
             out["stages"][name] = run_stage(name, fn, args, peaks, deadline)

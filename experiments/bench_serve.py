@@ -47,6 +47,12 @@ from shopml.settings import Settings, load_settings
 
 ROUNDS = 4
 SHADOW_SLOWDOWN = 0.05  # /score with a shadow model: p50 and p99 at most 5% above without
+# --shadow: with/without rounds interleaved in one client run (which server goes first
+# alternates), requests per server and round; the p99 of 8 x 1000 c=1 answers rests on 80
+SHADOW_ROUNDS = 8
+SHADOW_C1 = 1000
+SHADOW_C8 = 2000
+SHADOW_LOG_WAIT_S = 10.0  # after the load, how long the log may go without a new row
 C1_REQUESTS = 2000  # per endpoint, split over the rounds
 C8_REQUESTS = 8000
 WARMUP = 400
@@ -393,12 +399,13 @@ def _scratch_fraud_db(service: str, env: dict | None) -> tuple[dict | None, str 
 
 
 def _shadow_plan(ports: dict[str, int], bodies: list[str], offset: int) -> list[dict]:
-    """Interleaved rounds over both fraud servers (which goes first alternates by round); both
-    get the same payments in the same order, each into its own online state."""
+    """SHADOW_ROUNDS interleaved rounds over both fraud servers (which goes first alternates by
+    round); both get the same payments in the same order, each into its own online state.
+    Scenario names carry the round (`shadow_c1_r3`) for the per-round ratios."""
     scenarios = []
-    for i in range(ROUNDS):
+    for i in range(SHADOW_ROUNDS):
         order = ("plain", "shadow") if i % 2 == 0 else ("shadow", "plain")
-        for conc, n in ((1, C1_REQUESTS // ROUNDS), (8, C8_REQUESTS // ROUNDS)):
+        for conc, n in ((1, SHADOW_C1), (8, SHADOW_C8)):
             scenarios.append(
                 {
                     "name": f"livez_c{conc}",
@@ -406,14 +413,14 @@ def _shadow_plan(ports: dict[str, int], bodies: list[str], offset: int) -> list[
                     "path": "/livez",
                     "method": "GET",
                     "concurrency": conc,
-                    "requests": n,
+                    "requests": n // 4,
                     "max_seconds": MAX_SECONDS,
                 }
             )
             for who in order:
                 scenarios.append(
                     {
-                        "name": f"{who}_c{conc}",
+                        "name": f"{who}_c{conc}_r{i}",
                         "port": ports[who],
                         "path": "/score",
                         "method": "POST",
@@ -426,6 +433,63 @@ def _shadow_plan(ports: dict[str, int], bodies: list[str], offset: int) -> list[
                 )
             offset += n
     return scenarios
+
+
+def shadow_bodies_needed() -> int:
+    """Distinct payments the --shadow run sends each server (warm-up and every round)."""
+    return WARMUP + SHADOW_ROUNDS * (SHADOW_C1 + SHADOW_C8)
+
+
+def _shadow_rounds(results: list[dict]) -> tuple[list[dict], dict]:
+    """Each round's shadow / shadow-less ratios (p50 and p99 at c=1, rps at c=8) and their
+    medians: every round compares two servers under the same moment's machine load."""
+    rounds = []
+    for i in range(SHADOW_ROUNDS):
+        s1, p1 = _summary(results, f"shadow_c1_r{i}"), _summary(results, f"plain_c1_r{i}")
+        s8, p8 = _summary(results, f"shadow_c8_r{i}"), _summary(results, f"plain_c8_r{i}")
+        if not (s1["p50_ms"] and p1["p50_ms"] and p8["rps"]):
+            continue
+        rounds.append(
+            {
+                "round": i,
+                "first": "plain" if i % 2 == 0 else "shadow",
+                "p50_ratio": round(s1["p50_ms"] / p1["p50_ms"], 3),
+                "p99_ratio": round(s1["p99_ms"] / p1["p99_ms"], 3),
+                "rps_ratio": round(s8["rps"] / p8["rps"], 3),
+                "plain_p50_ms": p1["p50_ms"],
+                "plain_p99_ms": p1["p99_ms"],
+                "shadow_p50_ms": s1["p50_ms"],
+                "shadow_p99_ms": s1["p99_ms"],
+            }
+        )
+    median = {
+        k: round(float(np.median([r[f"{k}_ratio"] for r in rounds])), 3) if rounds else None
+        for k in ("p50", "p99", "rps")
+    }
+    return rounds, median
+
+
+def _pooled(results: list[dict], prefix: str) -> dict:
+    """One summary over every round's scenarios named `prefix_r*`."""
+    merged = [dict(r, name=prefix) for r in results if r["name"].startswith(f"{prefix}_r")]
+    return _summary(merged, prefix)
+
+
+def _wait_for_log(path: Path, answered: int) -> tuple[int, float]:
+    """Wait until the decision log at `path` holds `answered` rows, or has not grown for
+    SHADOW_LOG_WAIT_S; (rows, seconds waited)."""
+    from features.fraud.decision_log import DecisionLog
+
+    log = DecisionLog(f"sqlite:///{path}")
+    started = last_change = time.monotonic()
+    rows = len(log)
+    while rows < answered and time.monotonic() - last_change < SHADOW_LOG_WAIT_S:
+        time.sleep(0.1)
+        now = len(log)
+        if now != rows:
+            rows, last_change = now, time.monotonic()
+    log.dispose()
+    return rows, time.monotonic() - started
 
 
 def _carries_challenger(settings: Settings) -> bool:
@@ -449,9 +513,13 @@ def bench_shadow(
     shadow_env: dict | None = None,
 ) -> tuple[dict, dict, dict]:
     """The fraud Bento twice at once, without (`SHOPML_FRAUD_SHADOW=0`) and with its challenger
-    scoring in shadow, measured in interleaved rounds of one client run: (livez, fraud,
-    fraud_shadow). Each server logs into its own throw-away fraud database; the shadow's entry
-    also counts the payments it answered, logged, and logged with a shadow score. `plain_env`
+    scoring in shadow, measured in SHADOW_ROUNDS interleaved rounds of one client run: (livez,
+    fraud, fraud_shadow). p50/p99/rps of both entries pool every round; the shadow's entry also
+    carries each round's shadow / shadow-less ratios (`rounds`) and their medians
+    (`median_round_ratio`). Each server logs into its own throw-away fraud database; the
+    shadow's entry counts the payments it answered, logged while running (the log may lag the
+    load at idle priority; waited for until it stops growing), and logged, with and without a
+    shadow score, once the server has stopped (its log process writes what it holds at exit). `plain_env`
     and `shadow_env` add to (or override) each server's environment, e.g. an A/A run with the
     shadow off on both to see the noise of the machine."""
     from features.fraud.decision_log import DecisionLog
@@ -477,13 +545,17 @@ def bench_shadow(
             }
             for who, port in ports.items()
         ]
+        if len(bodies) < shadow_bodies_needed():
+            raise ShopmlError(
+                f"--shadow needs {shadow_bodies_needed()} payments, got {len(bodies)}"
+            )
         results = _client(ports["plain"], warm + _shadow_plan(ports, bodies, WARMUP))
         mine = [r for r in results if r["name"].startswith(("shadow_", "warm_shadow"))]
         answered = sum(r["completed"] - r["errors"] for r in mine)
-        log = DecisionLog(f"sqlite:///{Path(scratch['shadow']) / 'fraud.db'}")
-        deadline = time.monotonic() + 10
-        while len(log) < answered and time.monotonic() < deadline:  # the last flush
-            time.sleep(0.1)
+        db = Path(scratch["shadow"]) / "fraud.db"
+        logged_running, waited = _wait_for_log(db, answered)  # it catches up once load ends
+        servers.pop("shadow").stop()  # at shutdown the log process writes what it still holds
+        log = DecisionLog(f"sqlite:///{db}")
         logged = log.read()
         log.dispose()
     finally:
@@ -494,7 +566,7 @@ def bench_shadow(
                 shutil.rmtree(folder, ignore_errors=True)
     entries = {}
     for who in ("plain", "shadow"):
-        c1, c8 = _summary(results, f"{who}_c1"), _summary(results, f"{who}_c8")
+        c1, c8 = _pooled(results, f"{who}_c1"), _pooled(results, f"{who}_c8")
         entries[who] = {
             "p50_ms": c1["p50_ms"],
             "p99_ms": c1["p99_ms"],
@@ -506,8 +578,13 @@ def bench_shadow(
     lz1, lz8 = _summary(results, "livez_c1"), _summary(results, "livez_c8")
     livez = {"p50_ms": lz1["p50_ms"], "p99_ms": lz1["p99_ms"], "rps_c8": lz8["rps"]}
     versions = logged["shadow_version"].dropna()
+    rounds, median = _shadow_rounds(results)
     entries["shadow"] |= {
+        "median_round_ratio": median,
+        "rounds": rounds,
         "answered": int(answered),
+        "logged_while_running": int(logged_running),
+        "log_caught_up_s": round(waited, 2),
         "logged": int(len(logged)),
         "shadow_scored": int(len(versions)),
         "shadow_version": str(versions.iloc[0]) if len(versions) else None,
@@ -578,7 +655,8 @@ def run(
             "@challenger alias (`shopml promote fraud RUN` marks the version it gates) and run "
             "`shopml build fraud`"
         )
-    bodies, span_s = payment_bodies(WARMUP + C1_REQUESTS + C8_REQUESTS)
+    needed = WARMUP + C1_REQUESTS + C8_REQUESTS
+    bodies, span_s = payment_bodies(max(needed, shadow_bodies_needed()) if shadow else needed)
     env = {"SHOPML_FRAUD_MAX_BEHIND_S": str(span_s + 86400)}  # the replayed stream's span
     with redis_server() if redis else contextlib.nullcontext() as url:
         if url:
@@ -651,6 +729,12 @@ def report_lines(result: dict) -> list[str]:
             f"{'/score + shadow':<22}{sh['p50_ms']:>9}{sh['p99_ms']:>9}{sh['rps_c8']:>10}"
             f"{sh['errors']:>8}{sh['cold_start_s']:>8}   {sh['shadow_version']}: "
             f"{sh['shadow_scored']} of {sh['answered']} answered payments logged with its score"
+        )
+        med = sh["median_round_ratio"]
+        lines.append(
+            f"  shadow / shadow-less, median of {len(sh['rounds'])} rounds: p50 {med['p50']}x, "
+            f"p99 {med['p99']}x, rps {med['rps']}x; rounds (p50 / p99 / rps): "
+            + ", ".join(f"{r['p50_ratio']}/{r['p99_ratio']}/{r['rps_ratio']}" for r in sh["rounds"])
         )
     lines.append("")
     for check, ok in check_targets(result).items():

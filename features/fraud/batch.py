@@ -147,6 +147,11 @@ def _rank(values: np.ndarray, queries: np.ndarray, side: str) -> np.ndarray:
     return np.cumsum(np.bincount(at, minlength=n + 1)[:n])
 
 
+def _grid_cap(n: int) -> int:
+    """Most cells a (key, tile) grid of `n` payments may have (memory stays O(payments))."""
+    return 2 * n + 4096
+
+
 class _Entity:
     """One key's payments sorted by (key, stream position), with window boundary helpers;
     `rows` puts a column of that order into the output rows (one gather)."""
@@ -157,8 +162,11 @@ class _Entity:
         self.t = t_ms[self.perm]
         self.amount = amount[self.perm]
         self.t0 = int(t_ms[0]) if t_ms.size else 0
-        self.span, self.pad = span, pad
-        self.c = self.keys * span + (self.t - self.t0 + pad)
+        self.t_last = int(t_ms[-1]) if t_ms.size else 0
+        self.n_codes, self.span, self.pad = n_codes, span, pad
+        self.c = self.keys * span
+        self.c += self.t
+        self.c += pad - self.t0
         self.pos = np.arange(codes.shape[0], dtype="int64")
         dest = self.perm if target is None else target[self.perm]
         self.source = np.empty_like(self.pos)  # output row r comes from sorted position source[r]
@@ -175,6 +183,7 @@ class _Entity:
         self.cum_before[inner] = self.cum[inner - 1]
         self._starts: dict[tuple[int, int], np.ndarray] = {}
         self._aligned: dict[int, np.ndarray] = {}
+        self._grids: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
         self._rmax: RangeMax | None = None
 
     def rows(self, values) -> np.ndarray:
@@ -188,10 +197,38 @@ class _Entity:
 
     def start(self, back_ms: int, tile_ms: int) -> np.ndarray:
         """First sorted position of the same key with time >= T - back_ms, T the start of the
-        payment's tile of `tile_ms`."""
+        payment's tile of `tile_ms` (`back_ms` a multiple of it)."""
         if (back_ms, tile_ms) not in self._starts:
-            self._starts[back_ms, tile_ms] = _search_sorted(self.c, self.aligned(tile_ms) - back_ms)
+            grid = self._grid(tile_ms)
+            if grid is None:
+                found = _search_sorted(self.c, self.aligned(tile_ms) - back_ms)
+            else:
+                cell, first = grid
+                found = first[cell - back_ms // tile_ms]
+            self._starts[back_ms, tile_ms] = found
         return self._starts[back_ms, tile_ms]
+
+    def _grid(self, tile_ms: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(cell of each position, first position of each cell) on the grid of keys x tiles,
+        tiles padded in front by the longest look-back: a window's start is then a lookup
+        `first[cell - tiles back]` instead of a search. None when the grid would hold more
+        cells than twice the payments (short tiles, many keys): those windows are searched."""
+        if tile_ms not in self._grids:
+            n = self.keys.shape[0]
+            margin = self.pad // tile_ms + 1  # more tiles than any window looks back
+            u0 = self.t0 // tile_ms - margin
+            width = self.t_last // tile_ms - u0 + 1
+            grid = None
+            if self.n_codes * width <= _grid_cap(n):
+                cell = self.keys * width
+                cell += self.t // tile_ms
+                cell -= u0
+                counts = np.bincount(cell, minlength=self.n_codes * width)
+                first = np.cumsum(counts)
+                first -= counts
+                grid = (cell, first)
+            self._grids[tile_ms] = grid
+        return self._grids[tile_ms]
 
     def aligned(self, tile_ms: int) -> np.ndarray:
         """The (key, time) composite of each payment's tile start."""
@@ -211,11 +248,16 @@ class _Entity:
         """Sum of amounts over sorted positions [start, end] (same key, start <= end)."""
         return self.cum[end] - self.cum_before[start]
 
+    def sum_to_here(self, start: np.ndarray) -> np.ndarray:
+        """`window_sum(start, pos)`: the sum of amounts over [start, pos] at every position."""
+        return self.cum - self.cum_before[start]
+
     def int_window(self, flags: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Windowed count of `flags` (sorted order) over [start, pos]."""
         cs = np.zeros(flags.shape[0] + 1, dtype="int64")
         np.cumsum(flags, out=cs[1:])
-        return (cs[self.pos + 1] - cs[start]).astype("float64")
+        counted = cs[1:] - cs[start]
+        return counted.astype("float64")
 
 
 def compute_batch(payments: pd.DataFrame, fs: FeatureSet | None = None) -> pd.DataFrame:
@@ -395,7 +437,7 @@ def _window_stats(ent: _Entity, fs: FeatureSet) -> dict[str, np.ndarray]:
         lab = _lab(w)
         count = (pos - start + 1).astype("float64")
         out[f"count_{lab}"] = ent.rows(count)
-        out[f"amount_mean_{lab}"] = ent.rows(ent.window_sum(start, pos) / count)
+        out[f"amount_mean_{lab}"] = ent.rows(ent.sum_to_here(start) / count)
         out[f"amount_max_{lab}"] = ent.rows(rmax.query(start, pos))
     return out
 
@@ -426,7 +468,7 @@ def _amount_ratios(cust: _Entity, fs: FeatureSet) -> dict[str, np.ndarray]:
     pos = cust.pos
     start = cust.window(fs, fs.usual_window)
     n_prev = pos - start
-    s_prev = cust.window_sum(start, pos) - cust.amount
+    s_prev = cust.sum_to_here(start) - cust.amount
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         usual = np.where(n_prev > 0, s_prev / np.maximum(n_prev, 1), np.nan)
         to_usual = np.where(usual > 0, cust.amount / usual, np.nan)

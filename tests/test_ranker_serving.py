@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 from features.interactions import InteractionConfig, build_matrix
 from features.ranking import CustomerProfile, rank_features
@@ -88,41 +87,48 @@ def _sessions(model, n: int, seed: int = 1) -> list[tuple[np.ndarray, np.ndarray
     return out
 
 
+def _generator_rows(ranker, sessions) -> list[np.ndarray]:
+    """Each generator's (n_sessions, n_items) scores, from its per-request scoring."""
+    return [
+        np.stack([g._score_weights(items, w) for items, w in sessions]) for g in ranker.generators
+    ]
+
+
 def test_a_request_is_ranked_as_the_batch_ranks_it(served):
+    """The per-request path and the batch path on the same generator scores (the generators'
+    own batch and single scorings may differ in the last bit: BLAS sums in another order)."""
     ranker = served.primary
     assert ranker.fallback_ is None  # the ranker itself answers
     sessions = _sessions(ranker, 40)
-    rows = np.repeat(np.arange(len(sessions)), [len(i) for i, _ in sessions])
-    X = sp.csr_matrix(
-        (
-            np.concatenate([w for _, w in sessions]),
-            (rows, np.concatenate([i for i, _ in sessions])),
-        ),
-        shape=(len(sessions), ranker.n_items),
-    )
-    batch = ranker._scores_items(X)
+    now = ranker.state_.as_of_days
+    profiles = [CustomerProfile.session(items, w, now) for items, w in sessions]
+    gens = _generator_rows(ranker, sessions)
+    batch = ranker._rank(gens, profiles, [items for items, _ in sessions])
     for i, (items, weights) in enumerate(sessions):
-        one = ranker._score_weights(items, weights)
+        one = ranker._rank_one([g[i] for g in gens], profiles[i], items)
         assert one.dtype == np.float32
         np.testing.assert_array_equal(one, batch[i])
+        np.testing.assert_array_equal(ranker._score_weights(items, weights), one)
     known = np.arange(0, len(ranker.customer_ids_), 7)
-    block = ranker._scores_known(known)
+    gens = [np.asarray(g._scores_known(known), np.float32) for g in ranker.generators]
+    block = ranker._known(known, gens)
     for j, row in enumerate(known):
-        np.testing.assert_array_equal(ranker._score_one(int(row)), block[j])
+        hidden = ranker._bought_indices[ranker._bought_indptr[row] : ranker._bought_indptr[row + 1]]
+        one = ranker._rank_one([g[j] for g in gens], ranker.state_.profile(int(row)), hidden)
+        np.testing.assert_array_equal(one, block[j])
 
 
 def test_a_session_answer_is_the_top_of_the_batch_scores_after_the_filters(served):
     ranker = served.primary
     filters = RecommendFilters(exclude_purchased=True, only_available=True, exclude_ids=("p03",))
+    now = ranker.state_.as_of_days
     for items, _ in _sessions(ranker, 10, seed=2):
         ids = served.product_ids_[items].tolist()
         rec = served.recommend_with_context("", 10, filters, recent_product_ids=ids)
         assert rec.source == "ranker:fold-in"
-        X = sp.csr_matrix(
-            (np.ones(len(items), np.float32), (np.zeros(len(items), int), items)),
-            shape=(1, ranker.n_items),
-        )
-        scores = ranker._scores_items(X)[0].copy()
+        ones = np.ones(len(items), np.float32)
+        gens = _generator_rows(ranker, [(items, ones)])
+        scores = ranker._rank(gens, [CustomerProfile.session(items, ones, now)], [items])[0]
         scores[items] = -np.inf
         scores[served._blocked(filters)] = -np.inf
         want = served._finish(scores, 10, "batch")

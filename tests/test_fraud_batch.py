@@ -66,6 +66,8 @@ def test_fraud_ranks_equal_searchsorted(side):
         values = np.sort(rng.integers(-5, 505, m))
         expect = np.searchsorted(values, queries, side=side)
         assert np.array_equal(batch._rank(values, queries, side), expect)
+        in_window = expect - np.searchsorted(values, queries - 40, side=side)
+        assert np.array_equal(batch._rank_between(values, 40, queries, side), in_window)
 
 
 def test_the_input_row_order_only_permutes_the_rows(payments):

@@ -103,6 +103,23 @@ class RangeMax:
                 out[sel] = np.maximum(level[hi[sel]], level[lo[sel] + ((1 << j) - 1)])
         return out
 
+    def query_to_here(self, lo: np.ndarray) -> np.ndarray:
+        """`query(lo, positions)`: max(values[lo[i]:i + 1]) at every position i (lo <= i)."""
+        n = lo.shape[0]
+        out = np.empty(n, dtype="float64")
+        if not n:
+            return out
+        length = np.arange(1, n + 1, dtype="int64")
+        length -= lo
+        k = (np.frexp(length.astype("float64"))[1] - 1).astype("int8")  # floor(log2)
+        np.copyto(out, self.levels[0], where=k == 0)  # one value: itself
+        for j in range(1, int(k.max()) + 1):
+            sel = np.flatnonzero(k == j)
+            if sel.size:
+                level = self._level(j)
+                out[sel] = np.maximum(level[sel], level[lo[sel] + ((1 << j) - 1)])
+        return out
+
 
 def range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """max(values[lo:hi + 1]) for every query (lo <= hi)."""
@@ -139,12 +156,27 @@ def _rank(values: np.ndarray, queries: np.ndarray, side: str) -> np.ndarray:
     """`searchsorted(values, queries, side)` for non-decreasing `queries` and a shorter sorted
     `values` (the known frauds against every payment): each value is searched among the
     queries instead, and a running count of those positions gives every query's rank."""
-    n = queries.shape[0]
-    if values.shape[0] > n:
+    if values.shape[0] > queries.shape[0]:
         return np.searchsorted(values, queries, side=side)
-    # values[j] < q[i] (side left) holds from the first i with q[i] > values[j] on
+    return np.cumsum(_rank_steps(values, queries, side))
+
+
+def _rank_steps(values: np.ndarray, queries: np.ndarray, side: str) -> np.ndarray:
+    """How much `_rank` grows at each query: values[j] < q[i] (side left) holds from the
+    first i with q[i] > values[j] on."""
     at = np.searchsorted(queries, values, side="right" if side == "left" else "left")
-    return np.cumsum(np.bincount(at, minlength=n + 1)[:n])
+    return np.bincount(at, minlength=queries.shape[0] + 1)[:-1]
+
+
+def _rank_between(values: np.ndarray, back: int, queries: np.ndarray, side: str) -> np.ndarray:
+    """`_rank(values, queries, side) - _rank(values, queries - back, side)`: the values in the
+    window of length `back` ending at each query (`values + back` searched, not n shifted
+    queries)."""
+    if values.shape[0] > queries.shape[0]:
+        return _rank(values, queries, side) - _rank(values + back, queries, side)
+    steps = _rank_steps(values, queries, side)
+    steps -= _rank_steps(values + back, queries, side)
+    return np.cumsum(steps, out=steps)
 
 
 def _grid_cap(n: int) -> int:
@@ -286,11 +318,9 @@ def compute_columns(
     """
     fs = fs or FeatureSet()
     if compute is not None and compute.is_dask:
-        from features.frames import from_pandas
         from features.fraud import batch_dask
 
-        frame = from_pandas(payments, compute.n_partitions)
-        return batch_dask.gather_columns(frame, fs, len(payments))
+        return batch_dask.gather_columns(payments, fs, len(payments), compute.n_partitions)
     p = prepare(payments, fs)
     return compute_prepared(p, fs, target=p.order, threads=local_threads())
 
@@ -438,7 +468,7 @@ def _window_stats(ent: _Entity, fs: FeatureSet) -> dict[str, np.ndarray]:
         count = (pos - start + 1).astype("float64")
         out[f"count_{lab}"] = ent.rows(count)
         out[f"amount_mean_{lab}"] = ent.rows(ent.sum_to_here(start) / count)
-        out[f"amount_max_{lab}"] = ent.rows(rmax.query(start, pos))
+        out[f"amount_max_{lab}"] = ent.rows(rmax.query_to_here(start))
     return out
 
 
@@ -516,11 +546,9 @@ def _fraud_risk(
     fo = np.lexsort((p.known_ms[p.is_fraud], fk))
     cf = fk[fo] * span + (p.known_ms[p.is_fraud][fo] - base)
     ftx = p.t_ms[p.is_fraud][fo].astype("float64")
-    known_end = _rank(cf, ent.c, side="right")
-    known_start: dict[int, np.ndarray] = {}
     if fs.fraud_windows:
-        lo = _rank(cf, ent.c - max(fs.fraud_windows) * MS, side="right")
-        known_start = {max(fs.fraud_windows): lo}
+        known_end = _rank(cf, ent.c, side="right")
+        lo = _rank(cf + max(fs.fraud_windows) * MS, ent.c, side="right")
         has = known_end > lo
         last = np.full(n, np.nan)
         first = np.full(n, np.nan)
@@ -532,14 +560,12 @@ def _fraud_risk(
     for w in fs.fraud_windows:
         lab = _lab(w)
         cnt = (ent.delayed_end(fs, w, delay) - ent.window(fs, w, delay)).astype("float64")
-        if w not in known_start:
-            known_start[w] = _rank(cf, ent.c - w * MS, side="right")
-        frauds = (known_end - known_start[w]).astype("float64")
+        frauds = _rank_between(cf, w * MS, ent.c, side="right").astype("float64")
         out[f"delayed_count_{lab}"] = ent.rows(cnt)
         out[f"known_frauds_{lab}"] = ent.rows(frauds)
         # the rate's frauds: known in [T - w, T), the delayed window's payments for default labels
         ca = ent.aligned(fs.window_tile(w, delay) * MS)
-        rated = _rank(cf, ca, side="left") - _rank(cf, ca - w * MS, side="left")
+        rated = _rank_between(cf, w * MS, ca, side="left")
         with np.errstate(divide="ignore", invalid="ignore"):
             out[f"fraud_rate_{lab}"] = ent.rows(np.where(cnt > 0, rated / cnt, 0.0))
     return out

@@ -213,9 +213,11 @@ def test_lightgbm_band_on_mostly_zero_days_is_ordered_and_covers_each_level_deci
     assert (df["flag"] == "model").all()
     assert band_ordered_share(df["p10"], df["p50"], df["p90"]) == 1.0
     report = coverage_report(df)
+    assert 0.75 <= report["overall"]["coverage_p10_p90"] <= 0.88, report["overall"]
     for decile, m in report["by_decile"].items():
-        assert 0.75 <= m["coverage_p10_p90"] <= 1.0, (decile, m)
-        # issue 14: the upper tail takes what the (empty) lower tail leaves of the nominal 20%
-        assert m["above_p90"] <= 0.2 and m["below_p10"] <= 0.12, (decile, m)
+        # issue 14: conformal levels, 10% of the held-out days in each tail; 1,400 held-out days
+        # in 4 level bins and 280 test days a decile: 0.70-0.94 (the top decile 0.70, 18% below)
+        assert 0.65 <= m["coverage_p10_p90"] <= 0.97, (decile, m)
+        assert m["above_p90"] <= 0.2 and m["below_p10"] <= 0.2, (decile, m)
     for week, m in report["by_week"].items():
-        assert 0.8 <= m["coverage_p10_p90"] <= 0.97, (week, m)
+        assert 0.75 <= m["coverage_p10_p90"] <= 0.9, (week, m)

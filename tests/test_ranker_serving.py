@@ -179,3 +179,17 @@ def test_the_c_call_predicts_what_booster_predict_does(served):
         profile = CustomerProfile.session(items, weights, now)
         X = rank_features(state, profile, c.items, c.scores, c.ranks, now)
         np.testing.assert_array_equal(ranker._predict(X), ranker.booster_.predict(X, num_threads=1))
+
+
+def test_a_window_ending_now_counts_what_a_search_per_product_counts(served):
+    # sessions' windows end at the state's as_of: counted once for the catalog, then looked up
+    state = served.primary.state_
+    now = state.as_of_days
+    products = np.random.default_rng(3).integers(0, state.weights.shape[1], 40)
+    for lo in [now - d for d in (7.0, 30.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 9.0, 30.0)]:
+        for _ in range(2):  # computed, then from the cache (and past its 8 windows)
+            got = state.customers_between(products, lo, now)
+            np.testing.assert_array_equal(got, state._count_between(products, lo, now))
+    assert state.customers_between(products, now - 30.0, now).sum() > 0  # not all empty
+    earlier = state.customers_between(products, now - 40.0, now - 10.0)  # not cached: searched
+    np.testing.assert_array_equal(earlier, state._count_between(products, now - 40.0, now - 10.0))

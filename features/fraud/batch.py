@@ -300,11 +300,19 @@ def compute_batch(payments: pd.DataFrame, fs: FeatureSet | None = None) -> pd.Da
 
 
 def local_threads() -> int:
-    """Threads the local engine gives the entity groups: the cores this process may use."""
+    """Threads the local engine gives the entity groups: the cores this process may use that
+    are idle (cores minus the 1-minute load average, as `make --load-average`), at least one.
+    On a busy machine a second thread only contends for the GIL and the page-fault lock
+    (measured: no faster at load ~20, and 15-40% more CPU); the values never depend on it."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        busy = 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
 
 
 def compute_columns(

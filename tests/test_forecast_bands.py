@@ -71,3 +71,16 @@ def test_bands_saved_before_the_conformal_levels_keep_their_quantile_rule():
     lo, hi = negbin.apply_band({**band, "quantile": "mid"}, mu, np.zeros(2, dtype=int))
     np.testing.assert_allclose(hi, negbin.mid_quantile(mu, 1e-3, 0.9))
     assert lo[1] > negbin.quantile(mu, 1e-3, 0.1)[1]  # mid 6.3 where the outer rule took 6
+
+
+def test_the_gate_takes_the_conformal_band_over_a_wider_champion():
+    """The pooled-coverage guard: a band at 0.80 replaces a champion at 0.88 (the band before
+    issue 14), and one at 0.93 does not replace one at 0.80."""
+    from models.family import FAMILIES
+    from training.promotion import guard_check
+
+    guard = next(g for g in FAMILIES["forecast"].promotion.guards if g.metric == "coverage_p10_p90")
+    key = "coverage_p10_p90"
+    assert guard_check(guard, {key: 0.80}, {key: 0.88}).passed
+    assert not guard_check(guard, {key: 0.93}, {key: 0.80}).passed
+    assert not guard_check(guard, {key: 0.74}, {}).passed

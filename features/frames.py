@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.contract import TABLES, validate
+from features.contract import SCHEMAS, TABLES, validate
 from shopml.errors import DataError
 
 PART_GLOB = "part-*.parquet"
@@ -208,6 +208,98 @@ def read_sql_table(
     )
 
 
+# ----------------------------------------------------------------- ids unique across partitions
+def _id_hashes(values: pd.Series) -> pd.DataFrame:
+    """One partition's ids: each distinct 64-bit hash of an id and how often it occurs."""
+    h = np.sort(pd.util.hash_array(np.asarray(values, dtype=object)))
+    return _counted(h, np.ones(h.shape[0], dtype="int64"))
+
+
+def _counted(h: np.ndarray, counts: np.ndarray) -> pd.DataFrame:
+    """Sorted hashes with counts -> one row per distinct hash with the summed count."""
+    if not h.shape[0]:
+        return pd.DataFrame({"h": h.astype("uint64"), "n": counts.astype("int64")})
+    first = np.ones(h.shape[0], dtype=bool)
+    first[1:] = h[1:] != h[:-1]
+    starts = np.flatnonzero(first)
+    return pd.DataFrame({"h": h[starts], "n": np.add.reduceat(counts, starts)})
+
+
+def _merge_hashes(parts: pd.DataFrame) -> pd.DataFrame:
+    order = np.argsort(parts["h"].to_numpy(), kind="stable")
+    return _counted(parts["h"].to_numpy()[order], parts["n"].to_numpy()[order])
+
+
+def _repeated_hashes(parts: pd.DataFrame) -> pd.DataFrame:
+    merged = _merge_hashes(parts)
+    return merged[merged["n"].to_numpy() > 1].reset_index(drop=True)
+
+
+def repeated_id_hashes(frame, column: str):
+    """A lazy (Dask) frame of the hashes of `column`'s values seen in more than one row of
+    `frame`, over all its partitions (8 bytes a distinct id travel, in a tree of merges):
+    usually empty. Compute it with the job's other figures, then `check_unique_ids`."""
+    return frame[column].reduction(
+        _id_hashes,
+        aggregate=_repeated_hashes,
+        combine=_merge_hashes,
+        meta=pd.DataFrame({"h": np.empty(0, "uint64"), "n": np.empty(0, "int64")}),
+        split_every=8,
+    )
+
+
+def _rows_of(part: pd.DataFrame, column: str, hashes: np.ndarray, partition_info=None):
+    values = part[column]
+    hit = np.isin(pd.util.hash_array(np.asarray(values, dtype=object)), hashes)
+    number = partition_info["number"] if partition_info else -1
+    return pd.DataFrame(
+        {
+            "partition": np.full(int(hit.sum()), number, dtype="int64"),
+            "row": np.flatnonzero(hit).astype("int64"),
+            "value": values.to_numpy(dtype=object)[hit],
+        }
+    )
+
+
+def check_unique_ids(
+    frame,
+    table: str,
+    column: str,
+    repeated: pd.DataFrame,
+    names: Sequence[str] | None = None,
+) -> None:
+    """Raise the contract's `DataError` (table, column, problem, rows and their partitions)
+    when an id of `column` is in two rows of `frame`, within or across partitions. `repeated`
+    is the computed `repeated_id_hashes`: only when it is not empty are the rows holding those
+    hashes read again to compare the ids themselves (a hash collision is no duplicate)."""
+    if not len(repeated):
+        return
+    hashes = repeated["h"].to_numpy()
+    meta = pd.DataFrame({"partition": [0], "row": [0], "value": [""]}).iloc[:0]
+    found = frame.map_partitions(_rows_of, column, hashes, meta=meta).compute()
+    found = found.sort_values(["partition", "row"], kind="stable")
+    dup = found[found["value"].duplicated(keep="first")]  # the later rows, as `validate` counts
+    if not len(dup):
+        return
+    first = found.drop_duplicates("value", keep="first").set_index("value")
+
+    def at(p: int, r: int) -> str:
+        return f"{names[p] if names is not None else f'partition {p}'} row {r}"
+
+    where = [
+        f"{at(p, r)} repeats {at(*first.loc[v, ['partition', 'row']])}"
+        for p, r, v in zip(
+            dup["partition"].head(3), dup["row"].head(3), dup["value"].head(3), strict=True
+        )
+    ]
+    rows = "row" if len(dup) == 1 else "rows"
+    raise DataError(
+        f"table '{table}' breaks the data contract (1 problem):\n  - {table}.{column}: "
+        f"duplicate id in {len(dup)} {rows} across partitions (e.g. {', '.join(where)}; "
+        "rows counted within each partition)"
+    )
+
+
 # ----------------------------------------------------------------- the store of frames
 def _row_hashes(df: pd.DataFrame) -> np.ndarray:
     """Per-row hashes as `features.store.table_hash` feeds them (strings as Python objects, so
@@ -287,12 +379,21 @@ def read_store(path: str | Path, tables: Sequence[str] | None = None) -> FrameSt
 
 def validate_store(path: str | Path, tables: Sequence[str] | None = None) -> dict[str, int]:
     """Check every partition of a store folder against the contract (each read and validated
-    on its own, on the current Dask scheduler); rows per table. The first bad partition found
-    raises its `DataError` (table, column, problem, rows and the partition)."""
+    on its own, on the current Dask scheduler), and the unique ids across partitions; rows per
+    table. The first bad partition found raises its `DataError` (table, column, problem, rows
+    and the partition); an id in two partitions names both."""
     import dask
 
     store = read_store(path, tables)
     counts = [
         frame.map_partitions(len, meta=(None, "int64")).sum() for frame in store.tables.values()
     ]
-    return dict(zip(store.tables, (int(c) for c in dask.compute(*counts)), strict=True))
+    unique = [  # ids unique over the whole table, not only within each partition
+        (t, c) for t, frame in store.tables.items() for c in SCHEMAS[t].unique if c in frame.columns
+    ]
+    repeated = [repeated_id_hashes(store.tables[t], c) for t, c in unique]
+    done = dask.compute(*counts, *repeated)
+    for (t, c), rep in zip(unique, done[len(counts) :], strict=True):
+        names = [f"partition {p.parent.name}/{p.name}" for p in table_parts(path, t)]
+        check_unique_ids(store.tables[t], t, c, rep, names)
+    return dict(zip(store.tables, (int(n) for n in done[: len(counts)]), strict=True))

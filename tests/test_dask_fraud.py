@@ -4,6 +4,7 @@ the same features bit for bit, metrics within tolerance, the same native booster
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from dask_cluster import dask_client, dask_compute  # noqa: F401 (fixtures)
 
@@ -77,3 +78,60 @@ def test_negative_sampling_on_the_workers_depends_on_row_and_seed_only():
     assert abs((u < 0.05).mean() - 0.05) < 0.003  # the configured share of genuine rows
     assert np.array_equal(_hash_unit(rows[5000:6000], 3), u[5000:6000])  # any partitioning
     assert not np.array_equal(_hash_unit(rows, 4), u)  # another seed, another sample
+
+
+def test_a_card_shared_by_customers_of_two_buckets_still_gives_local_features(
+    tiny_payments,
+    dask_compute,  # noqa: F811
+):
+    """The card group is computed in the customers' buckets only while every card stays in one
+    of them: a card used by two customers of different buckets sends it to buckets of its own."""
+    from features.frames import from_pandas
+    from features.fraud import batch_dask
+
+    pay = tiny_payments.copy()
+    n = batch_dask.bucket_count(len(pay), len(FeatureSet().names), dask_compute.n_partitions)
+    customers = pay["customer_id"].drop_duplicates().to_numpy()
+    bucket = batch_dask._key_buckets(customers, n)
+    a, b = customers[0], customers[np.flatnonzero(bucket != bucket[0])[0]]
+    card_of_a = pay.loc[pay["customer_id"] == a, "card_id"].iloc[0]
+    rows_of_b = np.flatnonzero(pay["customer_id"].to_numpy() == b)[:3]
+    pay.loc[pay.index[rows_of_b], "card_id"] = card_of_a  # one card, two customers' buckets
+    fs = FeatureSet()
+    local = compute_columns(pay, fs)
+    gathered = compute_columns(pay, fs, compute=dask_compute)
+    assert [n for n in fs.names if gathered[n].tobytes() != local[n].tobytes()] == []
+    frame = batch_dask.feature_frame(from_pandas(pay, 3), fs, 4).compute()
+    frame = frame.sort_values(batch_dask.ROW)
+    assert np.array_equal(frame[batch_dask.ROW].to_numpy(), np.arange(len(pay)))
+    differ = [n for n in fs.names if frame[n].to_numpy().tobytes() != local[n].tobytes()]
+    assert not differ, f"the frame's features differ from local: {differ}"
+
+
+def test_a_payment_id_in_two_partitions_is_a_named_contract_error(tiny_payments, dask_client):  # noqa: F811
+    from features.frames import check_unique_ids, from_pandas, repeated_id_hashes
+    from shopml.errors import DataError
+
+    clean = from_pandas(tiny_payments, 3)
+    assert not len(repeated_id_hashes(clean, "transaction_id").compute())
+    check_unique_ids(
+        clean, "payments", "transaction_id", repeated_id_hashes(clean, "transaction_id")
+    )
+    twice = pd.concat([tiny_payments, tiny_payments.iloc[[5]]], ignore_index=True)
+    frame = from_pandas(twice, 3)  # the copy lands in the last partition, the first in the first
+    repeated = repeated_id_hashes(frame, "transaction_id").compute()
+    with pytest.raises(DataError) as err:
+        check_unique_ids(frame, "payments", "transaction_id", repeated)
+    text = str(err.value)
+    assert "payments.transaction_id: duplicate id in 1 row across partitions" in text
+    assert "partition 2 row" in text and "repeats partition 0 row 5" in text
+
+
+def test_equal_hashes_of_distinct_ids_are_no_duplicate(tiny_payments, dask_client):  # noqa: F811
+    """Only the ids themselves decide: rows sharing a hash are read back and compared."""
+    from features.frames import check_unique_ids, from_pandas
+
+    frame = from_pandas(tiny_payments, 3)
+    ids = tiny_payments["transaction_id"].to_numpy(dtype=object)[[0, 7]]
+    hashes = pd.util.hash_array(ids)  # as if these two distinct ids had collided
+    check_unique_ids(frame, "payments", "transaction_id", pd.DataFrame({"h": hashes, "n": 2}))

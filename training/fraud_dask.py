@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.frames import check_unique_ids, repeated_id_hashes
 from features.fraud import batch_dask
 from features.fraud.definition import HANDBOOK_BASELINE, FeatureSet
 from features.fraud.labels import LabelStore, apply_labels
@@ -91,7 +92,6 @@ def prepare(
     """The Dask side of `fraud_job.prepare`: a `Prepared` of the calibration and test periods
     (in the client) and the training rows left on the cluster (`DaskData`)."""
     import dask
-    from distributed import wait
 
     from training.fraud_job import Prepared
 
@@ -103,11 +103,16 @@ def prepare(
     pay = raw.map_partitions(_labelled, labels, meta=raw._meta) if len(labels) else raw
     frames.tables["payments"] = pay  # what the run's data fingerprint covers
     pay = batch_dask.with_row_numbers(pay)
-    t_min, t_max, counts = dask.compute(
+    has_ids = "transaction_id" in raw.columns
+    t_min, t_max, counts, n_rows, repeated = dask.compute(
         pay["timestamp"].min(),
         pay["timestamp"].max(),
         raw.map_partitions(_label_counts, labels).sum() if len(labels) else None,
+        raw.map_partitions(len, meta=(None, "int64")).sum(),
+        repeated_id_hashes(raw, "transaction_id") if has_ids else None,
     )
+    if has_ids:  # each partition was validated alone: no payment may be counted twice
+        check_unique_ids(raw, "payments", "transaction_id", repeated)
     day0 = pd.Timestamp(t_min).normalize()
     last = int((pd.Timestamp(t_max) - day0).days)
     bounds = split_days(0, last, config.split)
@@ -115,9 +120,9 @@ def prepare(
     meta = pay._meta.assign(**{PART: np.int8(0), KEEP: False})
     pay = pay.map_partitions(_periods, day0, bounds, rate, config.seed, meta=meta)
     t0 = time.perf_counter()
-    feats = batch_dask.feature_frame(pay, fs, n, keep=KEEP, carry=(PART, "is_fraud"))
-    feats = compute.client.persist(feats)
-    wait(feats)
+    feats = batch_dask.feature_frame(
+        pay, fs, n, keep=KEEP, carry=(PART, "is_fraud"), n_rows=int(n_rows)
+    )  # persisted on the workers
     feature_seconds = time.perf_counter() - t0
     train = feats[feats[PART] == PERIODS["train"]]
     local, later, base, n_frauds = dask.compute(

@@ -1,33 +1,56 @@
-"""The batch fraud features on Dask: the same kernels as `batch.py`, one shuffle per entity key.
+"""The batch fraud features on Dask: the same kernels as `batch.py`, the payments cut into hash
+buckets of their entity keys by plain tasks (no shuffle, no join).
 
-Every feature depends on the payments of one entity only (`batch.feature_groups`): the
-customer's, the card's or the terminal's, in stream order. So the payments are shuffled by each
-key in turn, every partition (all the payments of its keys) runs `batch.compute_prepared` for
-that entity's group, and the groups are joined back on the payment's row number `_row`.
+Every feature depends on the payments of one entity only (`batch.feature_groups`). Each input
+partition is cut once (`_split`) into pieces by a hash of its customer's id and by a hash of its
+terminal's id: NumPy arrays of only what the kernels read (time, amount in the base currency,
+label, the ids factorised within the partition with their distinct values). Each bucket task
+(`_bucket`) joins the pieces of one bucket in partition order, codes the ids over the bucket
+exactly (from the distinct values themselves, never trusting a hash for equality) and runs
+`batch.prepare` and `batch.compute_prepared` for its groups.
 
-Bit-identical to the local engine: a partition is put back in input order (`_row`) before the
-stable time sort, so every key sees its payments in the same order, and every kernel is
-per key (cumulative sums restart per key, window bounds are integer searches, maxima exact).
-Nothing is gathered in the client: the result is a Dask dataframe of `_row` and the features.
+The card group is computed in the customers' buckets when every card's payments fall in one of
+them (cards belong to one customer in the generator and in most stores, but the data contract
+does not promise it): each customer bucket reports its cards, and a card seen in two buckets
+makes the card group run again on buckets of its own (`_plan(card_in_customer=False)`).
+
+Bit-identical to the local engine: pieces are joined in partition order and row order, so every
+key sees its payments in input order before the stable time sort, and every kernel is per key
+(cumulative sums restart per key, window bounds are integer searches, maxima exact).
+`gather_columns` puts each bucket's columns in place by row number in the client as the buckets
+finish; `feature_frame` brings the other buckets' columns to the customer buckets, on the
+cluster, and returns those as a Dask dataframe.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
 from features.fraud.batch import compute_prepared, feature_groups, prepare
 from features.fraud.definition import ID_COLUMNS, FeatureSet
+from shopml.errors import DataError
 
 ROW = "_row"
-# what the kernels read of a payment (currency, card, label time when present)
-_INPUTS = ("timestamp", "amount", "currency", "customer_id", "card_id", "terminal_id")
-_INPUTS += ("is_fraud", "label_time")
+HOME = "customer"  # the partitioning the frame of `feature_frame` is cut by
+# what the kernels read of a payment besides its ids (currency: converted in `_split`)
+_INPUTS = ("timestamp", "amount", "currency", "is_fraud", "label_time")
+# the features of one bucket sent at once (client and workers handle such messages at once;
+# a whole entity group of `large` sent in one message never arrived)
+BUCKET_BYTES = 256 * 2**20
+
+
+def bucket_count(n_rows: int, n_features: int, npartitions: int) -> int:
+    """Buckets per key: at least `npartitions`, and enough that a bucket's features stay under
+    `BUCKET_BYTES`."""
+    return max(int(npartitions), math.ceil(n_rows * n_features * 8 / BUCKET_BYTES), 1)
 
 
 def with_row_numbers(payments):
     """`payments` with `_row`, its 0-based row number in input order (partition after
-    partition): the tie order of equal timestamps and the key the feature groups join on."""
+    partition): the tie order of equal timestamps and the key the results are placed by."""
     if ROW in payments.columns:
         return payments
     one = payments.map_partitions(
@@ -36,57 +59,270 @@ def with_row_numbers(payments):
     return payments.assign(**{ROW: one.cumsum() - 1})
 
 
-def _group_kernel(
+def _plan(fs: FeatureSet, card_in_customer: bool) -> dict[str, tuple[str, ...]]:
+    """Partitioning key -> the feature groups computed on its buckets (the home key first)."""
+    plan: dict[str, list[str]] = {HOME: []}
+    for group in feature_groups(fs):
+        key = HOME if group == "card" and card_in_customer else group
+        plan.setdefault(key, []).append(group)
+    return {k: tuple(v) for k, v in plan.items() if v}
+
+
+def _entities(fs: FeatureSet) -> tuple[str, ...]:
+    """The entities whose ids the kernels code (`batch.prepare` codes these)."""
+    return tuple(dict.fromkeys((*fs.entities, *fs.fraud_entities, "terminal")))
+
+
+def _key_buckets(uniques: np.ndarray, n: int) -> np.ndarray:
+    """The bucket of each distinct id: a hash of its value, the same in every partition."""
+    h = pd.util.hash_array(np.asarray(uniques, dtype=object))
+    return (h % np.uint64(n)).astype(np.int64)
+
+
+def _subset_ids(codes: np.ndarray, uniques: np.ndarray, sel: np.ndarray):
+    """The rows `sel` of a factorised id: codes 0.. over the ids they use, and those ids."""
+    c = codes[sel]
+    used = np.zeros(len(uniques), dtype=bool)
+    used[c] = True
+    remap = np.cumsum(used, dtype=np.int64) - 1
+    return remap[c].astype(np.int32), uniques[used]
+
+
+def _split(
     part: pd.DataFrame,
     fs: FeatureSet,
-    group: str,
-    keep: str | None,
-    names: tuple[str, ...],
-    carry: tuple[str, ...] = (),
-) -> pd.DataFrame:
-    """One partition (all the payments of its keys of `group`'s entity): the group's features,
-    with `_row` and the `carry` columns; only the rows flagged in `keep` when given."""
-    part = part.sort_values(ROW, kind="stable")  # input order: ties as the local engine has them
-    if len(part):
-        p = prepare(part, fs)
-        cols = compute_prepared(p, fs, target=p.order, groups=(group,))
+    keys: tuple[str, ...],
+    n: int,
+    extra: tuple[str, ...],
+) -> tuple[dict, ...]:
+    """One input partition cut into `len(keys) * n` pieces: piece `k * n + b` holds its rows
+    whose `keys[k]` id hashes to bucket b, in row order, as plain arrays (`extra` columns and
+    the home bucket of each row only where they are needed: home pieces, other pieces)."""
+    size = len(part)
+    t = np.asarray(part["timestamp"], dtype="datetime64[ns]").view("int64")
+    amount = fs.amounts_in_base(part)
+    fraud = part["is_fraud"].to_numpy(dtype=bool) if "is_fraud" in part else None
+    label = None
+    if "label_time" in part:
+        label = np.asarray(part["label_time"], dtype="datetime64[ns]").view("int64")
+    rows = part[ROW].to_numpy(dtype="int64") if ROW in part else None
+    ids = {}
+    for e in _entities(fs):
+        codes, uniques = pd.factorize(part[ID_COLUMNS[e]])
+        ids[e] = (codes, np.asarray(uniques, dtype=object))
+    bucket = {k: _key_buckets(ids[k][1], n)[ids[k][0]] for k in keys}
+    extras = {c: part[c].to_numpy() for c in extra}
+    pieces = []
+    for k in keys:
+        order = np.argsort(bucket[k].astype(np.uint16 if n <= 1 << 16 else np.int64), kind="stable")
+        ends = np.cumsum(np.bincount(bucket[k], minlength=n))
+        for b in range(n):
+            sel = order[ends[b - 1] if b else 0 : ends[b]]
+            piece = {"size": size, "pos": sel, "t": t[sel], "amount": amount[sel]}
+            if rows is not None:
+                piece["row"] = rows[sel]
+            if fraud is not None:
+                piece["fraud"] = fraud[sel]
+            if label is not None:
+                piece["label"] = label[sel]
+            piece["ids"] = {e: _subset_ids(c, u, sel) for e, (c, u) in ids.items()}
+            if k == HOME:
+                piece["extra"] = {c: v[sel] for c, v in extras.items()}
+            else:
+                piece["home"] = bucket[HOME][sel].astype(np.int32) if HOME in bucket else None
+            pieces.append(piece)
+    return tuple(pieces)
+
+
+def _joined_ids(pieces: tuple[dict, ...], e: str) -> tuple[np.ndarray, np.ndarray]:
+    """The codes of entity `e` over all the pieces' rows (exact: from the ids' values), and
+    the distinct ids of the bucket."""
+    uniques = [p["ids"][e][1] for p in pieces]
+    coded, distinct = pd.factorize(np.concatenate(uniques) if uniques else np.empty(0, object))
+    starts = np.cumsum([0, *(len(u) for u in uniques[:-1])])
+    codes = [coded[s + p["ids"][e][0]] for s, p in zip(starts, pieces, strict=True)]
+    return np.concatenate(codes).astype(np.int64), np.asarray(distinct, dtype=object)
+
+
+def _rows(pieces: tuple[dict, ...]) -> np.ndarray:
+    """The input row numbers of the pieces' rows: their `_row`, else partition offset + position."""
+    if pieces and "row" in pieces[0]:
+        return np.concatenate([p["row"] for p in pieces])
+    offsets = np.cumsum([0, *(p["size"] for p in pieces[:-1])])
+    return np.concatenate([o + p["pos"] for o, p in zip(offsets, pieces, strict=True)])
+
+
+def _bucket(fs: FeatureSet, groups: tuple[str, ...], report_cards: bool, *pieces: dict) -> dict:
+    """One bucket: the pieces of every input partition joined in input order, the features of
+    `groups` (name -> float64 column, in the bucket's row order) by the local kernels."""
+    rows = _rows(pieces)
+    frame: dict[str, np.ndarray] = {
+        "timestamp": np.concatenate([p["t"] for p in pieces]).view("datetime64[ns]"),
+        "amount": np.concatenate([p["amount"] for p in pieces]),
+    }
+    if "fraud" in pieces[0]:
+        frame["is_fraud"] = np.concatenate([p["fraud"] for p in pieces])
+    if "label" in pieces[0]:
+        frame["label_time"] = np.concatenate([p["label"] for p in pieces]).view("datetime64[ns]")
+    out: dict = {"rows": rows}
+    for e in pieces[0]["ids"]:
+        frame[ID_COLUMNS[e]], distinct = _joined_ids(pieces, e)
+        if e == "card" and report_cards:  # checked across buckets: see `_cards_nest`
+            out["cards"] = pd.util.hash_array(distinct)
+    names = [n for g in groups for n in feature_groups(fs)[g]]
+    if len(rows):
+        p = prepare(pd.DataFrame(frame, copy=False), fs)
+        cols = compute_prepared(p, fs, target=p.order, groups=groups)
     else:
-        cols = {n: np.empty(0) for n in names}
-    out = pd.DataFrame(cols, columns=list(names), copy=False)
-    out.insert(0, ROW, part[ROW].to_numpy(dtype="int64"))
-    for c in carry:
-        out[c] = part[c].to_numpy()
-    if keep is not None:
-        out = out[part[keep].to_numpy(dtype=bool)]
-    return out.reset_index(drop=True)
+        cols = {name: np.empty(0, dtype="float64") for name in names}
+    out["cols"] = {name: cols[name] for name in names}
+    if "extra" in pieces[0]:
+        out["extra"] = {
+            c: np.concatenate([p["extra"][c] for p in pieces]) for c in pieces[0]["extra"]
+        }
+    if pieces[0].get("home") is not None:
+        out["home"] = np.concatenate([p["home"] for p in pieces])
+    return out
 
 
-def group_frames(
-    payments,
-    fs: FeatureSet | None = None,
-    npartitions: int | None = None,
-    keep: str | None = None,
-    carry: tuple[str, ...] = (),
-) -> dict[str, object]:
-    """Per entity group (`batch.feature_groups`): a Dask dataframe of `_row` and that group's
-    features (the first group also the `carry` columns of `payments`), partitioned by the
-    entity's key. `keep` names a boolean column: only those rows come back (every payment still
-    counts in the windows of the others)."""
-    fs = fs or FeatureSet()
-    payments = with_row_numbers(payments)
-    inputs = [c for c in (ROW, *_INPUTS, keep, *carry) if c and c in payments.columns]
-    base = payments[list(dict.fromkeys(inputs))]
-    n = int(npartitions or payments.npartitions)
-    out: dict[str, object] = {}
-    for group, names in feature_groups(fs).items():
-        shuffled = base.shuffle(on=ID_COLUMNS[group], npartitions=n)
-        extra = tuple(carry) if not out else ()  # carried once, by the first group
-        meta = pd.DataFrame({ROW: np.empty(0, "int64"), **{c: np.empty(0) for c in names}})
-        for c in extra:
-            meta[c] = base._meta[c]
-        out[group] = shuffled.map_partitions(
-            _group_kernel, fs, group, keep, names, extra, meta=meta, align_dataframes=False
+def _cards_nest(*card_lists: np.ndarray) -> bool:
+    """True when no card (by a hash of its id) is in two customer buckets: then every card's
+    payments are in one bucket and its features there are the card's. (Two cards of equal
+    hash in two buckets only send the card group to buckets of its own: slower, as exact.)"""
+    cards = np.concatenate(card_lists) if card_lists else np.empty(0, np.uint64)
+    return bool(np.unique(cards).shape[0] == cards.shape[0])
+
+
+def _columns(payments, fs: FeatureSet, extra: tuple[str, ...]) -> list[str]:
+    """The columns of `payments` the split reads; a `DataError` when a required one is missing."""
+    needed = ("timestamp", "amount", *(ID_COLUMNS[e] for e in _entities(fs)))
+    missing = [c for c in needed if c not in payments.columns]
+    if missing:
+        raise DataError(f"payments: required column(s) missing for fraud features: {missing}")
+    wanted = [ROW, *_INPUTS, *(ID_COLUMNS[e] for e in _entities(fs)), *extra]
+    return [c for c in dict.fromkeys(wanted) if c in payments.columns]
+
+
+def _parts(payments, fs: FeatureSet, npartitions: int, extra: tuple[str, ...] = ()) -> list:
+    """The input partitions, only the columns the split reads: a Dask dataframe's partitions,
+    or an in-memory table cut into `npartitions` row ranges sent straight to the workers
+    (scattered: not embedded in the graph, which the scheduler would hold and forward)."""
+    cols = _columns(payments, fs, extra)
+    if not isinstance(payments, pd.DataFrame):
+        return payments[cols].to_delayed()
+    from distributed import get_client
+
+    edges = np.linspace(0, len(payments), max(1, int(npartitions)) + 1).astype("int64")
+    table = payments[cols]
+    pieces = [table.iloc[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return get_client().scatter(pieces, hash=False)
+
+
+def _graph(parts: list, fs: FeatureSet, n: int, card_in_customer: bool, extra=()):
+    """The split and bucket tasks over the input `parts` (`_parts`): (key -> delayed bucket
+    results, delayed card check or None)."""
+    from dask import delayed
+
+    plan = _plan(fs, card_in_customer)
+    keys = tuple(plan)
+    split = delayed(_split, pure=True, nout=len(keys) * n)
+    pieces = [split(part, fs, keys, n, tuple(extra)) for part in parts]
+    report = card_in_customer and "card" in plan.get(HOME, ())
+    buckets = {}
+    for k, key in enumerate(keys):
+        task = delayed(_bucket, pure=True)
+        buckets[key] = [
+            task(fs, plan[key], report and key == HOME, *(p[k * n + b] for p in pieces))
+            for b in range(n)
+        ]
+    check = None
+    if report:
+        check = delayed(_cards_nest, pure=True)(*(delayed(_get)(r, "cards") for r in buckets[HOME]))
+    return buckets, check
+
+
+def _get(result: dict, name: str):
+    return result[name]
+
+
+def gather_columns(payments, fs: FeatureSet, n_rows: int, npartitions: int | None = None):
+    """Every payment's features in the client, in input row order (name -> float64 column),
+    of a Dask dataframe or an in-memory table (cut into `npartitions`): each bucket's columns
+    put in place by row number as it finishes (one bucket's features in a message, never a
+    whole group), no join on the cluster."""
+    npartitions = int(npartitions or payments.npartitions)
+    n = bucket_count(n_rows, len(fs.names), npartitions)
+    cols = {name: np.empty(n_rows, dtype="float64") for name in fs.names}
+    parts = _parts(payments, fs, npartitions)
+    buckets, check = _graph(parts, fs, n, card_in_customer=True)
+    tasks = [t for ts in buckets.values() for t in ts]
+    seen = _fill(cols, tasks, check, n_rows)
+    if seen.get("nested") is False:  # a card in two customer buckets: cards on their own
+        buckets, _ = _graph(parts, fs, n, card_in_customer=False)
+        seen = _fill(cols, buckets["card"], None, n_rows)
+    return cols
+
+
+def _fill(cols: dict, tasks: list, check, n_rows: int) -> dict:
+    """Compute `tasks` (and `check`), writing each result's columns at its rows as it arrives;
+    every group must come back for all `n_rows` rows."""
+    from distributed import as_completed, get_client
+
+    client = get_client()
+    futures = client.compute(tasks + ([check] if check is not None else []))
+    check_future = futures[-1] if check is not None else None
+    seen: dict = {}
+    for future, result in as_completed(futures, with_results=True):
+        if future is check_future:
+            seen["nested"] = result
+            continue
+        rows = result["rows"]
+        for name, values in result["cols"].items():
+            cols[name][rows] = values
+            seen[name] = seen.get(name, 0) + len(rows)
+        future.release()
+    short = {k: v for k, v in seen.items() if k != "nested" and v != n_rows}
+    if short:
+        name, got = next(iter(short.items()))
+        raise RuntimeError(f"fraud feature {name} came back for {got} of {n_rows} payments")
+    return seen
+
+
+def _route(result: dict, n: int) -> tuple[dict, ...]:
+    """A non-home bucket's result cut by the home bucket of each row (`n` pieces)."""
+    home = result["home"]
+    out = []
+    for b in range(n):
+        mine = home == b
+        out.append(
+            {"rows": result["rows"][mine], "cols": {k: v[mine] for k, v in result["cols"].items()}}
         )
+    return tuple(out)
+
+
+def _home_frame(
+    fs: FeatureSet, keep: str | None, carry: tuple[str, ...], home: dict, *routed: dict
+) -> pd.DataFrame:
+    """A home bucket's frame: `_row`, every feature, the `carry` columns; the columns of the
+    other keys' buckets (`routed` to this bucket) put at its rows by row number; only the rows
+    flagged `keep` when given."""
+    rows = home["rows"]
+    cols = dict(home["cols"])
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for piece in routed:  # one group of pieces per other key (they hold the same columns)
+        groups.setdefault(tuple(piece["cols"]), []).append(piece)
+    for names, pieces in groups.items():
+        got = np.concatenate([p["rows"] for p in pieces])
+        order = np.argsort(got, kind="stable")
+        if not np.array_equal(got[order], rows):
+            raise RuntimeError("fraud feature buckets do not cover the same payments")
+        for name in names:
+            cols[name] = np.concatenate([p["cols"][name] for p in pieces])[order]
+    out = pd.DataFrame({ROW: rows, **{name: cols[name] for name in fs.names}}, copy=False)
+    for c in carry:
+        out[c] = home["extra"][c]
+    if keep is not None:
+        out = out[home["extra"][keep].astype(bool)].reset_index(drop=True)
     return out
 
 
@@ -96,37 +332,44 @@ def feature_frame(
     npartitions: int | None = None,
     keep: str | None = None,
     carry: tuple[str, ...] = (),
+    n_rows: int | None = None,
 ):
-    """Fraud features of a Dask dataframe of payments: a Dask dataframe of `_row` (input row
-    number, see `with_row_numbers`), `fs.names` and the `carry` columns of `payments`, in no
-    particular row order (the groups of `group_frames` joined on `_row`; pass `keep` to join
-    only the rows needed)."""
+    """Fraud features of a Dask dataframe of payments, persisted on the cluster: a Dask
+    dataframe of `_row` (input row number, see `with_row_numbers`), `fs.names` and the `carry`
+    columns, one partition per customer bucket, rows in input order within a partition (only
+    the rows flagged in `keep` when given; every payment still counts in the windows)."""
+    from distributed import get_client, wait
+
     fs = fs or FeatureSet()
+    client = get_client()
     n = int(npartitions or payments.npartitions)
-    joined = None
-    for part in group_frames(payments, fs, n, keep, carry).values():
-        joined = part if joined is None else joined.merge(part, on=ROW, how="inner", npartitions=n)
-    return joined[[ROW, *fs.names, *carry]]
+    if n_rows is not None:
+        n = bucket_count(n_rows, len(fs.names), n)
+    meta = pd.DataFrame({ROW: np.empty(0, "int64"), **{c: np.empty(0) for c in fs.names}})
+    for c in carry:
+        meta[c] = payments._meta[c]
+    frame, check = _home_frames(payments, fs, n, True, keep, carry, meta)
+    if check is not None:
+        frame = client.persist(frame)  # the check shares its bucket tasks, computed once
+        if not client.compute(check).result():  # a card in two customer buckets: cards alone
+            del frame
+            frame, _ = _home_frames(payments, fs, n, False, keep, carry, meta)
+    frame = client.persist(frame)
+    wait(frame)
+    return frame
 
 
-def gather_columns(payments, fs: FeatureSet, n_rows: int, npartitions: int | None = None):
-    """Every payment's features in the client, in input row order (name -> float64 column):
-    each group's partitions are gathered one by one (never concatenated on a worker) and put in
-    place by `_row`, no join on the cluster."""
-    import dask
+def _home_frames(payments, fs, n, card_in_customer, keep, carry, meta):
+    """The frame of the home buckets (as Dask tasks) and the card check (or None)."""
+    import dask.dataframe as dd
+    from dask import delayed
 
-    frames = group_frames(payments, fs, npartitions)
-    cols: dict[str, np.ndarray] = {}
-    for frame in frames.values():
-        seen = 0
-        for df in dask.compute(*frame.to_delayed()):
-            rows = df[ROW].to_numpy()
-            seen += len(rows)
-            for c in df.columns:
-                if c != ROW:
-                    cols.setdefault(c, np.empty(n_rows, dtype="float64"))[rows] = df[c].to_numpy(
-                        dtype="float64"
-                    )
-        if seen != n_rows:
-            raise RuntimeError(f"fraud features came back for {seen} of {n_rows} payments")
-    return {name: cols[name] for name in fs.names}
+    extra = tuple(dict.fromkeys(c for c in (keep, *carry) if c))
+    buckets, check = _graph(_parts(payments, fs, n, extra), fs, n, card_in_customer, extra)
+    route = delayed(_route, pure=True, nout=n)
+    routed = [route(r, n) for key, rs in buckets.items() if key != HOME for r in rs]
+    parts = [
+        delayed(_home_frame, pure=True)(fs, keep, carry, home, *(r[b] for r in routed))
+        for b, home in enumerate(buckets[HOME])
+    ]
+    return dd.from_delayed(parts, meta=meta, verify_meta=False), check

@@ -230,6 +230,8 @@ def run_stage(name: str, fn: Callable[..., Any], args: tuple, peaks: ProcessPeak
         rec["error"] = box["error"]
     elif isinstance(box.get("result"), dict):
         rec.update(box["result"])
+        if isinstance(rec.get("seconds"), dict):  # a stage's own steps: kept beside its wall time
+            rec["seconds_by_step"] = rec.pop("seconds")
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     rec["peak_rss_mb"] = peaks.end_stage()
     log(

@@ -98,6 +98,36 @@ def fraud_columns(payments, compute: Compute | None):
     return compute_columns(payments, compute=compute)
 
 
+def write_partitioned(payments, store: Path, n_files: int = 16) -> Path:
+    """`payments` as `n_files` Parquet row ranges of a store folder's `payments/`: the
+    partitioned source a cluster job reads (each worker its own files, none through the client)."""
+    folder = store / "payments"
+    folder.mkdir(parents=True, exist_ok=True)
+    edges = np.linspace(0, len(payments), n_files + 1).astype("int64")
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        payments.iloc[a:b].to_parquet(folder / f"part-{i:03d}.parquet", index=False)
+    return store
+
+
+def fraud_frame_on_cluster(store: Path, n_rows: int) -> int:
+    """The fraud job's own path on the cluster (`training/fraud_dask.py`): payments read by the
+    workers from partitioned Parquet (validated per partition), features computed and persisted
+    in the workers' memory (what `lightgbm.dask` trains from), not gathered into the client.
+    Returns the rows held."""
+    from distributed import get_client
+
+    from features.frames import read_parquet_table
+    from features.fraud.batch_dask import feature_frame, with_row_numbers
+
+    payments = with_row_numbers(read_parquet_table(store, "payments"))
+    frame = feature_frame(payments, npartitions=payments.npartitions, n_rows=n_rows)
+    held = int(get_client().compute(frame.map_partitions(len).sum()).result())
+    del frame
+    if held != n_rows:
+        raise RuntimeError(f"fraud features held on the cluster for {held} of {n_rows} payments")
+    return held
+
+
 def same_columns(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
 
@@ -241,10 +271,14 @@ def speed(scale: str, tmp: Path) -> dict:
         "client_peak_rss_mb_before_fit": rss_before,
     }
     rss: dict[str, dict] = {"local": peak_rss(None)}
+    source = write_partitioned(payments, tmp / "partitioned-store")
     for n in (1, 2):
         with _cluster(n) as compute:
             _warm(compute)
             _, seconds[f"fraud_features_dask{n}"] = _timed(fraud_columns, payments, compute)
+            _, seconds[f"fraud_features_on_cluster_dask{n}"] = _timed(
+                fraud_frame_on_cluster, source, len(payments)
+            )
             _, seconds[f"export_dask{n}"] = _timed(
                 export_files, model, tmp / f"x-dask{n}", compute, block
             )
@@ -267,10 +301,16 @@ def speed(scale: str, tmp: Path) -> dict:
         "seconds": {k: round(v, 2) for k, v in s.items()},
         "speedup_2_vs_1": {
             "fraud_features": round(s["fraud_features_dask1"] / s["fraud_features_dask2"], 3),
+            "fraud_features_on_cluster": round(
+                s["fraud_features_on_cluster_dask1"] / s["fraud_features_on_cluster_dask2"], 3
+            ),
             "export": round(s["export_dask1"] / s["export_dask2"], 3),
         },
         "dask1_vs_local": {
             "fraud_features": round(s["fraud_features_dask1"] / s["fraud_features_local"], 3),
+            "fraud_features_on_cluster": round(
+                s["fraud_features_on_cluster_dask1"] / s["fraud_features_local"], 3
+            ),
             "export": round(s["export_dask1"] / s["export_local"], 3),
         },
         "factor_model": factor,

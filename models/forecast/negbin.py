@@ -51,17 +51,8 @@ def quantile(mu, phi, tau: float) -> np.ndarray:
     fitted before issue 14's conformal levels, kept for the models saved with them)."""
     mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-9)
     n = 1.0 / np.broadcast_to(np.asarray(phi, dtype=np.float64), mu.shape)
-    p = n / (n + mu)
-    plain = nbinom.ppf(tau, n, p)
-    # mid-distribution F(j) - P(j)/2 at plain - 1, plain, plain + 1 brackets tau
-    f_mid = [nbinom.cdf(plain + d, n, p) - nbinom.pmf(plain + d, n, p) / 2 for d in (-1, 0, 1)]
-    below = f_mid[1] > tau  # the bracket is [plain - 1, plain], else [plain, plain + 1]
-    j = np.where(below, plain - 1, plain)
-    lo = np.where(below, f_mid[0], f_mid[1])
-    hi = np.where(below, f_mid[1], f_mid[2])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mid = j + np.clip((tau - lo) / (hi - lo), 0.0, 1.0)
-    mid = np.where(j < 0, 0.0, np.nan_to_num(mid, nan=plain))
+    plain = nbinom.ppf(tau, n, n / (n + mu))
+    mid = mid_quantile(mu, phi, tau)
     return np.minimum(plain, mid) if tau < 0.5 else np.maximum(plain, mid)
 
 

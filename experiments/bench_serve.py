@@ -117,13 +117,21 @@ def recommend_bodies(settings: Settings, n: int = 500, seed: int = 0) -> list[st
     for _ in range(n):
         body = {
             "customer_id": str(customers[rng.integers(len(customers))]),
-            "k": 20,
-            "exclude": [str(p) for p in products[rng.integers(len(products), size=2)]],
-            "only_available": True,
-            "exclude_purchased": True,
+            **_list_filters(products, rng),
         }
         out.append(json.dumps(body))
     return out
+
+
+def _list_filters(products: np.ndarray, rng: np.random.Generator) -> dict:
+    """k=20, two random products excluded, available and not yet purchased only: the business
+    filters every benchmarked list request carries."""
+    return {
+        "k": 20,
+        "exclude": [str(p) for p in products[rng.integers(len(products), size=2)]],
+        "only_available": True,
+        "exclude_purchased": True,
+    }
 
 
 def session_bodies(settings: Settings, n: int = 500, seed: int = 1, recent: int = 5) -> list[str]:
@@ -138,10 +146,7 @@ def session_bodies(settings: Settings, n: int = 500, seed: int = 1, recent: int 
             "recent_product_ids": [
                 str(p) for p in products[rng.integers(len(products), size=recent)]
             ],
-            "k": 20,
-            "exclude": [str(p) for p in products[rng.integers(len(products), size=2)]],
-            "only_available": True,
-            "exclude_purchased": True,
+            **_list_filters(products, rng),
         }
         out.append(json.dumps(body))
     return out

@@ -35,6 +35,19 @@ T0 = pd.Timestamp("2024-01-01")
 N_PRODUCTS, N_CUSTOMERS = 60, 160
 
 
+def purchases(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
+    """Purchase events of (customer, product, day after T0) triples, ids as `c000` / `p00`."""
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{c:03d}" for c, _, _ in rows],
+            "product_id": [f"p{p:02d}" for _, p, _ in rows],
+            "timestamp": [T0 + pd.Timedelta(days=d) for _, _, d in rows],
+            "event": "purchase",
+            "quantity": 1,
+        }
+    )
+
+
 def price_store(seed: int = 0, months: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customers buy 8 products at random (days 0-59), then each month (days 60-89, 90-119,
     ... `months` of them) the 2 new products whose price is nearest what they usually pay: a
@@ -61,16 +74,7 @@ def price_store(seed: int = 0, months: int = 2) -> tuple[pd.DataFrame, pd.DataFr
             new = np.argsort(gap, kind="stable")[:2]
             rows += [(c, p, start + int(rng.integers(0, 30))) for p in new]
             owned += list(new)
-    events = pd.DataFrame(
-        {
-            "customer_id": [f"c{c:03d}" for c, _, _ in rows],
-            "product_id": [f"p{p:02d}" for _, p, _ in rows],
-            "timestamp": [T0 + pd.Timedelta(days=d) for _, _, d in rows],
-            "event": "purchase",
-            "quantity": 1,
-        }
-    )
-    return events, products
+    return purchases(rows), products
 
 
 def ranker(seed: int = 0) -> RankerRecommender:

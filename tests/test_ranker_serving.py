@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_ranker import purchases
 
 from features.interactions import InteractionConfig, build_matrix
 from features.ranking import CustomerProfile, rank_features
@@ -21,7 +22,6 @@ from models.recommenders import (
 from models.recommenders.candidates import candidates
 from models.recommenders.selection import RecommendFilters
 
-T0 = pd.Timestamp("2024-01-01")
 N_PRODUCTS, N_CUSTOMERS = 80, 200
 
 
@@ -43,16 +43,7 @@ def store(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
         for _ in range(int(rng.integers(4, 12))):
             pool = own if rng.random() < 0.8 else np.arange(N_PRODUCTS)
             rows.append((c, int(rng.choice(pool)), int(rng.integers(0, 120))))
-    events = pd.DataFrame(
-        {
-            "customer_id": [f"c{c:03d}" for c, _, _ in rows],
-            "product_id": [f"p{p:02d}" for _, p, _ in rows],
-            "timestamp": [T0 + pd.Timedelta(days=d) for _, _, d in rows],
-            "event": "purchase",
-            "quantity": 1,
-        }
-    )
-    return events, products
+    return purchases(rows), products
 
 
 @pytest.fixture(scope="module")

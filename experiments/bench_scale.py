@@ -47,13 +47,10 @@ EXPORT_K = 20
 def _rss_mb() -> float:
     """Peak RSS of the calling process in MB: VmHWM of /proc/self/status (per address space;
     ru_maxrss would carry a spawned worker's parent's peak over the exec), else ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    from experiments.bench_scale_xlarge import _vm_hwm_mb
+
+    mb = _vm_hwm_mb()
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if mb is None else mb, 1)
 
 
 def peak_rss(compute: Compute | None) -> dict[str, float]:

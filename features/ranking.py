@@ -104,6 +104,29 @@ class RankingState:
             return whole[products]
         return self._count_between(products, lo, hi)
 
+    def windows_up_to(self, then: float, products: np.ndarray, out: np.ndarray) -> None:
+        """The PRODUCT_WINDOWS features of `products` for a customer last active on day
+        `then`, written into `out` (m, 3): log1p of the product's customers in the 7 and 30
+        days up to `then`, and that 30-day count's share of all its customers."""
+        month = self.customers_between(products, then - 30, then)
+        out[:, 0] = np.log1p(self.customers_between(products, then - 7, then))
+        out[:, 1] = np.log1p(month)
+        out[:, 2] = month / np.maximum(np.expm1(self.item_arrays[products, 0]), 1.0)
+
+    def products_now(self) -> np.ndarray:
+        """(n_products, len(PRODUCT_WINDOWS) + len(ITEM_FEATURES)) float32: every product's
+        own columns for a customer last active now (`windows_up_to(as_of_days)`, then the item
+        features, whose age is as of now), computed once (elementwise: the same values as
+        per request)."""
+        block = getattr(self, "_products_now", None)
+        if block is None:
+            n = self.weights.shape[1]
+            block = np.empty((n, len(PRODUCT_WINDOWS) + self.item_arrays.shape[1]), np.float32)
+            self.windows_up_to(self.as_of_days, np.arange(n), block[:, : len(PRODUCT_WINDOWS)])
+            block[:, len(PRODUCT_WINDOWS) :] = self.item_arrays
+            self._products_now = block  # one array assigned: a racing request computes the same
+        return block
+
     def _count_between(self, products: np.ndarray, lo: float, hi: float) -> np.ndarray:
         base = products * self.day_span  # the keys' own arithmetic: equal days compare equal
         top = np.searchsorted(self.day_keys, base + (hi - self.day_origin), "right")
@@ -207,6 +230,27 @@ class CustomerProfile:
 
 N_FIXED = len(PAIR_FEATURES) + len(ITEM_FEATURES) + len(CUSTOMER_FEATURES) + len(CONTEXT_FEATURES)
 _AGE = ITEM_FEATURES.index("item_age_days")
+# the product's own columns when a customer's last interaction is the state's now (every
+# session's): its customer windows (PRODUCT_WINDOWS) and its item features, one block per state
+PRODUCT_WINDOWS = PAIR_FEATURES[PAIR_FEATURES.index("pair_log_customers_7d_at_last") :]
+_FIXED = (*PAIR_FEATURES, *ITEM_FEATURES, *CUSTOMER_FEATURES, *CONTEXT_FEATURES)
+_NOW_COLUMNS = np.array([_FIXED.index(f) for f in (*PRODUCT_WINDOWS, *ITEM_FEATURES)])
+_NOW_CONTIGUOUS = bool((np.diff(_NOW_COLUMNS) == 1).all())  # one slice, else a column list
+
+
+def zscore_rows(a: np.ndarray) -> np.ndarray:
+    """(a - a.mean(axis=1)) / max(a.std(axis=1), 1e-9) row by row, float32, the same bits as
+    those NumPy calls (the same reductions and divisions, without their Python-level checks
+    and the mean computed twice: this runs on every request)."""
+    n = np.intp(a.shape[1])
+    mean = np.add.reduce(a, axis=1, keepdims=True)
+    np.true_divide(mean, n, out=mean, casting="unsafe")
+    z = a - mean
+    var = np.add.reduce(np.multiply(z, z), axis=1, keepdims=True)
+    np.true_divide(var, n, out=var, casting="unsafe")
+    np.sqrt(var, out=var)
+    z /= np.maximum(var, 1e-9)
+    return z
 
 
 def rank_features(
@@ -222,78 +266,89 @@ def rank_features(
     `gen_scores` / `gen_ranks` are (n_generators, len(candidates)): each generator's score
     z-scored over the candidates and its rank (1 = its best; beyond its own list, its list
     length + 1). Every block is written in place into one matrix (no per-block arrays
-    stacked): serving computes this per request."""
+    stacked): serving computes this per request. When the customer's last interaction and
+    `now_days` are the state's now (a session), the product's own columns are one row of the
+    state's `products_now` block (the same values, computed once per state)."""
     m, n_gen = len(candidates), len(gen_scores)
     X = np.empty((m, 2 * n_gen + N_FIXED), np.float32)
-    z = gen_scores - gen_scores.mean(axis=1, keepdims=True)
-    z /= np.maximum(gen_scores.std(axis=1, keepdims=True), 1e-9)
-    X[:, 0 : 2 * n_gen : 2] = z.T
+    X[:, 0 : 2 * n_gen : 2] = zscore_rows(gen_scores).T
     X[:, 1 : 2 * n_gen : 2] = gen_ranks.T
     at = 2 * n_gen
-    customer = _pair_and_customer(
-        state, profile, candidates, now_days, X[:, at : at + len(PAIR_FEATURES)]
-    )
-    at += len(PAIR_FEATURES)
-    X[:, at : at + len(ITEM_FEATURES)] = state.item_arrays[candidates]
-    X[:, at + _AGE] = now_days - state.launch_days[candidates]
-    at += len(ITEM_FEATURES)
-    X[:, at : at + len(CUSTOMER_FEATURES)] = customer
+    fixed = X[:, at:]
+    customer, then = _pair_and_customer(state, profile, candidates, now_days, fixed)
+    if then == state.as_of_days and now_days == state.as_of_days:
+        block = state.products_now().take(candidates, axis=0)
+        if _NOW_CONTIGUOUS:
+            fixed[:, _NOW_COLUMNS[0] : _NOW_COLUMNS[-1] + 1] = block
+        else:
+            fixed[:, _NOW_COLUMNS] = block
+    else:
+        w0 = len(PAIR_FEATURES) - len(PRODUCT_WINDOWS)
+        state.windows_up_to(then, candidates, fixed[:, w0 : len(PAIR_FEATURES)])
+        lo = len(PAIR_FEATURES)
+        fixed[:, lo : lo + len(ITEM_FEATURES)] = state.item_arrays[candidates]
+        fixed[:, lo + _AGE] = now_days - state.launch_days[candidates]
+    at = len(PAIR_FEATURES) + len(ITEM_FEATURES)
+    fixed[:, at : at + len(CUSTOMER_FEATURES)] = customer
     at += len(CUSTOMER_FEATURES)
     weekday = (np.floor(now_days) + DAY_EPOCH_WEEKDAY) % 7
     angle = 2 * np.pi * (now_days % 365.25) / 365.25
-    X[:, at:] = np.array([weekday, np.sin(angle), np.cos(angle)], np.float32)
+    fixed[:, at:] = np.array([weekday, np.sin(angle), np.cos(angle)], np.float32)
     return X
 
 
-def _pair_and_customer(state, profile, candidates, now_days, pair):
-    """Customer x item features written into `pair` (m, 8, float32); returns the customer
-    features (5,)."""
+def _pair_and_customer(state, profile, candidates, now_days, fixed):
+    """The customer x item features before the product windows written into the first
+    columns of `fixed` (m, N_FIXED, float32); returns the customer features (5,) and the day
+    of the customer's last interaction (`now_days` without any). Each column is written once
+    (a lookup with NaN or 0 where the customer has nothing), not filled then overwritten."""
     items, w, last = profile.items, profile.weights.astype(np.float64), profile.last_days
-    pair[:, 0] = 0.0
-    pair[:, 1:4] = np.nan
     if len(items):
         pos = np.minimum(np.searchsorted(items, candidates), len(items) - 1)
         hit = items[pos] == candidates
-        pair[hit, 0] = w[pos[hit]]
-        pair[hit, 1] = now_days - last[pos[hit]]
+        fixed[:, 0] = np.where(hit, w[pos], 0.0)
+        fixed[:, 1] = np.where(hit, now_days - last[pos], np.nan)
+    else:
+        fixed[:, 0] = 0.0
+        fixed[:, 1] = np.nan
     codes = state.category_codes
-    cand_codes = codes[candidates]
     n_cat = max(state.n_categories, 1)
+    cand_codes = codes[candidates]
+    cand_codes = np.where(cand_codes >= 0, cand_codes, n_cat)  # no category: the NaN slot
     own_codes = codes[items] if len(items) else np.zeros(0, np.int32)
     has = own_codes >= 0
-    share = np.bincount(own_codes[has], w[has], minlength=n_cat).astype(np.float64)
-    total = max(float(share.sum()), 1e-12)
+    share = np.zeros(n_cat + 1, np.float64)
+    share[:n_cat] = np.bincount(own_codes[has], w[has], minlength=n_cat)
+    total = max(float(share[:n_cat].sum()), 1e-12)  # the sum of the categories alone
     share /= total
+    nz = share[share > 0]
     cat_last = np.full(n_cat, -np.inf)
     np.maximum.at(cat_last, own_codes[has], last[has])
-    ok = cand_codes >= 0
-    pair[ok, 2] = share[cand_codes[ok]]
-    seen_cat = ok.copy()
-    seen_cat[ok] = np.isfinite(cat_last[cand_codes[ok]])
-    pair[seen_cat, 3] = now_days - cat_last[cand_codes[seen_cat]]
+    since = np.full(n_cat + 1, np.nan)  # days since the category's last use; NaN: never used
+    seen = np.isfinite(cat_last)
+    since[:n_cat][seen] = now_days - cat_last[seen]
+    share[n_cat] = np.nan
+    fixed[:, 2] = share.take(cand_codes)
+    fixed[:, 3] = since.take(cand_codes)
     prices = state.log_price[items] if len(items) else np.zeros(0)
     priced = np.isfinite(prices)
     usual = np.nan
     if priced.any():  # np.average's weighted mean, without its checks
         wp = w[priced]
         usual = float(np.multiply(prices[priced], wp).sum() / wp.sum())
-    pair[:, 4] = state.log_price[candidates] - usual
+    fixed[:, 4] = state.log_price[candidates] - usual
     then = float(last.max()) if len(items) else now_days
-    month = state.customers_between(candidates, then - 30, then)
-    pair[:, 5] = np.log1p(state.customers_between(candidates, then - 7, then))
-    pair[:, 6] = np.log1p(month)
-    pair[:, 7] = month / np.maximum(np.expm1(state.item_arrays[candidates, 0]), 1.0)
-    nz = share[share > 0]
-    return np.array(
+    customer = np.array(
         [
             np.log1p(len(items)),
             np.log1p(float(w.sum())),
-            now_days - float(last.max()) if len(items) else np.nan,
+            now_days - then if len(items) else np.nan,
             usual,
             float(-(nz * np.log(nz)).sum()) if len(nz) else 0.0,
         ],
         np.float32,
     )
+    return customer, then
 
 
 def split_cells(

@@ -11,7 +11,14 @@ import pytest
 from test_ranker import purchases
 
 from features.interactions import InteractionConfig, build_matrix
-from features.ranking import CustomerProfile, rank_features
+from features.ranking import (
+    ITEM_FEATURES,
+    PRODUCT_WINDOWS,
+    CustomerProfile,
+    feature_names,
+    rank_features,
+    zscore_rows,
+)
 from models.recommenders import (
     ALSRecommender,
     EASERecommender,
@@ -184,3 +191,48 @@ def test_a_window_ending_now_counts_what_a_search_per_product_counts(served):
     assert state.customers_between(products, now - 30.0, now).sum() > 0  # not all empty
     earlier = state.customers_between(products, now - 40.0, now - 10.0)  # not cached: searched
     np.testing.assert_array_equal(earlier, state._count_between(products, now - 40.0, now - 10.0))
+
+
+def test_z_scores_are_numpy_s_mean_and_std_to_the_last_bit():
+    rng = np.random.default_rng(6)
+    for n in (1, 2, 7, 9, 100, 129, 307, 2000):
+        a = rng.normal(3.0, 2.0, size=(4, n)).astype(np.float32)
+        a[1] = np.round(a[1])  # ties
+        a[2] = 5.0  # a constant row: its spread floored at 1e-9
+        want = (a - a.mean(axis=1, keepdims=True)) / np.maximum(a.std(axis=1, keepdims=True), 1e-9)
+        got = zscore_rows(a)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_session_s_product_columns_are_the_windows_and_items_up_to_now(served):
+    """A session's product columns come from the state's block computed once for the catalog:
+    they are what the per-candidate path (any other customer's) computes for a last day of
+    now, and the features of a known customer last active earlier take that other path."""
+    ranker = served.primary
+    state, now = ranker.state_, ranker.state_.as_of_days
+    names = feature_names(ranker.generator_names_)
+    cols = [names.index(f) for f in (*PRODUCT_WINDOWS, *ITEM_FEATURES)]
+    for items, weights in _sessions(ranker, 8, seed=7):
+        gens = [np.asarray(g._score_weights(items, weights), np.float32) for g in ranker.generators]
+        c = candidates(gens, ranker.n_candidates, items)
+        X = rank_features(
+            state, CustomerProfile.session(items, weights, now), c.items, c.scores, c.ranks, now
+        )
+        want = np.empty((len(c.items), len(PRODUCT_WINDOWS)), np.float32)
+        state.windows_up_to(now, c.items, want)
+        np.testing.assert_array_equal(X[:, cols[: len(PRODUCT_WINDOWS)]], want)
+        items_now = state.item_arrays[c.items].copy()
+        items_now[:, ITEM_FEATURES.index("item_age_days")] = now - state.launch_days[c.items]
+        np.testing.assert_array_equal(X[:, cols[len(PRODUCT_WINDOWS) :]], items_now)
+    row = int(np.argmin([state.profile(r).last_days.max() for r in range(20)]))
+    profile = state.profile(row)
+    then = float(profile.last_days.max())
+    assert then < now  # a customer last active before now: the windows end at their last day
+    gens = [np.asarray(g._score_one(row), np.float32) for g in ranker.generators]
+    c = candidates(gens, ranker.n_candidates, None)
+    X = rank_features(state, profile, c.items, c.scores, c.ranks, now)
+    want = np.empty((len(c.items), len(PRODUCT_WINDOWS)), np.float32)
+    state.windows_up_to(then, c.items, want)
+    np.testing.assert_array_equal(X[:, cols[: len(PRODUCT_WINDOWS)]], want)
+    assert not np.array_equal(want, state.products_now()[c.items, : len(PRODUCT_WINDOWS)])

@@ -46,41 +46,48 @@ def candidates(score_rows, n: int, hidden: np.ndarray | None) -> CandidateSet:
     """The union of each score vector's top `n` products (`hidden` indices never proposed).
 
     `score_rows` is a list of score vectors or a (n_generators, n_products) array. The
-    generators are selected together (one copy, one partition and one sort of the block); the
-    selection of each row is that of `np.argpartition` on the row alone, so the candidates do
-    not depend on how many generators are stacked (a request's path and a batch's agree)."""
+    generators are selected together (one negated copy, one partition and one sort of the
+    block); the selection of each row is that of `np.argpartition` on the row alone, so the
+    candidates do not depend on how many generators are stacked (a request's path and a
+    batch's agree). The union keeps each product where it is first proposed: a product is
+    kept in generator g's list when no earlier generator proposed it (read off the ranks)."""
     if len(score_rows) == 0:
         empty = np.zeros((0, 0), np.float32)
         return CandidateSet(np.zeros(0, np.int64), empty, empty, np.zeros((0, 0), bool))
-    block = np.array(score_rows, dtype=np.float32, ndmin=2)  # a copy: hidden set below
-    n_gen, n_items = block.shape
+    rows = np.asarray(score_rows, dtype=np.float32)
+    neg = np.negative(rows if rows.ndim == 2 else rows.reshape(1, -1))  # a copy: hidden below
+    n_gen, n_items = neg.shape
     if hidden is not None and len(hidden):
-        block[:, hidden] = -np.inf
+        neg[:, hidden] = np.inf
     m = min(n, n_items)
-    neg = np.negative(block)
     top = np.argpartition(neg, m - 1, axis=1)[:, :m]
     # positions in the flattened block: one fancy index per step, not one call per generator
-    offset = (np.arange(n_gen) * n_items)[:, None]
-    at = top + offset
-    at = at[np.arange(n_gen)[:, None], np.argsort(neg.ravel()[at], axis=1, kind="stable")]
-    finite = np.isfinite(neg.ravel()[at])
+    at = top + (np.arange(n_gen) * n_items)[:, None]
+    flat = neg.ravel()
+    order = np.argsort(flat.take(at), axis=1, kind="stable")
+    order += (np.arange(n_gen) * m)[:, None]
+    at = at.ravel().take(order)  # each row's top in order (row g's entries of at, sorted)
+    finite = np.isfinite(flat.take(at))
     if finite.all():
         lengths = np.full(n_gen, m)
         joined_at = at.ravel()
     else:  # a generator with fewer than n finite scores proposes only those (sorted first)
         lengths = finite.sum(axis=1)
         joined_at = at[finite]
-    joined = joined_at % n_items
-    _, first = np.unique(joined, return_index=True)
-    items = joined[np.sort(first)]
     # each generator's rank of every product: 1.. its list length, beyond it length + 1
     rank = np.empty((n_gen, n_items), np.float32)
     rank[:] = (lengths + 1).astype(np.float32)[:, None]
     place = np.broadcast_to(np.arange(1, m + 1, dtype=np.float32), (n_gen, m))
     rank.ravel()[joined_at] = place[finite]  # a view: rank is C-contiguous
+    listed = rank <= lengths[:, None]
+    earlier = np.zeros_like(listed)  # proposed by a generator before g
+    for g in range(1, n_gen):  # a few generators: one row operation each
+        np.logical_or(earlier[g - 1], listed[g - 1], out=earlier[g])
+    first = joined_at[~earlier.ravel().take(joined_at)]
+    items = first % n_items
     # C order, as the rows were built one by one before: reductions over a row (the features'
     # z-scores) then sum in the same order, to the last bit
-    ranks = np.ascontiguousarray(rank[:, items])
-    scores = np.ascontiguousarray(block[:, items])  # candidates are never hidden
+    ranks = rank.take(items, axis=1)
+    scores = np.negative(neg.take(items, axis=1))  # candidates are never hidden
     proposed = ranks <= lengths[:, None]
     return CandidateSet(items, scores, ranks, proposed)

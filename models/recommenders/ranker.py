@@ -50,6 +50,7 @@ from features.ranking import (
     rank_features,
     split_cells,
     split_events_at,
+    zscore_rows,
 )
 from models.recommenders.candidates import CandidateSet, candidates, generator_names
 from models.recommenders.catalog import align_catalog
@@ -392,7 +393,7 @@ class RankerRecommender(_Composite):
             return np.asarray(gen_scores[self.fallback_], np.float32).reshape(-1)
         block = np.array(gen_scores, dtype=np.float32, ndmin=2)
         out = _outside(block[:1])[0]
-        c = candidates(block, self.n_candidates, hidden)
+        c = candidates(block, self.n_candidates, hidden)  # negates a copy: block is kept
         if len(c.items) == 0:
             return out
         X = rank_features(self.state_, profile, c.items, c.scores, c.ranks, self.state_.as_of_days)
@@ -402,11 +403,16 @@ class RankerRecommender(_Composite):
     def _final_scores(self, X: np.ndarray) -> np.ndarray:
         """The served score of feature rows: the booster's, from the lead's order when it
         started from it, with the chosen popularity penalty and lead anchor."""
-        pred = self._predict(X) + self.start_ * X[:, 0]
+        pred = self._predict(X)
+        lead = X[:, 0]
+        if self.start_:
+            pred += self.start_ * lead
+        else:  # p + 0 * z: p itself, unless z is not finite (then NaN, as that sum gives)
+            pred += np.where(np.isfinite(lead), 0.0, np.nan)
         if self.penalty_:
-            pred = pred - self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
+            pred -= self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
         if self.anchor_:
-            pred = pred + self.anchor_ * X[:, 0]
+            pred += self.anchor_ * lead
         return pred
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
@@ -559,8 +565,7 @@ class RankerRecommender(_Composite):
 def _outside(lead: np.ndarray) -> np.ndarray:
     """(n, n_items) float32: `LOW` + each row's z-score of the first generator (clipped to
     +-50), the order of the products outside the candidates; in place, one array."""
-    out = lead - lead.mean(axis=1, keepdims=True)
-    out /= np.maximum(lead.std(axis=1, keepdims=True), 1e-9)
+    out = zscore_rows(lead)
     np.clip(out, -50, 50, out=out)
     out += LOW
     return out

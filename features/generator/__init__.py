@@ -194,6 +194,13 @@ def _streams(seed: int, chunk: int | None = None) -> dict[str, np.random.Generat
     return dict(zip(_STREAMS, (np.random.default_rng(s) for s in seeds), strict=True))
 
 
+def streams(seed: int) -> dict[str, np.random.Generator]:
+    """The named random streams `generate` draws a whole shop from (fresh generators, in the
+    state `generate` starts them in). A read-only hook for studies that rebuild the simulated
+    world and redraw only its demand (`experiments.forecast_bound`); it changes no table."""
+    return _streams(seed)
+
+
 def generate_partitioned(
     cfg: GeneratorConfig, out, progress: bool = False, overwrite: bool = False
 ):

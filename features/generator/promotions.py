@@ -69,6 +69,21 @@ def make_promotions(
     (product, day) on sale, with the extra demand each brings; `markdowns` (from
     `make_markdowns`) are permanent cuts that act as a discount from their day to the end."""
     windows, campaigns = _windows(rng, catalog, days, share)
+    return promotions_of(catalog, days, elasticity, windows, campaigns, markdowns)
+
+
+def promotions_of(
+    catalog: Catalog,
+    days: int,
+    elasticity: float,
+    windows: tuple,
+    campaigns: tuple,
+    markdowns: tuple = (),
+) -> Promotions:
+    """The calendar of given product `windows` and category `campaigns` (as in
+    `Promotions.windows` / `.campaigns`) and `markdowns`: what `make_promotions` builds from
+    the windows it draws. Also a read-only hook for studies that swap some windows for others
+    (`experiments.forecast_bound`); it draws nothing."""
     expanded = _expand(catalog, windows, campaigns)
     if markdowns and markdowns[0].size:
         md_prod, md_first, md_cut = markdowns

@@ -406,23 +406,26 @@ def _scratch_fraud_db(service: str, env: dict | None) -> tuple[dict | None, str 
 def _shadow_plan(ports: dict[str, int], bodies: list[str], offset: int) -> list[dict]:
     """SHADOW_ROUNDS interleaved rounds over both fraud servers (which goes first alternates by
     round); both get the same payments in the same order, each into its own online state.
-    Scenario names carry the round (`shadow_c1_r3`) for the per-round ratios."""
+    Scenario names carry the round (`shadow_c1_r3`) for the per-round ratios. A `/livez` lull
+    follows each server's turn: the decision log processes, which wait for a quiet moment,
+    catch up there rather than during the other server's measured turn."""
     scenarios = []
     for i in range(SHADOW_ROUNDS):
         order = ("plain", "shadow") if i % 2 == 0 else ("shadow", "plain")
         for conc, n in ((1, SHADOW_C1), (8, SHADOW_C8)):
-            scenarios.append(
-                {
-                    "name": f"livez_c{conc}",
-                    "port": ports["plain"],
-                    "path": "/livez",
-                    "method": "GET",
-                    "concurrency": conc,
-                    "requests": n // 4,
-                    "max_seconds": MAX_SECONDS,
-                }
-            )
+            lull = {
+                "name": f"livez_c{conc}",
+                "port": ports["plain"],
+                "path": "/livez",
+                "method": "GET",
+                "concurrency": conc,
+                "requests": n // 4,
+                "max_seconds": MAX_SECONDS,
+            }
+            scenarios.append(lull)
             for who in order:
+                if who != order[0]:
+                    scenarios.append(lull)
                 scenarios.append(
                     {
                         "name": f"{who}_c{conc}_r{i}",

@@ -12,11 +12,25 @@ worker's queue fills and payments are dropped from the log (counted), never wait
 shutdown the child is put back to normal priority to write what it holds. It ignores SIGINT and
 SIGTERM: the end of its input, which also comes when the worker dies, is what stops it.
 
+Yielding to traffic: SCHED_IDLE keeps the child off a CPU a request wants, not out of the
+core and caches it shares with the request (2 vCPUs, likely SMT siblings); measured in the log
+process, the shadow's scoring costs ~0.9-1.3 ms of CPU per batch of 40-100 payments and each
+write ~1.2-1.8 ms, i.e. the child runs a few % of the time, the share of requests the p99 sits
+in. So the child only receives while the worker has a /score in flight (`shadow.Traffic`, a
+memfd page the worker stamps at each request's start and end): it scores and writes once no
+request has been in flight for `quiet_ms`, one `batch_max` chunk at a time, checking again
+between chunks. Past `backlog_max_rows` rows or `backlog_max_s` seconds held it works anyway
+(the rows counted as `forced`), so the log lags steady traffic by about that much at most and
+the child's memory stays bounded; it reports its backlog and lag (gauges) once a second while
+holding.
+
 Frames on the pipe: 8 bytes of length (little endian), then a pickle. The first is the hello
-(model version, config, the shadow's kind, native folder and version); each later one a batch.
-End of input (the worker closed the pipe, or died) makes the child write what it holds (for up
-to `CLOSE_WRITE_S` if the database refuses) and exit. A child that dies is started again at the
-next batch (at most once per `RESTART_EVERY_S`); batches it cannot take are dropped and counted.
+(model version, config, the shadow's kind, native folder and version, the traffic page's fd);
+each later one a batch. End of input (the worker closed the pipe, or died) makes the child score
+and write all it holds (for up to `CLOSE_WRITE_S` if the database refuses) and exit. A child that
+dies is started again at the next batch (at most once per `RESTART_EVERY_S`); batches it cannot
+take are dropped and counted, and so are the rows it was sent and had not written when it died
+(the worker keeps the count of rows sent to each child).
 """
 
 from __future__ import annotations
@@ -33,9 +47,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 
 from serving import metrics
-from serving.shadow import Batch, DecisionLogConfig, DecisionWriter, ShadowModel
+from serving.shadow import (
+    Batch,
+    DecisionLogConfig,
+    DecisionWriter,
+    ShadowModel,
+    Traffic,
+    TrafficView,
+)
 from shopml.log import get_logger
 
 log = get_logger("serving.decision_process")
@@ -45,18 +67,29 @@ _PIPE_BYTES = 1 << 20  # F_SETPIPE_SZ: ~15 batches of 100 payments before a send
 _F_SETPIPE_SZ = 1031
 CLOSE_WRITE_S = 10.0
 RESTART_EVERY_S = 5.0
+RETRY_WRITE_S = 1.0  # a refusing database is tried again this often
+HELD_REPORT_S = 1.0  # while holding batches for quiet, the totals (backlog, lag) this often
 CHILD = "from serving.decision_process import main; main()"
 
 
 class LogProcess:
     """The worker's side: starts the child, sends it batches, reads its totals back."""
 
-    def __init__(self, model_version: str, config: DecisionLogConfig, shadow: ShadowModel | None):
+    def __init__(
+        self,
+        model_version: str,
+        config: DecisionLogConfig,
+        shadow: ShadowModel | None,
+        traffic: Traffic | None = None,
+    ):
         self.model_version = model_version
         self.config = config
         self.shadow = shadow
-        self.written = self.shadow_scored = self.dropped = self.waiting = 0
+        self.traffic = traffic  # the worker's requests, which the child waits out
+        self.written = self.shadow_scored = self.dropped = self.waiting = self.forced = 0
+        self.lag_s = 0.0
         self.lost = 0  # batches dropped because no child could take them
+        self._sent = None  # rows sent to the running child, its totals, whether it ended
         self.restarts = 0
         self.ready = threading.Event()  # set at the child's first report (it is loaded)
         self._proc: subprocess.Popen | None = None
@@ -76,12 +109,14 @@ class LogProcess:
             kind, native = self.shadow.source
             shadow = {"kind": kind, "path": native, "version": self.shadow.version}
         self._started_at = time.monotonic()
+        fd = None if self.traffic is None else self.traffic.fd
         self._proc = subprocess.Popen(
             [sys.executable, "-c", CHILD],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
             close_fds=True,
+            pass_fds=() if fd is None else (fd,),
         )
         with contextlib.suppress(OSError):  # over /proc/sys/fs/pipe-max-size: 64 KiB
             fcntl.fcntl(self._proc.stdin.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
@@ -91,10 +126,15 @@ class LogProcess:
             "model_version": self.model_version,
             "config": self.config.model_dump(),
             "shadow": shadow,
+            "traffic_fd": fd,
         }
         self._frame(pickle.dumps(hello, protocol=pickle.HIGHEST_PROTOCOL))
+        sent = self._sent = _Sent()
         self._reader = threading.Thread(
-            target=self._read_totals, args=(self._proc,), name="decision-log-totals", daemon=True
+            target=self._read_totals,
+            args=(self._proc, sent),
+            name="decision-log-totals",
+            daemon=True,
         )
         self._reader.start()
         log.info("decision log process started", extra={"pid": self._proc.pid})
@@ -144,11 +184,21 @@ class LogProcess:
             self._lose(batch)
             return
         self._sent_rules = rules
+        with self._lock:
+            if self._sent.ended:  # its reader already counted what it lost: this one too
+                self._drop(len(batch.rows))
+            else:
+                self._sent.rows += len(batch.rows)
 
     def _lose(self, batch: Batch) -> None:
         self.lost += 1
         with self._lock:
-            self.dropped += len(batch.rows)
+            self._drop(len(batch.rows))
+
+    def _drop(self, rows: int) -> None:
+        """Rows that will never be written (under the lock; the recorder puts them in the
+        metrics with its own drops)."""
+        self.dropped += rows
 
     def _frame(self, payload: bytes) -> None:
         fd = self._proc.stdin.fileno()
@@ -157,9 +207,11 @@ class LogProcess:
             data = data[os.write(fd, data) :]  # os.write releases the GIL while it waits
 
     # ------------------------------------------------------------------ totals
-    def _read_totals(self, proc: subprocess.Popen) -> None:
-        """The child's running totals (JSON lines) into this side's counts and the metrics."""
-        seen = {"written": 0, "shadow_scored": 0, "dropped": 0}
+    def _read_totals(self, proc: subprocess.Popen, sent: _Sent) -> None:
+        """The child's running totals (JSON lines) into this side's counts and the metrics;
+        when it ends, the rows sent to it that it neither wrote nor counted are dropped and
+        counted (a child killed with a backlog loses it, never silently)."""
+        seen = {"written": 0, "shadow_scored": 0, "dropped": 0, "forced": 0}
         for line in proc.stdout:
             try:
                 totals = json.loads(line)
@@ -172,14 +224,34 @@ class LogProcess:
                 self.written += new["written"]
                 self.shadow_scored += new["shadow_scored"]
                 self.dropped += new["dropped"]
+                self.forced += new["forced"]
                 self.waiting = int(totals.get("waiting", 0))
-            if new["written"]:
-                metrics.fraud_decision_log("written", new["written"], self.model_version)
+                self.lag_s = float(totals.get("lag_s", 0.0))
+            metrics.fraud_decision_log_backlog(self.waiting, self.lag_s, self.model_version)
+            for outcome in ("written", "forced"):  # drops: the recorder counts them
+                if new[outcome]:
+                    metrics.fraud_decision_log(outcome, new[outcome], self.model_version)
             if new["shadow_scored"] and self.shadow is not None:
                 metrics.fraud_decision_log(
                     "shadow_scored", new["shadow_scored"], self.shadow.version
                 )
         proc.stdout.close()
+        with self._lock:
+            sent.ended = True
+            lost = sent.rows - seen["written"] - seen["dropped"]
+            self.waiting, self.lag_s = 0, 0.0
+            if lost > 0:
+                log.error("decision log process ended holding rows; dropped", extra={"rows": lost})
+                self._drop(lost)
+        metrics.fraud_decision_log_backlog(0, 0.0, self.model_version)
+
+
+class _Sent:
+    """What one child was sent (rows), and whether its totals have ended (it exited)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.ended = False
 
 
 # ---------------------------------------------------------------------- the child
@@ -238,6 +310,138 @@ def _load_shadow(spec: dict | None) -> ShadowModel | None:
     return ShadowModel(engine, spec["version"], (spec["kind"], spec["path"]))
 
 
+class _Child:
+    """The child's loop: receive batches as they come, keep them unscored while the worker has
+    requests in flight (`TrafficView`), score and write them one `batch_max` chunk at a time
+    once it has been quiet for `quiet_ms`, or at once past either backlog bound (`forced`)."""
+
+    def __init__(self, writer: DecisionWriter, config: DecisionLogConfig, traffic, out: int):
+        self.writer = writer
+        self.config = config
+        self.traffic = traffic
+        self.out = out
+        self.frames: deque = deque()  # (rules, Batch, received at) not yet scored
+        self.held = 0  # rows in `frames`
+        self.forced = 0
+        self._retry_at = 0.0  # after a refused write: not before this
+        self._reported = 0.0
+
+    # ------------------------------------------------------------------ input
+    def receive(self, timeout: float | None) -> bool:
+        """Every frame readable within `timeout` s (None: until one comes) into the backlog;
+        False at the end of input."""
+        if not select.select([0], [], [], timeout)[0]:
+            return True
+        while True:
+            frame = _read_frame(0)
+            if frame is None:
+                return False
+            rules, rows, X, payments = frame
+            self.frames.append((rules, Batch(rows, X, payments), time.monotonic()))
+            self.held += len(rows)
+            if not _readable(0):
+                return True
+
+    # ------------------------------------------------------------------ work
+    def over_bound(self) -> bool:
+        config = self.config
+        if self.held + self.writer.waiting > config.backlog_max_rows:
+            return True
+        return bool(self.frames) and time.monotonic() - self.frames[0][2] > config.backlog_max_s
+
+    def work(self, forced: bool = False) -> None:
+        """Score held batches up to `batch_max` rows and write what is waiting; while the
+        database refuses, score every held batch into the writer (whose `queue_max` bounds an
+        outage) and write nothing until the retry time."""
+        writer = self.writer
+        refused = time.monotonic() < self._retry_at
+        limit = float("inf") if refused else self.config.batch_max
+        taken = 0
+        while self.frames and writer.waiting < limit:
+            rules, batch, _ = self.frames.popleft()
+            self.held -= len(batch.rows)
+            taken += len(batch.rows)
+            if rules is not None:
+                writer.rules = rules
+            writer.take(batch)
+        if forced:
+            self.forced += taken
+        if refused:
+            return
+        try:
+            done = writer.write()[0]
+        except Exception as err:  # noqa: BLE001 - a bug here must not end the log process
+            log.error("decision log round failed", extra={"error_type": type(err).__name__})
+            done = 0
+        if writer.waiting and not done:  # the database refused: try again in a while
+            self._retry_at = time.monotonic() + RETRY_WRITE_S
+
+    def has_work(self) -> bool:
+        if time.monotonic() < self._retry_at:
+            return bool(self.frames)
+        return bool(self.frames) or self.writer.waiting > 0
+
+    def lag_s(self) -> float:
+        return time.monotonic() - self.frames[0][2] if self.frames else 0.0
+
+    def report(self, every_s: float = 0.0) -> None:
+        """The running totals to the worker (at most once per `every_s`)."""
+        now = time.monotonic()
+        if now - self._reported < every_s:
+            return
+        self._reported = now
+        writer = self.writer
+        totals = {
+            "written": writer.written,
+            "shadow_scored": writer.shadow_scored,
+            "dropped": writer.dropped,
+            "waiting": writer.waiting + self.held,
+            "forced": self.forced,
+            "lag_s": round(self.lag_s(), 3),
+        }
+        os.write(self.out, (json.dumps(totals) + "\n").encode())
+
+    def run(self) -> None:
+        """Until the end of input; then everything held is scored and written."""
+        self.report()  # ready
+        open_input = True
+        while open_input:
+            if not self.has_work():  # wait for a batch (or for the time to retry a write)
+                wait = None
+                if self.writer.waiting:
+                    wait = max(0.0, self._retry_at - time.monotonic())
+                open_input = self.receive(wait)
+                continue
+            wait = self.traffic.wait_s()
+            if wait > 0 and not self.over_bound():  # requests in flight: hold on
+                open_input = self.receive(wait)
+                self.report(every_s=HELD_REPORT_S)
+                continue
+            self.work(forced=wait > 0)
+            self.report()
+            open_input = self.receive(0)
+        self.drain()
+
+    def drain(self) -> None:
+        """At the end of input: score and write everything held, retrying a refusing
+        database for up to CLOSE_WRITE_S; what is left then the worker counts as dropped."""
+        deadline = time.monotonic() + CLOSE_WRITE_S
+        while self.has_work() or self.writer.waiting:
+            self._retry_at = 0.0
+            before = self.writer.written
+            self.work()
+            if self.writer.written == before and self.writer.waiting:  # refused
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.2)
+        self.report()
+        if self.writer.waiting or self.held:
+            log.error(
+                "decision log process ended with rows unwritten",
+                extra={"rows": self.writer.waiting + self.held},
+            )
+
+
 def main() -> None:
     """The child: read batches from stdin until it ends, score them in shadow, write them."""
     from features.fraud.decision_log import DecisionLog
@@ -254,53 +458,13 @@ def main() -> None:
     config = DecisionLogConfig(**hello["config"])
     shadow = _load_shadow(hello["shadow"])
     writer = DecisionWriter(DecisionLog.open(), hello["model_version"], config, shadow)
+    traffic = TrafficView(hello.get("traffic_fd"), config.quiet_ms / 1000)
     priority = _lower_priority()  # loaded at normal priority: the cold start stays short
     log.info(
         "decision log process ready",
         extra={"priority": priority, "shadow": None if shadow is None else shadow.version},
     )
-
-    def report() -> None:
-        totals = {
-            "written": writer.written,
-            "shadow_scored": writer.shadow_scored,
-            "dropped": writer.dropped,
-            "waiting": writer.waiting,
-        }
-        os.write(out, (json.dumps(totals) + "\n").encode())
-
-    def take(frame) -> None:
-        rules, rows, X, payments = frame
-        if rules is not None:
-            writer.rules = rules
-        writer.take(Batch(rows, X, payments))
-
-    report()  # ready
-    while True:
-        frame = _read_frame(0)
-        if frame is None:
-            break
-        take(frame)
-        # batches already waiting in the pipe join this round: fewer, larger transactions
-        while writer.waiting < config.batch_max and _readable(0):
-            frame = _read_frame(0)
-            if frame is None:
-                break
-            take(frame)
-        if frame is None:
-            break
-        try:
-            writer.write()
-        except Exception as err:  # noqa: BLE001 - a bug here must not end the log process
-            log.error("decision log round failed", extra={"error_type": type(err).__name__})
-        report()
-    deadline = time.monotonic() + CLOSE_WRITE_S
-    while writer.waiting and time.monotonic() < deadline:
-        if not writer.write()[0]:
-            time.sleep(0.2)
-    report()
-    if writer.waiting:
-        log.error("decision log process ended with rows unwritten", extra={"rows": writer.waiting})
+    _Child(writer, config, traffic, out).run()
     os.close(out)
 
 

@@ -161,8 +161,12 @@ class FraudService:
     def _recorder(self, engine, version: str, settings) -> DecisionRecorder:
         """The decision log's writer, with the Bento's challenger scoring in shadow when it
         carries one and SHOPML_FRAUD_SHADOW is on (its own scorer, no online state)."""
+        quiet = settings.fraud_decision_quiet_ms
         config = DecisionLogConfig(  # scored and written in the log process, off the GIL
-            sample_rate=settings.fraud_decision_sample, shadow=settings.fraud_shadow, process=True
+            sample_rate=settings.fraud_decision_sample,
+            shadow=settings.fraud_shadow,
+            process=True,
+            **({} if quiet is None else {"quiet_ms": quiet}),
         )
         shadow = None
         if config.shadow:
@@ -194,7 +198,12 @@ class FraudService:
     @endpoint("/score", answers=ScoreResponse)
     def score(self, payment: PaymentRequest, /) -> dict:
         """Score one payment: probability, risk score, decision, reasons; records it online."""
-        return self.checkout.score(payment)
+        traffic = self.recorder.traffic  # the decision log process waits out requests in flight
+        traffic.begin()
+        try:
+            return self.checkout.score(payment)
+        finally:
+            traffic.end()
 
     @endpoint("/labels", answers=LabelsResponse, batch=True)
     def labels(self, request: LabelsRequest, /) -> dict:

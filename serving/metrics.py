@@ -108,9 +108,10 @@ def fraud_retry(model_version: str) -> None:
 
 
 def fraud_decision_log(outcome: str, count: int, model_version: str) -> None:
-    """Served decisions the decision log `written`, `dropped` (queue full, or the database
-    down too long), or had `shadow_scored` (model_version: the shadow's); counted off the
-    answer's path, by the background writer."""
+    """Served decisions the decision log `written`, `dropped` (queue full, the database
+    down too long, or held by a log process that died), `forced` (worked while requests were
+    in flight, its backlog past a bound) or had `shadow_scored` (model_version: the shadow's);
+    counted off the answer's path, by the background writer."""
     _inc(
         "shopml_fraud_decision_log_total",
         "Fraud decisions written to the decision log, dropped from it, or scored in shadow.",
@@ -118,6 +119,23 @@ def fraud_decision_log(outcome: str, count: int, model_version: str) -> None:
         outcome=outcome,
         model_version=model_version,
     )
+
+
+def fraud_decision_log_backlog(rows: int, lag_s: float, model_version: str) -> None:
+    """What the decision log process holds, not yet written (it waits for a quiet moment
+    between requests), and the age of the oldest of it, as it last reported."""
+    for name, doc, value in (
+        ("shopml_fraud_decision_log_backlog_rows", "Served decisions the decision log "
+         "process holds, not yet written.", rows),
+        ("shopml_fraud_decision_log_lag_seconds", "Age of the oldest decision the decision "
+         "log process holds, not yet written.", lag_s),
+    ):  # fmt: skip
+        key = (name, model_version)
+        child = _children.get(key)
+        if child is None:
+            child = _gauge(name, doc, ["model_version"]).labels(model_version=model_version)
+            _children[key] = child
+        child.set(value)
 
 
 def fraud_state_reset(outcome: str) -> None:

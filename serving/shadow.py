@@ -14,8 +14,9 @@ costs neither the checkout nor, while it is short, any rows.
 Where the writer runs: in the service it runs in a child process at idle CPU priority
 (`serving.decision_process`, `process=True`), so that neither the shadow's scoring nor the
 database writes hold the checkout's GIL or take a CPU the checkout wants; the worker's thread
-only pickles each batch onto a pipe. Without `process` (tests, tools) it runs in the
-recorder's own thread.
+only pickles each batch onto a pipe, and the child waits for a quiet moment between requests
+(`Traffic`, stamped by the service at each /score's start and end) before it works, within a
+bounded backlog. Without `process` (tests, tools) it runs in the recorder's own thread.
 
 The shadow must score the same features as the served model (the same feature set); it never
 changes an answer, the online state or the metrics of the served model.
@@ -24,9 +25,14 @@ changes an answer, the online state or the metrics of the served model.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
+import mmap
+import os
+import struct
 import sys
 import threading
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -48,6 +54,7 @@ _SAMPLE_BUCKETS = 1_000_000
 SWITCH_INTERVAL_S = 0.001  # the longest a request waits for the GIL this thread holds
 _PREDICT_RAW, _FLOAT64 = 1, 1  # LightGBM C API: C_API_PREDICT_RAW_SCORE, C_API_DTYPE_FLOAT64
 PAYMENT_COLUMNS = ("customer_id", "card_id", "terminal_id", "amount", "currency")
+_TRAFFIC = struct.Struct("=qq")  # requests in flight, CLOCK_MONOTONIC ns of the last change
 
 
 class DecisionLogConfig(ConfigModel):
@@ -59,6 +66,13 @@ class DecisionLogConfig(ConfigModel):
     flush_ms: int = Field(50, ge=1)  # how often the background thread takes the queue
     batch_max: int = Field(500, ge=1)  # rows per write transaction (and per shadow batch)
     process: bool = False  # score and write in a child process at idle priority
+    # with `process`: the child scores and writes only once no request has been in flight for
+    # `quiet_ms` (longer than a /score's own time plus the HTTP work the stamp does not see; 0:
+    # at once), one `batch_max` chunk at a time; past either bound of what it holds it works
+    # anyway (counted as `forced`), so the log lags traffic by at most about that much
+    quiet_ms: float = Field(5.0, ge=0.0)
+    backlog_max_rows: int = Field(20_000, ge=0)  # ~1 KB a row in the child
+    backlog_max_s: float = Field(30.0, ge=0.0)  # the log's readers look days back, not seconds
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,56 @@ class ShadowModel:
         decided = self.engine.policy.decide_many(p, base_amount)
         decisions, _ = rules.apply_many(decided, p, X, columns)
         return p, decisions
+
+
+class Traffic:
+    """The worker's requests as the log process sees them: how many are in flight and when the
+    last one started or ended (CLOCK_MONOTONIC ns), in one page shared with the child (a memfd
+    it inherits; a private buffer where there is none, and then the child never waits).
+    Written only from the event loop's thread: two stores a request, no lock."""
+
+    def __init__(self, shared: bool = True) -> None:
+        self.fd: int | None = None
+        try:
+            if not shared:
+                raise OSError("not shared")
+            fd = os.memfd_create("shopml-traffic")
+            os.ftruncate(fd, _TRAFFIC.size)
+            self._page = mmap.mmap(fd, _TRAFFIC.size)
+            self.fd = fd
+        except (AttributeError, OSError):
+            self._page = bytearray(_TRAFFIC.size)
+        self._cells = (ctypes.c_int64 * 2).from_buffer(self._page)  # in flight, last ns
+
+    def begin(self) -> None:
+        cells = self._cells
+        cells[0] += 1
+        cells[1] = time.monotonic_ns()
+
+    def end(self) -> None:
+        cells = self._cells
+        cells[0] -= 1
+        cells[1] = time.monotonic_ns()
+
+
+class TrafficView:
+    """The child's side of `Traffic`: seconds until the worker has been quiet for `quiet_s`."""
+
+    def __init__(self, fd: int | None, quiet_s: float) -> None:
+        self.quiet_s = quiet_s
+        self._page = None
+        if fd is not None and quiet_s > 0:
+            with contextlib.suppress(OSError, ValueError):
+                self._page = mmap.mmap(fd, _TRAFFIC.size, access=mmap.ACCESS_READ)
+
+    def wait_s(self) -> float:
+        """0 when no request has been in flight for `quiet_s` (or nothing is watched)."""
+        if self._page is None:
+            return 0.0
+        in_flight, last_ns = _TRAFFIC.unpack_from(self._page)
+        if in_flight > 0:
+            return self.quiet_s
+        return max(0.0, self.quiet_s - (time.monotonic_ns() - last_ns) / 1e9)
 
 
 @dataclass(frozen=True)
@@ -257,11 +321,13 @@ class DecisionRecorder:
         self._reported_dropped = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # the service marks each request's start and end here (the log process waits for quiet)
+        self.traffic = Traffic(shared=self.config.process)
         if self.config.process:
             from serving.decision_process import LogProcess  # the child's side imports us
 
             self.writer = None
-            self.sink = LogProcess(model_version, self.config, self.shadow)
+            self.sink = LogProcess(model_version, self.config, self.shadow, self.traffic)
         else:
             self.writer = DecisionWriter(decision_log, model_version, self.config, self.shadow)
             self.sink = None
@@ -397,8 +463,9 @@ class DecisionRecorder:
 
     def status(self) -> dict:
         """Counts since start: observed, written, shadow scored, dropped, still queued (in
-        this process; with `process`, the written figures are those the log process reported
-        so far)."""
+        this process and, with `process`, held by the log process as it last reported, like
+        the written figures); with `process` also `forced` (rows worked while traffic was in
+        flight, the backlog past its bound) and `lag_s` (age of the oldest row it holds)."""
         part = self.writer if self.writer is not None else self.sink
         return {
             "observed": self.observed,
@@ -406,6 +473,8 @@ class DecisionRecorder:
             "shadow_scored": part.shadow_scored,
             "dropped": self.dropped + part.dropped,
             "queued": len(self._queue) + part.waiting,
+            "forced": getattr(part, "forced", 0),
+            "lag_s": getattr(part, "lag_s", 0.0),
             "shadow_version": None if self.shadow is None else self.shadow.version,
         }
 

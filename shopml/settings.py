@@ -46,6 +46,9 @@ class Settings:
     # SHOPML_FRAUD_DECISION_SAMPLE: share of served fraud decisions kept in the decision log
     fraud_decision_sample: float = 1.0
     fraud_shadow: bool = True  # SHOPML_FRAUD_SHADOW: score the Bento's challenger in shadow
+    # SHOPML_FRAUD_DECISION_QUIET_MS: the decision log process scores and writes only after
+    # this long without a /score in flight (0: at once; unset: DecisionLogConfig's default)
+    fraud_decision_quiet_ms: int | None = None
     # serving (serving.endpoints, serving.runner, serving.service_common)
     host: str = "127.0.0.1"  # SHOPML_HOST: where the services bind (beyond loopback: a token)
     # SHOPML_API_TOKEN: bearer token of the endpoints (`auth_routes`); kept out of any repr
@@ -121,6 +124,7 @@ VARIABLES = {
     "fraud_max_behind_s": "SHOPML_FRAUD_MAX_BEHIND_S",
     "fraud_decision_sample": "SHOPML_FRAUD_DECISION_SAMPLE",
     "fraud_shadow": "SHOPML_FRAUD_SHADOW",
+    "fraud_decision_quiet_ms": "SHOPML_FRAUD_DECISION_QUIET_MS",
     "host": "SHOPML_HOST",
     "api_token": "SHOPML_API_TOKEN",
     "auth_routes": "SHOPML_AUTH_ROUTES",
@@ -182,6 +186,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         fraud_max_behind_s=_seconds(env, "SHOPML_FRAUD_MAX_BEHIND_S", None),
         fraud_decision_sample=_fraction(env, "SHOPML_FRAUD_DECISION_SAMPLE", 1.0),
         fraud_shadow=_flag(env, "SHOPML_FRAUD_SHADOW", True),
+        fraud_decision_quiet_ms=_count(env, "SHOPML_FRAUD_DECISION_QUIET_MS", None, minimum=0),
         **_serving_settings(env),
     )
 

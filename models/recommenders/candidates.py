@@ -77,10 +77,13 @@ def candidates(score_rows, n: int, hidden: np.ndarray | None) -> CandidateSet:
     # each generator's rank of every product: 1.. its list length, beyond it length + 1
     rank = np.empty((n_gen, n_items), np.float32)
     rank[:] = (lengths + 1).astype(np.float32)[:, None]
-    place = np.broadcast_to(np.arange(1, m + 1, dtype=np.float32), (n_gen, m))
-    rank.ravel()[joined_at] = place[finite]  # a view: rank is C-contiguous
+    place = np.arange(1, m + 1, dtype=np.float32)
+    if len(joined_at) == at.size:
+        rank.ravel()[at] = place  # a view: rank is C-contiguous; each row's 1..m
+    else:
+        rank.ravel()[joined_at] = place[np.nonzero(finite)[1]]
     listed = rank <= lengths[:, None]
-    earlier = np.zeros_like(listed)  # proposed by a generator before g
+    earlier = np.zeros(listed.shape, bool)  # proposed by a generator before g
     for g in range(1, n_gen):  # a few generators: one row operation each
         np.logical_or(earlier[g - 1], listed[g - 1], out=earlier[g])
     first = joined_at[~earlier.ravel().take(joined_at)]

@@ -405,10 +405,8 @@ class RankerRecommender(_Composite):
         started from it, with the chosen popularity penalty and lead anchor."""
         pred = self._predict(X)
         lead = X[:, 0]
-        if self.start_:
+        if self.start_ or not np.isfinite(lead).all():  # else p + 0 * z is p itself
             pred += self.start_ * lead
-        else:  # p + 0 * z: p itself, unless z is not finite (then NaN, as that sum gives)
-            pred += np.where(np.isfinite(lead), 0.0, np.nan)
         if self.penalty_:
             pred -= self.penalty_ * X[:, self.feature_names_.index("item_log_customers")]
         if self.anchor_:

@@ -114,11 +114,14 @@ class FeatureState:
     category_codes: np.ndarray
     use_known: bool = True  # read the panel's planned promotions/prices (off: as if none)
     use_yearly: bool = True  # yearly calendar terms (off: constant, see `YEARLY`)
+    history_cap: float | None = None  # robust history (`robust_history`); None: units as sold
 
     def __post_init__(self) -> None:
         u = self.panel.units
         obs = ~np.isnan(u)
         x = np.where(obs, u, 0.0)
+        if self.history_cap:
+            x = robust_history(x, obs, self.history_cap)
         self.cs = _cum(x)
         self.cs2 = _cum(x * x)
         self.cn = _cum(obs.astype(np.float64))
@@ -143,7 +146,7 @@ class FeatureState:
             sw_n[:, s:] += obs[:, : n_d - s]
         with np.errstate(invalid="ignore", divide="ignore"):
             self.same_wd_mean = np.where(sw_n > 0, sw_sum / np.maximum(sw_n, 1), np.nan)
-        self.x = np.where(obs, u, np.nan)
+        self.x = np.where(obs, x, np.nan)
         orders = self.panel.orders
         self.co = None if orders is None else _cum(np.where(obs, np.nan_to_num(orders), 0.0))
         shop = x.sum(axis=0)
@@ -314,6 +317,26 @@ class FeatureState:
             "target_price_ratio": ratio * (1.0 - discount),
             "promotion_share_window28": past[:, None],
         }
+
+
+ROBUST_WINDOW = 112  # days of a series' own history its cap is set from
+
+
+def robust_history(x: np.ndarray, obs: np.ndarray, k: float) -> np.ndarray:
+    """Daily units with one-off bulk orders capped, for the history features only: each day at
+    most k x (the series' mean over its previous `ROBUST_WINDOW` observed days + 1). Causal (a
+    day's cap reads only earlier days, so a feature at origin t still reads days <= t only);
+    days without earlier history are kept. A wholesale order of 50x a product's usual day then
+    moves its rolling means and maxima by k x its level at most, instead of dominating them for
+    weeks; the targets stay as sold."""
+    cs, cn = _cum(x), _cum(obs.astype(np.float64))
+    day = np.arange(x.shape[1])
+    lo = np.maximum(day - ROBUST_WINDOW, 0)
+    n = cn[:, day] - cn[:, lo]  # observed days in [d - W, d - 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (cs[:, day] - cs[:, lo]) / n
+    cap = np.where(n > 0, k * (mean + 1.0), np.inf)
+    return np.minimum(x, cap)
 
 
 def _calendar(dates: pd.DatetimeIndex, country: str | None) -> dict[str, np.ndarray]:

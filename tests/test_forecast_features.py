@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.demand import DemandPanel, PanelConfig, build_panel, store_country
-from features.demand_features import FeatureState, feature_names, holiday_flags
+from features.demand_features import FeatureState, feature_names, holiday_flags, robust_history
 from shopml.errors import DataError
 
 D = pd.Timestamp("2024-01-01")  # a Monday
@@ -130,15 +130,33 @@ def _random_panel(seed: int, n_products: int, n_days: int) -> DemandPanel:
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), n_days=st.integers(20, 150), data=st.data())
 def test_features_at_origin_ignore_future_data(seed, n_days, data):
-    """Features at origin t are identical whether or not days after t are in the panel."""
+    """Features at origin t are identical whether or not days after t are in the panel, with
+    the history as sold or with bulk orders capped (`robust_history`)."""
     full = _random_panel(seed, 4, n_days)
     t = data.draw(st.integers(1, n_days - 2))
+    cap = data.draw(st.sampled_from([None, 2.0]))
     codes = np.arange(4, dtype=float)
     dates = pd.date_range(full.dates[t] + pd.Timedelta(days=1), periods=14)
-    with_future = FeatureState(full, codes, np.zeros(4)).rows(t, 14, dates)
+    with_future = FeatureState(full, codes, np.zeros(4), history_cap=cap).rows(t, 14, dates)
     past = full.cut(full.dates[t])
-    without = FeatureState(past, codes, np.zeros(4)).rows(t, 14, dates)
+    without = FeatureState(past, codes, np.zeros(4), history_cap=cap).rows(t, 14, dates)
     np.testing.assert_array_equal(with_future, without)
+
+
+def test_robust_history_caps_a_bulk_order_at_k_times_the_series_earlier_level():
+    """A one-off order of 100 after days of 2 (and a closed day, skipped) is capped at
+    k x (mean of the earlier observed days + 1); the first day (no history) and ordinary
+    days are kept, and the cap only reads earlier days."""
+    u = np.array([[2.0, 2.0, np.nan, 2.0, 100.0, 2.0]])
+    obs = ~np.isnan(u)
+    x = np.where(obs, u, 0.0)
+    out = robust_history(x, obs, 3.0)
+    assert out[0, 4] == pytest.approx(3.0 * (2.0 + 1.0))  # mean of days 0, 1, 3 = 2
+    np.testing.assert_array_equal(out[0, [0, 1, 3]], [2.0, 2.0, 2.0])
+    assert out[0, 5] == 2.0  # below its cap (the mean now includes the 100, uncapped)
+    state = FeatureState(_random_panel(0, 2, 40), np.arange(2.0), np.zeros(2))
+    capped = FeatureState(state.panel, np.arange(2.0), np.zeros(2), history_cap=1.0)
+    assert capped.cs[:, -1].sum() < state.cs[:, -1].sum()  # the features read capped units
 
 
 @pytest.mark.realdata

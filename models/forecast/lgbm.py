@@ -68,6 +68,10 @@ class LightGBMForecaster(Forecaster):
     (observed days below which a product gets the flagged moving average), `scale_target` /
     `target_clip` (train on units / recent mean, or clip spikes above target_clip x (recent
     mean + 1); both off by default, tried on Online Retail without a clear gain).
+    `history_cap`: the history features read each day's units capped at history_cap x (the
+    series' mean over its previous 112 observed days + 1) (`features.demand_features.
+    robust_history`: one-off wholesale orders); off by default: on Online Retail's 3 folds with
+    the searched settings, caps 3 and 6 gave WAPE 0.931 and 0.933 against 0.930 uncapped.
     `intermittent`: intermittent/lumpy series may get Croston SBA / ADIDA
     (`models.forecast.intermittent`); `known_future`: read the promotions and planned prices
     known at each origin (off: as if the shop published none); `yearly_min_days`: days of
@@ -76,7 +80,9 @@ class LightGBMForecaster(Forecaster):
     (True; False forecasts with the calibrated model: half the fit time, but on Online Retail,
     whose level rises into the autumn, bias -20% against -11% with the defaults; keeping the
     calibrated trees and re-estimating only their leaves on all days was worse on both
-    benchmarks and hardly faster). `num_threads=1`: on a shared 2-core machine more threads were
+    benchmarks and hardly faster; continuing the calibrated model's boosting on all days for a
+    quarter of the rounds saved 15% of the fit CPU on the generated `medium` store at WAPE 1.069
+    against 1.067, but Online Retail fell from 0.930 to 0.944). `num_threads=1`: on a shared 2-core machine more threads were
     10x slower.
     """
 
@@ -105,6 +111,7 @@ class LightGBMForecaster(Forecaster):
         use_product_feature: bool = True,
         scale_target: bool = False,
         target_clip: float | None = None,
+        history_cap: float | None = None,
         intermittent: bool = True,
         known_future: bool = True,
         yearly_min_days: int = 728,
@@ -132,6 +139,7 @@ class LightGBMForecaster(Forecaster):
         self.use_product_feature = use_product_feature
         self.scale_target = scale_target
         self.target_clip = target_clip
+        self.history_cap = history_cap
         self.intermittent = intermittent
         self.known_future = known_future
         self.yearly_min_days = yearly_min_days
@@ -171,6 +179,7 @@ class LightGBMForecaster(Forecaster):
             cat_codes.astype(np.float64),
             self.known_future,
             getattr(self, "yearly_", True),
+            getattr(self, "history_cap", None),
         )
 
     def _train(self, state: FeatureState, last_target: int) -> lgb.Booster:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.contract import SCHEMAS, TABLES, validate
@@ -53,13 +54,99 @@ def _read_part(file: str, table: str, subset: tuple[str, ...] | None) -> pd.Data
     validated whole, every required column present.)"""
     where = f"{table} partition {Path(file).parent.name}/{Path(file).name}"
     try:
-        df = pq.read_table(file, columns=list(subset) if subset else None).to_pandas()
+        arrow = pq.read_table(file, columns=list(subset) if subset else None)
+        checked = arrow_checked(table, arrow)
+        if checked is not None:
+            return checked
+        df = arrow.to_pandas()
     except (OSError, ValueError, pa.ArrowException) as err:
         raise DataError(f"{where}: not a readable Parquet file ({err})") from None
     try:
         return validate(table, df)
     except DataError as err:
         raise DataError(f"{where} (rows counted within the partition): {err}") from None
+
+
+# ----------------------------------------------------------------- a partition checked in Arrow
+_STRINGS = (pa.string(), pa.large_string())
+# tables `validate` post-processes beyond its column checks (row checks, added columns)
+_POST_PROCESSED = ("promotions", "prices", "products")
+_EXACT_INT = 2**53  # int ids/counts pass through float64 in `validate`: exact up to here
+
+
+def arrow_checked(table: str, arrow: pa.Table) -> pd.DataFrame | None:
+    """What `validate(table, arrow.to_pandas())` returns (then as Dask converts it: strings as
+    `string[pyarrow]` when Dask's `dataframe.convert-string` is on), when the Arrow table
+    provably passes the contract with nothing to convert; else None, and the caller runs
+    `validate` (its converted copy, its exact error naming column, problem and rows).
+
+    Why: a partition's ids are checked here in Arrow's vectorised kernels, and never turned
+    into Python strings only to be validated and turned back into Arrow strings by Dask (three
+    passes over every id of every payment). Only plain types are taken: string ids without
+    blanks, timestamp[ns] without a time zone, float64, int64 (not nullable), bool without
+    nulls; anything else (or any value `validate` would flag or change) goes to `validate`."""
+    schema = SCHEMAS.get(table)
+    names = arrow.column_names
+    if schema is None or table in _POST_PROCESSED or len(set(names)) != len(names):
+        return None
+    if any(c not in names for c in schema.required):
+        return None
+    for col in schema.columns:
+        if col.name in names and not _arrow_passes(col, arrow.column(col.name)):
+            return None
+    for name in schema.unique:
+        if name in names:
+            ids = arrow.column(name)
+            distinct = pc.count_distinct(ids, mode="only_valid").as_py()
+            if distinct != len(ids) - ids.null_count:
+                return None
+    from dask.dataframe.utils import pyarrow_strings_enabled
+
+    strings = pd.StringDtype("pyarrow")
+    mapper = {t: strings for t in _STRINGS}.get if pyarrow_strings_enabled() else None
+    df = arrow.to_pandas(types_mapper=mapper)
+    if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
+        df = df.reset_index(drop=True)
+    return df
+
+
+def _arrow_passes(col, values: pa.ChunkedArray) -> bool:
+    """True when `validate` finds no problem in the column and keeps its values and dtype."""
+    kind, typ, nulls = col.kind, values.type, values.null_count
+    if nulls and not col.nullable:
+        return False
+    if kind in ("id", "string"):
+        if typ not in _STRINGS:
+            return False
+        if kind == "id":  # blank ids are a problem, or become null where nullable
+            blank = pc.equal(pc.utf8_trim_whitespace(values), "")
+            return not pc.any(blank).as_py()
+        if col.allowed is not None:
+            inside = pc.sum(pc.is_in(values, value_set=pa.array(col.allowed))).as_py() or 0
+            return inside == len(values) - nulls
+        return True
+    if kind == "timestamp":
+        return pa.types.is_timestamp(typ) and typ.unit == "ns" and typ.tz is None
+    if kind == "bool":
+        return typ == pa.bool_() and not nulls
+    if kind == "float":
+        if typ != pa.float64():
+            return False
+        x = values.to_numpy()
+        if np.isinf(x).any() or (not col.nullable and np.isnan(x).any()):
+            return False
+        return not (col.non_negative and (x < 0).any())
+    if kind == "int":  # `validate` makes nullable ints Int64: not this type
+        if typ != pa.int64() or col.nullable:
+            return False
+        if not len(values):
+            return True
+        lo, hi = pc.min_max(values).values()
+        lo, hi = lo.as_py(), hi.as_py()
+        if max(abs(lo), abs(hi)) > _EXACT_INT:
+            return False
+        return not (col.non_negative and lo < 0)
+    return False
 
 
 def _meta(file: Path, table: str, columns: tuple[str, ...] | None) -> pd.DataFrame:

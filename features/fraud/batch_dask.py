@@ -152,9 +152,9 @@ def _rows(pieces: tuple[dict, ...]) -> np.ndarray:
     return np.concatenate([o + p["pos"] for o, p in zip(offsets, pieces, strict=True)])
 
 
-def _bucket(fs: FeatureSet, groups: tuple[str, ...], report_cards: bool, *pieces: dict) -> dict:
-    """One bucket: the pieces of every input partition joined in input order, the features of
-    `groups` (name -> float64 column, in the bucket's row order) by the local kernels."""
+def _bucket_columns(fs: FeatureSet, groups: tuple[str, ...], pieces: tuple[dict, ...]):
+    """One bucket's rows: (input row numbers, the features of `groups` by the local kernels,
+    name -> float64 column in the bucket's row order, the distinct card ids or None)."""
     rows = _rows(pieces)
     frame: dict[str, np.ndarray] = {
         "timestamp": np.concatenate([p["t"] for p in pieces]).view("datetime64[ns]"),
@@ -164,25 +164,91 @@ def _bucket(fs: FeatureSet, groups: tuple[str, ...], report_cards: bool, *pieces
         frame["is_fraud"] = np.concatenate([p["fraud"] for p in pieces])
     if "label" in pieces[0]:
         frame["label_time"] = np.concatenate([p["label"] for p in pieces]).view("datetime64[ns]")
-    out: dict = {"rows": rows}
+    cards = None
     for e in pieces[0]["ids"]:
         frame[ID_COLUMNS[e]], distinct = _joined_ids(pieces, e)
-        if e == "card" and report_cards:  # checked across buckets: see `_cards_nest`
-            out["cards"] = pd.util.hash_array(distinct)
+        if e == "card":
+            cards = distinct
     names = [n for g in groups for n in feature_groups(fs)[g]]
     if len(rows):
         p = prepare(pd.DataFrame(frame, copy=False), fs)
         cols = compute_prepared(p, fs, target=p.order, groups=groups)
     else:
         cols = {name: np.empty(0, dtype="float64") for name in names}
-    out["cols"] = {name: cols[name] for name in names}
-    if "extra" in pieces[0]:
-        out["extra"] = {
-            c: np.concatenate([p["extra"][c] for p in pieces]) for c in pieces[0]["extra"]
-        }
-    if pieces[0].get("home") is not None:
-        out["home"] = np.concatenate([p["home"] for p in pieces])
+    return rows, {name: cols[name] for name in names}, cards
+
+
+def _bucket(fs: FeatureSet, groups: tuple[str, ...], report_cards: bool, *pieces: dict) -> dict:
+    """One bucket: the pieces of every input partition joined in input order, the features of
+    `groups` (name -> float64 column, in the bucket's row order) by the local kernels."""
+    rows, cols, cards = _bucket_columns(fs, groups, pieces)
+    out: dict = {"rows": rows, "cols": cols}
+    if report_cards and cards is not None:  # checked across buckets: see `_cards_nest`
+        out["cards"] = pd.util.hash_array(cards)
     return out
+
+
+def _routed_bucket(fs: FeatureSet, groups: tuple[str, ...], n: int, *pieces: dict) -> tuple:
+    """A bucket of a key other than the home key, its features cut by the home bucket of each
+    row (`n` pieces, each its own arrays: one is freed as soon as its home bucket is built)."""
+    rows, cols, _ = _bucket_columns(fs, groups, pieces)
+    home = np.concatenate([p["home"] for p in pieces])
+    order = np.argsort(home, kind="stable")
+    ends = np.cumsum(np.bincount(home, minlength=n))
+    out = []
+    for b in range(n):
+        sel = order[ends[b - 1] if b else 0 : ends[b]]
+        out.append({"rows": rows[sel], "cols": {k: v[sel] for k, v in cols.items()}})
+    del cols
+    release_memory()
+    return tuple(out)
+
+
+def _home_task(
+    fs: FeatureSet,
+    groups: tuple[str, ...],
+    keep: str | None,
+    carry: tuple[str, ...],
+    n_parts: int,
+    *pieces: dict,
+) -> pd.DataFrame:
+    """A home bucket: its features (the first `n_parts` pieces: its rows of every input
+    partition) and the other keys' features routed to it (the rest), as the bucket's frame."""
+    home = pieces[:n_parts]
+    rows, cols, _ = _bucket_columns(fs, groups, home)
+    extra = {c: np.concatenate([p["extra"][c] for p in home]) for c in home[0]["extra"]}
+    frame = _home_frame(fs, keep, carry, rows, cols, extra, pieces[n_parts:])
+    del cols
+    release_memory()
+    return frame
+
+
+def release_memory() -> None:
+    """Give the freed heap back to the operating system (glibc's `malloc_trim`) after a bucket.
+
+    The workers keep glibc's adaptive thresholds (`shopml.compute.WORKER_MALLOC`: fast kernels),
+    so a bucket's freed temporaries stay in the heap: on a lone worker holding the persisted
+    features that reads as unmanaged memory and drives it into spilling and pausing. Once per
+    task, not per allocation; a no-op where glibc is not the allocator."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _malloc_trim():
+    global _TRIM
+    if _TRIM is False:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = None
+    return _TRIM
+
+
+_TRIM: object = False  # the C function once looked up (None: not available)
 
 
 def _cards_nest(*card_lists: np.ndarray) -> bool:
@@ -219,17 +285,24 @@ def _parts(payments, fs: FeatureSet, npartitions: int, extra: tuple[str, ...] = 
 
 
 def _graph(parts: list, fs: FeatureSet, n: int, card_in_customer: bool, extra=()):
-    """The split and bucket tasks over the input `parts` (`_parts`): (key -> delayed bucket
-    results, delayed card check or None)."""
+    """The split tasks over the input `parts` (`_parts`): (the plan, per input part a delayed
+    tuple of its `len(plan) * n` pieces: piece `k * n + b` is bucket b of the plan's k-th key)."""
     from dask import delayed
 
     plan = _plan(fs, card_in_customer)
-    keys = tuple(plan)
-    split = delayed(_split, pure=True, nout=len(keys) * n)
-    pieces = [split(part, fs, keys, n, tuple(extra)) for part in parts]
+    split = delayed(_split, pure=True, nout=len(plan) * n)
+    return plan, [split(part, fs, tuple(plan), n, tuple(extra)) for part in parts]
+
+
+def _gather_tasks(parts: list, fs: FeatureSet, n: int, card_in_customer: bool):
+    """The bucket tasks of `gather_columns`: (key -> delayed bucket results, delayed card
+    check or None)."""
+    from dask import delayed
+
+    plan, pieces = _graph(parts, fs, n, card_in_customer)
     report = card_in_customer and "card" in plan.get(HOME, ())
     buckets = {}
-    for k, key in enumerate(keys):
+    for k, key in enumerate(plan):
         task = delayed(_bucket, pure=True)
         buckets[key] = [
             task(fs, plan[key], report and key == HOME, *(p[k * n + b] for p in pieces))
@@ -254,11 +327,11 @@ def gather_columns(payments, fs: FeatureSet, n_rows: int, npartitions: int | Non
     n = bucket_count(n_rows, len(fs.names), npartitions)
     cols = {name: np.empty(n_rows, dtype="float64") for name in fs.names}
     parts = _parts(payments, fs, npartitions)
-    buckets, check = _graph(parts, fs, n, card_in_customer=True)
+    buckets, check = _gather_tasks(parts, fs, n, card_in_customer=True)
     tasks = [t for ts in buckets.values() for t in ts]
     seen = _fill(cols, tasks, check, n_rows)
     if seen.get("nested") is False:  # a card in two customer buckets: cards on their own
-        buckets, _ = _graph(parts, fs, n, card_in_customer=False)
+        buckets, _ = _gather_tasks(parts, fs, n, card_in_customer=False)
         seen = _fill(cols, buckets["card"], None, n_rows)
     return cols
 
@@ -288,26 +361,27 @@ def _fill(cols: dict, tasks: list, check, n_rows: int) -> dict:
     return seen
 
 
-def _route(result: dict, n: int) -> tuple[dict, ...]:
-    """A non-home bucket's result cut by the home bucket of each row (`n` pieces)."""
-    home = result["home"]
-    out = []
-    for b in range(n):
-        mine = home == b
-        out.append(
-            {"rows": result["rows"][mine], "cols": {k: v[mine] for k, v in result["cols"].items()}}
-        )
-    return tuple(out)
-
-
 def _home_frame(
-    fs: FeatureSet, keep: str | None, carry: tuple[str, ...], home: dict, *routed: dict
+    fs: FeatureSet,
+    keep: str | None,
+    carry: tuple[str, ...],
+    rows: np.ndarray,
+    cols: dict[str, np.ndarray],
+    extra: dict[str, np.ndarray],
+    routed: tuple[dict, ...],
 ) -> pd.DataFrame:
     """A home bucket's frame: `_row`, every feature, the `carry` columns; the columns of the
     other keys' buckets (`routed` to this bucket) put at its rows by row number; only the rows
-    flagged `keep` when given."""
-    rows = home["rows"]
-    cols = dict(home["cols"])
+    flagged `keep` when given. The features are written once, into the frame's own block (no
+    consolidating copy of a dict of columns)."""
+    take = None if keep is None else np.flatnonzero(extra[keep].astype(bool))
+    size = len(rows) if take is None else len(take)
+    block = np.empty((len(fs.names), size), dtype="float64")  # one row per feature
+    at = {name: j for j, name in enumerate(fs.names)}
+    for name in list(cols):  # each column freed once written (the dict is the task's own)
+        values = cols.pop(name)
+        block[at[name]] = values if take is None else values[take]
+        del values
     groups: dict[tuple[str, ...], list[dict]] = {}
     for piece in routed:  # one group of pieces per other key (they hold the same columns)
         groups.setdefault(tuple(piece["cols"]), []).append(piece)
@@ -316,14 +390,20 @@ def _home_frame(
         order = np.argsort(got, kind="stable")
         if not np.array_equal(got[order], rows):
             raise RuntimeError("fraud feature buckets do not cover the same payments")
+        if take is not None:
+            order = order[take]
         for name in names:
-            cols[name] = np.concatenate([p["cols"][name] for p in pieces])[order]
-    out = pd.DataFrame({ROW: rows, **{name: cols[name] for name in fs.names}}, copy=False)
+            block[at[name]] = np.concatenate([p["cols"][name] for p in pieces])[order]
+    out = pd.DataFrame(block.T, columns=list(fs.names), copy=False)
+    out.insert(0, ROW, rows if take is None else rows[take])
     for c in carry:
-        out[c] = home["extra"][c]
-    if keep is not None:
-        out = out[home["extra"][keep].astype(bool)].reset_index(drop=True)
+        out[c] = extra[c] if take is None else extra[c][take]
     return out
+
+
+def _bucket_cards(*pieces: dict) -> np.ndarray:
+    """The hashes of the distinct cards of a home bucket's pieces (see `_cards_nest`)."""
+    return pd.util.hash_array(_joined_ids(pieces, "card")[1])
 
 
 def feature_frame(
@@ -349,9 +429,9 @@ def feature_frame(
     for c in carry:
         meta[c] = payments._meta[c]
     frame, check = _home_frames(payments, fs, n, True, keep, carry, meta)
-    if check is not None:
-        frame = client.persist(frame)  # the check shares its bucket tasks, computed once
-        if not client.compute(check).result():  # a card in two customer buckets: cards alone
+    if check is not None:  # sent in one graph: the check reads the pieces the frame reads
+        frame, check = client.persist([frame, check])
+        if not check.compute():  # a card in two customer buckets: cards on buckets of their own
             del frame
             frame, _ = _home_frames(payments, fs, n, False, keep, carry, meta)
     frame = client.persist(frame)
@@ -360,16 +440,31 @@ def feature_frame(
 
 
 def _home_frames(payments, fs, n, card_in_customer, keep, carry, meta):
-    """The frame of the home buckets (as Dask tasks) and the card check (or None)."""
+    """The frame of the home buckets (as Dask tasks) and the card check (or None).
+
+    The other keys' buckets run first (every home bucket needs a piece of each), each cut by
+    home bucket as it ends; a home bucket's task then computes its own features and writes
+    the frame at once, so no home bucket's columns wait in memory beside the frames."""
     import dask.dataframe as dd
     from dask import delayed
 
     extra = tuple(dict.fromkeys(c for c in (keep, *carry) if c))
-    buckets, check = _graph(_parts(payments, fs, n, extra), fs, n, card_in_customer, extra)
-    route = delayed(_route, pure=True, nout=n)
-    routed = [route(r, n) for key, rs in buckets.items() if key != HOME for r in rs]
+    plan, pieces = _graph(_parts(payments, fs, n, extra), fs, n, card_in_customer, extra)
+    keys = tuple(plan)
+    routed = []
+    for k, key in enumerate(keys):
+        if key != HOME:
+            task = delayed(_routed_bucket, pure=True, nout=n)
+            routed += [task(fs, plan[key], n, *(p[k * n + b] for p in pieces)) for b in range(n)]
+    h = keys.index(HOME)
+    home = [[p[h * n + b] for p in pieces] for b in range(n)]
+    task = delayed(_home_task, pure=True)
     parts = [
-        delayed(_home_frame, pure=True)(fs, keep, carry, home, *(r[b] for r in routed))
-        for b, home in enumerate(buckets[HOME])
+        task(fs, plan[HOME], keep, carry, len(pieces), *home[b], *(r[b] for r in routed))
+        for b in range(n)
     ]
+    check = None
+    if card_in_customer and "card" in plan[HOME]:
+        cards = [delayed(_bucket_cards, pure=True)(*home[b]) for b in range(n)]
+        check = delayed(_cards_nest, pure=True)(*cards)
     return dd.from_delayed(parts, meta=meta, verify_meta=False), check

@@ -185,13 +185,16 @@ def test_settings_are_chosen_without_reading_the_test_folds():
 
 def test_settings_search_does_not_reward_under_forecasting():
     """Slow sellers: a near-zero forecast has the lowest WAPE, so trials are scored by
-    WAPE + |bias| and the chosen trial is the one with the least of both together."""
-    from models.forecast.tuning import choose_settings
+    WAPE + the |bias| beyond 10% and the chosen trial is the one with the least of both."""
+    from models.forecast.tuning import choose_settings, trial_score
 
+    assert trial_score(0.9, -0.08) == 0.9  # within the tolerance: WAPE alone
+    assert trial_score(0.9, -0.3) == pytest.approx(1.1)  # beyond it: point for point
+    assert trial_score(0.95, 0.0) < trial_score(0.9, -0.2)  # a zero-ish forecast does not win
     rng = np.random.default_rng(3)
     sparse = rng.poisson(0.3, (N_P, N_D)) * rng.integers(1, 8, (N_P, N_D))
     res = choose_settings(_panel(units=sparse.astype(float)), H, n_trials=4, seed=0)
-    scores = [t["wape"] + abs(t["bias"]) for t in res.trials]
+    scores = [trial_score(t["wape"], t["bias"]) for t in res.trials]
     best = res.trials[int(np.argmin(scores))]
     assert (res.wape, res.bias) == (best["wape"], best["bias"])
     assert res.params["num_leaves"] == best["num_leaves"]

@@ -437,21 +437,31 @@ def _wape(frame: pd.DataFrame) -> float:
 
 def shopml_beside(bench: dict, oracle_overall: dict) -> dict:
     """The measured models of a `bench forecast-generated` JSON beside the oracles: shopml's
-    WITH / WITHOUT ratio, and each model's WAPE over the WITH-plan oracle's (median)."""
-    wape = {row["model"]: row["wape"] for row in bench["models"]}
-    floor = oracle_overall["with_plan_median"]["wape"]
-    out = {
-        "models_wape": wape,
-        "wape_over_oracle": {m: round(w / floor, 4) for m, w in wape.items()},
-    }
+    WITH / WITHOUT ratio, each model's WAPE over the floors of the oracle with the plan as
+    published at the origins (`with_plan` when that one was not run), expected units and
+    medians, and that oracle's WAPE over the best peer's."""
+    rows = bench.get("models") if isinstance(bench, dict) else None
+    if not isinstance(rows, list) or not all("model" in r and "wape" in r for r in rows):
+        raise ConfigError("bench JSON: `models` must be a list of rows with `model` and `wape`")
+    wape = {row["model"]: row["wape"] for row in rows}
+    oracle = "with_plan_at_origin" if "with_plan_at_origin_mean" in oracle_overall else "with_plan"
+    floors = {p: oracle_overall[f"{oracle}_{p}"]["wape"] for p in POINTS}
+    out: dict = {"oracle": oracle, "models_wape": wape}
+    for point, floor in floors.items():
+        out[f"wape_over_oracle_{point}"] = {m: round(w / floor, 4) for m, w in wape.items()}
     if "lightgbm" in wape and "lightgbm_no_known_future" in wape:
         out["shopml_ratio"] = round(wape["lightgbm"] / wape["lightgbm_no_known_future"], 4)
     peers = {m: w for m, w in wape.items() if m.startswith(("mlforecast", "AutoETS"))}
     if peers:
         best = min(peers, key=peers.get)
         out["best_peer"] = best
-        out["oracle_with_plan_over_best_peer"] = round(floor / peers[best], 4)
+        for point, floor in floors.items():
+            out[f"oracle_{point}_over_best_peer"] = round(floor / peers[best], 4)
     return out
+
+
+# placeholder floors to check a --bench file before the draws
+_CHECK_ONLY = {f"with_plan_{p}": {"wape": 1.0} for p in POINTS}
 
 
 def _fold_oracle(world, calendar_at, full, dates, origins, horizon, draws, tag, seed, log):
@@ -551,6 +561,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--draws must be >= 1, got {args.draws}")
     if args.bench is not None and not args.bench.is_file():
         parser.error(f"--bench {args.bench}: no such file")
+    try:
+        if args.bench is not None:
+            shopml_beside(json.loads(args.bench.read_text()), _CHECK_ONLY)
+    except (ValueError, TypeError, ConfigError) as exc:  # before the draws, not after
+        parser.error(f"--bench {args.bench}: {exc}")
     payload = run(args.out, args.draws, args.seed, args.bench)
     print(json.dumps(payload["overall"], indent=2))
 

@@ -167,3 +167,37 @@ def test_calendar_planned_at_the_origin_is_the_published_plan(store, world):
     past = day <= 40
     np.testing.assert_array_equal(early.discount_of(prod[past], day[past]), truth[past])
     assert not np.array_equal(early.discount_of(prod[~past], day[~past]), truth[~past])
+
+
+def test_measured_models_beside_the_oracle():
+    bench = {
+        "models": [
+            {"model": "lightgbm", "wape": 1.0},
+            {"model": "lightgbm_no_known_future", "wape": 1.25},
+            {"model": "mlforecast_lgbm", "wape": 1.1},
+            {"model": "AutoETS", "wape": 1.3},
+        ]
+    }
+    floors = {
+        "with_plan_mean": {"wape": 0.9},
+        "with_plan_median": {"wape": 0.7},
+        "with_plan_at_origin_mean": {"wape": 1.0},
+        "with_plan_at_origin_median": {"wape": 0.8},
+    }
+    out = fb.shopml_beside(bench, floors)
+    assert out["oracle"] == "with_plan_at_origin"
+    assert out["shopml_ratio"] == 0.8
+    assert out["best_peer"] == "mlforecast_lgbm"
+    assert out["oracle_median_over_best_peer"] == round(0.8 / 1.1, 4)
+    assert out["wape_over_oracle_mean"]["lightgbm_no_known_future"] == 1.25
+    with pytest.raises(fb.ConfigError, match="models"):
+        fb.shopml_beside({"best": {}}, floors)
+
+
+def test_cli_rejects_a_bench_file_without_models(tmp_path, capsys):
+    bad = tmp_path / "bench.json"
+    bad.write_text('{"best": {}}')
+    with pytest.raises(SystemExit) as exc:
+        fb.main(["--bench", str(bad)])
+    assert exc.value.code != 0
+    assert "must be a list of rows" in capsys.readouterr().err

@@ -399,7 +399,8 @@ class _Child:
             "forced": self.forced,
             "lag_s": round(self.lag_s(), 3),
         }
-        os.write(self.out, (json.dumps(totals) + "\n").encode())
+        with contextlib.suppress(BrokenPipeError):  # the worker is gone: nobody to tell
+            os.write(self.out, (json.dumps(totals) + "\n").encode())
 
     def run(self) -> None:
         """Until the end of input; then everything held is scored and written."""

@@ -55,6 +55,7 @@ SWITCH_INTERVAL_S = 0.001  # the longest a request waits for the GIL this thread
 _PREDICT_RAW, _FLOAT64 = 1, 1  # LightGBM C API: C_API_PREDICT_RAW_SCORE, C_API_DTYPE_FLOAT64
 PAYMENT_COLUMNS = ("customer_id", "card_id", "terminal_id", "amount", "currency")
 _TRAFFIC = struct.Struct("=qq")  # requests in flight, CLOCK_MONOTONIC ns of the last change
+STALE_IN_FLIGHT_S = 1.0  # "in flight" with no start or end for this long: not believed
 
 
 class DecisionLogConfig(ConfigModel):
@@ -135,7 +136,7 @@ class Traffic:
     """The worker's requests as the log process sees them: how many are in flight and when the
     last one started or ended (CLOCK_MONOTONIC ns), in one page shared with the child (a memfd
     it inherits; a private buffer where there is none, and then the child never waits).
-    Written only from the event loop's thread: two stores a request, no lock."""
+    Written from the event loop's thread (the fast path): a few stores a request, no lock."""
 
     def __init__(self, shared: bool = True) -> None:
         self.fd: int | None = None
@@ -176,9 +177,11 @@ class TrafficView:
         if self._page is None:
             return 0.0
         in_flight, last_ns = _TRAFFIC.unpack_from(self._page)
-        if in_flight > 0:
+        since = (time.monotonic_ns() - last_ns) / 1e9
+        # a count left wrong by requests counted from two threads at once: a lull of 1 s clears it
+        if in_flight > 0 and since < STALE_IN_FLIGHT_S:
             return self.quiet_s
-        return max(0.0, self.quiet_s - (time.monotonic_ns() - last_ns) / 1e9)
+        return max(0.0, self.quiet_s - since)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 
 from test_shadow import GUARD, _engine, _requests, scorers  # noqa: F401 - the fixture
@@ -27,13 +28,13 @@ def _service(scorers, tmp_path, monkeypatch, **config):  # noqa: F811
     served = _engine(fs, champion, tmp_path, "served")
     native = FraudEngine(challenger, fs).save(tmp_path / "challenger")
     shadow = ShadowModel(FraudEngine.load(native), "shopml-fraud/2", ("engine", str(native)))
-    cfg = DecisionLogConfig(process=True, flush_ms=10, quiet_ms=20, **config)
+    cfg = DecisionLogConfig(process=True, flush_ms=10, quiet_ms=200, **config)
     recorder = DecisionRecorder(None, served, "shopml-fraud/1", cfg, shadow).start()
     assert recorder.sink.ready.wait(60)
     return recorder, Checkout(RecordingEngine(served, recorder), "shopml-fraud/1", GUARD), df
 
 
-def _until(recorder, check, timeout: float = 10.0) -> dict:
+def _until(recorder, check, timeout: float = 30.0) -> dict:
     """The recorder's status once `check(status)` holds (AssertionError after `timeout`)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -44,6 +45,30 @@ def _until(recorder, check, timeout: float = 10.0) -> dict:
         time.sleep(0.02)
 
 
+class _Traffic:
+    """Requests back to back on the service (each 2 ms, no gap: far from the 200 ms of quiet the
+    child waits for, even on a loaded machine) while it is on."""
+
+    def __init__(self, recorder) -> None:
+        self.traffic = recorder.traffic
+        self.on = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.on.wait(0.01):
+                continue
+            self.traffic.begin()
+            time.sleep(0.002)
+            self.traffic.end()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def test_decisions_wait_for_quiet_past_the_bound_they_are_worked_and_all_get_both_scores(
     scorers,  # noqa: F811
     tmp_path,
@@ -51,18 +76,19 @@ def test_decisions_wait_for_quiet_past_the_bound_they_are_worked_and_all_get_bot
 ):
     recorder, checkout, df = _service(scorers, tmp_path, monkeypatch, backlog_max_rows=250)
     reqs = _requests(df, 500)
+    busy = _Traffic(recorder)
     try:
-        recorder.traffic.begin()  # a request in flight: the child only receives
+        busy.on.set()  # requests in flight: the child only receives
         for req in reqs[:200]:
             checkout.score(req)
         held = _until(recorder, lambda s: s["queued"] == 200 and s["lag_s"] > 0)
         assert held["written"] == 0
         time.sleep(0.2)
-        assert recorder.status()["written"] == 0  # still nothing while it stays in flight
-        recorder.traffic.end()  # quiet: it catches up by itself
+        assert recorder.status()["written"] == 0  # still nothing while the traffic goes on
+        busy.on.clear()  # quiet: it catches up by itself
         caught_up = _until(recorder, lambda s: s["written"] == 200)
         assert caught_up["forced"] == 0 and caught_up["queued"] == 0
-        recorder.traffic.begin()  # busy again, and past the bound: worked anyway, counted
+        busy.on.set()  # busy again, and past the bound: worked anyway, counted
         for req in reqs[200:480]:
             checkout.score(req)
         forced = _until(recorder, lambda s: s["forced"] > 0 and s["written"] + s["queued"] == 480)
@@ -71,7 +97,7 @@ def test_decisions_wait_for_quiet_past_the_bound_they_are_worked_and_all_get_bot
             checkout.score(req)
     finally:
         recorder.close()
-        recorder.traffic.end()
+        busy.stop()
     status = recorder.status()
     assert status["observed"] == status["written"] == status["shadow_scored"] == 500
     assert status["dropped"] == 0 and status["queued"] == 0

@@ -232,7 +232,12 @@ N_FIXED = len(PAIR_FEATURES) + len(ITEM_FEATURES) + len(CUSTOMER_FEATURES) + len
 _AGE = ITEM_FEATURES.index("item_age_days")
 # the product's own columns when a customer's last interaction is the state's now (every
 # session's): its customer windows (PRODUCT_WINDOWS) and its item features, one block per state
-PRODUCT_WINDOWS = PAIR_FEATURES[PAIR_FEATURES.index("pair_log_customers_7d_at_last") :]
+PRODUCT_WINDOWS = (  # contiguous in PAIR_FEATURES, in this order (`windows_up_to` writes them)
+    "pair_log_customers_7d_at_last",
+    "pair_log_customers_30d_at_last",
+    "pair_recent_share_30d_at_last",
+)
+_WINDOWS_AT = PAIR_FEATURES.index(PRODUCT_WINDOWS[0])
 _FIXED = (*PAIR_FEATURES, *ITEM_FEATURES, *CUSTOMER_FEATURES, *CONTEXT_FEATURES)
 _NOW_COLUMNS = np.array([_FIXED.index(f) for f in (*PRODUCT_WINDOWS, *ITEM_FEATURES)])
 _NOW_CONTIGUOUS = bool((np.diff(_NOW_COLUMNS) == 1).all())  # one slice, else a column list
@@ -283,8 +288,8 @@ def rank_features(
         else:
             fixed[:, _NOW_COLUMNS] = block
     else:
-        w0 = len(PAIR_FEATURES) - len(PRODUCT_WINDOWS)
-        state.windows_up_to(then, candidates, fixed[:, w0 : len(PAIR_FEATURES)])
+        w0 = _WINDOWS_AT
+        state.windows_up_to(then, candidates, fixed[:, w0 : w0 + len(PRODUCT_WINDOWS)])
         lo = len(PAIR_FEATURES)
         fixed[:, lo : lo + len(ITEM_FEATURES)] = state.item_arrays[candidates]
         fixed[:, lo + _AGE] = now_days - state.launch_days[candidates]

@@ -487,8 +487,10 @@ def run(
     seed: int = 0,
     bench: Path | None = None,
     log=print,
+    draw_seed: int | None = None,
 ) -> dict:
-    """The oracle WAPEs on the benchmark's folds; writes and returns the JSON."""
+    """The oracle WAPEs on the benchmark's folds; writes and returns the JSON. `draw_seed`
+    (default: the store's seed) keys the demand draws: another one repeats the Monte Carlo."""
     from experiments.forecast_generated import FOLDS, HORIZON, SCALE, TOP_N  # heavy imports
     from features.generator import generate
     from features.known_future import KnownFuture
@@ -505,12 +507,13 @@ def run(
     dates = pd.date_range(origins[0] + pd.Timedelta(days=1), full.dates[-1], freq="D")
     world = demand_world(cfg)
     setup = time.perf_counter() - t0
+    draw_seed = seed if draw_seed is None else draw_seed
     timings, oracles = {}, {}
     for tag, (name, calendar) in enumerate(
         (("with_plan", None), ("without_plan", partial(redrawn_promotions, world)))
     ):
         t = time.perf_counter()
-        units = draw_units(world, full.product_ids, dates, draws, calendar, tag, seed, log)
+        units = draw_units(world, full.product_ids, dates, draws, calendar, tag, draw_seed, log)
         oracles[name] = oracle_quantiles(units)
         timings[f"{name}_seconds"] = round(time.perf_counter() - t, 1)
     plan = published_plan(world, store.promotions)
@@ -521,7 +524,7 @@ def run(
     for name, calendar_at, tag in per_fold:
         t = time.perf_counter()
         oracles[name] = _fold_oracle(
-            world, calendar_at, full, dates, origins, HORIZON, draws, tag, seed, log
+            world, calendar_at, full, dates, origins, HORIZON, draws, tag, draw_seed, log
         )
         timings[f"{name}_seconds"] = round(time.perf_counter() - t, 1)
     result = score_folds(world, full, oracles, dates, origins, HORIZON)
@@ -533,6 +536,7 @@ def run(
             "horizon": HORIZON,
             "folds": FOLDS,
             "draws": draws,
+            "draw_seed": draw_seed,
             "redrawn_days": f"{dates[0].date()}..{dates[-1].date()}",
             "setup_seconds": round(setup, 1),
             **timings,
@@ -554,6 +558,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws", type=int, default=200, help="demand draws per oracle")
     parser.add_argument("--seed", type=int, default=0, help="the generated store's seed")
     parser.add_argument(
+        "--draw-seed", type=int, default=None, help="seed of the demand draws (default: --seed)"
+    )
+    parser.add_argument(
         "--bench", type=Path, default=None, help="a `bench forecast-generated` JSON to compare"
     )
     args = parser.parse_args(argv)
@@ -566,7 +573,9 @@ def main(argv: list[str] | None = None) -> None:
             shopml_beside(json.loads(args.bench.read_text()), _CHECK_ONLY)
     except (ValueError, TypeError, ConfigError) as exc:  # before the draws, not after
         parser.error(f"--bench {args.bench}: {exc}")
-    payload = run(args.out, args.draws, args.seed, args.bench)
+    if args.draw_seed is not None and args.draw_seed < 0:
+        parser.error(f"--draw-seed must be >= 0, got {args.draw_seed}")
+    payload = run(args.out, args.draws, args.seed, args.bench, draw_seed=args.draw_seed)
     print(json.dumps(payload["overall"], indent=2))
 
 

@@ -18,7 +18,7 @@ process, the shadow's scoring costs ~0.9-1.3 ms of CPU per batch of 40-100 payme
 write ~1.2-1.8 ms, i.e. the child runs a few % of the time, the share of requests the p99 sits
 in. So the child only receives while the worker has a /score in flight (`shadow.Traffic`, a
 memfd page the worker stamps at each request's start and end): it scores and writes once no
-request has been in flight for `quiet_ms`, one `batch_max` chunk at a time, checking again
+request has been in flight for `quiet_ms`, one `chunk_rows` chunk at a time, checking again
 between chunks. Past `backlog_max_rows` rows or `backlog_max_s` seconds held it works anyway
 (the rows counted as `forced`), so the log lags steady traffic by about that much at most and
 the child's memory stays bounded; it reports its backlog and lag (gauges) once a second while
@@ -312,7 +312,7 @@ def _load_shadow(spec: dict | None) -> ShadowModel | None:
 
 class _Child:
     """The child's loop: receive batches as they come, keep them unscored while the worker has
-    requests in flight (`TrafficView`), score and write them one `batch_max` chunk at a time
+    requests in flight (`TrafficView`), score and write them one `chunk_rows` chunk at a time
     once it has been quiet for `quiet_ms`, or at once past either backlog bound (`forced`)."""
 
     def __init__(self, writer: DecisionWriter, config: DecisionLogConfig, traffic, out: int):
@@ -350,12 +350,12 @@ class _Child:
         return bool(self.frames) and time.monotonic() - self.frames[0][2] > config.backlog_max_s
 
     def work(self, forced: bool = False) -> None:
-        """Score held batches up to `batch_max` rows and write what is waiting; while the
+        """Score held batches up to `chunk_rows` rows and write what is waiting; while the
         database refuses, score every held batch into the writer (whose `queue_max` bounds an
         outage) and write nothing until the retry time."""
         writer = self.writer
         refused = time.monotonic() < self._retry_at
-        limit = float("inf") if refused else self.config.batch_max
+        limit = float("inf") if refused else self.config.chunk_rows
         taken = 0
         while self.frames and writer.waiting < limit:
             rules, batch, _ = self.frames.popleft()

@@ -69,9 +69,13 @@ class DecisionLogConfig(ConfigModel):
     process: bool = False  # score and write in a child process at idle priority
     # with `process`: the child scores and writes only once no request has been in flight for
     # `quiet_ms` (longer than a /score's own time plus the HTTP work the stamp does not see; 0:
-    # at once), one `batch_max` chunk at a time; past either bound of what it holds it works
+    # at once), one `chunk_rows` chunk at a time; past either bound of what it holds it works
     # anyway (counted as `forced`), so the log lags traffic by at most about that much
     quiet_ms: float = Field(5.0, ge=0.0)
+    # rows scored and written between two looks at the traffic: a chunk begun in a lull is
+    # finished even when a request comes (measured: 500-row chunks still overlapped requests
+    # with half their CPU time in the bench's short lulls)
+    chunk_rows: int = Field(100, ge=1)
     backlog_max_rows: int = Field(20_000, ge=0)  # ~1 KB a row in the child
     backlog_max_s: float = Field(30.0, ge=0.0)  # the log's readers look days back, not seconds
 
@@ -160,6 +164,12 @@ class Traffic:
         cells = self._cells
         cells[0] -= 1
         cells[1] = time.monotonic_ns()
+
+    def busy(self, quiet_s: float) -> bool:
+        """Whether a request is in flight or ended less than `quiet_s` ago (as the child sees it)."""
+        in_flight, last_ns = self._cells[0], self._cells[1]
+        since = (time.monotonic_ns() - last_ns) / 1e9
+        return (in_flight > 0 and since < STALE_IN_FLIGHT_S) or since < quiet_s
 
 
 class TrafficView:
@@ -398,8 +408,23 @@ class DecisionRecorder:
     def _run(self) -> None:
         wait = self.config.flush_ms / 1000
         while not self._stop.wait(wait):
+            if self._hold():
+                continue
             self._flush_logged()
         self._flush_logged()
+
+    def _hold(self) -> bool:
+        """With the log process: keep the queue (its batching and pickling hold the GIL) while
+        requests are in flight, within the same bounds as the child's backlog."""
+        config = self.config
+        if self.sink is None or not config.quiet_ms:
+            return False
+        queue = self._queue
+        if not queue or len(queue) >= min(config.backlog_max_rows, self._max // 2):
+            return False
+        if now_ms() - queue[0][9] > config.backlog_max_s * 1000:
+            return False
+        return self.traffic.busy(config.quiet_ms / 1000)
 
     def _flush_logged(self) -> None:
         try:

@@ -32,6 +32,7 @@ from training.recommender_eval import (
     truth_from_events,
 )
 
+SPLITS = ("temporal", "random")  # how a protocol's test split is drawn (see Protocol.split)
 CANDIDATES = 100  # per-customer candidates precomputed for serving
 METRIC_KEYS = (
     "map",
@@ -74,12 +75,21 @@ class Protocol:
     blend_weights: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7, 1.0)
     ranker: bool = True  # train the LambdaRank ranker over the chosen models' candidates
     # the split of a part's training events one window earlier, as the validation split cuts
-    # the training part: (events, as_of) -> (split with .train/.test, its as_of); None: the
-    # ranker learns from the validation window alone
+    # the training part: (events, as_of, fold) -> (split with .train/.test, its as_of); None:
+    # the ranker learns from the validation window alone
     earlier: Callable | None = None
+    # how the benchmark's test split is drawn, and so the ranker's earlier windows: "temporal"
+    # (each window cut before the next, from its training events: the protocol moves forward
+    # in time) or "random" (each a fold of the validation split's training part, the same
+    # random draw with its own seed: the test protocol's labels are random holdouts too)
+    split: str = "temporal"
     ranker_windows: int = 2  # windows the ranker is trained on (the validation one and earlier)
     ranker_params: dict = field(default_factory=dict)  # RankerRecommender's, beside its defaults
     log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"protocol split must be one of {SPLITS}, got split={self.split!r}")
 
     @classmethod
     def from_splits(
@@ -220,17 +230,19 @@ def _window(proto: Protocol, chosen, names, blend, data: _Data, models=None) -> 
 
 def _ranker_windows(proto: Protocol, chosen, val_models, names, blend, val_data) -> list:
     """The validation window and up to `proto.ranker_windows - 1` earlier ones (oldest first),
-    each cut from the training events of the next as validation is cut from the training
-    part: never the test part."""
+    each split from the validation training part as validation is split from the training
+    part (never the test part): a temporal protocol cuts each from the training events of
+    the next, a random one draws each as a fold of the validation training part."""
     windows = [_window(proto, chosen, names, blend, val_data, val_models)]
     events, as_of = proto.fit, proto.as_of_val
-    for _ in range(proto.ranker_windows - 1 if proto.earlier is not None else 0):
-        split, as_of = proto.earlier(events, as_of)
+    for fold in range(proto.ranker_windows - 1 if proto.earlier is not None else 0):
+        split, cut = proto.earlier(events, as_of, fold)
         if len(split.train) == 0 or len(split.test) == 0:
             break
-        data = _Data(proto, split.train, split.test, as_of)
+        data = _Data(proto, split.train, split.test, cut)
         windows.insert(0, _window(proto, chosen, names, blend, data))
-        events = split.train
+        if proto.split == "temporal":  # the next window is cut before this one
+            events, as_of = split.train, cut
     return windows
 
 

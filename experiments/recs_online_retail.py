@@ -90,9 +90,10 @@ def grids() -> dict[str, list[Candidate]]:
     }
 
 
-def earlier_window(events: pd.DataFrame, as_of) -> tuple:
+def earlier_window(events: pd.DataFrame, as_of, fold: int = 0) -> tuple:
     """The split one month before `as_of` (as validation is cut from the training part), and
-    its cut: the ranker's earlier training window."""
+    its cut: the ranker's earlier training window (`fold`: unused, each window is cut from
+    the previous one's training events)."""
     cut = pd.Timestamp(as_of) - VAL_MONTH
     return temporal_split(events, cut, only_new=True), cut.to_pydatetime()
 

@@ -3,11 +3,14 @@ one feature definition (features/ranking.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from experiments.recs_bench import Candidate, Protocol, run_protocol
 from features.interactions import InteractionConfig, build_matrix
 from features.ranking import (
     CustomerProfile,
@@ -29,7 +32,7 @@ from models.recommenders.ranker import training_groups
 from serving.schemas import RecommendRequest
 from serving.storefront import Storefront
 from training.recommender_eval import candidate_recall, evaluate, truth_from_events
-from training.splits import temporal_split
+from training.splits import stratified_split, temporal_split
 
 T0 = pd.Timestamp("2024-01-01")
 N_PRODUCTS, N_CUSTOMERS = 60, 160
@@ -305,6 +308,46 @@ def test_the_gate_serves_the_best_generator_when_the_ranker_loses_on_validation(
     assert again.name == losing.name and again.fallback_ == losing.fallback_
     session = losing.recommend_with_context(None, k=3, recent_product_ids=["p01", "p02"])
     assert session.source == f"ranker:{best}:fold-in"
+
+
+@pytest.mark.parametrize("split", ["random", "temporal"])
+def test_the_ranker_s_earlier_windows_follow_the_protocol_s_split(split):
+    """A random protocol's earlier windows are folds of the validation training part (each
+    drawn from all of it, with its fold number); a temporal one's are cut one before the
+    other (each from the previous one's training events). Never from validation or test."""
+    events, _ = price_store(months=2)
+    outer = stratified_split(events, 0.75, seed=42)
+    inner = stratified_split(outer.train, 0.75, seed=42)
+    seen = []
+
+    def earlier(part, as_of, fold):
+        seen.append((part.index, fold))
+        return stratified_split(part, 0.75, seed=42 + fold), as_of
+
+    proto = Protocol.from_splits(
+        "tiny",
+        5,
+        InteractionConfig(event_weights={"purchase": 1.0}),
+        outer,
+        inner,
+        None,
+        earlier=earlier,
+        split=split,
+        ranker_windows=3,
+        log=lambda *_: None,
+    )
+    report = run_protocol(proto, {"ease": [Candidate("ease", {"l2": 10.0})]})
+    assert [fold for _, fold in seen] == [0, 1] and report["ranker"]["windows"] == 3
+    first, second = seen[0][0], seen[1][0]
+    assert first.equals(inner.train.index)
+    held_out = inner.test.index.union(outer.test.index)
+    assert not first.intersection(held_out).size and not second.intersection(held_out).size
+    if split == "random":
+        assert second.equals(inner.train.index)
+    else:  # the second window is cut from the first one's training events
+        assert second.equals(stratified_split(inner.train, 0.75, seed=42).train.index)
+    with pytest.raises(ValueError, match="split='weekly'"):
+        replace(proto, split="weekly")
 
 
 def _saved(model) -> str:

@@ -142,6 +142,7 @@ class RankerRecommender(_Composite):
         learning_rate: float = 0.05,
         num_leaves: int = 31,
         min_child_samples: int = 20,
+        feature_fraction: float = 1.0,
         valid_share: float = 0.25,
         eval_k: int = 20,
         gate: bool = True,
@@ -158,6 +159,7 @@ class RankerRecommender(_Composite):
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
+        self.feature_fraction = feature_fraction  # share of features each tree may split on
         self.valid_share = valid_share
         self.eval_k = eval_k
         self.gate = gate
@@ -315,6 +317,7 @@ class RankerRecommender(_Composite):
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_data_in_leaf": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
             "seed": self.seed,
             "deterministic": True,
             "force_row_wise": True,

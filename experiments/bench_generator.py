@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from experiments.reports import write_report
 from features.generator import SCALES, GeneratorConfig, generate
 from features.store import folder_mb
 from shopml.progress import progress
@@ -77,10 +77,7 @@ def run(
             flush=True,
         )
     report = {"benchmark": "generator", "seed": seed, "scales": results}
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
+    write_report(report, out)
     return report
 
 

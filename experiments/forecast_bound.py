@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.reports import write_report
 from features.demand import DemandPanel, PanelConfig, build_panel
 from features.generator import GeneratorConfig, streams
 from features.generator.calendar import NS_PER_DAY, day_intensity
@@ -545,10 +546,7 @@ def run(
     }
     if bench is not None:
         payload["measured"] = shopml_beside(json.loads(Path(bench).read_text()), result["overall"])
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2))
+    write_report(payload, out)
     return payload
 
 

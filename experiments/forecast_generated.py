@@ -11,12 +11,12 @@ units a year) are scored, like the Online Retail benchmark.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from experiments.forecast_online_retail import model_rows, tuned_settings
 from experiments.forecast_peers import AutoETSPeer, MLForecastLGBM
+from experiments.reports import write_report
 from features.demand import PanelConfig, build_panel
 from features.generator import generate
 from features.generator.config import GeneratorConfig
@@ -82,10 +82,7 @@ def run(out: Path | None = None, seed: int = 0) -> dict:
             "setup_seconds": round(setup_seconds, 1),
         },
     }
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2))
+    write_report(payload, out)
     return payload
 
 

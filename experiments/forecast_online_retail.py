@@ -11,11 +11,11 @@ reported per decile of the forecast level and per horizon week, with the share o
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from experiments.forecast_peers import AutoETSPeer, MLForecastLGBM
+from experiments.reports import write_report
 from features.demand import PanelConfig, build_panel
 from features.loaders.online_retail import load, non_product_codes
 from models.forecast import LightGBMForecaster, MovingAverage, SeasonalNaive
@@ -161,10 +161,7 @@ def run(out: Path | None = None, path: Path | None = None, include_peer: bool = 
             "= LightGBM predict of all products x 28 days",
         },
     }
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2))
+    write_report(payload, out)
     return payload
 
 

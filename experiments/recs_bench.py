@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.reports import write_report
 from features.interactions import InteractionConfig, InteractionMatrix, build_matrix
 from models.recommenders import BlendRecommender, RankerRecommender, Recommender, make_model
 from models.recommenders.ranker import Window
@@ -503,11 +504,3 @@ def print_table(report: dict, published: list[dict], keys: list[str]) -> None:
         "applied to them); 'direct' scores every customer in full. Wall-clock on a shared, "
         "loaded 2-core machine: pessimistic."
     )
-
-
-def write_report(report: dict, out: Path | None) -> None:
-    """Write the report as JSON to `out` (nothing when `out` is None)."""
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str))

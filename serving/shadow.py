@@ -166,10 +166,19 @@ class Traffic:
         cells[1] = time.monotonic_ns()
 
     def busy(self, quiet_s: float) -> bool:
-        """Whether a request is in flight or ended less than `quiet_s` ago (as the child sees it)."""
-        in_flight, last_ns = self._cells[0], self._cells[1]
-        since = (time.monotonic_ns() - last_ns) / 1e9
-        return (in_flight > 0 and since < STALE_IN_FLIGHT_S) or since < quiet_s
+        """Whether a request is in flight or ended less than `quiet_s` (> 0) ago, as the child
+        sees it."""
+        return quiet_wait_s(self._cells[0], self._cells[1], quiet_s) > 0
+
+
+def quiet_wait_s(in_flight: int, last_ns: int, quiet_s: float) -> float:
+    """Seconds until the worker has been quiet for `quiet_s`, from its `Traffic` cells: the
+    whole `quiet_s` while a request is in flight. A count left wrong by requests counted from
+    two threads at once is not believed after STALE_IN_FLIGHT_S without a stamp."""
+    since = (time.monotonic_ns() - last_ns) / 1e9
+    if in_flight > 0 and since < STALE_IN_FLIGHT_S:
+        return quiet_s
+    return max(0.0, quiet_s - since)
 
 
 class TrafficView:
@@ -186,12 +195,7 @@ class TrafficView:
         """0 when no request has been in flight for `quiet_s` (or nothing is watched)."""
         if self._page is None:
             return 0.0
-        in_flight, last_ns = _TRAFFIC.unpack_from(self._page)
-        since = (time.monotonic_ns() - last_ns) / 1e9
-        # a count left wrong by requests counted from two threads at once: a lull of 1 s clears it
-        if in_flight > 0 and since < STALE_IN_FLIGHT_S:
-            return self.quiet_s
-        return max(0.0, self.quiet_s - since)
+        return quiet_wait_s(*_TRAFFIC.unpack_from(self._page), self.quiet_s)
 
 
 @dataclass(frozen=True)

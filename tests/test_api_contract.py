@@ -92,9 +92,10 @@ def servers(built, home):
             for path in PATHS:
                 env = {"SHOPML_FASTPATH": "1" if path == "fast" else "0"}
                 env["SHOPML_API_TOKEN"] = TOKEN
+                # one at a time: a port picked free while another server is still starting
+                # can be taken by that server's own sockets before this one binds it
                 started[service, path] = runner.start(service, env=env, log_dir=home / "logs")
-        for server in started.values():
-            server.wait_ready(120)
+                started[service, path].wait_ready(120)
         yield started
     finally:
         for server in started.values():

@@ -8,7 +8,9 @@ one per BentoML home), so `/metrics` of one reports only its own series; its log
 
 from __future__ import annotations
 
+import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,10 +42,30 @@ LAUNCHER = (
 
 
 def free_port() -> int:
-    """A free TCP port on loopback."""
+    """A free TCP port on loopback, below the kernel's ephemeral range: a port the kernel hands
+    out for `bind(0)` can be taken by another starting server's own sockets between this pick
+    and the server's bind (seen in CI: 'Address already in use', a non-HTTP answer on /readyz)."""
+    lo = _ephemeral_low()
+    candidates = list(range(max(1024, lo - 16_384), lo))
+    random.SystemRandom().shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    """The lowest port of Linux's ephemeral range (32768 where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def bentoml_executable() -> str:
@@ -95,7 +117,7 @@ class Server:
                     if resp.status == 200:
                         self.ready_seconds = time.perf_counter() - self.started
                         return self.ready_seconds
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            except (urllib.error.URLError, http.client.HTTPException, OSError):
                 pass
             time.sleep(0.05)
         self.stop()

@@ -54,10 +54,14 @@ from features.ranking import (
 )
 from models.recommenders.candidates import CandidateSet, candidates, generator_names
 from models.recommenders.catalog import align_catalog
+from models.recommenders.compiled_trees import CompiledForest
 from models.recommenders.composite import _Composite
 from models.recommenders.interface import Recommender
 from models.recommenders.scoring import ScoringRecommender
 from shopml.errors import DataError
+from shopml.log import get_logger
+
+log = get_logger("models.recommenders.ranker")
 
 BOOSTER_FILE = "ranker.txt"
 LOW = np.float32(-1e6)  # products outside the candidates score below every candidate
@@ -417,6 +421,33 @@ class RankerRecommender(_Composite):
         return pred
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
+        """The booster's scores of feature rows, from its trees compiled to machine code
+        (`compiled_trees`: the same scores to the last bit, ~15x faster on a request's few
+        hundred rows); LightGBM's own call where they could not be compiled."""
+        trees = self._compiled_trees()
+        if trees is not None:
+            return trees.predict(X)
+        return self._predict_lightgbm(X)
+
+    def _compiled_trees(self) -> CompiledForest | None:
+        """The current booster's compiled trees (compiled on first use after a fit; a loaded
+        model brings them), or None when this host cannot compile them (logged once)."""
+        if getattr(self, "_trees_of", None) is not self.booster_:
+            self._compile_trees(lambda: CompiledForest.of_booster(self.booster_))
+        return self.trees_
+
+    def _compile_trees(self, compile_) -> CompiledForest | None:
+        """`trees_` from `compile_()` for the current booster; None (LightGBM predicts) when
+        the trees cannot be compiled on this host."""
+        try:
+            self.trees_ = compile_()
+        except (ImportError, OSError, RuntimeError, ValueError) as exc:
+            log.warning("ranker trees not compiled; LightGBM predicts", extra={"error": str(exc)})
+            self.trees_ = None
+        self._trees_of = self.booster_
+        return self.trees_
+
+    def _predict_lightgbm(self, X: np.ndarray) -> np.ndarray:
         """`booster_.predict(X, num_threads=1)` in one LightGBM C call on float32 rows: the
         same scores without the Python wrapper's checks and copies (which cost as much as the
         trees on a request's few hundred candidates); one thread, since an OpenMP team on
@@ -540,6 +571,9 @@ class RankerRecommender(_Composite):
     def _save_files(self, path: Path) -> None:
         super()._save_files(path)
         self.booster_.save_model(str(path / BOOSTER_FILE))
+        trees = self._compiled_trees()
+        if trees is not None:  # the compiled trees travel with the model (reused on this CPU)
+            trees.save(path)
 
     @classmethod
     def _init_params(cls, params: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -560,6 +594,8 @@ class RankerRecommender(_Composite):
         self.validation_ = meta["validation"]
         self.fallback_ = meta.get("fallback")
         self.booster_ = lgb.Booster(model_file=str(path / BOOSTER_FILE))
+        text = self.booster_.model_to_string()
+        self._compile_trees(lambda: CompiledForest.load(path, text))
         super()._restore(meta, arrays, path)
 
 

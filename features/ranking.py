@@ -113,6 +113,17 @@ class RankingState:
         out[:, 1] = np.log1p(month)
         out[:, 2] = month / np.maximum(np.expm1(self.item_arrays[products, 0]), 1.0)
 
+    def category_slots(self) -> np.ndarray:
+        """Each product's category code, `n_categories` (at least 1) where it has none: the
+        row of a per-category table holding the no-category values (computed once)."""
+        slots = getattr(self, "_category_slots", None)
+        if slots is None:
+            n_cat = max(self.n_categories, 1)
+            codes = self.category_codes
+            slots = np.where(codes >= 0, codes, n_cat).astype(np.intp)
+            self._category_slots = slots
+        return slots
+
     def products_now(self) -> np.ndarray:
         """(n_products, len(PRODUCT_WINDOWS) + len(ITEM_FEATURES)) float32: every product's
         own columns for a customer last active now (`windows_up_to(as_of_days)`, then the item
@@ -211,11 +222,14 @@ class RankingState:
 
 @dataclass
 class CustomerProfile:
-    """One customer's products (sorted indices), their weights and days of last interaction."""
+    """One customer's products (sorted indices), their weights and days of last interaction
+    (`used_on`: the one day all of them were last used, a session's now; None: not known to
+    be one day, as for a known customer)."""
 
     items: np.ndarray
     weights: np.ndarray
     last_days: np.ndarray
+    used_on: float | None = None
 
     @classmethod
     def session(cls, items: np.ndarray, weights: np.ndarray, now_days: float) -> CustomerProfile:
@@ -225,6 +239,7 @@ class CustomerProfile:
             np.asarray(items)[order],
             np.asarray(weights, np.float32)[order],
             np.full(len(items), now_days),
+            float(now_days),
         )
 
 
@@ -296,45 +311,53 @@ def rank_features(
     at = len(PAIR_FEATURES) + len(ITEM_FEATURES)
     fixed[:, at : at + len(CUSTOMER_FEATURES)] = customer
     at += len(CUSTOMER_FEATURES)
+    fixed[:, at:] = _context(now_days)
+    return X
+
+
+def _context(now_days: float) -> np.ndarray:
+    """The context features of a day (weekday, season), float32."""
     weekday = (np.floor(now_days) + DAY_EPOCH_WEEKDAY) % 7
     angle = 2 * np.pi * (now_days % 365.25) / 365.25
-    fixed[:, at:] = np.array([weekday, np.sin(angle), np.cos(angle)], np.float32)
-    return X
+    return np.array([weekday, np.sin(angle), np.cos(angle)], np.float32)
 
 
 def _pair_and_customer(state, profile, candidates, now_days, fixed):
     """The customer x item features before the product windows written into the first
     columns of `fixed` (m, N_FIXED, float32); returns the customer features (5,) and the day
     of the customer's last interaction (`now_days` without any). Each column is written once
-    (a lookup with NaN or 0 where the customer has nothing), not filled then overwritten."""
+    (a lookup with NaN or 0 where the customer has nothing), not filled then overwritten.
+    A profile used all on `now_days` (a session) has 0 days since each of its products and
+    categories (now - now), written without the per-category maximum."""
     items, w, last = profile.items, profile.weights.astype(np.float64), profile.last_days
+    today = profile.used_on == now_days
     if len(items):
         pos = np.minimum(np.searchsorted(items, candidates), len(items) - 1)
         hit = items[pos] == candidates
         fixed[:, 0] = np.where(hit, w[pos], 0.0)
-        fixed[:, 1] = np.where(hit, now_days - last[pos], np.nan)
+        fixed[:, 1] = np.where(hit, 0.0 if today else now_days - last[pos], np.nan)
     else:
         fixed[:, 0] = 0.0
         fixed[:, 1] = np.nan
     codes = state.category_codes
     n_cat = max(state.n_categories, 1)
-    cand_codes = codes[candidates]
-    cand_codes = np.where(cand_codes >= 0, cand_codes, n_cat)  # no category: the NaN slot
     own_codes = codes[items] if len(items) else np.zeros(0, np.int32)
     has = own_codes >= 0
-    share = np.zeros(n_cat + 1, np.float64)
+    # per category slot (the last: no category): the customer's share, days since its use
+    table = np.full((n_cat + 1, 2), np.nan)
+    share = table[:, 0]
     share[:n_cat] = np.bincount(own_codes[has], w[has], minlength=n_cat)
     total = max(float(share[:n_cat].sum()), 1e-12)  # the sum of the categories alone
-    share /= total
-    nz = share[share > 0]
-    cat_last = np.full(n_cat, -np.inf)
-    np.maximum.at(cat_last, own_codes[has], last[has])
-    since = np.full(n_cat + 1, np.nan)  # days since the category's last use; NaN: never used
-    seen = np.isfinite(cat_last)
-    since[:n_cat][seen] = now_days - cat_last[seen]
-    share[n_cat] = np.nan
-    fixed[:, 2] = share.take(cand_codes)
-    fixed[:, 3] = since.take(cand_codes)
+    share[:n_cat] /= total
+    nz = share[:n_cat][share[:n_cat] > 0]
+    if today:
+        table[own_codes[has], 1] = 0.0
+    else:
+        cat_last = np.full(n_cat, -np.inf)
+        np.maximum.at(cat_last, own_codes[has], last[has])
+        seen = np.isfinite(cat_last)
+        table[:n_cat, 1][seen] = now_days - cat_last[seen]  # NaN: never used
+    fixed[:, 2:4] = table.take(state.category_slots().take(candidates), axis=0)
     prices = state.log_price[items] if len(items) else np.zeros(0)
     priced = np.isfinite(prices)
     usual = np.nan

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.demand import DemandPanel
-from features.demand_features import FeatureState, feature_names, training_rows
+from features.demand_features import FeatureState, feature_names, known_at, training_rows
 from features.known_future import KnownFuture
 from models.forecast import LightGBMForecaster, MovingAverage
 from models.forecast.intermittent import demand_class, demand_classes, suited_means
@@ -94,6 +94,25 @@ def test_features_at_an_origin_read_only_what_was_planned_by_then(rows, t):
     for p, d, n, _, _k in known_by_t:  # a promotion planned by t covering a target day is seen
         days = [j for j in range(h) if d <= t + 1 + j < d + n]
         assert all(promo[p, j] == 1.0 for j in days)
+
+
+@settings(max_examples=15, deadline=None)
+@given(rows=plan_rows, t=st.integers(0, N_D - 1), h=st.sampled_from([1, 7, H]))
+def test_known_at_reads_the_same_plan_as_the_panels_whole_grid(rows, t, h):
+    """`known_at` lays the plan out on the days it reads only (issue 14: fit time); the cells
+    are those of `DemandPanel.known_future` at that origin, also past the panel's end."""
+    panel = _panel(_plans(rows))
+    got = known_at(panel, t, h)
+    plan = panel.known_future(panel.dates[t], max(t + h - (N_D - 1), 0))
+    days = slice(t + 1, t + 1 + h)
+    want = (
+        plan.promo[:, days].astype(float),
+        plan.discount[:, days],
+        plan.price_ratio[:, days],
+        plan.promo[:, max(t - 27, 0) : t + 1].mean(axis=1),
+    )
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_closed_days_are_neither_training_targets_nor_scored_and_forecast_closed():

@@ -13,7 +13,7 @@ import pytest
 from test_ranker_serving import _sessions, served  # noqa: F401  (the fitted ranker fixture)
 
 from features.ranking import CustomerProfile, rank_features
-from models.recommenders import FallbackRecommender
+from models.recommenders import FallbackRecommender, compiled_trees
 from models.recommenders.candidates import candidates
 from models.recommenders.compiled_trees import KEY_FILE, OBJECT_FILE, CompiledForest
 
@@ -33,7 +33,7 @@ def _feature_rows(ranker, n: int = 30) -> np.ndarray:
     return np.vstack(blocks)
 
 
-def test_compiled_trees_score_what_lightgbm_scores_to_the_last_bit(served):  # noqa: F811
+def test_compiled_trees_score_what_lightgbm_scores_to_the_last_bit(served, monkeypatch):  # noqa: F811
     ranker = served.primary
     X = _feature_rows(ranker)
     assert np.isnan(X).any()  # missing values take the trees' default branches
@@ -44,6 +44,8 @@ def test_compiled_trees_score_what_lightgbm_scores_to_the_last_bit(served):  # n
     np.testing.assert_array_equal(got, ranker.booster_.predict(X, num_threads=1))
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(trees)).predict(X), got)
     assert trees.predict(X[:0]).shape == (0,)
+    monkeypatch.setattr(compiled_trees, "CHUNK_ROWS", 7)  # a batch promoted in short chunks
+    np.testing.assert_array_equal(trees.predict(X), got)
     with pytest.raises(ValueError, match="features"):
         trees.predict(X[:, :-1])
 

@@ -32,6 +32,7 @@ import numpy as np
 
 OBJECT_FILE = "ranker_trees.o"
 KEY_FILE = "ranker_trees.json"
+CHUNK_ROWS = 8192  # rows promoted to float64 per call: 2 MB at 31 features
 _ENTRY = "forest_root"
 # void forest_root(double *rows, double *out, int32 start, int32 end): releases the GIL
 _SIGNATURE = ctypes.CFUNCTYPE(
@@ -92,14 +93,15 @@ class CompiledForest:
         (folder / KEY_FILE).write_text(json.dumps(self.key, sort_keys=True))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """(n,) float64 raw scores of the rows of `X` (n, n_features), any float dtype."""
-        rows = np.ascontiguousarray(X, dtype=np.float64)
-        n = rows.shape[0]
-        if rows.ndim != 2 or rows.shape[1] != self.n_features:
+        """(n,) float64 raw scores of the rows of `X` (n, n_features), any float dtype; a
+        batch's rows are promoted to float64 `CHUNK_ROWS` at a time (a bounded copy)."""
+        if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"the trees take {self.n_features} features, got shape {X.shape}")
+        n = X.shape[0]
         out = np.empty(n, np.float64)
-        if n:
-            self._entry(rows.ctypes.data, out.ctypes.data, 0, n)
+        for lo in range(0, n, CHUNK_ROWS):
+            rows = np.ascontiguousarray(X[lo : lo + CHUNK_ROWS], dtype=np.float64)
+            self._entry(rows.ctypes.data, out[lo:].ctypes.data, 0, rows.shape[0])
         return out
 
 

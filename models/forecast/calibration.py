@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.forecast import negbin
+from models.forecast.point import choose_point, count_quantile
 
 TAUS = tuple(np.round(np.arange(0.05, 0.951, 0.025), 3).tolist())
 BAND = (0.1, 0.9)  # the quantile levels of P10 and P90
@@ -47,7 +48,9 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
     to cover 80% of the pooled days (as before issue 11) collapses to P10 = P50 = P90 when most
     days sell 0, since any band from 0 covers them.
     `point="mean"`: P50 is the bias-corrected mean; `"median"`: the calibrated median;
-    `"unbiased"`: the common quantile level at which the held-out days are unbiased.
+    `"unbiased"`: the common quantile level at which the held-out days are unbiased; `"auto"`:
+    the mean or a count quantile at one level, whichever the held-out days score best within a
+    bias tolerance (`models.forecast.point.choose_point`; the calibration then says which).
     """
     bias = 1.0
     if bias_correction and mu.sum() > 0 and y.sum() > 0:
@@ -78,7 +81,11 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
         "band": list(BAND),
         "negbin": negbin.fit_band(mu, y, bm * n_sp + bs, n_mu * n_sp, n_mu),
     }
-    if point == "unbiased":
+    if point == "auto":
+        bins = bm * n_sp + bs
+        phi = np.asarray(cal["negbin"]["dispersion"])[bins]
+        cal.update(choose_point(mu, y, phi, negbin.apply_band(cal["negbin"], mu, bins)))
+    elif point == "unbiased":
         q = mu[:, None] * ratios[bm, bs]  # held-out points x taus
         k = int(np.clip(np.searchsorted(q.sum(axis=0), y.sum()), 0, len(taus) - 1))
         cal["point_tau"] = float(taus[k])
@@ -134,11 +141,13 @@ def _quantile(cal: dict, mu, spread, tau: float) -> np.ndarray:
 def apply_ratio_calibration(cal: dict, mu, spread) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(P10, P50, P90) from raw forecast means `mu` with a fitted calibration."""
     mu = np.maximum(mu * cal.get("bias", 1.0), 1e-6)
+    bins = None
     if "negbin" in cal:
         n_sp = len(cal["spread_edges"]) + 1
         bm = np.searchsorted(np.asarray(cal["mean_edges"]), mu)
         bs = np.searchsorted(np.asarray(cal["spread_edges"]), spread)
-        p10, p90 = negbin.apply_band(cal["negbin"], mu, bm * n_sp + bs)
+        bins = bm * n_sp + bs
+        p10, p90 = negbin.apply_band(cal["negbin"], mu, bins)
     else:  # models saved before issue 11, and the default calibration: ratio quantiles
         lo, hi = cal.get("band", [0.1, 0.9])
         p10 = _quantile(cal, mu, spread, lo)
@@ -148,6 +157,10 @@ def apply_ratio_calibration(cal: dict, mu, spread) -> tuple[np.ndarray, np.ndarr
         p50 = _quantile(cal, mu, spread, 0.5)
     elif point == "unbiased" and cal.get("point_tau") is not None:
         p50 = _quantile(cal, mu, spread, cal["point_tau"])
+    elif point == "count_quantile" and bins is not None:
+        phi = np.asarray(cal["negbin"]["dispersion"], dtype=np.float64)[bins]
+        # inside the band, which stays the count distribution's (`assemble` would widen it)
+        p50 = np.clip(count_quantile(mu, phi, cal["point_tau"]), p10, p90)
     else:
         p50 = mu
     return p10, p50, p90

@@ -47,11 +47,13 @@ from models.forecast.calibration import (
     default_calibration,
     fit_ratio_calibration,
 )
+from models.forecast.combination import blend, choose_weights, recent_mean
 from models.forecast.intermittent import SUITED, demand_classes, suited_means
 from shopml.errors import ConfigError, DataError
 from shopml.progress import RoundsBar
 
 MODEL_FILE = "lightgbm.txt"  # LightGBM's own text format
+POINTS = ("mean", "median", "unbiased", "auto")  # `point`: what P50 is (`calibration`)
 
 
 class LightGBMForecaster(Forecaster):
@@ -64,7 +66,10 @@ class LightGBMForecaster(Forecaster):
     next, and 22% more rows; issue 14: fit -19% / -29% on Online Retail / generated `medium`,
     WAPE 0.915 -> 0.922 and 1.067 -> 1.067 on their folds with fixed settings),
     `recency_half_life` (sample weight halves every N days back), `bias_correction` (exponent
-    of the held-out level factor), `point` ("mean" | "median" | "unbiased"), `min_history`
+    of the held-out level factor), `point` ("mean" | "median" | "unbiased" | "auto"; "auto": the
+    mean or a common-level count quantile, whichever the held-out days score better within a bias
+    tolerance, `models.forecast.point`: not the default, its whole-count P50 of slow sellers is
+    0 = P10, see there), `min_history`
     (observed days below which a product gets the flagged moving average), `scale_target` /
     `target_clip` (train on units / recent mean, or clip spikes above target_clip x (recent
     mean + 1); both off by default, tried on Online Retail without a clear gain).
@@ -73,7 +78,9 @@ class LightGBMForecaster(Forecaster):
     robust_history`: one-off wholesale orders); off by default: on Online Retail's 3 folds with
     the searched settings, caps 3 and 6 gave WAPE 0.931 and 0.933 against 0.930 uncapped.
     `intermittent`: intermittent/lumpy series may get Croston SBA / ADIDA
-    (`models.forecast.intermittent`); `known_future`: read the promotions and planned prices
+    (`models.forecast.intermittent`); `combine`: per demand class, the model's mean blended with
+    the 28-day mean by a weight chosen on the held-out days (`models.forecast.combination`);
+    `known_future`: read the promotions and planned prices
     known at each origin (off: as if the shop published none); `yearly_min_days`: days of
     history from which the yearly calendar terms are used (`features.demand_features.YEARLY`:
     from one year they mark time, not season). `refit`: train the final model anew on all days
@@ -133,6 +140,7 @@ class LightGBMForecaster(Forecaster):
         target_clip: float | None = None,
         history_cap: float | None = None,
         intermittent: bool = True,
+        combine: bool = True,
         known_future: bool = True,
         yearly_min_days: int = 728,
         num_threads: int = 1,
@@ -162,6 +170,7 @@ class LightGBMForecaster(Forecaster):
         self.target_clip = target_clip
         self.history_cap = history_cap
         self.intermittent = intermittent
+        self.combine = combine
         self.known_future = known_future
         self.yearly_min_days = yearly_min_days
         self.num_threads = num_threads
@@ -273,8 +282,8 @@ class LightGBMForecaster(Forecaster):
         """Calibrate on the held-out last `horizon` days, then refit on all days (see module
         doc); `calibrate=False` trains once on all days with the default band (settings search)."""
         check_horizon(self.horizon)
-        if self.point not in ("mean", "median", "unbiased"):
-            raise ConfigError(f"point must be 'mean', 'median' or 'unbiased', got {self.point!r}")
+        if self.point not in POINTS:
+            raise ConfigError(f"point must be one of {', '.join(POINTS)}, got {self.point!r}")
         panel = as_panel(panel)
         self.product_index_ = {str(p): i for i, p in enumerate(panel.product_ids)}
         self.category_index_ = {
@@ -286,6 +295,7 @@ class LightGBMForecaster(Forecaster):
         cal_origin = n_d - 1 - self.horizon
         self.calibration_ = default_calibration()
         self.suited_classes_: list[str] = []
+        self.blend_weights_: dict[str, float] = {}
         calibrating = calibrate and cal_origin >= self.min_origin_history + self.horizon
         rows = self._training_rows(state, n_d - 2, cal_origin if calibrating else None)
         booster = None
@@ -311,7 +321,9 @@ class LightGBMForecaster(Forecaster):
         y = state.panel.units[:, t + 1 : t + 1 + h].ravel()
         alive = np.repeat(state.first <= t, h)
         ok = ~np.isnan(y) & alive
-        mu = self._choose_suited(_head(state.panel, t), mu, y, ok, h)
+        history = _head(state.panel, t)
+        mu = self._choose_suited(history, mu, y, ok, h)
+        mu = self._choose_blend(history, mu, y, ok, h)
         mu, y, spread = np.maximum(mu[ok], 1e-6), y[ok], _spread(X[ok])
         self.calibration_points_ = {"mean": mu, "actual": y, "spread": spread}
         return fit_ratio_calibration(
@@ -336,6 +348,24 @@ class LightGBMForecaster(Forecaster):
                 mu[rows] = suited[rows]
         return mu
 
+    def _choose_blend(self, history: DemandPanel, mu, y, ok, h: int) -> np.ndarray:
+        """Per demand class, the weight of the model against the recent mean chosen on the
+        held-out days (`combination`); returns the held-out means blended with them."""
+        if not self.combine:
+            return mu
+        classes = np.repeat(demand_classes(history), h)
+        alt = np.repeat(recent_mean(history), h)
+        self.blend_weights_ = choose_weights(classes, mu, alt, y, ok)
+        return blend(classes, mu, alt, self.blend_weights_)
+
+    def _blend(self, panel: DemandPanel, rows: np.ndarray, mu: np.ndarray, h: int):
+        """`mu` [len(rows) * h] combined with the recent mean by the held-out weights."""
+        weights = getattr(self, "blend_weights_", None)
+        if not weights:
+            return mu
+        classes = np.repeat(demand_classes(panel)[rows], h)
+        return blend(classes, mu, np.repeat(recent_mean(panel)[rows], h), weights)
+
     def _suited(self, panel: DemandPanel, rows: np.ndarray, mu: np.ndarray, h: int):
         """`mu` [len(rows) * h] with the suited model's mean for the classes it won."""
         if not getattr(self, "suited_classes_", None):
@@ -356,6 +386,7 @@ class LightGBMForecaster(Forecaster):
         if product_ids is not None:
             X = X.reshape(panel.n_products, horizon, -1)[rows].reshape(len(rows) * horizon, -1)
         mu = self._suited(panel, rows, self._mean(self.booster_, X), horizon)
+        mu = self._blend(panel, rows, mu, horizon)
         mu = np.maximum(mu, 1e-6)
         p10, p50, p90 = apply_ratio_calibration(self.calibration_, mu, _spread(X))
         p10, p50, p90 = (a.reshape(-1, horizon) for a in (p10, p50, p90))
@@ -375,6 +406,7 @@ class LightGBMForecaster(Forecaster):
             "product_index": self.product_index_,
             "category_index": self.category_index_,
             "suited_classes": self.suited_classes_,
+            "blend_weights": self.blend_weights_,
             "yearly": self.yearly_,
             "feature_names": feature_names(),
         }
@@ -394,6 +426,7 @@ class LightGBMForecaster(Forecaster):
         self.product_index_ = meta["product_index"]
         self.category_index_ = meta["category_index"]
         self.suited_classes_ = meta.get("suited_classes", [])
+        self.blend_weights_ = meta.get("blend_weights", {})  # none before issue 14's blend
         self.yearly_ = meta.get("yearly", True)  # models saved before issue 14 used them always
         self.booster_ = lgb.Booster(model_file=str(path / MODEL_FILE))
 

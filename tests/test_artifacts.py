@@ -38,16 +38,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("artifacts") / "home"
-    home.mkdir()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SHOPML_HOME", str(home))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    mp.setenv("BENTOML_HOME", str(home / "bentoml"))
-    mp.setenv("OPENBLAS_NUM_THREADS", "1")
-    mp.delenv("SHOPML_REDIS_URL", raising=False)
-    yield home
-    mp.undo()
+    import serving_models
+
+    yield from serving_models.isolated_home(tmp_path_factory, "artifacts")
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +125,12 @@ def fresh_venv(built, outside) -> tuple[Path, float]:
 
 def _clean_env(**extra: str) -> dict[str, str]:
     """An environment with nothing that points back into the repository (the machine's own
-    installer, certificate and proxy settings kept: an operator has them too)."""
-    machine = re.compile(r"^(PATH|HOME|LANG|TMPDIR)$|^(PIP|UV)_|SSL_CERT|CA_BUNDLE|_PROXY$", re.I)
+    installer, certificate, proxy and BLAS settings kept: an operator has them too; without the
+    machine's `OPENBLAS_CORETYPE` OpenBLAS picks another kernel, whose float32 sums differ from
+    the in-repo server's in the last bit)."""
+    machine = re.compile(
+        r"^(PATH|HOME|LANG|TMPDIR)$|^(PIP|UV|OPENBLAS)_|SSL_CERT|CA_BUNDLE|_PROXY$", re.I
+    )
     env = {k: v for k, v in os.environ.items() if machine.search(k)}
     env["PATH"] = os.pathsep.join(
         p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(REPO))

@@ -7,11 +7,33 @@ returns the job's `TrainResult`; `offline_*` loads the champion back for compari
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from training.jobs import JOBS
 
 FORECAST_DAYS = 14
+SERVING_ENV = ("SHOPML_REDIS_URL",)  # a test server never inherits the shell's Redis
+
+
+def isolated_home(
+    tmp_path_factory, name: str, unset: tuple[str, ...] = SERVING_ENV
+) -> Iterator[Path]:
+    """A module's own shopml home (SHOPML_HOME, its MLflow store and BentoML home inside it) with
+    `unset` removed from the environment, restored when the module's tests are done."""
+    home = tmp_path_factory.mktemp(name) / "home"
+    home.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SHOPML_HOME", str(home))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    mp.setenv("BENTOML_HOME", str(home / "bentoml"))
+    mp.setenv("OPENBLAS_NUM_THREADS", "1")
+    for var in unset:
+        mp.delenv(var, raising=False)
+    yield home
+    mp.undo()
 
 
 def train_recommender(store):

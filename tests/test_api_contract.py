@@ -50,17 +50,13 @@ PAYMENT = {"transaction_id": "c-1", "customer_id": "C1", "terminal_id": "T1", "a
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("api-contract") / "home"
-    home.mkdir()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SHOPML_HOME", str(home))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    mp.setenv("BENTOML_HOME", str(home / "bentoml"))
-    mp.setenv("OPENBLAS_NUM_THREADS", "1")
-    for name in ("SHOPML_REDIS_URL", "SHOPML_FASTPATH", "SHOPML_API_TOKEN", "SHOPML_HOST"):
-        mp.delenv(name, raising=False)
-    yield home
-    mp.undo()
+    import serving_models
+
+    yield from serving_models.isolated_home(
+        tmp_path_factory,
+        "api-contract",
+        unset=("SHOPML_REDIS_URL", "SHOPML_FASTPATH", "SHOPML_API_TOKEN", "SHOPML_HOST"),
+    )
 
 
 @pytest.fixture(scope="module")

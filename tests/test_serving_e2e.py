@@ -36,16 +36,9 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="ne
 # ---------------------------------------------------------------- the pipeline (once per module)
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("serving-e2e") / "home"
-    home.mkdir()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SHOPML_HOME", str(home))
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    mp.setenv("BENTOML_HOME", str(home / "bentoml"))
-    mp.setenv("OPENBLAS_NUM_THREADS", "1")
-    mp.delenv("SHOPML_REDIS_URL", raising=False)
-    yield home
-    mp.undo()
+    import serving_models
+
+    yield from serving_models.isolated_home(tmp_path_factory, "serving-e2e")
 
 
 @pytest.fixture(scope="module")

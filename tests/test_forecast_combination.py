@@ -10,8 +10,9 @@ import pytest
 import models.forecast.lgbm as lgbm_module
 from features.demand import DemandPanel
 from models.forecast import LightGBMForecaster
+from models.forecast.base import recent_mean
 from models.forecast.calibration import apply_ratio_calibration, fit_ratio_calibration
-from models.forecast.combination import MIN_DAYS, blend, choose_weights, recent_mean
+from models.forecast.combination import MIN_DAYS, blend, choose_weights
 from models.forecast.point import choose_point, count_quantile
 
 H = 14

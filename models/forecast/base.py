@@ -109,17 +109,25 @@ def _load_known(path: Path, lead_days: int | None) -> KnownFuture | None:
     return KnownFuture(**tables, lead_days=lead_days)
 
 
-def empirical_band(panel: DemandPanel, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 10% / 90% `calibration.band_quantile`s (P90 above 0 for a window of mostly zero
-    days with some sales) of each product's observed days in the last `window` days."""
+def recent_mean(panel: DemandPanel, window: int = 28) -> np.ndarray:
+    """Mean units of each product's observed days among the panel's last `window` (0 if none):
+    the moving-average forecast, and what the LightGBM forecast is blended with."""
     seg = panel.units[:, -window:]
-    mean, q10, q90 = np.zeros((3, len(seg)))
+    seen = ~np.isnan(seg)
+    n = seen.sum(axis=1)
+    return np.where(n > 0, np.where(seen, seg, 0.0).sum(axis=1) / np.maximum(n, 1), 0.0)
+
+
+def empirical_band(panel: DemandPanel, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`recent_mean` and the 10% / 90% `calibration.band_quantile`s (P90 above 0 for a window of
+    mostly zero days with some sales) of each product's observed days in the last `window` days."""
+    seg = panel.units[:, -window:]
+    q10, q90 = np.zeros((2, len(seg)))
     for i, row in enumerate(seg):
         days = row[~np.isnan(row)]
         if len(days):
-            mean[i] = days.mean()
             q10[i], q90[i] = band_quantile(days, BAND)
-    return mean, q10, q90
+    return recent_mean(panel, window), q10, q90
 
 
 def assemble(

@@ -20,21 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.demand import DemandPanel
-
 WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)  # the model's share; the first is kept on ties
 WINDOW = 28  # days of the recent mean the model is combined with
 BIAS_TOLERANCE = 0.05  # held-out |bias| of a class any blend may have (the model's, if larger)
 MIN_DAYS = 300  # held-out days (products x horizon) a class needs to choose a weight
 BLENDED = ("smooth", "erratic", "intermittent", "lumpy")  # "no_sales" keeps the model's
-
-
-def recent_mean(panel: DemandPanel, window: int = WINDOW) -> np.ndarray:
-    """Mean units of each product's observed days among the panel's last `window` (0 if none)."""
-    seg = panel.units[:, -window:]
-    seen = ~np.isnan(seg)
-    n = seen.sum(axis=1)
-    return np.where(n > 0, np.where(seen, seg, 0.0).sum(axis=1) / np.maximum(n, 1), 0.0)
 
 
 def choose_weights(

@@ -41,13 +41,14 @@ from models.forecast.base import (
     assemble,
     check_horizon,
     empirical_band,
+    recent_mean,
 )
 from models.forecast.calibration import (
     apply_ratio_calibration,
     default_calibration,
     fit_ratio_calibration,
 )
-from models.forecast.combination import blend, choose_weights, recent_mean
+from models.forecast.combination import WINDOW, blend, choose_weights
 from models.forecast.intermittent import SUITED, demand_classes, suited_means
 from shopml.errors import ConfigError, DataError
 from shopml.progress import RoundsBar
@@ -354,7 +355,7 @@ class LightGBMForecaster(Forecaster):
         if not self.combine:
             return mu
         classes = np.repeat(demand_classes(history), h)
-        alt = np.repeat(recent_mean(history), h)
+        alt = np.repeat(recent_mean(history, WINDOW), h)
         self.blend_weights_ = choose_weights(classes, mu, alt, y, ok)
         return blend(classes, mu, alt, self.blend_weights_)
 
@@ -364,7 +365,7 @@ class LightGBMForecaster(Forecaster):
         if not weights:
             return mu
         classes = np.repeat(demand_classes(panel)[rows], h)
-        return blend(classes, mu, np.repeat(recent_mean(panel)[rows], h), weights)
+        return blend(classes, mu, np.repeat(recent_mean(panel, WINDOW)[rows], h), weights)
 
     def _suited(self, panel: DemandPanel, rows: np.ndarray, mu: np.ndarray, h: int):
         """`mu` [len(rows) * h] with the suited model's mean for the classes it won."""

@@ -13,9 +13,15 @@ by one, so their sum is a little above the answer's), the load average, and with
 the answers and the ranker's full score vectors of the sessions (`.npz`), to compare code
 versions bit for bit (`--compare A.npz B.npz`).
 
-To compare two versions of the code, run it alternately from each tree with one round each
-(`PYTHONPATH=<tree> python <tree>/experiments/bench_session_path.py ... --rounds 1`, A B B A):
-each process's figures are then comparable as ratios only at the same load.
+Two versions of the code, interleaved (one process of one round per tree, A B B A then
+B A A B, `--pairs` times; the medians of the rounds and B over A):
+
+    python experiments/bench_session_path.py MODEL_DIR --ab TREE_A TREE_B --pairs 2
+
+`--evict-mb 8` reads an 8 MB buffer before each answer and each step's timing, so the caches
+are as cold as a server's between requests (the client and the event loop run in between):
+the answer's time then is closer to what `shopml bench serve` adds over a known customer.
+Figures are comparable as ratios only inside one interleaved run (report the load beside them).
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ def _steps(ranker, items, weights) -> dict[str, float]:
     return dict(zip(STEPS, np.diff(t).tolist(), strict=True))
 
 
-def run(model_dir: Path, n: int, rounds: int, dump: Path | None) -> dict:
+def run(model_dir: Path, n: int, rounds: int, dump: Path | None, evict_mb: float = 0.0) -> dict:
     from models.recommenders import Recommender
 
     model = Recommender.load(model_dir)
@@ -89,11 +95,17 @@ def run(model_dir: Path, n: int, rounds: int, dump: Path | None) -> dict:
     for b, f in zip(bodies[:50], filters[:50], strict=True):  # warm-up: caches, first calls
         model.recommend_with_context("", 20, f, recent_product_ids=b["recent"])
     total, steps = [], {s: [] for s in STEPS}
+    # read before each answer (`--evict-mb`): caches as cold as a server's between requests
+    evict = np.ones(max(int(evict_mb * 2**20) // 8, 1))
     for _ in range(rounds):
         for b, f, (items, w) in zip(bodies, filters, rows, strict=True):
+            if evict_mb:
+                evict.sum()
             t0 = time.perf_counter()
             model.recommend_with_context("", 20, f, recent_product_ids=b["recent"])
             total.append(time.perf_counter() - t0)
+            if evict_mb:
+                evict.sum()
             for s, v in _steps(ranker, items, w).items():
                 steps[s].append(v)
 
@@ -109,6 +121,7 @@ def run(model_dir: Path, n: int, rounds: int, dump: Path | None) -> dict:
         "answer_p90_ms": q(total, 90),
         "steps_p50_ms": {s: q(v, 50) for s, v in steps.items()},
         "steps_sum_p50_ms": round(sum(q(v, 50) for v in steps.values()), 4),
+        "evict_mb": evict_mb,
         "load": os.getloadavg()[0],
     }
     if dump is not None:
@@ -146,7 +159,7 @@ def compare(a: Path, b: Path) -> dict:
     }
 
 
-def interleaved(trees: list[Path], model_dir: Path, n: int, pairs: int) -> dict:
+def interleaved(trees: list[Path], model_dir: Path, n: int, pairs: int, evict_mb: float) -> dict:
     """One round of `n` sessions per process, code A and B run A B B A `pairs` times: each
     step's p50 per round, and B's over A's (the median of the pairs' ratios)."""
     a, b = trees
@@ -155,7 +168,7 @@ def interleaved(trees: list[Path], model_dir: Path, n: int, pairs: int) -> dict:
         for tree in (a, b, b, a) if i % 2 == 0 else (b, a, a, b):
             env = {**os.environ, "PYTHONPATH": str(tree), "OPENBLAS_NUM_THREADS": "1"}
             cmd = [sys.executable, str(Path(__file__).resolve()), str(model_dir)]
-            cmd += ["--sessions", str(n)]
+            cmd += ["--sessions", str(n), "--evict-mb", str(evict_mb)]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             rounds.append({"tree": str(tree), **json.loads(out.stdout.splitlines()[-1])})
 
@@ -168,6 +181,11 @@ def interleaved(trees: list[Path], model_dir: Path, n: int, pairs: int) -> dict:
         t: {k: med(t, k) for k in keys} | {s: med(t, None, s) for s in STEPS} for t in (a, b)
     }
     ratio = {k: round(summary[b][k] / summary[a][k], 3) for k in summary[a]}
+    pairs_ratio = []  # adjacent rounds (A B, B A, ...): each pair ran at about one load
+    for x, y in zip(rounds[0::2], rounds[1::2], strict=True):
+        ra, rb = (x, y) if x["tree"] == str(a) else (y, x)
+        pairs_ratio.append(rb["answer_p50_ms"] / ra["answer_p50_ms"])
+    ratio["answer_p50_median_pair_ratio"] = round(float(np.median(pairs_ratio)), 3)
     loads = [r["load"] for r in rounds]
     return {
         "A": str(a),
@@ -188,15 +206,16 @@ def main() -> None:
     p.add_argument("--compare", type=Path, nargs=2)
     p.add_argument("--ab", type=Path, nargs=2, help="two code trees, run interleaved")
     p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--evict-mb", type=float, default=0.0, help="MB read before each session")
     args = p.parse_args()
     if args.ab:
-        result = interleaved(args.ab, args.model_dir, args.sessions, args.pairs)
+        result = interleaved(args.ab, args.model_dir, args.sessions, args.pairs, args.evict_mb)
         print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=1))
         return
     if args.compare:
         print(json.dumps(compare(*args.compare)))
         return
-    print(json.dumps(run(args.model_dir, args.sessions, args.rounds, args.dump)))
+    print(json.dumps(run(args.model_dir, args.sessions, args.rounds, args.dump, args.evict_mb)))
 
 
 if __name__ == "__main__":

@@ -315,8 +315,22 @@ def rank_features(
     return X
 
 
+_CONTEXTS: dict[float, np.ndarray] = {}  # now -> its context row (a served state has one now)
+
+
 def _context(now_days: float) -> np.ndarray:
-    """The context features of a day (weekday, season), float32."""
+    """The context features of a day (weekday, season), float32 (read-only; cached per day)."""
+    row = _CONTEXTS.get(now_days)
+    if row is None:
+        row = _context_of(now_days)
+        row.flags.writeable = False
+        if len(_CONTEXTS) >= 64:
+            _CONTEXTS.clear()
+        _CONTEXTS[now_days] = row
+    return row
+
+
+def _context_of(now_days: float) -> np.ndarray:
     weekday = (np.floor(now_days) + DAY_EPOCH_WEEKDAY) % 7
     angle = 2 * np.pi * (now_days % 365.25) / 365.25
     return np.array([weekday, np.sin(angle), np.cos(angle)], np.float32)

@@ -9,6 +9,11 @@ from implicit.cpu.als import AlternatingLeastSquares
 from features.interactions import InteractionMatrix
 from models.recommenders.factors import FactorRecommender
 
+try:  # the gufunc `np.linalg.solve` calls for one right-hand side, without its checks
+    from numpy.linalg._umath_linalg import solve1 as _solve1
+except ImportError:  # another NumPy layout: np.linalg.solve itself
+    _solve1 = None
+
 
 class ALSRecommender(FactorRecommender):
     """Confidence = alpha * weight; a new customer's vector is solved from their products."""
@@ -59,4 +64,10 @@ class ALSRecommender(FactorRecommender):
         Yi = self.item_factors_[items].astype(np.float64)
         c = self.alpha * np.asarray(weights, dtype=np.float64)
         A = self._YtY + (Yi.T * (c - 1.0)) @ Yi
-        return np.linalg.solve(A, Yi.T @ c).astype(np.float32)
+        b = Yi.T @ c
+        if _solve1 is not None:  # the same LAPACK call as np.linalg.solve (same bits), ~8 us less
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+                u = _solve1(A, b, signature="dd->d")
+            if np.isfinite(u).all():
+                return u.astype(np.float32)
+        return np.linalg.solve(A, b).astype(np.float32)  # raises as before on a singular A

@@ -62,18 +62,21 @@ def candidates(score_rows, n: int, hidden: np.ndarray | None) -> CandidateSet:
     m = min(n, n_items)
     top = np.argpartition(neg, m - 1, axis=1)[:, :m]
     # positions in the flattened block: one fancy index per step, not one call per generator
-    at = top + (np.arange(n_gen) * n_items)[:, None]
+    top += (np.arange(n_gen) * n_items)[:, None]
     flat = neg.ravel()
-    order = np.argsort(flat.take(at), axis=1, kind="stable")
+    vals = flat.take(top)
+    order = np.argsort(vals, axis=1, kind="stable")
     order += (np.arange(n_gen) * m)[:, None]
-    at = at.ravel().take(order)  # each row's top in order (row g's entries of at, sorted)
-    finite = np.isfinite(flat.take(at))
-    if finite.all():
+    at = top.ravel().take(order)  # each row's top in order (row g's entries of at, sorted)
+    if np.isfinite(vals).all():
         lengths = np.full(n_gen, m)
         joined_at = at.ravel()
+        entry_gen = np.repeat(np.arange(n_gen, dtype=np.int32), m)
     else:  # a generator with fewer than n finite scores proposes only those (sorted first)
+        finite = np.isfinite(flat.take(at))
         lengths = finite.sum(axis=1)
         joined_at = at[finite]
+        entry_gen = np.nonzero(finite)[0].astype(np.int32)
     # each generator's rank of every product: 1.. its list length, beyond it length + 1
     rank = np.empty((n_gen, n_items), np.float32)
     rank[:] = (lengths + 1).astype(np.float32)[:, None]
@@ -82,12 +85,12 @@ def candidates(score_rows, n: int, hidden: np.ndarray | None) -> CandidateSet:
         rank.ravel()[at] = place  # a view: rank is C-contiguous; each row's 1..m
     else:
         rank.ravel()[joined_at] = place[np.nonzero(finite)[1]]
-    listed = rank <= lengths[:, None]
-    earlier = np.zeros(listed.shape, bool)  # proposed by a generator before g
-    for g in range(1, n_gen):  # a few generators: one row operation each
-        np.logical_or(earlier[g - 1], listed[g - 1], out=earlier[g])
-    first = joined_at[~earlier.ravel().take(joined_at)]
-    items = first % n_items
+    # the union in the order first proposed: an entry is kept where its generator is the first
+    # to propose the product (each generator proposes a product at most once)
+    proposed_at = joined_at % n_items
+    first_by = np.full(n_items, n_gen, np.int32)
+    np.minimum.at(first_by, proposed_at, entry_gen)
+    items = proposed_at[first_by.take(proposed_at) == entry_gen]
     # C order, as the rows were built one by one before: reductions over a row (the features'
     # z-scores) then sum in the same order, to the last bit
     ranks = rank.take(items, axis=1)

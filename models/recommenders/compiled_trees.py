@@ -32,6 +32,10 @@ import numpy as np
 
 OBJECT_FILE = "ranker_trees.o"
 KEY_FILE = "ranker_trees.json"
+# LLVM's small code model (32-bit offsets: ~10% faster on a session's rows, the same
+# arithmetic) for forests whose model text is below this size; lleaves' default, the large
+# one, past it (the small model cannot address a forest's code past 2 GB)
+SMALL_CODE_MODEL_TEXT = 64 * 2**20
 CHUNK_ROWS = 8192  # rows promoted to float64 per call: 2 MB at 31 features
 _ENTRY = "forest_root"
 # void forest_root(double *rows, double *out, int32 start, int32 end): releases the GIL
@@ -57,7 +61,12 @@ class CompiledForest:
                 obj_path.write_bytes(cached)  # lleaves loads a cache file as it is
             model = lleaves.Model(str(text_path))
             self.n_features = model.num_feature()
-            model.compile(cache=str(obj_path), raw_score=True, fblocksize=max(model.num_trees(), 1))
+            model.compile(
+                cache=str(obj_path),
+                raw_score=True,
+                fblocksize=max(model.num_trees(), 1),
+                fcodemodel=code_model(model_text),
+            )
             self.object_bytes = obj_path.read_bytes()
         self._model = model  # keeps the execution engine (and the function's code) alive
         address = model._execution_engine.get_function_address(_ENTRY)
@@ -109,6 +118,11 @@ def _unpickle(model_text: str, key: dict, object_bytes: bytes) -> CompiledForest
     return CompiledForest(model_text, object_bytes if key == forest_key(model_text) else None)
 
 
+def code_model(model_text: str) -> str:
+    """LLVM's code model for these trees (see SMALL_CODE_MODEL_TEXT)."""
+    return "small" if len(model_text) < SMALL_CODE_MODEL_TEXT else "large"
+
+
 def forest_key(model_text: str) -> dict[str, str]:
     """What a compiled object is valid for: the trees, the compiler and the CPU."""
     import llvmlite.binding as llvm
@@ -128,4 +142,5 @@ def forest_key(model_text: str) -> dict[str, str]:
             "triple": llvm.get_process_triple(),
             "cpu": llvm.get_host_cpu_name(),
             "cpu_features": features,
+            "code_model": code_model(model_text),
         }

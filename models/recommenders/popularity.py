@@ -52,6 +52,7 @@ class PopularityRecommender(ScoringRecommender):
         cat_max = np.zeros(n_cat, np.float32)
         np.maximum.at(cat_max, codes, self.scores_)
         self._within = (self.scores_ / np.maximum(cat_max[codes], 1e-12)).astype(np.float32)
+        self._tie_break = 1e-3 * self.scores_  # float32, as computed per request before
         if self.mode == "trending":  # ranked, and answered, by the trending score
             self._global_order = np.argsort(-self.scores_, kind="stable")
             self._popular_scores = self.scores_
@@ -78,7 +79,9 @@ class PopularityRecommender(ScoringRecommender):
             return self.scores_.copy()
         share = np.bincount(self._codes[items], weights=weights, minlength=self._n_cat)
         share /= max(share.sum(), 1e-12)
-        within = share[self._codes] * self._within + 1e-3 * self.scores_
+        within = share.take(self._codes)  # float64, then in place: the same operations
+        np.multiply(within, self._within, out=within)
+        np.add(within, self._tie_break, out=within)
         return within.astype(np.float32)
 
     def _similar_scores(self, item: int) -> np.ndarray:

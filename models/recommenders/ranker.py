@@ -65,6 +65,7 @@ log = get_logger("models.recommenders.ranker")
 
 BOOSTER_FILE = "ranker.txt"
 LOW = np.float32(-1e6)  # products outside the candidates score below every candidate
+_CLIP = np.float32(50.0)  # the lead's z-score outside the candidates is clipped to +-50
 TIE = 1e-4  # equal ranker scores are ordered by the first generator's rank
 STATE_PREFIX = "s_"
 MIN_HISTORY_SHARE = 0.5  # an earlier cut is used while this share of the cells lies before it
@@ -603,7 +604,8 @@ def _outside(lead: np.ndarray) -> np.ndarray:
     """(n, n_items) float32: `LOW` + each row's z-score of the first generator (clipped to
     +-50), the order of the products outside the candidates; in place, one array."""
     out = zscore_rows(lead)
-    np.clip(out, -50, 50, out=out)
+    np.minimum(out, _CLIP, out=out)  # np.clip's values (NaN kept), without its wrapper
+    np.maximum(out, -_CLIP, out=out)
     out += LOW
     return out
 

@@ -112,6 +112,10 @@ def model_rows(result, known_future: dict[str, bool] | None = None) -> dict:
                     for d in sorted(band["by_decile"])
                 ],
                 "fit_seconds_per_fold": [round(f.fit_seconds[name], 2) for f in result.folds],
+                "fit_cpu_seconds_per_fold": [
+                    round(f.fit_cpu_seconds[name], 2) for f in result.folds
+                ],
+                "load_per_fold": [f.load for f in result.folds],
             }
         )
     best = min(rows, key=lambda r: r["wape"])

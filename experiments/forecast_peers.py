@@ -81,6 +81,15 @@ class MLForecastLGBM(Forecaster):
                 out[name] = values.ravel()[keep]
         return out
 
+    def _lag_transforms(self) -> dict:
+        """Rolling means and std from the first lag, and the weekly lag's means. With the
+        default `min_lag` 7 both are lag 7: one entry, so the std is kept (a dict literal with
+        the key twice kept only the second list: no std, the peer had one feature less)."""
+        out = {self.min_lag: [RollingMean(7), RollingMean(28), RollingStd(28)]}
+        if self.min_lag < 7:
+            out[7] = [RollingMean(7), RollingMean(28)]
+        return out
+
     def _uses_known(self, panel) -> bool:
         return self.known_future and panel.known is not None
 
@@ -103,10 +112,7 @@ class MLForecastLGBM(Forecaster):
             models={"lgbm": model},
             freq="D",
             lags=sorted({self.min_lag, 7, 14, 28}),
-            lag_transforms={
-                self.min_lag: [RollingMean(7), RollingMean(28), RollingStd(28)],
-                max(7, self.min_lag): [RollingMean(7), RollingMean(28)],
-            },
+            lag_transforms=self._lag_transforms(),
             date_features=["dayofweek", "month", "day"],
         )
         intervals = PredictionIntervals(n_windows=2, h=self.horizon) if self.intervals else None

@@ -250,3 +250,21 @@ def test_lightgbm_band_on_mostly_zero_days_is_ordered_and_covers_each_level_deci
         assert m["above_p90"] <= 0.21 and m["below_p10"] <= 0.21, (decile, m)
     for week, m in report["by_week"].items():
         assert 0.75 <= m["coverage_p10_p90"] <= 0.9, (week, m)
+
+
+def test_lightgbm_row_share_samples_the_rows_of_both_trainings_once():
+    panel = sparse_panel()
+    history = panel.cut(panel.dates[-H - 1])
+    full = small_lgbm(row_share=1.0).fit(history)
+    half = small_lgbm(row_share=0.5, min_sampled_rows=0).fit(history)
+    assert half.row_share_ == 0.5
+    # the refit reads the sample: about half the rows (binomial draw of a few thousand rows)
+    assert abs(half.train_rows_ / full.train_rows_ - 0.5) < 0.05
+    assert full.row_share_ == 1.0
+    # a panel with fewer rows than min_sampled_rows keeps them all; in between, the floor
+    kept = small_lgbm(row_share=0.5, min_sampled_rows=10**9).fit(history)
+    assert kept.row_share_ == 1.0 and kept.train_rows_ == full.train_rows_
+    floor = small_lgbm(row_share=0.5, min_sampled_rows=int(full.train_rows_ * 0.8)).fit(history)
+    assert floor.row_share_ == pytest.approx(0.8, abs=1e-3)
+    fc = half.predict(H)
+    assert (fc["p10"] <= fc["p50"]).all() and (fc["p50"] <= fc["p90"]).all()

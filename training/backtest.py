@@ -9,6 +9,7 @@ it and forecasts H days, and the forecast is scored against the full-data panel 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class FoldResult:
     build_cpu_seconds: float
     metrics: dict[str, dict]
     frames: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
+    load: float | None = None  # 1-minute load average of the machine at the fold's end
 
 
 @dataclass
@@ -147,7 +149,7 @@ def _log_fold(fold: FoldResult, log: Callable[[str], None] | None) -> None:
             f"fold {fold.fold} ({fold.origin.date()}) {name}: wape {o['wape']:.3f} bias "
             f"{o['bias']:+.3f} coverage {o['coverage_p10_p90']:.3f} ordered band "
             f"{o['band_ordered_share']:.3f} fit "
-            f"{fold.fit_seconds[name]:.1f}s predict {fold.predict_seconds[name]:.2f}s"
+            f"{fold.fit_seconds[name]:.1f}s (CPU {fold.fit_cpu_seconds[name]:.1f}s) predict {fold.predict_seconds[name]:.2f}s"
         )
 
 
@@ -163,7 +165,8 @@ def _run_fold(i, origin, lines, products, cfg, known, models, full, horizon) -> 
     for name, factory in models.items():
         timing, metrics[name], frames[name] = _score_model(factory, history, full, horizon, i)
         fit_s[name], fit_cpu[name], pred_s[name] = timing
-    return FoldResult(i, origin, build, fit_s, pred_s, fit_cpu, build_cpu, metrics, frames)
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    return FoldResult(i, origin, build, fit_s, pred_s, fit_cpu, build_cpu, metrics, frames, load)
 
 
 def _score_model(factory, history: DemandPanel, full: DemandPanel, horizon: int, fold: int):

@@ -85,7 +85,10 @@ def inner_scores(panel: DemandPanel, horizon: int, params: dict) -> tuple[float,
     is millions of training rows x boosting rounds."""
     origin = panel.dates[-1 - horizon]
     train = panel.cut(origin)
-    model = LightGBMForecaster(horizon=horizon, refit=False, **params)
+    # every row, not the fit's `row_share` sample: the trials are ranked on one 28-day fold,
+    # and a sample adds its own noise to that ranking (issue 14: with half samples the search
+    # chose other settings, WAPE 1.054 / 0.935 on the two benchmarks against 1.027 / 0.925)
+    model = LightGBMForecaster(horizon=horizon, refit=False, **{"row_share": 1.0, **params})
     model.fit(train, calibrate=False)
     fc = model.predict(horizon)
     actual = panel.subset(train.product_ids).units[:, -horizon:]

@@ -268,3 +268,11 @@ def test_lightgbm_row_share_samples_the_rows_of_both_trainings_once():
     assert floor.row_share_ == pytest.approx(0.8, abs=1e-3)
     fc = half.predict(H)
     assert (fc["p10"] <= fc["p50"]).all() and (fc["p50"] <= fc["p90"]).all()
+
+
+@pytest.mark.parametrize("name", ["row_share", "calibration_rows"])
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_a_row_share_outside_0_1_is_refused_naming_it(name, share):
+    panel = sparse_panel()
+    with pytest.raises(ConfigError, match=f"{name} must be a share"):
+        small_lgbm(**{name: share}).fit(panel)

@@ -316,6 +316,10 @@ class LightGBMForecaster(Forecaster):
         check_horizon(self.horizon)
         if self.point not in POINTS:
             raise ConfigError(f"point must be one of {', '.join(POINTS)}, got {self.point!r}")
+        for name in ("row_share", "calibration_rows"):
+            share = getattr(self, name)
+            if not 0.0 < share <= 1.0:
+                raise ConfigError(f"{name} must be a share of the rows in (0, 1], got {share!r}")
         panel = as_panel(panel)
         self.product_index_ = {str(p): i for i, p in enumerate(panel.product_ids)}
         self.category_index_ = {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from models.forecast import negbin
-from models.forecast.point import POINT_QUANTILES, choose_point
+from models.forecast.point import choose_point, count_quantile
 
 TAUS = tuple(np.round(np.arange(0.05, 0.951, 0.025), 3).tolist())
 BAND = (0.1, 0.9)  # the quantile levels of P10 and P90
@@ -81,12 +81,10 @@ def fit_ratio_calibration(mu, y, spread, bins, point, bias_correction, bias_clip
         "band": list(BAND),
         "negbin": negbin.fit_band(mu, y, bm * n_sp + bs, n_mu * n_sp, n_mu),
     }
-    if point in ("auto", "mid"):
+    if point == "auto":
         bins = bm * n_sp + bs
         phi = np.asarray(cal["negbin"]["dispersion"])[bins]
-        band = negbin.apply_band(cal["negbin"], mu, bins)
-        kind = "count_quantile" if point == "auto" else "mid_quantile"
-        cal.update(choose_point(mu, y, phi, band, kind=kind))
+        cal.update(choose_point(mu, y, phi, negbin.apply_band(cal["negbin"], mu, bins)))
     elif point == "unbiased":
         q = mu[:, None] * ratios[bm, bs]  # held-out points x taus
         k = int(np.clip(np.searchsorted(q.sum(axis=0), y.sum()), 0, len(taus) - 1))
@@ -159,10 +157,10 @@ def apply_ratio_calibration(cal: dict, mu, spread) -> tuple[np.ndarray, np.ndarr
         p50 = _quantile(cal, mu, spread, 0.5)
     elif point == "unbiased" and cal.get("point_tau") is not None:
         p50 = _quantile(cal, mu, spread, cal["point_tau"])
-    elif point in POINT_QUANTILES and bins is not None:
+    elif point == "count_quantile" and bins is not None:
         phi = np.asarray(cal["negbin"]["dispersion"], dtype=np.float64)[bins]
         # inside the band, which stays the count distribution's (`assemble` would widen it)
-        p50 = np.clip(POINT_QUANTILES[point](mu, phi, cal["point_tau"]), p10, p90)
+        p50 = np.clip(count_quantile(mu, phi, cal["point_tau"]), p10, p90)
     else:
         p50 = mu
     return p10, p50, p90

@@ -54,7 +54,7 @@ from shopml.errors import ConfigError, DataError
 from shopml.progress import RoundsBar
 
 MODEL_FILE = "lightgbm.txt"  # LightGBM's own text format
-POINTS = ("mean", "median", "unbiased", "auto", "mid")  # `point`: what P50 is (`calibration`)
+POINTS = ("mean", "median", "unbiased", "auto")  # `point`: what P50 is (`calibration`)
 
 
 class LightGBMForecaster(Forecaster):

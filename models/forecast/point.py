@@ -35,8 +35,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import nbinom
 
-from models.forecast import negbin
-
 TAUS = tuple(np.round(np.arange(0.5, 0.951, 0.01), 3).tolist())
 # held-out |bias| any point may have (the benchmarks hold the forecast to 10%: half of it); on
 # the generated `medium` store's folds 0.03 / 0.05 / 0.08 gave WAPE 0.983 / 0.979 / 0.968 at
@@ -52,35 +50,20 @@ def count_quantile(mu: np.ndarray, phi: np.ndarray, tau: float) -> np.ndarray:
     return nbinom.ppf(tau, n, n / (n + mu))
 
 
-def mid_point(mu: np.ndarray, phi: np.ndarray, tau: float) -> np.ndarray:
-    """The mid-quantile at level `tau` of NB(mean mu, dispersion phi) (`negbin.mid_quantile`):
-    linear between counts, so above 0 for every tau >= 0.5 and strictly inside a mid-quantile
-    band whose levels lie either side of tau."""
-    return negbin.mid_quantile(mu, phi, tau)
-
-
-POINT_QUANTILES = {"count_quantile": count_quantile, "mid_quantile": mid_point}
-MIN_ORDERED = 0.97  # held-out share with P10 < P50 < P90 a `mid_quantile` point must keep
-
-
 def choose_point(
     mu: np.ndarray,
     y: np.ndarray,
     phi: np.ndarray,
     band: tuple[np.ndarray, np.ndarray],
     tolerance: float = BIAS_TOLERANCE,
-    kind: str = "count_quantile",
 ) -> dict:
     """The point of the held-out days (`mu` the corrected means, `y` the actual units, `phi` each
     day's dispersion, `band` their (P10, P90), inside which a quantile point is kept):
-    {"point": "mean" | `kind`, "point_tau", and the held-out "point_wape" / "point_bias" of the
-    choice and "mean_wape" / "mean_bias" of the mean} (module docstring). `kind` names the
-    quantile of `POINT_QUANTILES`; a `mid_quantile` level is kept only where at least
-    `MIN_ORDERED` of the held-out days keep P10 < P50 < P90 (the gate's band order)."""
+    {"point": "mean" | "count_quantile", "point_tau", and the held-out "point_wape" /
+    "point_bias" of the choice and "mean_wape" / "mean_bias" of the mean} (module docstring)."""
     total = float(y.sum())
     if total <= 0:
         return {"point": "mean", "point_tau": None}
-    quantile = POINT_QUANTILES[kind]
 
     def score(f: np.ndarray) -> tuple[float, float]:
         return float(np.abs(y - f).sum() / total), float(f.sum() / total - 1.0)
@@ -89,14 +72,11 @@ def choose_point(
     limit = max(tolerance, abs(mean_bias))
     best = (mean_wape, mean_bias, None)
     for tau in TAUS:
-        f = np.clip(quantile(mu, phi, tau), *band)
-        if kind == "mid_quantile" and np.mean((band[0] < f) & (f < band[1])) < MIN_ORDERED:
-            continue
-        wape, bias = score(f)
+        wape, bias = score(np.clip(count_quantile(mu, phi, tau), *band))
         if abs(bias) <= limit and wape < best[0]:
             best = (wape, bias, tau)
     return {
-        "point": "mean" if best[2] is None else kind,
+        "point": "mean" if best[2] is None else "count_quantile",
         "point_tau": best[2],
         "point_wape": best[0],
         "point_bias": best[1],

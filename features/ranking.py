@@ -11,6 +11,7 @@ from the history before the ranker's cut and its labels from after it (`split_ev
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -315,18 +316,11 @@ def rank_features(
     return X
 
 
-_CONTEXTS: dict[float, np.ndarray] = {}  # now -> its context row (a served state has one now)
-
-
+@functools.lru_cache(maxsize=64)  # a served state has one now: its row is computed once
 def _context(now_days: float) -> np.ndarray:
-    """The context features of a day (weekday, season), float32 (read-only; cached per day)."""
-    row = _CONTEXTS.get(now_days)
-    if row is None:
-        row = _context_of(now_days)
-        row.flags.writeable = False
-        if len(_CONTEXTS) >= 64:
-            _CONTEXTS.clear()
-        _CONTEXTS[now_days] = row
+    """The context features of a day (weekday, season), float32 (read-only: it is cached)."""
+    row = _context_of(now_days)
+    row.flags.writeable = False
     return row
 
 

@@ -12,7 +12,7 @@ from features.demand import DemandPanel
 from models.forecast import LightGBMForecaster
 from models.forecast.base import recent_mean
 from models.forecast.calibration import apply_ratio_calibration, fit_ratio_calibration
-from models.forecast.combination import MIN_DAYS, blend, choose_weights
+from models.forecast.combination import MIN_DAYS, WINDOW, blend, choose_weights
 from models.forecast.point import choose_point, count_quantile
 
 H = 14
@@ -110,8 +110,8 @@ def test_lightgbm_chooses_blend_weights_before_its_held_out_days(monkeypatch):
     model = _small_lgbm().fit(panel)
     t = len(panel.dates) - 1 - H
     before = panel.cut(panel.dates[t])
-    assert np.allclose(seen["alt"], np.repeat(recent_mean(before), H))
-    assert not np.allclose(seen["alt"], np.repeat(recent_mean(panel), H))
+    assert np.allclose(seen["alt"], np.repeat(recent_mean(before, WINDOW), H))
+    assert not np.allclose(seen["alt"], np.repeat(recent_mean(panel, WINDOW), H))
     assert np.array_equal(seen["y"][seen["ok"]], panel.units[:, t + 1 :].ravel()[seen["ok"]])
     assert model.blend_weights_ == {"smooth": 0.25}
 
@@ -124,7 +124,7 @@ def test_lightgbm_applies_its_blend_weights_at_predict_and_keeps_them_saved(tmp_
     model.blend_weights_ = {"smooth": 0.0}
     fc = model.predict(H)
     p50 = fc["p50"].to_numpy().reshape(panel.n_products, H)
-    expected = recent_mean(panel) * model.calibration_["bias"]
+    expected = recent_mean(panel, WINDOW) * model.calibration_["bias"]
     smooth = lgbm_module.demand_classes(panel) == "smooth"
     assert smooth.sum() >= 30
     assert np.allclose(p50[smooth], expected[smooth, None])

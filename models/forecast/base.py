@@ -109,7 +109,7 @@ def _load_known(path: Path, lead_days: int | None) -> KnownFuture | None:
     return KnownFuture(**tables, lead_days=lead_days)
 
 
-def recent_mean(panel: DemandPanel, window: int = 28) -> np.ndarray:
+def recent_mean(panel: DemandPanel, window: int) -> np.ndarray:
     """Mean units of each product's observed days among the panel's last `window` (0 if none):
     the moving-average forecast, and what the LightGBM forecast is blended with."""
     seg = panel.units[:, -window:]

@@ -344,8 +344,10 @@ class _Child:
 
     # ------------------------------------------------------------------ work
     def over_bound(self) -> bool:
+        """At either backlog bound: `backlog_max_rows` held, as the worker's queue counts it (it
+        hands its queue on once it holds that many), or the oldest batch `backlog_max_s` old."""
         config = self.config
-        if self.held + self.writer.waiting > config.backlog_max_rows:
+        if self.held + self.writer.waiting >= config.backlog_max_rows:
             return True
         return bool(self.frames) and time.monotonic() - self.frames[0][2] > config.backlog_max_s
 

@@ -15,7 +15,7 @@ from test_shadow import GUARD, _engine, _requests, scorers  # noqa: F401 - the f
 from features.fraud.decision_log import DecisionLog
 from models.fraud import FraudEngine
 from serving.checkout import Checkout
-from serving.decision_process import LogProcess, _Sent
+from serving.decision_process import LogProcess, _Child, _Sent
 from serving.shadow import DecisionLogConfig, DecisionRecorder, RecordingEngine, ShadowModel
 
 pytest_plugins = ["fraud_helpers"]
@@ -124,3 +124,20 @@ def test_rows_held_by_a_log_process_that_dies_are_counted_as_dropped():
     )
     assert sink.written == 70 and sink.dropped == 60 and sink.waiting == 0
     assert sent.ended
+
+
+class _Writer:
+    waiting = 0
+
+
+def test_the_child_works_at_the_bound_the_worker_hands_its_queue_on_at():
+    """The worker hands on its queue once it holds `backlog_max_rows` rows (`_hold`), so a child
+    holding exactly that many is at the bound: with `>` it waited `backlog_max_s` (30 s) for
+    the age bound instead, the race that timed out the backlog test."""
+    cfg = DecisionLogConfig(process=True, backlog_max_rows=250)
+    child = _Child(_Writer(), cfg, traffic=None, out=-1)
+    child.frames.append((None, None, time.monotonic()))
+    child.held = 249
+    assert not child.over_bound()
+    child.held = 250
+    assert child.over_bound()
